@@ -1,0 +1,631 @@
+package statemachine
+
+import (
+	"fmt"
+	"slices"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Result is the outcome of one applied record. It is what a retry with the
+// same request id gets back, so it holds values, never pointers into state.
+type Result struct {
+	// Version is the metadata version at which the record was applied.
+	Version int64
+	// Err is nil on success; an error changed nothing.
+	Err *Error
+	// BrokerEpoch is set by broker registrations.
+	BrokerEpoch int64
+	// TopicID is set by topic creation.
+	TopicID string
+	// Elected counts partitions moved by ElectLeaders.
+	Elected int32
+	// Duplicate is true when the result came from the request-id table.
+	Duplicate bool
+}
+
+// OK says whether the record was applied without error.
+func (r Result) OK() bool { return r.Err == nil }
+
+// ApplyEntry applies the data of one committed EntryNormal at index. Data
+// that does not decode as a Record is applied as a no-op with an
+// INVALID_RECORD result: every node sees the same bytes and does the same.
+func (s *StateMachine) ApplyEntry(index uint64, data []byte) Result {
+	record := &metadatav1.Record{}
+	if err := proto.Unmarshal(data, record); err != nil {
+		s.advance(index)
+		return Result{Version: int64(index),
+			Err: errorf(metadatav1.ErrorCode_INVALID_RECORD, "record at index %d does not decode: %v", index, err)}
+	}
+	return s.Apply(index, record)
+}
+
+// Advance moves the version over an entry that carries no record: Raft's
+// empty entries and configuration changes. Versions stay gap-free.
+func (s *StateMachine) Advance(index uint64) { s.advance(index) }
+
+func (s *StateMachine) advance(index uint64) {
+	if index != s.appliedIndex+1 {
+		panic(fmt.Sprintf("statemachine: applying index %d after %d: entries must be applied in order, once each",
+			index, s.appliedIndex))
+	}
+	s.appliedIndex = index
+}
+
+// Apply applies one record at index. A record whose request id was applied
+// before returns the first result (Duplicate set) and changes nothing.
+func (s *StateMachine) Apply(index uint64, record *metadatav1.Record) Result {
+	s.advance(index)
+	if err := validateRequestID(record.GetRequestId()); err != nil {
+		// Not remembered: an id the table cannot hold is not an id.
+		return Result{Version: int64(index), Err: err}
+	}
+	key, hasKey := requestKeyOf(record.GetRequestId())
+	if hasKey {
+		if first, ok := s.requests.lookup(key); ok {
+			first.Duplicate = true
+			return first
+		}
+	}
+	c := change{version: int64(index)}
+	result := s.dispatch(record, &c, false)
+	result.Version = int64(index)
+	// Only successes are remembered: an error changes nothing, not even the
+	// request table, so a retry of a rejected request is judged afresh.
+	if result.Err == nil {
+		s.history.add(c)
+		if hasKey {
+			s.requests.remember(key, result)
+		}
+	}
+	return result
+}
+
+// Check validates a record against the current state without applying it.
+// The controller calls it before proposing, to answer bad requests without a
+// round of consensus; Apply repeats the check at commit time.
+func (s *StateMachine) Check(record *metadatav1.Record) *Error {
+	if err := validateRequestID(record.GetRequestId()); err != nil {
+		return err
+	}
+	if key, ok := requestKeyOf(record.GetRequestId()); ok {
+		if _, seen := s.requests.lookup(key); seen {
+			return nil
+		}
+	}
+	var c change
+	return s.dispatch(record, &c, true).Err
+}
+
+// LookupRequest returns the result of a request id already applied.
+func (s *StateMachine) LookupRequest(id *metadatav1.RequestId) (Result, bool) {
+	key, ok := requestKeyOf(id)
+	if !ok {
+		return Result{}, false
+	}
+	r, seen := s.requests.lookup(key)
+	if seen {
+		r.Duplicate = true
+	}
+	return r, seen
+}
+
+// dispatch validates the record and, unless checkOnly, applies it.
+func (s *StateMachine) dispatch(record *metadatav1.Record, c *change, checkOnly bool) Result {
+	switch body := record.Body.(type) {
+	case *metadatav1.Record_NoOp:
+		return Result{}
+	case *metadatav1.Record_RegisterBroker:
+		return s.registerBroker(body.RegisterBroker, c, checkOnly)
+	case *metadatav1.Record_UnregisterBroker:
+		return s.unregisterBroker(body.UnregisterBroker, c, checkOnly)
+	case *metadatav1.Record_FenceBroker:
+		return s.fenceBroker(body.FenceBroker, c, checkOnly)
+	case *metadatav1.Record_UnfenceBroker:
+		return s.unfenceBroker(body.UnfenceBroker, c, checkOnly)
+	case *metadatav1.Record_BeginControlledShutdown:
+		return s.beginControlledShutdown(body.BeginControlledShutdown, c, checkOnly)
+	case *metadatav1.Record_CreateTopic:
+		return s.createTopic(body.CreateTopic, c, checkOnly)
+	case *metadatav1.Record_DeleteTopic:
+		return s.deleteTopic(body.DeleteTopic, c, checkOnly)
+	case *metadatav1.Record_CreatePartitions:
+		return s.createPartitions(body.CreatePartitions, c, checkOnly)
+	case *metadatav1.Record_AlterPartition:
+		return s.alterPartition(body.AlterPartition, c, checkOnly)
+	case *metadatav1.Record_ElectLeaders:
+		return s.electLeaders(body.ElectLeaders, c, checkOnly)
+	}
+	return Result{Err: errorf(metadatav1.ErrorCode_INVALID_RECORD, "record has no known body")}
+}
+
+func validateRequestID(id *metadatav1.RequestId) *Error {
+	if id != nil && len(id.ClientId) > requestIDClientLengthMax {
+		return errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+			"request id client id is longer than %d bytes", requestIDClientLengthMax)
+	}
+	return nil
+}
+
+func fail(err *Error) Result { return Result{Err: err} }
+
+func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *change, checkOnly bool) Result {
+	if err := ValidateBrokerRegistration(r.BrokerId, r.Host, r.Port, r.Rack, r.IncarnationId); err != nil {
+		return fail(err)
+	}
+	existing, ok := s.brokers[r.BrokerId]
+	if ok && !existing.fenced {
+		sameEndpoint := existing.host == r.Host && existing.port == r.Port && existing.rack == r.Rack
+		if existing.incarnationID != r.IncarnationId {
+			return fail(errorf(metadatav1.ErrorCode_DUPLICATE_BROKER_REGISTRATION,
+				"broker %d is registered with incarnation %q and is not fenced: wait for its session to expire or unregister it first",
+				r.BrokerId, existing.incarnationID))
+		}
+		if !sameEndpoint {
+			return fail(errorf(metadatav1.ErrorCode_DUPLICATE_BROKER_REGISTRATION,
+				"broker %d is registered at %s:%d rack %q: a live registration cannot move; unregister it first",
+				r.BrokerId, existing.host, existing.port, existing.rack))
+		}
+		if !existing.shuttingDown {
+			// The same incarnation registering again (a retry without a
+			// request id): idempotent, the registration stands.
+			return Result{BrokerEpoch: existing.epoch}
+		}
+	}
+	if checkOnly {
+		return Result{}
+	}
+	b := &broker{
+		id: r.BrokerId, host: r.Host, port: r.Port, rack: r.Rack, incarnationID: r.IncarnationId,
+		epoch: int64(s.appliedIndex),
+	}
+	s.brokers[b.id] = b
+	c.brokers = append(c.brokers, b.id)
+	// A broker that comes back may be the only one left in the ISR of
+	// offline partitions: let it lead them again.
+	s.restoreLeadership(b, c)
+	return Result{BrokerEpoch: b.epoch}
+}
+
+// checkBrokerEpoch finds the broker and checks the record's epoch, where 0
+// means "whatever the current epoch is".
+func (s *StateMachine) checkBrokerEpoch(id int32, epoch int64) (*broker, *Error) {
+	b, ok := s.brokers[id]
+	if !ok {
+		return nil, errorf(metadatav1.ErrorCode_UNKNOWN_BROKER, "broker %d is not registered", id)
+	}
+	if epoch != 0 && epoch != b.epoch {
+		return nil, errorf(metadatav1.ErrorCode_STALE_BROKER_EPOCH,
+			"broker %d has epoch %d, the request names %d", id, b.epoch, epoch)
+	}
+	return b, nil
+}
+
+func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c *change, checkOnly bool) Result {
+	b, err := s.checkBrokerEpoch(r.BrokerId, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if checkOnly {
+		return Result{}
+	}
+	s.removeFromPartitions(b, c)
+	delete(s.brokers, b.id)
+	c.brokers = append(c.brokers, b.id)
+	return Result{}
+}
+
+func (s *StateMachine) fenceBroker(r *metadatav1.FenceBrokerRecord, c *change, checkOnly bool) Result {
+	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
+	if err != nil {
+		return fail(err)
+	}
+	if b.fenced {
+		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED, "broker %d is already fenced", b.id))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	b.fenced = true
+	c.brokers = append(c.brokers, b.id)
+	s.removeFromPartitions(b, c)
+	return Result{}
+}
+
+func (s *StateMachine) unfenceBroker(r *metadatav1.UnfenceBrokerRecord, c *change, checkOnly bool) Result {
+	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
+	if err != nil {
+		return fail(err)
+	}
+	if !b.fenced {
+		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED, "broker %d is not fenced", b.id))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	b.fenced = false
+	b.shuttingDown = false
+	c.brokers = append(c.brokers, b.id)
+	s.restoreLeadership(b, c)
+	return Result{}
+}
+
+func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShutdownRecord, c *change, checkOnly bool) Result {
+	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
+	if err != nil {
+		return fail(err)
+	}
+	if b.fenced || b.shuttingDown {
+		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
+			"broker %d is already fenced or shutting down", b.id))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	b.shuttingDown = true
+	c.brokers = append(c.brokers, b.id)
+	s.moveAwayFrom(b, c)
+	return Result{}
+}
+
+// removeFromPartitions takes a fenced or departing broker out of every ISR
+// and elects new leaders for the partitions it led. The last ISR member is
+// kept (as in Kafka's KRaft controller) so that the partition recovers
+// cleanly when that broker returns; the partition is offline meanwhile,
+// unless the topic allows unclean election and another live replica exists.
+func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
+	for _, name := range s.sortedTopicNames() {
+		t := s.topics[name]
+		for i := range t.partitions {
+			p := &t.partitions[i]
+			if !slices.Contains(p.isr, b.id) && p.leader != b.id {
+				continue
+			}
+			changed := false
+			if len(p.isr) > 1 && slices.Contains(p.isr, b.id) {
+				p.isr = removeID(p.isr, b.id)
+				changed = true
+			}
+			if p.leader == b.id {
+				newLeader := s.pickLeader(p, b.id)
+				if newLeader == NoLeader && t.config.UncleanLeaderElectionEnable {
+					newLeader = s.pickUncleanLeader(p, b.id)
+					if newLeader != NoLeader {
+						p.isr = []int32{newLeader}
+					}
+				}
+				p.leader = newLeader
+				p.leaderEpoch++
+				changed = true
+			}
+			if changed {
+				p.partitionEpoch++
+				c.partitions = append(c.partitions, partitionKey{topic: name, index: int32(i)})
+			}
+		}
+	}
+}
+
+// moveAwayFrom moves leadership off a broker entering controlled shutdown
+// and drops it from ISRs, wherever another eligible ISR member exists.
+func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
+	for _, name := range s.sortedTopicNames() {
+		t := s.topics[name]
+		for i := range t.partitions {
+			p := &t.partitions[i]
+			if !slices.Contains(p.isr, b.id) {
+				continue
+			}
+			changed := false
+			if p.leader == b.id {
+				if newLeader := s.pickLeader(p, b.id); newLeader != NoLeader {
+					p.leader = newLeader
+					p.leaderEpoch++
+					changed = true
+				}
+			}
+			if p.leader != b.id && len(p.isr) > 1 {
+				p.isr = removeID(p.isr, b.id)
+				changed = true
+			}
+			if changed {
+				p.partitionEpoch++
+				c.partitions = append(c.partitions, partitionKey{topic: name, index: int32(i)})
+			}
+		}
+	}
+}
+
+// restoreLeadership gives leaderless partitions back to a broker that has
+// just become eligible, when it is in their ISR (or the topic allows an
+// unclean election and it is a replica).
+func (s *StateMachine) restoreLeadership(b *broker, c *change) {
+	for _, name := range s.sortedTopicNames() {
+		t := s.topics[name]
+		for i := range t.partitions {
+			p := &t.partitions[i]
+			if p.leader != NoLeader || !slices.Contains(p.replicas, b.id) {
+				continue
+			}
+			switch {
+			case slices.Contains(p.isr, b.id):
+			case t.config.UncleanLeaderElectionEnable:
+				p.isr = []int32{b.id}
+			default:
+				continue
+			}
+			p.leader = b.id
+			p.leaderEpoch++
+			p.partitionEpoch++
+			c.partitions = append(c.partitions, partitionKey{topic: name, index: int32(i)})
+		}
+	}
+}
+
+// pickLeader returns the first replica, in preferred order, that is in the
+// ISR, is not excluded and is eligible; or NoLeader.
+func (s *StateMachine) pickLeader(p *partition, excluded int32) int32 {
+	for _, id := range p.replicas {
+		if id == excluded || !slices.Contains(p.isr, id) {
+			continue
+		}
+		if b, ok := s.brokers[id]; ok && b.eligible() {
+			return id
+		}
+	}
+	return NoLeader
+}
+
+func (s *StateMachine) pickUncleanLeader(p *partition, excluded int32) int32 {
+	for _, id := range p.replicas {
+		if id == excluded {
+			continue
+		}
+		if b, ok := s.brokers[id]; ok && b.eligible() {
+			return id
+		}
+	}
+	return NoLeader
+}
+
+func removeID(ids []int32, id int32) []int32 {
+	out := make([]int32, 0, len(ids))
+	for _, x := range ids {
+		if x != id {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// eligibleBrokers returns the brokers that may take new replicas, by id.
+func (s *StateMachine) eligibleBrokers() []*broker {
+	var out []*broker
+	for _, id := range s.sortedBrokerIDs() {
+		if b := s.brokers[id]; b.eligible() {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change, checkOnly bool) Result {
+	if err := ValidateTopicName(r.Name); err != nil {
+		return fail(err)
+	}
+	if _, ok := s.topics[r.Name]; ok {
+		return fail(errorf(metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, "topic %q already exists", r.Name))
+	}
+	if other, ok := s.topicsByCollisionKey[collisionKey(r.Name)]; ok {
+		return fail(errorf(metadatav1.ErrorCode_TOPIC_NAME_COLLISION,
+			"topic %q collides with existing topic %q ('.' and '_' are interchangeable)", r.Name, other))
+	}
+	if err := ValidateTopicID(r.TopicId); err != nil {
+		return fail(err)
+	}
+	if other, ok := s.topicIDs[r.TopicId]; ok {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_RECORD, "topic id %s is already used by %q", r.TopicId, other))
+	}
+	if r.PartitionCount < 1 || r.PartitionCount > PartitionsPerRequestMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_PARTITIONS,
+			"partition count %d is outside 1-%d", r.PartitionCount, PartitionsPerRequestMax))
+	}
+	eligible := s.eligibleBrokers()
+	if r.ReplicationFactor < 1 || r.ReplicationFactor > ReplicationFactorMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			"replication factor %d is outside 1-%d", r.ReplicationFactor, ReplicationFactorMax))
+	}
+	if int(r.ReplicationFactor) > len(eligible) {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			"replication factor %d is larger than the %d live brokers", r.ReplicationFactor, len(eligible)))
+	}
+	if err := validateTopicConfig(r.Config, r.ReplicationFactor); err != nil {
+		return fail(err)
+	}
+	if checkOnly {
+		return Result{}
+	}
+	t := &topic{
+		name:              r.Name,
+		id:                r.TopicId,
+		replicationFactor: r.ReplicationFactor,
+		config:            proto.CloneOf(r.Config),
+		partitions:        make([]partition, 0, r.PartitionCount),
+	}
+	t.partitions = placePartitions(t.partitions, eligible, 0, int(r.PartitionCount), int(r.ReplicationFactor), r.PlacementOffset)
+	s.topics[t.name] = t
+	s.topicsByCollisionKey[collisionKey(t.name)] = t.name
+	s.topicIDs[t.id] = t.name
+	c.topics = append(c.topics, t.name)
+	return Result{TopicID: t.id}
+}
+
+func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change, checkOnly bool) Result {
+	t, ok := s.topics[r.Name]
+	if !ok {
+		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Name))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	delete(s.topics, t.name)
+	delete(s.topicsByCollisionKey, collisionKey(t.name))
+	delete(s.topicIDs, t.id)
+	c.topics = append(c.topics, t.name)
+	return Result{TopicID: t.id}
+}
+
+func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c *change, checkOnly bool) Result {
+	t, ok := s.topics[r.Topic]
+	if !ok {
+		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Topic))
+	}
+	current := int32(len(t.partitions))
+	if r.PartitionCount <= current {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_PARTITIONS,
+			"topic %q has %d partitions: the new count %d must be larger (partitions never shrink)",
+			r.Topic, current, r.PartitionCount))
+	}
+	if r.PartitionCount-current > PartitionsPerRequestMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_PARTITIONS,
+			"adding %d partitions: at most %d per request", r.PartitionCount-current, PartitionsPerRequestMax))
+	}
+	eligible := s.eligibleBrokers()
+	if int(t.replicationFactor) > len(eligible) {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			"topic %q has replication factor %d but only %d brokers are live", r.Topic, t.replicationFactor, len(eligible)))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	t.partitions = placePartitions(t.partitions, eligible, int(current), int(r.PartitionCount-current),
+		int(t.replicationFactor), r.PlacementOffset)
+	for i := current; i < r.PartitionCount; i++ {
+		c.partitions = append(c.partitions, partitionKey{topic: t.name, index: i})
+	}
+	return Result{TopicID: t.id}
+}
+
+func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *change, checkOnly bool) Result {
+	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
+	if err != nil {
+		return fail(err)
+	}
+	if r.BrokerEpoch == 0 {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST, "AlterPartition must name the leader's broker epoch"))
+	}
+	if b.fenced {
+		return fail(errorf(metadatav1.ErrorCode_STALE_BROKER_EPOCH, "broker %d is fenced", b.id))
+	}
+	t, ok := s.topics[r.Topic]
+	if !ok {
+		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Topic))
+	}
+	if r.Partition < 0 || int(r.Partition) >= len(t.partitions) {
+		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_PARTITION,
+			"topic %q has no partition %d", r.Topic, r.Partition))
+	}
+	p := &t.partitions[r.Partition]
+	if p.leader != r.BrokerId || p.leaderEpoch != r.LeaderEpoch {
+		return fail(errorf(metadatav1.ErrorCode_FENCED_LEADER_EPOCH,
+			"%s-%d is led by broker %d at leader epoch %d; the request is from broker %d at epoch %d",
+			r.Topic, r.Partition, p.leader, p.leaderEpoch, r.BrokerId, r.LeaderEpoch))
+	}
+	if p.partitionEpoch != r.PartitionEpoch {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_PARTITION_EPOCH,
+			"%s-%d is at partition epoch %d; the request read %d", r.Topic, r.Partition, p.partitionEpoch, r.PartitionEpoch))
+	}
+	if err := s.validateISR(r.NewIsr, p); err != nil {
+		return fail(err)
+	}
+	if checkOnly {
+		return Result{}
+	}
+	p.isr = slices.Clone(r.NewIsr)
+	p.partitionEpoch++
+	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: r.Partition})
+	return Result{}
+}
+
+func (s *StateMachine) validateISR(isr []int32, p *partition) *Error {
+	if len(isr) == 0 {
+		return errorf(metadatav1.ErrorCode_INVALID_ISR, "the new ISR is empty")
+	}
+	if !slices.Contains(isr, p.leader) {
+		return errorf(metadatav1.ErrorCode_INVALID_ISR, "the new ISR %v does not contain the leader %d", isr, p.leader)
+	}
+	for i, id := range isr {
+		if slices.Contains(isr[:i], id) {
+			return errorf(metadatav1.ErrorCode_INVALID_ISR, "the new ISR %v names broker %d twice", isr, id)
+		}
+		if !slices.Contains(p.replicas, id) {
+			return errorf(metadatav1.ErrorCode_INVALID_ISR, "broker %d in the new ISR is not a replica %v", id, p.replicas)
+		}
+		b, ok := s.brokers[id]
+		if !ok || !b.eligible() {
+			return errorf(metadatav1.ErrorCode_INVALID_ISR,
+				"broker %d in the new ISR is not registered, is fenced or is shutting down", id)
+		}
+	}
+	return nil
+}
+
+func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change, checkOnly bool) Result {
+	type target struct {
+		t       *topic
+		indexes []int32
+	}
+	var targets []target
+	if len(r.Targets) == 0 {
+		for _, name := range s.sortedTopicNames() {
+			targets = append(targets, target{t: s.topics[name]})
+		}
+	}
+	if len(r.Targets) > electTargetsPerRequestMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST, "at most %d targets per request", electTargetsPerRequestMax))
+	}
+	for _, tp := range r.Targets {
+		t, ok := s.topics[tp.Topic]
+		if !ok {
+			return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", tp.Topic))
+		}
+		for _, index := range tp.Partitions {
+			if index < 0 || int(index) >= len(t.partitions) {
+				return fail(errorf(metadatav1.ErrorCode_UNKNOWN_PARTITION, "topic %q has no partition %d", tp.Topic, index))
+			}
+		}
+		targets = append(targets, target{t: t, indexes: tp.Partitions})
+	}
+	if checkOnly {
+		return Result{}
+	}
+	var elected int32
+	elect := func(t *topic, index int32) {
+		p := &t.partitions[index]
+		preferred := p.replicas[0]
+		if p.leader == preferred || !slices.Contains(p.isr, preferred) {
+			return
+		}
+		if b, ok := s.brokers[preferred]; !ok || !b.eligible() {
+			return
+		}
+		p.leader = preferred
+		p.leaderEpoch++
+		p.partitionEpoch++
+		elected++
+		c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})
+	}
+	for _, tg := range targets {
+		if tg.indexes == nil {
+			for i := range tg.t.partitions {
+				elect(tg.t, int32(i))
+			}
+			continue
+		}
+		for _, index := range tg.indexes {
+			elect(tg.t, index)
+		}
+	}
+	return Result{Elected: elected}
+}

@@ -1,0 +1,352 @@
+package statemachine
+
+import (
+	"testing"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestRegisterBroker(t *testing.T) {
+	h := newHarness(t)
+	r := h.mustApply(registerRecord(1, "rack1"))
+	assert.EqualValues(t, 1, r.BrokerEpoch, "the epoch is the index of the registration")
+	b := h.sm.Broker(1)
+	require.NotNil(t, b)
+	assert.True(t, b.IsAlive)
+	assert.Equal(t, "rack1", b.Rack)
+	assert.EqualValues(t, 1, b.BrokerEpoch)
+
+	// The same incarnation at the same endpoint: idempotent, same epoch.
+	r = h.mustApply(registerRecord(1, "rack1"))
+	assert.EqualValues(t, 1, r.BrokerEpoch)
+
+	// Once fenced, a new incarnation may take the id over, with a new epoch.
+	h.mustApply(fenceRecord(1, 1))
+	assert.False(t, h.sm.Broker(1).IsAlive)
+	takeover := registerRecord(1, "rack2")
+	takeover.GetRegisterBroker().IncarnationId = "inc-2"
+	r = h.mustApply(takeover)
+	assert.EqualValues(t, 4, r.BrokerEpoch)
+	assert.True(t, h.sm.Broker(1).IsAlive)
+	assert.Equal(t, "rack2", h.sm.Broker(1).Rack)
+
+	// A fence aimed at the old epoch no longer applies.
+	h.mustFail(fenceRecord(1, 1), metadatav1.ErrorCode_STALE_BROKER_EPOCH)
+}
+
+func TestFenceMovesLeadershipAndKeepsTheLastISRMember(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("t", 6, 2, 0, 1))
+	before := h.sm.Topic("t")
+
+	h.mustApply(fenceRecord(1, 0))
+	after := h.sm.Topic("t")
+	for i, p := range after.Partitions {
+		old := before.Partitions[i]
+		assert.NotContains(t, p.Isr, int32(1), "fenced broker left the ISR of %d", i)
+		assert.NotEqual(t, int32(1), p.Leader)
+		if old.Leader == 1 {
+			assert.Equal(t, old.LeaderEpoch+1, p.LeaderEpoch)
+			assert.Contains(t, old.Isr, p.Leader, "the new leader comes from the old ISR")
+		}
+		if contains(old.Isr, 1) {
+			assert.Equal(t, old.PartitionEpoch+1, p.PartitionEpoch)
+		} else {
+			assert.True(t, proto.Equal(old, p), "untouched partition %d changed", i)
+		}
+	}
+
+	// Fence the second broker too: partitions whose ISR is down to one
+	// member stay offline rather than losing their last in-sync replica.
+	h.mustApply(fenceRecord(2, 0))
+	offline := 0
+	for _, p := range h.sm.Topic("t").Partitions {
+		if p.Leader == NoLeader {
+			offline++
+			require.Len(t, p.Isr, 1)
+			assert.Contains(t, []int32{1, 2}, p.Isr[0])
+		} else {
+			assert.Equal(t, int32(3), p.Leader)
+		}
+	}
+	assert.Positive(t, offline)
+	assert.Equal(t, offline, h.sm.OfflinePartitionCount())
+
+	// When the last ISR member comes back, it leads again.
+	h.mustApply(unfenceRecord(1, 0))
+	h.mustApply(unfenceRecord(2, 0))
+	assert.Zero(t, h.sm.OfflinePartitionCount())
+}
+
+func TestUncleanElection(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 2; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	rec := createTopicRecord("unclean", 1, 2, 0, 1)
+	rec.GetCreateTopic().Config.UncleanLeaderElectionEnable = true
+	h.mustApply(rec)
+	p := h.sm.Topic("unclean").Partitions[0]
+	leader, follower := p.Leader, p.Replicas[1]
+	epoch, _ := h.sm.BrokerEpoch(leader)
+	// The leader shrinks the ISR to itself, then dies.
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{
+		BrokerId: leader, BrokerEpoch: epoch, Topic: "unclean", LeaderEpoch: p.LeaderEpoch,
+		PartitionEpoch: p.PartitionEpoch, NewIsr: []int32{leader}}}})
+	h.mustApply(fenceRecord(leader, 0))
+	p = h.sm.Topic("unclean").Partitions[0]
+	assert.Equal(t, follower, p.Leader, "an out-of-sync replica takes over when unclean election is allowed")
+	assert.Equal(t, []int32{follower}, p.Isr)
+}
+
+func TestControlledShutdown(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("t", 3, 3, 0, 1))
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_BeginControlledShutdown{
+		BeginControlledShutdown: &metadatav1.BeginControlledShutdownRecord{BrokerId: 2}}})
+	b := h.sm.Broker(2)
+	assert.True(t, b.InControlledShutdown)
+	assert.False(t, b.IsAlive)
+	assert.False(t, b.Fenced)
+	for _, p := range h.sm.Topic("t").Partitions {
+		assert.NotEqual(t, int32(2), p.Leader)
+		assert.NotContains(t, p.Isr, int32(2))
+	}
+	// A broker shutting down receives no new replicas.
+	h.mustFail(createTopicRecord("t3", 1, 3, 0, 2), metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR)
+	h.mustApply(createTopicRecord("t2", 4, 2, 0, 3))
+	for _, p := range h.sm.Topic("t2").Partitions {
+		assert.NotContains(t, p.Replicas, int32(2))
+	}
+}
+
+func TestAlterPartitionAndPreferredElection(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("t", 1, 3, 0, 1))
+	p := h.sm.Topic("t").Partitions[0]
+	preferred := p.Replicas[0]
+	require.Equal(t, preferred, p.Leader)
+
+	h.mustApply(fenceRecord(preferred, 0))
+	h.mustApply(unfenceRecord(preferred, 0))
+	p = h.sm.Topic("t").Partitions[0]
+	require.NotEqual(t, preferred, p.Leader)
+	require.NotContains(t, p.Isr, preferred)
+
+	elect := &metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{}}}
+	assert.Zero(t, h.mustApply(elect).Elected, "the preferred replica is not in the ISR yet")
+
+	// The leader adds the caught-up replica back.
+	leaderEpoch, _ := h.sm.BrokerEpoch(p.Leader)
+	newISR := append(append([]int32{}, p.Isr...), preferred)
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{
+		BrokerId: p.Leader, BrokerEpoch: leaderEpoch, Topic: "t", LeaderEpoch: p.LeaderEpoch,
+		PartitionEpoch: p.PartitionEpoch, NewIsr: newISR}}})
+	q := h.sm.Topic("t").Partitions[0]
+	assert.Equal(t, newISR, q.Isr)
+	assert.Equal(t, p.PartitionEpoch+1, q.PartitionEpoch)
+	assert.Equal(t, p.LeaderEpoch, q.LeaderEpoch)
+
+	assert.EqualValues(t, 1, h.mustApply(elect).Elected)
+	q = h.sm.Topic("t").Partitions[0]
+	assert.Equal(t, preferred, q.Leader)
+	assert.Equal(t, p.LeaderEpoch+1, q.LeaderEpoch)
+}
+
+func TestUnregisterBroker(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 2; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("t", 2, 2, 0, 1))
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_UnregisterBroker{UnregisterBroker: &metadatav1.UnregisterBrokerRecord{BrokerId: 1}}})
+	assert.Nil(t, h.sm.Broker(1))
+	for _, p := range h.sm.Topic("t").Partitions {
+		assert.Equal(t, int32(2), p.Leader)
+		assert.Equal(t, []int32{2}, p.Isr)
+	}
+}
+
+func TestCreateAndDeleteTopic(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, "rack1"))
+	r := h.mustApply(createTopicRecord("test-topic", 3, 1, 0, 1))
+	assert.Equal(t, testTopicID(1), r.TopicID)
+	topic := h.sm.Topic("test-topic")
+	require.Len(t, topic.Partitions, 3)
+	for i, p := range topic.Partitions {
+		assert.EqualValues(t, i, p.Partition)
+		assert.Equal(t, []int32{1}, p.Replicas)
+		assert.Equal(t, []int32{1}, p.Isr)
+		assert.EqualValues(t, 1, p.Leader)
+	}
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_CreatePartitions{CreatePartitions: &metadatav1.CreatePartitionsRecord{Topic: "test-topic", PartitionCount: 5}}})
+	assert.Len(t, h.sm.Topic("test-topic").Partitions, 5)
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "test-topic"}}})
+	assert.Nil(t, h.sm.Topic("test-topic"))
+	// The name and its collision key are free again.
+	h.mustApply(createTopicRecord("test_topic", 1, 1, 0, 2))
+}
+
+func TestRetriedRequestIsAppliedOnce(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	create := withRequestID(createTopicRecord("once", 1, 1, 0, 1), "client-a", 7)
+	first := h.mustApply(create)
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "once"}}})
+
+	retry := h.apply(create)
+	assert.True(t, retry.Duplicate)
+	assert.Nil(t, retry.Err)
+	assert.Equal(t, first.Version, retry.Version, "a retry reports the version of the first apply")
+	assert.Equal(t, first.TopicID, retry.TopicID)
+	assert.Nil(t, h.sm.Topic("once"), "the retry must not recreate the deleted topic")
+
+	// The same sequence from another client is a different request.
+	other := withRequestID(createTopicRecord("once", 1, 1, 0, 2), "client-b", 7)
+	assert.False(t, h.mustApply(other).Duplicate)
+
+	// A rejected request changes nothing, not even the request table: its
+	// retry is judged afresh against the state of that moment.
+	bad := withRequestID(createTopicRecord("late", 1, 2, 0, 3), "client-a", 8)
+	h.mustFail(bad, metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR)
+	h.mustApply(registerRecord(2, ""))
+	again := h.mustApply(bad)
+	assert.False(t, again.Duplicate)
+	assert.NotNil(t, h.sm.Topic("late"))
+}
+
+func TestDedupTableIsBounded(t *testing.T) {
+	sm := New()
+	for i := 1; i <= DedupCapacity+10; i++ {
+		sm.Apply(uint64(i), withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, "c", uint64(i)))
+	}
+	assert.Len(t, sm.requests.results, DedupCapacity)
+	_, seen := sm.LookupRequest(&metadatav1.RequestId{ClientId: "c", Sequence: 10})
+	assert.False(t, seen, "the oldest ids are evicted first")
+	_, seen = sm.LookupRequest(&metadatav1.RequestId{ClientId: "c", Sequence: 11})
+	assert.True(t, seen)
+	restored, err := Restore(sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, sm.Hash(), restored.Hash())
+	// Both evict the same id next.
+	next := uint64(DedupCapacity + 11)
+	rec := withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, "c", next)
+	sm.Apply(next, rec)
+	restored.Apply(next, rec)
+	assert.Equal(t, sm.Hash(), restored.Hash())
+}
+
+func TestDeltaSince(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(registerRecord(2, ""))
+	v2 := h.sm.Version()
+	h.mustApply(createTopicRecord("a", 2, 2, 0, 1))
+	h.mustApply(createTopicRecord("b", 2, 2, 0, 2))
+	v4 := h.sm.Version()
+	h.mustApply(fenceRecord(1, 0))
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "a"}}})
+	h.sm.Advance(h.sm.AppliedIndex() + 1)
+
+	delta, ok := h.sm.DeltaSince(v4)
+	require.True(t, ok)
+	assert.Equal(t, v4, delta.FromVersion)
+	assert.Equal(t, h.sm.Version(), delta.ToVersion)
+	require.Len(t, delta.UpsertedBrokers, 1)
+	assert.True(t, delta.UpsertedBrokers[0].Fenced)
+	assert.Equal(t, []string{"a"}, delta.DeletedTopics)
+	assert.Empty(t, delta.UpsertedTopics)
+	require.Len(t, delta.ChangedPartitions, 2, "both partitions of b lost broker 1")
+	for _, p := range delta.ChangedPartitions {
+		assert.Equal(t, "b", p.Topic)
+		assert.True(t, proto.Equal(h.sm.Topic("b").Partitions[p.Partition], p))
+	}
+
+	delta, ok = h.sm.DeltaSince(v2)
+	require.True(t, ok)
+	require.Len(t, delta.UpsertedTopics, 1)
+	assert.Equal(t, "b", delta.UpsertedTopics[0].Name)
+	assert.Len(t, delta.UpsertedTopics[0].Partitions, 2)
+	assert.Empty(t, delta.ChangedPartitions, "partitions of an upserted topic travel with it")
+
+	delta, ok = h.sm.DeltaSince(h.sm.Version())
+	require.True(t, ok)
+	assert.Empty(t, delta.UpsertedBrokers)
+
+	_, ok = h.sm.DeltaSince(h.sm.Version() + 1)
+	assert.False(t, ok, "a receiver ahead of the controller has diverged: full state")
+
+	restored, err := Restore(h.sm.Snapshot())
+	require.NoError(t, err)
+	_, ok = restored.DeltaSince(v4)
+	assert.False(t, ok, "a restored node holds no history before its snapshot")
+	_, ok = restored.DeltaSince(restored.Version())
+	assert.True(t, ok)
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	sm := New()
+	sm.Apply(1, registerRecord(1, ""))
+	for i := uint64(2); i < 2+historyEntriesMax+5; i++ {
+		rec := fenceRecord(1, 0)
+		if i%2 == 1 {
+			rec = unfenceRecord(1, 0)
+		}
+		require.Nil(t, sm.Apply(i, rec).Err)
+	}
+	assert.Len(t, sm.history.changes, historyEntriesMax)
+	_, ok := sm.DeltaSince(1)
+	assert.False(t, ok)
+	_, ok = sm.DeltaSince(sm.history.floor)
+	assert.True(t, ok)
+}
+
+func TestSnapshotRoundTripAndCorruption(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 4; id++ {
+		h.mustApply(registerRecord(id, []string{"a", "b"}[id%2]))
+	}
+	h.mustApply(withRequestID(createTopicRecord("x", 8, 3, 5, 1), "cli", 1))
+	h.mustApply(fenceRecord(2, 0))
+	data := h.sm.Snapshot()
+	assert.Equal(t, data, h.sm.Snapshot(), "snapshots are deterministic")
+
+	restored, err := Restore(data)
+	require.NoError(t, err)
+	assert.Equal(t, h.sm.Hash(), restored.Hash())
+	assert.Equal(t, data, restored.Snapshot())
+	assert.True(t, proto.Equal(h.sm.ClusterState(), restored.ClusterState()))
+
+	for _, i := range []int{0, 9, len(data) / 2, len(data) - 1} {
+		corrupt := append([]byte(nil), data...)
+		corrupt[i] ^= 0x40
+		_, err := Restore(corrupt)
+		assert.ErrorIs(t, err, ErrCorruptSnapshot, "flipped byte %d", i)
+	}
+	_, err = Restore(data[:len(data)-1])
+	assert.ErrorIs(t, err, ErrCorruptSnapshot)
+	_, err = Restore(nil)
+	assert.ErrorIs(t, err, ErrCorruptSnapshot)
+}
+
+func contains(ids []int32, id int32) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

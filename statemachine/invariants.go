@@ -1,0 +1,87 @@
+package statemachine
+
+import (
+	"fmt"
+	"slices"
+)
+
+// CheckInvariants verifies what must hold after every applied record. The
+// simulator calls it after each apply; Restore calls it on every snapshot.
+// It returns the first violation found, in a deterministic order.
+func (s *StateMachine) CheckInvariants() error {
+	for _, id := range s.sortedBrokerIDs() {
+		b := s.brokers[id]
+		if b.id != id || b.id < BrokerIDMin {
+			return fmt.Errorf("broker key %d holds broker %d", id, b.id)
+		}
+		if b.epoch <= 0 || uint64(b.epoch) > s.appliedIndex {
+			return fmt.Errorf("broker %d has epoch %d outside (0, %d]", id, b.epoch, s.appliedIndex)
+		}
+	}
+	for _, name := range s.sortedTopicNames() {
+		t := s.topics[name]
+		if err := s.checkTopic(name, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *StateMachine) checkTopic(name string, t *topic) error {
+	if t.name != name || ValidateTopicName(name) != nil {
+		return fmt.Errorf("topic key %q holds invalid topic %q", name, t.name)
+	}
+	if s.topicsByCollisionKey[collisionKey(name)] != name || s.topicIDs[t.id] != name {
+		return fmt.Errorf("topic %q is missing from the name or id index", name)
+	}
+	if ValidateTopicID(t.id) != nil {
+		return fmt.Errorf("topic %q has invalid id %q", name, t.id)
+	}
+	if err := validateTopicConfig(t.config, t.replicationFactor); err != nil {
+		return fmt.Errorf("topic %q: %v", name, err)
+	}
+	if len(t.partitions) == 0 {
+		return fmt.Errorf("topic %q has no partitions", name)
+	}
+	for i := range t.partitions {
+		p := &t.partitions[i]
+		where := fmt.Sprintf("%s-%d", name, i)
+		if len(p.replicas) != int(t.replicationFactor) {
+			return fmt.Errorf("%s has %d replicas, the topic's factor is %d", where, len(p.replicas), t.replicationFactor)
+		}
+		for j, id := range p.replicas {
+			if slices.Contains(p.replicas[:j], id) {
+				return fmt.Errorf("%s repeats broker %d in replicas %v", where, id, p.replicas)
+			}
+		}
+		if len(p.isr) == 0 {
+			return fmt.Errorf("%s has an empty ISR", where)
+		}
+		for j, id := range p.isr {
+			if slices.Contains(p.isr[:j], id) || !slices.Contains(p.replicas, id) {
+				return fmt.Errorf("%s has ISR %v that repeats a broker or is not within replicas %v", where, p.isr, p.replicas)
+			}
+		}
+		if p.leaderEpoch < 0 || p.partitionEpoch < p.leaderEpoch {
+			return fmt.Errorf("%s has leader epoch %d and partition epoch %d", where, p.leaderEpoch, p.partitionEpoch)
+		}
+		if p.leader == NoLeader {
+			continue
+		}
+		if !slices.Contains(p.isr, p.leader) {
+			return fmt.Errorf("%s is led by %d, which is not in its ISR %v", where, p.leader, p.isr)
+		}
+		b, ok := s.brokers[p.leader]
+		if !ok || b.fenced {
+			return fmt.Errorf("%s is led by broker %d, which is unregistered or fenced", where, p.leader)
+		}
+		if len(p.isr) > 1 {
+			for _, id := range p.isr {
+				if member, ok := s.brokers[id]; !ok || member.fenced {
+					return fmt.Errorf("%s has fenced or unregistered broker %d in a multi-member ISR %v", where, id, p.isr)
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package statemachine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"hash/fnv"
+	"math"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+)
+
+// Snapshot format, version 1. Everything is a varint (signed values zigzag)
+// or a length-prefixed string, in a fixed order with brokers sorted by id,
+// topics by name, partitions by index and requests in apply order, so equal
+// states give equal bytes. The last four bytes are the CRC-32C of the rest.
+//
+//	magic "DMQSNAP1" | format | appliedIndex
+//	brokers:  count, then id host port rack incarnation epoch flags
+//	topics:   count, then name id rf config partitions(count, then
+//	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
+//	requests: count, then clientID sequence result
+//	crc32c
+const (
+	snapshotMagic         = "DMQSNAP1"
+	snapshotFormatVersion = 1
+)
+
+// ErrCorruptSnapshot is returned (wrapped) for snapshot bytes that fail the
+// checksum or do not decode.
+var ErrCorruptSnapshot = errors.New("statemachine: corrupt snapshot")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type encoder struct{ buf []byte }
+
+func (e *encoder) uvarint(v uint64) { e.buf = binary.AppendUvarint(e.buf, v) }
+func (e *encoder) varint(v int64)   { e.buf = binary.AppendVarint(e.buf, v) }
+func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.buf = append(e.buf, s...) }
+func (e *encoder) ids(ids []int32) {
+	e.uvarint(uint64(len(ids)))
+	for _, id := range ids {
+		e.varint(int64(id))
+	}
+}
+
+// Snapshot encodes the replicated state (not the soft change history).
+func (s *StateMachine) Snapshot() []byte {
+	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
+	s.encode(e)
+	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli))
+}
+
+func (s *StateMachine) encode(e *encoder) {
+	e.buf = append(e.buf, snapshotMagic...)
+	e.uvarint(snapshotFormatVersion)
+	e.uvarint(s.appliedIndex)
+	ids := s.sortedBrokerIDs()
+	e.uvarint(uint64(len(ids)))
+	for _, id := range ids {
+		b := s.brokers[id]
+		e.varint(int64(b.id))
+		e.str(b.host)
+		e.varint(int64(b.port))
+		e.str(b.rack)
+		e.str(b.incarnationID)
+		e.varint(b.epoch)
+		var flags uint64
+		if b.fenced {
+			flags |= 1
+		}
+		if b.shuttingDown {
+			flags |= 2
+		}
+		e.uvarint(flags)
+	}
+	names := s.sortedTopicNames()
+	e.uvarint(uint64(len(names)))
+	for _, name := range names {
+		t := s.topics[name]
+		e.str(t.name)
+		e.str(t.id)
+		e.varint(int64(t.replicationFactor))
+		e.varint(t.config.RetentionMs)
+		e.varint(t.config.RetentionBytes)
+		e.varint(int64(t.config.SegmentBytes))
+		e.str(t.config.CompressionType)
+		e.varint(int64(t.config.MinInsyncReplicas))
+		if t.config.UncleanLeaderElectionEnable {
+			e.uvarint(1)
+		} else {
+			e.uvarint(0)
+		}
+		e.uvarint(uint64(len(t.partitions)))
+		for i := range t.partitions {
+			p := &t.partitions[i]
+			e.ids(p.replicas)
+			e.ids(p.isr)
+			e.varint(int64(p.leader))
+			e.varint(int64(p.leaderEpoch))
+			e.varint(int64(p.partitionEpoch))
+		}
+	}
+	keys := s.requests.inOrder()
+	e.uvarint(uint64(len(keys)))
+	for _, key := range keys {
+		r := s.requests.results[key]
+		e.str(key.clientID)
+		e.uvarint(key.sequence)
+		e.varint(r.Version)
+		if r.Err != nil {
+			e.uvarint(uint64(r.Err.Code))
+			e.str(r.Err.Message)
+		} else {
+			e.uvarint(0)
+			e.str("")
+		}
+		e.varint(r.BrokerEpoch)
+		e.str(r.TopicID)
+		e.varint(int64(r.Elected))
+	}
+}
+
+// Hash is a 64-bit digest of the replicated state, equal on two nodes
+// exactly when their snapshots are byte-identical (up to collisions).
+func (s *StateMachine) Hash() uint64 {
+	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
+	s.encode(e)
+	h := fnv.New64a()
+	h.Write(e.buf)
+	return h.Sum64()
+}
+
+type decoder struct {
+	buf []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrCorruptSnapshot, fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.buf)
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.buf)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) int32() int32 {
+	v := d.varint()
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		d.fail("value %d does not fit 32 bits", v)
+		return 0
+	}
+	return int32(v)
+}
+
+// count reads a collection length, refusing lengths the remaining bytes
+// cannot hold (each element takes at least one byte).
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.buf)) {
+		d.fail("count %d exceeds the %d bytes left", n, len(d.buf))
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) str() string {
+	n := d.count()
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.buf[:n])
+	d.buf = d.buf[n:]
+	return s
+}
+
+// idsInto decodes an id list into arena, returning the list (capped at its
+// length) and the rest of the arena.
+func (d *decoder) idsInto(arena []int32) ([]int32, []int32) {
+	n := d.count()
+	if n > len(arena) {
+		arena = make([]int32, n)
+	}
+	out := arena[:n:n]
+	for i := range out {
+		out[i] = d.int32()
+	}
+	return out, arena[n:]
+}
+
+// Restore rebuilds a state machine from Snapshot bytes. Its history starts
+// at the snapshot's version. Corrupt bytes or a state that breaks an
+// invariant return an error wrapping ErrCorruptSnapshot.
+func Restore(data []byte) (*StateMachine, error) {
+	if len(data) < len(snapshotMagic)+4 {
+		return nil, fmt.Errorf("%w: %d bytes is too short", ErrCorruptSnapshot, len(data))
+	}
+	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorruptSnapshot)
+	}
+	if string(body[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrCorruptSnapshot)
+	}
+	d := &decoder{buf: body[len(snapshotMagic):]}
+	if v := d.uvarint(); v != snapshotFormatVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, v, snapshotFormatVersion)
+	}
+	s := New()
+	s.appliedIndex = d.uvarint()
+	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+		b := &broker{id: d.int32(), host: d.str(), port: d.int32(), rack: d.str(), incarnationID: d.str(), epoch: d.varint()}
+		flags := d.uvarint()
+		b.fenced, b.shuttingDown = flags&1 != 0, flags&2 != 0
+		if _, dup := s.brokers[b.id]; dup {
+			d.fail("broker %d twice", b.id)
+		}
+		s.brokers[b.id] = b
+	}
+	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+		t := &topic{name: d.str(), id: d.str(), replicationFactor: d.int32()}
+		t.config = &metadatav1.TopicConfig{
+			RetentionMs: d.varint(), RetentionBytes: d.varint(), SegmentBytes: d.int32(),
+			CompressionType: d.str(), MinInsyncReplicas: d.int32(), UncleanLeaderElectionEnable: d.uvarint() == 1,
+		}
+		parts := d.count()
+		if d.err != nil {
+			break
+		}
+		rf := max(int(t.replicationFactor), 0)
+		replicaArena := make([]int32, parts*rf)
+		isrArena := make([]int32, parts*rf)
+		t.partitions = make([]partition, parts)
+		for j := range t.partitions {
+			p := &t.partitions[j]
+			p.replicas, replicaArena = d.idsInto(replicaArena)
+			p.isr, isrArena = d.idsInto(isrArena)
+			p.leader, p.leaderEpoch, p.partitionEpoch = d.int32(), d.int32(), d.int32()
+		}
+		if _, dup := s.topics[t.name]; dup {
+			d.fail("topic %q twice", t.name)
+		}
+		s.topics[t.name] = t
+		s.topicsByCollisionKey[collisionKey(t.name)] = t.name
+		s.topicIDs[t.id] = t.name
+	}
+	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+		key := requestKey{clientID: d.str(), sequence: d.uvarint()}
+		r := Result{Version: d.varint()}
+		code, message := d.uvarint(), d.str()
+		if code != 0 {
+			r.Err = &Error{Code: metadatav1.ErrorCode(code), Message: message}
+		}
+		r.BrokerEpoch, r.TopicID, r.Elected = d.varint(), d.str(), d.int32()
+		if _, dup := s.requests.results[key]; dup || len(s.requests.order) >= DedupCapacity {
+			d.fail("request table entry %v twice or beyond capacity", key)
+			break
+		}
+		s.requests.order = append(s.requests.order, key)
+		s.requests.results[key] = r
+	}
+	if d.err == nil && len(d.buf) != 0 {
+		d.fail("%d trailing bytes", len(d.buf))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(s.topicsByCollisionKey) != len(s.topics) || len(s.topicIDs) != len(s.topics) {
+		return nil, fmt.Errorf("%w: colliding topic names or ids", ErrCorruptSnapshot)
+	}
+	if err := s.CheckInvariants(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorruptSnapshot, err)
+	}
+	s.history = newHistory(int64(s.appliedIndex))
+	return s, nil
+}
