@@ -93,7 +93,7 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 		}
 	}
 	brokerIDs := make([]int32, 0, len(brokers))
-	for id := range brokers {
+	for id := range brokers { // determinism: collected, then sorted
 		brokerIDs = append(brokerIDs, id)
 	}
 	slices.Sort(brokerIDs)
@@ -105,7 +105,7 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 		}
 	}
 	topicNames := make([]string, 0, len(topics))
-	for name := range topics {
+	for name := range topics { // determinism: collected, then sorted
 		topicNames = append(topicNames, name)
 	}
 	sortStrings(topicNames)
@@ -117,7 +117,7 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 		}
 	}
 	keys := make([]partitionKey, 0, len(partitions))
-	for key := range partitions {
+	for key := range partitions { // determinism: collected, then sorted
 		if !topics[key.topic] {
 			keys = append(keys, key)
 		}

@@ -45,7 +45,7 @@ func (s *StateMachine) checkTopic(name string, t *topic) error {
 	}
 	for i := range t.partitions {
 		p := &t.partitions[i]
-		where := fmt.Sprintf("%s-%d", name, i)
+		where := partitionName{name, i}
 		if len(p.replicas) != int(t.replicationFactor) {
 			return fmt.Errorf("%s has %d replicas, the topic's factor is %d", where, len(p.replicas), t.replicationFactor)
 		}
@@ -54,8 +54,8 @@ func (s *StateMachine) checkTopic(name string, t *topic) error {
 				return fmt.Errorf("%s repeats broker %d in replicas %v", where, id, p.replicas)
 			}
 		}
-		if len(p.isr) == 0 {
-			return fmt.Errorf("%s has an empty ISR", where)
+		if len(p.isr) == 0 || len(p.isr) > len(p.replicas) {
+			return fmt.Errorf("%s has an ISR of %d members for %d replicas", where, len(p.isr), len(p.replicas))
 		}
 		for j, id := range p.isr {
 			if slices.Contains(p.isr[:j], id) || !slices.Contains(p.replicas, id) {
@@ -85,3 +85,12 @@ func (s *StateMachine) checkTopic(name string, t *topic) error {
 	}
 	return nil
 }
+
+// partitionName formats as topic-index only when an error is printed, so the
+// check of a million partitions allocates nothing.
+type partitionName struct {
+	topic string
+	index int
+}
+
+func (p partitionName) String() string { return fmt.Sprintf("%s-%d", p.topic, p.index) }

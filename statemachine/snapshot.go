@@ -203,6 +203,10 @@ func (d *decoder) str() string {
 // length) and the rest of the arena.
 func (d *decoder) idsInto(arena []int32) ([]int32, []int32) {
 	n := d.count()
+	if n > ReplicationFactorMax {
+		d.fail("a replica list of %d brokers", n)
+		return nil, arena
+	}
 	if n > len(arena) {
 		arena = make([]int32, n)
 	}
@@ -249,10 +253,13 @@ func Restore(data []byte) (*StateMachine, error) {
 			CompressionType: d.str(), MinInsyncReplicas: d.int32(), UncleanLeaderElectionEnable: d.uvarint() == 1,
 		}
 		parts := d.count()
+		if t.replicationFactor < 1 || t.replicationFactor > ReplicationFactorMax {
+			d.fail("topic %q has replication factor %d", t.name, t.replicationFactor)
+		}
 		if d.err != nil {
 			break
 		}
-		rf := max(int(t.replicationFactor), 0)
+		rf := int(t.replicationFactor)
 		replicaArena := make([]int32, parts*rf)
 		isrArena := make([]int32, parts*rf)
 		t.partitions = make([]partition, parts)
@@ -295,6 +302,14 @@ func Restore(data []byte) (*StateMachine, error) {
 	}
 	if err := s.CheckInvariants(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorruptSnapshot, err)
+	}
+	// Only the canonical encoding of a state is accepted (no overlong
+	// varints, no unknown flag bits), so that equal states always have equal
+	// bytes and a restored node hashes like the node that wrote it.
+	canonical := &encoder{buf: make([]byte, 0, len(body))}
+	s.encode(canonical)
+	if string(canonical.buf) != string(body) {
+		return nil, fmt.Errorf("%w: not the canonical encoding of the state it holds", ErrCorruptSnapshot)
 	}
 	s.history = newHistory(int64(s.appliedIndex))
 	return s, nil

@@ -80,7 +80,7 @@ func (s *StateMachine) AppliedIndex() uint64 { return s.appliedIndex }
 
 func (s *StateMachine) sortedBrokerIDs() []int32 {
 	ids := make([]int32, 0, len(s.brokers))
-	for id := range s.brokers {
+	for id := range s.brokers { // determinism: collected, then sorted
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -89,7 +89,7 @@ func (s *StateMachine) sortedBrokerIDs() []int32 {
 
 func (s *StateMachine) sortedTopicNames() []string {
 	names := make([]string, 0, len(s.topics))
-	for name := range s.topics {
+	for name := range s.topics { // determinism: collected, then sorted
 		names = append(names, name)
 	}
 	sortStrings(names)
@@ -170,7 +170,7 @@ func (s *StateMachine) TopicCount() int { return len(s.topics) }
 
 func (s *StateMachine) PartitionCount() int {
 	n := 0
-	for _, t := range s.topics {
+	for _, t := range s.topics { // determinism: a sum
 		n += len(t.partitions)
 	}
 	return n
@@ -179,7 +179,7 @@ func (s *StateMachine) PartitionCount() int {
 // OfflinePartitionCount counts partitions without a leader.
 func (s *StateMachine) OfflinePartitionCount() int {
 	n := 0
-	for _, t := range s.topics {
+	for _, t := range s.topics { // determinism: a count
 		for i := range t.partitions {
 			if t.partitions[i].leader == NoLeader {
 				n++

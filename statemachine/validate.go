@@ -177,7 +177,7 @@ func DefaultTopicConfig(minISRDefault, replicationFactor int32) *metadatav1.Topi
 func ParseTopicConfig(configs map[string]string, minISRDefault, replicationFactor int32) (*metadatav1.TopicConfig, *Error) {
 	config := DefaultTopicConfig(minISRDefault, replicationFactor)
 	keys := make([]string, 0, len(configs))
-	for key := range configs {
+	for key := range configs { // determinism: collected, then sorted
 		keys = append(keys, key)
 	}
 	sortStrings(keys)
