@@ -1,0 +1,86 @@
+package storage
+
+import (
+	"errors"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// The sentinel errors. ErrCompacted, ErrUnavailable and ErrSnapOutOfDate are
+// raft's own, so that raft recognises them; the others are ours.
+var (
+	// ErrCompacted: the requested index is at or before the compaction point.
+	ErrCompacted = raft.ErrCompacted
+	// ErrUnavailable: the requested index is after the last entry.
+	ErrUnavailable = raft.ErrUnavailable
+	// ErrSnapOutOfDate: a snapshot is not newer than the one held.
+	ErrSnapOutOfDate = raft.ErrSnapOutOfDate
+	// ErrCorrupt: a stored record failed its checksum or does not decode, or
+	// the stored state is inconsistent. Its data is never served.
+	ErrCorrupt = errors.New("storage: corrupt record")
+	// ErrFailed: an earlier write or sync failed. The store refuses every
+	// further write: the only safe continuation is to crash and reopen,
+	// because after a failed fsync the kernel may have dropped the dirty
+	// pages and a retried fsync can report success for lost data.
+	ErrFailed = errors.New("storage: write failed; the store refuses writes until the node restarts")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("storage: closed")
+)
+
+// Update is everything one raft.Ready asks to persist. It is written as one
+// atomic batch: after a crash, either all of it is there or none of it.
+type Update struct {
+	// HardState replaces the stored hard state unless nil or empty.
+	HardState *raftpb.HardState
+	// Entries are appended to the log. An entry at an index the log already
+	// holds replaces it and discards every entry after it (a conflicting
+	// suffix from an old leader); entries at or before the compaction point
+	// are ignored. Entries must be contiguous and must not leave a gap after
+	// the last stored entry.
+	Entries []*raftpb.Entry
+	// Snapshot, unless nil or empty, replaces the log: it is stored, every
+	// entry is discarded, and the log continues after the snapshot's index.
+	// It must be newer than the stored snapshot (else ErrSnapOutOfDate).
+	Snapshot *raftpb.Snapshot
+	// MustSync makes Save return only once the batch is durable (raft's
+	// Ready.MustSync). Without it the batch is ordered but may be lost in a
+	// crash, together with every unsynced batch after it, never alone.
+	MustSync bool
+}
+
+// Storage is the Raft log, hard state and snapshots of one controller. The
+// read half is raft.Storage, with its ranges and sentinels:
+//
+//   - InitialState returns the stored hard state (nil before the first
+//     Save) and the conf state of the latest snapshot (empty if none).
+//   - Entries(lo, hi, maxSize) returns entries [lo, hi), at least one if
+//     any, at most maxSize bytes beyond the first. ErrCompacted if lo is at
+//     or before the compaction point, ErrUnavailable if the log holds no
+//     entries; hi beyond LastIndex()+1 is a caller bug and panics. The
+//     caller owns the returned slice but must not modify the entries.
+//   - Term(i) is defined on [FirstIndex()-1, LastIndex()]: ErrCompacted
+//     before it, ErrUnavailable after it.
+//   - FirstIndex is the compaction point + 1; LastIndex the last entry's
+//     index, or the compaction point when the log is empty.
+//   - Snapshot returns the latest snapshot (empty before the first).
+//
+// Every method returns ErrCorrupt for a record that fails its checksum.
+// After a write error, every write returns ErrFailed. A Storage is owned by
+// one goroutine: it is not safe for concurrent use.
+type Storage interface {
+	raft.Storage
+	// Save persists one Ready's hard state, entries and snapshot as one
+	// atomic batch, synced when u.MustSync.
+	Save(u Update) error
+	// CreateSnapshot stores a state-machine snapshot taken at index (in
+	// (Snapshot().Index, LastIndex()]) with the conf state at that index,
+	// durably. It does not compact; ErrSnapOutOfDate if not newer.
+	CreateSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error)
+	// Compact discards the entries up to and including compactIndex, which
+	// must not pass the stored snapshot's index (so nothing unrecoverable is
+	// lost); ErrCompacted if already compacted that far.
+	Compact(compactIndex uint64) error
+	// Close releases the store. Unsynced writes may be lost.
+	Close() error
+}

@@ -1,0 +1,489 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Bounds of the in-memory entry cache: the newest entries, which raft reads
+// back to send to followers and to apply, never go to the engine.
+const (
+	cacheEntriesMax = 16_384
+	cacheBytesMax   = 64 << 20
+)
+
+// Store implements Storage over an engine. The log logic — truncation,
+// compaction, snapshots, checksums, recovery checks — is written once and
+// runs on Pebble in production and on the simulated disk in simulation.
+type Store struct {
+	engine engine
+	// hardState is nil until the first Save with a non-empty one.
+	hardState *raftpb.HardState
+	snapshot  *raftpb.Snapshot
+	// truncatedIndex/Term describe the entry just before the first one held:
+	// the compaction point (or the snapshot received from a leader).
+	truncatedIndex, truncatedTerm uint64
+	lastIndex                     uint64
+	// cache holds entries [cacheFirst, lastIndex]; cacheFirst is
+	// lastIndex+1 - len(cache). cacheBytes is their encoded size.
+	cache      []*raftpb.Entry
+	cacheBytes int
+	// cacheEntriesMax bounds the cache; a field so that tests can exercise
+	// reads that miss it.
+	cacheEntriesMax int
+	failed          error
+	closed     bool
+}
+
+var _ Storage = (*Store)(nil)
+
+// open loads and checks the stored state: every record's checksum, the log's
+// contiguity after the compaction point, and the hard state against the log.
+func open(e engine) (*Store, error) {
+	s := &Store{engine: e, snapshot: &raftpb.Snapshot{Metadata: raftpb.EnsureSnapshotMetadata(nil)},
+		cacheEntriesMax: cacheEntriesMax}
+	if err := s.load(); err != nil {
+		_ = e.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) load() error {
+	if payload, err := s.getSealed(keyHardState); err != nil {
+		return err
+	} else if payload != nil {
+		s.hardState = &raftpb.HardState{}
+		if err := proto.Unmarshal(payload, s.hardState); err != nil {
+			return fmt.Errorf("%w: hard state: %v", ErrCorrupt, err)
+		}
+	}
+	if payload, err := s.getSealed(keySnapshotMeta); err != nil {
+		return err
+	} else if payload != nil {
+		meta := &raftpb.SnapshotMetadata{}
+		if err := proto.Unmarshal(payload, meta); err != nil {
+			return fmt.Errorf("%w: snapshot metadata: %v", ErrCorrupt, err)
+		}
+		data, err := s.getSealed(keySnapshotData)
+		if err != nil {
+			return err
+		}
+		s.snapshot = &raftpb.Snapshot{Metadata: meta, Data: data}
+	}
+	if payload, err := s.getSealed(keyTruncated); err != nil {
+		return err
+	} else if payload != nil {
+		if len(payload) != 16 {
+			return fmt.Errorf("%w: truncated state of %d bytes", ErrCorrupt, len(payload))
+		}
+		s.truncatedIndex = binary.BigEndian.Uint64(payload)
+		s.truncatedTerm = binary.BigEndian.Uint64(payload[8:])
+	}
+	s.lastIndex = s.truncatedIndex
+	var prevTerm = s.truncatedTerm
+	err := s.engine.scan(logKey(s.truncatedIndex+1), logEnd, func(key, value []byte) error {
+		entry, err := decodeEntry(key, value)
+		if err != nil {
+			return err
+		}
+		if entry.GetIndex() != s.lastIndex+1 {
+			return fmt.Errorf("%w: log has entry %d after %d", ErrCorrupt, entry.GetIndex(), s.lastIndex)
+		}
+		if entry.GetTerm() < prevTerm {
+			return fmt.Errorf("%w: entry %d has term %d after term %d", ErrCorrupt, entry.GetIndex(), entry.GetTerm(), prevTerm)
+		}
+		prevTerm = entry.GetTerm()
+		s.lastIndex = entry.GetIndex()
+		s.cacheAppend(entry)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	snapIndex := s.snapshot.GetMetadata().GetIndex()
+	if snapIndex < s.truncatedIndex {
+		return fmt.Errorf("%w: log compacted to %d beyond the snapshot at %d", ErrCorrupt, s.truncatedIndex, snapIndex)
+	}
+	if commit := s.hardState.GetCommit(); commit > s.lastIndex && commit > snapIndex {
+		return fmt.Errorf("%w: hard state commits %d, the log ends at %d", ErrCorrupt, commit, s.lastIndex)
+	}
+	return nil
+}
+
+func (s *Store) getSealed(key []byte) ([]byte, error) {
+	value, err := s.engine.get(key)
+	if err != nil || value == nil {
+		return nil, err
+	}
+	return unseal(key, value)
+}
+
+func decodeEntry(key, value []byte) (*raftpb.Entry, error) {
+	index, err := indexOfLogKey(key)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := unseal(key, value)
+	if err != nil {
+		return nil, err
+	}
+	entry := &raftpb.Entry{}
+	if err := proto.Unmarshal(payload, entry); err != nil {
+		return nil, fmt.Errorf("%w: entry %d: %v", ErrCorrupt, index, err)
+	}
+	if entry.GetIndex() != index {
+		return nil, fmt.Errorf("%w: key of entry %d holds entry %d", ErrCorrupt, index, entry.GetIndex())
+	}
+	return entry, nil
+}
+
+// InitialState implements raft.Storage.
+func (s *Store) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	var hs *raftpb.HardState
+	if s.hardState != nil {
+		hs = proto.CloneOf(s.hardState)
+	}
+	return hs, proto.CloneOf(raftpb.EnsureConfState(s.snapshot.GetMetadata().GetConfState())), nil
+}
+
+// FirstIndex implements raft.Storage.
+func (s *Store) FirstIndex() (uint64, error) { return s.truncatedIndex + 1, nil }
+
+// LastIndex implements raft.Storage.
+func (s *Store) LastIndex() (uint64, error) { return s.lastIndex, nil }
+
+// Term implements raft.Storage.
+func (s *Store) Term(i uint64) (uint64, error) {
+	switch {
+	case i < s.truncatedIndex:
+		return 0, ErrCompacted
+	case i == s.truncatedIndex:
+		return s.truncatedTerm, nil
+	case i > s.lastIndex:
+		return 0, ErrUnavailable
+	}
+	entry, err := s.entry(i)
+	if err != nil {
+		return 0, err
+	}
+	return entry.GetTerm(), nil
+}
+
+// Entries implements raft.Storage.
+func (s *Store) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
+	if lo <= s.truncatedIndex {
+		return nil, ErrCompacted
+	}
+	if hi > s.lastIndex+1 {
+		panic(fmt.Sprintf("storage: Entries(%d, %d) beyond the last index %d", lo, hi, s.lastIndex))
+	}
+	if s.lastIndex == s.truncatedIndex {
+		return nil, ErrUnavailable
+	}
+	if lo >= hi {
+		return nil, nil
+	}
+	var out []*raftpb.Entry
+	var size uint64
+	take := func(e *raftpb.Entry) bool {
+		size += uint64(proto.Size(e))
+		if len(out) > 0 && size > maxSize {
+			return false
+		}
+		out = append(out, e)
+		return true
+	}
+	cacheFirst := s.lastIndex + 1 - uint64(len(s.cache))
+	if lo < cacheFirst {
+		stop := errors.New("stop")
+		err := s.engine.scan(logKey(lo), logKey(min(hi, cacheFirst)), func(key, value []byte) error {
+			entry, err := decodeEntry(key, value)
+			if err != nil {
+				return err
+			}
+			if entry.GetIndex() != lo+uint64(len(out)) {
+				return fmt.Errorf("%w: log has a gap before entry %d", ErrCorrupt, entry.GetIndex())
+			}
+			if !take(entry) {
+				return stop
+			}
+			return nil
+		})
+		if errors.Is(err, stop) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if uint64(len(out)) != min(hi, cacheFirst)-lo {
+			return nil, fmt.Errorf("%w: log is missing entries in [%d, %d)", ErrCorrupt, lo, min(hi, cacheFirst))
+		}
+	}
+	for i := max(lo, cacheFirst); i < hi; i++ {
+		if !take(s.cache[i-cacheFirst]) {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) entry(i uint64) (*raftpb.Entry, error) {
+	cacheFirst := s.lastIndex + 1 - uint64(len(s.cache))
+	if i >= cacheFirst {
+		return s.cache[i-cacheFirst], nil
+	}
+	key := logKey(i)
+	value, err := s.engine.get(key)
+	if err != nil {
+		return nil, err
+	}
+	if value == nil {
+		return nil, fmt.Errorf("%w: entry %d is missing", ErrCorrupt, i)
+	}
+	return decodeEntry(key, value)
+}
+
+// Snapshot implements raft.Storage.
+func (s *Store) Snapshot() (*raftpb.Snapshot, error) { return proto.CloneOf(s.snapshot), nil }
+
+func (s *Store) checkWritable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	return s.failed
+}
+
+// commit writes the batch; a failure poisons the store for good.
+func (s *Store) commit(b *batch, sync bool) error {
+	if err := s.engine.write(b, sync); err != nil {
+		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+		return s.failed
+	}
+	return nil
+}
+
+// Save implements Storage.
+func (s *Store) Save(u Update) error {
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	b := &batch{}
+	truncatedIndex, truncatedTerm, lastIndex := s.truncatedIndex, s.truncatedTerm, s.lastIndex
+	var snapshot *raftpb.Snapshot
+	if u.Snapshot != nil && !isEmptySnapshot(u.Snapshot) {
+		meta := u.Snapshot.GetMetadata()
+		if meta.GetIndex() <= s.snapshot.GetMetadata().GetIndex() {
+			return ErrSnapOutOfDate
+		}
+		snapshot = proto.CloneOf(u.Snapshot)
+		snapshot.Metadata.ConfState = raftpb.EnsureConfState(meta.GetConfState())
+		s.putSnapshot(b, snapshot)
+		// NB: the whole log goes, not only the prefix the snapshot covers:
+		// entries after it may conflict with the leader's log (as in raft's
+		// MemoryStorage.ApplySnapshot).
+		b.deleteRange(logKey(0), logEnd)
+		truncatedIndex, truncatedTerm, lastIndex = meta.GetIndex(), meta.GetTerm(), meta.GetIndex()
+		b.put(keyTruncated, seal(keyTruncated, truncatedBytes(truncatedIndex, truncatedTerm)))
+	}
+	entries := u.Entries
+	if len(entries) > 0 && entries[0].GetIndex() <= truncatedIndex {
+		skip := truncatedIndex + 1 - entries[0].GetIndex()
+		entries = entries[min(skip, uint64(len(entries))):]
+	}
+	if len(entries) > 0 {
+		first := entries[0].GetIndex()
+		if first > lastIndex+1 {
+			panic(fmt.Sprintf("storage: appending entry %d after the last index %d leaves a gap", first, lastIndex))
+		}
+		for i, e := range entries {
+			if e.GetIndex() != first+uint64(i) {
+				panic(fmt.Sprintf("storage: entries are not contiguous: %d at position %d after %d", e.GetIndex(), i, first))
+			}
+			payload, err := proto.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("storage: encoding entry %d: %w", e.GetIndex(), err)
+			}
+			key := logKey(e.GetIndex())
+			b.put(key, seal(key, payload))
+		}
+		newLast := first + uint64(len(entries)) - 1
+		if newLast < lastIndex {
+			// The old suffix beyond the new last entry conflicts: drop it.
+			b.deleteRange(logKey(newLast+1), logEnd)
+		}
+		lastIndex = newLast
+	}
+	var hardState *raftpb.HardState
+	if u.HardState != nil && !isEmptyHardState(u.HardState) {
+		hardState = proto.CloneOf(u.HardState)
+		payload, err := proto.Marshal(hardState)
+		if err != nil {
+			return fmt.Errorf("storage: encoding hard state: %w", err)
+		}
+		b.put(keyHardState, seal(keyHardState, payload))
+	}
+	if b.empty() {
+		return nil
+	}
+	if err := s.commit(b, u.MustSync); err != nil {
+		return err
+	}
+	// The batch is written: only now does memory follow.
+	if snapshot != nil {
+		s.snapshot = snapshot
+		s.cache, s.cacheBytes = nil, 0
+	}
+	s.truncatedIndex, s.truncatedTerm = truncatedIndex, truncatedTerm
+	if len(entries) > 0 {
+		s.cacheTruncate(entries[0].GetIndex())
+		s.lastIndex = entries[0].GetIndex() - 1
+		for _, e := range entries {
+			s.lastIndex = e.GetIndex()
+			s.cacheAppend(e)
+		}
+	} else {
+		s.lastIndex = lastIndex
+	}
+	if hardState != nil {
+		s.hardState = hardState
+	}
+	return nil
+}
+
+func (s *Store) putSnapshot(b *batch, snapshot *raftpb.Snapshot) {
+	meta, err := proto.Marshal(snapshot.GetMetadata())
+	if err != nil {
+		panic(fmt.Sprintf("storage: encoding snapshot metadata: %v", err))
+	}
+	b.put(keySnapshotMeta, seal(keySnapshotMeta, meta))
+	b.put(keySnapshotData, seal(keySnapshotData, snapshot.GetData()))
+}
+
+func truncatedBytes(index, term uint64) []byte {
+	out := binary.BigEndian.AppendUint64(nil, index)
+	return binary.BigEndian.AppendUint64(out, term)
+}
+
+// CreateSnapshot implements Storage.
+func (s *Store) CreateSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err
+	}
+	if index <= s.snapshot.GetMetadata().GetIndex() {
+		return nil, ErrSnapOutOfDate
+	}
+	if index > s.lastIndex {
+		panic(fmt.Sprintf("storage: snapshot at %d beyond the last index %d", index, s.lastIndex))
+	}
+	term, err := s.Term(index)
+	if err != nil {
+		return nil, err
+	}
+	snapshot := &raftpb.Snapshot{
+		Metadata: &raftpb.SnapshotMetadata{
+			Index: new(index), Term: new(term), ConfState: proto.CloneOf(raftpb.EnsureConfState(confState)),
+		},
+		Data: data,
+	}
+	b := &batch{}
+	s.putSnapshot(b, snapshot)
+	// NB: synced, because Compact may delete the entries this snapshot
+	// replaces; the snapshot must be durable first.
+	if err := s.commit(b, true); err != nil {
+		return nil, err
+	}
+	s.snapshot = snapshot
+	return proto.CloneOf(snapshot), nil
+}
+
+// Compact implements Storage.
+func (s *Store) Compact(compactIndex uint64) error {
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	if compactIndex <= s.truncatedIndex {
+		return ErrCompacted
+	}
+	if snapIndex := s.snapshot.GetMetadata().GetIndex(); compactIndex > snapIndex {
+		panic(fmt.Sprintf("storage: compacting to %d beyond the snapshot at %d would lose committed entries", compactIndex, snapIndex))
+	}
+	term, err := s.Term(compactIndex)
+	if err != nil {
+		return err
+	}
+	b := &batch{}
+	b.deleteRange(logKey(0), logKey(compactIndex+1))
+	b.put(keyTruncated, seal(keyTruncated, truncatedBytes(compactIndex, term)))
+	if err := s.commit(b, true); err != nil {
+		return err
+	}
+	s.truncatedIndex, s.truncatedTerm = compactIndex, term
+	if cacheFirst := s.lastIndex + 1 - uint64(len(s.cache)); compactIndex >= cacheFirst {
+		drop := compactIndex + 1 - cacheFirst
+		for _, e := range s.cache[:drop] {
+			s.cacheBytes -= proto.Size(e)
+		}
+		s.cache = append([]*raftpb.Entry(nil), s.cache[drop:]...)
+	}
+	return nil
+}
+
+// Close implements Storage.
+func (s *Store) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.engine.close()
+}
+
+// cacheTruncate drops cached entries at index from and after (a conflicting
+// suffix being replaced). Cached entries are never modified, only dropped:
+// raft may still hold them.
+func (s *Store) cacheTruncate(from uint64) {
+	cacheFirst := s.lastIndex + 1 - uint64(len(s.cache))
+	if from > s.lastIndex {
+		return
+	}
+	if from <= cacheFirst {
+		s.cache, s.cacheBytes = nil, 0
+		return
+	}
+	keep := from - cacheFirst
+	for _, e := range s.cache[keep:] {
+		s.cacheBytes -= proto.Size(e)
+	}
+	s.cache = s.cache[:keep:keep]
+}
+
+// cacheAppend adds the entry at lastIndex (already set) and evicts the
+// oldest entries beyond the bounds.
+func (s *Store) cacheAppend(e *raftpb.Entry) {
+	s.cache = append(s.cache, e)
+	s.cacheBytes += proto.Size(e)
+	if len(s.cache) <= s.cacheEntriesMax && s.cacheBytes <= cacheBytesMax {
+		return
+	}
+	// Evict down to three quarters of the bounds, so that the copy below
+	// happens once per many appends.
+	evict := 0
+	for len(s.cache)-evict > s.cacheEntriesMax*3/4 || (s.cacheBytes > cacheBytesMax*3/4 && len(s.cache)-evict > 1) {
+		s.cacheBytes -= proto.Size(s.cache[evict])
+		evict++
+	}
+	s.cache = append([]*raftpb.Entry(nil), s.cache[evict:]...)
+}
+
+func isEmptyHardState(hs *raftpb.HardState) bool {
+	return hs.GetTerm() == 0 && hs.GetVote() == 0 && hs.GetCommit() == 0
+}
+
+func isEmptySnapshot(sn *raftpb.Snapshot) bool { return sn.GetMetadata().GetIndex() == 0 }
