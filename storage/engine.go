@@ -29,7 +29,9 @@ type op struct {
 
 type batch struct{ ops []op }
 
-func (b *batch) put(key, value []byte) { b.ops = append(b.ops, op{kind: opPut, key: key, value: value}) }
+func (b *batch) put(key, value []byte) {
+	b.ops = append(b.ops, op{kind: opPut, key: key, value: value})
+}
 func (b *batch) deleteRange(lo, hi []byte) {
 	b.ops = append(b.ops, op{kind: opDeleteRange, key: lo, end: hi})
 }

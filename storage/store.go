@@ -36,7 +36,7 @@ type Store struct {
 	// reads that miss it.
 	cacheEntriesMax int
 	failed          error
-	closed     bool
+	closed          bool
 }
 
 var _ Storage = (*Store)(nil)
