@@ -59,6 +59,8 @@ func Bad(m map[string]int) int {
 		n += v
 	}
 	_ = time.Duration(5) * time.Second
+	var t0 time.Time
+	_ = t0.After(t0)
 	return n
 }
 `

@@ -350,3 +350,33 @@ func contains(ids []int32, id int32) bool {
 	}
 	return false
 }
+
+func TestImbalancedPartitions(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("t", 6, 2, 0, 1))
+	assert.Empty(t, h.sm.ImbalancedPartitions(10))
+	h.mustApply(fenceRecord(1, 0))
+	assert.Empty(t, h.sm.ImbalancedPartitions(10), "a fenced preferred replica is not a candidate")
+	h.mustApply(unfenceRecord(1, 0))
+	// Broker 1 is back but out of the ISRs: still no candidates until the
+	// leaders add it back.
+	assert.Empty(t, h.sm.ImbalancedPartitions(10))
+	for _, p := range h.sm.Topic("t").Partitions {
+		if p.Replicas[0] != 1 {
+			continue
+		}
+		epoch, _ := h.sm.BrokerEpoch(p.Leader)
+		h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{
+			BrokerId: p.Leader, BrokerEpoch: epoch, Topic: "t", Partition: p.Partition, LeaderEpoch: p.LeaderEpoch,
+			PartitionEpoch: p.PartitionEpoch, NewIsr: append(append([]int32{}, p.Isr...), 1)}}})
+	}
+	all := h.sm.ImbalancedPartitions(10)
+	require.Len(t, all, 1)
+	assert.Len(t, all[0].Partitions, 2)
+	limited := h.sm.ImbalancedPartitions(1)
+	require.Len(t, limited, 1)
+	assert.Len(t, limited[0].Partitions, 1)
+}

@@ -251,3 +251,36 @@ func (s *StateMachine) String() string {
 	return fmt.Sprintf("statemachine{version=%d brokers=%d topics=%d partitions=%d}",
 		s.appliedIndex, len(s.brokers), len(s.topics), s.PartitionCount())
 }
+
+// ImbalancedPartitions names up to limit partitions, in topic and index
+// order, whose preferred replica is not the leader but is in the ISR and
+// eligible: the partitions a preferred election would move.
+func (s *StateMachine) ImbalancedPartitions(limit int) []*metadatav1.TopicPartitions {
+	var out []*metadatav1.TopicPartitions
+	found := 0
+	for _, name := range s.sortedTopicNames() {
+		if found >= limit {
+			break
+		}
+		t := s.topics[name]
+		var indexes []int32
+		for i := range t.partitions {
+			if found >= limit {
+				break
+			}
+			p := &t.partitions[i]
+			preferred := p.replicas[0]
+			if p.leader == preferred || !slices.Contains(p.isr, preferred) {
+				continue
+			}
+			if b, ok := s.brokers[preferred]; ok && b.eligible() {
+				indexes = append(indexes, int32(i))
+				found++
+			}
+		}
+		if len(indexes) > 0 {
+			out = append(out, &metadatav1.TopicPartitions{Topic: name, Partitions: indexes})
+		}
+	}
+	return out
+}

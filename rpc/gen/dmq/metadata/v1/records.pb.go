@@ -31,6 +31,10 @@ type Record struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Absent for records the controller writes on its own (fencing, no-ops).
 	RequestId *RequestId `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Set by the proposing controller so that it can match the committed
+	// entry to the request waiting for it. Apply ignores both.
+	ProposerId  uint64 `protobuf:"varint,2,opt,name=proposer_id,json=proposerId,proto3" json:"proposer_id,omitempty"`
+	ProposalSeq uint64 `protobuf:"varint,3,opt,name=proposal_seq,json=proposalSeq,proto3" json:"proposal_seq,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Record_NoOp
@@ -84,6 +88,20 @@ func (x *Record) GetRequestId() *RequestId {
 		return x.RequestId
 	}
 	return nil
+}
+
+func (x *Record) GetProposerId() uint64 {
+	if x != nil {
+		return x.ProposerId
+	}
+	return 0
+}
+
+func (x *Record) GetProposalSeq() uint64 {
+	if x != nil {
+		return x.ProposalSeq
+	}
+	return 0
 }
 
 func (x *Record) GetBody() isRecord_Body {
@@ -928,10 +946,13 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xb7\a\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xfb\a\n" +
 	"\x06Record\x129\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x122\n" +
+	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x12\x1f\n" +
+	"\vproposer_id\x18\x02 \x01(\x04R\n" +
+	"proposerId\x12!\n" +
+	"\fproposal_seq\x18\x03 \x01(\x04R\vproposalSeq\x122\n" +
 	"\x05no_op\x18\n" +
 	" \x01(\v2\x1b.dmq.metadata.v1.NoOpRecordH\x00R\x04noOp\x12P\n" +
 	"\x0fregister_broker\x18\v \x01(\v2%.dmq.metadata.v1.RegisterBrokerRecordH\x00R\x0eregisterBroker\x12V\n" +

@@ -1,0 +1,128 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+)
+
+// Config tunes one controller. Zero values take the defaults below.
+type Config struct {
+	// ID is this controller's Raft id, non-zero.
+	ID uint64
+	// ElectionTicks and HeartbeatTicks are Raft's, in Ticks.
+	ElectionTicks  int
+	HeartbeatTicks int
+	// MaxLogEntries is the number of applied entries between snapshots
+	// (the seed's raft.max-log-entries).
+	MaxLogEntries uint64
+	// LogTailEntries is how many entries a compaction keeps behind the
+	// snapshot, so that a follower slightly behind catches up from the log
+	// instead of a snapshot.
+	LogTailEntries uint64
+	// SessionTimeout fences a broker silent for longer
+	// (services.heartbeat-timeout-ms).
+	SessionTimeout time.Duration
+	// DefaultReplicationFactor and DefaultMinISR fill requests that leave
+	// them out (replication.default-replication-factor, replication.min-ISR).
+	DefaultReplicationFactor int32
+	DefaultMinISR            int32
+	// RequestTimeoutTicks bounds how long a proposal or read may wait before
+	// it completes with UNKNOWN_OUTCOME or UNAVAILABLE.
+	RequestTimeoutTicks int
+	// RebalanceInterval is how often the active controller moves leadership
+	// back to preferred replicas; 0 disables it. RebalanceElectionsMax
+	// bounds the partitions moved per pass.
+	RebalanceInterval     time.Duration
+	RebalanceElectionsMax int
+	// PushBackoffMin and PushBackoffMax bound the retry delay of a push.
+	PushBackoffMin time.Duration
+	PushBackoffMax time.Duration
+	// Logger receives Raft's log; nil discards it.
+	Logger raft.Logger
+}
+
+// Defaults. The Raft timings assume a 100 ms tick: 1 s election timeout
+// (randomised to 1-2 s), 100 ms heartbeats.
+const (
+	DefaultElectionTicks        = 10
+	DefaultHeartbeatTicks       = 1
+	DefaultMaxLogEntries        = 1000
+	DefaultSessionTimeout       = 30 * time.Second
+	DefaultRequestTimeoutTicks  = 50
+	DefaultRebalanceInterval    = 5 * time.Minute
+	DefaultRebalanceElectionMax = 100
+	DefaultPushBackoffMin       = 100 * time.Millisecond
+	DefaultPushBackoffMax       = 5 * time.Second
+	maxSizePerMsg               = 1 << 20
+	maxInflightMsgs             = 256
+)
+
+// withDefaults returns the config with zero values replaced, or an error
+// for values that cannot work.
+func (c Config) withDefaults() (Config, error) {
+	if c.ID == 0 {
+		return c, errors.New("node: ID must be non-zero")
+	}
+	setInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setInt(&c.ElectionTicks, DefaultElectionTicks)
+	setInt(&c.HeartbeatTicks, DefaultHeartbeatTicks)
+	setInt(&c.RequestTimeoutTicks, DefaultRequestTimeoutTicks)
+	setInt(&c.RebalanceElectionsMax, DefaultRebalanceElectionMax)
+	if c.MaxLogEntries == 0 {
+		c.MaxLogEntries = DefaultMaxLogEntries
+	}
+	if c.LogTailEntries == 0 {
+		c.LogTailEntries = c.MaxLogEntries / 2
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.DefaultReplicationFactor == 0 {
+		c.DefaultReplicationFactor = 1
+	}
+	if c.DefaultMinISR == 0 {
+		c.DefaultMinISR = 1
+	}
+	if c.PushBackoffMin == 0 {
+		c.PushBackoffMin = DefaultPushBackoffMin
+	}
+	if c.PushBackoffMax == 0 {
+		c.PushBackoffMax = DefaultPushBackoffMax
+	}
+	if c.HeartbeatTicks >= c.ElectionTicks {
+		return c, fmt.Errorf("node: heartbeat ticks %d must be below election ticks %d", c.HeartbeatTicks, c.ElectionTicks)
+	}
+	if c.PushBackoffMin > c.PushBackoffMax {
+		return c, fmt.Errorf("node: push backoff min %v above max %v", c.PushBackoffMin, c.PushBackoffMax)
+	}
+	if c.DefaultReplicationFactor < 1 || c.DefaultMinISR < 1 {
+		return c, errors.New("node: default replication factor and min ISR must be at least 1")
+	}
+	return c, nil
+}
+
+// discardLogger drops Raft's logging and panics on its fatal calls, which
+// Raft makes only for broken invariants.
+type discardLogger struct{}
+
+func (discardLogger) Debug(...any)            {}
+func (discardLogger) Debugf(string, ...any)   {}
+func (discardLogger) Error(...any)            {}
+func (discardLogger) Errorf(string, ...any)   {}
+func (discardLogger) Info(...any)             {}
+func (discardLogger) Infof(string, ...any)    {}
+func (discardLogger) Warning(...any)          {}
+func (discardLogger) Warningf(string, ...any) {}
+func (discardLogger) Fatal(v ...any)          { panic(fmt.Sprint(v...)) }
+func (discardLogger) Fatalf(f string, v ...any) {
+	panic(fmt.Sprintf(f, v...))
+}
+func (discardLogger) Panic(v ...any)            { panic(fmt.Sprint(v...)) }
+func (discardLogger) Panicf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }

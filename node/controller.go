@@ -1,0 +1,286 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// controller is the active controller's soft state. None of it is
+// replicated: a new leader starts it afresh, which is what gives brokers a
+// full session timeout of grace after a failover.
+type controller struct {
+	// lastSeen is the last heartbeat (or registration, or the start of this
+	// leadership) of each broker.
+	lastSeen map[int32]time.Time
+	pushes   map[int32]*pushTarget
+	// brokerOp marks a fence, unfence or shutdown proposal in flight.
+	brokerOp map[int32]bool
+	// unfenceTarget is the version a returning fenced broker must reach.
+	unfenceTarget map[int32]int64
+	nextRebalance time.Time
+	rebalancing   bool
+	// changed: a record applied in this Ready changed the metadata.
+	changed bool
+}
+
+func (c *controller) reset() {
+	*c = controller{
+		lastSeen:      map[int32]time.Time{},
+		pushes:        map[int32]*pushTarget{},
+		brokerOp:      map[int32]bool{},
+		unfenceTarget: map[int32]int64{},
+	}
+}
+
+type pushTarget struct {
+	// known is the receiver's version as last reported, -1 if unknown.
+	known int64
+	// full forces a full state (the receiver diverged or rejected a delta).
+	full bool
+	// inFlight is the version of the push awaiting its result, 0 if none.
+	inFlight int64
+	retryAt  time.Time
+	backoff  time.Duration
+}
+
+func (n *Node) becomeActive() {
+	now := n.env.Clock.Now()
+	n.active = true
+	n.activeAt = now
+	n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
+	// The leadership's marker in the metadata log; nothing waits on it.
+	n.propose(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{LeaderId: n.cfg.ID, Term: n.term}}},
+		func(Outcome) {})
+}
+
+// sessionStart is when a broker's session last began or was refreshed.
+func (n *Node) sessionStart(id int32) time.Time {
+	if seen, ok := n.controller.lastSeen[id]; ok && seen.After(n.activeAt) {
+		return seen
+	}
+	return n.activeAt
+}
+
+func (n *Node) sessionLive(id int32, now time.Time) bool {
+	return now.Sub(n.sessionStart(id)) <= n.cfg.SessionTimeout
+}
+
+// afterApply keeps the controller's soft state in step with applied
+// records, on every node (so that a future leader needs no catch-up), and
+// marks the metadata changed.
+func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
+	if _, noop := record.Body.(*metadatav1.Record_NoOp); noop {
+		return
+	}
+	n.controller.changed = true
+	if !n.active {
+		return
+	}
+	now := n.env.Clock.Now()
+	switch body := record.Body.(type) {
+	case *metadatav1.Record_RegisterBroker:
+		id := body.RegisterBroker.GetBrokerId()
+		n.controller.lastSeen[id] = now
+		delete(n.controller.unfenceTarget, id)
+	case *metadatav1.Record_UnregisterBroker:
+		id := body.UnregisterBroker.GetBrokerId()
+		delete(n.controller.lastSeen, id)
+		delete(n.controller.pushes, id)
+		delete(n.controller.unfenceTarget, id)
+	case *metadatav1.Record_UnfenceBroker:
+		delete(n.controller.unfenceTarget, body.UnfenceBroker.GetBrokerId())
+	}
+}
+
+// controllerTick runs the active controller's timed duties.
+func (n *Node) controllerTick(now time.Time) {
+	n.expireSessions(now)
+	for _, id := range sortedKeys(n.controller.pushes) {
+		if t := n.controller.pushes[id]; t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
+			n.sendPush(id, t, now)
+		}
+	}
+	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
+		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
+		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 {
+			n.controller.rebalancing = true
+			n.propose(&metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: targets}}},
+				func(Outcome) { n.controller.rebalancing = false })
+		}
+	}
+}
+
+// expireSessions fences every unfenced broker silent past the timeout.
+func (n *Node) expireSessions(now time.Time) {
+	for _, id := range n.sm.BrokerIDs() {
+		status := n.sm.BrokerStatus(id)
+		if status.Fenced || n.controller.brokerOp[id] || n.sessionLive(id, now) {
+			continue
+		}
+		n.proposeBrokerOp(id, &metadatav1.Record{Body: &metadatav1.Record_FenceBroker{
+			FenceBroker: &metadatav1.FenceBrokerRecord{BrokerId: id, BrokerEpoch: status.Epoch}}})
+	}
+}
+
+// proposeBrokerOp proposes a controller-initiated broker record, one at a
+// time per broker.
+func (n *Node) proposeBrokerOp(id int32, record *metadatav1.Record) {
+	n.controller.brokerOp[id] = true
+	n.propose(record, func(Outcome) { delete(n.controller.brokerOp, id) })
+}
+
+// Heartbeat handles a storage service's heartbeat on the active controller.
+// It refreshes the broker's session, schedules a push if the service lags
+// or diverged, starts a controlled shutdown when asked, and unfences a
+// returning broker once it has caught up. It never writes the heartbeat to
+// the log.
+func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.StorageHeartbeatResponse, *statemachine.Error) {
+	if !n.isLeader {
+		return nil, n.errNotController()
+	}
+	if !n.active {
+		return nil, unavailable("controller %d was just elected and is applying earlier entries; retry shortly", n.cfg.ID)
+	}
+	id, err := statemachine.ParseServiceID(req.GetServiceId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetMetadataVersion() < 0 || req.GetPartitionCount() < 0 {
+		return nil, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: "metadataVersion and partitionCount must not be negative"}
+	}
+	version := n.sm.Version()
+	resp := &metadatav1.StorageHeartbeatResponse{
+		MetadataVersion: version, ControllerEpoch: n.term, LeaderId: n.cfg.ID, LeaderUrl: n.peers[n.cfg.ID],
+	}
+	status := n.sm.BrokerStatus(id)
+	if !status.Registered {
+		resp.ErrorCode = metadatav1.ErrorCode_BROKER_NOT_REGISTERED.Enum()
+		return resp, nil
+	}
+	if req.GetBrokerEpoch() != 0 && req.GetBrokerEpoch() != status.Epoch {
+		return nil, &statemachine.Error{Code: metadatav1.ErrorCode_STALE_BROKER_EPOCH,
+			Message: fmt.Sprintf("broker %d is registered with epoch %d, the heartbeat names %d: register again", id, status.Epoch, req.GetBrokerEpoch())}
+	}
+	now := n.env.Clock.Now()
+	n.controller.lastSeen[id] = now
+	resp.Registered, resp.Success = true, true
+	resp.ErrorCode = metadatav1.ErrorCode_NONE.Enum()
+	resp.Fenced, resp.InControlledShutdown = status.Fenced, status.ShuttingDown
+
+	t := n.target(id)
+	reported := req.GetMetadataVersion()
+	if t.inFlight == 0 {
+		t.known = reported
+	}
+	if reported > version {
+		// Ahead of the controller: it holds metadata no quorum committed,
+		// from a deposed controller or a bug. Replace it wholesale.
+		t.full = true
+	}
+	if n.pushNeeded(t) {
+		resp.PushScheduled = true
+		if t.inFlight == 0 && !now.Before(t.retryAt) {
+			n.sendPush(id, t, now)
+		}
+	}
+	if req.IsAlive != nil && !req.GetIsAlive() && !status.Fenced && !status.ShuttingDown && !n.controller.brokerOp[id] {
+		n.proposeBrokerOp(id, &metadatav1.Record{Body: &metadatav1.Record_BeginControlledShutdown{
+			BeginControlledShutdown: &metadatav1.BeginControlledShutdownRecord{BrokerId: id, BrokerEpoch: status.Epoch}}})
+	}
+	if status.Fenced && (req.IsAlive == nil || req.GetIsAlive()) {
+		target, ok := n.controller.unfenceTarget[id]
+		if !ok {
+			// Caught up means: has the metadata as of its return.
+			target = version
+			n.controller.unfenceTarget[id] = target
+		}
+		if reported >= target && reported <= version && !n.controller.brokerOp[id] {
+			n.proposeBrokerOp(id, &metadatav1.Record{Body: &metadatav1.Record_UnfenceBroker{
+				UnfenceBroker: &metadatav1.UnfenceBrokerRecord{BrokerId: id, BrokerEpoch: status.Epoch}}})
+		}
+	}
+	return resp, nil
+}
+
+func (n *Node) target(id int32) *pushTarget {
+	t, ok := n.controller.pushes[id]
+	if !ok {
+		t = &pushTarget{known: -1}
+		n.controller.pushes[id] = t
+	}
+	return t
+}
+
+func (n *Node) pushNeeded(t *pushTarget) bool { return t.full || t.known < n.sm.Version() }
+
+// pushAll schedules a push to every registered broker with a live session.
+func (n *Node) pushAll(now time.Time) {
+	for _, id := range n.sm.BrokerIDs() {
+		if !n.sessionLive(id, now) {
+			continue
+		}
+		t := n.target(id)
+		if t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
+			n.sendPush(id, t, now)
+		}
+	}
+}
+
+// sendPush sends the newest metadata: a delta from the receiver's version
+// when the history still has it, else the full state.
+func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
+	version := n.sm.Version()
+	req := &metadatav1.PushMetadataRequest{ControllerId: n.cfg.ID, ControllerEpoch: n.term, MetadataVersion: version}
+	var delta *metadatav1.MetadataDelta
+	ok := false
+	if !t.full && t.known >= 0 {
+		delta, ok = n.sm.DeltaSince(t.known)
+	}
+	if ok {
+		req.Update = &metadatav1.PushMetadataRequest_Delta{Delta: delta}
+	} else {
+		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.sm.ClusterState()}
+	}
+	t.inFlight = version
+	n.env.Pusher.Push(id, req)
+}
+
+// OnPushResult reports how a push of version to a broker ended: the
+// receiver's answer, or a delivery error (then it is retried with backoff).
+func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetadataResponse, err error) {
+	t, ok := n.controller.pushes[id]
+	if !ok || t.inFlight != version || !n.active {
+		return // from an earlier leadership or an abandoned push
+	}
+	t.inFlight = 0
+	now := n.env.Clock.Now()
+	if err != nil {
+		n.backOff(t, now)
+		return
+	}
+	t.known = resp.GetMetadataVersion()
+	t.full = t.known > n.sm.Version()
+	if !resp.GetAccepted() {
+		// A delta that did not fit the receiver's version, or a receiver
+		// that has seen a newer controller epoch (then this controller is
+		// deposed and will learn it): try a full state, after a backoff.
+		t.full = true
+		n.backOff(t, now)
+		return
+	}
+	t.backoff = 0
+	if n.pushNeeded(t) && n.sessionLive(id, now) {
+		n.sendPush(id, t, now)
+	}
+}
+
+// backOff delays the next push to a target exponentially, with jitter so
+// that many targets failing together do not retry together.
+func (n *Node) backOff(t *pushTarget, now time.Time) {
+	t.backoff = min(max(2*t.backoff, n.cfg.PushBackoffMin), n.cfg.PushBackoffMax)
+	jitter := time.Duration(n.env.Rand.Uint64() % uint64(t.backoff/4+1))
+	t.retryAt = now.Add(t.backoff + jitter)
+}

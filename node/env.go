@@ -1,0 +1,46 @@
+package node
+
+import (
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Env is everything a Node reaches outside itself. Production wires real
+// implementations (rpc transport, wall clock, crypto-seeded source, HTTP
+// push client); the simulator wires simulated ones. The node never blocks on
+// any of them: each call hands work over and returns.
+type Env struct {
+	Transport Transport
+	Clock     Clock
+	Rand      Rand
+	Pusher    Pusher
+}
+
+// Transport carries Raft messages to peers. Send must not block and may
+// drop messages (Raft retransmits). Peers learned from the replicated
+// membership are announced with SetPeer and RemovePeer.
+type Transport interface {
+	Send(messages []*raftpb.Message)
+	SetPeer(id uint64, url string)
+	RemovePeer(id uint64)
+}
+
+// Clock is wall time, used for broker sessions, push retries and the
+// rebalance interval; Raft's own time is Tick.
+type Clock interface {
+	Now() time.Time
+}
+
+// Rand is the node's seeded source of randomness (placement offsets,
+// topic ids, push retry jitter).
+type Rand interface {
+	Uint64() uint64
+}
+
+// Pusher delivers a push to a storage service (a broker) and reports back
+// through Node.OnPushResult. Push must not block.
+type Pusher interface {
+	Push(brokerID int32, request *metadatav1.PushMetadataRequest)
+}

@@ -1,0 +1,303 @@
+package node
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/storage"
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// cluster steps several nodes by hand: messages queue in a mailbox and move
+// only when the test processes them, ticks happen only when the test ticks,
+// and the clock moves only with the ticks. Nodes run on simulated disks, so
+// a crash loses exactly what was not synced.
+type cluster struct {
+	t      *testing.T
+	cfg    Config
+	nodes  map[uint64]*Node
+	disks  map[uint64]*storage.Disk
+	now    time.Time
+	rng    *rand.Rand
+	queue  []*raftpb.Message
+	pushes []pushCall
+	// cut drops messages between the two sides (both directions).
+	cut map[[2]uint64]bool
+	// tickDuration is the clock time one tick advances.
+	tickDuration time.Duration
+}
+
+type pushCall struct {
+	from    uint64
+	broker  int32
+	request *metadatav1.PushMetadataRequest
+}
+
+type clusterEnv struct {
+	c  *cluster
+	id uint64
+}
+
+func (e clusterEnv) Send(messages []*raftpb.Message) { e.c.queue = append(e.c.queue, messages...) }
+func (e clusterEnv) SetPeer(uint64, string)          {}
+func (e clusterEnv) RemovePeer(uint64)               {}
+func (e clusterEnv) Now() time.Time                  { return e.c.now }
+func (e clusterEnv) Uint64() uint64                  { return e.c.rng.Uint64() }
+func (e clusterEnv) Push(broker int32, req *metadatav1.PushMetadataRequest) {
+	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: req})
+}
+
+func peerURL(id uint64) string { return fmt.Sprintf("http://controller-%d:9090", id) }
+
+func newCluster(t *testing.T, size int, tweak func(*Config)) *cluster {
+	c := &cluster{
+		t: t, nodes: map[uint64]*Node{}, disks: map[uint64]*storage.Disk{},
+		now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), rng: rand.New(rand.NewPCG(7, 11)),
+		cut: map[[2]uint64]bool{}, tickDuration: 100 * time.Millisecond,
+	}
+	c.cfg = Config{ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: 3 * time.Second, RequestTimeoutTicks: 30,
+		PushBackoffMin: 200 * time.Millisecond, PushBackoffMax: time.Second}
+	if tweak != nil {
+		tweak(&c.cfg)
+	}
+	var peers []Peer
+	for id := uint64(1); id <= uint64(size); id++ {
+		peers = append(peers, Peer{ID: id, URL: peerURL(id)})
+	}
+	for id := uint64(1); id <= uint64(size); id++ {
+		c.disks[id] = storage.NewDisk()
+		store, err := storage.OpenMem(c.disks[id])
+		require.NoError(t, err)
+		require.NoError(t, Bootstrap(store, peers))
+		c.start(id, store)
+	}
+	return c
+}
+
+func (c *cluster) start(id uint64, store storage.Storage) {
+	cfg := c.cfg
+	cfg.ID = id
+	env := clusterEnv{c: c, id: id}
+	n, err := New(cfg, store, Env{Transport: env, Clock: env, Rand: env, Pusher: env})
+	require.NoError(c.t, err)
+	c.nodes[id] = n
+}
+
+// addEmpty starts a node with an empty store, as a new member does.
+func (c *cluster) addEmpty(id uint64) {
+	c.disks[id] = storage.NewDisk()
+	store, err := storage.OpenMem(c.disks[id])
+	require.NoError(c.t, err)
+	c.start(id, store)
+}
+
+func (c *cluster) crash(id uint64) {
+	c.disks[id].Crash(0)
+	delete(c.nodes, id)
+}
+
+func (c *cluster) restart(id uint64) {
+	store, err := storage.OpenMem(c.disks[id])
+	require.NoError(c.t, err)
+	c.start(id, store)
+}
+
+func (c *cluster) ids() []uint64 { return sortedKeys(c.nodes) }
+
+func (c *cluster) partition(a, b uint64) { c.cut[[2]uint64{min(a, b), max(a, b)}] = true }
+func (c *cluster) isolate(id uint64) {
+	for other := uint64(1); other <= 9; other++ {
+		if other != id {
+			c.partition(id, other)
+		}
+	}
+}
+func (c *cluster) heal() { c.cut = map[[2]uint64]bool{} }
+
+// process runs Ready handling and message delivery until nothing moves.
+func (c *cluster) process() {
+	for round := 0; round < 1000; round++ {
+		moved := false
+		for _, id := range c.ids() {
+			n := c.nodes[id]
+			for n.HasReady() {
+				require.NoError(c.t, n.HandleReady())
+				moved = true
+			}
+		}
+		queue := c.queue
+		c.queue = nil
+		if round > 995 {
+			for _, m := range queue {
+				c.t.Logf("still moving in round %d: %v %d->%d term %d index %d", round, m.GetType(), m.GetFrom(), m.GetTo(), m.GetTerm(), m.GetIndex())
+			}
+		}
+		for _, m := range queue {
+			moved = true
+			to, ok := c.nodes[m.GetTo()]
+			if !ok || c.cut[[2]uint64{min(m.GetFrom(), m.GetTo()), max(m.GetFrom(), m.GetTo())}] {
+				if m.GetType() == raftpb.MsgSnap {
+					if from, ok := c.nodes[m.GetFrom()]; ok {
+						from.ReportSnapshot(m.GetTo(), false)
+					}
+				}
+				continue
+			}
+			require.NoError(c.t, to.Step(m))
+			if m.GetType() == raftpb.MsgSnap {
+				if from, ok := c.nodes[m.GetFrom()]; ok {
+					from.ReportSnapshot(m.GetTo(), true)
+				}
+			}
+		}
+		if !moved {
+			return
+		}
+	}
+	c.t.Fatal("the cluster did not quiesce in 1000 rounds")
+}
+
+// tick advances every live node (and the clock) by k ticks, processing
+// after each.
+func (c *cluster) tick(k int) {
+	for i := 0; i < k; i++ {
+		c.now = c.now.Add(c.tickDuration)
+		for _, id := range c.ids() {
+			c.nodes[id].Tick()
+		}
+		c.process()
+	}
+}
+
+// leader is the node that leads the highest term, 0 if none.
+func (c *cluster) leader() uint64 {
+	var leader, term uint64
+	for _, id := range c.ids() {
+		if n := c.nodes[id]; n.IsLeader() {
+			require.NotEqual(c.t, term, n.Term(), "two leaders in term %d", term)
+			if n.Term() > term {
+				leader, term = id, n.Term()
+			}
+		}
+	}
+	return leader
+}
+
+// elect makes id campaign and win, and waits until it is active.
+func (c *cluster) elect(id uint64) *Node {
+	require.NoError(c.t, c.nodes[id].Campaign())
+	c.process()
+	for i := 0; i < 50 && !c.nodes[id].IsActive(); i++ {
+		c.tick(1)
+	}
+	require.True(c.t, c.nodes[id].IsActive(), "node %d did not become the active controller", id)
+	return c.nodes[id]
+}
+
+// waitLeader ticks until some node is the active controller.
+func (c *cluster) waitLeader(ticksMax int) *Node {
+	for i := 0; i < ticksMax; i++ {
+		if id := c.leader(); id != 0 && c.nodes[id].IsActive() {
+			return c.nodes[id]
+		}
+		c.tick(1)
+	}
+	c.t.Fatalf("no active controller after %d ticks", ticksMax)
+	return nil
+}
+
+// waitNewLeader ticks until a node other than old is the active
+// controller (old may still believe it leads, cut off).
+func (c *cluster) waitNewLeader(old uint64, ticksMax int) *Node {
+	for i := 0; i < ticksMax; i++ {
+		for _, id := range c.ids() {
+			if id != old && c.nodes[id].IsActive() {
+				return c.nodes[id]
+			}
+		}
+		c.tick(1)
+	}
+	c.t.Fatalf("no new active controller after %d ticks", ticksMax)
+	return nil
+}
+
+// do runs a request and processes until it completes.
+func (c *cluster) do(request func(done func(Outcome))) Outcome {
+	var out *Outcome
+	request(func(o Outcome) { out = &o })
+	for i := 0; i < 100 && out == nil; i++ {
+		c.process()
+		if out == nil {
+			c.tick(1)
+		}
+	}
+	require.NotNil(c.t, out, "the request never completed")
+	return *out
+}
+
+func (c *cluster) read(n *Node, query func(*statemachine.StateMachine)) *statemachine.Error {
+	var done bool
+	var result *statemachine.Error
+	n.Read(func(sm *statemachine.StateMachine, err *statemachine.Error) {
+		done, result = true, err
+		if err == nil {
+			query(sm)
+		}
+	})
+	for i := 0; i < 100 && !done; i++ {
+		c.process()
+		if !done {
+			c.tick(1)
+		}
+	}
+	require.True(c.t, done, "the read never completed")
+	return result
+}
+
+// converged checks that every live node applied the same state.
+func (c *cluster) requireConverged() {
+	c.t.Helper()
+	var hash uint64
+	var applied uint64
+	for i, id := range c.ids() {
+		sm := c.nodes[id].StateMachine()
+		if i == 0 {
+			hash, applied = sm.Hash(), sm.AppliedIndex()
+			continue
+		}
+		require.Equal(c.t, applied, sm.AppliedIndex(), "node %d applied index", id)
+		require.Equal(c.t, hash, sm.Hash(), "node %d state hash", id)
+	}
+}
+
+func registerReq(id int32, client string, seq uint64) *metadatav1.RegisterBrokerRequest {
+	return &metadatav1.RegisterBrokerRequest{Id: id, Host: fmt.Sprintf("broker-%d.local", id), Port: 9092, Rack: "r1",
+		IncarnationId: "inc-1", RequestId: &metadatav1.RequestId{ClientId: client, Sequence: seq}}
+}
+
+func createTopicReq(name string, partitions, rf int32, client string, seq uint64) *metadatav1.CreateTopicRequest {
+	return &metadatav1.CreateTopicRequest{Name: name, Partitions: partitions, ReplicationFactor: rf,
+		RequestId: &metadatav1.RequestId{ClientId: client, Sequence: seq}}
+}
+
+func (c *cluster) pushesTo(broker int32) []pushCall {
+	var out []pushCall
+	for _, p := range c.pushes {
+		if p.broker == broker {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func voters(n *Node) []uint64 {
+	v := slices.Clone(n.confState.GetVoters())
+	slices.Sort(v)
+	return v
+}

@@ -1,0 +1,277 @@
+package node
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+)
+
+// MembershipChangeKind names a change of the controller quorum.
+type MembershipChangeKind int
+
+const (
+	AddVoter MembershipChangeKind = iota + 1
+	RemoveVoter
+	AddLearner
+	PromoteLearner
+)
+
+func (k MembershipChangeKind) String() string {
+	switch k {
+	case AddVoter:
+		return "add-voter"
+	case RemoveVoter:
+		return "remove-voter"
+	case AddLearner:
+		return "add-learner"
+	case PromoteLearner:
+		return "promote-learner"
+	}
+	return fmt.Sprintf("membership-change(%d)", int(k))
+}
+
+// MembershipChange is one change; URL is where peers reach an added node.
+type MembershipChange struct {
+	Kind   MembershipChangeKind
+	NodeID uint64
+	URL    string
+}
+
+// The conf change context carries the proposer's tag and the URL:
+// uvarint proposer | uvarint sequence | url bytes.
+func encodeConfContext(proposer, seq uint64, url string) []byte {
+	out := binary.AppendUvarint(nil, proposer)
+	out = binary.AppendUvarint(out, seq)
+	return append(out, url...)
+}
+
+func decodeConfContext(data []byte) (proposer, seq uint64, url string) {
+	proposer, n := binary.Uvarint(data)
+	if n <= 0 {
+		return 0, 0, ""
+	}
+	data = data[n:]
+	seq, n = binary.Uvarint(data)
+	if n <= 0 {
+		return 0, 0, ""
+	}
+	return proposer, seq, string(data[n:])
+}
+
+// ChangeMembership proposes one membership change through ConfChangeV2;
+// done runs once it is applied (or fails). One change at a time.
+func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
+	if !n.isLeader {
+		done(n.errNotController())
+		return
+	}
+	if n.confChangeDone != nil {
+		done(unavailable("membership change %d is still in progress", n.confChangeSeq))
+		return
+	}
+	if change.NodeID == 0 {
+		done(invalid("node id must be non-zero"))
+		return
+	}
+	isVoter := slices.Contains(n.confState.GetVoters(), change.NodeID)
+	isLearner := slices.Contains(n.confState.GetLearners(), change.NodeID)
+	var kind raftpb.ConfChangeType
+	switch change.Kind {
+	case AddVoter, AddLearner:
+		if change.URL == "" {
+			done(invalid("an added node needs the URL its peers reach it at"))
+			return
+		}
+		if isVoter || (isLearner && change.Kind == AddLearner) {
+			done(&statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: fmt.Sprintf("node %d is already a member", change.NodeID)})
+			return
+		}
+		kind = raftpb.ConfChangeAddNode
+		if change.Kind == AddLearner {
+			kind = raftpb.ConfChangeAddLearnerNode
+		}
+	case PromoteLearner:
+		if !isLearner {
+			done(invalid(fmt.Sprintf("node %d is not a learner", change.NodeID)))
+			return
+		}
+		kind = raftpb.ConfChangeAddNode
+		change.URL = n.peers[change.NodeID]
+	case RemoveVoter:
+		if !isVoter && !isLearner {
+			done(invalid(fmt.Sprintf("node %d is not a member", change.NodeID)))
+			return
+		}
+		if isVoter && len(n.confState.GetVoters()) == 1 {
+			done(invalid("the last voter cannot be removed"))
+			return
+		}
+		kind = raftpb.ConfChangeRemoveNode
+	default:
+		done(invalid("unknown membership change"))
+		return
+	}
+	n.nextSeq++
+	seq := n.nextSeq
+	cc := &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: kind.Enum(), NodeId: new(change.NodeID)}},
+		Context: encodeConfContext(n.cfg.ID, seq, change.URL),
+	}
+	if err := n.rn.ProposeConfChange(cc); err != nil {
+		done(unavailable("raft dropped the membership change (%v): retry", err))
+		return
+	}
+	n.confChangeSeq, n.confChangeDone = seq, done
+}
+
+func (n *Node) applyConfChange(entry *raftpb.Entry) {
+	var cc raftpb.ConfChangeI
+	if entry.GetType() == raftpb.EntryConfChange {
+		v1 := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(entry.GetData(), v1); err != nil {
+			panic(fmt.Sprintf("node: committed conf change %d does not decode: %v", entry.GetIndex(), err))
+		}
+		cc = v1
+	} else {
+		v2 := &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(entry.GetData(), v2); err != nil {
+			panic(fmt.Sprintf("node: committed conf change %d does not decode: %v", entry.GetIndex(), err))
+		}
+		cc = v2
+	}
+	n.confState = n.rn.ApplyConfChange(cc)
+	n.sm.Advance(entry.GetIndex())
+	v2 := cc.AsV2()
+	proposer, seq, url := decodeConfContext(v2.GetContext())
+	for _, c := range v2.GetChanges() {
+		id := c.GetNodeId()
+		switch c.GetType() {
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+			n.snapshotForNewMember = true
+			if url != "" {
+				n.peers[id] = url
+			}
+			if id != n.cfg.ID {
+				n.env.Transport.SetPeer(id, n.peers[id])
+			}
+		case raftpb.ConfChangeRemoveNode:
+			delete(n.peers, id)
+			if id == n.cfg.ID {
+				n.removed = true
+			} else {
+				n.env.Transport.RemovePeer(id)
+			}
+		}
+	}
+	if proposer == n.cfg.ID && seq == n.confChangeSeq && n.confChangeDone != nil {
+		done := n.confChangeDone
+		n.confChangeSeq, n.confChangeDone = 0, nil
+		done(nil)
+	}
+}
+
+// TransferLeader asks the leader to hand leadership to target (0: the most
+// up-to-date voter); done runs when this node sees target lead, or fails.
+func (n *Node) TransferLeader(target uint64, done func(error)) {
+	if !n.isLeader {
+		done(n.errNotController())
+		return
+	}
+	if target == 0 {
+		target = n.mostCaughtUpVoter()
+		if target == 0 {
+			done(unavailable("no other voter to transfer leadership to"))
+			return
+		}
+	}
+	if !slices.Contains(n.confState.GetVoters(), target) {
+		done(invalid(fmt.Sprintf("node %d is not a voter", target)))
+		return
+	}
+	if target == n.cfg.ID {
+		done(nil)
+		return
+	}
+	if n.transfer != nil {
+		done(unavailable("a leadership transfer to %d is in progress", n.transfer.target))
+		return
+	}
+	n.transfer = &transfer{target: target, deadline: n.ticks + uint64(2*n.cfg.ElectionTicks), done: done}
+	n.rn.TransferLeader(target)
+}
+
+func (n *Node) mostCaughtUpVoter() uint64 {
+	var best, bestMatch uint64
+	n.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+		if id == n.cfg.ID || typ != raft.ProgressTypePeer || !slices.Contains(n.confState.GetVoters(), id) {
+			return
+		}
+		if best == 0 || pr.Match > bestMatch || (pr.Match == bestMatch && id < best) {
+			best, bestMatch = id, pr.Match
+		}
+	})
+	return best
+}
+
+// Member is one quorum member as DescribeQuorum shows it.
+type Member struct {
+	ID       uint64
+	URL      string
+	Learner  bool
+	Match    uint64
+	Lag      uint64
+	IsLeader bool
+}
+
+// Status describes the quorum from this node's view. Match and lag are
+// known only on the leader.
+type Status struct {
+	ID, Leader, Term uint64
+	Commit, Applied  uint64
+	SnapshotIndex    uint64
+	Members          []Member
+	Active, Removed  bool
+	PendingProposals int
+	PendingReads     int
+	MetadataVersion  int64
+	LastIndex        uint64
+}
+
+func (n *Node) Status() Status {
+	st := n.rn.Status()
+	last, _ := n.store.LastIndex()
+	s := Status{
+		ID: n.cfg.ID, Leader: st.Lead, Term: st.GetTerm(), Commit: st.GetCommit(), Applied: n.sm.AppliedIndex(),
+		SnapshotIndex: n.snapshotIndex, Active: n.active, Removed: n.removed,
+		PendingProposals: len(n.proposals), PendingReads: len(n.reads),
+		MetadataVersion: n.sm.Version(), LastIndex: last,
+	}
+	add := func(id uint64, learner bool) {
+		m := Member{ID: id, URL: n.peers[id], Learner: learner, IsLeader: id == st.Lead}
+		if pr, ok := st.Progress[id]; ok {
+			m.Match = pr.Match
+			if last > pr.Match {
+				m.Lag = last - pr.Match
+			}
+		}
+		s.Members = append(s.Members, m)
+	}
+	voters := slices.Clone(n.confState.GetVoters())
+	slices.Sort(voters)
+	for _, id := range voters {
+		add(id, false)
+	}
+	learners := slices.Clone(n.confState.GetLearners())
+	slices.Sort(learners)
+	for _, id := range learners {
+		add(id, true)
+	}
+	return s
+}

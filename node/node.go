@@ -1,0 +1,595 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Outcome completes a proposal: the state machine's result, or an error
+// from the node (NOT_CONTROLLER with the leader's id, UNAVAILABLE,
+// UNKNOWN_OUTCOME).
+type Outcome struct {
+	statemachine.Result
+	// LeaderID is the leader this node knows of, 0 if none; set on every
+	// outcome so that NOT_CONTROLLER can name it.
+	LeaderID uint64
+}
+
+type proposal struct {
+	done     func(Outcome)
+	deadline uint64
+}
+
+type read struct {
+	serve    func(*statemachine.StateMachine, *statemachine.Error)
+	deadline uint64
+	// index is the commit index ReadIndex confirmed; valid once known.
+	index uint64
+	known bool
+}
+
+// Node is one controller. It is an event-driven core: every input is a
+// method call (Tick, Step, a request), every output goes through Env or a
+// callback, and the caller must call HandleReady after each input until
+// HasReady is false. It is not safe for concurrent use and never blocks.
+type Node struct {
+	cfg   Config
+	env   Env
+	rn    *raft.RawNode
+	store storage.Storage
+	sm    *statemachine.StateMachine
+
+	confState     *raftpb.ConfState
+	peers         map[uint64]string
+	snapshotIndex uint64
+	// snapshotForNewMember: a member was added. A node joining with an empty
+	// log can only start from a snapshot whose conf state names it (Raft
+	// refuses any other), so every node snapshots after such a change.
+	snapshotForNewMember bool
+
+	term     uint64
+	leader   uint64
+	isLeader bool
+	// active: a leader that has applied an entry of its own term, so its
+	// state machine holds everything any earlier leader acknowledged.
+	active   bool
+	activeAt time.Time
+	removed  bool
+
+	// ticks is the node's own time, for request deadlines.
+	ticks     uint64
+	nextSeq   uint64
+	proposals map[uint64]*proposal
+	reads     map[uint64]*read
+	// confChangeSeq is the pending membership change's sequence, or 0.
+	confChangeSeq  uint64
+	confChangeDone func(error)
+	transfer       *transfer
+
+	controller controller
+}
+
+type transfer struct {
+	target   uint64
+	deadline uint64
+	done     func(error)
+}
+
+// errNotController builds the NOT_CONTROLLER error.
+func (n *Node) errNotController() *statemachine.Error {
+	if n.leader == 0 {
+		return &statemachine.Error{Code: metadatav1.ErrorCode_NOT_CONTROLLER,
+			Message: fmt.Sprintf("controller %d is not the leader and no leader is known: an election is in progress", n.cfg.ID)}
+	}
+	return &statemachine.Error{Code: metadatav1.ErrorCode_NOT_CONTROLLER,
+		Message: fmt.Sprintf("controller %d is not the leader: controller %d is", n.cfg.ID, n.leader)}
+}
+
+func unavailable(format string, args ...any) *statemachine.Error {
+	return &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: fmt.Sprintf(format, args...)}
+}
+
+func unknownOutcome(why string) *statemachine.Error {
+	return &statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_OUTCOME,
+		Message: why + ": the request may or may not be applied; retry with the same request id to learn which"}
+}
+
+// Bootstrap writes the initial state of a new cluster into an empty store:
+// a snapshot at index 1 whose conf state names the voters. Every founding
+// controller bootstraps with the same peers and so writes the same
+// snapshot. A store that already holds state is left alone.
+func Bootstrap(store storage.Storage, peers []Peer) error {
+	last, err := store.LastIndex()
+	if err != nil {
+		return err
+	}
+	snap, err := store.Snapshot()
+	if err != nil {
+		return err
+	}
+	if last != 0 || snap.GetMetadata().GetIndex() != 0 {
+		return nil
+	}
+	if len(peers) == 0 {
+		return errors.New("node: bootstrap needs at least one peer")
+	}
+	urls := map[uint64]string{}
+	voters := make([]uint64, 0, len(peers))
+	for _, p := range peers {
+		if p.ID == 0 {
+			return errors.New("node: peer id 0 is reserved")
+		}
+		if _, dup := urls[p.ID]; dup {
+			return fmt.Errorf("node: peer %d listed twice", p.ID)
+		}
+		urls[p.ID] = p.URL
+		voters = append(voters, p.ID)
+	}
+	slices.Sort(voters)
+	sm := statemachine.New()
+	sm.Advance(1)
+	return store.Save(storage.Update{
+		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))},
+		Snapshot: &raftpb.Snapshot{
+			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
+			Data:     encodeSnapshot(urls, sm.Snapshot()),
+		},
+		MustSync: true,
+	})
+}
+
+// New starts a controller on store, recovering from it: the state machine
+// is restored from the latest snapshot and Raft replays the log after it.
+// A store that was never bootstrapped makes a node that waits to be added
+// to a cluster (it learns everything from the leader).
+func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if env.Transport == nil || env.Clock == nil || env.Rand == nil || env.Pusher == nil {
+		return nil, errors.New("node: the environment needs a transport, a clock, a random source and a pusher")
+	}
+	n := &Node{
+		cfg: cfg, env: env, store: store,
+		sm:        statemachine.New(),
+		peers:     map[uint64]string{},
+		proposals: map[uint64]*proposal{},
+		reads:     map[uint64]*read{},
+	}
+	n.controller.reset()
+	snap, err := store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.restoreSnapshot(snap); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = discardLogger{}
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   store,
+		Applied:                   snap.GetMetadata().GetIndex(),
+		MaxSizePerMsg:             maxSizePerMsg,
+		MaxInflightMsgs:           maxInflightMsgs,
+		MaxUncommittedEntriesSize: 64 << 20,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		DisableProposalForwarding: true,
+		Logger:                    logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: starting raft: %w", err)
+	}
+	n.rn = rn
+	hs, _, err := store.InitialState()
+	if err != nil {
+		return nil, err
+	}
+	n.term = hs.GetTerm()
+	return n, nil
+}
+
+// restoreSnapshot replaces the state machine and membership with a
+// snapshot's (at start, or when a leader sends one).
+func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
+	meta := snap.GetMetadata()
+	n.confState = proto.CloneOf(raftpb.EnsureConfState(meta.GetConfState()))
+	n.snapshotIndex = meta.GetIndex()
+	if meta.GetIndex() == 0 {
+		return nil
+	}
+	peers, smBytes, err := decodeSnapshot(snap.GetData())
+	if err != nil {
+		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
+	}
+	sm, err := statemachine.Restore(smBytes)
+	if err != nil {
+		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
+	}
+	if sm.AppliedIndex() != meta.GetIndex() {
+		panic(fmt.Sprintf("node: snapshot at index %d holds a state machine at %d", meta.GetIndex(), sm.AppliedIndex()))
+	}
+	n.sm = sm
+	for _, id := range sortedKeys(n.peers) {
+		if _, ok := peers[id]; !ok {
+			n.env.Transport.RemovePeer(id)
+		}
+	}
+	n.peers = peers
+	for _, id := range sortedKeys(peers) {
+		if id != n.cfg.ID {
+			n.env.Transport.SetPeer(id, peers[id])
+		}
+	}
+	return nil
+}
+
+func sortedKeys[K int32 | uint64, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m { // determinism: collected, then sorted
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// ID is this controller's id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// Leader is the leader this node knows of, 0 if none.
+func (n *Node) Leader() uint64 { return n.leader }
+
+// Term is the current Raft term: the controller epoch.
+func (n *Node) Term() uint64 { return n.term }
+
+// IsLeader says whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.isLeader }
+
+// IsActive says whether this node is the active controller: the leader,
+// caught up with every entry of earlier terms.
+func (n *Node) IsActive() bool { return n.active }
+
+// PeerURL is where a controller is reached, if known.
+func (n *Node) PeerURL(id uint64) string { return n.peers[id] }
+
+// StateMachine is the local state, possibly stale: for stale reads, metrics
+// and checkers. Callers must not modify it.
+func (n *Node) StateMachine() *statemachine.StateMachine { return n.sm }
+
+// Tick advances Raft's clock by one tick and runs the controller's timed
+// duties (session expiry, push retries, rebalancing) on the Clock's time.
+func (n *Node) Tick() {
+	n.ticks++
+	n.rn.Tick()
+	n.expireRequests()
+	if n.active {
+		n.controllerTick(n.env.Clock.Now())
+	}
+}
+
+// Step hands a message from a peer to Raft.
+func (n *Node) Step(m *raftpb.Message) error {
+	if m.GetType() == raftpb.MsgProp {
+		// Proposal forwarding is off: a peer never sends one.
+		return fmt.Errorf("node: proposal from peer %d refused", m.GetFrom())
+	}
+	err := n.rn.Step(m)
+	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) {
+		return nil
+	}
+	return err
+}
+
+// ReportUnreachable tells Raft a peer could not be reached.
+func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+
+// ReportSnapshot tells Raft whether a snapshot reached a peer.
+func (n *Node) ReportSnapshot(id uint64, delivered bool) {
+	status := raft.SnapshotFinish
+	if !delivered {
+		status = raft.SnapshotFailure
+	}
+	n.rn.ReportSnapshot(id, status)
+}
+
+// Campaign starts an election now (tests and operators).
+func (n *Node) Campaign() error { return n.rn.Campaign() }
+
+// HasReady says whether HandleReady has work.
+func (n *Node) HasReady() bool { return n.rn.HasReady() }
+
+// HandleReady processes one Raft Ready in the order etcd raft requires:
+// persist hard state, entries and snapshot (synced when MustSync) before
+// sending any message; send; apply committed entries and complete the
+// proposals and reads they resolve; Advance. A returned error is a storage
+// failure: the node must be discarded and restarted from its store.
+func (n *Node) HandleReady() error {
+	if !n.rn.HasReady() {
+		return nil
+	}
+	rd := n.rn.Ready()
+	// NB: persistence first. A vote or an appended entry announced in a
+	// message before it is durable could be forgotten by a crash and
+	// contradicted after restart.
+	if err := n.store.Save(storage.Update{
+		HardState: rd.HardState, Entries: rd.Entries, Snapshot: rd.Snapshot, MustSync: rd.MustSync,
+	}); err != nil {
+		return err
+	}
+	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() != 0 {
+		if err := n.restoreSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+		n.serveReads()
+	}
+	if len(rd.Messages) > 0 {
+		n.env.Transport.Send(rd.Messages)
+	}
+	n.observeGainedLeadership()
+	for _, entry := range rd.CommittedEntries {
+		n.applyEntry(entry)
+	}
+	n.observeLeadership()
+	for _, rs := range rd.ReadStates {
+		n.resolveRead(rs)
+	}
+	n.serveReads()
+	n.rn.Advance(rd)
+	if n.controller.changed {
+		n.controller.changed = false
+		if n.active {
+			n.pushAll(n.env.Clock.Now())
+		}
+	}
+	return n.maybeSnapshot()
+}
+
+// applyEntry applies one committed entry and completes what waits on it.
+func (n *Node) applyEntry(entry *raftpb.Entry) {
+	index := entry.GetIndex()
+	if index <= n.sm.AppliedIndex() {
+		// Covered by a snapshot restored in this same Ready.
+		return
+	}
+	switch entry.GetType() {
+	case raftpb.EntryNormal:
+		if len(entry.GetData()) == 0 {
+			n.sm.Advance(index)
+			break
+		}
+		record := &metadatav1.Record{}
+		if err := proto.Unmarshal(entry.GetData(), record); err != nil {
+			n.sm.ApplyEntry(index, entry.GetData())
+			break
+		}
+		result := n.sm.Apply(index, record)
+		if record.GetProposerId() == n.cfg.ID {
+			if p, ok := n.proposals[record.GetProposalSeq()]; ok {
+				delete(n.proposals, record.GetProposalSeq())
+				p.done(Outcome{Result: result, LeaderID: n.leader})
+			}
+		}
+		if result.Err == nil && !result.Duplicate {
+			n.afterApply(record, result)
+		}
+	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+		n.applyConfChange(entry)
+	default:
+		panic(fmt.Sprintf("node: committed entry %d has unknown type %v", index, entry.GetType()))
+	}
+	if n.isLeader && !n.active && entry.GetTerm() == n.term {
+		n.becomeActive()
+	}
+}
+
+// observeGainedLeadership takes up leadership before a Ready's entries are
+// applied, so that the entry of the new term activates the controller.
+func (n *Node) observeGainedLeadership() {
+	status := n.rn.BasicStatus()
+	if status.RaftState != raft.StateLeader || n.isLeader {
+		return
+	}
+	n.failUnindexedReads(unavailable("leadership changed before the read was confirmed; retry"))
+	n.term, n.leader, n.isLeader = status.GetTerm(), status.Lead, true
+	n.active = false
+	n.controller.reset()
+}
+
+// observeLeadership reacts to term and leader changes after a Ready's
+// entries are applied (so that what committed completes first).
+func (n *Node) observeLeadership() {
+	status := n.rn.BasicStatus()
+	term, leader := status.GetTerm(), status.Lead
+	isLeader := status.RaftState == raft.StateLeader
+	if term == n.term && leader == n.leader && isLeader == n.isLeader {
+		return
+	}
+	lostLeadership := n.isLeader && (!isLeader || term != n.term)
+	if lostLeadership || term != n.term {
+		n.failProposals(unknownOutcome(fmt.Sprintf("leadership changed (term %d, leader %d)", term, leader)))
+		n.failUnindexedReads(unavailable("leadership changed before the read was confirmed; retry"))
+		if n.confChangeDone != nil {
+			done := n.confChangeDone
+			n.confChangeSeq, n.confChangeDone = 0, nil
+			done(unknownOutcome("leadership changed during the membership change"))
+		}
+	}
+	if lostLeadership {
+		n.active = false
+		n.controller.reset()
+	}
+	n.term, n.leader, n.isLeader = term, leader, isLeader
+	if n.transfer != nil && leader == n.transfer.target {
+		t := n.transfer
+		n.transfer = nil
+		t.done(nil)
+	}
+}
+
+func (n *Node) failProposals(err *statemachine.Error) {
+	for _, seq := range sortedKeys(n.proposals) {
+		p := n.proposals[seq]
+		delete(n.proposals, seq)
+		p.done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader})
+	}
+}
+
+func (n *Node) failUnindexedReads(err *statemachine.Error) {
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; !r.known {
+			delete(n.reads, seq)
+			r.serve(nil, err)
+		}
+	}
+}
+
+// expireRequests completes requests past their deadline.
+func (n *Node) expireRequests() {
+	for _, seq := range sortedKeys(n.proposals) {
+		if p := n.proposals[seq]; p.deadline <= n.ticks {
+			delete(n.proposals, seq)
+			p.done(Outcome{Result: statemachine.Result{Err: unknownOutcome("the proposal did not commit in time")}, LeaderID: n.leader})
+		}
+	}
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; r.deadline <= n.ticks {
+			delete(n.reads, seq)
+			r.serve(nil, unavailable("the read could not be confirmed by a quorum in time"))
+		}
+	}
+	if n.transfer != nil && n.transfer.deadline <= n.ticks {
+		t := n.transfer
+		n.transfer = nil
+		t.done(unavailable("leadership did not move to %d in time", t.target))
+	}
+}
+
+// propose sends a record through consensus; done runs when it is applied,
+// or fails. Records proposed here carry this node's tag.
+func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
+	if !n.isLeader || n.removed {
+		done(Outcome{Result: statemachine.Result{Err: n.errNotController()}, LeaderID: n.leader})
+		return
+	}
+	if first, ok := n.sm.LookupRequest(record.GetRequestId()); ok {
+		// Already applied: answering from the table is answering with a
+		// committed fact, and saves a round of consensus.
+		done(Outcome{Result: first, LeaderID: n.leader})
+		return
+	}
+	n.nextSeq++
+	seq := n.nextSeq
+	record.ProposerId, record.ProposalSeq = n.cfg.ID, seq
+	data, err := proto.Marshal(record)
+	if err != nil {
+		panic(fmt.Sprintf("node: encoding a record: %v", err))
+	}
+	if err := n.rn.Propose(data); err != nil {
+		done(Outcome{Result: statemachine.Result{Err: unavailable("raft dropped the proposal (%v): retry", err)}, LeaderID: n.leader})
+		return
+	}
+	n.proposals[seq] = &proposal{done: done, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
+}
+
+// Read serves a linearizable read: serve runs with the state machine once
+// it reflects every write acknowledged before the call (ReadIndex), on the
+// leader or a follower, or with an error.
+func (n *Node) Read(serve func(*statemachine.StateMachine, *statemachine.Error)) {
+	if n.removed {
+		serve(nil, n.errNotController())
+		return
+	}
+	n.nextSeq++
+	seq := n.nextSeq
+	n.reads[seq] = &read{serve: serve, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
+	n.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, seq))
+}
+
+// ReadStale serves a read from the local state at once; the caller reports
+// the version it reflects (StateMachine.Version).
+func (n *Node) ReadStale(serve func(*statemachine.StateMachine)) { serve(n.sm) }
+
+func (n *Node) resolveRead(rs raft.ReadState) {
+	if len(rs.RequestCtx) != 8 {
+		return
+	}
+	if r, ok := n.reads[binary.BigEndian.Uint64(rs.RequestCtx)]; ok {
+		r.index, r.known = rs.Index, true
+	}
+}
+
+func (n *Node) serveReads() {
+	applied := n.sm.AppliedIndex()
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; r.known && r.index <= applied {
+			delete(n.reads, seq)
+			r.serve(n.sm, nil)
+		}
+	}
+}
+
+// maybeSnapshot snapshots the state machine every MaxLogEntries applied
+// entries and compacts the log behind it, keeping LogTailEntries.
+func (n *Node) maybeSnapshot() error {
+	applied := n.sm.AppliedIndex()
+	if applied < n.snapshotIndex+n.cfg.MaxLogEntries && !(n.snapshotForNewMember && applied > n.snapshotIndex) {
+		return nil
+	}
+	n.snapshotForNewMember = false
+	_, err := n.snapshotNow()
+	return err
+}
+
+// snapshotNow writes a snapshot at the applied index and compacts.
+func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
+	applied := n.sm.AppliedIndex()
+	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.sm.Snapshot()))
+	if err != nil {
+		return nil, err
+	}
+	n.snapshotIndex = applied
+	first, err := n.store.FirstIndex()
+	if err != nil {
+		return nil, err
+	}
+	if applied > n.cfg.LogTailEntries && applied-n.cfg.LogTailEntries >= first {
+		if err := n.store.Compact(applied - n.cfg.LogTailEntries); err != nil && !errors.Is(err, storage.ErrCompacted) {
+			return nil, err
+		}
+	}
+	return snap, nil
+}
+
+// TakeSnapshot snapshots now (QuorumService.Snapshot). It returns the
+// snapshot's index and size.
+func (n *Node) TakeSnapshot() (uint64, int, error) {
+	if n.sm.AppliedIndex() <= n.snapshotIndex {
+		snap, err := n.store.Snapshot()
+		if err != nil {
+			return 0, 0, err
+		}
+		return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
+	}
+	snap, err := n.snapshotNow()
+	if err != nil {
+		return 0, 0, err
+	}
+	return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
+}

@@ -1,0 +1,138 @@
+package node
+
+import (
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// The request methods turn API requests into records and propose them.
+// They validate what does not depend on the state (names, bounds, configs)
+// at once; everything that does is decided by Apply, in log order, because
+// only that is linearizable: a leader's local state may be stale the moment
+// it is deposed. done always runs exactly once.
+
+func fail(done func(Outcome), leader uint64, err *statemachine.Error) {
+	done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: leader})
+}
+
+func invalid(message string) *statemachine.Error {
+	return &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: message}
+}
+
+// RegisterBroker registers a storage service as a broker.
+func (n *Node) RegisterBroker(req *metadatav1.RegisterBrokerRequest, done func(Outcome)) {
+	if err := statemachine.ValidateBrokerRegistration(req.GetId(), req.GetHost(), req.GetPort(), req.GetRack(), req.GetIncarnationId()); err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_RegisterBroker{RegisterBroker: &metadatav1.RegisterBrokerRecord{
+		BrokerId: req.GetId(), Host: req.GetHost(), Port: req.GetPort(), Rack: req.GetRack(), IncarnationId: req.GetIncarnationId(),
+	}}}, done)
+}
+
+// UnregisterBroker removes a broker.
+func (n *Node) UnregisterBroker(req *metadatav1.UnregisterBrokerRequest, done func(Outcome)) {
+	if req.GetId() < statemachine.BrokerIDMin {
+		fail(done, n.leader, invalid("broker id must be at least 1"))
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_UnregisterBroker{
+		UnregisterBroker: &metadatav1.UnregisterBrokerRecord{BrokerId: req.GetId()}}}, done)
+}
+
+// CreateTopic creates a topic with all its partitions in one record. The
+// topic id and the placement offset are drawn here, by the proposer.
+func (n *Node) CreateTopic(req *metadatav1.CreateTopicRequest, done func(Outcome)) {
+	if err := statemachine.ValidateTopicName(req.GetName()); err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	if req.GetPartitions() < 1 || req.GetPartitions() > statemachine.PartitionsPerRequestMax {
+		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_PARTITIONS,
+			Message: "partitions must be between 1 and 10000"})
+		return
+	}
+	rf := req.GetReplicationFactor()
+	if rf == 0 {
+		rf = n.cfg.DefaultReplicationFactor
+	}
+	if rf < 1 || rf > statemachine.ReplicationFactorMax {
+		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			Message: "replicationFactor must be between 1 and 64 (0 means the cluster default)"})
+		return
+	}
+	config, err := statemachine.ParseTopicConfig(req.GetConfigs(), n.cfg.DefaultMinISR, rf)
+	if err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	var raw [16]byte
+	for i := 0; i < 2; i++ {
+		v := n.env.Rand.Uint64()
+		for j := 0; j < 8; j++ {
+			raw[i*8+j] = byte(v >> (8 * j))
+		}
+	}
+	raw[0] |= 1 // never all zero
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_CreateTopic{CreateTopic: &metadatav1.CreateTopicRecord{
+		Name: req.GetName(), TopicId: statemachine.TopicIDFromBytes(raw), PartitionCount: req.GetPartitions(),
+		ReplicationFactor: rf, Config: config, PlacementOffset: uint32(n.env.Rand.Uint64()),
+	}}}, done)
+}
+
+// DeleteTopic deletes a topic.
+func (n *Node) DeleteTopic(req *metadatav1.DeleteTopicRequest, done func(Outcome)) {
+	if err := statemachine.ValidateTopicName(req.GetName()); err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_DeleteTopic{
+		DeleteTopic: &metadatav1.DeleteTopicRecord{Name: req.GetName()}}}, done)
+}
+
+// CreatePartitions grows a topic to req.Count partitions.
+func (n *Node) CreatePartitions(req *metadatav1.CreatePartitionsRequest, done func(Outcome)) {
+	if err := statemachine.ValidateTopicName(req.GetTopic()); err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	if req.GetCount() < 1 {
+		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_PARTITIONS, Message: "count must be at least 1"})
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_CreatePartitions{
+		CreatePartitions: &metadatav1.CreatePartitionsRecord{Topic: req.GetTopic(), PartitionCount: req.GetCount(),
+			PlacementOffset: uint32(n.env.Rand.Uint64())}}}, done)
+}
+
+// AlterPartition changes a partition's ISR on behalf of its leader.
+func (n *Node) AlterPartition(req *metadatav1.AlterPartitionRequest, done func(Outcome)) {
+	if err := statemachine.ValidateTopicName(req.GetTopic()); err != nil {
+		fail(done, n.leader, err)
+		return
+	}
+	if req.GetBrokerId() < statemachine.BrokerIDMin || req.GetBrokerEpoch() <= 0 {
+		fail(done, n.leader, invalid("brokerId and brokerEpoch must be set"))
+		return
+	}
+	if len(req.GetNewIsr()) == 0 || len(req.GetNewIsr()) > statemachine.ReplicationFactorMax {
+		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_ISR, Message: "newIsr must name 1 to 64 brokers"})
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{
+		BrokerId: req.GetBrokerId(), BrokerEpoch: req.GetBrokerEpoch(), Topic: req.GetTopic(), Partition: req.GetPartition(),
+		LeaderEpoch: req.GetLeaderEpoch(), PartitionEpoch: req.GetPartitionEpoch(), NewIsr: req.GetNewIsr(),
+	}}}, done)
+}
+
+// ElectLeaders moves partitions to their preferred leaders.
+func (n *Node) ElectLeaders(req *metadatav1.ElectLeadersRequest, done func(Outcome)) {
+	for _, target := range req.GetTargets() {
+		if err := statemachine.ValidateTopicName(target.GetTopic()); err != nil {
+			fail(done, n.leader, err)
+			return
+		}
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_ElectLeaders{
+		ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: req.GetTargets()}}}, done)
+}

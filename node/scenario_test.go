@@ -1,0 +1,463 @@
+package node
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFirstElection(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(100)
+	c.tick(2)
+	for _, id := range c.ids() {
+		assert.Equal(t, leader.ID(), c.nodes[id].Leader(), "node %d's view of the leader", id)
+		assert.Equal(t, leader.Term(), c.nodes[id].Term())
+	}
+	assert.Equal(t, []uint64{1, 2, 3}, voters(leader))
+	// The new controller marks its epoch in the metadata log.
+	c.requireConverged()
+	assert.Greater(t, leader.StateMachine().Version(), int64(1))
+}
+
+func TestReplicationAndCommit(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	require.Nil(t, out.Err)
+	appliedAtAck := false
+	out = c.do(func(done func(Outcome)) {
+		leader.CreateTopic(createTopicReq("orders", 3, 1, "c", 2), func(o Outcome) {
+			appliedAtAck = leader.StateMachine().Topic("orders") != nil
+			done(o)
+		})
+	})
+	require.Nil(t, out.Err)
+	assert.NotEmpty(t, out.TopicID)
+	assert.True(t, appliedAtAck, "a write is acknowledged only once applied on the leader")
+	c.tick(2)
+	c.requireConverged()
+	for _, id := range c.ids() {
+		topic := c.nodes[id].StateMachine().Topic("orders")
+		require.NotNil(t, topic, "node %d", id)
+		assert.Len(t, topic.Partitions, 3)
+	}
+}
+
+func TestLeaderCrashAndReelection(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	require.Nil(t, out.Err)
+	c.crash(1)
+	next := c.waitLeader(200)
+	assert.NotEqual(t, uint64(1), next.ID())
+	assert.NotNil(t, next.StateMachine().Broker(1), "an acknowledged write survives the leader's crash")
+	out = c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1, "c", 2), done) })
+	require.Nil(t, out.Err)
+
+	c.restart(1)
+	c.tick(30)
+	c.requireConverged()
+	assert.NotNil(t, c.nodes[1].StateMachine().Topic("after"), "the restarted node catches up")
+}
+
+func TestFollowerCatchUpBySnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.MaxLogEntries = 10; cfg.LogTailEntries = 2 })
+	leader := c.elect(1)
+	c.isolate(3)
+	for i := 0; i < 40; i++ {
+		out := c.do(func(done func(Outcome)) {
+			leader.RegisterBroker(registerReq(int32(i+1), "c", uint64(i+1)), done)
+		})
+		require.Nil(t, out.Err)
+	}
+	first, err := leader.store.FirstIndex()
+	require.NoError(t, err)
+	require.Greater(t, first, c.nodes[3].StateMachine().AppliedIndex()+1, "the leader compacted past the follower")
+	c.heal()
+	c.tick(20)
+	c.requireConverged()
+	assert.Len(t, c.nodes[3].StateMachine().Brokers(), 40)
+	assert.Positive(t, c.nodes[3].snapshotIndex, "the follower caught up from a snapshot")
+
+	// And it restarts from that snapshot plus its log.
+	c.crash(3)
+	c.restart(3)
+	c.tick(5)
+	c.requireConverged()
+}
+
+func TestAddAndRemoveVoter(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.addEmpty(4)
+	var err error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{1, 2, 3, 4}, voters(leader))
+	assert.Equal(t, peerURL(4), leader.PeerURL(4))
+	c.requireConverged()
+	assert.Equal(t, []uint64{1, 2, 3, 4}, voters(c.nodes[4]), "the new voter learned the membership")
+
+	// One change at a time.
+	err = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 2}, func(e error) { err = e })
+	var second error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 3}, func(e error) { second = e })
+	require.Error(t, second)
+	c.tick(20)
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{1, 3, 4}, voters(leader))
+	var last error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 9}, func(e error) { last = e })
+	require.Error(t, last, "removing a non-member is refused")
+
+	// A learner is added, then promoted.
+	c.addEmpty(5)
+	err = errPending
+	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 5, URL: peerURL(5)}, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err)
+	assert.Contains(t, leader.confState.GetLearners(), uint64(5))
+	err = errPending
+	leader.ChangeMembership(MembershipChange{Kind: PromoteLearner, NodeID: 5}, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{1, 3, 4, 5}, voters(leader))
+}
+
+var errPending = &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "still pending"}
+
+func TestLeaderTransfer(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	var err error = errPending
+	leader.TransferLeader(3, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), c.leader())
+	assert.True(t, c.nodes[3].IsActive())
+
+	err = errPending
+	c.nodes[3].TransferLeader(9, func(e error) { err = e })
+	require.Error(t, err, "only voters can lead")
+	err = errPending
+	c.nodes[2].TransferLeader(1, func(e error) { err = e })
+	require.Error(t, err, "only the leader transfers")
+}
+
+func TestReadIndexOnLeaderAndFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	require.Nil(t, out.Err)
+	for _, id := range []uint64{1, 2} {
+		var seen *metadatav1.Broker
+		require.Nil(t, c.read(c.nodes[id], func(sm *statemachine.StateMachine) { seen = sm.Broker(7) }), "read on %d", id)
+		require.NotNil(t, seen, "a linearizable read on %d sees the acknowledged write", id)
+	}
+
+	// A leader cut off from the quorum cannot confirm reads: they fail
+	// rather than serve possibly stale state.
+	c.isolate(1)
+	var served, failed bool
+	leader.Read(func(_ *statemachine.StateMachine, err *statemachine.Error) {
+		served, failed = err == nil, err != nil
+	})
+	c.tick(40)
+	assert.False(t, served, "an isolated leader served a read it could not confirm")
+	assert.True(t, failed, "the read must complete with an error, not hang")
+}
+
+func TestProposalOnFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(2)
+	out := c.do(func(done func(Outcome)) { c.nodes[1].RegisterBroker(registerReq(1, "c", 1), done) })
+	require.NotNil(t, out.Err)
+	assert.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, out.Err.Code)
+	assert.Equal(t, uint64(2), out.LeaderID)
+	assert.Contains(t, out.Err.Message, "controller 2")
+	_, herr := c.nodes[1].Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "1"})
+	require.NotNil(t, herr)
+	assert.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, herr.Code)
+}
+
+func TestRetryAfterLeaderChangeAppliesOnce(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+
+	// The proposal reaches the followers' logs, but the leader is cut off
+	// before it learns the commit: the client sees an unknown outcome.
+	req := createTopicReq("once", 1, 1, "client-a", 9)
+	var first *Outcome
+	leader.CreateTopic(req, func(o Outcome) { first = &o })
+	for _, id := range c.ids() {
+		for c.nodes[id].HasReady() {
+			require.NoError(t, c.nodes[id].HandleReady())
+		}
+	}
+	// Deliver the append to the followers only, then cut the leader off.
+	queue := c.queue
+	c.queue = nil
+	for _, m := range queue {
+		if m.GetFrom() == 1 {
+			require.NoError(t, c.nodes[m.GetTo()].Step(m))
+		}
+	}
+	c.isolate(1)
+	c.process()
+	c.tick(40)
+	require.NotNil(t, first)
+	require.NotNil(t, first.Err)
+	assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_OUTCOME, first.Err.Code)
+
+	next := c.waitNewLeader(1, 100)
+	retry := c.do(func(done func(Outcome)) { next.CreateTopic(req, done) })
+	require.Nil(t, retry.Err)
+	assert.True(t, retry.Duplicate, "the first attempt committed under the new leader; the retry returns its result")
+	c.heal()
+	c.tick(20)
+	c.requireConverged()
+	assert.Len(t, next.StateMachine().Topics(), 1)
+}
+
+func heartbeat(t *testing.T, n *Node, id string, version int64) *metadatav1.StorageHeartbeatResponse {
+	t.Helper()
+	resp, err := n.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: id, MetadataVersion: version})
+	require.Nil(t, err)
+	return resp
+}
+
+func TestSessionTimeline(t *testing.T) {
+	c := newCluster(t, 3, nil) // session timeout 3 s = 30 ticks
+	leader := c.elect(1)
+	for id := int32(1); id <= 3; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+	}
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 6, 2, "c", 10), done) }).Err)
+	led := func(broker int32) int {
+		count := 0
+		for _, p := range leader.StateMachine().Topic("t").Partitions {
+			if p.Leader == broker {
+				count++
+			}
+		}
+		return count
+	}
+	require.Positive(t, led(3))
+
+	// Brokers 1 and 2 heartbeat; broker 3 falls silent.
+	for i := 0; i < 50; i++ {
+		v := leader.StateMachine().Version()
+		heartbeat(t, leader, "1", v)
+		heartbeat(t, leader, "storage-2", v)
+		c.tick(1)
+	}
+	b3 := leader.StateMachine().Broker(3)
+	assert.True(t, b3.Fenced, "silent past the session timeout: fenced")
+	assert.False(t, leader.StateMachine().Broker(1).Fenced)
+	assert.Zero(t, led(3), "the fenced broker's partitions moved")
+
+	// Broker 3 returns with old metadata: still fenced, and a push goes out.
+	resp := heartbeat(t, leader, "storage-3", 2)
+	assert.True(t, resp.Fenced)
+	assert.True(t, resp.PushScheduled)
+	c.tick(1)
+	assert.True(t, leader.StateMachine().Broker(3).Fenced, "not unfenced before it catches up")
+	// Caught up: unfenced.
+	heartbeat(t, leader, "storage-3", leader.StateMachine().Version())
+	c.tick(2)
+	assert.False(t, leader.StateMachine().Broker(3).Fenced)
+	assert.True(t, leader.StateMachine().Broker(3).IsAlive)
+
+	// Heartbeats from unknown or stale services change nothing.
+	resp = heartbeat(t, leader, "storage-42", 0)
+	assert.False(t, resp.Registered)
+	assert.Equal(t, metadatav1.ErrorCode_BROKER_NOT_REGISTERED, resp.GetErrorCode())
+	_, err := leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "3", BrokerEpoch: 1})
+	require.NotNil(t, err)
+	assert.Equal(t, metadatav1.ErrorCode_STALE_BROKER_EPOCH, err.Code)
+	_, err = leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "broker-x"})
+	require.NotNil(t, err)
+	assert.Equal(t, metadatav1.ErrorCode_INVALID_REQUEST, err.Code)
+
+	// isAlive=false asks for a controlled shutdown.
+	_, err = leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "1", MetadataVersion: leader.StateMachine().Version(), IsAlive: new(false)})
+	require.Nil(t, err)
+	c.tick(1)
+	assert.True(t, leader.StateMachine().Broker(1).InControlledShutdown)
+	for _, p := range leader.StateMachine().Topic("t").Partitions {
+		if p.Leader == 1 {
+			assert.Equal(t, []int32{1}, p.Isr, "broker 1 keeps only partitions no one else can take")
+		}
+	}
+}
+
+func TestFailoverGrace(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+	}
+	// 2.5 s of heartbeats from broker 1 only.
+	for i := 0; i < 25; i++ {
+		heartbeat(t, leader, "1", leader.StateMachine().Version())
+		c.tick(1)
+	}
+	// Broker 2 has been silent 2.5 s of its 3 s when the leader dies. The
+	// election takes a while; the new leader must not count it against 2.
+	c.crash(1)
+	next := c.waitLeader(200)
+	for i := 0; i < 20; i++ {
+		heartbeat(t, next, "1", next.StateMachine().Version())
+		heartbeat(t, next, "2", next.StateMachine().Version())
+		c.tick(1)
+	}
+	assert.False(t, next.StateMachine().Broker(2).Fenced, "no broker is fenced for the silence of a failover")
+	// But silence under the new leader still fences.
+	for i := 0; i < 40; i++ {
+		heartbeat(t, next, "1", next.StateMachine().Version())
+		c.tick(1)
+	}
+	assert.True(t, next.StateMachine().Broker(2).Fenced)
+}
+
+func TestPushDeltaVersusFull(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.pushes = nil
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+
+	// A service that never reported a version gets the full state.
+	pushes := c.pushesTo(1)
+	require.Len(t, pushes, 1)
+	first := pushes[0].request
+	assert.NotNil(t, first.GetFullState(), "nothing known of the receiver: full state")
+	assert.Equal(t, leader.Term(), first.GetControllerEpoch())
+	assert.Equal(t, leader.StateMachine().Version(), first.GetMetadataVersion())
+	assert.Equal(t, leader.ID(), first.GetControllerId())
+	resp := heartbeat(t, leader, "1", 0)
+	assert.True(t, resp.PushScheduled, "it lags")
+	assert.Len(t, c.pushesTo(1), 1, "one push in flight per target")
+	leader.OnPushResult(1, first.GetMetadataVersion(), &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: first.GetMetadataVersion()}, nil)
+
+	// A change is pushed as a delta from the acknowledged version.
+	c.pushes = nil
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 2, 1, "c", 2), done) }).Err)
+	pushes = c.pushesTo(1)
+	require.Len(t, pushes, 1)
+	delta := pushes[0].request.GetDelta()
+	require.NotNil(t, delta, "a receiver within the history gets a delta")
+	assert.Equal(t, first.GetMetadataVersion(), delta.GetFromVersion())
+	require.Len(t, delta.GetUpsertedTopics(), 1)
+	assert.Equal(t, "t", delta.GetUpsertedTopics()[0].GetName())
+
+	// A newer change waits for the push in flight, then goes coalesced.
+	version := pushes[0].request.GetMetadataVersion()
+	c.pushes = nil
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("u", 1, 1, "c", 3), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("v", 1, 1, "c", 4), done) }).Err)
+	assert.Empty(t, c.pushesTo(1), "a push is in flight: the next waits")
+	leader.OnPushResult(1, version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: version}, nil)
+	pushes = c.pushesTo(1)
+	require.Len(t, pushes, 1, "the result releases one coalesced push")
+	assert.Equal(t, leader.StateMachine().Version(), pushes[0].request.GetMetadataVersion())
+	assert.Len(t, pushes[0].request.GetDelta().GetUpsertedTopics(), 2)
+
+	// A delivery error is retried after a backoff, not at once.
+	c.pushes = nil
+	leader.OnPushResult(1, pushes[0].request.GetMetadataVersion(), nil, assert.AnError)
+	assert.Empty(t, c.pushesTo(1))
+	c.tick(10)
+	retried := c.pushesTo(1)
+	require.Len(t, retried, 1, "retried after the backoff")
+	leader.OnPushResult(1, retried[0].request.GetMetadataVersion(),
+		&metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: retried[0].request.GetMetadataVersion()}, nil)
+
+	// A receiver ahead of the controller (divergent) gets the full state.
+	c.pushes = nil
+	resp = heartbeat(t, leader, "1", leader.StateMachine().Version()+100)
+	require.True(t, resp.PushScheduled)
+	pushes = c.pushesTo(1)
+	require.Len(t, pushes, 1)
+	assert.NotNil(t, pushes[0].request.GetFullState())
+}
+
+func TestStalePushEpoch(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+	heartbeat(t, leader, "1", 0)
+	old := c.pushesTo(1)
+	require.NotEmpty(t, old)
+	oldEpoch := old[len(old)-1].request.GetControllerEpoch()
+
+	c.isolate(1)
+	next := c.waitNewLeader(1, 200)
+	c.pushes = nil
+	heartbeat(t, next, "1", 0)
+	fresh := c.pushesTo(1)
+	require.NotEmpty(t, fresh)
+	assert.Greater(t, fresh[0].request.GetControllerEpoch(), oldEpoch, "a new controller pushes with a higher epoch")
+
+	// The receiver's rejection of a stale-epoch push sends the deposed
+	// leader to a backoff, not into a loop.
+	c.pushes = nil
+	leader.OnPushResult(1, old[len(old)-1].request.GetMetadataVersion(),
+		&metadatav1.PushMetadataResponse{Accepted: false, MetadataVersion: 5, Reason: "stale controller epoch"}, nil)
+	assert.Empty(t, c.pushesTo(1))
+}
+
+func TestPreferredLeaderRebalancing(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.RebalanceInterval = 2 * time.Second; cfg.RebalanceElectionsMax = 1 })
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+	}
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 4, 2, "c", 9), done) }).Err)
+	beat := func(k int) {
+		for i := 0; i < k; i++ {
+			heartbeat(t, leader, "1", leader.StateMachine().Version())
+			heartbeat(t, leader, "2", leader.StateMachine().Version())
+			c.tick(1)
+		}
+	}
+	// Broker 1 is fenced and comes back: its partitions moved to 2.
+	require.Nil(t, c.do(func(done func(Outcome)) {
+		leader.propose(&metadatav1.Record{Body: &metadatav1.Record_FenceBroker{FenceBroker: &metadatav1.FenceBrokerRecord{BrokerId: 1}}}, done)
+	}).Err)
+	beat(3)
+	require.False(t, leader.StateMachine().Broker(1).Fenced)
+	// The leaders put broker 1 back into their ISRs.
+	for _, p := range leader.StateMachine().Topic("t").Partitions {
+		if slices.Contains(p.Isr, 1) {
+			continue
+		}
+		epoch, _ := leader.StateMachine().BrokerEpoch(p.Leader)
+		require.Nil(t, c.do(func(done func(Outcome)) {
+			leader.AlterPartition(&metadatav1.AlterPartitionRequest{BrokerId: p.Leader, BrokerEpoch: epoch, Topic: "t",
+				Partition: p.Partition, LeaderEpoch: p.LeaderEpoch, PartitionEpoch: p.PartitionEpoch, NewIsr: []int32{p.Leader, 1}}, done)
+		}).Err)
+	}
+	imbalanced := func() int {
+		n := 0
+		for _, tp := range leader.StateMachine().ImbalancedPartitions(100) {
+			n += len(tp.Partitions)
+		}
+		return n
+	}
+	before := imbalanced()
+	require.Equal(t, 2, before, "two partitions prefer broker 1")
+	beat(25)
+	assert.Equal(t, before-1, imbalanced(), "one pass moves at most RebalanceElectionsMax partitions")
+	beat(25)
+	assert.Zero(t, imbalanced())
+}

@@ -1,0 +1,77 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"slices"
+)
+
+// The node's snapshot payload wraps the state machine's snapshot with the
+// peer URLs of the membership, which the log's conf-change entries carried
+// and compaction drops:
+//
+//	magic "DMQNODE1" | peers count | (id, url)* sorted by id | state machine bytes | crc32c
+const nodeSnapshotMagic = "DMQNODE1"
+
+var errCorruptNodeSnapshot = errors.New("node: corrupt snapshot payload")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Peer is a controller and where its peers reach it.
+type Peer struct {
+	ID  uint64
+	URL string
+}
+
+func encodeSnapshot(peers map[uint64]string, stateMachine []byte) []byte {
+	ids := make([]uint64, 0, len(peers))
+	for id := range peers { // determinism: collected, then sorted
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := append([]byte(nil), nodeSnapshotMagic...)
+	out = binary.AppendUvarint(out, uint64(len(ids)))
+	for _, id := range ids {
+		out = binary.AppendUvarint(out, id)
+		out = binary.AppendUvarint(out, uint64(len(peers[id])))
+		out = append(out, peers[id]...)
+	}
+	out = append(out, stateMachine...)
+	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+func decodeSnapshot(data []byte) (map[uint64]string, []byte, error) {
+	if len(data) < len(nodeSnapshotMagic)+4 || string(data[:len(nodeSnapshotMagic)]) != nodeSnapshotMagic {
+		return nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
+	}
+	body := data[:len(data)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(data)-4:]) {
+		return nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptNodeSnapshot)
+	}
+	rest := body[len(nodeSnapshotMagic):]
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return 0, false
+		}
+		rest = rest[n:]
+		return v, true
+	}
+	count, ok := next()
+	if !ok || count > uint64(len(rest)) {
+		return nil, nil, fmt.Errorf("%w: peer count", errCorruptNodeSnapshot)
+	}
+	peers := make(map[uint64]string, count)
+	for i := uint64(0); i < count; i++ {
+		id, ok1 := next()
+		length, ok2 := next()
+		if !ok1 || !ok2 || length > uint64(len(rest)) {
+			return nil, nil, fmt.Errorf("%w: peer %d", errCorruptNodeSnapshot, i)
+		}
+		peers[id] = string(rest[:length])
+		rest = rest[length:]
+	}
+	return peers, rest, nil
+}
