@@ -1,0 +1,211 @@
+package linearizability
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/anishathalye/porcupine"
+)
+
+// Kind is the operation a client performed.
+type Kind int
+
+const (
+	CreateTopic Kind = iota + 1
+	DeleteTopic
+	CreatePartitions
+	DescribeTopic
+	RegisterBroker
+	UnregisterBroker
+	DescribeBroker
+)
+
+func (k Kind) String() string {
+	return map[Kind]string{
+		CreateTopic: "create", DeleteTopic: "delete", CreatePartitions: "grow", DescribeTopic: "describe",
+		RegisterBroker: "register", UnregisterBroker: "unregister", DescribeBroker: "describe-broker",
+	}[k]
+}
+
+func (k Kind) isTopic() bool { return k <= DescribeTopic }
+
+// Input is what the client asked. Topic operations name a topic; broker
+// operations a broker id. Count is the partition count of create and grow.
+type Input struct {
+	Kind   Kind
+	Topic  string
+	Broker int32
+	Count  int32
+}
+
+// Output is what the client learned. Unknown marks an operation whose
+// outcome the client never learned (a timeout, a lost connection): it stays
+// in the history, pending forever, and may or may not have taken effect.
+type Output struct {
+	Unknown    bool
+	Code       metadatav1.ErrorCode
+	Exists     bool
+	Partitions int32
+}
+
+// state of one key: a topic (exists, partition count) or a broker (exists).
+type state struct {
+	exists     bool
+	partitions int32
+}
+
+// PendingForever is the return time of an operation with an unknown outcome.
+const PendingForever = math.MaxInt64
+
+// step is the model of one key. It lists the states the operation may leave
+// when its output is consistent with s, and none when it is not. A write
+// may fail with INVALID_REPLICATION_FACTOR whatever its topic's state,
+// because that depends on the brokers, another key: such a failure leaves
+// the topic unchanged, and an unknown write may have done either.
+func step(s state, in Input, out Output) []state {
+	if in.Kind == DescribeTopic || in.Kind == DescribeBroker {
+		if out.Unknown {
+			return []state{s}
+		}
+		if out.Code != metadatav1.ErrorCode_NONE {
+			return nil
+		}
+		if out.Exists == s.exists && (!s.exists || in.Kind == DescribeBroker || out.Partitions == s.partitions) {
+			return []state{s}
+		}
+		return nil
+	}
+	next, code := apply(s, in)
+	if out.Unknown {
+		states := []state{next}
+		if mayLackBrokers(in) && next != s {
+			states = append(states, s)
+		}
+		return states
+	}
+	if out.Code == code {
+		return []state{next}
+	}
+	// The state machine checks the replication factor last, so the error
+	// also says the earlier checks passed.
+	if out.Code == metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR && mayLackBrokers(in) && next != s {
+		return []state{s}
+	}
+	return nil
+}
+
+func mayLackBrokers(in Input) bool { return in.Kind == CreateTopic || in.Kind == CreatePartitions }
+
+// apply is the sequential specification: the effect and the answer of a
+// write applied to s.
+func apply(s state, in Input) (state, metadatav1.ErrorCode) {
+	switch in.Kind {
+	case CreateTopic:
+		if s.exists {
+			return s, metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS
+		}
+		return state{exists: true, partitions: in.Count}, metadatav1.ErrorCode_NONE
+	case DeleteTopic:
+		if !s.exists {
+			return s, metadatav1.ErrorCode_UNKNOWN_TOPIC
+		}
+		return state{}, metadatav1.ErrorCode_NONE
+	case CreatePartitions:
+		if !s.exists {
+			return s, metadatav1.ErrorCode_UNKNOWN_TOPIC
+		}
+		if in.Count <= s.partitions {
+			return s, metadatav1.ErrorCode_INVALID_PARTITIONS
+		}
+		return state{exists: true, partitions: in.Count}, metadatav1.ErrorCode_NONE
+	case RegisterBroker:
+		// Clients register with one incarnation and one endpoint per id, so
+		// a registration of a registered broker is idempotent.
+		return state{exists: true}, metadatav1.ErrorCode_NONE
+	case UnregisterBroker:
+		if !s.exists {
+			return s, metadatav1.ErrorCode_UNKNOWN_BROKER
+		}
+		return state{}, metadatav1.ErrorCode_NONE
+	}
+	panic(fmt.Sprintf("linearizability: no sequential specification for %v", in.Kind))
+}
+
+func key(in Input) string {
+	if in.Kind.isTopic() {
+		return "topic/" + in.Topic
+	}
+	return fmt.Sprintf("broker/%d", in.Broker)
+}
+
+// Model is the porcupine model of the metadata API, partitioned by topic
+// and by broker id: operations on different keys commute, so each key's
+// history is checked on its own.
+var Model = (&porcupine.NondeterministicModel{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := key(op.Input.(Input))
+			byKey[k] = append(byKey[k], op)
+		}
+		keys := make([]string, 0, len(byKey))
+		for k := range byKey {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() []interface{} { return []interface{}{state{}} },
+	Step: func(s, in, out interface{}) []interface{} {
+		var result []interface{}
+		for _, next := range step(s.(state), in.(Input), out.(Output)) {
+			result = append(result, next)
+		}
+		return result
+	},
+	DescribeOperation: func(in, out interface{}) string {
+		i, o := in.(Input), out.(Output)
+		target := i.Topic
+		if !i.Kind.isTopic() {
+			target = fmt.Sprint(i.Broker)
+		}
+		args := ""
+		if i.Kind == CreateTopic || i.Kind == CreatePartitions {
+			args = fmt.Sprintf("(%d)", i.Count)
+		}
+		switch {
+		case o.Unknown:
+			return fmt.Sprintf("%v %s%s -> unknown", i.Kind, target, args)
+		case i.Kind == DescribeTopic:
+			return fmt.Sprintf("describe %s -> exists=%v partitions=%d", target, o.Exists, o.Partitions)
+		case i.Kind == DescribeBroker:
+			return fmt.Sprintf("describe-broker %s -> exists=%v", target, o.Exists)
+		}
+		return fmt.Sprintf("%v %s%s -> %v", i.Kind, target, args, o.Code)
+	},
+	DescribeState: func(s interface{}) string {
+		st := s.(state)
+		if !st.exists {
+			return "absent"
+		}
+		return fmt.Sprintf("present, %d partitions", st.partitions)
+	},
+}).ToModel()
+
+// Check checks a history within timeout. Unknown is returned if the checker
+// ran out of time (a verdict of neither).
+func Check(history []porcupine.Operation, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
+	return porcupine.CheckOperationsVerbose(Model, history, timeout)
+}
+
+// Visualize writes porcupine's HTML view of a checked history to path.
+func Visualize(info porcupine.LinearizationInfo, path string) error {
+	return porcupine.VisualizePath(Model, info, path)
+}

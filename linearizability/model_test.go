@@ -1,0 +1,124 @@
+package linearizability
+
+import (
+	"testing"
+	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/anishathalye/porcupine"
+	"github.com/stretchr/testify/assert"
+)
+
+const (
+	ok           = metadatav1.ErrorCode_NONE
+	exists       = metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS
+	unknownTopic = metadatav1.ErrorCode_UNKNOWN_TOPIC
+)
+
+func op(client int, in Input, call int64, out Output, ret int64) porcupine.Operation {
+	return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
+}
+
+func create(topic string, n int32) Input { return Input{Kind: CreateTopic, Topic: topic, Count: n} }
+func del(topic string) Input            { return Input{Kind: DeleteTopic, Topic: topic} }
+func describe(topic string) Input       { return Input{Kind: DescribeTopic, Topic: topic} }
+func grow(topic string, n int32) Input  { return Input{Kind: CreatePartitions, Topic: topic, Count: n} }
+func code(c metadatav1.ErrorCode) Output { return Output{Code: c} }
+func seen(exists bool, n int32) Output   { return Output{Exists: exists, Partitions: n} }
+
+var unknown = Output{Unknown: true}
+
+func check(history ...porcupine.Operation) porcupine.CheckResult {
+	result, _ := Check(history, 5*time.Second)
+	return result
+}
+
+func TestLegalHistories(t *testing.T) {
+	cases := map[string][]porcupine.Operation{
+		"sequential": {
+			op(0, create("a", 3), 0, code(ok), 1),
+			op(0, describe("a"), 2, seen(true, 3), 3),
+			op(0, grow("a", 5), 4, code(ok), 5),
+			op(0, describe("a"), 6, seen(true, 5), 7),
+			op(0, del("a"), 8, code(ok), 9),
+			op(0, describe("a"), 10, seen(false, 0), 11),
+		},
+		"concurrent creates, one wins": {
+			op(0, create("a", 1), 0, code(ok), 10),
+			op(1, create("a", 2), 1, code(exists), 9),
+			op(2, describe("a"), 11, seen(true, 1), 12),
+		},
+		"a read overlapping a write may see either": {
+			op(0, create("a", 1), 0, code(ok), 10),
+			op(1, describe("a"), 1, seen(false, 0), 2),
+			op(2, describe("a"), 3, seen(true, 1), 4),
+		},
+		"unknown write that took effect": {
+			op(0, create("a", 4), 0, unknown, PendingForever),
+			op(1, describe("a"), 5, seen(true, 4), 6),
+		},
+		"unknown write that never took effect": {
+			op(0, create("a", 4), 0, unknown, PendingForever),
+			op(1, describe("a"), 5, seen(false, 0), 6),
+			op(1, describe("a"), 7, seen(false, 0), 8),
+		},
+		"a create refused for lack of brokers changes nothing": {
+			op(0, create("a", 1), 0, code(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR), 1),
+			op(0, describe("a"), 2, seen(false, 0), 3),
+		},
+		"keys are independent": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(1, describe("b"), 2, seen(false, 0), 3),
+			op(2, Input{Kind: RegisterBroker, Broker: 7}, 4, code(ok), 5),
+			op(2, Input{Kind: DescribeBroker, Broker: 7}, 6, Output{Exists: true}, 7),
+		},
+	}
+	for name, history := range cases {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, porcupine.Ok, check(history...))
+		})
+	}
+}
+
+func TestIllegalHistories(t *testing.T) {
+	cases := map[string][]porcupine.Operation{
+		"stale read: a read after an acknowledged create misses it": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(1, describe("a"), 2, seen(false, 0), 3),
+		},
+		"lost write: an acknowledged grow is not seen": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, grow("a", 3), 2, code(ok), 3),
+			op(1, describe("a"), 4, seen(true, 1), 5),
+		},
+		"double-applied retry: a create answered ok, then applied again": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, del("a"), 2, code(ok), 3),
+			// The client retried the first create; it must not reappear.
+			op(1, describe("a"), 4, seen(true, 1), 5),
+		},
+		"two creates both succeed": {
+			op(0, create("a", 1), 0, code(ok), 5),
+			op(1, create("a", 1), 0, code(ok), 5),
+		},
+		"delete of a topic that exists reported unknown topic": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, del("a"), 2, code(unknownTopic), 3),
+		},
+		"read goes back in time": {
+			op(0, create("a", 1), 0, unknown, PendingForever),
+			op(1, describe("a"), 1, seen(true, 1), 2),
+			op(1, describe("a"), 3, seen(false, 0), 4),
+		},
+		"unregistered broker still seen": {
+			op(0, Input{Kind: RegisterBroker, Broker: 7}, 0, code(ok), 1),
+			op(0, Input{Kind: UnregisterBroker, Broker: 7}, 2, code(ok), 3),
+			op(1, Input{Kind: DescribeBroker, Broker: 7}, 4, Output{Exists: true}, 5),
+		},
+	}
+	for name, history := range cases {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, porcupine.Illegal, check(history...))
+		})
+	}
+}
