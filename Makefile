@@ -40,9 +40,10 @@ run: ## Start a single-node controller on :8080 with data in ./data/metadata.
 	$(GO) run ./cmd/dmqd
 
 .PHONY: test
-test: ## Run the whole test suite (unit, property, crash tests; short fuzz runs).
+test: ## Run the whole suite: unit, property, crash, scenario, 50+ simulator seeds, planted bugs, short fuzzing.
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) -count=1 ./...
+	$(GO) test $(GOTEST_FLAGS) -count=1 -tags plantedbugs -run '^TestPlantedBugsAreCaught$$' ./sim
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x
 
 .PHONY: fuzz
@@ -51,11 +52,11 @@ fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME)
 
 .PHONY: sim
-sim: ## Run a long sweep of seeded simulations (arrives with the simulator, issue [4/8]).
-	@if ! ls cmd/dmqsim/*.go >/dev/null 2>&1; then \
-		echo "dmqsim does not exist yet: the simulator is issue [4/8]." >&2; exit 2; \
-	fi
-	$(GO) run ./cmd/dmqsim sweep
+SIM_SEEDS ?= 1..1000
+SIM_DURATION ?= 120s
+sim: ## Run a long sweep of seeded simulations (SIM_SEEDS, SIM_DURATION).
+	$(GO) build -o $(BIN)/dmqsim ./cmd/dmqsim
+	$(BIN)/dmqsim sweep --seeds $(SIM_SEEDS) --duration $(SIM_DURATION)
 
 .PHONY: bench
 bench: ## Run the benchmarks (state machine apply, snapshot at 100k and 1M partitions, storage).

@@ -58,7 +58,11 @@ func (n *Node) becomeActive() {
 
 // sessionStart is when a broker's session last began or was refreshed.
 func (n *Node) sessionStart(id int32) time.Time {
-	if seen, ok := n.controller.lastSeen[id]; ok && seen.After(n.activeAt) {
+	seen, ok := n.controller.lastSeen[id]
+	if planted(BugNoFailoverGrace) {
+		return seen
+	}
+	if ok && seen.After(n.activeAt) {
 		return seen
 	}
 	return n.activeAt

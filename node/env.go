@@ -16,6 +16,14 @@ type Env struct {
 	Clock     Clock
 	Rand      Rand
 	Pusher    Pusher
+	// Observer, if set, sees every committed entry as it is applied (the
+	// simulator checks that all nodes apply the same entries).
+	Observer Observer
+}
+
+// Observer watches a node's applied entries. It must not modify them.
+type Observer interface {
+	Applied(entry *raftpb.Entry)
 }
 
 // Transport carries Raft messages to peers. Send must not block and may

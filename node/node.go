@@ -329,7 +329,7 @@ func (n *Node) HandleReady() error {
 	// message before it is durable could be forgotten by a crash and
 	// contradicted after restart.
 	if err := n.store.Save(storage.Update{
-		HardState: rd.HardState, Entries: rd.Entries, Snapshot: rd.Snapshot, MustSync: rd.MustSync,
+		HardState: rd.HardState, Entries: rd.Entries, Snapshot: rd.Snapshot, MustSync: rd.MustSync && !planted(BugSkipFsync),
 	}); err != nil {
 		return err
 	}
@@ -367,6 +367,9 @@ func (n *Node) applyEntry(entry *raftpb.Entry) {
 	if index <= n.sm.AppliedIndex() {
 		// Covered by a snapshot restored in this same Ready.
 		return
+	}
+	if n.env.Observer != nil {
+		n.env.Observer.Applied(entry)
 	}
 	switch entry.GetType() {
 	case raftpb.EntryNormal:
@@ -505,6 +508,10 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 		done(Outcome{Result: statemachine.Result{Err: unavailable("raft dropped the proposal (%v): retry", err)}, LeaderID: n.leader})
 		return
 	}
+	if planted(BugAckBeforeCommit) {
+		done(Outcome{Result: statemachine.Result{Version: n.sm.Version()}, LeaderID: n.leader})
+		return
+	}
 	n.proposals[seq] = &proposal{done: done, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
 }
 
@@ -514,6 +521,10 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 func (n *Node) Read(serve func(*statemachine.StateMachine, *statemachine.Error)) {
 	if n.removed {
 		serve(nil, n.errNotController())
+		return
+	}
+	if planted(BugReadWithoutReadIndex) {
+		serve(n.sm, nil)
 		return
 	}
 	n.nextSeq++

@@ -62,6 +62,7 @@ func (s *StateMachine) Apply(index uint64, record *metadatav1.Record) Result {
 		return Result{Version: int64(index), Err: err}
 	}
 	key, hasKey := requestKeyOf(record.GetRequestId())
+	hasKey = hasKey && !plantedApplyRetryTwice
 	if hasKey {
 		if first, ok := s.requests.lookup(key); ok {
 			first.Duplicate = true
@@ -101,7 +102,7 @@ func (s *StateMachine) Check(record *metadatav1.Record) *Error {
 // LookupRequest returns the result of a request id already applied.
 func (s *StateMachine) LookupRequest(id *metadatav1.RequestId) (Result, bool) {
 	key, ok := requestKeyOf(id)
-	if !ok {
+	if !ok || plantedApplyRetryTwice {
 		return Result{}, false
 	}
 	r, seen := s.requests.lookup(key)

@@ -86,6 +86,14 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
 
+// GetCode is the error's code, NONE for a nil error.
+func (e *Error) GetCode() metadatav1.ErrorCode {
+	if e == nil {
+		return metadatav1.ErrorCode_NONE
+	}
+	return e.Code
+}
+
 // Class is the error's category (see ClassOf).
 func (e *Error) Class() Class { return ClassOf(e.Code) }
 

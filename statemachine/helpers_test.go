@@ -62,13 +62,6 @@ func stateBytesWithoutVersion(sm *StateMachine) string {
 	return string(sm.Snapshot())
 }
 
-func (e *Error) GetCode() metadatav1.ErrorCode {
-	if e == nil {
-		return metadatav1.ErrorCode_NONE
-	}
-	return e.Code
-}
-
 func registerRecord(id int32, rack string) *metadatav1.Record {
 	return &metadatav1.Record{Body: &metadatav1.Record_RegisterBroker{RegisterBroker: &metadatav1.RegisterBrokerRecord{
 		BrokerId: id, Host: fmt.Sprintf("broker-%d.local", id), Port: 9092, Rack: rack, IncarnationId: "inc-1",

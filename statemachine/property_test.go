@@ -149,53 +149,10 @@ func TestPropertyReplicasAgree(t *testing.T) {
 			since := rapid.IntRange(0, len(states)-1).Draw(t, "deltaSince")
 			delta, ok := a.DeltaSince(states[since].MetadataVersion)
 			require.True(t, ok, "the history holds every change of a short run")
-			require.True(t, proto.Equal(a.ClusterState(), applyDelta(states[since], delta)),
+			require.True(t, proto.Equal(a.ClusterState(), ApplyDelta(states[since], delta)),
 				"a receiver at %d applying the delta does not reach the state at %d", since, a.Version())
 		}
 	})
-}
-
-// applyDelta is what a storage service does with a push: the state at
-// from_version plus the delta must be the state at to_version.
-func applyDelta(base *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) *metadatav1.ClusterState {
-	out := proto.CloneOf(base)
-	out.MetadataVersion = delta.ToVersion
-	for _, b := range delta.UpsertedBrokers {
-		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.Id == b.Id })
-		out.Brokers = append(out.Brokers, b)
-	}
-	for _, id := range delta.RemovedBrokerIds {
-		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.Id == id })
-	}
-	slices.SortFunc(out.Brokers, func(x, y *metadatav1.Broker) int { return int(x.Id) - int(y.Id) })
-	for _, name := range delta.DeletedTopics {
-		out.Topics = slices.DeleteFunc(out.Topics, func(x *metadatav1.Topic) bool { return x.Name == name })
-	}
-	for _, topic := range delta.UpsertedTopics {
-		out.Topics = slices.DeleteFunc(out.Topics, func(x *metadatav1.Topic) bool { return x.Name == topic.Name })
-		out.Topics = append(out.Topics, topic)
-	}
-	for _, p := range delta.ChangedPartitions {
-		for _, topic := range out.Topics {
-			if topic.Name != p.Topic {
-				continue
-			}
-			for int(p.Partition) >= len(topic.Partitions) {
-				topic.Partitions = append(topic.Partitions, nil)
-			}
-			topic.Partitions[p.Partition] = p
-		}
-	}
-	slices.SortFunc(out.Topics, func(x, y *metadatav1.Topic) int {
-		switch {
-		case x.Name < y.Name:
-			return -1
-		case x.Name > y.Name:
-			return 1
-		}
-		return 0
-	})
-	return out
 }
 
 func assertNoFencedLeaders(t require.TestingT, sm *StateMachine) {

@@ -1,0 +1,205 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/dmq-project/metadata/linearizability"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+var (
+	simTopics  = []string{"orders", "payments", "audit-log", "clicks", "users", "events"}
+	simBrokers = []int32{100, 101, 102}
+)
+
+// client issues one operation at a time, retrying with the same request id
+// after timeouts and "not the leader" answers, and records each logical
+// operation once in the history: from its first attempt to its final
+// answer, or pending forever when the outcome stayed unknown.
+type client struct {
+	sim         *Sim
+	id          int
+	leaderGuess uint64
+	seq         uint64
+	op          *clientOp
+}
+
+type clientOp struct {
+	input        linearizability.Input
+	requestID    *metadatav1.RequestId
+	call         time.Duration
+	attempt      int
+	maybeApplied bool
+}
+
+// stopIssuingAt is when clients stop starting operations, so that every
+// operation can finish before the run ends.
+func (c *client) stopIssuingAt() time.Duration {
+	return c.sim.opts.Duration - clientTimeout*clientAttemptsMax - time.Second
+}
+
+func (c *client) start() {
+	s := c.sim
+	if s.now >= c.stopIssuingAt() {
+		return
+	}
+	in := linearizability.Input{Topic: simTopics[s.rng.IntN(len(simTopics))]}
+	switch r := s.rng.IntN(100); {
+	case r < 22:
+		in.Kind, in.Count = linearizability.CreateTopic, int32(1+s.rng.IntN(4))
+	case r < 34:
+		in.Kind = linearizability.DeleteTopic
+	case r < 46:
+		in.Kind, in.Count = linearizability.CreatePartitions, int32(2+s.rng.IntN(6))
+	case r < 76:
+		in.Kind = linearizability.DescribeTopic
+	case r < 84:
+		in.Kind, in.Broker = linearizability.RegisterBroker, simBrokers[s.rng.IntN(len(simBrokers))]
+	case r < 90:
+		in.Kind, in.Broker = linearizability.UnregisterBroker, simBrokers[s.rng.IntN(len(simBrokers))]
+	default:
+		in.Kind, in.Broker = linearizability.DescribeBroker, simBrokers[s.rng.IntN(len(simBrokers))]
+	}
+	c.seq++
+	c.op = &clientOp{input: in, call: s.now,
+		requestID: &metadatav1.RequestId{ClientId: fmt.Sprintf("client-%d", c.id), Sequence: c.seq}}
+	c.send()
+}
+
+func (c *client) isRead() bool {
+	k := c.op.input.Kind
+	return k == linearizability.DescribeTopic || k == linearizability.DescribeBroker
+}
+
+func (c *client) send() {
+	s := c.sim
+	op := c.op
+	op.attempt++
+	attempt := op.attempt
+	target := c.leaderGuess
+	s.rpc(target, uint64(1000+c.id), func(n *node.Node, reply func(func())) {
+		c.handle(n, op, func(out linearizability.Output, err *statemachine.Error, leader uint64) {
+			reply(func() { c.answer(attempt, out, err, leader) })
+		})
+	}, func() {
+		if c.op == op && op.attempt == attempt {
+			if !c.isRead() {
+				op.maybeApplied = true
+			}
+			c.leaderGuess = uint64(1 + s.rng.IntN(len(s.nodes)))
+			c.retry(0)
+		}
+	})
+}
+
+// handle runs on the controller: the operation through the node's API.
+func (c *client) handle(n *node.Node, op *clientOp, done func(linearizability.Output, *statemachine.Error, uint64)) {
+	in := op.input
+	write := func(o node.Outcome) { done(linearizability.Output{Code: o.Err.GetCode()}, o.Err, o.LeaderID) }
+	switch in.Kind {
+	case linearizability.CreateTopic:
+		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: in.Topic, Partitions: in.Count, ReplicationFactor: 1, RequestId: op.requestID}, write)
+	case linearizability.DeleteTopic:
+		n.DeleteTopic(&metadatav1.DeleteTopicRequest{Name: in.Topic, RequestId: op.requestID}, write)
+	case linearizability.CreatePartitions:
+		n.CreatePartitions(&metadatav1.CreatePartitionsRequest{Topic: in.Topic, Count: in.Count, RequestId: op.requestID}, write)
+	case linearizability.RegisterBroker:
+		n.RegisterBroker(&metadatav1.RegisterBrokerRequest{Id: in.Broker, Host: fmt.Sprintf("client-broker-%d.sim", in.Broker),
+			Port: 9092, IncarnationId: "client", RequestId: op.requestID}, write)
+	case linearizability.UnregisterBroker:
+		n.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: in.Broker, RequestId: op.requestID}, write)
+	case linearizability.DescribeTopic, linearizability.DescribeBroker:
+		leader := n.Leader()
+		n.Read(func(sm *statemachine.StateMachine, err *statemachine.Error) {
+			if err != nil {
+				done(linearizability.Output{}, err, leader)
+				return
+			}
+			var out linearizability.Output
+			if in.Kind == linearizability.DescribeTopic {
+				if t := sm.Topic(in.Topic); t != nil {
+					out.Exists, out.Partitions = true, int32(len(t.Partitions))
+				}
+			} else {
+				out.Exists = sm.Broker(in.Broker) != nil
+			}
+			done(out, nil, leader)
+		})
+	}
+}
+
+// answer handles a reply to attempt.
+func (c *client) answer(attempt int, out linearizability.Output, err *statemachine.Error, leader uint64) {
+	s := c.sim
+	op := c.op
+	if op == nil || op.attempt != attempt {
+		return
+	}
+	if err != nil {
+		switch err.Code {
+		case metadatav1.ErrorCode_NOT_CONTROLLER:
+			if leader != 0 {
+				c.leaderGuess = leader
+			} else {
+				c.leaderGuess = uint64(1 + s.rng.IntN(len(s.nodes)))
+			}
+			c.retry(50 * time.Millisecond)
+			return
+		case metadatav1.ErrorCode_UNAVAILABLE:
+			c.retry(200 * time.Millisecond)
+			return
+		case metadatav1.ErrorCode_UNKNOWN_OUTCOME:
+			op.maybeApplied = true
+			c.retry(100 * time.Millisecond)
+			return
+		}
+	}
+	c.finish(out)
+}
+
+func (c *client) retry(after time.Duration) {
+	s := c.sim
+	op := c.op
+	if op.attempt >= clientAttemptsMax {
+		c.finish(linearizability.Output{Unknown: true})
+		return
+	}
+	s.schedule(after, evClientStart, uint64(c.id), 1, func() {
+		if c.op == op {
+			c.send()
+		}
+	})
+}
+
+// finish records the operation and schedules the next one.
+func (c *client) finish(out linearizability.Output) {
+	s := c.sim
+	op := c.op
+	c.op = nil
+	ret := int64(s.now)
+	record := true
+	if out.Unknown {
+		ret = linearizability.PendingForever
+		// A read that never answered, or a write no attempt of which can
+		// have been applied, did nothing: it has no place in the history.
+		record = !c.isReadKind(op.input.Kind) && op.maybeApplied
+		if s.healed && op.call > s.opts.HealAfter+5*time.Second {
+			s.violate("client %d's %v %s started after the heal and never completed", c.id, op.input.Kind, op.input.Topic)
+		}
+	}
+	if record {
+		s.history = append(s.history, porcupine.Operation{
+			ClientId: c.id, Input: op.input, Call: int64(op.call), Output: out, Return: ret,
+		})
+	}
+	s.clientOpsDone++
+	s.schedule(s.between(10*time.Millisecond, 300*time.Millisecond), evClientStart, uint64(c.id), 0, c.start)
+}
+
+func (c *client) isReadKind(k linearizability.Kind) bool {
+	return k == linearizability.DescribeTopic || k == linearizability.DescribeBroker
+}

@@ -1,0 +1,245 @@
+package sim
+
+import (
+	"time"
+
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/storage"
+)
+
+// scheduleNemeses starts one recurring fault process per enabled kind.
+func (s *Sim) scheduleNemeses() {
+	every := func(mean time.Duration, fault func()) {
+		if mean <= 0 {
+			return
+		}
+		var next func()
+		next = func() {
+			if s.healed {
+				return
+			}
+			fault()
+			s.schedule(s.exp(mean), evNemesis, 0, 0, next)
+		}
+		s.schedule(s.exp(mean), evNemesis, 0, 0, next)
+	}
+	every(s.opts.PartitionEvery, s.partition)
+	every(s.opts.CrashEvery, func() {
+		if n := s.randomLiveNode(); n != nil {
+			s.fault("crash")
+			s.crash(n, 0)
+		}
+	})
+	every(s.opts.PauseEvery, func() {
+		if n := s.randomLiveNode(); n != nil && n.pausedUntil <= s.now {
+			s.fault("pause")
+			n.pausedUntil = s.now + s.between(time.Second, 4*time.Second)
+		}
+	})
+	every(s.opts.ClockJumpEvery, func() {
+		if n := s.randomLiveNode(); n != nil {
+			s.fault("clock-jump")
+			n.clockOffset += s.between(-2*time.Second, 2*time.Second)
+			n.jumped = true
+		}
+	})
+	every(s.opts.ServiceSilenceEvery, func() {
+		svc := s.services[s.rng.IntN(len(s.services))]
+		s.fault("service-silence")
+		svc.silentUntil = s.now + s.between(time.Second, 2*sessionTimeout)
+		if s.rng.IntN(3) == 0 {
+			svc.restartWithNewIncarnation = true
+		}
+	})
+	every(s.opts.TransferLeaderEvery, func() {
+		leader := s.leaderNode()
+		if leader == nil {
+			return
+		}
+		s.fault("transfer-leader")
+		leader.node.TransferLeader(0, func(error) {})
+		leader.process()
+	})
+	every(s.opts.MembershipChangeEvery, s.membershipStep)
+}
+
+func (s *Sim) randomLiveNode() *simNode {
+	var live []*simNode
+	for _, n := range s.nodes {
+		if n.node != nil {
+			live = append(live, n)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return live[s.rng.IntN(len(live))]
+}
+
+// partition cuts the network in one of four shapes for a while.
+func (s *Sim) partition() {
+	ids := make([]uint64, len(s.nodes))
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	cutBoth := func(a, b uint64) {
+		s.cut[[2]uint64{a, b}] = true
+		s.cut[[2]uint64{b, a}] = true
+	}
+	switch s.rng.IntN(4) {
+	case 0: // random halves
+		s.fault("partition-halves")
+		split := 1 + s.rng.IntN(len(ids)-1)
+		for _, a := range ids[:split] {
+			for _, b := range ids[split:] {
+				cutBoth(a, b)
+			}
+		}
+	case 1: // the leader isolated
+		s.fault("partition-leader")
+		leader := s.leaderNode()
+		if leader == nil {
+			return
+		}
+		for _, b := range ids {
+			if b != leader.id {
+				cutBoth(leader.id, b)
+			}
+		}
+	case 2: // one way: a node hears nobody, but is heard
+		s.fault("partition-one-way")
+		for _, b := range ids[1:] {
+			s.cut[[2]uint64{b, ids[0]}] = true
+		}
+	case 3: // a bridge: two halves that only one node connects
+		s.fault("partition-bridge")
+		if len(ids) < 3 {
+			return
+		}
+		bridge, rest := ids[0], ids[1:]
+		split := 1 + s.rng.IntN(len(rest)-1)
+		for _, a := range rest[:split] {
+			for _, b := range rest[split:] {
+				cutBoth(a, b)
+			}
+		}
+		_ = bridge
+	}
+	s.schedule(s.between(time.Second, 6*time.Second), evNemesis, 0, 1, func() {
+		s.cut = map[[2]uint64]bool{}
+	})
+}
+
+// membershipOp removes a voter and adds it back as a fresh node with an
+// empty disk. Each step reconciles with the leader's committed membership,
+// because a leader that crashes takes its pending callbacks with it.
+type membershipOp struct {
+	phase  int // 0 idle, 1 removing, 2 removed (process stopped, disk wiped), 3 adding
+	target uint64
+	since  time.Duration
+}
+
+const membershipStepTimeout = 5 * time.Second
+
+func (s *Sim) membershipStep() {
+	leader := s.leaderNode()
+	if leader == nil {
+		return
+	}
+	op := &s.membership
+	isMember := false
+	for _, m := range leader.node.Status().Members {
+		isMember = isMember || m.ID == op.target
+	}
+	switch op.phase {
+	case 0:
+		var candidates []uint64
+		members := leader.node.Status().Members
+		for _, m := range members {
+			if m.ID != leader.id && !m.Learner {
+				candidates = append(candidates, m.ID)
+			}
+		}
+		if len(candidates) == 0 || len(members) < 3 {
+			return
+		}
+		op.target, op.phase, op.since = candidates[s.rng.IntN(len(candidates))], 1, s.now
+		s.fault("remove-voter")
+		leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
+		leader.process()
+	case 1:
+		if !isMember {
+			// Removed by a committed change: only now may the process stop
+			// and its disk go, or a wiped voter could vote with an empty log.
+			n := s.nodes[op.target-1]
+			n.member = false
+			n.node, n.store = nil, nil
+			n.incarnation++
+			n.disk = storage.NewDisk()
+			n.disk.SyncLatency = s.opts.SlowSync
+			op.phase, op.since = 2, s.now
+		} else if s.now-op.since > membershipStepTimeout {
+			op.phase = 0
+		}
+	case 2:
+		s.addBack(leader)
+	case 3:
+		if isMember {
+			op.phase = 0
+		} else if s.now-op.since > membershipStepTimeout {
+			op.phase = 2
+		}
+	}
+}
+
+// addBack starts the removed node empty and proposes it as a voter.
+func (s *Sim) addBack(leader *simNode) {
+	op := &s.membership
+	n := s.nodes[op.target-1]
+	if n.node == nil {
+		n.member = true
+		store, err := storage.OpenMem(n.disk)
+		if err != nil {
+			s.violate("node %d cannot open a fresh disk: %v", op.target, err)
+			return
+		}
+		n.start(store)
+	}
+	op.phase, op.since = 3, s.now
+	s.fault("add-voter")
+	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target, URL: "sim://controller"}, func(error) {})
+	leader.process()
+}
+
+// heal stops every fault: the network mends, paused nodes resume, crashed
+// nodes restart, clocks are corrected and a removed member is added back.
+// From here the cluster must converge within the liveness bounds.
+func (s *Sim) heal() {
+	s.healed = true
+	s.cut = map[[2]uint64]bool{}
+	for _, n := range s.nodes {
+		n.pausedUntil = 0
+		n.clockOffset = 0
+		n.disk.FailSyncs = 0
+		n.disk.SyncLatency = 0
+		if n.node == nil && n.member {
+			s.restart(n)
+		}
+	}
+	for _, svc := range s.services {
+		svc.silentUntil = 0
+	}
+	if s.opts.SilentAtHeal {
+		s.services[0].silentForever = true
+	}
+	var finishMembership func()
+	finishMembership = func() {
+		if s.membership.phase == 0 {
+			return
+		}
+		s.membershipStep()
+		s.schedule(500*time.Millisecond, evHeal, 0, 1, finishMembership)
+	}
+	finishMembership()
+}

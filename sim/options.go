@@ -1,0 +1,137 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// Options is everything a run does, drawn from its seed (swarm testing:
+// each seed picks its own cluster and its own mix of faults, some calm,
+// some brutal). Printing them beside the seed says what the seed tested.
+type Options struct {
+	Seed     uint64
+	Duration time.Duration
+	// HealAfter is when the faults stop and liveness is checked.
+	HealAfter time.Duration
+	Nodes     int
+	Services  int
+	Clients   int
+
+	LatencyMin, LatencyMax time.Duration
+	MessageLoss            float64
+	MessageDuplication     float64
+	// TickSkewMax is the largest relative deviation of a node's tick rate.
+	TickSkewMax float64
+
+	// Mean intervals between faults of each kind; 0 disables the kind.
+	PartitionEvery        time.Duration
+	CrashEvery            time.Duration
+	PauseEvery            time.Duration
+	ClockJumpEvery        time.Duration
+	ServiceSilenceEvery   time.Duration
+	TransferLeaderEvery   time.Duration
+	MembershipChangeEvery time.Duration
+	// FsyncFailureRate is the chance that a node's next sync fails, drawn
+	// at each crash-free interval; SlowSync the latency a sync takes.
+	FsyncFailureRate float64
+	SlowSync         time.Duration
+	TornWrites       bool
+	// DelayedPushes holds back one push in ten for up to a few seconds, so
+	// that pushes arrive out of order and after a newer controller's.
+	DelayedPushes bool
+
+	// SilentAtHeal keeps one storage service silent through the heal
+	// phase, so that its fencing is checked.
+	SilentAtHeal bool
+
+	// PlantAcceptStalePush makes the fake storage services accept every
+	// push, whatever its epoch and version: a planted bug that the checkers
+	// must catch (see planted_test.go).
+	PlantAcceptStalePush bool
+}
+
+// Timings of the simulated deployment, scaled down from production so
+// that a minute of simulated time sees many elections and session expiries.
+const (
+	tickInterval      = 100 * time.Millisecond
+	electionTicks     = 10
+	sessionTimeout    = 3 * time.Second
+	heartbeatInterval = 300 * time.Millisecond
+	clientTimeout     = 2 * time.Second
+	clientAttemptsMax = 6
+	healBound         = 20 * time.Second
+)
+
+// OptionsFromSeed draws the options. nodes > 0 forces the cluster size.
+func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	pick := func(values ...time.Duration) time.Duration { return values[rng.IntN(len(values))] }
+	chance := func(p float64) bool { return rng.Float64() < p }
+	o := Options{Seed: seed, Duration: duration}
+	o.HealAfter = duration - min(duration/3, healBound+10*time.Second)
+	o.Nodes = []int{3, 3, 5}[rng.IntN(3)]
+	if nodes > 0 {
+		o.Nodes = nodes
+	}
+	o.Services = 3 + rng.IntN(3)
+	o.Clients = 4 + rng.IntN(5)
+	o.LatencyMin = time.Duration(1+rng.IntN(5)) * time.Millisecond
+	o.LatencyMax = o.LatencyMin + time.Duration(rng.IntN(60))*time.Millisecond
+	calm := chance(0.15)
+	if calm {
+		return o
+	}
+	o.MessageLoss = []float64{0, 0.01, 0.05, 0.2}[rng.IntN(4)]
+	o.MessageDuplication = []float64{0, 0, 0.02, 0.1}[rng.IntN(4)]
+	o.TickSkewMax = []float64{0, 0.02, 0.1}[rng.IntN(3)]
+	o.PartitionEvery = pick(0, 5*time.Second, 15*time.Second)
+	o.CrashEvery = pick(0, 4*time.Second, 12*time.Second)
+	o.PauseEvery = pick(0, 0, 10*time.Second)
+	o.ClockJumpEvery = pick(0, 0, 10*time.Second)
+	o.ServiceSilenceEvery = pick(0, 5*time.Second, 15*time.Second)
+	o.TransferLeaderEvery = pick(0, 0, 8*time.Second)
+	o.MembershipChangeEvery = pick(0, 0, 15*time.Second)
+	o.FsyncFailureRate = []float64{0, 0, 0.1, 0.3}[rng.IntN(4)]
+	o.SlowSync = pick(0, 0, 2*time.Millisecond, 20*time.Millisecond)
+	o.TornWrites = chance(0.5)
+	o.DelayedPushes = chance(0.5)
+	o.SilentAtHeal = chance(0.5)
+	return o
+}
+
+func (o Options) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed=%d duration=%v heal-after=%v nodes=%d services=%d clients=%d latency=%v-%v",
+		o.Seed, o.Duration, o.HealAfter, o.Nodes, o.Services, o.Clients, o.LatencyMin, o.LatencyMax)
+	fmt.Fprintf(&b, " loss=%.2f dup=%.2f skew=%.2f", o.MessageLoss, o.MessageDuplication, o.TickSkewMax)
+	every := func(name string, d time.Duration) {
+		if d > 0 {
+			fmt.Fprintf(&b, " %s-every=%v", name, d)
+		}
+	}
+	every("partition", o.PartitionEvery)
+	every("crash", o.CrashEvery)
+	every("pause", o.PauseEvery)
+	every("clock-jump", o.ClockJumpEvery)
+	every("silence", o.ServiceSilenceEvery)
+	every("transfer", o.TransferLeaderEvery)
+	every("membership", o.MembershipChangeEvery)
+	if o.FsyncFailureRate > 0 {
+		fmt.Fprintf(&b, " fsync-failure=%.2f", o.FsyncFailureRate)
+	}
+	if o.SlowSync > 0 {
+		fmt.Fprintf(&b, " slow-sync=%v", o.SlowSync)
+	}
+	if o.TornWrites {
+		b.WriteString(" torn-writes")
+	}
+	if o.DelayedPushes {
+		b.WriteString(" delayed-pushes")
+	}
+	if o.SilentAtHeal {
+		b.WriteString(" silent-at-heal")
+	}
+	return b.String()
+}

@@ -1,0 +1,206 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// service is a fake storage service (a broker). It registers, heartbeats to
+// the controller it believes leads, applies pushes, and checks what any
+// storage service must be able to rely on: its metadata version never
+// goes backwards, it never takes a push from an older controller epoch
+// after a newer one, and what it holds at version V is what the controllers
+// hold at V.
+type service struct {
+	sim         *Sim
+	id          int32
+	incarnation int
+	registered  bool
+	epoch       int64
+	seq         uint64
+	leaderGuess uint64
+	waiting     bool
+
+	state    *metadatav1.ClusterState
+	version  int64
+	maxEpoch uint64
+
+	silentUntil               time.Duration
+	silentForever             bool
+	restartWithNewIncarnation bool
+}
+
+func newService(s *Sim, id int32) *service {
+	return &service{sim: s, id: id, incarnation: 1, leaderGuess: uint64(1 + s.rng.IntN(s.opts.Nodes)),
+		state: &metadatav1.ClusterState{}}
+}
+
+func (v *service) silent() bool { return v.silentForever || v.silentUntil > v.sim.now }
+
+// beat runs every heartbeat interval: register if needed, else heartbeat.
+func (v *service) beat() {
+	s := v.sim
+	s.schedule(heartbeatInterval, evServiceBeat, uint64(v.id), 0, v.beat)
+	if v.silent() || v.waiting {
+		return
+	}
+	if v.restartWithNewIncarnation {
+		// The process restarted: a new incarnation, an empty view.
+		v.restartWithNewIncarnation = false
+		v.incarnation++
+		v.registered, v.epoch = false, 0
+		v.state, v.version, v.maxEpoch = &metadatav1.ClusterState{}, 0, 0
+	}
+	target := v.leaderGuess
+	v.waiting = true
+	if !v.registered {
+		v.seq++
+		req := &metadatav1.RegisterBrokerRequest{Id: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
+			Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationId: fmt.Sprintf("inc-%d", v.incarnation),
+			RequestId: &metadatav1.RequestId{ClientId: fmt.Sprintf("service-%d-%d", v.id, v.incarnation), Sequence: v.seq}}
+		s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+			n.RegisterBroker(req, func(o node.Outcome) { reply(func() { v.onRegistered(o) }) })
+		}, func() { v.waiting = false; v.pickAnother() })
+		return
+	}
+	req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
+		PartitionCount: v.partitionCount(), BrokerEpoch: v.epoch}
+	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+		resp, err := n.Heartbeat(req)
+		reply(func() { v.onHeartbeat(resp, err, n.Leader()) })
+	}, func() { v.waiting = false; v.pickAnother() })
+}
+
+func (v *service) pickAnother() { v.leaderGuess = uint64(1 + v.sim.rng.IntN(len(v.sim.nodes))) }
+
+func (v *service) follow(leader uint64) {
+	if leader != 0 {
+		v.leaderGuess = leader
+	} else {
+		v.pickAnother()
+	}
+}
+
+func (v *service) onRegistered(o node.Outcome) {
+	v.waiting = false
+	switch {
+	case o.Err == nil:
+		v.registered, v.epoch = true, o.BrokerEpoch
+	case o.Err.Code == metadatav1.ErrorCode_NOT_CONTROLLER:
+		v.follow(o.LeaderID)
+	}
+}
+
+func (v *service) onHeartbeat(resp *metadatav1.StorageHeartbeatResponse, err *statemachine.Error, leader uint64) {
+	v.waiting = false
+	if err != nil {
+		switch err.Code {
+		case metadatav1.ErrorCode_NOT_CONTROLLER:
+			v.follow(leader)
+		case metadatav1.ErrorCode_STALE_BROKER_EPOCH:
+			v.registered = false
+		}
+		return
+	}
+	if !resp.GetRegistered() {
+		v.registered = false
+	}
+}
+
+func (v *service) partitionCount() int32 {
+	n := 0
+	for _, t := range v.state.GetTopics() {
+		for _, p := range t.GetPartitions() {
+			for _, r := range p.GetReplicas() {
+				if r == v.id {
+					n++
+				}
+			}
+		}
+	}
+	return int32(n)
+}
+
+// receivePush applies a push, or rejects it, and checks the rules.
+func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.PushMetadataResponse, error) {
+	s := v.sim
+	if v.silent() {
+		return nil, fmt.Errorf("storage service %d is not answering", v.id)
+	}
+	if !s.planted.acceptStalePush {
+		if req.GetControllerEpoch() < v.maxEpoch {
+			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "stale controller epoch"}, nil
+		}
+		if req.GetMetadataVersion() < v.version {
+			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "older than the version held"}, nil
+		}
+	}
+	var next *metadatav1.ClusterState
+	switch update := req.Update.(type) {
+	case *metadatav1.PushMetadataRequest_FullState:
+		next = update.FullState
+	case *metadatav1.PushMetadataRequest_Delta:
+		if update.Delta.GetFromVersion() != v.version {
+			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "delta base mismatch"}, nil
+		}
+		next = statemachine.ApplyDelta(v.state, update.Delta)
+	default:
+		s.violate("controller %d pushed nothing to service %d", req.GetControllerId(), v.id)
+		return nil, fmt.Errorf("empty push")
+	}
+	if next.GetMetadataVersion() != req.GetMetadataVersion() {
+		s.violate("push to service %d says version %d but carries %d", v.id, req.GetMetadataVersion(), next.GetMetadataVersion())
+	}
+	if req.GetControllerEpoch() < v.maxEpoch {
+		s.violate("service %d accepted a push from controller epoch %d after epoch %d", v.id, req.GetControllerEpoch(), v.maxEpoch)
+	}
+	if next.GetMetadataVersion() < v.version {
+		s.violate("service %d moved its metadata version back from %d to %d", v.id, v.version, next.GetMetadataVersion())
+	}
+	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {
+		s.violate("service %d holds other metadata at version %d than the controllers", v.id, next.GetMetadataVersion())
+	}
+	v.state, v.version = next, next.GetMetadataVersion()
+	v.maxEpoch = max(v.maxEpoch, req.GetControllerEpoch())
+	return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: v.version}, nil
+}
+
+// rpc sends a request to a controller over the simulated network. handle
+// runs on the controller if the request arrives; it calls reply with the
+// caller-side continuation, which runs when the answer arrives. If either
+// leg is lost, lost runs after the caller's timeout.
+func (s *Sim) rpc(target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
+	answered := false
+	timeout := func() {
+		if !answered {
+			answered = true
+			lost()
+		}
+	}
+	s.schedule(clientTimeout, evClientTimeout, from, target, timeout)
+	if s.lossy() {
+		return
+	}
+	s.schedule(s.latency(), evRPC, from, target, func() {
+		n := s.node(target)
+		if n == nil || n.pausedUntil > s.now {
+			return
+		}
+		handle(n.node, func(continuation func()) {
+			if s.lossy() {
+				return
+			}
+			s.schedule(s.latency(), evRPCReply, target, from, func() {
+				if !answered {
+					answered = true
+					continuation()
+				}
+			})
+		})
+		n.process()
+	})
+}

@@ -1,0 +1,565 @@
+package sim
+
+import (
+	"container/heap"
+	cryptorand "crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/dmq-project/metadata/linearizability"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// runMu serialises runs: a run replaces crypto/rand.Reader (Raft draws its
+// election timeouts from it) for its whole length.
+var runMu sync.Mutex
+
+// epoch is the wall time the simulated clock starts at.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Sim is one seeded run.
+type Sim struct {
+	opts  Options
+	rng   *rand.Rand
+	now   time.Duration
+	queue eventQueue
+	seq   uint64
+
+	nodes    []*simNode
+	services []*service
+	clients  []*client
+
+	// cut[from][to] drops messages from one node to another.
+	cut    map[[2]uint64]bool
+	healed bool
+
+	history []porcupine.Operation
+
+	// Checker state.
+	leaders       map[uint64]uint64 // term -> leader
+	entries       map[uint64]entryDigest
+	hashes        map[uint64]uint64 // applied index -> state hash
+	pushedStates  map[int64]uint64  // metadata version -> ClusterState digest
+	violations    []string
+	trace         hash.Hash64
+	events        int
+	recent        [traceKept]event
+	faults        map[string]int
+	membership    membershipOp
+	planted       plantedService
+	lastLeaderAt  time.Duration
+	lastTransfer  time.Duration
+	clientOpsDone int
+}
+
+const traceKept = 40
+
+type entryDigest struct {
+	term uint64
+	data uint64
+}
+
+type plantedService struct{ acceptStalePush bool }
+
+// Result is a run's verdict.
+type Result struct {
+	Options    Options
+	Simulated  time.Duration
+	Wall       time.Duration
+	Events     int
+	Operations int
+	Faults     map[string]int
+	Violations []string
+	TraceHash  uint64
+	// History is the client history, for visualisation.
+	History []porcupine.Operation
+	// Recent describes the last events, for a failure report.
+	Recent []string
+	// Summary counts what happened: terms, leaders, unknown outcomes.
+	Summary string
+}
+
+// OK says whether the run found no violation.
+func (r Result) OK() bool { return len(r.Violations) == 0 }
+
+// Run runs one seed to completion.
+func Run(opts Options) Result {
+	runMu.Lock()
+	defer runMu.Unlock()
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], opts.Seed)
+	binary.LittleEndian.PutUint64(seed[8:], 0x5eed)
+	saved := cryptorand.Reader
+	cryptorand.Reader = rand.NewChaCha8(seed)
+	defer func() { cryptorand.Reader = saved }()
+
+	s := &Sim{
+		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),
+		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[uint64]entryDigest{},
+		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, trace: fnv.New64a(),
+		faults: map[string]int{}, planted: plantedService{acceptStalePush: opts.PlantAcceptStalePush},
+	}
+	started := time.Now() // the wall time of the run, for the speed figure only
+	s.setup()
+	s.loop()
+	s.now = opts.Duration
+	if len(s.violations) == 0 {
+		s.checkLiveness()
+	}
+	if len(s.violations) == 0 {
+		s.checkLinearizability()
+	}
+	result := Result{
+		Options: opts, Simulated: s.now, Wall: time.Since(started), Events: s.events,
+		Operations: len(s.history), Faults: s.faults, Violations: s.violations, TraceHash: s.trace.Sum64(),
+		History: s.history,
+	}
+	unknown := 0
+	for _, op := range s.history {
+		if op.Return == linearizability.PendingForever {
+			unknown++
+		}
+	}
+	var maxTerm uint64
+	for term := range s.leaders {
+		maxTerm = max(maxTerm, term)
+	}
+	result.Summary = fmt.Sprintf("terms=%d terms-with-leader=%d unknown-outcomes=%d client-ops=%d version=%d",
+		maxTerm, len(s.leaders), unknown, s.clientOpsDone, s.lastVersion())
+	for i := 0; i < traceKept && i < s.events; i++ {
+		e := s.recent[(s.events-min(s.events, traceKept)+i)%traceKept]
+		result.Recent = append(result.Recent, fmt.Sprintf("%12v %-15s %d %d", e.at, eventNames[e.kind], e.a, e.b))
+	}
+	return result
+}
+
+// loop runs events in order until the end or the first violation. A panic
+// — an assertion of the core, of Raft or of the simulator — is a violation
+// too: the run stops and reports it with its trace.
+func (s *Sim) loop() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.violate("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	for s.queue.Len() > 0 && len(s.violations) == 0 {
+		e := heap.Pop(&s.queue).(*event)
+		if e.at > s.opts.Duration {
+			break
+		}
+		s.now = e.at
+		s.record(e)
+		e.run()
+	}
+}
+
+func (s *Sim) record(e *event) {
+	var buf [33]byte
+	binary.LittleEndian.PutUint64(buf[0:], uint64(e.at))
+	binary.LittleEndian.PutUint64(buf[8:], e.seq)
+	buf[16] = byte(e.kind)
+	binary.LittleEndian.PutUint64(buf[17:], e.a)
+	binary.LittleEndian.PutUint64(buf[25:], e.b)
+	s.trace.Write(buf[:])
+	s.recent[s.events%traceKept] = *e
+	s.events++
+}
+
+func (s *Sim) lastVersion() int64 {
+	if leader := s.leaderNode(); leader != nil {
+		return leader.node.StateMachine().Version()
+	}
+	return 0
+}
+
+func (s *Sim) violate(format string, args ...any) {
+	s.violations = append(s.violations, fmt.Sprintf("at %v: ", s.now)+fmt.Sprintf(format, args...))
+}
+
+func (s *Sim) fault(kind string) { s.faults[kind]++ }
+
+func (s *Sim) between(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(s.rng.Int64N(int64(hi-lo)))
+}
+
+// exp draws an exponential interval with the given mean.
+func (s *Sim) exp(mean time.Duration) time.Duration {
+	return time.Duration(s.rng.ExpFloat64() * float64(mean))
+}
+
+func (s *Sim) setup() {
+	var peers []node.Peer
+	for id := uint64(1); id <= uint64(s.opts.Nodes); id++ {
+		peers = append(peers, node.Peer{ID: id, URL: fmt.Sprintf("sim://controller-%d", id)})
+	}
+	for id := uint64(1); id <= uint64(s.opts.Nodes); id++ {
+		skew := 1 + (s.rng.Float64()*2-1)*s.opts.TickSkewMax
+		n := &simNode{sim: s, id: id, disk: storage.NewDisk(), tickInterval: time.Duration(float64(tickInterval) * skew), member: true}
+		n.disk.SyncLatency = s.opts.SlowSync
+		store, err := storage.OpenMem(n.disk)
+		if err != nil {
+			panic(err)
+		}
+		if err := node.Bootstrap(store, peers); err != nil {
+			panic(err)
+		}
+		s.nodes = append(s.nodes, n)
+		n.start(store)
+		s.schedule(s.between(0, n.tickInterval), evTick, id, 0, n.tick)
+	}
+	for i := 0; i < s.opts.Services; i++ {
+		svc := newService(s, int32(i+1))
+		s.services = append(s.services, svc)
+		s.schedule(s.between(0, heartbeatInterval), evServiceBeat, uint64(svc.id), 0, svc.beat)
+	}
+	for i := 0; i < s.opts.Clients; i++ {
+		c := &client{sim: s, id: i, leaderGuess: uint64(1 + s.rng.IntN(s.opts.Nodes))}
+		s.clients = append(s.clients, c)
+		s.schedule(s.between(200*time.Millisecond, time.Second), evClientStart, uint64(i), 0, c.start)
+	}
+	s.scheduleNemeses()
+	s.schedule(s.opts.HealAfter, evHeal, 0, 0, s.heal)
+}
+
+// node returns the live node with id, or nil.
+func (s *Sim) node(id uint64) *simNode {
+	if id == 0 || id > uint64(len(s.nodes)) {
+		return nil
+	}
+	n := s.nodes[id-1]
+	if n.node == nil {
+		return nil
+	}
+	return n
+}
+
+func (s *Sim) latency() time.Duration { return s.between(s.opts.LatencyMin, s.opts.LatencyMax+1) }
+
+// lossy says whether a message is lost (only before the heal).
+func (s *Sim) lossy() bool { return !s.healed && s.rng.Float64() < s.opts.MessageLoss }
+
+// simNode is one controller process and its disk.
+type simNode struct {
+	sim          *Sim
+	id           uint64
+	disk         *storage.Disk
+	store        storage.Storage
+	node         *node.Node
+	tickInterval time.Duration
+	clockOffset  time.Duration
+	pausedUntil  time.Duration
+	// member: in the Raft configuration (false while removed).
+	member bool
+	// incarnation counts restarts, so that events for a dead process drop.
+	incarnation uint64
+	applied     uint64
+	// activeAt is the node's clock when it last became the active
+	// controller; jumped says its clock jumped since.
+	active   bool
+	activeAt time.Time
+	jumped   bool
+}
+
+func (n *simNode) Now() time.Time { return epoch.Add(n.sim.now + n.clockOffset) }
+func (n *simNode) Uint64() uint64 { return n.sim.rng.Uint64() }
+func (n *simNode) SetPeer(uint64, string) {}
+func (n *simNode) RemovePeer(uint64)      {}
+
+func (n *simNode) Send(messages []*raftpb.Message) {
+	s := n.sim
+	for _, m := range messages {
+		to := m.GetTo()
+		if s.cut[[2]uint64{n.id, to}] || s.lossy() {
+			if m.GetType() == raftpb.MsgSnap {
+				n.reportSnapshotLater(to, false)
+			}
+			continue
+		}
+		copies := 1
+		if !s.healed && s.rng.Float64() < s.opts.MessageDuplication {
+			copies = 2
+		}
+		for i := 0; i < copies; i++ {
+			msg := proto.CloneOf(m)
+			from := n.id
+			s.schedule(s.latency(), evDeliver, from, to, func() { s.deliver(from, msg) })
+		}
+	}
+}
+
+func (n *simNode) reportSnapshotLater(to uint64, ok bool) {
+	s, inc := n.sim, n.incarnation
+	s.schedule(s.latency(), evSnapshotReport, n.id, to, func() {
+		if n.node != nil && n.incarnation == inc {
+			n.node.ReportSnapshot(to, ok)
+			n.process()
+		}
+	})
+}
+
+func (s *Sim) deliver(from uint64, m *raftpb.Message) {
+	target := s.node(m.GetTo())
+	if target == nil {
+		if sender := s.node(from); sender != nil && m.GetType() == raftpb.MsgSnap {
+			sender.reportSnapshotLater(m.GetTo(), false)
+		}
+		return
+	}
+	if target.pausedUntil > s.now {
+		s.schedule(target.pausedUntil-s.now, evDeliver, from, m.GetTo(), func() { s.deliver(from, m) })
+		return
+	}
+	if err := target.node.Step(m); err != nil {
+		s.violate("node %d refused a message from %d: %v", target.id, from, err)
+		return
+	}
+	target.process()
+	if m.GetType() == raftpb.MsgSnap {
+		if sender := s.node(from); sender != nil {
+			sender.reportSnapshotLater(m.GetTo(), true)
+		}
+	}
+}
+
+func (n *simNode) Push(broker int32, req *metadatav1.PushMetadataRequest) {
+	n.sim.push(n, broker, req)
+}
+
+// Applied checks that every node applies the same entry at each index.
+func (n *simNode) Applied(entry *raftpb.Entry) {
+	h := fnv.New64a()
+	h.Write([]byte{byte(entry.GetType())})
+	h.Write(entry.GetData())
+	d := entryDigest{term: entry.GetTerm(), data: h.Sum64()}
+	if seen, ok := n.sim.entries[entry.GetIndex()]; ok && seen != d {
+		n.sim.violate("node %d applied entry %d (term %d) unlike another node (term %d)", n.id, entry.GetIndex(), d.term, seen.term)
+	} else if !ok {
+		n.sim.entries[entry.GetIndex()] = d
+	}
+	n.checkFenceGrace(entry)
+}
+
+// checkFenceGrace: a controller that fences a broker must have been the
+// active controller for a whole session timeout first (by its own clock,
+// unless that clock jumped): no broker is fenced for the silence of a
+// failover.
+func (n *simNode) checkFenceGrace(entry *raftpb.Entry) {
+	if entry.GetType() != raftpb.EntryNormal || len(entry.GetData()) == 0 || !n.active || n.jumped {
+		return
+	}
+	record := &metadatav1.Record{}
+	if proto.Unmarshal(entry.GetData(), record) != nil || record.GetProposerId() != n.id || record.GetFenceBroker() == nil {
+		return
+	}
+	if served := n.Now().Sub(n.activeAt); served < sessionTimeout {
+		n.sim.violate("controller %d fenced broker %d %v after becoming active, within the session timeout %v",
+			n.id, record.GetFenceBroker().GetBrokerId(), served, sessionTimeout)
+	}
+}
+
+func (n *simNode) start(store storage.Storage) {
+	s := n.sim
+	n.store = store
+	n.incarnation++
+	cfg := node.Config{
+		ID: n.id, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, LogTailEntries: 50,
+		SessionTimeout: sessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
+		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
+	}
+	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n})
+	if err != nil {
+		s.violate("node %d cannot restart from its disk: %v", n.id, err)
+		return
+	}
+	n.node = nd
+	n.applied = nd.StateMachine().AppliedIndex()
+	n.active = false
+}
+
+func (n *simNode) tick() {
+	s := n.sim
+	s.schedule(n.tickInterval, evTick, n.id, 0, n.tick)
+	if n.node == nil || n.pausedUntil > s.now {
+		return
+	}
+	n.node.Tick()
+	n.process()
+}
+
+// process handles Readies until none is left, then runs the per-node
+// checks. A storage error crashes the node, as in production.
+func (n *simNode) process() {
+	s := n.sim
+	for n.node != nil && n.node.HasReady() {
+		if err := n.node.HandleReady(); err != nil {
+			s.fault("fsync-crash")
+			s.crash(n, 0)
+			return
+		}
+	}
+	if n.node == nil {
+		return
+	}
+	if active := n.node.IsActive(); active != n.active {
+		n.active, n.activeAt, n.jumped = active, n.Now(), false
+	}
+	if n.node.IsLeader() {
+		term := n.node.Term()
+		if other, ok := s.leaders[term]; ok && other != n.id {
+			s.violate("two leaders in term %d: %d and %d", term, other, n.id)
+		}
+		s.leaders[term] = n.id
+		s.lastLeaderAt = s.now
+	}
+	sm := n.node.StateMachine()
+	if applied := sm.AppliedIndex(); applied != n.applied {
+		n.applied = applied
+		h := sm.Hash()
+		if seen, ok := s.hashes[applied]; ok && seen != h {
+			s.violate("node %d has state hash %x at index %d, another node %x", n.id, h, applied, seen)
+		} else if !ok {
+			s.hashes[applied] = h
+		}
+		if err := sm.CheckInvariants(); err != nil {
+			s.violate("node %d breaks an invariant at index %d: %v", n.id, applied, err)
+		}
+	}
+	if n.disk.FailSyncs == 0 && !s.healed && s.opts.FsyncFailureRate > 0 && s.rng.Float64() < s.opts.FsyncFailureRate/100 {
+		n.disk.FailSyncs = 1
+	}
+}
+
+// crash kills a node's process: its unsynced writes are lost (a torn tail
+// if the options say so) and it restarts after downtime (0: at the heal).
+func (s *Sim) crash(n *simNode, downtime time.Duration) {
+	torn := 0
+	if s.opts.TornWrites {
+		torn = 1 + s.rng.IntN(64)
+	}
+	n.disk.Crash(torn)
+	n.disk.FailSyncs = 0
+	n.node = nil
+	n.store = nil
+	n.incarnation++
+	if downtime == 0 {
+		downtime = s.between(500*time.Millisecond, 3*time.Second)
+	}
+	inc := n.incarnation
+	s.schedule(downtime, evRestart, n.id, 0, func() {
+		if n.incarnation == inc {
+			s.restart(n)
+		}
+	})
+}
+
+func (s *Sim) restart(n *simNode) {
+	if n.node != nil || !n.member {
+		return
+	}
+	store, err := storage.OpenMem(n.disk)
+	if err != nil {
+		s.violate("node %d cannot reopen its disk: %v", n.id, err)
+		return
+	}
+	n.start(store)
+	n.process()
+}
+
+// push carries a push from a controller to a storage service.
+func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequest) {
+	version := req.GetMetadataVersion()
+	// Every push of a version must carry the same metadata, whichever
+	// controller sends it: the receivers' checks compare against this.
+	digest := stateDigest(from.node.StateMachine().ClusterState())
+	if seen, ok := s.pushedStates[version]; ok && seen != digest {
+		s.violate("controller %d pushes version %d with other metadata than an earlier push", from.id, version)
+	}
+	s.pushedStates[version] = digest
+	inc := from.incarnation
+	if int(broker) > len(s.services) || s.lossy() {
+		// Lost, or a broker registered by a client: no process answers.
+		s.schedule(clientTimeout, evPushReply, from.id, uint64(broker), func() {
+			if from.node != nil && from.incarnation == inc {
+				from.node.OnPushResult(broker, version, nil, fmt.Errorf("push to %d timed out", broker))
+				from.process()
+			}
+		})
+		return
+	}
+	svc := s.services[broker-1]
+	req = proto.CloneOf(req)
+	delay := s.latency()
+	if s.opts.DelayedPushes && !s.healed && s.rng.IntN(10) == 0 {
+		s.fault("delayed-push")
+		delay += s.between(500*time.Millisecond, 3*time.Second)
+	}
+	s.schedule(delay, evPush, from.id, uint64(broker), func() {
+		resp, err := svc.receivePush(req)
+		s.schedule(s.latency(), evPushReply, from.id, uint64(broker), func() {
+			if from.node != nil && from.incarnation == inc {
+				from.node.OnPushResult(broker, version, resp, err)
+				from.process()
+			}
+		})
+	})
+}
+
+func stateDigest(state *metadatav1.ClusterState) uint64 {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(state)
+	if err != nil {
+		panic(err)
+	}
+	h := fnv.New64a()
+	h.Write(data)
+	return h.Sum64()
+}
+
+func (s *Sim) leaderNode() *simNode {
+	var best *simNode
+	for _, n := range s.nodes {
+		if n.node != nil && n.node.IsActive() && n.pausedUntil <= s.now && (best == nil || n.node.Term() > best.node.Term()) {
+			best = n
+		}
+	}
+	return best
+}
+
+// describe summarises the cluster for failure reports.
+func (s *Sim) describe() string {
+	var b strings.Builder
+	for _, n := range s.nodes {
+		if n.node == nil {
+			fmt.Fprintf(&b, "  node %d: down (member=%v)\n", n.id, n.member)
+			continue
+		}
+		st := n.node.Status()
+		fmt.Fprintf(&b, "  node %d: term %d leader %d active %v applied %d commit %d members %v paused %v\n",
+			n.id, st.Term, st.Leader, st.Active, st.Applied, st.Commit, memberIDs(st.Members), n.pausedUntil > s.now)
+	}
+	return b.String()
+}
+
+func memberIDs(members []node.Member) []uint64 {
+	var out []uint64
+	for _, m := range members {
+		out = append(out, m.ID)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,89 @@
+package sim
+
+import (
+	"hash/fnv"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	fixedSeeds  = 50
+	seedRuntime = 60 * time.Second
+)
+
+// regressionSeeds are seeds that once found a bug. They stay here for good.
+var regressionSeeds = []uint64{}
+
+func runSeed(t *testing.T, seed uint64) {
+	t.Helper()
+	result := Run(OptionsFromSeed(seed, seedRuntime, 0))
+	if !result.OK() {
+		t.Errorf("%s\noptions: %v\nlast events:\n  %s\nviolations:\n  %s\nreproduce: go run ./cmd/dmqsim run --seed %d --duration %v",
+			result.Verdict(), result.Options, strings.Join(result.Recent, "\n  "), strings.Join(result.Violations, "\n  "), seed, seedRuntime)
+	}
+}
+
+// TestSeeds runs the fixed seeds, the regression seeds, and one seed
+// derived from the commit, each for a simulated minute of chaos and heal.
+func TestSeeds(t *testing.T) {
+	seeds := append([]uint64{}, regressionSeeds...)
+	for seed := uint64(1); seed <= fixedSeeds; seed++ {
+		seeds = append(seeds, seed)
+	}
+	if commit, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		h := fnv.New64a()
+		h.Write(commit)
+		seed := h.Sum64()
+		t.Logf("seed from commit %s: %d", strings.TrimSpace(string(commit)), seed)
+		seeds = append(seeds, seed)
+	} else {
+		t.Logf("no git commit to derive a seed from (%v): the fixed seeds only", err)
+	}
+	for _, seed := range seeds {
+		runSeed(t, seed)
+	}
+}
+
+// TestDeterminism runs seeds twice: the same seed must give the same trace.
+func TestDeterminism(t *testing.T) {
+	for _, seed := range []uint64{3, 17, 42} {
+		opts := OptionsFromSeed(seed, 30*time.Second, 0)
+		first, second := Run(opts), Run(opts)
+		require.True(t, first.OK(), "seed %d: %v", seed, first.Violations)
+		assert.Equal(t, first.TraceHash, second.TraceHash, "seed %d trace", seed)
+		assert.Equal(t, first.Events, second.Events, "seed %d events", seed)
+		assert.Equal(t, first.Operations, second.Operations, "seed %d operations", seed)
+	}
+}
+
+// TestSeedsDiffer guards the trace hash itself: different seeds, different
+// traces.
+func TestSeedsDiffer(t *testing.T) {
+	a := Run(OptionsFromSeed(1, 10*time.Second, 3))
+	b := Run(OptionsFromSeed(2, 10*time.Second, 3))
+	assert.NotEqual(t, a.TraceHash, b.TraceHash)
+}
+
+func TestOptionsFromSeed(t *testing.T) {
+	calm, brutal := 0, 0
+	for seed := uint64(1); seed <= 200; seed++ {
+		o := OptionsFromSeed(seed, time.Minute, 0)
+		require.Contains(t, []int{3, 5}, o.Nodes)
+		require.Less(t, o.HealAfter, o.Duration)
+		if o.CrashEvery == 0 && o.PartitionEvery == 0 && o.MessageLoss == 0 {
+			calm++
+		}
+		if o.CrashEvery > 0 && o.PartitionEvery > 0 {
+			brutal++
+		}
+		assert.Equal(t, o, OptionsFromSeed(seed, time.Minute, 0))
+	}
+	assert.Positive(t, calm, "some seeds are calm")
+	assert.Positive(t, brutal, "some seeds are brutal")
+	assert.Equal(t, 5, OptionsFromSeed(1, time.Minute, 5).Nodes)
+}

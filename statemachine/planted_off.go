@@ -1,0 +1,6 @@
+//go:build !plantedbugs
+
+package statemachine
+
+// plantedApplyRetryTwice is always false outside plantedbugs builds.
+const plantedApplyRetryTwice = false
