@@ -6,8 +6,8 @@ import (
 	"sort"
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/anishathalye/porcupine"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 )
 
 // Kind is the operation a client performed.

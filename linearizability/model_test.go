@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/anishathalye/porcupine"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -20,9 +20,9 @@ func op(client int, in Input, call int64, out Output, ret int64) porcupine.Opera
 }
 
 func create(topic string, n int32) Input { return Input{Kind: CreateTopic, Topic: topic, Count: n} }
-func del(topic string) Input            { return Input{Kind: DeleteTopic, Topic: topic} }
-func describe(topic string) Input       { return Input{Kind: DescribeTopic, Topic: topic} }
-func grow(topic string, n int32) Input  { return Input{Kind: CreatePartitions, Topic: topic, Count: n} }
+func del(topic string) Input             { return Input{Kind: DeleteTopic, Topic: topic} }
+func describe(topic string) Input        { return Input{Kind: DescribeTopic, Topic: topic} }
+func grow(topic string, n int32) Input   { return Input{Kind: CreatePartitions, Topic: topic, Count: n} }
 func code(c metadatav1.ErrorCode) Output { return Output{Code: c} }
 func seen(exists bool, n int32) Output   { return Output{Exists: exists, Partitions: n} }
 

@@ -276,8 +276,8 @@ type simNode struct {
 	jumped   bool
 }
 
-func (n *simNode) Now() time.Time { return epoch.Add(n.sim.now + n.clockOffset) }
-func (n *simNode) Uint64() uint64 { return n.sim.rng.Uint64() }
+func (n *simNode) Now() time.Time         { return epoch.Add(n.sim.now + n.clockOffset) }
+func (n *simNode) Uint64() uint64         { return n.sim.rng.Uint64() }
 func (n *simNode) SetPeer(uint64, string) {}
 func (n *simNode) RemovePeer(uint64)      {}
 
