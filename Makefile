@@ -33,11 +33,24 @@ build: ## Build every package and the binaries that exist into ./bin.
 
 .PHONY: run
 run: ## Start a single-node controller on :8080 with data in ./data/metadata.
-	@if ! ls cmd/dmqd/*.go >/dev/null 2>&1; then \
-		echo "dmqd does not exist yet: the server is issue [5/8]. Today the repository holds the API schema and the state machine; 'make test' exercises them." >&2; \
-		exit 2; \
-	fi
-	$(GO) run ./cmd/dmqd
+	$(GO) run ./cmd/dmqd --services.config-path none
+
+CLUSTER_IDS := 1 2 3
+.PHONY: cluster
+cluster: build ## Start three controllers from config/services.json (ports 9091-9093); logs in ./logs.
+	@mkdir -p logs data/cluster
+	@for id in $(CLUSTER_IDS); do \
+		$(BIN)/dmqd --id $$id --services.config-path config/services.json --metadata.data-dir data/cluster/node-$$id \
+			> logs/dmqd-$$id.log 2>&1 & echo $$! > logs/dmqd-$$id.pid; \
+		echo "controller $$id: pid $$(cat logs/dmqd-$$id.pid), log logs/dmqd-$$id.log"; \
+	done
+	@echo "stop with: make cluster-stop"
+
+.PHONY: cluster-stop
+cluster-stop: ## Stop the controllers started by make cluster (SIGTERM).
+	@for id in $(CLUSTER_IDS); do \
+		if [ -f logs/dmqd-$$id.pid ]; then kill -TERM $$(cat logs/dmqd-$$id.pid) 2>/dev/null || true; rm -f logs/dmqd-$$id.pid; fi; \
+	done
 
 .PHONY: test
 test: ## Run the whole suite: unit, property, crash, scenario, 50+ simulator seeds, planted bugs, short fuzzing.

@@ -97,12 +97,18 @@ func (r *Runner) drain() {
 }
 
 // Step queues a message from a peer; it drops the message if the queue is
-// full or the runner stopped.
-func (r *Runner) Step(m *raftpb.Message) {
+// full (Raft retransmits). It returns false once the runner has stopped.
+func (r *Runner) Step(m *raftpb.Message) bool {
+	select { // determinism: ok — the runner is outside the core
+	case <-r.stopped:
+		return false
+	default:
+	}
 	select { // determinism: ok — the runner is outside the core
 	case r.inbound <- m:
 	default:
 	}
+	return true
 }
 
 // Do runs fn on the node's goroutine. It returns once fn is queued.

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config holds the seed's configuration keys. Precedence, lowest first:
+// defaults, the YAML file (--config), DMQ_* environment variables, flags.
+type Config struct {
+	Server struct {
+		Port int `yaml:"port"`
+		// Host is the address to listen on (all interfaces by default).
+		Host string `yaml:"host"`
+	} `yaml:"server"`
+	Metadata struct {
+		ClusterID string `yaml:"cluster-id"`
+		DataDir   string `yaml:"data-dir"`
+		NodeID    uint64 `yaml:"node-id"`
+	} `yaml:"metadata"`
+	Raft struct {
+		ElectionTimeoutMs   int    `yaml:"election-timeout-ms"`
+		HeartbeatIntervalMs int    `yaml:"heartbeat-interval-ms"`
+		MaxLogEntries       uint64 `yaml:"max-log-entries"`
+	} `yaml:"raft"`
+	Replication struct {
+		DefaultReplicationFactor int32 `yaml:"default-replication-factor"`
+		MinISR                   int32 `yaml:"min-ISR"`
+	} `yaml:"replication"`
+	Services struct {
+		ConfigPath         string `yaml:"config-path"`
+		HeartbeatTimeoutMs int    `yaml:"heartbeat-timeout-ms"`
+	} `yaml:"services"`
+	Log struct {
+		Level string `yaml:"level"`
+	} `yaml:"log"`
+}
+
+func defaultConfig() Config {
+	var c Config
+	c.Server.Port = 8080
+	c.Metadata.ClusterID = "dmq-cluster-1"
+	c.Metadata.DataDir = "./data/metadata"
+	c.Raft.ElectionTimeoutMs = 1000
+	c.Raft.HeartbeatIntervalMs = 100
+	c.Raft.MaxLogEntries = 1000
+	c.Replication.DefaultReplicationFactor = 1
+	c.Replication.MinISR = 1
+	c.Services.ConfigPath = "config/services.json"
+	c.Services.HeartbeatTimeoutMs = 30000
+	c.Log.Level = "info"
+	return c
+}
+
+// setting binds one key to its YAML-loaded value, its environment
+// variable and its flag.
+type setting struct {
+	key   string
+	env   string
+	usage string
+	apply func(string) error
+}
+
+func intSetting[T int | int32 | uint64](key, usage string, target *T) setting {
+	return setting{key: key, usage: usage, apply: func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s=%q: want a non-negative integer", key, v)
+		}
+		*target = T(n)
+		return nil
+	}}
+}
+
+func stringSetting(key, usage string, target *string) setting {
+	return setting{key: key, usage: usage, apply: func(v string) error { *target = v; return nil }}
+}
+
+func (c *Config) settings() []setting {
+	list := []setting{
+		intSetting("server.port", "port to serve every API and the peer transport on", &c.Server.Port),
+		stringSetting("server.host", "address to listen on", &c.Server.Host),
+		stringSetting("metadata.cluster-id", "cluster id; peers from another cluster are refused", &c.Metadata.ClusterID),
+		stringSetting("metadata.data-dir", "directory of this controller's Pebble store", &c.Metadata.DataDir),
+		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
+		intSetting("raft.election-timeout-ms", "Raft election timeout", &c.Raft.ElectionTimeoutMs),
+		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the tick)", &c.Raft.HeartbeatIntervalMs),
+		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
+		intSetting("replication.default-replication-factor", "replication factor of topics that do not say", &c.Replication.DefaultReplicationFactor),
+		intSetting("replication.min-ISR", "default min.insync.replicas", &c.Replication.MinISR),
+		stringSetting("services.config-path", "services.json naming peers and storage services (none: a lone controller)", &c.Services.ConfigPath),
+		intSetting("services.heartbeat-timeout-ms", "session timeout after which a silent broker is fenced", &c.Services.HeartbeatTimeoutMs),
+		stringSetting("log.level", "debug, info, warn or error", &c.Log.Level),
+	}
+	for i := range list {
+		list[i].env = "DMQ_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(list[i].key))
+	}
+	return list
+}
+
+// loadConfig builds the configuration from args and the environment.
+func loadConfig(args []string, getenv func(string) string) (Config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("dmqd", flag.ContinueOnError)
+	configPath := fs.String("config", "", "YAML configuration file with the seed's keys")
+	id := fs.Uint64("id", 0, "this controller's id (same as metadata.node-id)")
+	settings := c.settings()
+	flagValues := map[string]*string{}
+	for _, s := range settings {
+		flagValues[s.key] = fs.String(s.key, "", s.usage+" (env "+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if *configPath != "" {
+		data, err := os.ReadFile(*configPath)
+		if err != nil {
+			return c, fmt.Errorf("reading the configuration: %w", err)
+		}
+		decoder := yaml.NewDecoder(strings.NewReader(string(data)))
+		decoder.KnownFields(true)
+		if err := decoder.Decode(&c); err != nil {
+			return c, fmt.Errorf("%s: %w", *configPath, err)
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(s.env); v != "" {
+			if err := s.apply(v); err != nil {
+				return c, fmt.Errorf("environment %s: %w", s.env, err)
+			}
+		}
+	}
+	for _, s := range settings {
+		if v := *flagValues[s.key]; v != "" {
+			if err := s.apply(v); err != nil {
+				return c, fmt.Errorf("flag --%s: %w", s.key, err)
+			}
+		}
+	}
+	if *id != 0 {
+		c.Metadata.NodeID = *id
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Server.Port < 1 || c.Server.Port > 65535:
+		return fmt.Errorf("server.port %d is outside 1-65535", c.Server.Port)
+	case c.Metadata.ClusterID == "":
+		return errors.New("metadata.cluster-id is empty")
+	case c.Metadata.DataDir == "":
+		return errors.New("metadata.data-dir is empty")
+	case c.Raft.HeartbeatIntervalMs < 1:
+		return errors.New("raft.heartbeat-interval-ms must be at least 1")
+	case c.Raft.ElectionTimeoutMs < 2*c.Raft.HeartbeatIntervalMs:
+		return fmt.Errorf("raft.election-timeout-ms %d must be at least twice raft.heartbeat-interval-ms %d",
+			c.Raft.ElectionTimeoutMs, c.Raft.HeartbeatIntervalMs)
+	case c.Raft.MaxLogEntries < 1:
+		return errors.New("raft.max-log-entries must be at least 1")
+	case c.Replication.DefaultReplicationFactor < 1 || c.Replication.MinISR < 1:
+		return errors.New("replication.default-replication-factor and replication.min-ISR must be at least 1")
+	case c.Services.HeartbeatTimeoutMs < 1:
+		return errors.New("services.heartbeat-timeout-ms must be at least 1")
+	}
+	return nil
+}
+
+func (c Config) tick() time.Duration { return time.Duration(c.Raft.HeartbeatIntervalMs) * time.Millisecond }
+func (c Config) electionTicks() int {
+	return c.Raft.ElectionTimeoutMs / c.Raft.HeartbeatIntervalMs
+}
+
+// Services is config/services.json in the seed's format.
+type Services struct {
+	Services struct {
+		MetadataServices []ServiceEntry `json:"metadata-services"`
+		StorageServices  []ServiceEntry `json:"storage-services"`
+	} `json:"services"`
+}
+
+// ServiceEntry names one service.
+type ServiceEntry struct {
+	ID   int64  `json:"id"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	URL  string `json:"url"`
+}
+
+// Endpoint is the entry's URL, or http://host:port.
+func (e ServiceEntry) Endpoint() string {
+	if e.URL != "" {
+		return strings.TrimSuffix(e.URL, "/")
+	}
+	return fmt.Sprintf("http://%s:%d", e.Host, e.Port)
+}
+
+// loadServices reads services.json; a missing file at the default path is
+// no error (a lone controller), a missing file named explicitly is.
+func loadServices(path string, explicit bool) (*Services, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Services
+	decoder := json.NewDecoder(strings.NewReader(string(data)))
+	decoder.DisallowUnknownFields()
+	if err := decoder.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	seen := map[int64]bool{}
+	for _, e := range s.Services.MetadataServices {
+		if e.ID < 1 || seen[e.ID] {
+			return nil, fmt.Errorf("%s: metadata service id %d is not positive or is listed twice", path, e.ID)
+		}
+		seen[e.ID] = true
+	}
+	for _, e := range s.Services.StorageServices {
+		if e.ID < 1 || e.ID > 1<<31-1 {
+			return nil, fmt.Errorf("%s: storage service id %d is not a broker id", path, e.ID)
+		}
+	}
+	return &s, nil
+}

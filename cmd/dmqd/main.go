@@ -1,0 +1,152 @@
+// Command dmqd is a DMQ metadata controller: it serves the metadata API
+// (Connect, gRPC, REST at the seed's paths) and replicates the metadata
+// with its peers through Raft, on Pebble.
+//
+// With no configuration it runs a single-node controller on port 8080 with
+// its data in ./data/metadata.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/rpc"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "dmqd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg, err := loadConfig(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.Log.Level)
+	var services *Services
+	if cfg.Services.ConfigPath != "none" {
+		services, err = loadServices(cfg.Services.ConfigPath, cfg.Services.ConfigPath != defaultConfig().Services.ConfigPath)
+		if err != nil {
+			return fmt.Errorf("loading services: %w", err)
+		}
+	}
+	peers, self, err := resolvePeers(&cfg, services)
+	if err != nil {
+		return err
+	}
+	pushURLs := map[int32]string{}
+	if services != nil {
+		for _, e := range services.Services.StorageServices {
+			pushURLs[int32(e.ID)] = e.Endpoint()
+		}
+	}
+
+	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	controller, err := rpc.StartController(rpc.ControllerConfig{
+		Node: node.Config{
+			ID:                       self,
+			ElectionTicks:            cfg.electionTicks(),
+			HeartbeatTicks:           1,
+			MaxLogEntries:            cfg.Raft.MaxLogEntries,
+			SessionTimeout:           time.Duration(cfg.Services.HeartbeatTimeoutMs) * time.Millisecond,
+			DefaultReplicationFactor: cfg.Replication.DefaultReplicationFactor,
+			DefaultMinISR:            cfg.Replication.MinISR,
+			RebalanceInterval:        node.DefaultRebalanceInterval,
+		},
+		ClusterID: cfg.Metadata.ClusterID,
+		DataDir:   cfg.Metadata.DataDir,
+		Peers:     peers,
+		PushURLs:  pushURLs,
+		Tick:      cfg.tick(),
+		Listener:  listener,
+		Logger:    logger,
+	})
+	if err != nil {
+		_ = listener.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
+		"data", cfg.Metadata.DataDir, "peers", len(peers), "storage_services", len(pushURLs),
+		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
+	logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: keep this listener on a trusted network")
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-controller.Served():
+		failure = fmt.Errorf("serving: %w", err)
+	case <-controller.Done():
+		failure = fmt.Errorf("the controller stopped: %w (restart to recover from disk)", controller.Err())
+	}
+	if err := controller.Stop(); err != nil && failure == nil {
+		failure = err
+	}
+	if failure != nil && !errors.Is(failure, http.ErrServerClosed) {
+		return failure
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// resolvePeers picks this controller's id and the founding peers: the
+// metadata services of services.json, or this controller alone.
+func resolvePeers(cfg *Config, services *Services) ([]node.Peer, uint64, error) {
+	if services == nil || len(services.Services.MetadataServices) == 0 {
+		id := cfg.Metadata.NodeID
+		if id == 0 {
+			id = 1
+		}
+		host := cfg.Server.Host
+		if host == "" {
+			host = "localhost"
+		}
+		return []node.Peer{{ID: id, URL: fmt.Sprintf("http://%s:%d", host, cfg.Server.Port)}}, id, nil
+	}
+	var peers []node.Peer
+	var selfEntry *ServiceEntry
+	for i, e := range services.Services.MetadataServices {
+		peers = append(peers, node.Peer{ID: uint64(e.ID), URL: e.Endpoint()})
+		if uint64(e.ID) == cfg.Metadata.NodeID {
+			selfEntry = &services.Services.MetadataServices[i]
+		}
+	}
+	if cfg.Metadata.NodeID == 0 {
+		return nil, 0, fmt.Errorf("%s lists %d controllers: say which one this is with --id", cfg.Services.ConfigPath, len(peers))
+	}
+	if selfEntry == nil {
+		return nil, 0, fmt.Errorf("--id %d is not among the metadata services of %s", cfg.Metadata.NodeID, cfg.Services.ConfigPath)
+	}
+	if selfEntry.Port != 0 && cfg.Server.Port == defaultConfig().Server.Port {
+		cfg.Server.Port = selfEntry.Port
+	}
+	return peers, cfg.Metadata.NodeID, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+

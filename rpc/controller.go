@@ -1,0 +1,161 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/storage"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ControllerConfig is everything needed to run one controller process.
+type ControllerConfig struct {
+	Node      node.Config
+	ClusterID string
+	DataDir   string
+	// FS is the file system of the data directory; vfs.Default if nil.
+	FS vfs.FS
+	// Peers are the founding members, used to bootstrap an empty store and
+	// to reach the peers.
+	Peers []node.Peer
+	// PushURLs maps broker ids to their StorageSyncService endpoints.
+	PushURLs map[int32]string
+	Tick     time.Duration
+	Listener net.Listener
+	Logger   *slog.Logger
+}
+
+// Controller is a running controller: its store, node, runner, transport
+// and HTTP server.
+type Controller struct {
+	cfg       ControllerConfig
+	store     storage.Storage
+	runner    *runner.Runner
+	transport *Transport
+	server    *http.Server
+	metrics   *Metrics
+	cancel    context.CancelFunc
+	served    chan error
+}
+
+// StartController opens the store (bootstrapping it if empty), starts the
+// node and serves every API on the listener.
+func StartController(cfg ControllerConfig) (*Controller, error) {
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.FS == vfs.Default {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	store, err := storage.OpenPebble(cfg.DataDir, cfg.FS)
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{cfg: cfg, store: store, metrics: NewMetrics(), served: make(chan error, 1)}
+	if err := c.start(); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Controller) start() error {
+	cfg := c.cfg
+	if err := node.Bootstrap(c.store, cfg.Peers); err != nil {
+		return fmt.Errorf("bootstrapping: %w", err)
+	}
+	client := NewH2CClient()
+	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, client, cfg.Logger)
+	for _, p := range cfg.Peers {
+		c.transport.SetPeer(p.ID, p.URL)
+	}
+	pusher := NewPusher(client, cfg.PushURLs, c.metrics)
+	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
+		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
+	})
+	if err != nil {
+		c.transport.Close()
+		return err
+	}
+	c.runner = runner.Start(n, cfg.Tick)
+	c.transport.Attach(c.runner)
+	pusher.Attach(func(fn func(*node.Node)) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.runner.Do(ctx, fn)
+	})
+	handler, err := NewHandler(NewServer(c.runner, cfg.Logger, c.metrics), NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger)
+	if err != nil {
+		_ = c.runner.Stop()
+		c.transport.Close()
+		return err
+	}
+	c.server = NewHTTPServer(cfg.Listener.Addr().String(), handler)
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.metrics.Poll(ctx, c.runner, time.Second)
+	go func() { c.served <- c.server.Serve(cfg.Listener) }()
+	return nil
+}
+
+// Addr is where the controller listens.
+func (c *Controller) Addr() net.Addr { return c.cfg.Listener.Addr() }
+
+// Done is closed when the node stops on its own (a storage failure).
+func (c *Controller) Done() <-chan struct{} { return c.runner.Done() }
+
+// Err is why the node stopped, once Done is closed.
+func (c *Controller) Err() error { return c.runner.Err() }
+
+// Served reports the HTTP server's exit.
+func (c *Controller) Served() <-chan error { return c.served }
+
+// Stop shuts the controller down gracefully: the HTTP server drains, the
+// node stops, the store closes. It returns a storage failure if the node
+// had stopped on one.
+func (c *Controller) Stop() error {
+	c.cancel()
+	// The node stops first: requests still waiting on it end with
+	// "shutting down" (clients retry elsewhere), and peer streams end at
+	// their next message, so the server drains quickly.
+	err := c.runner.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c.server.Shutdown(ctx) != nil {
+		// Streams that stayed open: cut them, so that peers reconnect to
+		// whoever listens next.
+		_ = c.server.Close()
+	}
+	c.transport.Close()
+	if cerr := c.store.Close(); cerr != nil && err == nil && !errors.Is(cerr, storage.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
+
+// timedStorage measures each Save: the fsync latency the metrics report.
+type timedStorage struct {
+	storage.Storage
+	seconds prometheus.Histogram
+}
+
+func (s timedStorage) Save(u storage.Update) error {
+	started := time.Now()
+	err := s.Storage.Save(u)
+	s.seconds.Observe(time.Since(started).Seconds())
+	return err
+}

@@ -1,0 +1,86 @@
+package rpc
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/vanguard"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// maxRequestBytes bounds a request body (a snapshot on the peer transport
+// is the largest legitimate message).
+const maxRequestBytes = 256 << 20
+
+// NewHandler mounts every endpoint of a controller on one handler:
+// MetadataService and QuorumService over Connect, gRPC and gRPC-Web, and
+// over REST/JSON at the seed's paths (vanguard, from the protos'
+// google.api.http annotations); the peer transport; gRPC health and server
+// reflection; Prometheus metrics at /metrics.
+func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.Logger) (http.Handler, error) {
+	options := []connect.HandlerOption{
+		connect.WithInterceptors(loggingInterceptor(logger)),
+		connect.WithReadMaxBytes(maxRequestBytes),
+	}
+	metadataPath, metadataHandler := metadatav1connect.NewMetadataServiceHandler(srv, options...)
+	quorumPath, quorumHandler := metadatav1connect.NewQuorumServiceHandler(srv, options...)
+	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{
+		vanguard.NewService(metadataPath, metadataHandler),
+		vanguard.NewService(quorumPath, quorumHandler),
+	}, vanguard.WithCodec(func(resolver vanguard.TypeResolver) vanguard.Codec {
+		// The seed's JSON omits unset fields ({"broker":{...},"success":true,
+		// "errorCode":"NONE"}); presence-tracked fields still appear.
+		codec := vanguard.NewJSONCodec(resolver)
+		codec.MarshalOptions.EmitUnpopulated = false
+		return codec
+	}))
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, connect.WithReadMaxBytes(maxRequestBytes))
+	mux.Handle(raftPath, raftHandler)
+	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/", transcoder)
+	return mux, nil
+}
+
+// loggingInterceptor logs every call with its procedure, code and duration.
+func loggingInterceptor(logger *slog.Logger) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			started := time.Now()
+			resp, err := next(ctx, req)
+			level, code := slog.LevelDebug, "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+				if connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown {
+					level = slog.LevelWarn
+				}
+			}
+			logger.Log(ctx, level, "rpc", "procedure", req.Spec().Procedure, "peer", req.Peer().Addr,
+				"code", code, "duration", time.Since(started), "error", err)
+			return resp, err
+		}
+	}
+}
+
+// NewHTTPServer serves handler on addr over HTTP/1.1 and cleartext HTTP/2.
+func NewHTTPServer(addr string, handler http.Handler) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+}

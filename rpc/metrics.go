@@ -1,0 +1,115 @@
+package rpc
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/node/runner"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the controller's Prometheus metrics, on their own registry.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	term       prometheus.Gauge
+	leader     prometheus.Gauge
+	commit     prometheus.Gauge
+	applied    prometheus.Gauge
+	isLeader   prometheus.Gauge
+	brokers    *prometheus.GaugeVec
+	offline    prometheus.Gauge
+	partitions prometheus.Gauge
+	proposals  *prometheus.CounterVec
+	heartbeats prometheus.Counter
+	pushes     *prometheus.CounterVec
+	// SaveSeconds is the latency of persisting one Ready (the fsync).
+	SaveSeconds prometheus.Histogram
+}
+
+// NewMetrics registers every metric on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		term:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_term", Help: "Current Raft term (the controller epoch)."}),
+		leader:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_leader_id", Help: "The leader this controller knows of, 0 if none."}),
+		commit:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_commit_index", Help: "Raft commit index."}),
+		applied:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_applied_index", Help: "Applied index: the metadata version."}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_controller_active", Help: "1 on the active controller."}),
+		brokers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dmq_brokers", Help: "Registered brokers by state."},
+			[]string{"state"}),
+		offline:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_offline_partitions", Help: "Partitions without a leader."}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_partitions", Help: "Partitions in the metadata."}),
+		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_proposals_total", Help: "Write requests by kind and result code."},
+			[]string{"kind", "code"}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_storage_heartbeats_total", Help: "Storage heartbeats received."}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_pushes_total", Help: "Pushes to storage services by result."},
+			[]string{"result"}),
+		SaveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_storage_save_seconds",
+			Help: "Time to persist one Raft Ready, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+	}
+	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
+		m.proposals, m.heartbeats, m.pushes, m.SaveSeconds,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *Metrics) observeProposal(kind string, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+		if ec := ErrorCodeOf(err); ec != 0 {
+			code = ec.String()
+		}
+	}
+	m.proposals.WithLabelValues(kind, code).Inc()
+}
+
+// Poll updates the gauges from the node every interval until ctx ends.
+func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Duration) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		type snapshot struct {
+			st                              node.Status
+			alive, fenced, shutdown, offline, parts int
+		}
+		snap, err := runner.Call(ctx, r, func(n *node.Node, done func(snapshot)) {
+			sm := n.StateMachine()
+			s := snapshot{st: n.Status(), offline: sm.OfflinePartitionCount(), parts: sm.PartitionCount()}
+			for _, b := range sm.Brokers() {
+				switch {
+				case b.GetFenced():
+					s.fenced++
+				case b.GetInControlledShutdown():
+					s.shutdown++
+				default:
+					s.alive++
+				}
+			}
+			done(s)
+		})
+		if err == nil {
+			m.term.Set(float64(snap.st.Term))
+			m.leader.Set(float64(snap.st.Leader))
+			m.commit.Set(float64(snap.st.Commit))
+			m.applied.Set(float64(snap.st.Applied))
+			active := 0.0
+			if snap.st.Active {
+				active = 1
+			}
+			m.isLeader.Set(active)
+			m.brokers.WithLabelValues("alive").Set(float64(snap.alive))
+			m.brokers.WithLabelValues("fenced").Set(float64(snap.fenced))
+			m.brokers.WithLabelValues("shutting_down").Set(float64(snap.shutdown))
+			m.offline.Set(float64(snap.offline))
+			m.partitions.Set(float64(snap.parts))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}

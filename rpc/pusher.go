@@ -1,0 +1,94 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+)
+
+const (
+	pushTimeout       = 5 * time.Second
+	pushesInFlightMax = 64
+)
+
+// Pusher delivers pushes to storage services' StorageSyncService, at the
+// URL services.json gives for the broker id, and reports each outcome back
+// to the node. It implements node.Pusher without blocking the node.
+type Pusher struct {
+	client   *http.Client
+	mu       sync.Mutex
+	urls     map[int32]string
+	inFlight chan struct{}
+	report   func(fn func(*node.Node))
+	metrics  *Metrics
+}
+
+var _ node.Pusher = (*Pusher)(nil)
+
+// NewPusher pushes to the given broker URLs; report runs a function on the
+// node's goroutine.
+func NewPusher(client *http.Client, urls map[int32]string, metrics *Metrics) *Pusher {
+	copied := map[int32]string{}
+	for id, url := range urls {
+		copied[id] = url
+	}
+	return &Pusher{client: client, urls: copied, inFlight: make(chan struct{}, pushesInFlightMax), metrics: metrics,
+		report: func(func(*node.Node)) {}}
+}
+
+// Attach sets how outcomes reach the node.
+func (p *Pusher) Attach(report func(fn func(*node.Node))) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.report = report
+}
+
+// Push implements node.Pusher.
+func (p *Pusher) Push(brokerID int32, req *metadatav1.PushMetadataRequest) {
+	p.mu.Lock()
+	url, report := p.urls[brokerID], p.report
+	p.mu.Unlock()
+	version := req.GetMetadataVersion()
+	go func() {
+		var resp *metadatav1.PushMetadataResponse
+		var err error
+		if url == "" {
+			err = fmt.Errorf("no push endpoint for broker %d in services.json", brokerID)
+		} else {
+			p.inFlight <- struct{}{}
+			resp, err = p.send(url, req)
+			<-p.inFlight
+		}
+		result := "accepted"
+		switch {
+		case err != nil:
+			result = "error"
+		case !resp.GetAccepted():
+			result = "rejected"
+		}
+		p.metrics.pushes.WithLabelValues(result).Inc()
+		report(func(n *node.Node) { n.OnPushResult(brokerID, version, resp, err) })
+	}()
+}
+
+func (p *Pusher) send(url string, req *metadatav1.PushMetadataRequest) (*metadatav1.PushMetadataResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+	defer cancel()
+	client := metadatav1connect.NewStorageSyncServiceClient(p.client, url)
+	resp, err := client.PushMetadata(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	if resp.Msg == nil {
+		return nil, errors.New("empty push response")
+	}
+	return resp.Msg, nil
+}

@@ -1,0 +1,135 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+func members(st node.Status) []*metadatav1.QuorumMember {
+	out := make([]*metadatav1.QuorumMember, 0, len(st.Members))
+	for _, m := range st.Members {
+		role := metadatav1.QuorumRole_QUORUM_ROLE_VOTER
+		if m.Learner {
+			role = metadatav1.QuorumRole_QUORUM_ROLE_LEARNER
+		}
+		out = append(out, &metadatav1.QuorumMember{NodeId: m.ID, Url: m.URL, Role: role, MatchIndex: m.Match, Lag: m.Lag, IsLeader: m.IsLeader})
+	}
+	return out
+}
+
+// DescribeQuorum implements QuorumService, from this controller's view.
+func (s *Server) DescribeQuorum(ctx context.Context, _ *connect.Request[metadatav1.DescribeQuorumRequest]) (*connect.Response[metadatav1.DescribeQuorumResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[node.Status])) {
+		done(result[node.Status]{value: n.Status()})
+	})
+	if err != nil {
+		return nil, err
+	}
+	st := r.value
+	return connect.NewResponse(&metadatav1.DescribeQuorumResponse{LeaderId: st.Leader, Term: st.Term,
+		CommitIndex: st.Commit, AppliedIndex: st.Applied, Members: members(st)}), nil
+}
+
+// changeMembership runs one membership change and answers the new members.
+func (s *Server) changeMembership(ctx context.Context, change node.MembershipChange) ([]*metadatav1.QuorumMember, error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[node.Status])) {
+		n.ChangeMembership(change, func(err error) {
+			r := result[node.Status]{leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: n.Status()}
+			if err != nil {
+				var serr *statemachine.Error
+				if !errors.As(err, &serr) {
+					serr = &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: err.Error()}
+				}
+				r.err = serr
+			}
+			done(r)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return members(r.value), nil
+}
+
+// AddVoter implements QuorumService.
+func (s *Server) AddVoter(ctx context.Context, req *connect.Request[metadatav1.AddVoterRequest]) (*connect.Response[metadatav1.AddVoterResponse], error) {
+	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.AddVoter, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.AddVoterResponse{Members: m}), nil
+}
+
+// RemoveVoter implements QuorumService.
+func (s *Server) RemoveVoter(ctx context.Context, req *connect.Request[metadatav1.RemoveVoterRequest]) (*connect.Response[metadatav1.RemoveVoterResponse], error) {
+	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.RemoveVoter, NodeID: req.Msg.GetNodeId()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.RemoveVoterResponse{Members: m}), nil
+}
+
+// AddLearner implements QuorumService.
+func (s *Server) AddLearner(ctx context.Context, req *connect.Request[metadatav1.AddLearnerRequest]) (*connect.Response[metadatav1.AddLearnerResponse], error) {
+	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.AddLearner, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.AddLearnerResponse{Members: m}), nil
+}
+
+// PromoteLearner implements QuorumService.
+func (s *Server) PromoteLearner(ctx context.Context, req *connect.Request[metadatav1.PromoteLearnerRequest]) (*connect.Response[metadatav1.PromoteLearnerResponse], error) {
+	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.PromoteLearner, NodeID: req.Msg.GetNodeId()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.PromoteLearnerResponse{Members: m}), nil
+}
+
+// TransferLeader implements QuorumService.
+func (s *Server) TransferLeader(ctx context.Context, req *connect.Request[metadatav1.TransferLeaderRequest]) (*connect.Response[metadatav1.TransferLeaderResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[node.Status])) {
+		n.TransferLeader(req.Msg.GetTargetNodeId(), func(err error) {
+			r := result[node.Status]{leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: n.Status()}
+			if err != nil {
+				var serr *statemachine.Error
+				if !errors.As(err, &serr) {
+					serr = &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: err.Error()}
+				}
+				r.err = serr
+			}
+			done(r)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.TransferLeaderResponse{LeaderId: r.value.Leader, Term: r.value.Term}), nil
+}
+
+// Snapshot implements QuorumService.
+func (s *Server) Snapshot(ctx context.Context, _ *connect.Request[metadatav1.SnapshotRequest]) (*connect.Response[metadatav1.SnapshotResponse], error) {
+	type snap struct {
+		index uint64
+		size  int
+	}
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[snap])) {
+		index, size, err := n.TakeSnapshot()
+		if err != nil {
+			// A storage failure: the node must restart; say so.
+			done(result[snap]{err: &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "snapshot failed: " + err.Error()}})
+			return
+		}
+		done(result[snap]{value: snap{index: index, size: size}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.SnapshotResponse{Index: r.value.index, SizeBytes: uint64(r.value.size)}), nil
+}

@@ -1,0 +1,410 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/statemachine"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type testController struct {
+	id       uint64
+	addr     string
+	dir      string
+	peers    []node.Peer
+	pushURLs map[int32]string
+	c        *Controller
+}
+
+func (tc *testController) url() string { return "http://" + tc.addr }
+
+func (tc *testController) start(t *testing.T) {
+	var listener net.Listener
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		if listener, err = net.Listen("tcp", tc.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the old socket of a restarted controller is closing
+	}
+	require.NoError(t, err)
+	c, err := StartController(ControllerConfig{
+		Node: node.Config{ID: tc.id, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: time.Minute},
+		ClusterID: "test-cluster", DataDir: tc.dir, Peers: tc.peers, PushURLs: tc.pushURLs,
+		Tick: 20 * time.Millisecond, Listener: listener,
+	})
+	require.NoError(t, err)
+	tc.c = c
+}
+
+func (tc *testController) stop(t *testing.T) {
+	if tc.c != nil {
+		require.NoError(t, tc.c.Stop())
+		tc.c = nil
+	}
+}
+
+// startControllers starts a cluster of count controllers on loopback
+// ephemeral ports, each with its own Pebble directory.
+func startControllers(t *testing.T, count int, pushURLs map[int32]string) []*testController {
+	var cluster []*testController
+	var peers []node.Peer
+	for id := uint64(1); id <= uint64(count); id++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		require.NoError(t, l.Close())
+		cluster = append(cluster, &testController{id: id, addr: addr, dir: t.TempDir(), pushURLs: pushURLs})
+		peers = append(peers, node.Peer{ID: id, URL: "http://" + addr})
+	}
+	for _, tc := range cluster {
+		tc.peers = peers
+		tc.start(t)
+	}
+	t.Cleanup(func() {
+		for _, tc := range cluster {
+			tc.stop(t)
+		}
+	})
+	return cluster
+}
+
+func metadataClient(url string, opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
+	return metadatav1connect.NewMetadataServiceClient(NewH2CClient(), url, opts...)
+}
+
+// waitLeader waits until some controller reports itself the leader, and
+// returns it.
+func waitLeader(t *testing.T, cluster []*testController) *testController {
+	var leader *testController
+	require.Eventually(t, func() bool {
+		for _, tc := range cluster {
+			if tc.c == nil {
+				continue
+			}
+			client := metadatav1connect.NewQuorumServiceClient(NewH2CClient(), tc.url())
+			resp, err := client.DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
+			if err == nil && resp.Msg.GetLeaderId() == tc.id {
+				leader = tc
+				return true
+			}
+		}
+		return false
+	}, 15*time.Second, 20*time.Millisecond)
+	return leader
+}
+
+func postJSON(t *testing.T, url, body string) (int, map[string]any) {
+	resp, err := http.Post(url, "application/json", bytes.NewBufferString(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(data, &out), "body %s", data)
+	return resp.StatusCode, out
+}
+
+func getJSON(t *testing.T, url string) (int, map[string]any) {
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(data, &out), "body %s", data)
+	return resp.StatusCode, out
+}
+
+// requireSubset checks that every field of want is in got with the same
+// value: the seed's answers are kept, fields the seed did not have added.
+func requireSubset(t *testing.T, want, got map[string]any) {
+	t.Helper()
+	for key, value := range want {
+		require.Contains(t, got, key)
+		if nested, ok := value.(map[string]any); ok {
+			requireSubset(t, nested, got[key].(map[string]any))
+			continue
+		}
+		require.Equal(t, value, got[key], "field %q", key)
+	}
+}
+
+func TestSeedRESTExamples(t *testing.T) {
+	cluster := startControllers(t, 1, nil)
+	base := waitLeader(t, cluster).url()
+
+	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{
+    "id": 1,
+    "host": "localhost",
+    "port": 8082,
+    "rack": "rack1"
+  }`)
+	require.Equal(t, http.StatusOK, status)
+	var want map[string]any
+	require.NoError(t, json.Unmarshal([]byte(`{"broker":{"id":1,"host":"localhost","port":8082,"rack":"rack1","isAlive":true},"success":true,"errorCode":"NONE"}`), &want))
+	requireSubset(t, want, body)
+
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{
+    "name": "test-topic",
+    "partitions": 3,
+    "replicationFactor": 1
+  }`)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, true, body["success"])
+	assert.Equal(t, "test-topic", body["topic"].(map[string]any)["name"])
+
+	status, body = getJSON(t, base+"/api/v1/metadata/topics/test-topic/partitions")
+	require.Equal(t, http.StatusOK, status)
+	partitions := body["partitions"].([]any)
+	require.Len(t, partitions, 3)
+	for _, p := range partitions {
+		assert.Equal(t, float64(1), p.(map[string]any)["leader"])
+	}
+
+	status, body = postJSON(t, base+"/api/v1/metadata/storage-heartbeat", `{
+    "serviceId": "storage-1",
+    "metadataVersion": 123456789,
+    "partitionCount": 10,
+    "isAlive": true
+  }`)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, true, body["registered"])
+	assert.Equal(t, true, body["pushScheduled"], "a version ahead of the controller's is divergent: full push")
+
+	// A service that never registered is told to, with HTTP 200.
+	status, body = postJSON(t, base+"/api/v1/metadata/storage-heartbeat", `{"serviceId":"storage-9","metadataVersion":0}`)
+	require.Equal(t, http.StatusOK, status)
+	assert.Nil(t, body["registered"])
+	assert.Equal(t, "BROKER_NOT_REGISTERED", body["errorCode"])
+
+	// Bad input gets clear HTTP errors and changes nothing.
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{bad json`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, body["message"], "syntax error")
+	status, body = getJSON(t, base+"/api/v1/metadata/topics/no-such-topic/partitions")
+	assert.Equal(t, http.StatusNotFound, status)
+	assert.Contains(t, fmt.Sprint(body["details"]), "UNKNOWN_TOPIC")
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{"name":"bad name!","partitions":1}`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, fmt.Sprint(body["details"]), "INVALID_TOPIC_NAME")
+	status, _ = postJSON(t, base+"/api/v1/metadata/topics", `{"name":"test-topic","partitions":1}`)
+	assert.Equal(t, http.StatusConflict, status)
+	_, body = getJSON(t, base+"/api/v1/metadata/topics")
+	assert.Len(t, body["topics"], 1)
+}
+
+func TestConnectAndGRPC(t *testing.T) {
+	cluster := startControllers(t, 1, nil)
+	base := waitLeader(t, cluster).url()
+	for i, protocol := range []struct {
+		name string
+		opts []connect.ClientOption
+	}{{"connect", nil}, {"grpc", []connect.ClientOption{connect.WithGRPC()}}, {"connect-json", []connect.ClientOption{connect.WithProtoJSON()}}} {
+		t.Run(protocol.name, func(t *testing.T) {
+			client := metadataClient(base, protocol.opts...)
+			ctx := context.Background()
+			brokerID := int32(10 + i)
+			reg, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: brokerID, Host: "localhost", Port: 8082, Rack: "rack1"}))
+			require.NoError(t, err)
+			assert.True(t, reg.Msg.GetBroker().GetIsAlive())
+			assert.Equal(t, metadatav1.ErrorCode_NONE, reg.Msg.GetErrorCode())
+			name := "topic-" + protocol.name
+			created, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 3, ReplicationFactor: 1}))
+			require.NoError(t, err)
+			assert.Len(t, created.Msg.GetTopic().GetPartitions(), 3)
+			described, err := client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: name}))
+			require.NoError(t, err)
+			assert.Equal(t, created.Msg.GetTopic().GetTopicId(), described.Msg.GetTopic().GetTopicId())
+			hb, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{
+				ServiceId: fmt.Sprintf("storage-%d", brokerID), MetadataVersion: described.Msg.GetMetadataVersion()}))
+			require.NoError(t, err)
+			assert.True(t, hb.Msg.GetRegistered())
+
+			_, err = client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "absent"}))
+			assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_TOPIC, ErrorCodeOf(err))
+			_, err = client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "..", Partitions: 1}))
+			assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_INVALID_TOPIC_NAME, ErrorCodeOf(err))
+		})
+	}
+}
+
+// createWithRetry is the client retry path: the same request id, following
+// "not the leader" hints, across controllers, until the deadline.
+func createWithRetry(ctx context.Context, cluster []*testController, req *metadatav1.CreateTopicRequest) error {
+	target := cluster[0].url()
+	var last error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := metadataClient(target).CreateTopic(callCtx, connect.NewRequest(req))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		if code := ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable {
+			return err
+		}
+		if _, url, ok := LeaderOf(err); ok && url != "" {
+			target = url
+			continue
+		}
+		target = cluster[(attempt+1)%len(cluster)].url()
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.Join(ctx.Err(), last)
+}
+
+func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
+	cluster := startControllers(t, 3, nil)
+	leader := waitLeader(t, cluster)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err := metadataClient(leader.url()).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
+	require.NoError(t, err)
+
+	// A follower answers writes with "not the leader", naming it.
+	for _, tc := range cluster {
+		if tc == leader {
+			continue
+		}
+		_, err := metadataClient(tc.url()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
+		require.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
+		id, url, ok := LeaderOf(err)
+		require.True(t, ok)
+		assert.Equal(t, leader.id, id)
+		assert.Equal(t, leader.url(), url)
+		break
+	}
+
+	var acknowledged []string
+	create := func(i int) {
+		name := fmt.Sprintf("topic-%02d", i)
+		err := createWithRetry(ctx, cluster, &metadatav1.CreateTopicRequest{Name: name, Partitions: 2, ReplicationFactor: 1,
+			RequestId: &metadatav1.RequestId{ClientId: "failover-test", Sequence: uint64(i)}})
+		require.NoError(t, err, name)
+		acknowledged = append(acknowledged, name)
+	}
+	for i := 0; i < 5; i++ {
+		create(i)
+	}
+	leader.stop(t)
+	for i := 5; i < 10; i++ {
+		create(i)
+	}
+	leader.start(t)
+
+	// Every controller converges on every acknowledged topic.
+	for _, tc := range cluster {
+		require.Eventually(t, func() bool {
+			resp, err := metadataClient(tc.url()).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{AllowStale: true}))
+			if err != nil {
+				return false
+			}
+			var names []string
+			for _, topic := range resp.Msg.GetTopics() {
+				names = append(names, topic.GetName())
+			}
+			return slices.Equal(names, acknowledged)
+		}, 20*time.Second, 50*time.Millisecond, "controller %d: %s", tc.id, describeAll(cluster))
+	}
+}
+
+func describeAll(cluster []*testController) string {
+	var out []string
+	for _, tc := range cluster {
+		resp, err := metadatav1connect.NewQuorumServiceClient(NewH2CClient(), tc.url()).DescribeQuorum(context.Background(),
+			connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
+		if err != nil {
+			out = append(out, fmt.Sprintf("%d: %v", tc.id, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%d: leader %d term %d commit %d applied %d", tc.id, resp.Msg.GetLeaderId(),
+			resp.Msg.GetTerm(), resp.Msg.GetCommitIndex(), resp.Msg.GetAppliedIndex()))
+	}
+	return fmt.Sprint(out)
+}
+
+// syncRecorder is a storage-service stand-in implementing StorageSyncService.
+type syncRecorder struct {
+	mu       sync.Mutex
+	versions []int64
+	state    *metadatav1.ClusterState
+	epoch    uint64
+}
+
+func (r *syncRecorder) PushMetadata(_ context.Context, req *connect.Request[metadatav1.PushMetadataRequest]) (*connect.Response[metadatav1.PushMetadataResponse], error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	current := r.state.GetMetadataVersion()
+	if req.Msg.GetControllerEpoch() < r.epoch || req.Msg.GetMetadataVersion() < current {
+		return connect.NewResponse(&metadatav1.PushMetadataResponse{MetadataVersion: current, Reason: "stale"}), nil
+	}
+	switch u := req.Msg.Update.(type) {
+	case *metadatav1.PushMetadataRequest_FullState:
+		r.state = u.FullState
+	case *metadatav1.PushMetadataRequest_Delta:
+		if u.Delta.GetFromVersion() != current {
+			return connect.NewResponse(&metadatav1.PushMetadataResponse{MetadataVersion: current, Reason: "delta base mismatch"}), nil
+		}
+		r.state = statemachine.ApplyDelta(r.state, u.Delta)
+	}
+	r.epoch = req.Msg.GetControllerEpoch()
+	r.versions = append(r.versions, r.state.GetMetadataVersion())
+	return connect.NewResponse(&metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: r.state.GetMetadataVersion()}), nil
+}
+
+func TestPushesReachStorageServiceInOrder(t *testing.T) {
+	recorder := &syncRecorder{state: &metadatav1.ClusterState{}}
+	path, handler := metadatav1connect.NewStorageSyncServiceHandler(recorder)
+	mux := http.NewServeMux()
+	mux.Handle(path, handler)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	server := NewHTTPServer(listener.Addr().String(), mux)
+	go func() { _ = server.Serve(listener) }()
+	defer server.Close()
+
+	cluster := startControllers(t, 1, map[int32]string{1: "http://" + listener.Addr().String()})
+	client := metadataClient(waitLeader(t, cluster).url())
+	ctx := context.Background()
+	_, err = client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		_, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: fmt.Sprintf("t%d", i), Partitions: 2}))
+		require.NoError(t, err)
+	}
+	var latest *connect.Response[metadatav1.GetClusterMetadataResponse]
+	require.Eventually(t, func() bool {
+		latest, err = client.GetClusterMetadata(ctx, connect.NewRequest(&metadatav1.GetClusterMetadataRequest{}))
+		require.NoError(t, err)
+		recorder.mu.Lock()
+		defer recorder.mu.Unlock()
+		return recorder.state.GetMetadataVersion() == latest.Msg.GetState().GetMetadataVersion()
+	}, 10*time.Second, 20*time.Millisecond)
+	recorder.mu.Lock()
+	defer recorder.mu.Unlock()
+	assert.True(t, slices.IsSorted(recorder.versions), "versions arrive in order: %v", recorder.versions)
+	assert.Len(t, recorder.state.GetTopics(), 5)
+	want, _ := json.Marshal(latest.Msg.GetState().GetTopics())
+	got, _ := json.Marshal(recorder.state.GetTopics())
+	assert.JSONEq(t, string(want), string(got), "what the service holds is what the controller holds")
+}

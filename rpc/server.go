@@ -1,0 +1,342 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/node/runner"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// Server implements MetadataService and QuorumService over a node runner.
+// Handlers are thin: validate the envelope, hand the request to the node's
+// goroutine, translate the outcome. Every decision is the node's.
+type Server struct {
+	runner *runner.Runner
+	logger *slog.Logger
+	// requestTimeout bounds a request that the caller's context does not.
+	requestTimeout time.Duration
+	metrics        *Metrics
+}
+
+var (
+	_ metadatav1connect.MetadataServiceHandler = (*Server)(nil)
+	_ metadatav1connect.QuorumServiceHandler   = (*Server)(nil)
+)
+
+// NewServer serves the node run by r.
+func NewServer(r *runner.Runner, logger *slog.Logger, metrics *Metrics) *Server {
+	return &Server{runner: r, logger: logger, requestTimeout: 10 * time.Second, metrics: metrics}
+}
+
+func (s *Server) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.requestTimeout)
+}
+
+// result is what a request's completion carries back from the node's
+// goroutine: the outcome, the leader hint, and whatever the handler read
+// from the state at that moment.
+type result[T any] struct {
+	err       *statemachine.Error
+	leaderID  uint64
+	leaderURL string
+	value     T
+}
+
+// callNode runs start on the node goroutine and waits for its completion.
+func callNode[T any](s *Server, ctx context.Context, start func(n *node.Node, done func(result[T]))) (result[T], error) {
+	ctx, cancel := s.context(ctx)
+	defer cancel()
+	r, err := runner.Call(ctx, s.runner, start)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return r, connect.NewError(connect.CodeDeadlineExceeded,
+				errors.New("the request did not complete in time; a write may still be applied: retry with the same request id"))
+		}
+		if errors.Is(err, runner.ErrStopped) {
+			return r, connect.NewError(connect.CodeUnavailable, errors.New("this controller is shutting down"))
+		}
+		return r, connect.NewError(connect.CodeCanceled, err)
+	}
+	if r.err != nil {
+		return r, toConnectError(r.err, r.leaderID, r.leaderURL)
+	}
+	return r, nil
+}
+
+// propose runs a write and, on success, reads what the response needs from
+// the state right after the write applied.
+func propose[T any](s *Server, ctx context.Context, kind string, start func(n *node.Node, done func(node.Outcome)), read func(n *node.Node, o node.Outcome) T) (result[T], node.Outcome, error) {
+	var outcome node.Outcome
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[T])) {
+		start(n, func(o node.Outcome) {
+			outcome = o
+			r := result[T]{err: o.Err, leaderID: o.LeaderID, leaderURL: n.PeerURL(o.LeaderID)}
+			if o.Err == nil && read != nil {
+				r.value = read(n, o)
+			}
+			done(r)
+		})
+	})
+	s.metrics.observeProposal(kind, err)
+	return r, outcome, err
+}
+
+// readState serves a read: linearizable (ReadIndex) unless stale is allowed.
+func readState[T any](s *Server, ctx context.Context, stale bool, read func(sm *statemachine.StateMachine) (T, *statemachine.Error)) (T, error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[T])) {
+		serve := func(sm *statemachine.StateMachine, err *statemachine.Error) {
+			r := result[T]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())}
+			if err == nil {
+				r.value, r.err = read(sm)
+			}
+			done(r)
+		}
+		if stale {
+			n.ReadStale(func(sm *statemachine.StateMachine) { serve(sm, nil) })
+		} else {
+			n.Read(serve)
+		}
+	})
+	return r.value, err
+}
+
+func unknownTopic(name string) *statemachine.Error {
+	return &statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_TOPIC, Message: fmt.Sprintf("topic %q does not exist", name)}
+}
+
+func unknownBroker(id int32) *statemachine.Error {
+	return &statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_BROKER, Message: fmt.Sprintf("broker %d is not registered", id)}
+}
+
+// RegisterBroker implements MetadataService.
+func (s *Server) RegisterBroker(ctx context.Context, req *connect.Request[metadatav1.RegisterBrokerRequest]) (*connect.Response[metadatav1.RegisterBrokerResponse], error) {
+	r, o, err := propose(s, ctx, "register_broker", func(n *node.Node, done func(node.Outcome)) { n.RegisterBroker(req.Msg, done) },
+		func(n *node.Node, _ node.Outcome) *metadatav1.Broker { return n.StateMachine().Broker(req.Msg.GetId()) })
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.RegisterBrokerResponse{Broker: r.value, Success: true,
+		ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// UnregisterBroker implements MetadataService.
+func (s *Server) UnregisterBroker(ctx context.Context, req *connect.Request[metadatav1.UnregisterBrokerRequest]) (*connect.Response[metadatav1.UnregisterBrokerResponse], error) {
+	_, o, err := propose[struct{}](s, ctx, "unregister_broker", func(n *node.Node, done func(node.Outcome)) { n.UnregisterBroker(req.Msg, done) }, nil)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.UnregisterBrokerResponse{Success: true, ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// ListBrokers implements MetadataService.
+func (s *Server) ListBrokers(ctx context.Context, req *connect.Request[metadatav1.ListBrokersRequest]) (*connect.Response[metadatav1.ListBrokersResponse], error) {
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.ListBrokersResponse, *statemachine.Error) {
+		return &metadatav1.ListBrokersResponse{Brokers: sm.Brokers(), MetadataVersion: sm.Version()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// DescribeBroker implements MetadataService.
+func (s *Server) DescribeBroker(ctx context.Context, req *connect.Request[metadatav1.DescribeBrokerRequest]) (*connect.Response[metadatav1.DescribeBrokerResponse], error) {
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.DescribeBrokerResponse, *statemachine.Error) {
+		b := sm.Broker(req.Msg.GetId())
+		if b == nil {
+			return nil, unknownBroker(req.Msg.GetId())
+		}
+		return &metadatav1.DescribeBrokerResponse{Broker: b, MetadataVersion: sm.Version()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// StorageHeartbeat implements MetadataService.
+func (s *Server) StorageHeartbeat(ctx context.Context, req *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.StorageHeartbeatResponse])) {
+		resp, herr := n.Heartbeat(req.Msg)
+		done(result[*metadatav1.StorageHeartbeatResponse]{err: herr, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: resp})
+	})
+	s.metrics.heartbeats.Inc()
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(r.value), nil
+}
+
+// CreateTopic implements MetadataService.
+func (s *Server) CreateTopic(ctx context.Context, req *connect.Request[metadatav1.CreateTopicRequest]) (*connect.Response[metadatav1.CreateTopicResponse], error) {
+	r, o, err := propose(s, ctx, "create_topic", func(n *node.Node, done func(node.Outcome)) { n.CreateTopic(req.Msg, done) },
+		func(n *node.Node, _ node.Outcome) *metadatav1.Topic { return n.StateMachine().Topic(req.Msg.GetName()) })
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.CreateTopicResponse{Topic: r.value, Success: true,
+		ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// DeleteTopic implements MetadataService.
+func (s *Server) DeleteTopic(ctx context.Context, req *connect.Request[metadatav1.DeleteTopicRequest]) (*connect.Response[metadatav1.DeleteTopicResponse], error) {
+	_, o, err := propose[struct{}](s, ctx, "delete_topic", func(n *node.Node, done func(node.Outcome)) { n.DeleteTopic(req.Msg, done) }, nil)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.DeleteTopicResponse{Success: true, ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// ListTopics implements MetadataService.
+func (s *Server) ListTopics(ctx context.Context, req *connect.Request[metadatav1.ListTopicsRequest]) (*connect.Response[metadatav1.ListTopicsResponse], error) {
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.ListTopicsResponse, *statemachine.Error) {
+		return &metadatav1.ListTopicsResponse{Topics: sm.Topics(), MetadataVersion: sm.Version()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// DescribeTopic implements MetadataService.
+func (s *Server) DescribeTopic(ctx context.Context, req *connect.Request[metadatav1.DescribeTopicRequest]) (*connect.Response[metadatav1.DescribeTopicResponse], error) {
+	if err := statemachine.ValidateTopicName(req.Msg.GetName()); err != nil {
+		return nil, toConnectError(err, 0, "")
+	}
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.DescribeTopicResponse, *statemachine.Error) {
+		t := sm.Topic(req.Msg.GetName())
+		if t == nil {
+			return nil, unknownTopic(req.Msg.GetName())
+		}
+		return &metadatav1.DescribeTopicResponse{Topic: t, Partitions: t.GetPartitions(), MetadataVersion: sm.Version()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// CreatePartitions implements MetadataService.
+func (s *Server) CreatePartitions(ctx context.Context, req *connect.Request[metadatav1.CreatePartitionsRequest]) (*connect.Response[metadatav1.CreatePartitionsResponse], error) {
+	r, o, err := propose(s, ctx, "create_partitions", func(n *node.Node, done func(node.Outcome)) { n.CreatePartitions(req.Msg, done) },
+		func(n *node.Node, _ node.Outcome) *metadatav1.Topic { return n.StateMachine().Topic(req.Msg.GetTopic()) })
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.CreatePartitionsResponse{Topic: r.value, Success: true,
+		ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// AlterPartition implements MetadataService.
+func (s *Server) AlterPartition(ctx context.Context, req *connect.Request[metadatav1.AlterPartitionRequest]) (*connect.Response[metadatav1.AlterPartitionResponse], error) {
+	r, o, err := propose(s, ctx, "alter_partition", func(n *node.Node, done func(node.Outcome)) { n.AlterPartition(req.Msg, done) },
+		func(n *node.Node, _ node.Outcome) *metadatav1.Partition {
+			t := n.StateMachine().Topic(req.Msg.GetTopic())
+			if t == nil || int(req.Msg.GetPartition()) >= len(t.GetPartitions()) {
+				return nil
+			}
+			return t.GetPartitions()[req.Msg.GetPartition()]
+		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.AlterPartitionResponse{Partition: r.value, Success: true,
+		ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// ElectLeaders implements MetadataService.
+func (s *Server) ElectLeaders(ctx context.Context, req *connect.Request[metadatav1.ElectLeadersRequest]) (*connect.Response[metadatav1.ElectLeadersResponse], error) {
+	_, o, err := propose[struct{}](s, ctx, "elect_leaders", func(n *node.Node, done func(node.Outcome)) { n.ElectLeaders(req.Msg, done) }, nil)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.ElectLeadersResponse{Elected: o.Elected, Success: true,
+		ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
+}
+
+// GetClusterMetadata implements MetadataService.
+func (s *Server) GetClusterMetadata(ctx context.Context, req *connect.Request[metadatav1.GetClusterMetadataRequest]) (*connect.Response[metadatav1.GetClusterMetadataResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.GetClusterMetadataResponse])) {
+		serve := func(sm *statemachine.StateMachine, err *statemachine.Error) {
+			r := result[*metadatav1.GetClusterMetadataResponse]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())}
+			if err == nil {
+				r.value = &metadatav1.GetClusterMetadataResponse{State: sm.ClusterState(), ControllerEpoch: n.Term(), LeaderId: n.Leader()}
+			}
+			done(r)
+		}
+		if req.Msg.GetAllowStale() {
+			serve(n.StateMachine(), nil)
+		} else {
+			n.Read(serve)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(r.value), nil
+}
+
+// watchPollInterval is how often a watch looks for new versions.
+const watchPollInterval = 100 * time.Millisecond
+
+// WatchMetadata implements MetadataService: it streams what changed after
+// since_version (a delta when this controller's history still has it, else
+// the full state), then every later change, from this controller's applied
+// state.
+func (s *Server) WatchMetadata(ctx context.Context, req *connect.Request[metadatav1.WatchMetadataRequest], stream *connect.ServerStream[metadatav1.WatchMetadataResponse]) error {
+	since := req.Msg.GetSinceVersion()
+	if since < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("sinceVersion must not be negative"))
+	}
+	ticker := time.NewTicker(watchPollInterval)
+	defer ticker.Stop()
+	for {
+		update, err := runner.Call(ctx, s.runner, func(n *node.Node, done func(*metadatav1.WatchMetadataResponse)) {
+			sm := n.StateMachine()
+			switch {
+			case sm.Version() == since:
+				done(nil)
+			case since > 0:
+				if delta, ok := sm.DeltaSince(since); ok {
+					done(&metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}})
+					return
+				}
+				fallthrough
+			default:
+				done(&metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}})
+			}
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return connect.NewError(connect.CodeUnavailable, err)
+		}
+		if update != nil {
+			if err := stream.Send(update); err != nil {
+				return err
+			}
+			if d := update.GetDelta(); d != nil {
+				since = d.GetToVersion()
+			} else {
+				since = update.GetFullState().GetMetadataVersion()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}

@@ -1,0 +1,316 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/node/runner"
+	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Bounds of the peer transport.
+const (
+	peerQueueMax      = 1024
+	peerBatchMax      = 64
+	peerBackoffMin    = 50 * time.Millisecond
+	peerBackoffMax    = 2 * time.Second
+	snapshotTimeout   = 5 * time.Minute
+	snapshotQueueMax  = 4
+	streamIdleTimeout = 30 * time.Second
+)
+
+// NewH2CClient is an HTTP client speaking HTTP/2 without TLS (h2c), as the
+// controllers' listeners do by default.
+func NewH2CClient() *http.Client {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxIdleConnsPerHost: 8,
+		// Pings find a peer that vanished without closing the connection
+		// (a killed process, a partition), so that streams reconnect.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second, WriteByteTimeout: 5 * time.Second},
+	}}
+}
+
+// Transport carries Raft messages to peers: one long-lived client stream
+// per peer for ordinary messages (batched, bounded queue, reconnect with
+// backoff) and a separate stream per snapshot, so that a large snapshot
+// never holds heartbeats back. It implements node.Transport; its methods
+// never block the node.
+type Transport struct {
+	self      uint64
+	clusterID string
+	client    *http.Client
+	logger    *slog.Logger
+
+	mu     sync.Mutex
+	peers  map[uint64]*peer
+	runner *runner.Runner
+}
+
+type peer struct {
+	id        uint64
+	url       string
+	messages  chan *raftpb.Message
+	snapshots chan *raftpb.Message
+	stop      chan struct{}
+}
+
+var _ node.Transport = (*Transport)(nil)
+
+// NewTransport returns a transport for controller self. Attach the runner
+// once the node exists, so that unreachable peers and snapshot outcomes
+// are reported back to Raft.
+func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger) *Transport {
+	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, peers: map[uint64]*peer{}}
+}
+
+// Attach sets the runner that reports go to.
+func (t *Transport) Attach(r *runner.Runner) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.runner = r
+}
+
+func (t *Transport) report(fn func(*node.Node)) {
+	t.mu.Lock()
+	r := t.runner
+	t.mu.Unlock()
+	if r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = r.Do(ctx, fn)
+}
+
+// Send implements node.Transport.
+func (t *Transport) Send(messages []*raftpb.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range messages {
+		p, ok := t.peers[m.GetTo()]
+		if !ok {
+			continue
+		}
+		queue := p.messages
+		if m.GetType() == raftpb.MsgSnap {
+			queue = p.snapshots
+		}
+		select {
+		case queue <- m:
+		default:
+			// Full: drop, and let Raft know so it probes instead of
+			// streaming into the void.
+			to, snap := m.GetTo(), m.GetType() == raftpb.MsgSnap
+			go t.report(func(n *node.Node) {
+				n.ReportUnreachable(to)
+				if snap {
+					n.ReportSnapshot(to, false)
+				}
+			})
+		}
+	}
+}
+
+// SetPeer implements node.Transport.
+func (t *Transport) SetPeer(id uint64, url string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id == t.self || url == "" {
+		return
+	}
+	if p, ok := t.peers[id]; ok {
+		if p.url == url {
+			return
+		}
+		close(p.stop)
+	}
+	p := &peer{id: id, url: url, messages: make(chan *raftpb.Message, peerQueueMax),
+		snapshots: make(chan *raftpb.Message, snapshotQueueMax), stop: make(chan struct{})}
+	t.peers[id] = p
+	go t.stream(p)
+	go t.sendSnapshots(p)
+}
+
+// RemovePeer implements node.Transport.
+func (t *Transport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		close(p.stop)
+		delete(t.peers, id)
+	}
+}
+
+// Close stops every peer's streams.
+func (t *Transport) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, p := range t.peers {
+		close(p.stop)
+		delete(t.peers, id)
+	}
+}
+
+func (t *Transport) request(p *peer, batch []*raftpb.Message) (*raftv1.SendRequest, error) {
+	req := &raftv1.SendRequest{ClusterId: t.clusterID, FromNodeId: t.self, ToNodeId: p.id}
+	for _, m := range batch {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		req.Messages = append(req.Messages, data)
+	}
+	return req, nil
+}
+
+// stream keeps one client stream open to the peer and writes batches to it.
+func (t *Transport) stream(p *peer) {
+	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url)
+	backoff := peerBackoffMin
+	for {
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s := client.Send(ctx)
+		err := t.pump(p, s)
+		_, _ = s.CloseAndReceive()
+		cancel()
+		if err == nil {
+			return
+		}
+		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, peerBackoffMax)
+	}
+}
+
+// pump writes queued messages until the stream fails (an error) or the
+// peer is removed (nil). An idle stream is recycled.
+func (t *Transport) pump(p *peer, s *connect.ClientStreamForClient[raftv1.SendRequest, raftv1.SendResponse]) error {
+	idle := time.NewTimer(streamIdleTimeout)
+	defer idle.Stop()
+	for {
+		var first *raftpb.Message
+		select {
+		case <-p.stop:
+			return nil
+		case <-idle.C:
+			return errors.New("idle stream recycled")
+		case first = <-p.messages:
+		}
+		batch := []*raftpb.Message{first}
+	drain:
+		for len(batch) < peerBatchMax {
+			select {
+			case m := <-p.messages:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		req, err := t.request(p, batch)
+		if err != nil {
+			return err
+		}
+		if err := s.Send(req); err != nil {
+			return fmt.Errorf("sending to controller %d at %s: %w", p.id, p.url, err)
+		}
+		idle.Reset(streamIdleTimeout)
+	}
+}
+
+// sendSnapshots sends each snapshot on its own stream and reports the
+// outcome to Raft, which waits for it before sending more.
+func (t *Transport) sendSnapshots(p *peer) {
+	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url)
+	for {
+		var m *raftpb.Message
+		select {
+		case <-p.stop:
+			return
+		case m = <-p.snapshots:
+		}
+		ok := func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+			defer cancel()
+			req, err := t.request(p, []*raftpb.Message{m})
+			if err != nil {
+				return false
+			}
+			s := client.Send(ctx)
+			if err := s.Send(req); err != nil {
+				_, _ = s.CloseAndReceive()
+				return false
+			}
+			_, err = s.CloseAndReceive()
+			return err == nil
+		}()
+		if !ok {
+			t.logger.Warn("snapshot not delivered", "peer", p.id, "index", m.GetSnapshot().GetMetadata().GetIndex())
+		}
+		t.report(func(n *node.Node) { n.ReportSnapshot(p.id, ok) })
+	}
+}
+
+// RaftHandler receives Raft messages from peers and hands them to the node.
+type RaftHandler struct {
+	clusterID string
+	self      uint64
+	runner    *runner.Runner
+}
+
+var _ raftv1connect.RaftTransportServiceHandler = (*RaftHandler)(nil)
+
+// NewRaftHandler serves the peer transport for controller self.
+func NewRaftHandler(clusterID string, self uint64, r *runner.Runner) *RaftHandler {
+	return &RaftHandler{clusterID: clusterID, self: self, runner: r}
+}
+
+// Send implements RaftTransportService.
+func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raftv1.SendRequest]) (*connect.Response[raftv1.SendResponse], error) {
+	for stream.Receive() {
+		req := stream.Msg()
+		if req.GetClusterId() != h.clusterID {
+			return nil, connect.NewError(connect.CodePermissionDenied,
+				fmt.Errorf("controller %d is in cluster %q, not %q", h.self, h.clusterID, req.GetClusterId()))
+		}
+		if req.GetToNodeId() != h.self {
+			return nil, connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("messages for controller %d reached controller %d", req.GetToNodeId(), h.self))
+		}
+		for _, data := range req.GetMessages() {
+			m := &raftpb.Message{}
+			if err := proto.Unmarshal(data, m); err != nil {
+				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("a message does not decode: %w", err))
+			}
+			if m.GetFrom() != req.GetFromNodeId() || m.GetTo() != h.self {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("a message's sender or receiver does not match its stream"))
+			}
+			if !h.runner.Step(m) {
+				return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("controller %d is stopped", h.self))
+			}
+		}
+	}
+	if err := stream.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		return nil, err
+	}
+	return connect.NewResponse(&raftv1.SendResponse{}), nil
+}
