@@ -72,7 +72,7 @@ func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Dura
 	defer ticker.Stop()
 	for {
 		type snapshot struct {
-			st                              node.Status
+			st                                      node.Status
 			alive, fenced, shutdown, offline, parts int
 		}
 		snap, err := runner.Call(ctx, r, func(n *node.Node, done func(snapshot)) {

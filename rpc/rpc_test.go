@@ -45,7 +45,7 @@ func (tc *testController) start(t *testing.T) {
 	}
 	require.NoError(t, err)
 	c, err := StartController(ControllerConfig{
-		Node: node.Config{ID: tc.id, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: time.Minute},
+		Node:      node.Config{ID: tc.id, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: time.Minute},
 		ClusterID: "test-cluster", DataDir: tc.dir, Peers: tc.peers, PushURLs: tc.pushURLs,
 		Tick: 20 * time.Millisecond, Listener: listener,
 	})

@@ -230,7 +230,9 @@ func (s *Server) DescribeTopic(ctx context.Context, req *connect.Request[metadat
 // CreatePartitions implements MetadataService.
 func (s *Server) CreatePartitions(ctx context.Context, req *connect.Request[metadatav1.CreatePartitionsRequest]) (*connect.Response[metadatav1.CreatePartitionsResponse], error) {
 	r, o, err := propose(s, ctx, "create_partitions", func(n *node.Node, done func(node.Outcome)) { n.CreatePartitions(req.Msg, done) },
-		func(n *node.Node, _ node.Outcome) *metadatav1.Topic { return n.StateMachine().Topic(req.Msg.GetTopic()) })
+		func(n *node.Node, _ node.Outcome) *metadatav1.Topic {
+			return n.StateMachine().Topic(req.Msg.GetTopic())
+		})
 	if err != nil {
 		return nil, err
 	}

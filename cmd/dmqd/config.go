@@ -174,7 +174,9 @@ func (c Config) validate() error {
 	return nil
 }
 
-func (c Config) tick() time.Duration { return time.Duration(c.Raft.HeartbeatIntervalMs) * time.Millisecond }
+func (c Config) tick() time.Duration {
+	return time.Duration(c.Raft.HeartbeatIntervalMs) * time.Millisecond
+}
 func (c Config) electionTicks() int {
 	return c.Raft.ElectionTimeoutMs / c.Raft.HeartbeatIntervalMs
 }
