@@ -147,7 +147,14 @@ func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.
 		if update.Delta.GetFromVersion() != v.version {
 			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "delta base mismatch"}, nil
 		}
-		next = statemachine.ApplyDelta(v.state, update.Delta)
+		// The service owns its state: apply in place, unless a check
+		// below rejects the result (then the copy keeps the old state).
+		if s.planted.acceptStalePush {
+			next = statemachine.ApplyDelta(v.state, update.Delta)
+		} else {
+			statemachine.ApplyDeltaInPlace(v.state, update.Delta)
+			next = v.state
+		}
 	default:
 		s.violate("controller %d pushed nothing to service %d", req.GetControllerId(), v.id)
 		return nil, fmt.Errorf("empty push")

@@ -14,10 +14,17 @@ import (
 // partitions by index). base is not modified.
 func ApplyDelta(base *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) *metadatav1.ClusterState {
 	out := proto.CloneOf(base)
+	ApplyDeltaInPlace(out, delta)
+	return out
+}
+
+// ApplyDeltaInPlace is ApplyDelta for a receiver that owns its state:
+// out is modified and takes ownership of the delta's messages.
+func ApplyDeltaInPlace(out *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) {
 	out.MetadataVersion = delta.GetToVersion()
 	for _, b := range delta.GetUpsertedBrokers() {
 		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.GetId() == b.GetId() })
-		out.Brokers = append(out.Brokers, proto.CloneOf(b))
+		out.Brokers = append(out.Brokers, b)
 	}
 	for _, id := range delta.GetRemovedBrokerIds() {
 		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.GetId() == id })
@@ -28,7 +35,7 @@ func ApplyDelta(base *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) 
 	}
 	for _, topic := range delta.GetUpsertedTopics() {
 		out.Topics = slices.DeleteFunc(out.Topics, func(x *metadatav1.Topic) bool { return x.GetName() == topic.GetName() })
-		out.Topics = append(out.Topics, proto.CloneOf(topic))
+		out.Topics = append(out.Topics, topic)
 	}
 	slices.SortFunc(out.Topics, func(x, y *metadatav1.Topic) int { return strings.Compare(x.GetName(), y.GetName()) })
 	for _, p := range delta.GetChangedPartitions() {
@@ -42,7 +49,6 @@ func ApplyDelta(base *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) 
 		for int(p.GetPartition()) >= len(topic.Partitions) {
 			topic.Partitions = append(topic.Partitions, nil)
 		}
-		topic.Partitions[p.GetPartition()] = proto.CloneOf(p)
+		topic.Partitions[p.GetPartition()] = p
 	}
-	return out
 }
