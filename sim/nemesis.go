@@ -220,7 +220,11 @@ func (s *Sim) heal() {
 	s.cut = map[[2]uint64]bool{}
 	for _, n := range s.nodes {
 		n.pausedUntil = 0
-		n.clockOffset = 0
+		if n.clockOffset != 0 {
+			// Correcting the clock is a jump too (seed 1834).
+			n.clockOffset = 0
+			n.jumped = true
+		}
 		n.disk.FailSyncs = 0
 		n.disk.SyncLatency = 0
 		if n.node == nil && n.member {
