@@ -1,4 +1,4 @@
-package rpc
+package rpc_test
 
 import (
 	"bytes"
@@ -15,99 +15,17 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/rpc"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-type testController struct {
-	id       uint64
-	addr     string
-	dir      string
-	peers    []node.Peer
-	pushURLs map[int32]string
-	c        *Controller
-}
-
-func (tc *testController) url() string { return "http://" + tc.addr }
-
-func (tc *testController) start(t *testing.T) {
-	var listener net.Listener
-	var err error
-	for attempt := 0; attempt < 50; attempt++ {
-		if listener, err = net.Listen("tcp", tc.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // the old socket of a restarted controller is closing
-	}
-	require.NoError(t, err)
-	c, err := StartController(ControllerConfig{
-		Node:      node.Config{ID: tc.id, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: time.Minute},
-		ClusterID: "test-cluster", DataDir: tc.dir, Peers: tc.peers, PushURLs: tc.pushURLs,
-		Tick: 20 * time.Millisecond, Listener: listener,
-	})
-	require.NoError(t, err)
-	tc.c = c
-}
-
-func (tc *testController) stop(t *testing.T) {
-	if tc.c != nil {
-		require.NoError(t, tc.c.Stop())
-		tc.c = nil
-	}
-}
-
-// startControllers starts a cluster of count controllers on loopback
-// ephemeral ports, each with its own Pebble directory.
-func startControllers(t *testing.T, count int, pushURLs map[int32]string) []*testController {
-	var cluster []*testController
-	var peers []node.Peer
-	for id := uint64(1); id <= uint64(count); id++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := l.Addr().String()
-		require.NoError(t, l.Close())
-		cluster = append(cluster, &testController{id: id, addr: addr, dir: t.TempDir(), pushURLs: pushURLs})
-		peers = append(peers, node.Peer{ID: id, URL: "http://" + addr})
-	}
-	for _, tc := range cluster {
-		tc.peers = peers
-		tc.start(t)
-	}
-	t.Cleanup(func() {
-		for _, tc := range cluster {
-			tc.stop(t)
-		}
-	})
-	return cluster
-}
-
 func metadataClient(url string, opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
-	return metadatav1connect.NewMetadataServiceClient(NewH2CClient(), url, opts...)
-}
-
-// waitLeader waits until some controller reports itself the leader, and
-// returns it.
-func waitLeader(t *testing.T, cluster []*testController) *testController {
-	var leader *testController
-	require.Eventually(t, func() bool {
-		for _, tc := range cluster {
-			if tc.c == nil {
-				continue
-			}
-			client := metadatav1connect.NewQuorumServiceClient(NewH2CClient(), tc.url())
-			resp, err := client.DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
-			if err == nil && resp.Msg.GetLeaderId() == tc.id {
-				leader = tc
-				return true
-			}
-		}
-		return false
-	}, 15*time.Second, 20*time.Millisecond)
-	return leader
+	return metadatav1connect.NewMetadataServiceClient(rpc.NewH2CClient(), url, opts...)
 }
 
 func postJSON(t *testing.T, url, body string) (int, map[string]any) {
@@ -147,8 +65,8 @@ func requireSubset(t *testing.T, want, got map[string]any) {
 }
 
 func TestSeedRESTExamples(t *testing.T) {
-	cluster := startControllers(t, 1, nil)
-	base := waitLeader(t, cluster).url()
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
 
 	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{
     "id": 1,
@@ -211,8 +129,8 @@ func TestSeedRESTExamples(t *testing.T) {
 }
 
 func TestConnectAndGRPC(t *testing.T) {
-	cluster := startControllers(t, 1, nil)
-	base := waitLeader(t, cluster).url()
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
 	for i, protocol := range []struct {
 		name string
 		opts []connect.ClientOption
@@ -239,18 +157,18 @@ func TestConnectAndGRPC(t *testing.T) {
 
 			_, err = client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "absent"}))
 			assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
-			assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_TOPIC, ErrorCodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_TOPIC, rpc.ErrorCodeOf(err))
 			_, err = client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "..", Partitions: 1}))
 			assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
-			assert.Equal(t, metadatav1.ErrorCode_INVALID_TOPIC_NAME, ErrorCodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_INVALID_TOPIC_NAME, rpc.ErrorCodeOf(err))
 		})
 	}
 }
 
 // createWithRetry is the client retry path: the same request id, following
 // "not the leader" hints, across controllers, until the deadline.
-func createWithRetry(ctx context.Context, cluster []*testController, req *metadatav1.CreateTopicRequest) error {
-	target := cluster[0].url()
+func createWithRetry(ctx context.Context, cluster rpctest.Cluster, req *metadatav1.CreateTopicRequest) error {
+	target := cluster[0].URL()
 	var last error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -260,38 +178,38 @@ func createWithRetry(ctx context.Context, cluster []*testController, req *metada
 			return nil
 		}
 		last = err
-		if code := ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable {
+		if code := rpc.ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable {
 			return err
 		}
-		if _, url, ok := LeaderOf(err); ok && url != "" {
+		if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
 			target = url
 			continue
 		}
-		target = cluster[(attempt+1)%len(cluster)].url()
+		target = cluster[(attempt+1)%len(cluster)].URL()
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.Join(ctx.Err(), last)
 }
 
 func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
-	cluster := startControllers(t, 3, nil)
-	leader := waitLeader(t, cluster)
+	cluster := rpctest.Start(t, 3, nil)
+	leader := cluster.WaitLeader(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, err := metadataClient(leader.url()).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
+	_, err := metadataClient(leader.URL()).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
 	require.NoError(t, err)
 
 	// A follower answers writes with "not the leader", naming it.
 	for _, tc := range cluster {
-		if tc == leader {
+		if tc.ID == leader.ID {
 			continue
 		}
-		_, err := metadataClient(tc.url()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
+		_, err := metadataClient(tc.URL()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
 		require.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
-		id, url, ok := LeaderOf(err)
+		id, url, ok := rpc.LeaderOf(err)
 		require.True(t, ok)
-		assert.Equal(t, leader.id, id)
-		assert.Equal(t, leader.url(), url)
+		assert.Equal(t, leader.ID, id)
+		assert.Equal(t, leader.URL(), url)
 		break
 	}
 
@@ -306,16 +224,16 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		create(i)
 	}
-	leader.stop(t)
+	leader.Stop(t)
 	for i := 5; i < 10; i++ {
 		create(i)
 	}
-	leader.start(t)
+	leader.Start(t)
 
 	// Every controller converges on every acknowledged topic.
 	for _, tc := range cluster {
 		require.Eventually(t, func() bool {
-			resp, err := metadataClient(tc.url()).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{AllowStale: true}))
+			resp, err := metadataClient(tc.URL()).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{AllowStale: true}))
 			if err != nil {
 				return false
 			}
@@ -324,20 +242,20 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 				names = append(names, topic.GetName())
 			}
 			return slices.Equal(names, acknowledged)
-		}, 20*time.Second, 50*time.Millisecond, "controller %d: %s", tc.id, describeAll(cluster))
+		}, 20*time.Second, 50*time.Millisecond, "controller %d: %s", tc.ID, describeAll(cluster))
 	}
 }
 
-func describeAll(cluster []*testController) string {
+func describeAll(cluster rpctest.Cluster) string {
 	var out []string
 	for _, tc := range cluster {
-		resp, err := metadatav1connect.NewQuorumServiceClient(NewH2CClient(), tc.url()).DescribeQuorum(context.Background(),
+		resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), tc.URL()).DescribeQuorum(context.Background(),
 			connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 		if err != nil {
-			out = append(out, fmt.Sprintf("%d: %v", tc.id, err))
+			out = append(out, fmt.Sprintf("%d: %v", tc.ID, err))
 			continue
 		}
-		out = append(out, fmt.Sprintf("%d: leader %d term %d commit %d applied %d", tc.id, resp.Msg.GetLeaderId(),
+		out = append(out, fmt.Sprintf("%d: leader %d term %d commit %d applied %d", tc.ID, resp.Msg.GetLeaderId(),
 			resp.Msg.GetTerm(), resp.Msg.GetCommitIndex(), resp.Msg.GetAppliedIndex()))
 	}
 	return fmt.Sprint(out)
@@ -379,12 +297,14 @@ func TestPushesReachStorageServiceInOrder(t *testing.T) {
 	mux.Handle(path, handler)
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	server := NewHTTPServer(listener.Addr().String(), mux)
+	server := rpc.NewHTTPServer(listener.Addr().String(), mux)
 	go func() { _ = server.Serve(listener) }()
 	defer server.Close()
 
-	cluster := startControllers(t, 1, map[int32]string{1: "http://" + listener.Addr().String()})
-	client := metadataClient(waitLeader(t, cluster).url())
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		c.PushURLs = map[int32]string{1: "http://" + listener.Addr().String()}
+	})
+	client := metadataClient(cluster.WaitLeader(t).URL())
 	ctx := context.Background()
 	_, err = client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
 	require.NoError(t, err)
