@@ -1,0 +1,418 @@
+package client
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/rpc"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// Config configures a Client. Zero values take the defaults.
+type Config struct {
+	// Endpoints are controller base URLs (http://host:port).
+	Endpoints []string
+	// ClientID names this client in request ids; random by default.
+	ClientID string
+	// HTTPClient defaults to cleartext HTTP/2.
+	HTTPClient *http.Client
+	// AttemptTimeout bounds one attempt (default 3 s); the caller's context
+	// bounds the whole call.
+	AttemptTimeout time.Duration
+	// BackoffMin and BackoffMax bound the wait between attempts.
+	BackoffMin, BackoffMax time.Duration
+	// Options are extra Connect client options (for example
+	// connect.WithGRPC()).
+	Options []connect.ClientOption
+}
+
+// Client calls the metadata service. It is safe for concurrent use.
+type Client struct {
+	cfg      Config
+	sequence atomic.Uint64
+	mu       sync.Mutex
+	// target is the endpoint believed to lead.
+	target   string
+	metadata map[string]metadatav1connect.MetadataServiceClient
+	quorum   map[string]metadatav1connect.QuorumServiceClient
+}
+
+// ErrNoLeader wraps the last error when no endpoint answered as leader
+// before the context ended.
+var ErrNoLeader = errors.New("no leader")
+
+// New returns a client of the given endpoints.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("client: no endpoints: give --endpoints, DMQ_ENDPOINTS or a services.json")
+	}
+	for i, e := range cfg.Endpoints {
+		e = strings.TrimSuffix(strings.TrimSpace(e), "/")
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			e = "http://" + e
+		}
+		cfg.Endpoints[i] = e
+	}
+	if cfg.ClientID == "" {
+		var raw [8]byte
+		_, _ = cryptorand.Read(raw[:])
+		cfg.ClientID = "client-" + hex.EncodeToString(raw[:])
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = rpc.NewH2CClient()
+	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 3 * time.Second
+	}
+	if cfg.BackoffMin == 0 {
+		cfg.BackoffMin = 50 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = time.Second
+	}
+	return &Client{cfg: cfg, target: cfg.Endpoints[0],
+		metadata: map[string]metadatav1connect.MetadataServiceClient{},
+		quorum:   map[string]metadatav1connect.QuorumServiceClient{}}, nil
+}
+
+// EndpointsFromServices reads the controllers' URLs from a services.json.
+func EndpointsFromServices(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s struct {
+		Services struct {
+			MetadataServices []struct {
+				Host string `json:"host"`
+				Port int    `json:"port"`
+				URL  string `json:"url"`
+			} `json:"metadata-services"`
+		} `json:"services"`
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []string
+	for _, m := range s.Services.MetadataServices {
+		if m.URL != "" {
+			out = append(out, m.URL)
+		} else {
+			out = append(out, fmt.Sprintf("http://%s:%d", m.Host, m.Port))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s names no metadata services", path)
+	}
+	return out, nil
+}
+
+// Endpoints are the configured endpoints.
+func (c *Client) Endpoints() []string { return c.cfg.Endpoints }
+
+// RequestID returns a fresh request id of this client.
+func (c *Client) RequestID() *metadatav1.RequestId {
+	return &metadatav1.RequestId{ClientId: c.cfg.ClientID, Sequence: c.sequence.Add(1)}
+}
+
+func (c *Client) metadataClient(endpoint string) metadatav1connect.MetadataServiceClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.metadata[endpoint]
+	if !ok {
+		m = metadatav1connect.NewMetadataServiceClient(c.cfg.HTTPClient, endpoint, c.cfg.Options...)
+		c.metadata[endpoint] = m
+	}
+	return m
+}
+
+func (c *Client) quorumClient(endpoint string) metadatav1connect.QuorumServiceClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q, ok := c.quorum[endpoint]
+	if !ok {
+		q = metadatav1connect.NewQuorumServiceClient(c.cfg.HTTPClient, endpoint, c.cfg.Options...)
+		c.quorum[endpoint] = q
+	}
+	return q
+}
+
+func (c *Client) leaderGuess() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.target
+}
+
+func (c *Client) setLeaderGuess(endpoint string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.target = endpoint
+}
+
+// retryable says whether an attempt's error is worth another attempt, and
+// where: a leader hint, or the next endpoint.
+func (c *Client) retryable(err error, endpoint string) (bool, string) {
+	code := connect.CodeOf(err)
+	if ec := rpc.ErrorCodeOf(err); ec != metadatav1.ErrorCode_NONE {
+		if statemachine.ClassOf(ec) != statemachine.ClassUnavailable {
+			return false, ""
+		}
+		if _, url, ok := rpc.LeaderOf(err); ok && url != "" && url != endpoint {
+			return true, url
+		}
+		return true, c.next(endpoint)
+	}
+	switch code {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeUnknown, connect.CodeAborted, connect.CodeCanceled:
+		return true, c.next(endpoint)
+	}
+	return false, ""
+}
+
+func (c *Client) next(endpoint string) string {
+	for i, e := range c.cfg.Endpoints {
+		if e == endpoint {
+			return c.cfg.Endpoints[(i+1)%len(c.cfg.Endpoints)]
+		}
+	}
+	return c.cfg.Endpoints[0]
+}
+
+// call runs attempt against the believed leader until it succeeds, fails
+// for good, or ctx ends. A write's request carries one request id through
+// every attempt, so the write applies at most once.
+func call[T any](ctx context.Context, c *Client, attempt func(ctx context.Context, endpoint string) (T, error)) (T, error) {
+	endpoint := c.leaderGuess()
+	backoff := c.cfg.BackoffMin
+	var last error
+	var zero T
+	followedHint := false
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+		v, err := attempt(attemptCtx, endpoint)
+		cancel()
+		if err == nil {
+			c.setLeaderGuess(endpoint)
+			return v, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+		again, nextEndpoint := c.retryable(err, endpoint)
+		if !again {
+			return zero, err
+		}
+		hinted := nextEndpoint != c.next(endpoint)
+		endpoint = nextEndpoint
+		if hinted && !followedHint {
+			// Follow a leader hint at once, but only once in a row: two
+			// controllers naming each other must not make a busy loop.
+			followedHint = true
+			continue
+		}
+		followedHint = false
+		jitter := time.Duration(rand.Int64N(int64(backoff/2) + 1))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(2*backoff, c.cfg.BackoffMax)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return zero, fmt.Errorf("%w among %d endpoints (%s): is the cluster up? last error: %v",
+		ErrNoLeader, len(c.cfg.Endpoints), strings.Join(c.cfg.Endpoints, ", "), last)
+}
+
+func meta[Req, Resp any](ctx context.Context, c *Client, req *Req, method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
+	return call(ctx, c, func(ctx context.Context, endpoint string) (*Resp, error) {
+		resp, err := method(c.metadataClient(endpoint), ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	})
+}
+
+func quorum[Req, Resp any](ctx context.Context, c *Client, req *Req, method func(metadatav1connect.QuorumServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
+	return call(ctx, c, func(ctx context.Context, endpoint string) (*Resp, error) {
+		resp, err := method(c.quorumClient(endpoint), ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	})
+}
+
+// ensureID gives a write a request id if it has none.
+func (c *Client) ensureID(id **metadatav1.RequestId) {
+	if *id == nil {
+		*id = c.RequestID()
+	}
+}
+
+// RegisterBroker registers a broker.
+func (c *Client) RegisterBroker(ctx context.Context, req *metadatav1.RegisterBrokerRequest) (*metadatav1.RegisterBrokerResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.RegisterBroker)
+}
+
+// UnregisterBroker removes a broker.
+func (c *Client) UnregisterBroker(ctx context.Context, req *metadatav1.UnregisterBrokerRequest) (*metadatav1.UnregisterBrokerResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.UnregisterBroker)
+}
+
+// ListBrokers lists brokers.
+func (c *Client) ListBrokers(ctx context.Context, req *metadatav1.ListBrokersRequest) (*metadatav1.ListBrokersResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListBrokers)
+}
+
+// DescribeBroker describes one broker.
+func (c *Client) DescribeBroker(ctx context.Context, req *metadatav1.DescribeBrokerRequest) (*metadatav1.DescribeBrokerResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DescribeBroker)
+}
+
+// StorageHeartbeat sends one heartbeat.
+func (c *Client) StorageHeartbeat(ctx context.Context, req *metadatav1.StorageHeartbeatRequest) (*metadatav1.StorageHeartbeatResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.StorageHeartbeat)
+}
+
+// CreateTopic creates a topic.
+func (c *Client) CreateTopic(ctx context.Context, req *metadatav1.CreateTopicRequest) (*metadatav1.CreateTopicResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.CreateTopic)
+}
+
+// DeleteTopic deletes a topic.
+func (c *Client) DeleteTopic(ctx context.Context, req *metadatav1.DeleteTopicRequest) (*metadatav1.DeleteTopicResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DeleteTopic)
+}
+
+// ListTopics lists topics.
+func (c *Client) ListTopics(ctx context.Context, req *metadatav1.ListTopicsRequest) (*metadatav1.ListTopicsResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListTopics)
+}
+
+// DescribeTopic describes a topic and its partitions.
+func (c *Client) DescribeTopic(ctx context.Context, req *metadatav1.DescribeTopicRequest) (*metadatav1.DescribeTopicResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DescribeTopic)
+}
+
+// CreatePartitions grows a topic.
+func (c *Client) CreatePartitions(ctx context.Context, req *metadatav1.CreatePartitionsRequest) (*metadatav1.CreatePartitionsResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.CreatePartitions)
+}
+
+// AlterPartition changes a partition's ISR as its leader.
+func (c *Client) AlterPartition(ctx context.Context, req *metadatav1.AlterPartitionRequest) (*metadatav1.AlterPartitionResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.AlterPartition)
+}
+
+// ElectLeaders runs a preferred leader election.
+func (c *Client) ElectLeaders(ctx context.Context, req *metadatav1.ElectLeadersRequest) (*metadatav1.ElectLeadersResponse, error) {
+	c.ensureID(&req.RequestId)
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ElectLeaders)
+}
+
+// GetClusterMetadata returns the whole metadata and its version.
+func (c *Client) GetClusterMetadata(ctx context.Context, req *metadatav1.GetClusterMetadataRequest) (*metadatav1.GetClusterMetadataResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.GetClusterMetadata)
+}
+
+// DescribeQuorum describes the controller quorum, as the leader sees it.
+func (c *Client) DescribeQuorum(ctx context.Context) (*metadatav1.DescribeQuorumResponse, error) {
+	return quorum(ctx, c, &metadatav1.DescribeQuorumRequest{}, metadatav1connect.QuorumServiceClient.DescribeQuorum)
+}
+
+// DescribeQuorumAt asks one endpoint for its own view of the quorum.
+func (c *Client) DescribeQuorumAt(ctx context.Context, endpoint string) (*metadatav1.DescribeQuorumResponse, error) {
+	resp, err := c.quorumClient(endpoint).DescribeQuorum(ctx, connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// AddVoter adds a voter.
+func (c *Client) AddVoter(ctx context.Context, req *metadatav1.AddVoterRequest) (*metadatav1.AddVoterResponse, error) {
+	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.AddVoter)
+}
+
+// RemoveVoter removes a voter (or learner).
+func (c *Client) RemoveVoter(ctx context.Context, req *metadatav1.RemoveVoterRequest) (*metadatav1.RemoveVoterResponse, error) {
+	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.RemoveVoter)
+}
+
+// AddLearner adds a learner.
+func (c *Client) AddLearner(ctx context.Context, req *metadatav1.AddLearnerRequest) (*metadatav1.AddLearnerResponse, error) {
+	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.AddLearner)
+}
+
+// PromoteLearner makes a learner a voter.
+func (c *Client) PromoteLearner(ctx context.Context, req *metadatav1.PromoteLearnerRequest) (*metadatav1.PromoteLearnerResponse, error) {
+	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.PromoteLearner)
+}
+
+// TransferLeader moves leadership.
+func (c *Client) TransferLeader(ctx context.Context, req *metadatav1.TransferLeaderRequest) (*metadatav1.TransferLeaderResponse, error) {
+	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.TransferLeader)
+}
+
+// Snapshot takes a snapshot on the controller that answers (the leader).
+func (c *Client) Snapshot(ctx context.Context) (*metadatav1.SnapshotResponse, error) {
+	return quorum(ctx, c, &metadatav1.SnapshotRequest{}, metadatav1connect.QuorumServiceClient.Snapshot)
+}
+
+// Watch streams metadata changes after sinceVersion to fn until ctx ends
+// or fn returns an error. It reconnects (to any endpoint) after a broken
+// stream, resuming from the last version seen.
+func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadatav1.WatchMetadataResponse) error) error {
+	endpoint := c.leaderGuess()
+	backoff := c.cfg.BackoffMin
+	for ctx.Err() == nil {
+		stream, err := c.metadataClient(endpoint).WatchMetadata(ctx, connect.NewRequest(&metadatav1.WatchMetadataRequest{SinceVersion: sinceVersion}))
+		if err == nil {
+			for stream.Receive() {
+				backoff = c.cfg.BackoffMin
+				update := stream.Msg()
+				if d := update.GetDelta(); d != nil {
+					sinceVersion = d.GetToVersion()
+				} else {
+					sinceVersion = update.GetFullState().GetMetadataVersion()
+				}
+				if err := fn(update); err != nil {
+					_ = stream.Close()
+					return err
+				}
+			}
+			_ = stream.Close()
+		}
+		endpoint = c.next(endpoint)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.cfg.BackoffMax)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package client_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dmq-project/metadata/client"
+	"github.com/dmq-project/metadata/rpc"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// followerFirst orders the endpoints so that the client starts at a
+// follower and must follow the "not the leader" hint.
+func followerFirst(cluster rpctest.Cluster, leader *rpctest.Controller) []string {
+	endpoints := []string{}
+	for _, tc := range cluster {
+		if tc.ID != leader.ID {
+			endpoints = append(endpoints, tc.URL())
+		}
+	}
+	return append(endpoints, leader.URL())
+}
+
+func TestClientFollowsTheLeaderAndRetriesOnce(t *testing.T) {
+	cluster := rpctest.Start(t, 3, nil)
+	leader := cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: followerFirst(cluster, leader)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	_, err = c.RegisterBroker(ctx, &metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092})
+	require.NoError(t, err)
+	id := c.RequestID()
+	first, err := c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "orders", Partitions: 2, RequestId: id})
+	require.NoError(t, err)
+	// The same request id again: the first result, not "already exists".
+	again, err := c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "orders", Partitions: 2, RequestId: id})
+	require.NoError(t, err)
+	assert.Equal(t, first.GetMetadataVersion(), again.GetMetadataVersion())
+	// A new request id is a new request.
+	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "orders", Partitions: 2})
+	assert.Equal(t, metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, rpc.ErrorCodeOf(err))
+
+	// The leader goes away: the client finds the next one.
+	leader.Stop(t)
+	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "after-failover", Partitions: 1})
+	require.NoError(t, err)
+	described, err := c.DescribeTopic(ctx, &metadatav1.DescribeTopicRequest{Name: "orders"})
+	require.NoError(t, err)
+	assert.Len(t, described.GetPartitions(), 2)
+
+	// With every controller down, the error says what to check.
+	for _, tc := range cluster {
+		tc.Stop(t)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), time.Second)
+	defer cancelShort()
+	_, err = c.ListTopics(short, &metadatav1.ListTopicsRequest{})
+	require.ErrorIs(t, err, client.ErrNoLeader)
+	assert.Contains(t, err.Error(), "no leader among 3 endpoints")
+	assert.Contains(t, err.Error(), "is the cluster up?")
+}
+
+// TestStorageAgentLifecycle: the agent registers and is unfenced, receives
+// a push after a topic is created, is fenced after falling silent past the
+// session timeout, and is unfenced when it comes back and catches up.
+func TestStorageAgentLifecycle(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	agentAddr := listener.Addr().String()
+	require.NoError(t, listener.Close())
+
+	cluster := rpctest.Start(t, 3, func(c *rpctest.Controller) {
+		c.SessionTimeout = 1500 * time.Millisecond
+		c.PushURLs = map[int32]string{7: "http://" + agentAddr}
+	})
+	leader := cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: followerFirst(cluster, leader)})
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var versions []int64
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 7, Host: "localhost", Port: 9092, Rack: "r1",
+		IncarnationID: "agent-1", HeartbeatInterval: 100 * time.Millisecond,
+		OnUpdate: func(version int64, _ bool, _ *metadatav1.ClusterState) {
+			mu.Lock()
+			defer mu.Unlock()
+			versions = append(versions, version)
+		}})
+	require.NoError(t, err)
+	listener, err = net.Listen("tcp", agentAddr)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle(agent.Handler())
+	server := rpc.NewHTTPServer(agentAddr, mux)
+	go func() { _ = server.Serve(listener) }()
+	defer server.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = agent.Run(ctx) }()
+
+	require.Eventually(t, func() bool { return agent.Epoch() > 0 }, 10*time.Second, 20*time.Millisecond, "registered")
+	broker := func() *metadatav1.Broker {
+		resp, err := c.DescribeBroker(ctx, &metadatav1.DescribeBrokerRequest{Id: 7})
+		require.NoError(t, err)
+		return resp.GetBroker()
+	}
+	assert.True(t, broker().GetIsAlive())
+
+	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "events", Partitions: 3})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for _, topic := range agent.State().GetTopics() {
+			if topic.GetName() == "events" {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the push with the new topic arrives")
+
+	agent.SetSilent(true)
+	require.Eventually(t, func() bool { return broker().GetFenced() }, 10*time.Second, 50*time.Millisecond, "fenced after silence")
+	agent.SetSilent(false)
+	require.Eventually(t, func() bool { return !broker().GetFenced() }, 10*time.Second, 50*time.Millisecond, "unfenced after it returns")
+	require.Eventually(t, func() bool {
+		state, err := c.GetClusterMetadata(ctx, &metadatav1.GetClusterMetadataRequest{})
+		return err == nil && agent.Version() == state.GetState().GetMetadataVersion()
+	}, 10*time.Second, 20*time.Millisecond, "caught up")
+
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(versions); i++ {
+		require.Greater(t, versions[i], versions[i-1], "versions only move forward: %v", versions)
+	}
+}
+
+func TestEndpointsFromServices(t *testing.T) {
+	endpoints, err := client.EndpointsFromServices("../config/services.json")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"http://localhost:9091", "http://localhost:9092", "http://localhost:9093"}, endpoints)
+	_, err = client.EndpointsFromServices("absent.json")
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
