@@ -1,0 +1,414 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dmq-project/metadata/client"
+	"github.com/dmq-project/metadata/rpc"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/spf13/cobra"
+)
+
+func brokerID(arg string) (int32, error) {
+	n, err := strconv.ParseInt(arg, 10, 32)
+	if err != nil || n < 1 {
+		return 0, usagef("broker id %q: want a positive integer", arg)
+	}
+	return int32(n), nil
+}
+
+func nodeID(arg string) (uint64, error) {
+	n, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || n < 1 {
+		return 0, usagef("controller id %q: want a positive integer", arg)
+	}
+	return n, nil
+}
+
+// run wraps a command body with the client and a deadline.
+func (g *globals) run(body func(ctx context.Context, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := g.context()
+		defer cancel()
+		return body(ctx, c, args)
+	}
+}
+
+func topicsTable(topics []*metadatav1.Topic) *table {
+	t := &table{header: []string{"NAME", "ID", "PARTITIONS", "RF", "MIN-ISR", "RETENTION-MS"}}
+	for _, topic := range topics {
+		t.add(topic.GetName(), topic.GetTopicId(), len(topic.GetPartitions()), topic.GetReplicationFactor(),
+			topic.GetConfig().GetMinInsyncReplicas(), topic.GetConfig().GetRetentionMs())
+	}
+	return t
+}
+
+func partitionsTable(partitions []*metadatav1.Partition) *table {
+	t := &table{header: []string{"TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "LEADER-EPOCH", "PARTITION-EPOCH"}}
+	for _, p := range partitions {
+		t.add(p.GetTopic(), p.GetPartition(), p.GetLeader(), ids(p.GetReplicas()), ids(p.GetIsr()), p.GetLeaderEpoch(), p.GetPartitionEpoch())
+	}
+	return t
+}
+
+func brokersTable(brokers []*metadatav1.Broker) *table {
+	t := &table{header: []string{"ID", "HOST", "PORT", "RACK", "STATE", "EPOCH"}}
+	for _, b := range brokers {
+		state := "alive"
+		switch {
+		case b.GetFenced():
+			state = "fenced"
+		case b.GetInControlledShutdown():
+			state = "shutting-down"
+		}
+		t.add(b.GetId(), b.GetHost(), b.GetPort(), b.GetRack(), state, b.GetBrokerEpoch())
+	}
+	return t
+}
+
+func topicCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "topic", Short: "Create, list, describe, grow and delete topics"}
+	var partitions, rf int32
+	var configs []string
+	create := &cobra.Command{Use: "create NAME", Short: "Create a topic", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			req := &metadatav1.CreateTopicRequest{Name: args[0], Partitions: partitions, ReplicationFactor: rf, Configs: map[string]string{}}
+			for _, kv := range configs {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return usagef("--config %q: want key=value", kv)
+				}
+				req.Configs[k] = v
+			}
+			resp, err := c.CreateTopic(ctx, req)
+			if err != nil {
+				return err
+			}
+			return g.print(resp, topicsTable([]*metadatav1.Topic{resp.GetTopic()}))
+		})}
+	create.Flags().Int32VarP(&partitions, "partitions", "p", 1, "number of partitions")
+	create.Flags().Int32VarP(&rf, "replication-factor", "r", 0, "replicas per partition (0: the cluster default)")
+	create.Flags().StringArrayVarP(&configs, "config", "c", nil, "topic config key=value (repeatable)")
+
+	list := &cobra.Command{Use: "list", Short: "List topics", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.ListTopics(ctx, &metadatav1.ListTopicsRequest{})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, topicsTable(resp.GetTopics()))
+		})}
+	describe := &cobra.Command{Use: "describe NAME", Short: "Describe a topic and its partitions", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			resp, err := c.DescribeTopic(ctx, &metadatav1.DescribeTopicRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, partitionsTable(resp.GetPartitions()))
+		})}
+	del := &cobra.Command{Use: "delete NAME", Short: "Delete a topic", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			resp, err := c.DeleteTopic(ctx, &metadatav1.DeleteTopicRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"DELETED", "VERSION"}}
+			t.add(args[0], resp.GetMetadataVersion())
+			return g.print(resp, t)
+		})}
+	var count int32
+	grow := &cobra.Command{Use: "add-partitions NAME", Short: "Grow a topic to --count partitions", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			resp, err := c.CreatePartitions(ctx, &metadatav1.CreatePartitionsRequest{Topic: args[0], Count: count})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, topicsTable([]*metadatav1.Topic{resp.GetTopic()}))
+		})}
+	grow.Flags().Int32Var(&count, "count", 0, "the new total number of partitions")
+	_ = grow.MarkFlagRequired("count")
+	cmd.AddCommand(create, list, describe, del, grow)
+	return cmd
+}
+
+func brokerCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "broker", Short: "List, describe, register and unregister brokers"}
+	list := &cobra.Command{Use: "list", Short: "List brokers", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.ListBrokers(ctx, &metadatav1.ListBrokersRequest{})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, brokersTable(resp.GetBrokers()))
+		})}
+	describe := &cobra.Command{Use: "describe ID", Short: "Describe a broker", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := brokerID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.DescribeBroker(ctx, &metadatav1.DescribeBrokerRequest{Id: id})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, brokersTable([]*metadatav1.Broker{resp.GetBroker()}))
+		})}
+	var id, port int32
+	var host, rack, incarnation string
+	register := &cobra.Command{Use: "register", Short: "Register a broker", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.RegisterBroker(ctx, &metadatav1.RegisterBrokerRequest{Id: id, Host: host, Port: port, Rack: rack, IncarnationId: incarnation})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, brokersTable([]*metadatav1.Broker{resp.GetBroker()}))
+		})}
+	register.Flags().Int32Var(&id, "id", 0, "broker id")
+	register.Flags().StringVar(&host, "host", "", "broker host")
+	register.Flags().Int32Var(&port, "port", 0, "broker port")
+	register.Flags().StringVar(&rack, "rack", "", "broker rack")
+	register.Flags().StringVar(&incarnation, "incarnation", "", "incarnation id of the broker process")
+	for _, f := range []string{"id", "host", "port"} {
+		_ = register.MarkFlagRequired(f)
+	}
+	unregister := &cobra.Command{Use: "unregister ID", Short: "Unregister a broker", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := brokerID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.UnregisterBroker(ctx, &metadatav1.UnregisterBrokerRequest{Id: id})
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"UNREGISTERED", "VERSION"}}
+			t.add(id, resp.GetMetadataVersion())
+			return g.print(resp, t)
+		})}
+	cmd.AddCommand(list, describe, register, unregister)
+	return cmd
+}
+
+func clusterCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Cluster-wide metadata"}
+	metadata := &cobra.Command{Use: "metadata", Short: "Show the whole metadata and its version", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.GetClusterMetadata(ctx, &metadatav1.GetClusterMetadataRequest{})
+			if err != nil {
+				return err
+			}
+			state := resp.GetState()
+			t := &table{header: []string{"VERSION", "CONTROLLER-EPOCH", "LEADER", "BROKERS", "TOPICS", "PARTITIONS"}}
+			parts := 0
+			for _, topic := range state.GetTopics() {
+				parts += len(topic.GetPartitions())
+			}
+			t.add(state.GetMetadataVersion(), resp.GetControllerEpoch(), resp.GetLeaderId(), len(state.GetBrokers()), len(state.GetTopics()), parts)
+			return g.print(resp, t)
+		})}
+	cmd.AddCommand(metadata)
+	return cmd
+}
+
+func watchCommand(g *globals) *cobra.Command {
+	var since int64
+	cmd := &cobra.Command{Use: "watch", Short: "Stream metadata changes (Ctrl-C to stop)", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if g.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, g.timeout)
+				defer cancel()
+			}
+			return c.Watch(ctx, since, func(u *metadatav1.WatchMetadataResponse) error {
+				t := &table{header: []string{"KIND", "FROM", "TO", "BROKERS", "TOPICS", "DELETED", "PARTITIONS"}}
+				if d := u.GetDelta(); d != nil {
+					t.add("delta", d.GetFromVersion(), d.GetToVersion(), len(d.GetUpsertedBrokers())+len(d.GetRemovedBrokerIds()),
+						len(d.GetUpsertedTopics()), len(d.GetDeletedTopics()), len(d.GetChangedPartitions()))
+				} else {
+					s := u.GetFullState()
+					t.add("full", "-", s.GetMetadataVersion(), len(s.GetBrokers()), len(s.GetTopics()), 0, 0)
+				}
+				return g.print(u, t)
+			})
+		}}
+	cmd.Flags().Int64Var(&since, "since", 0, "start after this metadata version (0: a full state first)")
+	cmd.Flags().Lookup("since").Usage += "; --timeout bounds the watch, 0 watches until interrupted"
+	return cmd
+}
+
+func membersTable(members []*metadatav1.QuorumMember) *table {
+	t := &table{header: []string{"ID", "URL", "ROLE", "LEADER", "MATCH", "LAG"}}
+	for _, m := range members {
+		role := "voter"
+		if m.GetRole() == metadatav1.QuorumRole_QUORUM_ROLE_LEARNER {
+			role = "learner"
+		}
+		t.add(m.GetNodeId(), m.GetUrl(), role, m.GetIsLeader(), m.GetMatchIndex(), m.GetLag())
+	}
+	return t
+}
+
+func quorumCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "quorum", Short: "Inspect and change the controller quorum"}
+	describe := &cobra.Command{Use: "describe", Short: "Leader, term and members with their lag", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.DescribeQuorum(ctx)
+			if err != nil {
+				return err
+			}
+			return g.print(resp, membersTable(resp.GetMembers()))
+		})}
+	var url string
+	addVoter := &cobra.Command{Use: "add-voter ID --url URL", Short: "Add a voter", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := nodeID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.AddVoter(ctx, &metadatav1.AddVoterRequest{NodeId: id, Url: url})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, membersTable(resp.GetMembers()))
+		})}
+	addVoter.Flags().StringVar(&url, "url", "", "where peers reach the new controller")
+	_ = addVoter.MarkFlagRequired("url")
+	var learnerURL string
+	addLearner := &cobra.Command{Use: "add-learner ID --url URL", Short: "Add a learner", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := nodeID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.AddLearner(ctx, &metadatav1.AddLearnerRequest{NodeId: id, Url: learnerURL})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, membersTable(resp.GetMembers()))
+		})}
+	addLearner.Flags().StringVar(&learnerURL, "url", "", "where peers reach the new controller")
+	_ = addLearner.MarkFlagRequired("url")
+	removeVoter := &cobra.Command{Use: "remove-voter ID", Short: "Remove a voter or learner", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := nodeID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.RemoveVoter(ctx, &metadatav1.RemoveVoterRequest{NodeId: id})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, membersTable(resp.GetMembers()))
+		})}
+	promote := &cobra.Command{Use: "promote ID", Short: "Make a learner a voter", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := nodeID(args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.PromoteLearner(ctx, &metadatav1.PromoteLearnerRequest{NodeId: id})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, membersTable(resp.GetMembers()))
+		})}
+	transfer := &cobra.Command{Use: "transfer-leader [ID]", Short: "Move leadership (to the most caught-up voter if no ID)", Args: cobra.MaximumNArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			var target uint64
+			if len(args) == 1 {
+				id, err := nodeID(args[0])
+				if err != nil {
+					return err
+				}
+				target = id
+			}
+			resp, err := c.TransferLeader(ctx, &metadatav1.TransferLeaderRequest{TargetNodeId: target})
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"LEADER", "TERM"}}
+			t.add(resp.GetLeaderId(), resp.GetTerm())
+			return g.print(resp, t)
+		})}
+	snapshot := &cobra.Command{Use: "snapshot", Short: "Snapshot the leader's state and compact its log", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.Snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"INDEX", "BYTES"}}
+			t.add(resp.GetIndex(), resp.GetSizeBytes())
+			return g.print(resp, t)
+		})}
+	cmd.AddCommand(describe, addVoter, removeVoter, addLearner, promote, transfer, snapshot)
+	return cmd
+}
+
+func agentCommand(g *globals) *cobra.Command {
+	var cfg client.AgentConfig
+	var listen string
+	cmd := &cobra.Command{Use: "storage-agent", Short: "Run a stand-in storage service: register, heartbeat, print the pushes it receives",
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			cfg.OnUpdate = func(version int64, full bool, state *metadatav1.ClusterState) {
+				kind := "delta"
+				if full {
+					kind = "full"
+				}
+				fmt.Fprintf(g.out, "%s push: version %d, %d brokers, %d topics\n", kind, version, len(state.GetBrokers()), len(state.GetTopics()))
+			}
+			agent, err := client.NewStorageAgent(c, cfg)
+			if err != nil {
+				return usageError{err}
+			}
+			listener, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			mux := http.NewServeMux()
+			mux.Handle(agent.Handler())
+			server := rpc.NewHTTPServer(listen, mux)
+			go func() { _ = server.Serve(listener) }()
+			defer server.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(g.out, "storage service %d: StorageSyncService on %s, heartbeating every %v\n", cfg.BrokerID, listener.Addr(), cfg.HeartbeatInterval)
+			if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		}}
+	flags := cmd.Flags()
+	flags.Int32Var(&cfg.BrokerID, "id", 0, "broker id")
+	flags.StringVar(&cfg.Host, "host", "localhost", "broker host to register")
+	flags.Int32Var(&cfg.Port, "port", 9092, "broker port to register")
+	flags.StringVar(&cfg.Rack, "rack", "", "broker rack")
+	flags.StringVar(&cfg.IncarnationID, "incarnation", fmt.Sprintf("agent-%d", time.Now().UnixNano()), "incarnation id")
+	flags.DurationVar(&cfg.HeartbeatInterval, "interval", time.Second, "heartbeat interval")
+	flags.StringVar(&listen, "listen", ":8081", "address to serve StorageSyncService on (the URL in services.json)")
+	_ = cmd.MarkFlagRequired("id")
+	return cmd
+}

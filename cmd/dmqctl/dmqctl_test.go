@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+)
+
+type ctl struct {
+	t         *testing.T
+	endpoints string
+}
+
+// run executes dmqctl in-process and returns stdout, stderr, exit code.
+func (c ctl) run(args ...string) (string, string, int) {
+	var stdout, stderr bytes.Buffer
+	code := execute(append([]string{"--endpoints", c.endpoints, "--timeout", "20s"}, args...), &stdout, &stderr,
+		func(string) string { return "" })
+	return stdout.String(), stderr.String(), code
+}
+
+func (c ctl) ok(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run(args...)
+	require.Equal(c.t, exitOK, code, "dmqctl %v: %s", args, errOut)
+	return out
+}
+
+func (c ctl) json(args ...string) map[string]any {
+	c.t.Helper()
+	var v map[string]any
+	out := c.ok(append(args, "-o", "json")...)
+	require.NoError(c.t, json.Unmarshal([]byte(out), &v), out)
+	return v
+}
+
+// lines splits a table into its rows of fields.
+func lines(out string) [][]string {
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		rows = append(rows, strings.Fields(line))
+	}
+	return rows
+}
+
+func TestEveryCommand(t *testing.T) {
+	cluster := rpctest.Start(t, 3, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+
+	// Brokers.
+	out := c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092", "--rack", "r1")
+	rows := lines(out)
+	require.Len(t, rows, 2)
+	assert.Equal(t, []string{"ID", "HOST", "PORT", "RACK", "STATE", "EPOCH"}, rows[0])
+	assert.Equal(t, []string{"1", "localhost", "9092", "r1", "alive"}, rows[1][:5])
+	c.ok("broker", "register", "--id", "2", "--host", "localhost", "--port", "9093")
+	rows = lines(c.ok("broker", "list"))
+	assert.Len(t, rows, 3)
+	desc := c.json("broker", "describe", "2")
+	assert.Equal(t, float64(9093), desc["broker"].(map[string]any)["port"])
+
+	// Topics.
+	rows = lines(c.ok("topic", "create", "orders", "--partitions", "3", "--replication-factor", "2", "--config", "retention.ms=1000"))
+	assert.Equal(t, []string{"NAME", "ID", "PARTITIONS", "RF", "MIN-ISR", "RETENTION-MS"}, rows[0])
+	assert.Equal(t, "orders", rows[1][0])
+	assert.Equal(t, []string{"3", "2", "1", "1000"}, rows[1][2:])
+	created := c.json("topic", "describe", "orders")
+	partitions := created["partitions"].([]any)
+	require.Len(t, partitions, 3)
+	for _, p := range partitions {
+		assert.Len(t, p.(map[string]any)["replicas"], 2)
+	}
+	rows = lines(c.ok("topic", "add-partitions", "orders", "--count", "5"))
+	assert.Equal(t, "5", rows[1][2])
+	rows = lines(c.ok("topic", "describe", "orders"))
+	assert.Len(t, rows, 6, "a header and five partitions")
+	c.ok("topic", "create", "audit", "-p", "1")
+	listed := c.json("topic", "list")
+	assert.Len(t, listed["topics"], 2)
+	var y map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(c.ok("topic", "list", "-o", "yaml")), &y))
+	assert.Len(t, y["topics"], 2)
+	c.ok("topic", "delete", "audit")
+
+	// Errors: exit codes scripts can use, and messages that say what.
+	_, errOut, code := c.run("topic", "describe", "audit")
+	assert.Equal(t, exitNotFound, code)
+	assert.Contains(t, errOut, "UNKNOWN_TOPIC")
+	_, errOut, code = c.run("topic", "create", "orders")
+	assert.Equal(t, exitConflict, code)
+	assert.Contains(t, errOut, "TOPIC_ALREADY_EXISTS")
+	_, _, code = c.run("topic", "create", "bad name")
+	assert.Equal(t, exitInvalid, code)
+	_, _, code = c.run("topic", "create")
+	assert.Equal(t, exitUsage, code)
+	_, _, code = c.run("broker", "describe", "zero")
+	assert.Equal(t, exitUsage, code)
+	_, _, code = c.run("topic", "list", "-o", "xml")
+	assert.Equal(t, exitUsage, code)
+
+	// Cluster metadata and watch.
+	rows = lines(c.ok("cluster", "metadata"))
+	assert.Equal(t, []string{"2", "1", "5"}, rows[1][3:], "brokers, topics, partitions")
+	meta := c.json("cluster", "metadata")
+	assert.NotEmpty(t, meta["state"].(map[string]any)["metadataVersion"])
+	var watched bytes.Buffer
+	code = execute([]string{"--endpoints", c.endpoints, "--timeout", "1s", "watch"}, &watched, &bytes.Buffer{}, func(string) string { return "" })
+	assert.Equal(t, exitOK, code)
+	assert.Contains(t, watched.String(), "full", "a watch from version 0 starts with the full state")
+
+	// Quorum.
+	rows = lines(c.ok("quorum", "describe"))
+	require.Len(t, rows, 4)
+	leaders := 0
+	for _, row := range rows[1:] {
+		if row[3] == "true" {
+			leaders++
+		}
+	}
+	assert.Equal(t, 1, leaders)
+	rows = lines(c.ok("quorum", "snapshot"))
+	assert.Equal(t, []string{"INDEX", "BYTES"}, rows[0])
+	rows = lines(c.ok("quorum", "add-learner", "9", "--url", "http://127.0.0.1:1"))
+	assert.Len(t, rows, 5, "three voters and the learner")
+	_, _, code = c.run("quorum", "promote", "2")
+	assert.Equal(t, exitInvalid, code, "only a learner can be promoted")
+	rows = lines(c.ok("quorum", "remove-voter", "9"))
+	assert.Len(t, rows, 4)
+	rows = lines(c.ok("quorum", "transfer-leader"))
+	assert.Equal(t, []string{"LEADER", "TERM"}, rows[0])
+	c.ok("broker", "unregister", "2")
+	_, _, code = c.run("broker", "describe", "2")
+	assert.Equal(t, exitNotFound, code)
+}
+
+func TestNoClusterSaysWhatToDo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := execute([]string{"--timeout", "300ms", "topic", "list"}, &stdout, &stderr,
+		func(key string) string {
+			if key == "DMQ_ENDPOINTS" {
+				return "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3"
+			}
+			return ""
+		})
+	assert.Equal(t, exitUnavailable, code)
+	assert.Contains(t, stderr.String(), "no leader among 3 endpoints")
+	assert.Contains(t, stderr.String(), "is the cluster up?")
+}
+
+func TestCompletion(t *testing.T) {
+	var stdout bytes.Buffer
+	code := execute([]string{"completion", "bash"}, &stdout, &bytes.Buffer{}, func(string) string { return "" })
+	assert.Equal(t, exitOK, code)
+	assert.Contains(t, stdout.String(), "dmqctl")
+}
