@@ -80,6 +80,11 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		done(invalid("node id must be non-zero"))
 		return
 	}
+	if n.removedIDs[change.NodeID] && (change.Kind == AddVoter || change.Kind == AddLearner) {
+		done(invalid(fmt.Sprintf("controller id %d was removed from this cluster and is never reused: "+
+			"messages to its old process may still arrive; give the new controller a new id", change.NodeID)))
+		return
+	}
 	isVoter := slices.Contains(n.confState.GetVoters(), change.NodeID)
 	isLearner := slices.Contains(n.confState.GetLearners(), change.NodeID)
 	var kind raftpb.ConfChangeType
@@ -128,7 +133,7 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		done(unavailable("raft dropped the membership change (%v): retry", err))
 		return
 	}
-	n.confChangeSeq, n.confChangeDone = seq, done
+	n.confChangeSeq, n.confChangeTerm, n.confChangeDone = seq, n.term, done
 }
 
 func (n *Node) applyConfChange(entry *raftpb.Entry) {
@@ -163,6 +168,7 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 			}
 		case raftpb.ConfChangeRemoveNode:
 			delete(n.peers, id)
+			n.removedIDs[id] = true
 			if id == n.cfg.ID {
 				n.removed = true
 			} else {
@@ -170,7 +176,7 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 			}
 		}
 	}
-	if proposer == n.cfg.ID && seq == n.confChangeSeq && n.confChangeDone != nil {
+	if proposer == n.cfg.ID && seq == n.confChangeSeq && entry.GetTerm() == n.confChangeTerm && n.confChangeDone != nil {
 		done := n.confChangeDone
 		n.confChangeSeq, n.confChangeDone = 0, nil
 		done(nil)

@@ -28,6 +28,11 @@ type Outcome struct {
 type proposal struct {
 	done     func(Outcome)
 	deadline uint64
+	// term is the term the proposal was made in: its entry carries it. A
+	// restarted node counts sequences from 1 again, and an entry of its
+	// previous life with the same sequence may still commit; the term tells
+	// them apart (seed 3987).
+	term uint64
 }
 
 type read struct {
@@ -49,8 +54,11 @@ type Node struct {
 	store storage.Storage
 	sm    *statemachine.StateMachine
 
-	confState     *raftpb.ConfState
-	peers         map[uint64]string
+	confState *raftpb.ConfState
+	peers     map[uint64]string
+	// removedIDs were members once: Raft state of theirs may still be in
+	// flight, so an id is never reused.
+	removedIDs    map[uint64]bool
 	snapshotIndex uint64
 	// snapshotForNewMember: a member was added. A node joining with an empty
 	// log can only start from a snapshot whose conf state names it (Raft
@@ -71,8 +79,10 @@ type Node struct {
 	nextSeq   uint64
 	proposals map[uint64]*proposal
 	reads     map[uint64]*read
-	// confChangeSeq is the pending membership change's sequence, or 0.
+	// confChangeSeq is the pending membership change's sequence, or 0, and
+	// confChangeTerm the term it was proposed in (see proposal.term).
 	confChangeSeq  uint64
+	confChangeTerm uint64
 	confChangeDone func(error)
 	transfer       *transfer
 
@@ -142,7 +152,7 @@ func Bootstrap(store storage.Storage, peers []Peer) error {
 		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))},
 		Snapshot: &raftpb.Snapshot{
 			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
-			Data:     encodeSnapshot(urls, sm.Snapshot()),
+			Data:     encodeSnapshot(urls, nil, sm.Snapshot()),
 		},
 		MustSync: true,
 	})
@@ -162,10 +172,11 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, env: env, store: store,
-		sm:        statemachine.New(),
-		peers:     map[uint64]string{},
-		proposals: map[uint64]*proposal{},
-		reads:     map[uint64]*read{},
+		sm:         statemachine.New(),
+		peers:      map[uint64]string{},
+		removedIDs: map[uint64]bool{},
+		proposals:  map[uint64]*proposal{},
+		reads:      map[uint64]*read{},
 	}
 	n.controller.reset()
 	snap, err := store.Snapshot()
@@ -215,7 +226,7 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 	if meta.GetIndex() == 0 {
 		return nil
 	}
-	peers, smBytes, err := decodeSnapshot(snap.GetData())
+	peers, removed, smBytes, err := decodeSnapshot(snap.GetData())
 	if err != nil {
 		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
 	}
@@ -232,7 +243,7 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 			n.env.Transport.RemovePeer(id)
 		}
 	}
-	n.peers = peers
+	n.peers, n.removedIDs = peers, removed
 	for _, id := range sortedKeys(peers) {
 		if id != n.cfg.ID {
 			n.env.Transport.SetPeer(id, peers[id])
@@ -384,7 +395,7 @@ func (n *Node) applyEntry(entry *raftpb.Entry) {
 		}
 		result := n.sm.Apply(index, record)
 		if record.GetProposerId() == n.cfg.ID {
-			if p, ok := n.proposals[record.GetProposalSeq()]; ok {
+			if p, ok := n.proposals[record.GetProposalSeq()]; ok && p.term == entry.GetTerm() {
 				delete(n.proposals, record.GetProposalSeq())
 				p.done(Outcome{Result: result, LeaderID: n.leader})
 			}
@@ -512,7 +523,7 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 		done(Outcome{Result: statemachine.Result{Version: n.sm.Version()}, LeaderID: n.leader})
 		return
 	}
-	n.proposals[seq] = &proposal{done: done, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
+	n.proposals[seq] = &proposal{done: done, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks), term: n.term}
 }
 
 // Read serves a linearizable read: serve runs with the state machine once
@@ -571,7 +582,7 @@ func (n *Node) maybeSnapshot() error {
 // snapshotNow writes a snapshot at the applied index and compacts.
 func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
 	applied := n.sm.AppliedIndex()
-	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.sm.Snapshot()))
+	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.removedIDs, n.sm.Snapshot()))
 	if err != nil {
 		return nil, err
 	}

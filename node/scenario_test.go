@@ -118,6 +118,9 @@ func TestAddAndRemoveVoter(t *testing.T) {
 	var last error = errPending
 	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 9}, func(e error) { last = e })
 	require.Error(t, last, "removing a non-member is refused")
+	last = errPending
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 2, URL: peerURL(2)}, func(e error) { last = e })
+	require.ErrorContains(t, last, "never reused", "a removed id may still have messages in flight")
 
 	// A learner is added, then promoted.
 	c.addEmpty(5)

@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"slices"
 )
 
-// The node's snapshot payload wraps the state machine's snapshot with the
-// peer URLs of the membership, which the log's conf-change entries carried
-// and compaction drops:
+// The node's snapshot payload wraps the state machine's snapshot with what
+// the log's conf-change entries carried and compaction drops: the peer URLs
+// of the membership and the ids removed from it (never to be reused):
 //
-//	magic "DMQNODE1" | peers count | (id, url)* sorted by id | state machine bytes | crc32c
+//	magic "DMQNODE1" | peers count | (id, url)* sorted by id |
+//	removed count | id* sorted | state machine bytes | crc32c
 const nodeSnapshotMagic = "DMQNODE1"
 
 var errCorruptNodeSnapshot = errors.New("node: corrupt snapshot payload")
@@ -25,12 +25,8 @@ type Peer struct {
 	URL string
 }
 
-func encodeSnapshot(peers map[uint64]string, stateMachine []byte) []byte {
-	ids := make([]uint64, 0, len(peers))
-	for id := range peers { // determinism: collected, then sorted
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+func encodeSnapshot(peers map[uint64]string, removed map[uint64]bool, stateMachine []byte) []byte {
+	ids := sortedKeys(peers)
 	out := append([]byte(nil), nodeSnapshotMagic...)
 	out = binary.AppendUvarint(out, uint64(len(ids)))
 	for _, id := range ids {
@@ -38,17 +34,22 @@ func encodeSnapshot(peers map[uint64]string, stateMachine []byte) []byte {
 		out = binary.AppendUvarint(out, uint64(len(peers[id])))
 		out = append(out, peers[id]...)
 	}
+	gone := sortedKeys(removed)
+	out = binary.AppendUvarint(out, uint64(len(gone)))
+	for _, id := range gone {
+		out = binary.AppendUvarint(out, id)
+	}
 	out = append(out, stateMachine...)
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 }
 
-func decodeSnapshot(data []byte) (map[uint64]string, []byte, error) {
+func decodeSnapshot(data []byte) (map[uint64]string, map[uint64]bool, []byte, error) {
 	if len(data) < len(nodeSnapshotMagic)+4 || string(data[:len(nodeSnapshotMagic)]) != nodeSnapshotMagic {
-		return nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
+		return nil, nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
 	}
 	body := data[:len(data)-4]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(data)-4:]) {
-		return nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptNodeSnapshot)
+		return nil, nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptNodeSnapshot)
 	}
 	rest := body[len(nodeSnapshotMagic):]
 	next := func() (uint64, bool) {
@@ -61,17 +62,29 @@ func decodeSnapshot(data []byte) (map[uint64]string, []byte, error) {
 	}
 	count, ok := next()
 	if !ok || count > uint64(len(rest)) {
-		return nil, nil, fmt.Errorf("%w: peer count", errCorruptNodeSnapshot)
+		return nil, nil, nil, fmt.Errorf("%w: peer count", errCorruptNodeSnapshot)
 	}
 	peers := make(map[uint64]string, count)
 	for i := uint64(0); i < count; i++ {
 		id, ok1 := next()
 		length, ok2 := next()
 		if !ok1 || !ok2 || length > uint64(len(rest)) {
-			return nil, nil, fmt.Errorf("%w: peer %d", errCorruptNodeSnapshot, i)
+			return nil, nil, nil, fmt.Errorf("%w: peer %d", errCorruptNodeSnapshot, i)
 		}
 		peers[id] = string(rest[:length])
 		rest = rest[length:]
 	}
-	return peers, rest, nil
+	count, ok = next()
+	if !ok || count > uint64(len(rest)) {
+		return nil, nil, nil, fmt.Errorf("%w: removed count", errCorruptNodeSnapshot)
+	}
+	removed := make(map[uint64]bool, count)
+	for i := uint64(0); i < count; i++ {
+		id, ok := next()
+		if !ok {
+			return nil, nil, nil, fmt.Errorf("%w: removed id %d", errCorruptNodeSnapshot, i)
+		}
+		removed[id] = true
+	}
+	return peers, removed, rest, nil
 }

@@ -22,8 +22,11 @@ func (s *Sim) checkLiveness() {
 	}
 	sm := leader.node.StateMachine()
 	for _, n := range s.nodes {
+		if n.retired {
+			continue
+		}
 		if !n.member {
-			s.violate("liveness: node %d was not added back after the heal", n.id)
+			s.violate("liveness: node %d was not added to the cluster after the heal", n.id)
 			continue
 		}
 		if n.node == nil {

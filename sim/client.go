@@ -83,14 +83,14 @@ func (c *client) send() {
 	target := c.leaderGuess
 	s.rpc(target, uint64(1000+c.id), func(n *node.Node, reply func(func())) {
 		c.handle(n, op, func(out linearizability.Output, err *statemachine.Error, leader uint64) {
-			reply(func() { c.answer(attempt, out, err, leader) })
+			reply(func() { c.answer(op, attempt, out, err, leader) })
 		})
 	}, func() {
 		if c.op == op && op.attempt == attempt {
 			if !c.isRead() {
 				op.maybeApplied = true
 			}
-			c.leaderGuess = uint64(1 + s.rng.IntN(len(s.nodes)))
+			c.leaderGuess = s.randomNodeID()
 			c.retry(0)
 		}
 	})
@@ -132,11 +132,11 @@ func (c *client) handle(n *node.Node, op *clientOp, done func(linearizability.Ou
 	}
 }
 
-// answer handles a reply to attempt.
-func (c *client) answer(attempt int, out linearizability.Output, err *statemachine.Error, leader uint64) {
+// answer handles a reply to one attempt of one operation; a late reply to
+// an earlier operation or attempt is dropped.
+func (c *client) answer(op *clientOp, attempt int, out linearizability.Output, err *statemachine.Error, leader uint64) {
 	s := c.sim
-	op := c.op
-	if op == nil || op.attempt != attempt {
+	if c.op != op || op.attempt != attempt {
 		return
 	}
 	if err != nil {
@@ -145,7 +145,7 @@ func (c *client) answer(attempt int, out linearizability.Output, err *statemachi
 			if leader != 0 {
 				c.leaderGuess = leader
 			} else {
-				c.leaderGuess = uint64(1 + s.rng.IntN(len(s.nodes)))
+				c.leaderGuess = s.randomNodeID()
 			}
 			c.retry(50 * time.Millisecond)
 			return

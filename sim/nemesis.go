@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/dmq-project/metadata/node"
@@ -131,11 +132,13 @@ func (s *Sim) partition() {
 	})
 }
 
-// membershipOp removes a voter and adds it back as a fresh node with an
-// empty disk. Each step reconciles with the leader's committed membership,
-// because a leader that crashes takes its pending callbacks with it.
+// membershipOp removes a voter, retires its process and disk, and adds a
+// new controller with a fresh id and an empty disk in its place (ids are
+// never reused: messages to the old process may still be in flight). Each
+// step reconciles with the leader's committed membership, because a leader
+// that crashes takes its pending callbacks with it.
 type membershipOp struct {
-	phase  int // 0 idle, 1 removing, 2 removed (process stopped, disk wiped), 3 adding
+	phase  int // 0 idle, 1 removing, 2 removed, 3 adding
 	target uint64
 	since  time.Duration
 }
@@ -170,15 +173,18 @@ func (s *Sim) membershipStep() {
 		leader.process()
 	case 1:
 		if !isMember {
-			// Removed by a committed change: only now may the process stop
-			// and its disk go, or a wiped voter could vote with an empty log.
+			// Removed by a committed change: only now may the process stop,
+			// or a quorum could be left short.
 			n := s.nodes[op.target-1]
-			n.member = false
+			n.member, n.retired = false, true
 			n.node, n.store = nil, nil
 			n.incarnation++
-			n.disk = storage.NewDisk()
-			n.disk.SyncLatency = s.opts.SlowSync
-			op.phase, op.since = 2, s.now
+			// The replacement: a new id, an empty disk.
+			replacement := &simNode{sim: s, id: uint64(len(s.nodes) + 1), disk: storage.NewDisk(), tickInterval: n.tickInterval}
+			replacement.disk.SyncLatency = s.opts.SlowSync
+			s.nodes = append(s.nodes, replacement)
+			s.schedule(s.between(0, replacement.tickInterval), evTick, replacement.id, 0, replacement.tick)
+			op.target, op.phase, op.since = replacement.id, 2, s.now
 		} else if s.now-op.since > membershipStepTimeout {
 			op.phase = 0
 		}
@@ -193,7 +199,7 @@ func (s *Sim) membershipStep() {
 	}
 }
 
-// addBack starts the removed node empty and proposes it as a voter.
+// addBack starts the replacement empty and proposes it as a voter.
 func (s *Sim) addBack(leader *simNode) {
 	op := &s.membership
 	n := s.nodes[op.target-1]
@@ -208,7 +214,8 @@ func (s *Sim) addBack(leader *simNode) {
 	}
 	op.phase, op.since = 3, s.now
 	s.fault("add-voter")
-	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target, URL: "sim://controller"}, func(error) {})
+	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target,
+		URL: fmt.Sprintf("sim://controller-%d", op.target)}, func(error) {})
 	leader.process()
 }
 
@@ -246,4 +253,16 @@ func (s *Sim) heal() {
 		s.schedule(500*time.Millisecond, evHeal, 0, 1, finishMembership)
 	}
 	finishMembership()
+}
+
+// randomNodeID names a controller that has not been retired, as a client
+// that knows the current membership would pick one.
+func (s *Sim) randomNodeID() uint64 {
+	var ids []uint64
+	for _, n := range s.nodes {
+		if !n.retired {
+			ids = append(ids, n.id)
+		}
+	}
+	return ids[s.rng.IntN(len(ids))]
 }

@@ -75,7 +75,7 @@ func (v *service) beat() {
 	}, func() { v.waiting = false; v.pickAnother() })
 }
 
-func (v *service) pickAnother() { v.leaderGuess = uint64(1 + v.sim.rng.IntN(len(v.sim.nodes))) }
+func (v *service) pickAnother() { v.leaderGuess = v.sim.randomNodeID() }
 
 func (v *service) follow(leader uint64) {
 	if leader != 0 {

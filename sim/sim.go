@@ -267,8 +267,10 @@ type simNode struct {
 	tickInterval time.Duration
 	clockOffset  time.Duration
 	pausedUntil  time.Duration
-	// member: in the Raft configuration (false while removed).
-	member bool
+	// member: in the Raft configuration (false while removed); retired:
+	// removed for good, its id never to be used again.
+	member  bool
+	retired bool
 	// incarnation counts restarts, so that events for a dead process drop.
 	incarnation uint64
 	applied     uint64
@@ -488,7 +490,7 @@ func (s *Sim) crash(n *simNode, downtime time.Duration) {
 }
 
 func (s *Sim) restart(n *simNode) {
-	if n.node != nil || !n.member {
+	if n.node != nil || !n.member || n.retired {
 		return
 	}
 	store, err := storage.OpenMem(n.disk)

@@ -25,6 +25,15 @@ var regressionSeeds = []struct {
 	// The heal corrected clock offsets without counting it as a jump: the
 	// grace check blamed a controller for fencing after its clock leapt.
 	{seed: 1834, duration: 90 * time.Second},
+	// A voter removed and added back under its old id, with an empty disk,
+	// received a heartbeat meant for its previous life: Raft panicked on a
+	// commit index beyond its log. Ids are now never reused.
+	{seed: 3046, duration: 60 * time.Second},
+	// A restarted leader numbered its proposals from 1 again; an entry of
+	// its previous life with the same number committed late and completed
+	// a new client request with the old entry's result. Proposals now
+	// match on term as well.
+	{seed: 3987, duration: 60 * time.Second},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration) {
