@@ -59,6 +59,11 @@ test: ## Run the whole suite: unit, property, crash, scenario, 50+ simulator see
 	$(GO) test $(GOTEST_FLAGS) -count=1 -tags plantedbugs -run '^TestPlantedBugsAreCaught$$' ./sim
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x
 
+E2E_ROUNDS ?= 100
+.PHONY: e2e
+e2e: ## Real dmqd processes under E2E_ROUNDS rounds of SIGKILL/SIGSTOP faults (make test runs one round).
+	$(GO) test -count=1 -timeout 90m -run '^TestRealProcessFaults$$' -v ./cmd/dmqd -e2e.rounds=$(E2E_ROUNDS)
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzApplyRecord$$' -fuzztime $(FUZZTIME)
