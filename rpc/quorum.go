@@ -35,20 +35,24 @@ func (s *Server) DescribeQuorum(ctx context.Context, _ *connect.Request[metadata
 		CommitIndex: st.Commit, AppliedIndex: st.Applied, Members: members(st)}), nil
 }
 
+// statusResult completes a quorum operation with the node's status after
+// it, or its error (the node's errors are *statemachine.Error).
+func statusResult(n *node.Node, err error) result[node.Status] {
+	r := result[node.Status]{leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: n.Status()}
+	if err != nil {
+		var serr *statemachine.Error
+		if !errors.As(err, &serr) {
+			serr = &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: err.Error()}
+		}
+		r.err = serr
+	}
+	return r
+}
+
 // changeMembership runs one membership change and answers the new members.
 func (s *Server) changeMembership(ctx context.Context, change node.MembershipChange) ([]*metadatav1.QuorumMember, error) {
 	r, err := callNode(s, ctx, func(n *node.Node, done func(result[node.Status])) {
-		n.ChangeMembership(change, func(err error) {
-			r := result[node.Status]{leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: n.Status()}
-			if err != nil {
-				var serr *statemachine.Error
-				if !errors.As(err, &serr) {
-					serr = &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: err.Error()}
-				}
-				r.err = serr
-			}
-			done(r)
-		})
+		n.ChangeMembership(change, func(err error) { done(statusResult(n, err)) })
 	})
 	if err != nil {
 		return nil, err
@@ -95,17 +99,7 @@ func (s *Server) PromoteLearner(ctx context.Context, req *connect.Request[metada
 // TransferLeader implements QuorumService.
 func (s *Server) TransferLeader(ctx context.Context, req *connect.Request[metadatav1.TransferLeaderRequest]) (*connect.Response[metadatav1.TransferLeaderResponse], error) {
 	r, err := callNode(s, ctx, func(n *node.Node, done func(result[node.Status])) {
-		n.TransferLeader(req.Msg.GetTargetNodeId(), func(err error) {
-			r := result[node.Status]{leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: n.Status()}
-			if err != nil {
-				var serr *statemachine.Error
-				if !errors.As(err, &serr) {
-					serr = &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: err.Error()}
-				}
-				r.err = serr
-			}
-			done(r)
-		})
+		n.TransferLeader(req.Msg.GetTargetNodeId(), func(err error) { done(statusResult(n, err)) })
 	})
 	if err != nil {
 		return nil, err
