@@ -39,18 +39,37 @@ type proc struct {
 	dir  string
 	cmd  *exec.Cmd
 	log  *os.File
+	// services is this process's services.json: its peers' URLs go
+	// through the link proxies, so links can be cut one by one.
+	services string
 }
 
 type harness struct {
-	t        *testing.T
-	bin      string
-	services string
-	procs    []*proc
-	client   *client.Client
+	t     *testing.T
+	bin   string
+	procs []*proc
+	// links[from][to] carries from's peer traffic to to.
+	links  map[[2]uint64]*linkProxy
+	client *client.Client
+}
+
+// partition blackholes every link to and from p.
+func (h *harness) isolate(p *proc) {
+	for key, link := range h.links {
+		if key[0] == p.id || key[1] == p.id {
+			link.blackhole.Store(true)
+		}
+	}
+}
+
+func (h *harness) heal() {
+	for _, link := range h.links {
+		link.heal()
+	}
 }
 
 func (h *harness) start(p *proc) {
-	cmd := exec.Command(h.bin, "--id", fmt.Sprint(p.id), "--services.config-path", h.services,
+	cmd := exec.Command(h.bin, "--id", fmt.Sprint(p.id), "--services.config-path", p.services,
 		"--metadata.data-dir", p.dir, "--server.port", fmt.Sprint(p.port), "--server.host", "127.0.0.1",
 		"--raft.election-timeout-ms", fmt.Sprint(e2eElectionTimeout.Milliseconds()), "--raft.heartbeat-interval-ms", "50",
 		"--services.heartbeat-timeout-ms", "60000", "--log.level", "warn")
@@ -183,8 +202,9 @@ func (w *workload) run(ctx context.Context, c *client.Client, id int) {
 
 // TestRealProcessFaults runs three dmqd processes on loopback with Pebble
 // directories under a client workload, and kills the leader (SIGKILL), kills
-// a follower, and pauses the leader past the election timeout (SIGSTOP,
-// SIGCONT), restarting from disk after each. Then it kills every process,
+// a follower, pauses the leader past the election timeout (SIGSTOP,
+// SIGCONT), and isolates the leader by blackholing its peer links,
+// restarting from disk after each kill. Then it kills every process,
 // restarts them all, and checks: the history is linearizable, every
 // acknowledged topic is there, storage agents' versions never went back,
 // and a leader was back within the bound after each fault.
@@ -192,7 +212,7 @@ func (w *workload) run(ctx context.Context, c *client.Client, id int) {
 func TestRealProcessFaults(t *testing.T) {
 	h := &harness{t: t, bin: dmqdBinary(t)}
 	dir := t.TempDir()
-	var services struct {
+	type servicesFile struct {
 		Services struct {
 			MetadataServices []ServiceEntry `json:"metadata-services"`
 			StorageServices  []ServiceEntry `json:"storage-services"`
@@ -205,14 +225,26 @@ func TestRealProcessFaults(t *testing.T) {
 		p.log, err = os.Create(filepath.Join(dir, fmt.Sprintf("dmqd-%d.log", id)))
 		require.NoError(t, err)
 		h.procs = append(h.procs, p)
-		services.Services.MetadataServices = append(services.Services.MetadataServices,
-			ServiceEntry{ID: int64(id), Host: "127.0.0.1", Port: p.port, URL: fmt.Sprintf("http://127.0.0.1:%d", p.port)})
 	}
-	services.Services.StorageServices = []ServiceEntry{{ID: 1, Host: "127.0.0.1", URL: "http://" + agentListener.Addr().String()}}
-	data, err := json.Marshal(services)
-	require.NoError(t, err)
-	h.services = filepath.Join(dir, "services.json")
-	require.NoError(t, os.WriteFile(h.services, data, 0o644))
+	h.links = map[[2]uint64]*linkProxy{}
+	for _, from := range h.procs {
+		var file servicesFile
+		for _, to := range h.procs {
+			url := fmt.Sprintf("http://127.0.0.1:%d", to.port)
+			if to != from {
+				link := newLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", to.port))
+				h.links[[2]uint64{from.id, to.id}] = link
+				url = "http://" + link.addr()
+			}
+			file.Services.MetadataServices = append(file.Services.MetadataServices,
+				ServiceEntry{ID: int64(to.id), Host: "127.0.0.1", Port: to.port, URL: url})
+		}
+		file.Services.StorageServices = []ServiceEntry{{ID: 1, Host: "127.0.0.1", URL: "http://" + agentListener.Addr().String()}}
+		data, err := json.Marshal(file)
+		require.NoError(t, err)
+		from.services = filepath.Join(dir, fmt.Sprintf("services-%d.json", from.id))
+		require.NoError(t, os.WriteFile(from.services, data, 0o644))
+	}
 	var endpoints []string
 	for _, p := range h.procs {
 		h.start(p)
@@ -281,6 +313,14 @@ func TestRealProcessFaults(t *testing.T) {
 		recoveries = append(recoveries, took)
 		time.Sleep(2 * e2eElectionTimeout)
 		require.NoError(t, leader.cmd.Process.Signal(syscall.SIGCONT))
+
+		time.Sleep(300 * time.Millisecond)
+		leader, _ = h.waitLeader(ctx, nil)
+		h.isolate(leader)
+		_, took = h.waitLeader(ctx, leader)
+		recoveries = append(recoveries, took)
+		time.Sleep(2 * e2eElectionTimeout)
+		h.heal()
 	}
 	time.Sleep(500 * time.Millisecond)
 	stopWork()
