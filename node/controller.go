@@ -24,6 +24,10 @@ type controller struct {
 	rebalancing   bool
 	// changed: a record applied in this Ready changed the metadata.
 	changed bool
+	// fullState caches the full state of one version: every target that
+	// needs a full push at that version shares it (building it is linear
+	// in the metadata, and pushes are per broker).
+	fullState *metadatav1.ClusterState
 }
 
 func (c *controller) reset() {
@@ -174,20 +178,22 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	resp.ErrorCode = metadatav1.ErrorCode_NONE.Enum()
 	resp.Fenced, resp.InControlledShutdown = status.Fenced, status.ShuttingDown
 
-	t := n.target(id)
 	reported := req.GetMetadataVersion()
-	if t.inFlight == 0 {
-		t.known = reported
-	}
-	if reported > version {
-		// Ahead of the controller: it holds metadata no quorum committed,
-		// from a deposed controller or a bug. Replace it wholesale.
-		t.full = true
-	}
-	if n.pushNeeded(t) {
-		resp.PushScheduled = true
-		if t.inFlight == 0 && !now.Before(t.retryAt) {
-			n.sendPush(id, t, now)
+	if t := n.target(id); t != nil {
+		if t.inFlight == 0 {
+			t.known = reported
+		}
+		if reported > version {
+			// Ahead of the controller: it holds metadata no quorum
+			// committed, from a deposed controller or a bug. Replace it
+			// wholesale.
+			t.full = true
+		}
+		if n.pushNeeded(t) {
+			resp.PushScheduled = true
+			if t.inFlight == 0 && !now.Before(t.retryAt) {
+				n.sendPush(id, t, now)
+			}
 		}
 	}
 	if req.IsAlive != nil && !req.GetIsAlive() && !status.Fenced && !status.ShuttingDown && !n.controller.brokerOp[id] {
@@ -209,7 +215,12 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	return resp, nil
 }
 
+// target returns the push state of a broker, or nil if it has no push
+// endpoint.
 func (n *Node) target(id int32) *pushTarget {
+	if !n.env.Pusher.CanPush(id) {
+		return nil
+	}
 	t, ok := n.controller.pushes[id]
 	if !ok {
 		t = &pushTarget{known: -1}
@@ -226,8 +237,7 @@ func (n *Node) pushAll(now time.Time) {
 		if !n.sessionLive(id, now) {
 			continue
 		}
-		t := n.target(id)
-		if t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
+		if t := n.target(id); t != nil && t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
 			n.sendPush(id, t, now)
 		}
 	}
@@ -246,7 +256,10 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	if ok {
 		req.Update = &metadatav1.PushMetadataRequest_Delta{Delta: delta}
 	} else {
-		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.sm.ClusterState()}
+		if n.controller.fullState.GetMetadataVersion() != version || n.controller.fullState == nil {
+			n.controller.fullState = n.sm.ClusterState()
+		}
+		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.controller.fullState}
 	}
 	t.inFlight = version
 	n.env.Pusher.Push(id, req)

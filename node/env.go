@@ -48,7 +48,12 @@ type Rand interface {
 }
 
 // Pusher delivers a push to a storage service (a broker) and reports back
-// through Node.OnPushResult. Push must not block.
+// through Node.OnPushResult. Push must not block; it must not modify the
+// request, which may be shared between targets.
 type Pusher interface {
+	// CanPush says whether the broker has a push endpoint at all: a broker
+	// without one is never pushed to (its service learns by heartbeats and
+	// watches), rather than failing and retrying forever.
+	CanPush(brokerID int32) bool
 	Push(brokerID int32, request *metadatav1.PushMetadataRequest)
 }

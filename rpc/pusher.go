@@ -51,6 +51,14 @@ func (p *Pusher) Attach(report func(fn func(*node.Node))) {
 	p.report = report
 }
 
+// CanPush implements node.Pusher: a broker is pushed to when services.json
+// names its endpoint.
+func (p *Pusher) CanPush(brokerID int32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.urls[brokerID] != ""
+}
+
 // Push implements node.Pusher.
 func (p *Pusher) Push(brokerID int32, req *metadatav1.PushMetadataRequest) {
 	p.mu.Lock()

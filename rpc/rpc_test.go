@@ -65,7 +65,11 @@ func requireSubset(t *testing.T, want, got map[string]any) {
 }
 
 func TestSeedRESTExamples(t *testing.T) {
-	cluster := rpctest.Start(t, 1, nil)
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		// storage-1 has a push endpoint (nobody answers there: the push
+		// fails and is retried with backoff).
+		c.PushURLs = map[int32]string{1: "http://127.0.0.1:1"}
+	})
 	base := cluster.WaitLeader(t).URL()
 
 	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{

@@ -7,6 +7,7 @@ import (
 	"github.com/dmq-project/metadata/node"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
+	"google.golang.org/protobuf/proto"
 )
 
 // service is a fake storage service (a broker). It registers, heartbeats to
@@ -142,7 +143,9 @@ func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.
 	var next *metadatav1.ClusterState
 	switch update := req.Update.(type) {
 	case *metadatav1.PushMetadataRequest_FullState:
-		next = update.FullState
+		// The controller shares one full state among its pushes; a real
+		// receiver gets its own copy off the wire.
+		next = proto.CloneOf(update.FullState)
 	case *metadatav1.PushMetadataRequest_Delta:
 		if update.Delta.GetFromVersion() != v.version {
 			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "delta base mismatch"}, nil

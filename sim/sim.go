@@ -348,6 +348,10 @@ func (s *Sim) deliver(from uint64, m *raftpb.Message) {
 	}
 }
 
+// CanPush: the storage services answer pushes; brokers registered by
+// clients have no process behind them.
+func (n *simNode) CanPush(broker int32) bool { return int(broker) <= len(n.sim.services) }
+
 func (n *simNode) Push(broker int32, req *metadatav1.PushMetadataRequest) {
 	n.sim.push(n, broker, req)
 }
@@ -517,8 +521,11 @@ func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequ
 	}
 	s.pushedStates[version] = digest
 	inc := from.incarnation
-	if int(broker) > len(s.services) || s.lossy() {
-		// Lost, or a broker registered by a client: no process answers.
+	if int(broker) > len(s.services) {
+		s.violate("controller %d pushed to broker %d, which has no push endpoint", from.id, broker)
+		return
+	}
+	if s.lossy() {
 		s.schedule(clientTimeout, evPushReply, from.id, uint64(broker), func() {
 			if from.node != nil && from.incarnation == inc {
 				from.node.OnPushResult(broker, version, nil, fmt.Errorf("push to %d timed out", broker))

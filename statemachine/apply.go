@@ -276,8 +276,7 @@ func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShut
 // cleanly when that broker returns; the partition is offline meanwhile,
 // unless the topic allows unclean election and another live replica exists.
 func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
-	for _, name := range s.sortedTopicNames() {
-		t := s.topics[name]
+	for name, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
 		for i := range t.partitions {
 			p := &t.partitions[i]
 			if !slices.Contains(p.isr, b.id) && p.leader != b.id {
@@ -311,8 +310,7 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 // moveAwayFrom moves leadership off a broker entering controlled shutdown
 // and drops it from ISRs, wherever another eligible ISR member exists.
 func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
-	for _, name := range s.sortedTopicNames() {
-		t := s.topics[name]
+	for name, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
 		for i := range t.partitions {
 			p := &t.partitions[i]
 			if !slices.Contains(p.isr, b.id) {
@@ -342,8 +340,7 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 // just become eligible, when it is in their ISR (or the topic allows an
 // unclean election and it is a replica).
 func (s *StateMachine) restoreLeadership(b *broker, c *change) {
-	for _, name := range s.sortedTopicNames() {
-		t := s.topics[name]
+	for name, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
 		for i := range t.partitions {
 			p := &t.partitions[i]
 			if p.leader != NoLeader || !slices.Contains(p.replicas, b.id) {

@@ -137,3 +137,50 @@ func BenchmarkSnapshot(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFence measures fencing a broker that leads 10% of the
+// partitions (one of ten brokers): every partition it led elects a new
+// leader, and every ISR it was in shrinks, in the one record.
+func BenchmarkFence(b *testing.B) {
+	for _, size := range []struct {
+		name                       string
+		topics, partitionsPerTopic int
+	}{
+		{"100k-partitions", 100, 1000},
+		{"1M-partitions", 1000, 1000},
+	} {
+		b.Run(size.name, func(b *testing.B) {
+			// Ten brokers: each leads a tenth of the partitions.
+			sm := New()
+			for id := int32(1); id <= 10; id++ {
+				sm.Apply(sm.AppliedIndex()+1, registerRecord(id, fmt.Sprintf("rack-%d", id%3)))
+			}
+			for i := 0; i < size.topics; i++ {
+				if r := sm.Apply(sm.AppliedIndex()+1, createTopicRecord(fmt.Sprintf("topic-%06d", i), int32(size.partitionsPerTopic), 3, uint32(i*7), i+1)); r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+			led := 0
+			for _, name := range sm.sortedTopicNames() {
+				for _, p := range sm.topics[name].partitions {
+					if p.leader == 1 {
+						led++
+					}
+				}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				restored, err := Restore(sm.Snapshot())
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if r := restored.Apply(restored.AppliedIndex()+1, fenceRecord(1, 0)); r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+			b.ReportMetric(float64(led)/float64(sm.PartitionCount())*100, "%-led")
+		})
+	}
+}

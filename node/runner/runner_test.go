@@ -27,6 +27,8 @@ type recordingPusher struct {
 	pushes []*metadatav1.PushMetadataRequest
 }
 
+func (p *recordingPusher) CanPush(int32) bool { return true }
+
 func (p *recordingPusher) Push(_ int32, req *metadatav1.PushMetadataRequest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

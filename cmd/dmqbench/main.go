@@ -1,0 +1,328 @@
+// Command dmqbench measures a local DMQ metadata cluster: it starts 1 or 3
+// dmqd processes with Pebble data directories, drives them from this
+// machine, and prints a table (and JSON with --json): write throughput and
+// latency at several concurrencies, linearizable reads, storage heartbeats,
+// failover time after SIGKILL of the leader, and the disk's own fdatasync
+// latency measured in the same run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/rpc"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+)
+
+// Result is one measured line.
+type Result struct {
+	Cluster     string  `json:"cluster"`
+	Name        string  `json:"name"`
+	Concurrency int     `json:"concurrency,omitempty"`
+	Operations  int     `json:"operations"`
+	PerSecond   float64 `json:"per_second,omitempty"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	P999Ms      float64 `json:"p999_ms,omitempty"`
+	MinMs       float64 `json:"min_ms,omitempty"`
+	Errors      int     `json:"errors"`
+}
+
+func main() {
+	dmqd := flag.String("dmqd", "bin/dmqd", "the dmqd binary")
+	sizes := flag.String("clusters", "1,3", "cluster sizes to measure")
+	duration := flag.Duration("duration", 3*time.Second, "time per throughput measurement")
+	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
+	jsonPath := flag.String("json", "", "also write the results as JSON here")
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "dmqbench-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(dir)
+
+	var results []Result
+	results = append(results, fdatasync(dir))
+	for _, size := range strings.Split(*sizes, ",") {
+		n := 1
+		if strings.TrimSpace(size) == "3" {
+			n = 3
+		}
+		c := startCluster(*dmqd, filepath.Join(dir, fmt.Sprint("cluster-", n)), n)
+		results = append(results, c.measure(*duration, *failovers)...)
+		c.stop()
+	}
+	printTable(results)
+	if *jsonPath != "" {
+		data, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(*jsonPath, data, 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "dmqbench:", err)
+	os.Exit(1)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}
+
+// fdatasync measures the disk under the data directory: 256-byte appends,
+// each followed by fdatasync.
+func fdatasync(dir string) Result {
+	f, err := os.Create(filepath.Join(dir, "fdatasync"))
+	if err != nil {
+		fail(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	var lat []time.Duration
+	for i := 0; i < 2000; i++ {
+		started := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			fail(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			fail(err)
+		}
+		lat = append(lat, time.Since(started))
+	}
+	slices.Sort(lat)
+	return Result{Cluster: "disk", Name: "fdatasync 256 B", Operations: len(lat),
+		P50Ms: ms(percentile(lat, 0.5)), P99Ms: ms(percentile(lat, 0.99)), P999Ms: ms(percentile(lat, 0.999))}
+}
+
+type cluster struct {
+	name  string
+	bin   string
+	dir   string
+	procs []*exec.Cmd
+	ports []int
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startCluster(bin, dir string, n int) *cluster {
+	c := &cluster{name: fmt.Sprintf("%d controller(s)", n), bin: bin, dir: dir}
+	var entries []string
+	for i := 0; i < n; i++ {
+		c.ports = append(c.ports, freePort())
+		entries = append(entries, fmt.Sprintf(`{"id":%d,"host":"127.0.0.1","port":%d,"url":"http://127.0.0.1:%d"}`, i+1, c.ports[i], c.ports[i]))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fail(err)
+	}
+	services := filepath.Join(dir, "services.json")
+	if err := os.WriteFile(services, []byte(`{"services":{"metadata-services":[`+strings.Join(entries, ",")+`]}}`), 0o644); err != nil {
+		fail(err)
+	}
+	c.procs = make([]*exec.Cmd, n)
+	for i := 0; i < n; i++ {
+		c.start(i, services)
+	}
+	return c
+}
+
+func (c *cluster) start(i int, services string) {
+	cmd := exec.Command(c.bin, "--id", fmt.Sprint(i+1), "--services.config-path", services, "--server.host", "127.0.0.1",
+		"--server.port", fmt.Sprint(c.ports[i]), "--metadata.data-dir", filepath.Join(c.dir, fmt.Sprint("node-", i+1)),
+		"--log.level", "error", "--services.heartbeat-timeout-ms", "600000")
+	if err := cmd.Start(); err != nil {
+		fail(err)
+	}
+	c.procs[i] = cmd
+}
+
+func (c *cluster) stop() {
+	for _, p := range c.procs {
+		if p != nil {
+			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.Wait()
+		}
+	}
+}
+
+func (c *cluster) url(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.ports[i]) }
+
+// leader returns the index of the leader, waiting for one.
+func (c *cluster) leader(exclude int) int {
+	httpClient := rpc.NewH2CClient()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for i := range c.procs {
+			if i == exclude || c.procs[i] == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			q, err := metadatav1connect.NewQuorumServiceClient(httpClient, c.url(i)).DescribeQuorum(ctx, connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
+			cancel()
+			if err == nil && q.Msg.GetLeaderId() == uint64(i+1) {
+				return i
+			}
+		}
+	}
+	fail(fmt.Errorf("%s: no leader", c.name))
+	return -1
+}
+
+// load runs op from concurrency workers for d and reports latencies.
+func load(name, clusterName string, concurrency int, d time.Duration, op func(worker, n int) error) Result {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errors atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	started := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for n := 0; time.Now().Before(deadline); n++ {
+				t := time.Now()
+				if err := op(w, n); err != nil {
+					errors.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(started)
+	slices.Sort(lat)
+	return Result{Cluster: clusterName, Name: name, Concurrency: concurrency, Operations: len(lat),
+		PerSecond: float64(len(lat)) / elapsed.Seconds(), P50Ms: ms(percentile(lat, 0.5)), P99Ms: ms(percentile(lat, 0.99)),
+		P999Ms: ms(percentile(lat, 0.999)), Errors: int(errors.Load())}
+}
+
+func (c *cluster) measure(d time.Duration, failovers int) []Result {
+	var out []Result
+	leader := c.leader(-1)
+	httpClient := rpc.NewH2CClient()
+	client := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(leader))
+	ctx := context.Background()
+	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
+		fail(err)
+	}
+	var topicSeq atomic.Int64
+	for _, concurrency := range []int{1, 16, 256, 1000} {
+		out = append(out, load("CreateTopic (1 partition)", c.name, concurrency, d, func(_, _ int) error {
+			name := fmt.Sprintf("bench-%d", topicSeq.Add(1))
+			_, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 1, ReplicationFactor: 1}))
+			return err
+		}))
+	}
+	var brokerSeq atomic.Int64
+	brokerSeq.Store(1)
+	for _, concurrency := range []int{1, 16, 256, 1000} {
+		out = append(out, load("RegisterBroker", c.name, concurrency, d, func(_, _ int) error {
+			id := int32(brokerSeq.Add(1))
+			_, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092}))
+			return err
+		}))
+	}
+	out = append(out, load("DescribeTopic (linearizable)", c.name, 100, d, func(w, n int) error {
+		_, err := client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: fmt.Sprintf("bench-%d", 1+(w*7919+n)%int(max(1, topicSeq.Load())))}))
+		return err
+	}))
+	brokers := int(brokerSeq.Load())
+	state, err := client.GetClusterMetadata(ctx, connect.NewRequest(&metadatav1.GetClusterMetadataRequest{}))
+	if err != nil {
+		fail(err)
+	}
+	// Caught-up services, as in a steady cluster: each heartbeat refreshes a
+	// session and schedules nothing.
+	version := state.Msg.GetState().GetMetadataVersion()
+	out = append(out, load("StorageHeartbeat", c.name, 64, d, func(w, n int) error {
+		_, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{
+			ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version}))
+		return err
+	}))
+	if len(c.procs) == 3 && failovers > 0 {
+		out = append(out, c.failover(failovers))
+	}
+	return out
+}
+
+// failover kills the leader and measures the time until a write succeeds
+// through any controller, then restarts the killed one.
+func (c *cluster) failover(trials int) Result {
+	services := filepath.Join(c.dir, "services.json")
+	httpClient := rpc.NewH2CClient()
+	var lat []time.Duration
+	for trial := 0; trial < trials; trial++ {
+		leader := c.leader(-1)
+		killed := time.Now()
+		_ = c.procs[leader].Process.Signal(syscall.SIGKILL)
+		_ = c.procs[leader].Wait()
+		c.procs[leader] = nil
+		for done := false; !done; {
+			for i := range c.procs {
+				if c.procs[i] == nil {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				_, err := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(i)).CreateTopic(ctx,
+					connect.NewRequest(&metadatav1.CreateTopicRequest{Name: fmt.Sprintf("failover-%d-%d", trial, i), Partitions: 1}))
+				cancel()
+				if err == nil {
+					lat = append(lat, time.Since(killed))
+					done = true
+					break
+				}
+			}
+			if time.Since(killed) > time.Minute {
+				fail(fmt.Errorf("no write for a minute after killing the leader"))
+			}
+		}
+		c.start(leader, services)
+		c.leader(-1)
+		time.Sleep(500 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	return Result{Cluster: c.name, Name: "failover: SIGKILL leader -> first write", Operations: len(lat),
+		MinMs: ms(lat[0]), P50Ms: ms(percentile(lat, 0.5)), P99Ms: ms(percentile(lat, 0.99))}
+}
+
+func printTable(results []Result) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\t")
+	for _, r := range results {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
+			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors)
+	}
+	_ = w.Flush()
+}
