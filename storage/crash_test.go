@@ -380,3 +380,24 @@ func TestMemDiskRandomCrashes(t *testing.T) {
 	}
 	require.Positive(t, d.Crashes)
 }
+
+// TestSnapshotFromLeaderIsAlwaysSynced: Raft's MustSync is false for a
+// Ready that only installs a snapshot, but the snapshot's index is
+// acknowledged at once, so a crash must not lose it.
+func TestSnapshotFromLeaderIsAlwaysSynced(t *testing.T) {
+	d := NewDisk()
+	s, err := OpenMem(d)
+	require.NoError(t, err)
+	received := &raftpb.Snapshot{
+		Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(75)), Term: new(uint64(3)), ConfState: confState(1, 2, 3)},
+		Data:     []byte("state@75"),
+	}
+	require.NoError(t, s.Save(Update{HardState: hardState(3, 0, 75), Snapshot: received, MustSync: false}))
+	d.Crash(0)
+	s, err = OpenMem(d)
+	require.NoError(t, err)
+	requireBounds(t, s, 76, 75)
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	require.EqualValues(t, 75, snap.GetMetadata().GetIndex())
+}

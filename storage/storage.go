@@ -46,6 +46,9 @@ type Update struct {
 	// MustSync makes Save return only once the batch is durable (raft's
 	// Ready.MustSync). Without it the batch is ordered but may be lost in a
 	// crash, together with every unsynced batch after it, never alone.
+	// A batch with a Snapshot is always synced, whatever MustSync says:
+	// Raft's MustSync ignores snapshots, yet the follower acknowledges the
+	// snapshot's index to the leader as soon as Save returns.
 	MustSync bool
 }
 

@@ -333,7 +333,11 @@ func (s *Store) Save(u Update) error {
 	if b.empty() {
 		return nil
 	}
-	if err := s.commit(b, u.MustSync); err != nil {
+	// NB: a received snapshot is synced even when Raft does not ask: its
+	// index is acknowledged to the leader, which from then on sends commit
+	// indexes up to it; losing it in a crash would leave a node whose log
+	// is behind what it promised (seed 7294).
+	if err := s.commit(b, u.MustSync || snapshot != nil); err != nil {
 		return err
 	}
 	// The batch is written: only now does memory follow.
