@@ -27,7 +27,7 @@ check-generate: generate ## Fail if the committed generated code is stale.
 build: ## Build every package and the binaries that exist into ./bin.
 	$(GO) build ./...
 	@mkdir -p $(BIN)
-	@for cmd in dmqd dmqctl dmqsim; do \
+	@for cmd in dmqd dmqctl dmqsim dmqbench; do \
 		if ls cmd/$$cmd/*.go >/dev/null 2>&1; then $(GO) build -o $(BIN)/$$cmd ./cmd/$$cmd; fi; \
 	done
 
@@ -77,8 +77,9 @@ sim: ## Run a long sweep of seeded simulations (SIM_SEEDS, SIM_DURATION).
 	$(BIN)/dmqsim sweep --seeds $(SIM_SEEDS) --duration $(SIM_DURATION)
 
 .PHONY: bench
-bench: ## Run the benchmarks (state machine apply, snapshot at 100k and 1M partitions, storage).
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: build ## Go benchmarks (state machine, storage), then dmqbench on 1- and 3-controller clusters (docs/BENCHMARKS.md).
+	$(GO) test -run '^$$' -bench . -benchmem ./statemachine ./storage
+	$(BIN)/dmqbench --dmqd $(BIN)/dmqd --json $(BIN)/bench.json
 
 .PHONY: lint
 lint: ## gofmt and go vet.
