@@ -38,6 +38,8 @@ type proposal struct {
 type read struct {
 	serve    func(*statemachine.StateMachine, *statemachine.Error)
 	deadline uint64
+	// batch is the ReadIndex request the read waits on, 0 while queued.
+	batch uint64
 	// index is the commit index ReadIndex confirmed; valid once known.
 	index uint64
 	known bool
@@ -79,6 +81,12 @@ type Node struct {
 	nextSeq   uint64
 	proposals map[uint64]*proposal
 	reads     map[uint64]*read
+	// readBatch is the ReadIndex request in flight (0: none) and
+	// readBatchDeadline when it is given up. Reads that arrive meanwhile
+	// queue for the next one: one heartbeat round serves a whole batch, and
+	// a read is only ever served by a ReadIndex issued after it arrived.
+	readBatch         uint64
+	readBatchDeadline uint64
 	// confChangeSeq is the pending membership change's sequence, or 0, and
 	// confChangeTerm the term it was proposed in (see proposal.term).
 	confChangeSeq  uint64
@@ -466,6 +474,7 @@ func (n *Node) failProposals(err *statemachine.Error) {
 }
 
 func (n *Node) failUnindexedReads(err *statemachine.Error) {
+	n.readBatch = 0
 	for _, seq := range sortedKeys(n.reads) {
 		if r := n.reads[seq]; !r.known {
 			delete(n.reads, seq)
@@ -487,6 +496,9 @@ func (n *Node) expireRequests() {
 			delete(n.reads, seq)
 			r.serve(nil, unavailable("the read could not be confirmed by a quorum in time"))
 		}
+	}
+	if n.readBatch != 0 && n.readBatchDeadline <= n.ticks {
+		n.requeueReads()
 	}
 	if n.transfer != nil && n.transfer.deadline <= n.ticks {
 		t := n.transfer
@@ -541,7 +553,43 @@ func (n *Node) Read(serve func(*statemachine.StateMachine, *statemachine.Error))
 	n.nextSeq++
 	seq := n.nextSeq
 	n.reads[seq] = &read{serve: serve, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
-	n.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, seq))
+	n.issueReads()
+}
+
+// issueReads sends one ReadIndex for every queued read, unless one is in
+// flight (then they wait for the next).
+func (n *Node) issueReads() {
+	if n.readBatch != 0 {
+		return
+	}
+	var queued []*read
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; r.batch == 0 {
+			queued = append(queued, r)
+		}
+	}
+	if len(queued) == 0 {
+		return
+	}
+	n.nextSeq++
+	batch := n.nextSeq
+	for _, r := range queued {
+		r.batch = batch
+	}
+	n.readBatch, n.readBatchDeadline = batch, n.ticks+uint64(n.cfg.ElectionTicks)
+	n.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, batch))
+}
+
+// requeueReads gives up the ReadIndex in flight (lost with a leader, or
+// dropped by a node without one) and issues a fresh one for its reads.
+func (n *Node) requeueReads() {
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; !r.known && r.batch == n.readBatch {
+			r.batch = 0
+		}
+	}
+	n.readBatch = 0
+	n.issueReads()
 }
 
 // ReadStale serves a read from the local state at once; the caller reports
@@ -552,8 +600,15 @@ func (n *Node) resolveRead(rs raft.ReadState) {
 	if len(rs.RequestCtx) != 8 {
 		return
 	}
-	if r, ok := n.reads[binary.BigEndian.Uint64(rs.RequestCtx)]; ok {
-		r.index, r.known = rs.Index, true
+	batch := binary.BigEndian.Uint64(rs.RequestCtx)
+	for _, seq := range sortedKeys(n.reads) {
+		if r := n.reads[seq]; r.batch == batch {
+			r.index, r.known = rs.Index, true
+		}
+	}
+	if batch == n.readBatch {
+		n.readBatch = 0
+		n.issueReads()
 	}
 }
 
