@@ -298,6 +298,9 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 				p.leader = newLeader
 				p.leaderEpoch++
 				changed = true
+				if newLeader == NoLeader {
+					s.offline[partitionKey{topic: name, index: int32(i)}] = struct{}{}
+				}
 			}
 			if changed {
 				p.partitionEpoch++
@@ -339,25 +342,28 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 // restoreLeadership gives leaderless partitions back to a broker that has
 // just become eligible, when it is in their ISR (or the topic allows an
 // unclean election and it is a replica).
+//
+// Only offline partitions are visited (the index of them), so a broker's
+// registration costs in proportion to what is offline, not to the cluster.
 func (s *StateMachine) restoreLeadership(b *broker, c *change) {
-	for name, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
-		for i := range t.partitions {
-			p := &t.partitions[i]
-			if p.leader != NoLeader || !slices.Contains(p.replicas, b.id) {
-				continue
-			}
-			switch {
-			case slices.Contains(p.isr, b.id):
-			case t.config.UncleanLeaderElectionEnable:
-				p.isr = []int32{b.id}
-			default:
-				continue
-			}
-			p.leader = b.id
-			p.leaderEpoch++
-			p.partitionEpoch++
-			c.partitions = append(c.partitions, partitionKey{topic: name, index: int32(i)})
+	for key := range s.offline { // determinism: each partition changes on its own; the change set is sorted where read
+		t := s.topics[key.topic]
+		p := &t.partitions[key.index]
+		if !slices.Contains(p.replicas, b.id) {
+			continue
 		}
+		switch {
+		case slices.Contains(p.isr, b.id):
+		case t.config.UncleanLeaderElectionEnable:
+			p.isr = []int32{b.id}
+		default:
+			continue
+		}
+		p.leader = b.id
+		p.leaderEpoch++
+		p.partitionEpoch++
+		delete(s.offline, key)
+		c.partitions = append(c.partitions, key)
 	}
 }
 
@@ -470,6 +476,9 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change, c
 	delete(s.topics, t.name)
 	delete(s.topicsByCollisionKey, collisionKey(t.name))
 	delete(s.topicIDs, t.id)
+	for i := range t.partitions {
+		delete(s.offline, partitionKey{topic: t.name, index: int32(i)})
+	}
 	c.topics = append(c.topics, t.name)
 	return Result{TopicID: t.id}
 }
@@ -607,6 +616,9 @@ func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change,
 		}
 		if b, ok := s.brokers[preferred]; !ok || !b.eligible() {
 			return
+		}
+		if p.leader == NoLeader {
+			delete(s.offline, partitionKey{topic: t.name, index: index})
 		}
 		p.leader = preferred
 		p.leaderEpoch++

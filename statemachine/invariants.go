@@ -18,11 +18,24 @@ func (s *StateMachine) CheckInvariants() error {
 			return fmt.Errorf("broker %d has epoch %d outside (0, %d]", id, b.epoch, s.appliedIndex)
 		}
 	}
+	offline := 0
 	for _, name := range s.sortedTopicNames() {
 		t := s.topics[name]
 		if err := s.checkTopic(name, t); err != nil {
 			return err
 		}
+		for i := range t.partitions {
+			_, indexed := s.offline[partitionKey{topic: name, index: int32(i)}]
+			if (t.partitions[i].leader == NoLeader) != indexed {
+				return fmt.Errorf("%s-%d has leader %d but the offline index says %v", name, i, t.partitions[i].leader, indexed)
+			}
+			if indexed {
+				offline++
+			}
+		}
+	}
+	if offline != len(s.offline) {
+		return fmt.Errorf("the offline index holds %d partitions, %d are offline", len(s.offline), offline)
 	}
 	return nil
 }

@@ -275,6 +275,11 @@ func Restore(data []byte) (*StateMachine, error) {
 		s.topics[t.name] = t
 		s.topicsByCollisionKey[collisionKey(t.name)] = t.name
 		s.topicIDs[t.id] = t.name
+		for j := range t.partitions {
+			if t.partitions[j].leader == NoLeader {
+				s.offline[partitionKey{topic: t.name, index: int32(j)}] = struct{}{}
+			}
+		}
 	}
 	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
 		key := requestKey{clientID: d.str(), sequence: d.uvarint()}

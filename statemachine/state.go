@@ -56,8 +56,10 @@ type StateMachine struct {
 	// topicsByCollisionKey maps collisionKey(name) to the name holding it.
 	topicsByCollisionKey map[string]string
 	topicIDs             map[string]string
-	requests             dedupTable
-	history              history
+	// offline indexes the partitions without a leader.
+	offline  map[partitionKey]struct{}
+	requests dedupTable
+	history  history
 }
 
 // New returns an empty state machine at version 0.
@@ -67,6 +69,7 @@ func New() *StateMachine {
 		topics:               make(map[string]*topic),
 		topicsByCollisionKey: make(map[string]string),
 		topicIDs:             make(map[string]string),
+		offline:              make(map[partitionKey]struct{}),
 		requests:             newDedupTable(),
 		history:              newHistory(0),
 	}
@@ -177,17 +180,7 @@ func (s *StateMachine) PartitionCount() int {
 }
 
 // OfflinePartitionCount counts partitions without a leader.
-func (s *StateMachine) OfflinePartitionCount() int {
-	n := 0
-	for _, t := range s.topics { // determinism: a count
-		for i := range t.partitions {
-			if t.partitions[i].leader == NoLeader {
-				n++
-			}
-		}
-	}
-	return n
-}
+func (s *StateMachine) OfflinePartitionCount() int { return len(s.offline) }
 
 // ClusterState returns the whole state at the current version.
 func (s *StateMachine) ClusterState() *metadatav1.ClusterState {
