@@ -352,6 +352,8 @@ func TestPushDeltaVersusFull(t *testing.T) {
 	assert.Len(t, c.pushesTo(1), 1, "one push in flight per target")
 	leader.OnPushResult(1, first.GetMetadataVersion(), &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: first.GetMetadataVersion()}, nil)
 
+	assert.Zero(t, leader.Status().PushLagMax, "the service acknowledged the current version")
+
 	// A change is pushed as a delta from the acknowledged version.
 	c.pushes = nil
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 2, 1, "c", 2), done) }).Err)
@@ -369,6 +371,7 @@ func TestPushDeltaVersusFull(t *testing.T) {
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("u", 1, 1, "c", 3), done) }).Err)
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("v", 1, 1, "c", 4), done) }).Err)
 	assert.Empty(t, c.pushesTo(1), "a push is in flight: the next waits")
+	assert.Positive(t, leader.Status().PushLagMax, "the service lags until the push lands")
 	leader.OnPushResult(1, version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: version}, nil)
 	pushes = c.pushesTo(1)
 	require.Len(t, pushes, 1, "the result releases one coalesced push")
