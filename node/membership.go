@@ -248,6 +248,9 @@ type Status struct {
 	PendingReads     int
 	MetadataVersion  int64
 	LastIndex        uint64
+	// PushLagMax is, on the active controller, the largest number of
+	// versions a storage service with a push endpoint is known to lag.
+	PushLagMax int64
 }
 
 func (n *Node) Status() Status {
@@ -258,6 +261,13 @@ func (n *Node) Status() Status {
 		SnapshotIndex: n.snapshotIndex, Active: n.active, Removed: n.removed,
 		PendingProposals: len(n.proposals), PendingReads: len(n.reads),
 		MetadataVersion: n.sm.Version(), LastIndex: last,
+	}
+	if n.active {
+		for _, id := range sortedKeys(n.controller.pushes) {
+			if t := n.controller.pushes[id]; t.known >= 0 && n.sm.Version()-t.known > s.PushLagMax {
+				s.PushLagMax = n.sm.Version() - t.known
+			}
+		}
 	}
 	add := func(id uint64, learner bool) {
 		m := Member{ID: id, URL: n.peers[id], Learner: learner, IsLeader: id == st.Lead}
