@@ -24,6 +24,7 @@ type Metrics struct {
 	proposals  *prometheus.CounterVec
 	heartbeats prometheus.Counter
 	pushes     *prometheus.CounterVec
+	pushLag    prometheus.Gauge
 	// SaveSeconds is the latency of persisting one Ready (the fsync).
 	SaveSeconds prometheus.Histogram
 }
@@ -46,11 +47,13 @@ func NewMetrics() *Metrics {
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_storage_heartbeats_total", Help: "Storage heartbeats received."}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_pushes_total", Help: "Pushes to storage services by result."},
 			[]string{"result"}),
+		pushLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_push_lag_versions",
+			Help: "On the active controller: the most versions a storage service is known to lag."}),
 		SaveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_storage_save_seconds",
 			Help: "Time to persist one Raft Ready, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 	}
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
-		m.proposals, m.heartbeats, m.pushes, m.SaveSeconds,
+		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.SaveSeconds,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +108,7 @@ func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Dura
 			m.brokers.WithLabelValues("shutting_down").Set(float64(snap.shutdown))
 			m.offline.Set(float64(snap.offline))
 			m.partitions.Set(float64(snap.parts))
+			m.pushLag.Set(float64(snap.st.PushLagMax))
 		}
 		select {
 		case <-ctx.Done():
