@@ -123,6 +123,10 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		done(invalid("unknown membership change"))
 		return
 	}
+	if err := n.checkQuorumAfter(change, kind); err != nil {
+		done(err)
+		return
+	}
 	n.nextSeq++
 	seq := n.nextSeq
 	cc := &raftpb.ConfChangeV2{
@@ -181,6 +185,42 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 		n.confChangeSeq, n.confChangeDone = 0, nil
 		done(nil)
 	}
+}
+
+// checkQuorumAfter refuses a voter change that would leave the new
+// configuration without a quorum of voters the leader has heard from
+// recently (the strict reconfiguration check of etcd): removing a healthy
+// voter while another is down, or adding a voter while one is down, would
+// stop the cluster. A new voter counts as not yet active.
+func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeType) *statemachine.Error {
+	if change.Kind == AddLearner {
+		return nil
+	}
+	voters := map[uint64]bool{}
+	for _, id := range n.confState.GetVoters() {
+		voters[id] = true
+	}
+	if kind == raftpb.ConfChangeRemoveNode {
+		if !voters[change.NodeID] {
+			return nil // removing a learner changes no quorum
+		}
+		delete(voters, change.NodeID)
+	} else {
+		voters[change.NodeID] = true
+	}
+	active := 0
+	progress := n.rn.Status().Progress
+	for _, id := range sortedKeys(voters) {
+		if id == n.cfg.ID || (progress[id].RecentActive && id != change.NodeID) {
+			active++
+		}
+	}
+	if quorum := len(voters)/2 + 1; active < quorum {
+		return &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: fmt.Sprintf(
+			"%v %d would leave %d of %d voters active, below a quorum of %d: bring the missing voters back (or remove them) first",
+			change.Kind, change.NodeID, active, len(voters), quorum)}
+	}
+	return nil
 }
 
 // TransferLeader asks the leader to hand leadership to target (0: the most

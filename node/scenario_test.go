@@ -467,3 +467,24 @@ func TestPreferredLeaderRebalancing(t *testing.T) {
 	beat(25)
 	assert.Zero(t, imbalanced())
 }
+
+// TestStrictReconfiguration: a voter change that would leave the new
+// configuration without a quorum of active voters is refused.
+func TestStrictReconfiguration(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.crash(3)
+	c.tick(25) // longer than an election timeout: 3 is no longer recently active
+	var err error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 2}, func(e error) { err = e })
+	require.ErrorContains(t, err, "below a quorum", "removing a healthy voter while another is down stops the cluster")
+	err = errPending
+	c.addEmpty(4)
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
+	require.ErrorContains(t, err, "below a quorum", "a fourth voter needs three active ones")
+	err = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 3}, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err, "removing the voter that is down is how to recover")
+	assert.Equal(t, []uint64{1, 2}, voters(leader))
+}

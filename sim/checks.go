@@ -30,7 +30,8 @@ func (s *Sim) checkLiveness() {
 			continue
 		}
 		if n.node == nil {
-			s.violate("liveness: node %d is down after the heal", n.id)
+			s.violate("liveness: node %d is down after the heal (corrupted: %v, replace: %d, membership phase %d target %d)\n%s",
+				n.id, n.corrupted, s.replace, s.membership.phase, s.membership.target, s.describe())
 			continue
 		}
 		other := n.node.StateMachine()

@@ -188,7 +188,7 @@ func (c *client) finish(out linearizability.Output) {
 		// have been applied, did nothing: it has no place in the history.
 		record = !c.isReadKind(op.input.Kind) && op.maybeApplied
 		if s.healed && op.call > s.opts.HealAfter+5*time.Second {
-			s.violate("client %d's %v %s started after the heal and never completed", c.id, op.input.Kind, op.input.Topic)
+			s.violate("client %d's %v %s started after the heal and never completed\n%s", c.id, op.input.Kind, op.input.Topic, s.describe())
 		}
 	}
 	if record {

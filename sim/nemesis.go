@@ -62,6 +62,26 @@ func (s *Sim) scheduleNemeses() {
 		leader.process()
 	})
 	every(s.opts.MembershipChangeEvery, s.membershipStep)
+	every(s.opts.CorruptEvery, func() {
+		// One lost disk at a time: two of three lost disks lose the data,
+		// which no system can recover from and which proves nothing.
+		if s.membership.phase != 0 || s.replace != 0 {
+			return
+		}
+		for _, other := range s.nodes {
+			if other.corrupted && !other.retired {
+				return
+			}
+		}
+		n := s.randomLiveNode()
+		if n == nil {
+			return
+		}
+		s.fault("disk-corruption")
+		s.crash(n, 0)
+		n.disk.Corrupt(s.rng.IntN(1<<20), s.rng.IntN(1<<20))
+		n.corrupted = true
+	})
 }
 
 func (s *Sim) randomLiveNode() *simNode {
@@ -141,6 +161,9 @@ type membershipOp struct {
 	phase  int // 0 idle, 1 removing, 2 removed, 3 adding
 	target uint64
 	since  time.Duration
+	// lost: the removal is of a controller whose disk is lost; if it does
+	// not commit in time it is retried (seed 641), not abandoned.
+	lost bool
 }
 
 const membershipStepTimeout = 5 * time.Second
@@ -157,6 +180,26 @@ func (s *Sim) membershipStep() {
 	}
 	switch op.phase {
 	case 0:
+		if s.replace != 0 {
+			// A controller whose disk is lost: remove it, then add a new one.
+			op.target, op.phase, op.since, op.lost = s.replace, 1, s.now, true
+			s.replace = 0
+			s.fault("remove-lost-voter")
+			leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
+			leader.process()
+			return
+		}
+		if s.healed {
+			return
+		}
+		// A removal shrinks the quorum's margin: with a member down or its
+		// disk lost, one more failure would leave no quorum at all, which
+		// is outside what three (or five) voters tolerate.
+		for _, other := range s.nodes {
+			if !other.retired && other.member && (other.node == nil || other.corrupted) {
+				return
+			}
+		}
 		var candidates []uint64
 		members := leader.node.Status().Members
 		for _, m := range members {
@@ -167,7 +210,7 @@ func (s *Sim) membershipStep() {
 		if len(candidates) == 0 || len(members) < 3 {
 			return
 		}
-		op.target, op.phase, op.since = candidates[s.rng.IntN(len(candidates))], 1, s.now
+		op.target, op.phase, op.since, op.lost = candidates[s.rng.IntN(len(candidates))], 1, s.now, false
 		s.fault("remove-voter")
 		leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
 		leader.process()
@@ -187,6 +230,9 @@ func (s *Sim) membershipStep() {
 			op.target, op.phase, op.since = replacement.id, 2, s.now
 		} else if s.now-op.since > membershipStepTimeout {
 			op.phase = 0
+			if op.lost {
+				s.replace = op.target
+			}
 		}
 	case 2:
 		s.addBack(leader)
@@ -244,15 +290,7 @@ func (s *Sim) heal() {
 	if s.opts.SilentAtHeal {
 		s.services[0].silentForever = true
 	}
-	var finishMembership func()
-	finishMembership = func() {
-		if s.membership.phase == 0 {
-			return
-		}
-		s.membershipStep()
-		s.schedule(500*time.Millisecond, evHeal, 0, 1, finishMembership)
-	}
-	finishMembership()
+	s.reconcileMembership()
 }
 
 // randomNodeID names a controller that has not been retired, as a client
@@ -265,4 +303,23 @@ func (s *Sim) randomNodeID() uint64 {
 		}
 	}
 	return ids[s.rng.IntN(len(ids))]
+}
+
+// reconcileMembership drives a pending membership change (a removal, a
+// replacement) to its end, every half second, faults or not.
+func (s *Sim) reconcileMembership() {
+	if s.reconciling {
+		return
+	}
+	s.reconciling = true
+	var step func()
+	step = func() {
+		if s.membership.phase == 0 && s.replace == 0 {
+			s.reconciling = false
+			return
+		}
+		s.membershipStep()
+		s.schedule(500*time.Millisecond, evNemesis, 0, 2, step)
+	}
+	step()
 }

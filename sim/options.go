@@ -33,6 +33,10 @@ type Options struct {
 	ServiceSilenceEvery   time.Duration
 	TransferLeaderEvery   time.Duration
 	MembershipChangeEvery time.Duration
+	// CorruptEvery crashes a controller and flips a bit of a record on its
+	// disk; at restart the checksum finds it, and the controller is
+	// replaced by a new member with a new id and an empty disk.
+	CorruptEvery time.Duration
 	// FsyncFailureRate is the chance that a node's next sync fails, drawn
 	// at each crash-free interval; SlowSync the latency a sync takes.
 	FsyncFailureRate float64
@@ -93,6 +97,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.ServiceSilenceEvery = pick(0, 5*time.Second, 15*time.Second)
 	o.TransferLeaderEvery = pick(0, 0, 8*time.Second)
 	o.MembershipChangeEvery = pick(0, 0, 15*time.Second)
+	o.CorruptEvery = pick(0, 0, 0, 20*time.Second)
 	o.FsyncFailureRate = []float64{0, 0, 0.1, 0.3}[rng.IntN(4)]
 	o.SlowSync = pick(0, 0, 2*time.Millisecond, 20*time.Millisecond)
 	o.TornWrites = chance(0.5)
@@ -118,6 +123,7 @@ func (o Options) String() string {
 	every("silence", o.ServiceSilenceEvery)
 	every("transfer", o.TransferLeaderEvery)
 	every("membership", o.MembershipChangeEvery)
+	every("corrupt", o.CorruptEvery)
 	if o.FsyncFailureRate > 0 {
 		fmt.Fprintf(&b, " fsync-failure=%.2f", o.FsyncFailureRate)
 	}

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	cryptorand "crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/fnv"
@@ -49,16 +50,20 @@ type Sim struct {
 	history []porcupine.Operation
 
 	// Checker state.
-	leaders       map[uint64]uint64 // term -> leader
-	entries       map[uint64]entryDigest
-	hashes        map[uint64]uint64 // applied index -> state hash
-	pushedStates  map[int64]uint64  // metadata version -> ClusterState digest
-	violations    []string
-	trace         hash.Hash64
-	events        int
-	recent        [traceKept]event
-	faults        map[string]int
-	membership    membershipOp
+	leaders      map[uint64]uint64 // term -> leader
+	entries      map[uint64]entryDigest
+	hashes       map[uint64]uint64 // applied index -> state hash
+	pushedStates map[int64]uint64  // metadata version -> ClusterState digest
+	violations   []string
+	trace        hash.Hash64
+	events       int
+	recent       [traceKept]event
+	faults       map[string]int
+	membership   membershipOp
+	// replace is a controller whose disk is lost, to be removed and
+	// replaced by a new member; 0 if none.
+	replace       uint64
+	reconciling   bool
 	planted       plantedService
 	lastLeaderAt  time.Duration
 	lastTransfer  time.Duration
@@ -279,6 +284,8 @@ type simNode struct {
 	active   bool
 	activeAt time.Time
 	jumped   bool
+	// corrupted: a bit of its disk was flipped while it was down.
+	corrupted bool
 	// digest caches the ClusterState digest of one version for pushes.
 	digest            uint64
 	digestVersion     int64
@@ -499,8 +506,19 @@ func (s *Sim) restart(n *simNode) {
 	}
 	store, err := storage.OpenMem(n.disk)
 	if err != nil {
+		if n.corrupted && errors.Is(err, storage.ErrCorrupt) {
+			// Found by the checksum, as it must be: this disk is lost, and
+			// the controller is replaced.
+			s.fault("corruption-detected")
+			s.replace = n.id
+			s.reconcileMembership()
+			return
+		}
 		s.violate("node %d cannot reopen its disk: %v", n.id, err)
 		return
+	}
+	if n.corrupted {
+		s.violate("node %d reopened a disk with a flipped bit without noticing", n.id)
 	}
 	n.start(store)
 	n.process()

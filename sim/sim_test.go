@@ -41,6 +41,14 @@ var regressionSeeds = []struct {
 	// index beyond the follower's empty log. Snapshots are now always
 	// synced. (Found with the code of commit 85ee9c8.)
 	{seed: 7294, duration: 120 * time.Second, nodes: 5},
+	// Disk corruption, when first simulated: two lost disks of three (the
+	// simulator now loses one at a time), a healthy voter removed while
+	// another's disk was lost (and dmqd refuses such a change now: the
+	// strict reconfiguration check), and the removal of a lost voter
+	// abandoned when it did not commit in time (now retried).
+	{seed: 14, duration: 60 * time.Second},
+	{seed: 398, duration: 60 * time.Second},
+	{seed: 641, duration: 60 * time.Second},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration, nodes int) {
