@@ -49,6 +49,7 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "time per throughput measurement")
 	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
+	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "dmqbench-")
 	if err != nil {
@@ -66,6 +67,16 @@ func main() {
 		c := startCluster(*dmqd, filepath.Join(dir, fmt.Sprint("cluster-", n)), n)
 		results = append(results, c.measure(*duration, *failovers)...)
 		c.stop()
+	}
+	for _, count := range strings.Split(*scale, ",") {
+		if count = strings.TrimSpace(count); count == "" {
+			continue
+		}
+		var partitions int
+		if _, err := fmt.Sscan(count, &partitions); err != nil || partitions < 10_000 {
+			fail(fmt.Errorf("--scale %q: want partition counts of at least 10000", count))
+		}
+		results = append(results, scaleRun(*dmqd, filepath.Join(dir, "scale-"+count), partitions)...)
 	}
 	printTable(results)
 	if *jsonPath != "" {
@@ -325,4 +336,80 @@ func printTable(results []Result) {
 			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors)
 	}
 	_ = w.Flush()
+}
+
+// rssMiB reads a process's resident set size.
+func rssMiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimPrefix(strings.TrimSuffix(line, "kB"), "VmRSS:")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// scaleRun fills a lone controller with partitions (RF 3 on 10 brokers),
+// then reports its RSS, the snapshot size, the restart time (restore from
+// the snapshot and replay), and the time to move the leaderships of a
+// broker that leads a tenth of the partitions (a controlled shutdown).
+func scaleRun(bin, dir string, partitions int) []Result {
+	c := startCluster(bin, dir, 1)
+	defer c.stop()
+	name := fmt.Sprintf("1 controller, %d partitions", partitions)
+	client := metadatav1connect.NewMetadataServiceClient(rpc.NewH2CClient(), c.url(c.leader(-1)))
+	quorum := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), c.url(0))
+	ctx := context.Background()
+	for id := int32(1); id <= 10; id++ {
+		if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092,
+			Rack: fmt.Sprint("rack-", id%3)})); err != nil {
+			fail(err)
+		}
+	}
+	const perTopic = 10_000
+	started := time.Now()
+	for i := 0; i < partitions/perTopic; i++ {
+		if _, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{
+			Name: fmt.Sprintf("scale-%04d", i), Partitions: perTopic, ReplicationFactor: 3})); err != nil {
+			fail(err)
+		}
+	}
+	fill := time.Since(started)
+	snap, err := quorum.Snapshot(ctx, connect.NewRequest(&metadatav1.SnapshotRequest{}))
+	if err != nil {
+		fail(err)
+	}
+	rss := rssMiB(c.procs[0].Process.Pid)
+
+	started = time.Now()
+	if _, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{ServiceId: "storage-1",
+		IsAlive: new(false)})); err != nil {
+		fail(err)
+	}
+	for {
+		b, err := client.DescribeBroker(ctx, connect.NewRequest(&metadatav1.DescribeBrokerRequest{Id: 1}))
+		if err == nil && b.Msg.GetBroker().GetInControlledShutdown() {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shutdown := time.Since(started)
+
+	c.stop()
+	services := filepath.Join(c.dir, "services.json")
+	started = time.Now()
+	c.start(0, services)
+	c.leader(-1)
+	restart := time.Since(started)
+	return []Result{
+		{Cluster: name, Name: fmt.Sprintf("fill (%d CreateTopic of %d)", partitions/perTopic, perTopic), Operations: partitions / perTopic, P50Ms: ms(fill)},
+		{Cluster: name, Name: fmt.Sprintf("RSS %.0f MiB; snapshot %.1f MB", rss, float64(snap.Msg.GetSizeBytes())/1e6), Operations: 1},
+		{Cluster: name, Name: "restart to leader (restore + replay)", Operations: 1, P50Ms: ms(restart)},
+		{Cluster: name, Name: "move leaderships of a broker leading 10%", Operations: 1, P50Ms: ms(shutdown)},
+	}
 }

@@ -133,6 +133,11 @@ func (w *workload) record(client int, in linearizability.Input, call time.Time, 
 		ret = linearizability.PendingForever
 	}
 	w.history = append(w.history, porcupine.Operation{ClientId: client, Input: in, Call: int64(call.Sub(w.start)), Output: out, Return: ret})
+	if out.Unknown && in.Kind == linearizability.DeleteTopic {
+		// A delete whose outcome is unknown may have been applied: the
+		// topic is no longer owed to anyone.
+		delete(w.created, in.Topic)
+	}
 	if out.Unknown || out.Code != metadatav1.ErrorCode_NONE {
 		return
 	}
@@ -346,6 +351,13 @@ func TestRealProcessFaults(t *testing.T) {
 	}
 	w.mu.Lock()
 	for name := range w.created {
+		if !present[name] {
+			for _, op := range w.history {
+				if in := op.Input.(linearizability.Input); in.Topic == name {
+					t.Logf("%+v -> %+v (call %v, return %v)", in, op.Output, time.Duration(op.Call), time.Duration(op.Return))
+				}
+			}
+		}
 		require.True(t, present[name], "acknowledged topic %s was lost", name)
 	}
 	history := slices.Clone(w.history)
