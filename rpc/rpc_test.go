@@ -31,17 +31,16 @@ func metadataClient(url string, opts ...connect.ClientOption) metadatav1connect.
 func postJSON(t *testing.T, url, body string) (int, map[string]any) {
 	resp, err := http.Post(url, "application/json", bytes.NewBufferString(body))
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	var out map[string]any
-	require.NoError(t, json.Unmarshal(data, &out), "body %s", data)
-	return resp.StatusCode, out
+	return decodeJSON(t, resp)
 }
 
 func getJSON(t *testing.T, url string) (int, map[string]any) {
 	resp, err := http.Get(url)
 	require.NoError(t, err)
+	return decodeJSON(t, resp)
+}
+
+func decodeJSON(t *testing.T, resp *http.Response) (int, map[string]any) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
