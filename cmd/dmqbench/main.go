@@ -60,6 +60,9 @@ func main() {
 	var results []Result
 	results = append(results, fdatasync(dir))
 	for _, size := range strings.Split(*sizes, ",") {
+		if strings.TrimSpace(size) == "" {
+			continue
+		}
 		n := 1
 		if strings.TrimSpace(size) == "3" {
 			n = 3
