@@ -68,6 +68,10 @@ func (v *service) beat() {
 		}, func() { v.waiting = false; v.pickAnother() })
 		return
 	}
+	if s.rng.IntN(4) == 0 {
+		v.watch(target)
+		return
+	}
 	req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
 		PartitionCount: v.partitionCount(), BrokerEpoch: v.epoch}
 	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
@@ -213,4 +217,53 @@ func (s *Sim) rpc(target, from uint64, handle func(n *node.Node, reply func(func
 		})
 		n.process()
 	})
+}
+
+// watch asks a controller (any: watches are served from applied state) for
+// what changed after the service's version, as WatchMetadata does, and
+// applies it under the same rules as a push: never backwards, deltas only
+// on the version they start from, and the content must be the controllers'
+// metadata at that version.
+func (v *service) watch(target uint64) {
+	s := v.sim
+	since := v.version
+	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+		var update *metadatav1.WatchMetadataResponse
+		n.ReadStale(func(sm *statemachine.StateMachine) {
+			switch delta, ok := sm.DeltaSince(since); {
+			case sm.Version() <= since:
+			case ok:
+				update = &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}}
+			default:
+				update = &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}}
+			}
+			if update != nil {
+				s.recordState(n.ID(), sm)
+			}
+		})
+		reply(func() { v.waiting = false; v.applyWatch(update) })
+	}, func() { v.waiting = false; v.pickAnother() })
+}
+
+func (v *service) applyWatch(update *metadatav1.WatchMetadataResponse) {
+	s := v.sim
+	if update == nil || v.silent() {
+		return
+	}
+	var next *metadatav1.ClusterState
+	if d := update.GetDelta(); d != nil {
+		if d.GetFromVersion() != v.version {
+			return // the service moved on since it asked
+		}
+		next = statemachine.ApplyDelta(v.state, d)
+	} else {
+		next = update.GetFullState()
+		if next.GetMetadataVersion() < v.version {
+			return // a controller behind this service: never go back
+		}
+	}
+	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {
+		s.violate("service %d watched other metadata at version %d than the controllers hold", v.id, next.GetMetadataVersion())
+	}
+	v.state, v.version = next, next.GetMetadataVersion()
 }

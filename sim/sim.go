@@ -19,6 +19,7 @@ import (
 	"github.com/dmq-project/metadata/linearizability"
 	"github.com/dmq-project/metadata/node"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/storage"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -527,17 +528,7 @@ func (s *Sim) restart(n *simNode) {
 // push carries a push from a controller to a storage service.
 func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequest) {
 	version := req.GetMetadataVersion()
-	// Every push of a version must carry the same metadata, whichever
-	// controller sends it: the receivers' checks compare against this.
-	if from.digestVersion != version || from.digestIncarnation != from.incarnation {
-		from.digest = stateDigest(from.node.StateMachine().ClusterState())
-		from.digestVersion, from.digestIncarnation = version, from.incarnation
-	}
-	digest := from.digest
-	if seen, ok := s.pushedStates[version]; ok && seen != digest {
-		s.violate("controller %d pushes version %d with other metadata than an earlier push", from.id, version)
-	}
-	s.pushedStates[version] = digest
+	s.recordState(from.id, from.node.StateMachine())
 	inc := from.incarnation
 	if int(broker) > len(s.services) {
 		s.violate("controller %d pushed to broker %d, which has no push endpoint", from.id, broker)
@@ -567,6 +558,22 @@ func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequ
 			}
 		})
 	})
+}
+
+// recordState notes the metadata a controller holds at its version: every
+// controller must hold the same at a version, and the storage services'
+// checks compare against it.
+func (s *Sim) recordState(id uint64, sm *statemachine.StateMachine) {
+	n := s.nodes[id-1]
+	version := sm.Version()
+	if n.digestVersion != version || n.digestIncarnation != n.incarnation {
+		n.digest = stateDigest(sm.ClusterState())
+		n.digestVersion, n.digestIncarnation = version, n.incarnation
+	}
+	if seen, ok := s.pushedStates[version]; ok && seen != n.digest {
+		s.violate("controller %d holds other metadata at version %d than another controller", id, version)
+	}
+	s.pushedStates[version] = n.digest
 }
 
 func stateDigest(state *metadatav1.ClusterState) uint64 {
