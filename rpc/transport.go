@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,6 +64,9 @@ type peer struct {
 	messages  chan *raftpb.Message
 	snapshots chan *raftpb.Message
 	stop      chan struct{}
+	// dropped is set when a message found the queue full; the stream
+	// reports the peer unreachable once per burst of drops.
+	dropped atomic.Bool
 }
 
 var _ node.Transport = (*Transport)(nil)
@@ -109,15 +113,16 @@ func (t *Transport) Send(messages []*raftpb.Message) {
 		select {
 		case queue <- m:
 		default:
-			// Full: drop, and let Raft know so it probes instead of
-			// streaming into the void.
-			to, snap := m.GetTo(), m.GetType() == raftpb.MsgSnap
-			go t.report(func(n *node.Node) {
-				n.ReportUnreachable(to)
-				if snap {
-					n.ReportSnapshot(to, false)
-				}
-			})
+			// Full: drop, and let Raft know, so that it probes instead of
+			// streaming into the void. A dropped snapshot must be reported
+			// at once (Raft waits for it); other drops are reported by the
+			// stream, once per burst.
+			if m.GetType() == raftpb.MsgSnap {
+				to := m.GetTo()
+				go t.report(func(n *node.Node) { n.ReportUnreachable(to); n.ReportSnapshot(to, false) })
+			} else {
+				p.dropped.Store(true)
+			}
 		}
 	}
 }
@@ -232,6 +237,9 @@ func (t *Transport) pump(p *peer, s *connect.ClientStreamForClient[raftv1.SendRe
 		}
 		if err := s.Send(req); err != nil {
 			return fmt.Errorf("sending to controller %d at %s: %w", p.id, p.url, err)
+		}
+		if p.dropped.Swap(false) {
+			t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
 		}
 		idle.Reset(streamIdleTimeout)
 	}
