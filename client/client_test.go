@@ -90,12 +90,14 @@ func TestStorageAgentLifecycle(t *testing.T) {
 
 	var mu sync.Mutex
 	var versions []int64
+	var fulls []bool
 	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 7, Host: "localhost", Port: 9092, Rack: "r1",
 		IncarnationID: "agent-1", HeartbeatInterval: 100 * time.Millisecond,
-		OnUpdate: func(version int64, _ bool, _ *metadatav1.ClusterState) {
+		OnUpdate: func(version int64, full bool, _ *metadatav1.ClusterState) {
 			mu.Lock()
 			defer mu.Unlock()
 			versions = append(versions, version)
+			fulls = append(fulls, full)
 		}})
 	require.NoError(t, err)
 	listener, err = net.Listen("tcp", agentAddr)
@@ -131,6 +133,10 @@ func TestStorageAgentLifecycle(t *testing.T) {
 
 	agent.SetSilent(true)
 	require.Eventually(t, func() bool { return broker().GetFenced() }, 10*time.Second, 50*time.Millisecond, "fenced after silence")
+	// The fence is a change the silent service missed: it lags.
+	mu.Lock()
+	beforeReturn := len(versions)
+	mu.Unlock()
 	agent.SetSilent(false)
 	require.Eventually(t, func() bool { return !broker().GetFenced() }, 10*time.Second, 50*time.Millisecond, "unfenced after it returns")
 	require.Eventually(t, func() bool {
@@ -140,6 +146,8 @@ func TestStorageAgentLifecycle(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
+	require.Greater(t, len(versions), beforeReturn, "pushes resumed after the return")
+	assert.False(t, fulls[beforeReturn], "the lagging service is sent a delta from its version, not the full state")
 	// Never backwards. A version may come twice: a heartbeat sent before a
 	// push landed reports the older version, and the controller, which must
 	// trust heartbeats (a restarted service starts from nothing), pushes
