@@ -16,9 +16,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// maxRequestBytes bounds a request body (a snapshot on the peer transport
-// is the largest legitimate message).
-const maxRequestBytes = 256 << 20
+// Limits bound what one client may ask of a controller.
+type Limits struct {
+	// RateLimit is per client; zero PerSecond disables it.
+	RateLimit RateLimit
+	// MaxRequestBytes bounds an API request; 0 means 4 MiB. The peer
+	// transport has its own, larger bound (snapshots).
+	MaxRequestBytes int
+}
+
+// maxPeerMessageBytes bounds a message on the peer transport (a snapshot is
+// the largest legitimate one).
+const maxPeerMessageBytes = 256 << 20
 
 // compressMinBytes is the smallest response worth compressing.
 const compressMinBytes = 4 << 10
@@ -28,10 +37,17 @@ const compressMinBytes = 4 << 10
 // over REST/JSON at the seed's paths (vanguard, from the protos'
 // google.api.http annotations); the peer transport; gRPC health and server
 // reflection; Prometheus metrics at /metrics.
-func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.Logger) (http.Handler, error) {
+func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.Logger, limits Limits) (http.Handler, error) {
+	if limits.MaxRequestBytes == 0 {
+		limits.MaxRequestBytes = 4 << 20
+	}
+	interceptors := []connect.Interceptor{loggingInterceptor(logger)}
+	if limits.RateLimit.PerSecond > 0 {
+		interceptors = append(interceptors, rateLimitInterceptor(limits.RateLimit))
+	}
 	options := []connect.HandlerOption{
-		connect.WithInterceptors(loggingInterceptor(logger)),
-		connect.WithReadMaxBytes(maxRequestBytes),
+		connect.WithInterceptors(interceptors...),
+		connect.WithReadMaxBytes(limits.MaxRequestBytes),
 		// Gzip of a few hundred bytes costs more CPU than it saves on a
 		// network (it was 18% of a loaded controller's CPU).
 		connect.WithCompressMinBytes(compressMinBytes),
@@ -52,7 +68,7 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, connect.WithReadMaxBytes(maxRequestBytes))
+	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, connect.WithReadMaxBytes(maxPeerMessageBytes))
 	mux.Handle(raftPath, raftHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))

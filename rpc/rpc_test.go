@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -330,4 +331,43 @@ func TestPushesReachStorageServiceInOrder(t *testing.T) {
 	want, _ := json.Marshal(latest.Msg.GetState().GetTopics())
 	got, _ := json.Marshal(recorder.state.GetTopics())
 	assert.JSONEq(t, string(want), string(got), "what the service holds is what the controller holds")
+}
+
+// TestLimits: a client past its rate gets ResourceExhausted with a
+// Retry-After hint, and an oversized request is refused; neither changes
+// anything.
+func TestLimits(t *testing.T) {
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		c.Limits = rpc.Limits{RateLimit: rpc.RateLimit{PerSecond: 2, Burst: 5}, MaxRequestBytes: 64 << 10}
+	})
+	client := metadataClient(cluster.WaitLeader(t).URL())
+	ctx := context.Background()
+	var limited error
+	accepted := 0
+	for i := 0; i < 20 && limited == nil; i++ {
+		_, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: int32(i + 1), Host: "localhost", Port: 9092}))
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			limited = err
+			break
+		}
+		require.NoError(t, err)
+		accepted++
+	}
+	require.Error(t, limited, "the sixth request in a burst of five is refused")
+	assert.LessOrEqual(t, accepted, 6)
+	var ce *connect.Error
+	require.True(t, errors.As(limited, &ce))
+	assert.NotEmpty(t, ce.Meta().Get("Retry-After"))
+	assert.Contains(t, ce.Message(), "retry in")
+
+	time.Sleep(3 * time.Second) // the bucket refills
+	huge := map[string]string{"x": strings.Repeat("y", 100<<10)}
+	_, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "big", Partitions: 1, Configs: huge}))
+	assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(err), "a 100 KiB request over a 64 KiB limit")
+	brokers, err := client.ListBrokers(ctx, connect.NewRequest(&metadatav1.ListBrokersRequest{}))
+	require.NoError(t, err)
+	assert.Len(t, brokers.Msg.GetBrokers(), accepted, "refused requests changed nothing")
+	topics, err := client.ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+	require.NoError(t, err)
+	assert.Empty(t, topics.Msg.GetTopics())
 }

@@ -170,7 +170,10 @@ func startCluster(bin, dir string, n int) *cluster {
 func (c *cluster) start(i int, services string) {
 	cmd := exec.Command(c.bin, "--id", fmt.Sprint(i+1), "--services.config-path", services, "--server.host", "127.0.0.1",
 		"--server.port", fmt.Sprint(c.ports[i]), "--metadata.data-dir", filepath.Join(c.dir, fmt.Sprint("node-", i+1)),
-		"--log.level", "error", "--services.heartbeat-timeout-ms", "600000")
+		"--log.level", "error", "--services.heartbeat-timeout-ms", "600000",
+		// One load generator is one client: the per-client limit would
+		// measure itself.
+		"--security.rate-limit-rps", "0")
 	if err := cmd.Start(); err != nil {
 		fail(err)
 	}

@@ -42,6 +42,13 @@ type Config struct {
 	Log struct {
 		Level string `yaml:"level"`
 	} `yaml:"log"`
+	Security struct {
+		// RateLimitRPS and RateLimitBurst bound each client's API requests.
+		RateLimitRPS   int `yaml:"rate-limit-rps"`
+		RateLimitBurst int `yaml:"rate-limit-burst"`
+		// MaxRequestBytes bounds one API request.
+		MaxRequestBytes int `yaml:"max-request-bytes"`
+	} `yaml:"security"`
 }
 
 func defaultConfig() Config {
@@ -57,6 +64,9 @@ func defaultConfig() Config {
 	c.Services.ConfigPath = "config/services.json"
 	c.Services.HeartbeatTimeoutMs = 30000
 	c.Log.Level = "info"
+	c.Security.RateLimitRPS = 2000
+	c.Security.RateLimitBurst = 4000
+	c.Security.MaxRequestBytes = 4 << 20
 	return c
 }
 
@@ -99,6 +109,9 @@ func (c *Config) settings() []setting {
 		stringSetting("services.config-path", "services.json naming peers and storage services (none: a lone controller)", &c.Services.ConfigPath),
 		intSetting("services.heartbeat-timeout-ms", "session timeout after which a silent broker is fenced", &c.Services.HeartbeatTimeoutMs),
 		stringSetting("log.level", "debug, info, warn or error", &c.Log.Level),
+		intSetting("security.rate-limit-rps", "API requests per second per client (0: no limit)", &c.Security.RateLimitRPS),
+		intSetting("security.rate-limit-burst", "API requests a client may make at once", &c.Security.RateLimitBurst),
+		intSetting("security.max-request-bytes", "the largest API request accepted", &c.Security.MaxRequestBytes),
 	}
 	for i := range list {
 		list[i].env = "DMQ_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(list[i].key))
@@ -170,6 +183,10 @@ func (c Config) validate() error {
 		return errors.New("replication.default-replication-factor and replication.min-ISR must be at least 1")
 	case c.Services.HeartbeatTimeoutMs < 1:
 		return errors.New("services.heartbeat-timeout-ms must be at least 1")
+	case c.Security.RateLimitRPS > 0 && c.Security.RateLimitBurst < 1:
+		return errors.New("security.rate-limit-burst must be at least 1 when a rate limit is set")
+	case c.Security.MaxRequestBytes < 1024:
+		return errors.New("security.max-request-bytes must be at least 1024")
 	}
 	return nil
 }

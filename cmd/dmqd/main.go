@@ -77,6 +77,10 @@ func run(args []string) error {
 		Tick:      cfg.tick(),
 		Listener:  listener,
 		Logger:    logger,
+		Limits: rpc.Limits{
+			RateLimit:       rpc.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
+			MaxRequestBytes: cfg.Security.MaxRequestBytes,
+		},
 	})
 	if err != nil {
 		_ = listener.Close()

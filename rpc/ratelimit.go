@@ -1,0 +1,97 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/time/rate"
+)
+
+// RateLimit bounds each client's requests with a token bucket: PerSecond
+// sustained, Burst at once. Clients are told apart by their address (and,
+// once authentication exists, by who they are). Zero PerSecond disables it.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
+}
+
+// rateLimitClientsMax bounds the table of buckets; the least recently used
+// client's bucket goes first (it refills to full anyway).
+const rateLimitClientsMax = 100_000
+
+type limiter struct {
+	cfg     RateLimit
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	limiter *rate.Limiter
+	used    time.Time
+}
+
+func newLimiter(cfg RateLimit) *limiter {
+	return &limiter{cfg: cfg, buckets: map[string]*bucket{}}
+}
+
+// allow takes a token for client, or says how long until one is there.
+func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[client]
+	if !ok {
+		if len(l.buckets) >= rateLimitClientsMax {
+			l.evictOldest()
+		}
+		b = &bucket{limiter: rate.NewLimiter(rate.Limit(l.cfg.PerSecond), l.cfg.Burst)}
+		l.buckets[client] = b
+	}
+	b.used = now
+	r := b.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if delay := r.DelayFrom(now); delay > 0 {
+		r.CancelAt(now)
+		return false, delay
+	}
+	return true, 0
+}
+
+func (l *limiter) evictOldest() {
+	var oldest string
+	var when time.Time
+	for client, b := range l.buckets {
+		if oldest == "" || b.used.Before(when) {
+			oldest, when = client, b.used
+		}
+	}
+	delete(l.buckets, oldest)
+}
+
+// rateLimitInterceptor answers ResourceExhausted, with a Retry-After hint in
+// seconds, to a client past its budget. The request is not processed.
+func rateLimitInterceptor(cfg RateLimit) connect.UnaryInterceptorFunc {
+	l := newLimiter(cfg)
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			client := req.Peer().Addr
+			if host, _, err := net.SplitHostPort(client); err == nil {
+				client = host
+			}
+			if ok, wait := l.allow(client, time.Now()); !ok {
+				seconds := int(math.Ceil(wait.Seconds()))
+				err := connect.NewError(connect.CodeResourceExhausted,
+					fmt.Errorf("rate limit of %.0f requests/s (burst %d) exceeded: retry in %d s", cfg.PerSecond, cfg.Burst, seconds))
+				err.Meta().Set("Retry-After", fmt.Sprint(seconds))
+				return nil, err
+			}
+			return next(ctx, req)
+		}
+	}
+}
