@@ -32,7 +32,7 @@ type ControllerConfig struct {
 	Tick     time.Duration
 	Listener net.Listener
 	Logger   *slog.Logger
-	Limits   Limits
+	Security Security
 }
 
 // Controller is a running controller: its store, node, runner, transport
@@ -99,7 +99,7 @@ func (c *Controller) start() error {
 		defer cancel()
 		_ = c.runner.Do(ctx, fn)
 	})
-	handler, err := NewHandler(NewServer(c.runner, cfg.Logger, c.metrics), NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger, cfg.Limits)
+	handler, err := NewHandler(NewServer(c.runner, cfg.Logger, c.metrics), NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger, cfg.Security)
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -16,13 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Limits bound what one client may ask of a controller.
-type Limits struct {
+// Security holds the controller's defences against its clients: rate and
+// size limits, and the audit log.
+type Security struct {
 	// RateLimit is per client; zero PerSecond disables it.
 	RateLimit RateLimit
 	// MaxRequestBytes bounds an API request; 0 means 4 MiB. The peer
 	// transport has its own, larger bound (snapshots).
 	MaxRequestBytes int
+	// Audit, if set, receives one JSON line per mutating request.
+	Audit io.Writer
 }
 
 // maxPeerMessageBytes bounds a message on the peer transport (a snapshot is
@@ -37,17 +41,20 @@ const compressMinBytes = 4 << 10
 // over REST/JSON at the seed's paths (vanguard, from the protos'
 // google.api.http annotations); the peer transport; gRPC health and server
 // reflection; Prometheus metrics at /metrics.
-func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.Logger, limits Limits) (http.Handler, error) {
-	if limits.MaxRequestBytes == 0 {
-		limits.MaxRequestBytes = 4 << 20
+func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.Logger, security Security) (http.Handler, error) {
+	if security.MaxRequestBytes == 0 {
+		security.MaxRequestBytes = 4 << 20
 	}
 	interceptors := []connect.Interceptor{loggingInterceptor(logger)}
-	if limits.RateLimit.PerSecond > 0 {
-		interceptors = append(interceptors, rateLimitInterceptor(limits.RateLimit))
+	if security.Audit != nil {
+		interceptors = append(interceptors, auditInterceptor(&auditLog{w: security.Audit}))
+	}
+	if security.RateLimit.PerSecond > 0 {
+		interceptors = append(interceptors, rateLimitInterceptor(security.RateLimit))
 	}
 	options := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),
-		connect.WithReadMaxBytes(limits.MaxRequestBytes),
+		connect.WithReadMaxBytes(security.MaxRequestBytes),
 		// Gzip of a few hundred bytes costs more CPU than it saves on a
 		// network (it was 18% of a loaded controller's CPU).
 		connect.WithCompressMinBytes(compressMinBytes),

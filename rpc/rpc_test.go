@@ -338,7 +338,7 @@ func TestPushesReachStorageServiceInOrder(t *testing.T) {
 // anything.
 func TestLimits(t *testing.T) {
 	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
-		c.Limits = rpc.Limits{RateLimit: rpc.RateLimit{PerSecond: 2, Burst: 5}, MaxRequestBytes: 64 << 10}
+		c.Security = rpc.Security{RateLimit: rpc.RateLimit{PerSecond: 2, Burst: 5}, MaxRequestBytes: 64 << 10}
 	})
 	client := metadataClient(cluster.WaitLeader(t).URL())
 	ctx := context.Background()
@@ -370,4 +370,65 @@ func TestLimits(t *testing.T) {
 	topics, err := client.ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	require.NoError(t, err)
 	assert.Empty(t, topics.Msg.GetTopics())
+}
+
+// syncBuffer is an io.Writer the test can read while the server writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) lines() []rpc.AuditRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []rpc.AuditRecord
+	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var r rpc.AuditRecord
+		if err := json.Unmarshal([]byte(line), &r); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestAuditLog: one record per mutating request, with who, from where,
+// what, the result and the metadata version; reads and routine heartbeats
+// leave none.
+func TestAuditLog(t *testing.T) {
+	audit := &syncBuffer{}
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) { c.Security = rpc.Security{Audit: audit} })
+	client := metadataClient(cluster.WaitLeader(t).URL())
+	ctx := context.Background()
+	_, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
+	require.NoError(t, err)
+	created, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "audited", Partitions: 2}))
+	require.NoError(t, err)
+	_, err = client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "bad name", Partitions: 2}))
+	require.Error(t, err)
+	_, err = client.ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+	require.NoError(t, err)
+	_, err = client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{ServiceId: "1"}))
+	require.NoError(t, err)
+
+	records := audit.lines()
+	require.Len(t, records, 3, "two topic creations and a registration; no read, no routine heartbeat")
+	assert.Equal(t, "/dmq.metadata.v1.MetadataService/RegisterBroker", records[0].Procedure)
+	ok := records[1]
+	assert.Equal(t, "ok", ok.Result)
+	assert.Equal(t, created.Msg.GetMetadataVersion(), ok.MetadataVersion)
+	assert.Contains(t, string(ok.Request), "audited")
+	assert.NotEmpty(t, ok.From)
+	assert.Equal(t, "anonymous", ok.Who)
+	bad := records[2]
+	assert.Equal(t, "invalid_argument", bad.Result)
+	assert.Equal(t, "INVALID_TOPIC_NAME", bad.ErrorCode)
 }

@@ -48,6 +48,9 @@ type Config struct {
 		RateLimitBurst int `yaml:"rate-limit-burst"`
 		// MaxRequestBytes bounds one API request.
 		MaxRequestBytes int `yaml:"max-request-bytes"`
+		// AuditLog is the audit log's file; empty: audit.log in the data
+		// directory.
+		AuditLog string `yaml:"audit-log"`
 	} `yaml:"security"`
 }
 
@@ -112,6 +115,7 @@ func (c *Config) settings() []setting {
 		intSetting("security.rate-limit-rps", "API requests per second per client (0: no limit)", &c.Security.RateLimitRPS),
 		intSetting("security.rate-limit-burst", "API requests a client may make at once", &c.Security.RateLimitBurst),
 		intSetting("security.max-request-bytes", "the largest API request accepted", &c.Security.MaxRequestBytes),
+		stringSetting("security.audit-log", "file of the audit log, one JSON line per mutating request (default: audit.log in the data directory)", &c.Security.AuditLog),
 	}
 	for i := range list {
 		list[i].env = "DMQ_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(list[i].key))

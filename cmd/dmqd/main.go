@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -54,6 +55,18 @@ func run(args []string) error {
 		}
 	}
 
+	if err := os.MkdirAll(cfg.Metadata.DataDir, 0o755); err != nil {
+		return err
+	}
+	auditPath := cfg.Security.AuditLog
+	if auditPath == "" {
+		auditPath = filepath.Join(cfg.Metadata.DataDir, "audit.log")
+	}
+	audit, err := os.OpenFile(auditPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("opening the audit log: %w", err)
+	}
+	defer audit.Close()
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -77,9 +90,10 @@ func run(args []string) error {
 		Tick:      cfg.tick(),
 		Listener:  listener,
 		Logger:    logger,
-		Limits: rpc.Limits{
+		Security: rpc.Security{
 			RateLimit:       rpc.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
 			MaxRequestBytes: cfg.Security.MaxRequestBytes,
+			Audit:           audit,
 		},
 	})
 	if err != nil {
@@ -89,7 +103,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
 	logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: keep this listener on a trusted network")
 

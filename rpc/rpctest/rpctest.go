@@ -27,7 +27,7 @@ type Controller struct {
 	// SessionTimeout defaults to a minute, so brokers in tests that do not
 	// heartbeat stay unfenced.
 	SessionTimeout time.Duration
-	Limits         rpc.Limits
+	Security       rpc.Security
 	c              *rpc.Controller
 }
 
@@ -55,7 +55,7 @@ func (tc *Controller) Start(t testing.TB) {
 	c, err := rpc.StartController(rpc.ControllerConfig{
 		Node:      node.Config{ID: tc.ID, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: timeout},
 		ClusterID: "test-cluster", DataDir: tc.Dir, Peers: tc.Peers, PushURLs: tc.PushURLs,
-		Tick: 20 * time.Millisecond, Listener: listener, Limits: tc.Limits,
+		Tick: 20 * time.Millisecond, Listener: listener, Security: tc.Security,
 	})
 	require.NoError(t, err)
 	tc.c = c
