@@ -38,6 +38,8 @@ type Config struct {
 	// Options are extra Connect client options (for example
 	// connect.WithGRPC()).
 	Options []connect.ClientOption
+	// Token, if set, is sent as a bearer token with every call.
+	Token string
 }
 
 // Client calls the metadata service. It is safe for concurrent use.
@@ -83,6 +85,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = time.Second
+	}
+	if cfg.Token != "" {
+		cfg.Options = append(cfg.Options, rpc.BearerToken(cfg.Token))
 	}
 	return &Client{cfg: cfg, target: cfg.Endpoints[0],
 		metadata: map[string]metadatav1connect.MetadataServiceClient{},

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -58,7 +59,7 @@ func audited(req connect.AnyRequest) bool {
 }
 
 // auditInterceptor records every mutating call after it completes.
-func auditInterceptor(log *auditLog) connect.UnaryInterceptorFunc {
+func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			resp, err := next(ctx, req)
@@ -67,6 +68,12 @@ func auditInterceptor(log *auditLog) connect.UnaryInterceptorFunc {
 			}
 			record := AuditRecord{Time: time.Now().UTC(), Who: "anonymous", From: req.Peer().Addr,
 				Procedure: req.Spec().Procedure, Result: "ok"}
+			if auth != nil {
+				record.Who = "unauthenticated"
+				if p, aerr := auth.Authenticate(req.Header().Get("Authorization")); aerr == nil {
+					record.Who = fmt.Sprintf("%s (%s)", p.Name, p.Role)
+				}
+			}
 			if msg, ok := req.Any().(proto.Message); ok {
 				if data, merr := protojson.Marshal(msg); merr == nil {
 					record.Request = data

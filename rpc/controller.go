@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
@@ -80,7 +81,11 @@ func (c *Controller) start() error {
 		return fmt.Errorf("bootstrapping: %w", err)
 	}
 	client := NewH2CClient()
-	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, client, cfg.Logger)
+	var peerOptions []connect.ClientOption
+	if cfg.Security.PeerToken != "" {
+		peerOptions = append(peerOptions, BearerToken(cfg.Security.PeerToken))
+	}
+	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, client, cfg.Logger, peerOptions...)
 	for _, p := range cfg.Peers {
 		c.transport.SetPeer(p.ID, p.URL)
 	}

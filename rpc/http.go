@@ -27,6 +27,11 @@ type Security struct {
 	MaxRequestBytes int
 	// Audit, if set, receives one JSON line per mutating request.
 	Audit io.Writer
+	// Auth, if set, requires a bearer token on every call and authorises
+	// it by role; nil leaves the controller open.
+	Auth *Authenticator
+	// PeerToken is sent to peer controllers (a CONTROLLER token).
+	PeerToken string
 }
 
 // maxPeerMessageBytes bounds a message on the peer transport (a snapshot is
@@ -47,7 +52,10 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	}
 	interceptors := []connect.Interceptor{loggingInterceptor(logger)}
 	if security.Audit != nil {
-		interceptors = append(interceptors, auditInterceptor(&auditLog{w: security.Audit}))
+		interceptors = append(interceptors, auditInterceptor(&auditLog{w: security.Audit}, security.Auth))
+	}
+	if security.Auth != nil {
+		interceptors = append(interceptors, authInterceptor{auth: security.Auth})
 	}
 	if security.RateLimit.PerSecond > 0 {
 		interceptors = append(interceptors, rateLimitInterceptor(security.RateLimit))
@@ -75,7 +83,11 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, connect.WithReadMaxBytes(maxPeerMessageBytes))
+	raftOptions := []connect.HandlerOption{connect.WithReadMaxBytes(maxPeerMessageBytes)}
+	if security.Auth != nil {
+		raftOptions = append(raftOptions, connect.WithInterceptors(authInterceptor{auth: security.Auth, peerOnly: true}))
+	}
+	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
 	mux.Handle(raftPath, raftHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))

@@ -52,6 +52,7 @@ type Transport struct {
 	clusterID string
 	client    *http.Client
 	logger    *slog.Logger
+	options   []connect.ClientOption
 
 	mu     sync.Mutex
 	peers  map[uint64]*peer
@@ -74,8 +75,8 @@ var _ node.Transport = (*Transport)(nil)
 // NewTransport returns a transport for controller self. Attach the runner
 // once the node exists, so that unreachable peers and snapshot outcomes
 // are reported back to Raft.
-func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger) *Transport {
-	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, peers: map[uint64]*peer{}}
+func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger, options ...connect.ClientOption) *Transport {
+	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{}}
 }
 
 // Attach sets the runner that reports go to.
@@ -181,7 +182,7 @@ func (t *Transport) request(p *peer, batch []*raftpb.Message) (*raftv1.SendReque
 
 // stream keeps one client stream open to the peer and writes batches to it.
 func (t *Transport) stream(p *peer) {
-	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url)
+	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url, t.options...)
 	backoff := peerBackoffMin
 	for {
 		select {
@@ -248,7 +249,7 @@ func (t *Transport) pump(p *peer, s *connect.ClientStreamForClient[raftv1.SendRe
 // sendSnapshots sends each snapshot on its own stream and reports the
 // outcome to Raft, which waits for it before sending more.
 func (t *Transport) sendSnapshots(p *peer) {
-	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url)
+	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url, t.options...)
 	for {
 		var m *raftpb.Message
 		select {

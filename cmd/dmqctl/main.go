@@ -3,7 +3,7 @@
 //
 // Exit codes: 0 success, 1 other failure, 2 bad usage, 3 not found,
 // 4 conflict (exists, or the state does not allow it), 5 unavailable (no
-// leader reachable), 6 invalid argument.
+// leader reachable), 6 invalid argument, 7 not authenticated or not allowed.
 package main
 
 import (
@@ -30,9 +30,12 @@ const (
 	exitConflict    = 4
 	exitUnavailable = 5
 	exitInvalid     = 6
+	exitDenied      = 7
 )
 
 type globals struct {
+	token     string
+	tokenFile string
 	endpoints string
 	services  string
 	output    string
@@ -74,6 +77,8 @@ func newRoot(g *globals) *cobra.Command {
 	flags.StringVar(&g.services, "services", "", "a services.json to take the controllers from")
 	flags.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	flags.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to keep trying before giving up")
+	flags.StringVar(&g.token, "token", "", "bearer token (env DMQ_TOKEN)")
+	flags.StringVar(&g.tokenFile, "token-file", "", "file holding the bearer token")
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -106,7 +111,19 @@ func (g *globals) client() (*client.Client, error) {
 	default:
 		return nil, usagef("--output %q: want table, json or yaml", g.output)
 	}
-	return client.New(client.Config{Endpoints: endpoints})
+	token := g.token
+	switch {
+	case token != "":
+	case g.tokenFile != "":
+		data, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		token = strings.TrimSpace(string(data))
+	default:
+		token = g.getenv("DMQ_TOKEN")
+	}
+	return client.New(client.Config{Endpoints: endpoints, Token: token})
 }
 
 func (g *globals) context() (context.Context, context.CancelFunc) {
@@ -132,6 +149,8 @@ func exitCode(err error) int {
 		return exitUnavailable
 	case connect.CodeInvalidArgument:
 		return exitInvalid
+	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+		return exitDenied
 	}
 	return exitFailure
 }

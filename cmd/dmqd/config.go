@@ -51,6 +51,11 @@ type Config struct {
 		// AuditLog is the audit log's file; empty: audit.log in the data
 		// directory.
 		AuditLog string `yaml:"audit-log"`
+		// TokensFile and JWTSecret turn authentication on (either or both);
+		// PeerToken is the CONTROLLER token this controller sends to peers.
+		TokensFile string `yaml:"tokens-file"`
+		JWTSecret  string `yaml:"jwt-secret"`
+		PeerToken  string `yaml:"peer-token"`
 	} `yaml:"security"`
 }
 
@@ -115,6 +120,9 @@ func (c *Config) settings() []setting {
 		intSetting("security.rate-limit-rps", "API requests per second per client (0: no limit)", &c.Security.RateLimitRPS),
 		intSetting("security.rate-limit-burst", "API requests a client may make at once", &c.Security.RateLimitBurst),
 		intSetting("security.max-request-bytes", "the largest API request accepted", &c.Security.MaxRequestBytes),
+		stringSetting("security.tokens-file", "static bearer tokens with roles (turns authentication on)", &c.Security.TokensFile),
+		stringSetting("security.jwt-secret", "HS256 secret for JWT bearer tokens (turns authentication on)", &c.Security.JWTSecret),
+		stringSetting("security.peer-token", "CONTROLLER token sent to peer controllers", &c.Security.PeerToken),
 		stringSetting("security.audit-log", "file of the audit log, one JSON line per mutating request (default: audit.log in the data directory)", &c.Security.AuditLog),
 	}
 	for i := range list {

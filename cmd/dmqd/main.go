@@ -67,6 +67,10 @@ func run(args []string) error {
 		return fmt.Errorf("opening the audit log: %w", err)
 	}
 	defer audit.Close()
+	auth, err := rpc.NewAuthenticator(cfg.Security.TokensFile, []byte(cfg.Security.JWTSecret))
+	if err != nil {
+		return fmt.Errorf("loading tokens: %w", err)
+	}
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -94,6 +98,8 @@ func run(args []string) error {
 			RateLimit:       rpc.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
 			MaxRequestBytes: cfg.Security.MaxRequestBytes,
 			Audit:           audit,
+			Auth:            auth,
+			PeerToken:       cfg.Security.PeerToken,
 		},
 	})
 	if err != nil {
@@ -105,7 +111,12 @@ func run(args []string) error {
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
 		"data", cfg.Metadata.DataDir, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
-	logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: keep this listener on a trusted network")
+	if auth == nil {
+		logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: keep this listener on a trusted network " +
+			"(security.tokens-file or security.jwt-secret turns authentication on)")
+	} else {
+		logger.Warn("serving plaintext HTTP/2 (h2c): bearer tokens travel in the clear; TLS is not built yet")
+	}
 
 	var failure error
 	select {

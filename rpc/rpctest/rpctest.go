@@ -28,7 +28,10 @@ type Controller struct {
 	// heartbeat stay unfenced.
 	SessionTimeout time.Duration
 	Security       rpc.Security
-	c              *rpc.Controller
+	// ProbeToken is the bearer token WaitLeader uses when Security.Auth
+	// is set.
+	ProbeToken string
+	c          *rpc.Controller
 }
 
 // URL is the controller's base URL.
@@ -117,7 +120,11 @@ func (c Cluster) WaitLeader(t testing.TB) *Controller {
 			if !tc.Running() {
 				continue
 			}
-			client := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), tc.URL())
+			var opts []connect.ClientOption
+			if tc.ProbeToken != "" {
+				opts = append(opts, rpc.BearerToken(tc.ProbeToken))
+			}
+			client := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), tc.URL(), opts...)
 			resp, err := client.DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 			if err == nil && resp.Msg.GetLeaderId() == tc.ID {
 				leader = tc

@@ -1,0 +1,293 @@
+package rpc
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// Role is what a principal may do.
+type Role string
+
+const (
+	// RoleAdmin manages topics, brokers and the quorum.
+	RoleAdmin Role = "ADMIN"
+	// RoleService is a storage service: heartbeats, AlterPartition and the
+	// registration of its own broker id only.
+	RoleService Role = "SERVICE"
+	// RoleProducer and RoleConsumer read metadata.
+	RoleProducer Role = "PRODUCER"
+	RoleConsumer Role = "CONSUMER"
+	// RoleController is a peer controller: the Raft transport.
+	RoleController Role = "CONTROLLER"
+)
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Name     string `json:"name"`
+	Role     Role   `json:"role"`
+	BrokerID int32  `json:"brokerId,omitempty"`
+}
+
+// Authenticator checks bearer tokens: static tokens from a file, and JWTs
+// signed with HS256 under a shared secret (claims sub, role, broker_id,
+// exp). A nil *Authenticator means authentication is off.
+type Authenticator struct {
+	static    map[string]Principal
+	jwtSecret []byte
+	now       func() time.Time
+}
+
+// TokensFile is the static tokens file: {"tokens":[{"token","name","role","brokerId"}]}.
+type TokensFile struct {
+	Tokens []struct {
+		Token string `json:"token"`
+		Principal
+	} `json:"tokens"`
+}
+
+// NewAuthenticator loads the tokens file (may be empty) and the JWT secret
+// (may be empty); with neither, it returns nil: authentication off.
+func NewAuthenticator(tokensPath string, jwtSecret []byte) (*Authenticator, error) {
+	if tokensPath == "" && len(jwtSecret) == 0 {
+		return nil, nil
+	}
+	a := &Authenticator{static: map[string]Principal{}, jwtSecret: jwtSecret, now: time.Now}
+	if tokensPath != "" {
+		data, err := os.ReadFile(tokensPath)
+		if err != nil {
+			return nil, err
+		}
+		var f TokensFile
+		decoder := json.NewDecoder(strings.NewReader(string(data)))
+		decoder.DisallowUnknownFields()
+		if err := decoder.Decode(&f); err != nil {
+			return nil, fmt.Errorf("%s: %w", tokensPath, err)
+		}
+		for _, t := range f.Tokens {
+			if len(t.Token) < 16 {
+				return nil, fmt.Errorf("%s: the token of %q is shorter than 16 characters", tokensPath, t.Name)
+			}
+			if err := validRole(t.Role, t.BrokerID); err != nil {
+				return nil, fmt.Errorf("%s: %q: %w", tokensPath, t.Name, err)
+			}
+			a.static[t.Token] = t.Principal
+		}
+	}
+	return a, nil
+}
+
+func validRole(role Role, brokerID int32) error {
+	switch role {
+	case RoleAdmin, RoleProducer, RoleConsumer, RoleController:
+		return nil
+	case RoleService:
+		if brokerID < statemachine.BrokerIDMin {
+			return errors.New("a SERVICE principal needs its broker id")
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+var errNoToken = errors.New("no bearer token: send Authorization: Bearer <token>")
+
+// Authenticate returns the principal of an Authorization header value.
+func (a *Authenticator) Authenticate(header string) (Principal, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || token == "" {
+		return Principal{}, errNoToken
+	}
+	if p, ok := a.static[token]; ok {
+		return p, nil
+	}
+	if len(a.jwtSecret) > 0 && strings.Count(token, ".") == 2 {
+		return a.verifyJWT(token)
+	}
+	return Principal{}, errors.New("unknown token")
+}
+
+func (a *Authenticator) verifyJWT(token string) (Principal, error) {
+	parts := strings.Split(token, ".")
+	header, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	payload, err2 := base64.RawURLEncoding.DecodeString(parts[1])
+	signature, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return Principal{}, errors.New("malformed token")
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(header, &h) != nil || h.Alg != "HS256" {
+		return Principal{}, errors.New("only HS256 tokens are accepted")
+	}
+	mac := hmac.New(sha256.New, a.jwtSecret)
+	mac.Write([]byte(parts[0] + "." + parts[1]))
+	if !hmac.Equal(mac.Sum(nil), signature) {
+		return Principal{}, errors.New("bad token signature")
+	}
+	var claims struct {
+		Sub      string `json:"sub"`
+		Role     Role   `json:"role"`
+		BrokerID int32  `json:"broker_id"`
+		Exp      int64  `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return Principal{}, errors.New("malformed token claims")
+	}
+	if claims.Exp == 0 || a.now().Unix() >= claims.Exp {
+		return Principal{}, errors.New("expired token")
+	}
+	if err := validRole(claims.Role, claims.BrokerID); err != nil {
+		return Principal{}, err
+	}
+	return Principal{Name: claims.Sub, Role: claims.Role, BrokerID: claims.BrokerID}, nil
+}
+
+// SignJWT makes an HS256 token (for tools and tests).
+func SignJWT(secret []byte, p Principal, expires time.Time) string {
+	enc := base64.RawURLEncoding
+	header := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	claims, _ := json.Marshal(map[string]any{"sub": p.Name, "role": p.Role, "broker_id": p.BrokerID, "exp": expires.Unix()})
+	payload := enc.EncodeToString(claims)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(header + "." + payload))
+	return header + "." + payload + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+type principalKey struct{}
+
+func principalOf(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// authorize says whether p may make the request.
+func authorize(p Principal, procedure string, msg any) error {
+	if p.Role == RoleAdmin {
+		return nil
+	}
+	name := procedure[strings.LastIndex(procedure, "/")+1:]
+	switch msg := msg.(type) {
+	case *metadatav1.StorageHeartbeatRequest:
+		id, err := statemachine.ParseServiceID(msg.GetServiceId())
+		if p.Role == RoleService && err == nil && id == p.BrokerID {
+			return nil
+		}
+	case *metadatav1.RegisterBrokerRequest:
+		if p.Role == RoleService && msg.GetId() == p.BrokerID {
+			return nil
+		}
+	case *metadatav1.AlterPartitionRequest:
+		if p.Role == RoleService && msg.GetBrokerId() == p.BrokerID {
+			return nil
+		}
+	default:
+		if readOnlyProcedures[name] && p.Role != RoleController {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q may not call %s", p.Role, p.Name, name)
+}
+
+// readOnlyProcedures are the calls any client role may make.
+var readOnlyProcedures = map[string]bool{
+	"ListBrokers": true, "DescribeBroker": true, "ListTopics": true, "DescribeTopic": true,
+	"GetClusterMetadata": true, "WatchMetadata": true, "DescribeQuorum": true,
+}
+
+// authInterceptor authenticates every call and authorises it by role.
+type authInterceptor struct {
+	auth *Authenticator
+	// peerOnly accepts only controllers (the Raft transport).
+	peerOnly bool
+}
+
+func (i authInterceptor) check(ctx context.Context, header, procedure string, msg any) (context.Context, error) {
+	p, err := i.auth.Authenticate(header)
+	if err != nil {
+		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	if i.peerOnly {
+		if p.Role != RoleController {
+			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q is not a controller", p.Role, p.Name))
+		}
+	} else if msg != nil {
+		if err := authorize(p, procedure, msg); err != nil {
+			return ctx, connect.NewError(connect.CodePermissionDenied, err)
+		}
+	}
+	return context.WithValue(ctx, principalKey{}, p), nil
+}
+
+func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := i.check(ctx, req.Header().Get("Authorization"), req.Spec().Procedure, req.Any())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		// Streams are authorised on their procedure: WatchMetadata is a
+		// read; the Raft transport takes controllers only.
+		procedure := conn.Spec().Procedure
+		ctx, err := i.check(ctx, conn.RequestHeader().Get("Authorization"), procedure, nil)
+		if err != nil {
+			return err
+		}
+		if !i.peerOnly {
+			p, _ := principalOf(ctx)
+			name := procedure[strings.LastIndex(procedure, "/")+1:]
+			if p.Role != RoleAdmin && (!readOnlyProcedures[name] || p.Role == RoleController) {
+				return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q may not call %s", p.Role, p.Name, name))
+			}
+		}
+		return next(ctx, conn)
+	}
+}
+
+// bearer adds a token to every outgoing call (peer transport, clients).
+type bearer string
+
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// BearerToken returns a client option that sends token with every call.
+func BearerToken(token string) connect.ClientOption {
+	return connect.WithInterceptors(bearer(token))
+}

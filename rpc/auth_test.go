@@ -1,0 +1,134 @@
+package rpc_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/rpc"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	adminToken      = "admin-token-0123456789"
+	serviceToken    = "service-1-token-0123456789"
+	consumerToken   = "consumer-token-0123456789"
+	controllerToken = "controller-token-0123456789"
+)
+
+var jwtSecret = []byte("a-secret-of-at-least-32-bytes-long!!")
+
+func authenticator(t *testing.T) *rpc.Authenticator {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	require.NoError(t, os.WriteFile(path, []byte(`{"tokens":[
+  {"token":"`+adminToken+`","name":"ops","role":"ADMIN"},
+  {"token":"`+serviceToken+`","name":"storage-1","role":"SERVICE","brokerId":1},
+  {"token":"`+consumerToken+`","name":"reader","role":"CONSUMER"},
+  {"token":"`+controllerToken+`","name":"controllers","role":"CONTROLLER"}]}`), 0o600))
+	auth, err := rpc.NewAuthenticator(path, jwtSecret)
+	require.NoError(t, err)
+	return auth
+}
+
+// TestAuthentication: every call needs a valid token and a role that
+// allows it; a refused call changes nothing.
+func TestAuthentication(t *testing.T) {
+	auth := authenticator(t)
+	cluster := rpctest.Start(t, 3, func(c *rpctest.Controller) {
+		c.Security = rpc.Security{Auth: auth, PeerToken: controllerToken}
+		c.ProbeToken = consumerToken
+	})
+	base := cluster.WaitLeader(t).URL()
+	ctx := context.Background()
+	as := func(token string) metadatav1connect.MetadataServiceClient {
+		if token == "" {
+			return metadataClient(base)
+		}
+		return metadataClient(base, rpc.BearerToken(token))
+	}
+	expiredJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "late", Role: rpc.RoleAdmin}, time.Now().Add(-time.Minute))
+	forgedJWT := rpc.SignJWT([]byte("another-secret-entirely-0123456789"), rpc.Principal{Name: "mallory", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
+	adminJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "jwt-admin", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
+	serviceJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "storage-2", Role: rpc.RoleService, BrokerID: 2}, time.Now().Add(time.Hour))
+
+	register := func(id int32) func(metadatav1connect.MetadataServiceClient) error {
+		return func(c metadatav1connect.MetadataServiceClient) error {
+			_, err := c.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "localhost", Port: 9092}))
+			return err
+		}
+	}
+	createTopic := func(c metadatav1connect.MetadataServiceClient) error {
+		_, err := c.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "guarded", Partitions: 1}))
+		return err
+	}
+	listTopics := func(c metadatav1connect.MetadataServiceClient) error {
+		_, err := c.ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+		return err
+	}
+	heartbeat := func(service string) func(metadatav1connect.MetadataServiceClient) error {
+		return func(c metadatav1connect.MetadataServiceClient) error {
+			_, err := c.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{ServiceId: service}))
+			return err
+		}
+	}
+	cases := []struct {
+		name  string
+		token string
+		call  func(metadatav1connect.MetadataServiceClient) error
+		want  connect.Code
+	}{
+		{"no token, read", "", listTopics, connect.CodeUnauthenticated},
+		{"no token, write", "", createTopic, connect.CodeUnauthenticated},
+		{"unknown token", "not-a-token-at-all-xyz", listTopics, connect.CodeUnauthenticated},
+		{"expired JWT", expiredJWT, listTopics, connect.CodeUnauthenticated},
+		{"forged JWT", forgedJWT, createTopic, connect.CodeUnauthenticated},
+		{"consumer reads", consumerToken, listTopics, 0},
+		{"consumer creates a topic", consumerToken, createTopic, connect.CodePermissionDenied},
+		{"consumer registers a broker", consumerToken, register(1), connect.CodePermissionDenied},
+		{"service registers another broker", serviceToken, register(2), connect.CodePermissionDenied},
+		{"service registers its own broker", serviceToken, register(1), 0},
+		{"service heartbeats for another", serviceToken, heartbeat("storage-2"), connect.CodePermissionDenied},
+		{"service heartbeats for itself", serviceToken, heartbeat("storage-1"), 0},
+		{"service creates a topic", serviceToken, createTopic, connect.CodePermissionDenied},
+		{"controller token on the API", controllerToken, listTopics, connect.CodePermissionDenied},
+		{"JWT service registers its own broker", serviceJWT, register(2), 0},
+		{"admin creates a topic", adminToken, createTopic, 0},
+		{"JWT admin reads", adminJWT, listTopics, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(as(tc.token))
+			if tc.want == 0 {
+				require.NoError(t, err)
+				return
+			}
+			assert.Equal(t, tc.want, connect.CodeOf(err), "%v", err)
+		})
+	}
+	topics, err := as(adminToken).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+	require.NoError(t, err)
+	assert.Len(t, topics.Msg.GetTopics(), 1, "refused creations changed nothing")
+
+	// The Raft transport takes controllers only.
+	send := func(token string) error {
+		opts := []connect.ClientOption{}
+		if token != "" {
+			opts = append(opts, rpc.BearerToken(token))
+		}
+		stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewH2CClient(), base, opts...).Send(ctx)
+		_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 9, ToNodeId: 1})
+		_, err := stream.CloseAndReceive()
+		return err
+	}
+	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(send("")))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(send(adminToken)), "an admin is not a controller")
+}
