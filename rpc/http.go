@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // Security holds the controller's defences against its clients: rate and
@@ -66,6 +69,7 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		// Gzip of a few hundred bytes costs more CPU than it saves on a
 		// network (it was 18% of a loaded controller's CPU).
 		connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithCodec(strictJSON{}),
 	}
 	metadataPath, metadataHandler := metadatav1connect.NewMetadataServiceHandler(srv, options...)
 	quorumPath, quorumHandler := metadatav1connect.NewQuorumServiceHandler(srv, options...)
@@ -77,6 +81,8 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		// "errorCode":"NONE"}); presence-tracked fields still appear.
 		codec := vanguard.NewJSONCodec(resolver)
 		codec.MarshalOptions.EmitUnpopulated = false
+		// A misspelt field is an error, not a silent default.
+		codec.UnmarshalOptions.DiscardUnknown = false
 		return codec
 	}))
 	if err != nil {
@@ -128,4 +134,29 @@ func NewHTTPServer(addr string, handler http.Handler) *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// strictJSON is Connect's JSON codec refusing unknown fields: a misspelt
+// field in a request is an error, never a silent default.
+type strictJSON struct{}
+
+func (strictJSON) Name() string { return "json" }
+
+func (strictJSON) Marshal(msg any) ([]byte, error) {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a protobuf message", msg)
+	}
+	return protojson.MarshalOptions{}.Marshal(m)
+}
+
+func (strictJSON) Unmarshal(data []byte, msg any) error {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return fmt.Errorf("%T is not a protobuf message", msg)
+	}
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: false}.Unmarshal(data, m)
 }
