@@ -68,6 +68,7 @@ e2e: ## Real dmqd processes under E2E_ROUNDS rounds of SIGKILL/SIGSTOP faults (m
 fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzApplyRecord$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
 
 .PHONY: sim
 SIM_SEEDS ?= 1..1000
