@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	cryptorand "crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,8 +29,11 @@ type Config struct {
 	Endpoints []string
 	// ClientID names this client in request ids; random by default.
 	ClientID string
-	// HTTPClient defaults to cleartext HTTP/2.
+	// HTTPClient defaults to HTTP/2: cleartext, or over TLS when TLS is set.
 	HTTPClient *http.Client
+	// TLS, if set, dials every endpoint (and leader hint) over TLS with
+	// this configuration: http:// URLs are dialled as https://.
+	TLS *tls.Config
 	// AttemptTimeout bounds one attempt (default 3 s); the caller's context
 	// bounds the whole call.
 	AttemptTimeout time.Duration
@@ -67,6 +71,9 @@ func New(cfg Config) (*Client, error) {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
 			e = "http://" + e
 		}
+		if cfg.TLS != nil {
+			e = rpc.HTTPSURL(e)
+		}
 		cfg.Endpoints[i] = e
 	}
 	if cfg.ClientID == "" {
@@ -75,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.ClientID = "client-" + hex.EncodeToString(raw[:])
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = rpc.NewH2CClient()
+		cfg.HTTPClient = rpc.NewHTTPClient(cfg.TLS)
 	}
 	if cfg.AttemptTimeout == 0 {
 		cfg.AttemptTimeout = 3 * time.Second
@@ -176,8 +183,13 @@ func (c *Client) retryable(err error, endpoint string) (bool, string) {
 		if statemachine.ClassOf(ec) != statemachine.ClassUnavailable {
 			return false, ""
 		}
-		if _, url, ok := rpc.LeaderOf(err); ok && url != "" && url != endpoint {
-			return true, url
+		if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
+			if c.cfg.TLS != nil {
+				url = rpc.HTTPSURL(url)
+			}
+			if url != endpoint {
+				return true, url
+			}
 		}
 		return true, c.next(endpoint)
 	}

@@ -124,11 +124,35 @@ func TestAuthentication(t *testing.T) {
 		if token != "" {
 			opts = append(opts, rpc.BearerToken(token))
 		}
-		stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewH2CClient(), base, opts...).Send(ctx)
+		stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(nil), base, opts...).Send(ctx)
 		_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 9, ToNodeId: 1})
 		_, err := stream.CloseAndReceive()
 		return err
 	}
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(send("")))
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(send(adminToken)), "an admin is not a controller")
+}
+
+// TestRateLimitPerPrincipal: with authentication on, each principal has
+// its own budget, even from one address: an admin past its rate does not
+// hold a reader back.
+func TestRateLimitPerPrincipal(t *testing.T) {
+	auth := authenticator(t)
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		c.Security = rpc.Security{Auth: auth, RateLimit: rpc.RateLimit{PerSecond: 1, Burst: 3}}
+		c.ProbeToken = serviceToken
+	})
+	base := cluster.WaitLeader(t).URL()
+	list := func(token string) error {
+		_, err := metadataClient(base, rpc.BearerToken(token)).ListTopics(context.Background(), connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+		return err
+	}
+	for range 3 {
+		require.NoError(t, list(adminToken))
+	}
+	require.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(list(adminToken)), "the admin's burst is spent")
+	for range 3 {
+		require.NoError(t, list(consumerToken), "the reader's budget is its own")
+	}
+	require.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(list(consumerToken)))
 }

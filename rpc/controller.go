@@ -28,12 +28,19 @@ type ControllerConfig struct {
 	// Peers are the founding members, used to bootstrap an empty store and
 	// to reach the peers.
 	Peers []node.Peer
+	// Join starts an empty store without bootstrapping it: the controller
+	// waits to be added (AddLearner, AddVoter) and receives the state from
+	// the leader. A store that has state ignores it.
+	Join bool
 	// PushURLs maps broker ids to their StorageSyncService endpoints.
 	PushURLs map[int32]string
 	Tick     time.Duration
 	Listener net.Listener
 	Logger   *slog.Logger
 	Security Security
+	// TLS, if enabled, serves every API over TLS and the peer transport
+	// over mutual TLS; otherwise the controller serves cleartext HTTP/2.
+	TLS TLS
 }
 
 // Controller is a running controller: its store, node, runner, transport
@@ -77,19 +84,31 @@ func StartController(cfg ControllerConfig) (*Controller, error) {
 
 func (c *Controller) start() error {
 	cfg := c.cfg
-	if err := node.Bootstrap(c.store, cfg.Peers); err != nil {
-		return fmt.Errorf("bootstrapping: %w", err)
+	if !cfg.Join {
+		if err := node.Bootstrap(c.store, cfg.Peers); err != nil {
+			return fmt.Errorf("bootstrapping: %w", err)
+		}
 	}
-	client := NewH2CClient()
+	peerClient, pushClient := NewHTTPClient(nil), NewHTTPClient(nil)
+	var material *tlsMaterial
+	if cfg.TLS.Enabled() {
+		var err error
+		if material, err = loadTLS(cfg.TLS); err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		peerClient, pushClient = NewHTTPClient(material.peerClient()), NewHTTPClient(material.pushClient())
+		cfg.Security.peerTLS = material
+	}
 	var peerOptions []connect.ClientOption
 	if cfg.Security.PeerToken != "" {
 		peerOptions = append(peerOptions, BearerToken(cfg.Security.PeerToken))
 	}
-	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, client, cfg.Logger, peerOptions...)
+	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, peerClient, cfg.Logger, peerOptions...)
+	c.transport.https = material != nil
 	for _, p := range cfg.Peers {
 		c.transport.SetPeer(p.ID, p.URL)
 	}
-	pusher := NewPusher(client, cfg.PushURLs, c.metrics)
+	pusher := NewPusher(pushClient, cfg.PushURLs, c.metrics)
 	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
 		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
 	})
@@ -104,17 +123,27 @@ func (c *Controller) start() error {
 		defer cancel()
 		_ = c.runner.Do(ctx, fn)
 	})
-	handler, err := NewHandler(NewServer(c.runner, cfg.Logger, c.metrics), NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger, cfg.Security)
+	server := NewServer(c.runner, cfg.Logger, c.metrics)
+	server.https = material != nil
+	handler, err := NewHandler(server, NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger, cfg.Security)
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()
 		return err
 	}
 	c.server = NewHTTPServer(cfg.Listener.Addr().String(), handler)
+	// Failed TLS handshakes (a stranger's certificate, a cleartext
+	// client) belong in the structured log, not on stderr.
+	c.server.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go c.metrics.Poll(ctx, c.runner, time.Second)
-	go func() { c.served <- c.server.Serve(cfg.Listener) }()
+	if material != nil {
+		c.server.TLSConfig = material.server()
+		go func() { c.served <- c.server.ServeTLS(cfg.Listener, "", "") }()
+	} else {
+		go func() { c.served <- c.server.Serve(cfg.Listener) }()
+	}
 	return nil
 }
 

@@ -35,6 +35,9 @@ type Security struct {
 	Auth *Authenticator
 	// PeerToken is sent to peer controllers (a CONTROLLER token).
 	PeerToken string
+	// peerTLS, set when the controller serves TLS, admits to the Raft
+	// transport only callers with the cluster's client certificate.
+	peerTLS *tlsMaterial
 }
 
 // maxPeerMessageBytes bounds a message on the peer transport (a snapshot is
@@ -94,6 +97,9 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		raftOptions = append(raftOptions, connect.WithInterceptors(authInterceptor{auth: security.Auth, peerOnly: true}))
 	}
 	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
+	if security.peerTLS != nil {
+		raftHandler = security.peerTLS.requirePeerCertificate(raftHandler)
+	}
 	mux.Handle(raftPath, raftHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
@@ -128,11 +134,13 @@ func loggingInterceptor(logger *slog.Logger) connect.UnaryInterceptorFunc {
 	}
 }
 
-// NewHTTPServer serves handler on addr over HTTP/1.1 and cleartext HTTP/2.
+// NewHTTPServer serves handler on addr over HTTP/1.1 and HTTP/2: cleartext
+// (h2c) from Serve, over TLS from ServeTLS.
 func NewHTTPServer(addr string, handler http.Handler) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
 	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 }
 

@@ -13,8 +13,9 @@ import (
 )
 
 // RateLimit bounds each client's requests with a token bucket: PerSecond
-// sustained, Burst at once. Clients are told apart by their address (and,
-// once authentication exists, by who they are). Zero PerSecond disables it.
+// sustained, Burst at once. Clients are told apart by who they are when
+// authentication is on (the principal, wherever it connects from), else by
+// their IP address. Zero PerSecond disables it.
 type RateLimit struct {
 	PerSecond float64
 	Burst     int
@@ -80,9 +81,12 @@ func rateLimitInterceptor(cfg RateLimit) connect.UnaryInterceptorFunc {
 	l := newLimiter(cfg)
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			client := req.Peer().Addr
-			if host, _, err := net.SplitHostPort(client); err == nil {
-				client = host
+			client := "address " + req.Peer().Addr
+			if host, _, err := net.SplitHostPort(req.Peer().Addr); err == nil {
+				client = "address " + host
+			}
+			if p, ok := principalOf(ctx); ok {
+				client = "principal " + string(p.Role) + " " + p.Name
 			}
 			if ok, wait := l.allow(client, time.Now()); !ok {
 				seconds := int(math.Ceil(wait.Seconds()))

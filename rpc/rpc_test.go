@@ -26,7 +26,7 @@ import (
 )
 
 func metadataClient(url string, opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
-	return metadatav1connect.NewMetadataServiceClient(rpc.NewH2CClient(), url, opts...)
+	return metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(nil), url, opts...)
 }
 
 func postJSON(t *testing.T, url, body string) (int, map[string]any) {
@@ -253,7 +253,7 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 func describeAll(cluster rpctest.Cluster) string {
 	var out []string
 	for _, tc := range cluster {
-		resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), tc.URL()).DescribeQuorum(context.Background(),
+		resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), tc.URL()).DescribeQuorum(context.Background(),
 			connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 		if err != nil {
 			out = append(out, fmt.Sprintf("%d: %v", tc.ID, err))

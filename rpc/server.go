@@ -24,6 +24,8 @@ type Server struct {
 	// requestTimeout bounds a request that the caller's context does not.
 	requestTimeout time.Duration
 	metrics        *Metrics
+	// https: the cluster serves TLS, so leader hints name https:// URLs.
+	https bool
 }
 
 var (
@@ -69,6 +71,9 @@ func callNode[T any](s *Server, ctx context.Context, start func(n *node.Node, do
 		return r, connect.NewError(connect.CodeCanceled, err)
 	}
 	if r.err != nil {
+		if s.https {
+			r.leaderURL = HTTPSURL(r.leaderURL)
+		}
 		return r, toConnectError(r.err, r.leaderID, r.leaderURL)
 	}
 	return r, nil

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,12 +31,19 @@ const (
 	streamIdleTimeout = 30 * time.Second
 )
 
-// NewH2CClient is an HTTP client speaking HTTP/2 without TLS (h2c), as the
-// controllers' listeners do by default.
-func NewH2CClient() *http.Client {
+// NewHTTPClient is an HTTP/2 client: cleartext (h2c) to http:// URLs, as
+// the controllers' listeners serve by default, and TLS configured by
+// tlsConfig (nil: the system's roots) to https:// URLs.
+func NewHTTPClient(tlsConfig *tls.Config) *http.Client {
+	if tlsConfig != nil {
+		// The transport adds its protocols to the configuration; a shared
+		// one would then offer h2 to transports that do not speak it.
+		tlsConfig = tlsConfig.Clone()
+	}
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxIdleConnsPerHost: 8,
+	protocols.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxIdleConnsPerHost: 8, TLSClientConfig: tlsConfig,
 		// Pings find a peer that vanished without closing the connection
 		// (a killed process, a partition), so that streams reconnect.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second, WriteByteTimeout: 5 * time.Second},
@@ -53,6 +61,8 @@ type Transport struct {
 	client    *http.Client
 	logger    *slog.Logger
 	options   []connect.ClientOption
+	// https dials peers over TLS whatever their URLs' scheme.
+	https bool
 
 	mu     sync.Mutex
 	peers  map[uint64]*peer
@@ -134,6 +144,9 @@ func (t *Transport) SetPeer(id uint64, url string) {
 	defer t.mu.Unlock()
 	if id == t.self || url == "" {
 		return
+	}
+	if t.https {
+		url = HTTPSURL(url)
 	}
 	if p, ok := t.peers[id]; ok {
 		if p.url == url {

@@ -193,7 +193,7 @@ func (c *cluster) url(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", 
 
 // leader returns the index of the leader, waiting for one.
 func (c *cluster) leader(exclude int) int {
-	httpClient := rpc.NewH2CClient()
+	httpClient := rpc.NewHTTPClient(nil)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		for i := range c.procs {
 			if i == exclude || c.procs[i] == nil {
@@ -248,7 +248,7 @@ func load(name, clusterName string, concurrency int, d time.Duration, op func(wo
 func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	var out []Result
 	leader := c.leader(-1)
-	httpClient := rpc.NewH2CClient()
+	httpClient := rpc.NewHTTPClient(nil)
 	client := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(leader))
 	ctx := context.Background()
 	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
@@ -298,7 +298,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 // through any controller, then restarts the killed one.
 func (c *cluster) failover(trials int) Result {
 	services := filepath.Join(c.dir, "services.json")
-	httpClient := rpc.NewH2CClient()
+	httpClient := rpc.NewHTTPClient(nil)
 	var lat []time.Duration
 	for trial := 0; trial < trials; trial++ {
 		leader := c.leader(-1)
@@ -368,8 +368,8 @@ func scaleRun(bin, dir string, partitions int) []Result {
 	c := startCluster(bin, dir, 1)
 	defer c.stop()
 	name := fmt.Sprintf("1 controller, %d partitions", partitions)
-	client := metadatav1connect.NewMetadataServiceClient(rpc.NewH2CClient(), c.url(c.leader(-1)))
-	quorum := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), c.url(0))
+	client := metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(nil), c.url(c.leader(-1)))
+	quorum := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), c.url(0))
 	ctx := context.Background()
 	for id := int32(1); id <= 10; id++ {
 		if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092,

@@ -160,3 +160,38 @@ func TestCompletion(t *testing.T) {
 	assert.Equal(t, exitOK, code)
 	assert.Contains(t, stdout.String(), "dmqctl")
 }
+
+// TestTLSFlags: dmqctl dials a TLS cluster with --tls-ca-file (or its
+// environment variable), presents a client certificate when told, and
+// refuses a server it cannot verify.
+func TestTLSFlags(t *testing.T) {
+	ca := rpctest.NewCA(t, "cluster")
+	operator := ca.Issue(t, "operator")
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		c.TLS = ca.ControllerTLS(t, "controller-1")
+		c.TLS.RequireClientCert = true
+		c.ProbeTLS = ca.ClientTLS(t, operator)
+	})
+	cluster.WaitLeader(t)
+	run := func(env map[string]string, args ...string) (string, int) {
+		var stdout, stderr bytes.Buffer
+		code := execute(append([]string{"--endpoints", "http://" + cluster[0].Addr, "--timeout", "3s"}, args...), &stdout, &stderr,
+			func(k string) string { return env[k] })
+		return stdout.String() + stderr.String(), code
+	}
+	out, code := run(nil, "--tls-ca-file", ca.CertFile, "--tls-cert-file", operator.CertFile, "--tls-key-file", operator.KeyFile,
+		"broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+	require.Equal(t, exitOK, code, out)
+	out, code = run(map[string]string{"DMQ_TLS_CA_FILE": ca.CertFile, "DMQ_TLS_CERT_FILE": operator.CertFile, "DMQ_TLS_KEY_FILE": operator.KeyFile},
+		"broker", "list")
+	require.Equal(t, exitOK, code, out)
+	assert.Contains(t, out, "localhost")
+
+	out, code = run(nil, "--tls-ca-file", ca.CertFile, "broker", "list")
+	assert.Equal(t, exitUnavailable, code, "no client certificate: %s", out)
+	out, code = run(nil, "--tls-cert-file", operator.CertFile, "--tls-key-file", operator.KeyFile, "broker", "list")
+	assert.Equal(t, exitUnavailable, code, "the system's roots do not know the cluster's CA: %s", out)
+	assert.Contains(t, out, "certificate")
+	out, code = run(nil, "--tls-cert-file", operator.CertFile, "broker", "list")
+	assert.Equal(t, exitUsage, code, "a certificate without its key: %s", out)
+}

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,12 +37,15 @@ const (
 type globals struct {
 	token     string
 	tokenFile string
-	endpoints string
-	services  string
-	output    string
-	timeout   time.Duration
-	out       io.Writer
-	getenv    func(string) string
+	// tlsCA, tlsCert and tlsKey turn TLS on: the controllers' CA, and a
+	// client certificate for clusters that demand one.
+	tlsCA, tlsCert, tlsKey string
+	endpoints              string
+	services               string
+	output                 string
+	timeout                time.Duration
+	out                    io.Writer
+	getenv                 func(string) string
 }
 
 func main() {
@@ -79,6 +83,9 @@ func newRoot(g *globals) *cobra.Command {
 	flags.DurationVar(&g.timeout, "timeout", 10*time.Second, "how long to keep trying before giving up")
 	flags.StringVar(&g.token, "token", "", "bearer token (env DMQ_TOKEN)")
 	flags.StringVar(&g.tokenFile, "token-file", "", "file holding the bearer token")
+	flags.StringVar(&g.tlsCA, "tls-ca-file", "", "CA certificate of the controllers: dial them over TLS (env DMQ_TLS_CA_FILE)")
+	flags.StringVar(&g.tlsCert, "tls-cert-file", "", "client certificate, for controllers that demand one (env DMQ_TLS_CERT_FILE)")
+	flags.StringVar(&g.tlsKey, "tls-key-file", "", "key of the client certificate (env DMQ_TLS_KEY_FILE)")
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -123,7 +130,34 @@ func (g *globals) client() (*client.Client, error) {
 	default:
 		token = g.getenv("DMQ_TOKEN")
 	}
-	return client.New(client.Config{Endpoints: endpoints, Token: token})
+	tlsConfig, err := g.tls(endpoints)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return client.New(client.Config{Endpoints: endpoints, Token: token, TLS: tlsConfig})
+}
+
+// tls is the TLS configuration from the flags and environment: nil (h2c)
+// unless a TLS file is named or an endpoint is https://.
+func (g *globals) tls(endpoints []string) (*tls.Config, error) {
+	ca, cert, key := g.tlsCA, g.tlsCert, g.tlsKey
+	if ca == "" {
+		ca = g.getenv("DMQ_TLS_CA_FILE")
+	}
+	if cert == "" {
+		cert = g.getenv("DMQ_TLS_CERT_FILE")
+	}
+	if key == "" {
+		key = g.getenv("DMQ_TLS_KEY_FILE")
+	}
+	secure := ca != "" || cert != "" || key != ""
+	for _, e := range endpoints {
+		secure = secure || strings.HasPrefix(strings.TrimSpace(e), "https://")
+	}
+	if !secure {
+		return nil, nil
+	}
+	return rpc.ClientTLS(ca, cert, key)
 }
 
 func (g *globals) context() (context.Context, context.CancelFunc) {

@@ -25,6 +25,9 @@ type Config struct {
 		ClusterID string `yaml:"cluster-id"`
 		DataDir   string `yaml:"data-dir"`
 		NodeID    uint64 `yaml:"node-id"`
+		// Join starts an empty controller that waits to be added to a
+		// running cluster instead of founding one.
+		Join bool `yaml:"join"`
 	} `yaml:"metadata"`
 	Raft struct {
 		ElectionTimeoutMs   int    `yaml:"election-timeout-ms"`
@@ -56,8 +59,22 @@ type Config struct {
 		TokensFile string `yaml:"tokens-file"`
 		JWTSecret  string `yaml:"jwt-secret"`
 		PeerToken  string `yaml:"peer-token"`
+		// TLS serves every API over TLS and the peer transport over mutual
+		// TLS; without CertFile the controller serves cleartext h2c.
+		TLS TLSConfig `yaml:"tls"`
 	} `yaml:"security"`
 }
+
+// TLSConfig is security.tls: the files of rpc.TLS.
+type TLSConfig struct {
+	CertFile          string `yaml:"cert-file"`
+	KeyFile           string `yaml:"key-file"`
+	PeerCAFile        string `yaml:"peer-ca-file"`
+	ClientCAFile      string `yaml:"client-ca-file"`
+	RequireClientCert bool   `yaml:"require-client-cert"`
+}
+
+func (t TLSConfig) enabled() bool { return t.CertFile != "" }
 
 func defaultConfig() Config {
 	var c Config
@@ -102,6 +119,17 @@ func stringSetting(key, usage string, target *string) setting {
 	return setting{key: key, usage: usage, apply: func(v string) error { *target = v; return nil }}
 }
 
+func boolSetting(key, usage string, target *bool) setting {
+	return setting{key: key, usage: usage, apply: func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: want true or false", key, v)
+		}
+		*target = b
+		return nil
+	}}
+}
+
 func (c *Config) settings() []setting {
 	list := []setting{
 		intSetting("server.port", "port to serve every API and the peer transport on", &c.Server.Port),
@@ -109,6 +137,7 @@ func (c *Config) settings() []setting {
 		stringSetting("metadata.cluster-id", "cluster id; peers from another cluster are refused", &c.Metadata.ClusterID),
 		stringSetting("metadata.data-dir", "directory of this controller's Pebble store", &c.Metadata.DataDir),
 		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
+		boolSetting("metadata.join", "start empty and wait to be added to a running cluster (dmqctl quorum add-learner)", &c.Metadata.Join),
 		intSetting("raft.election-timeout-ms", "Raft election timeout", &c.Raft.ElectionTimeoutMs),
 		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the tick)", &c.Raft.HeartbeatIntervalMs),
 		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
@@ -123,6 +152,11 @@ func (c *Config) settings() []setting {
 		stringSetting("security.tokens-file", "static bearer tokens with roles (turns authentication on)", &c.Security.TokensFile),
 		stringSetting("security.jwt-secret", "HS256 secret for JWT bearer tokens (turns authentication on)", &c.Security.JWTSecret),
 		stringSetting("security.peer-token", "CONTROLLER token sent to peer controllers", &c.Security.PeerToken),
+		stringSetting("security.tls.cert-file", "PEM certificate served to clients and presented to peers (turns TLS on)", &c.Security.TLS.CertFile),
+		stringSetting("security.tls.key-file", "PEM key of security.tls.cert-file", &c.Security.TLS.KeyFile),
+		stringSetting("security.tls.peer-ca-file", "PEM CA of the cluster: peers' certificates must chain to it, both ways", &c.Security.TLS.PeerCAFile),
+		stringSetting("security.tls.client-ca-file", "PEM CA of API clients' certificates (optional)", &c.Security.TLS.ClientCAFile),
+		boolSetting("security.tls.require-client-cert", "refuse API clients without a certificate", &c.Security.TLS.RequireClientCert),
 		stringSetting("security.audit-log", "file of the audit log, one JSON line per mutating request (default: audit.log in the data directory)", &c.Security.AuditLog),
 	}
 	for i := range list {
@@ -199,6 +233,10 @@ func (c Config) validate() error {
 		return errors.New("security.rate-limit-burst must be at least 1 when a rate limit is set")
 	case c.Security.MaxRequestBytes < 1024:
 		return errors.New("security.max-request-bytes must be at least 1024")
+	}
+	t := c.Security.TLS
+	if t != (TLSConfig{}) && (t.CertFile == "" || t.KeyFile == "" || t.PeerCAFile == "") {
+		return errors.New("security.tls needs cert-file, key-file and peer-ca-file together")
 	}
 	return nil
 }

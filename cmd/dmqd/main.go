@@ -90,6 +90,7 @@ func run(args []string) error {
 		ClusterID: cfg.Metadata.ClusterID,
 		DataDir:   cfg.Metadata.DataDir,
 		Peers:     peers,
+		Join:      cfg.Metadata.Join,
 		PushURLs:  pushURLs,
 		Tick:      cfg.tick(),
 		Listener:  listener,
@@ -101,6 +102,7 @@ func run(args []string) error {
 			Auth:            auth,
 			PeerToken:       cfg.Security.PeerToken,
 		},
+		TLS: rpc.TLS(cfg.Security.TLS),
 	})
 	if err != nil {
 		_ = listener.Close()
@@ -109,13 +111,19 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "tls", cfg.Security.TLS.enabled(), "join", cfg.Metadata.Join, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
-	if auth == nil {
-		logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: keep this listener on a trusted network " +
+	switch {
+	case !cfg.Security.TLS.enabled() && auth == nil:
+		logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: anyone who reaches this port can change " +
+			"the metadata and send Raft messages; keep it on a trusted network, or set security.tls.* and " +
+			"security.tokens-file or security.jwt-secret")
+	case !cfg.Security.TLS.enabled():
+		logger.Warn("serving plaintext HTTP/2 (h2c): bearer tokens travel in the clear and peers are not " +
+			"authenticated by certificate; set security.tls.* to serve TLS and mutual TLS between controllers")
+	case auth == nil:
+		logger.Warn("serving TLS without authentication: any client can change the metadata " +
 			"(security.tokens-file or security.jwt-secret turns authentication on)")
-	} else {
-		logger.Warn("serving plaintext HTTP/2 (h2c): bearer tokens travel in the clear; TLS is not built yet")
 	}
 
 	var failure error

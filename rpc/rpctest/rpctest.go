@@ -5,6 +5,7 @@ package rpctest
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -19,10 +20,12 @@ import (
 
 // Controller is one controller of a test cluster.
 type Controller struct {
-	ID       uint64
-	Addr     string
-	Dir      string
-	Peers    []node.Peer
+	ID    uint64
+	Addr  string
+	Dir   string
+	Peers []node.Peer
+	// Join starts the controller empty, waiting to be added.
+	Join     bool
 	PushURLs map[int32]string
 	// SessionTimeout defaults to a minute, so brokers in tests that do not
 	// heartbeat stay unfenced.
@@ -31,11 +34,20 @@ type Controller struct {
 	// ProbeToken is the bearer token WaitLeader uses when Security.Auth
 	// is set.
 	ProbeToken string
-	c          *rpc.Controller
+	// TLS, if enabled, serves TLS and mutual TLS between controllers;
+	// ProbeTLS is then how WaitLeader dials.
+	TLS      rpc.TLS
+	ProbeTLS *tls.Config
+	c        *rpc.Controller
 }
 
 // URL is the controller's base URL.
-func (tc *Controller) URL() string { return "http://" + tc.Addr }
+func (tc *Controller) URL() string {
+	if tc.TLS.Enabled() {
+		return "https://" + tc.Addr
+	}
+	return "http://" + tc.Addr
+}
 
 // Running says whether the controller is up.
 func (tc *Controller) Running() bool { return tc.c != nil }
@@ -58,7 +70,7 @@ func (tc *Controller) Start(t testing.TB) {
 	c, err := rpc.StartController(rpc.ControllerConfig{
 		Node:      node.Config{ID: tc.ID, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: timeout},
 		ClusterID: "test-cluster", DataDir: tc.Dir, Peers: tc.Peers, PushURLs: tc.PushURLs,
-		Tick: 20 * time.Millisecond, Listener: listener, Security: tc.Security,
+		Tick: 20 * time.Millisecond, Listener: listener, Security: tc.Security, TLS: tc.TLS, Join: tc.Join,
 	})
 	require.NoError(t, err)
 	tc.c = c
@@ -124,7 +136,7 @@ func (c Cluster) WaitLeader(t testing.TB) *Controller {
 			if tc.ProbeToken != "" {
 				opts = append(opts, rpc.BearerToken(tc.ProbeToken))
 			}
-			client := metadatav1connect.NewQuorumServiceClient(rpc.NewH2CClient(), tc.URL(), opts...)
+			client := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(tc.ProbeTLS), tc.URL(), opts...)
 			resp, err := client.DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 			if err == nil && resp.Msg.GetLeaderId() == tc.ID {
 				leader = tc
