@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -113,6 +114,32 @@ func TestAuthentication(t *testing.T) {
 			}
 			assert.Equal(t, tc.want, connect.CodeOf(err), "%v", err)
 		})
+	}
+	// Every refusal holds over gRPC and REST too (the REST calls go through
+	// a proxy that turns typed requests into the controller's REST paths).
+	restBase := restProxy(t, base)
+	for _, protocol := range []struct {
+		name   string
+		client func(opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient
+	}{
+		{"grpc", func(opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
+			return metadataClient(base, append(opts, connect.WithGRPC())...)
+		}},
+		{"rest", func(opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
+			return metadatav1connect.NewMetadataServiceClient(http.DefaultClient, restBase, opts...)
+		}},
+	} {
+		for _, tc := range cases {
+			if tc.want == 0 {
+				continue
+			}
+			var opts []connect.ClientOption
+			if tc.token != "" {
+				opts = append(opts, rpc.BearerToken(tc.token))
+			}
+			err := tc.call(protocol.client(opts...))
+			assert.Equal(t, tc.want, connect.CodeOf(err), "%s over %s: %v", tc.name, protocol.name, err)
+		}
 	}
 	topics, err := as(adminToken).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	require.NoError(t, err)

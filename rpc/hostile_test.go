@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
@@ -116,7 +120,7 @@ func TestHostileInputs(t *testing.T) {
 		call("unregister unknown broker", nf, &metadatav1.UnregisterBrokerRequest{Id: 999}, wrap(metadatav1connect.MetadataServiceClient.UnregisterBroker)),
 		call("unregister broker 0", inv, &metadatav1.UnregisterBrokerRequest{Id: 0}, wrap(metadatav1connect.MetadataServiceClient.UnregisterBroker)),
 		call("describe unknown topic", nf, &metadatav1.DescribeTopicRequest{Name: "nope"}, wrap(metadatav1connect.MetadataServiceClient.DescribeTopic)),
-		call("describe invalid name", inv, &metadatav1.DescribeTopicRequest{Name: ".."}, wrap(metadatav1connect.MetadataServiceClient.DescribeTopic)),
+		call("describe non-ASCII name", inv, &metadatav1.DescribeTopicRequest{Name: "tópico"}, wrap(metadatav1connect.MetadataServiceClient.DescribeTopic)),
 		call("describe unknown broker", nf, &metadatav1.DescribeBrokerRequest{Id: 999}, wrap(metadatav1connect.MetadataServiceClient.DescribeBroker)),
 		call("heartbeat without a service id", inv, &metadatav1.StorageHeartbeatRequest{}, wrap(metadatav1connect.MetadataServiceClient.StorageHeartbeat)),
 		call("heartbeat from storage-x", inv, &metadatav1.StorageHeartbeatRequest{ServiceId: "storage-x"}, wrap(metadatav1connect.MetadataServiceClient.StorageHeartbeat)),
@@ -130,11 +134,21 @@ func TestHostileInputs(t *testing.T) {
 		call("elect leaders of an unknown topic", nf, &metadatav1.ElectLeadersRequest{Targets: []*metadatav1.TopicPartitions{{Topic: "nope"}}}, wrap(metadatav1connect.MetadataServiceClient.ElectLeaders)),
 	}
 	require.GreaterOrEqual(t, len(cases), 40)
+	restBase := restProxy(t, base)
 	for _, protocol := range []struct {
 		name string
+		base string
 		opts []connect.ClientOption
-	}{{"connect", nil}, {"grpc", []connect.ClientOption{connect.WithGRPC()}}, {"connect-json", []connect.ClientOption{connect.WithProtoJSON()}}} {
-		client := metadataClient(base, protocol.opts...)
+	}{
+		{"connect", base, nil},
+		{"grpc", base, []connect.ClientOption{connect.WithGRPC()}},
+		{"connect-json", base, []connect.ClientOption{connect.WithProtoJSON()}},
+		{"rest", restBase, nil},
+	} {
+		client := metadataClient(protocol.base, protocol.opts...)
+		if protocol.name == "rest" {
+			client = metadatav1connect.NewMetadataServiceClient(http.DefaultClient, protocol.base)
+		}
 		for _, tc := range cases {
 			err := tc.call(ctx, client)
 			assert.Equal(t, tc.want, connect.CodeOf(err), "%s over %s: %v", tc.name, protocol.name, err)
@@ -171,6 +185,22 @@ func TestHostileInputs(t *testing.T) {
 
 	after := stateWithoutVersion(t, setup)
 	assert.True(t, proto.Equal(before, after), "hostile requests changed the metadata:\nbefore %v\nafter  %v", before, after)
+}
+
+// restProxy serves Connect and turns every call into the controller's REST
+// form (the google.api.http paths and JSON bodies), so that typed requests
+// reach the controller over REST and its REST errors come back as codes.
+func restProxy(t *testing.T, controller string) string {
+	target, err := url.Parse(controller)
+	require.NoError(t, err)
+	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{
+		vanguard.NewService(metadatav1connect.MetadataServiceName, httputil.NewSingleHostReverseProxy(target),
+			vanguard.WithTargetProtocols(vanguard.ProtocolREST)),
+	})
+	require.NoError(t, err)
+	server := httptest.NewServer(transcoder)
+	t.Cleanup(server.Close)
+	return server.URL
 }
 
 // wrap adapts a typed client method to call's signature.
