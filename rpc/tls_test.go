@@ -5,8 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
