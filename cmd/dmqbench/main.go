@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +52,8 @@ func main() {
 	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
 	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
+	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
+	flag.StringVar(&profileDir, "profile", "", "save a CPU profile of the leader during each measurement in this directory")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "dmqbench-")
 	if err != nil {
@@ -88,6 +92,49 @@ func main() {
 			fail(err)
 		}
 	}
+}
+
+// only and profileDir are the --only and --profile flags.
+var only, profileDir string
+
+// selected says whether --only lets the phase run.
+func selected(name string) bool {
+	if only == "" {
+		return true
+	}
+	for _, word := range strings.Split(only, ",") {
+		if word = strings.TrimSpace(word); word != "" && strings.Contains(strings.ToLower(name), strings.ToLower(word)) {
+			return true
+		}
+	}
+	return false
+}
+
+// profiled runs measure while the leader records a CPU profile, if
+// --profile is set, and saves it named after the phase.
+func profiled(leaderURL, phase string, d time.Duration, measure func() Result) Result {
+	if profileDir == "" {
+		return measure()
+	}
+	done := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", leaderURL, max(1, int(d.Seconds()))))
+		if err != nil {
+			done <- nil
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		done <- data
+	}()
+	r := measure()
+	if data := <-done; len(data) > 0 {
+		name := strings.NewReplacer(" ", "-", "(", "", ")", "", ">", "", ":", "").Replace(fmt.Sprintf("%s-%s-%d.pprof", r.Cluster, phase, r.Concurrency))
+		if err := os.WriteFile(filepath.Join(profileDir, name), data, 0o644); err != nil {
+			fail(err)
+		}
+	}
+	return r
 }
 
 func fail(err error) {
@@ -254,27 +301,41 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
 		fail(err)
 	}
+	phase := func(name string, concurrency int, op func(worker, n int) error) {
+		if selected(name) {
+			out = append(out, profiled(c.url(leader), name, d, func() Result { return load(name, c.name, concurrency, d, op) }))
+		}
+	}
 	var topicSeq atomic.Int64
 	for _, concurrency := range []int{1, 16, 256, 1000} {
-		out = append(out, load("CreateTopic (1 partition)", c.name, concurrency, d, func(_, _ int) error {
+		phase("CreateTopic (1 partition)", concurrency, func(_, _ int) error {
 			name := fmt.Sprintf("bench-%d", topicSeq.Add(1))
 			_, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 1, ReplicationFactor: 1}))
 			return err
-		}))
+		})
+	}
+	if topicSeq.Load() == 0 {
+		// The reads need topics to read.
+		for i := 0; i < 1000; i++ {
+			name := fmt.Sprintf("bench-%d", topicSeq.Add(1))
+			if _, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 1, ReplicationFactor: 1})); err != nil {
+				fail(err)
+			}
+		}
 	}
 	var brokerSeq atomic.Int64
 	brokerSeq.Store(1)
 	for _, concurrency := range []int{1, 16, 256, 1000} {
-		out = append(out, load("RegisterBroker", c.name, concurrency, d, func(_, _ int) error {
+		phase("RegisterBroker", concurrency, func(_, _ int) error {
 			id := int32(brokerSeq.Add(1))
 			_, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092}))
 			return err
-		}))
+		})
 	}
-	out = append(out, load("DescribeTopic (linearizable)", c.name, 100, d, func(w, n int) error {
+	phase("DescribeTopic (linearizable)", 100, func(w, n int) error {
 		_, err := client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: fmt.Sprintf("bench-%d", 1+(w*7919+n)%int(max(1, topicSeq.Load())))}))
 		return err
-	}))
+	})
 	brokers := int(brokerSeq.Load())
 	state, err := client.GetClusterMetadata(ctx, connect.NewRequest(&metadatav1.GetClusterMetadataRequest{}))
 	if err != nil {
@@ -283,12 +344,12 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	// Caught-up services, as in a steady cluster: each heartbeat refreshes a
 	// session and schedules nothing.
 	version := state.Msg.GetState().GetMetadataVersion()
-	out = append(out, load("StorageHeartbeat", c.name, 64, d, func(w, n int) error {
+	phase("StorageHeartbeat", 64, func(w, n int) error {
 		_, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{
 			ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version}))
 		return err
-	}))
-	if len(c.procs) == 3 && failovers > 0 {
+	})
+	if len(c.procs) == 3 && failovers > 0 && selected("failover") {
 		out = append(out, c.failover(failovers))
 	}
 	return out
