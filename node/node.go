@@ -62,6 +62,10 @@ type Node struct {
 	// flight, so an id is never reused.
 	removedIDs    map[uint64]bool
 	snapshotIndex uint64
+	// snapshotBytes is the size of the last snapshot, and loggedBytes the
+	// size of the entries applied since: see Config.MaxLogEntries.
+	snapshotBytes int
+	loggedBytes   int
 	// snapshotForNewMember: a member was added. A node joining with an empty
 	// log can only start from a snapshot whose conf state names it (Raft
 	// refuses any other), so every node snapshots after such a change.
@@ -231,6 +235,7 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 	meta := snap.GetMetadata()
 	n.confState = proto.CloneOf(raftpb.EnsureConfState(meta.GetConfState()))
 	n.snapshotIndex = meta.GetIndex()
+	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
 	if meta.GetIndex() == 0 {
 		return nil
 	}
@@ -390,6 +395,7 @@ func (n *Node) applyEntry(entry *raftpb.Entry) {
 	if n.env.Observer != nil {
 		n.env.Observer.Applied(entry)
 	}
+	n.loggedBytes += len(entry.GetData())
 	switch entry.GetType() {
 	case raftpb.EntryNormal:
 		if len(entry.GetData()) == 0 {
@@ -622,11 +628,13 @@ func (n *Node) serveReads() {
 	}
 }
 
-// maybeSnapshot snapshots the state machine every MaxLogEntries applied
-// entries and compacts the log behind it, keeping LogTailEntries.
+// maybeSnapshot snapshots the state machine when MaxLogEntries entries and
+// 1/SnapshotLogRatio of the last snapshot's size have been applied since
+// it, and compacts the log behind it, keeping LogTailEntries.
 func (n *Node) maybeSnapshot() error {
 	applied := n.sm.AppliedIndex()
-	if applied < n.snapshotIndex+n.cfg.MaxLogEntries && !(n.snapshotForNewMember && applied > n.snapshotIndex) {
+	due := applied >= n.snapshotIndex+n.cfg.MaxLogEntries && uint64(n.loggedBytes)*n.cfg.SnapshotLogRatio >= uint64(n.snapshotBytes)
+	if !due && !(n.snapshotForNewMember && applied > n.snapshotIndex) {
 		return nil
 	}
 	n.snapshotForNewMember = false
@@ -642,6 +650,7 @@ func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
 		return nil, err
 	}
 	n.snapshotIndex = applied
+	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
 	first, err := n.store.FirstIndex()
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -91,6 +92,37 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 	c.restart(3)
 	c.tick(5)
 	c.requireConverged()
+}
+
+// TestSnapshotsScaleWithTheState: once the state is large, a snapshot waits
+// for writes adding up to a quarter of its size, not just MaxLogEntries
+// entries, so that writes do not re-encode a large state every few entries.
+func TestSnapshotsScaleWithTheState(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) { cfg.MaxLogEntries = 10; cfg.LogTailEntries = 2 })
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	require.Nil(t, out.Err)
+	for i := 0; i < 5; i++ {
+		out := c.do(func(done func(Outcome)) {
+			leader.CreateTopic(createTopicReq(fmt.Sprintf("big-%d", i), 1000, 1, "c", uint64(100+i)), done)
+		})
+		require.Nil(t, out.Err)
+	}
+	_, snapshotBytes, err := leader.TakeSnapshot()
+	require.NoError(t, err)
+	require.Greater(t, snapshotBytes, 20_000, "5,000 partitions make a large state")
+	start := leader.snapshotIndex
+
+	// Small writes: each a registration of a hundred-odd bytes.
+	entries := 0
+	for id := int32(2); leader.snapshotIndex == start; id++ {
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(1000+id)), done) })
+		require.Nil(t, out.Err)
+		entries++
+		require.Less(t, entries, 2_000, "no snapshot at all")
+	}
+	t.Logf("snapshot of %d bytes, next after %d registrations", snapshotBytes, entries)
+	assert.Greater(t, entries, 50, "MaxLogEntries alone would have snapshotted after 10 entries")
 }
 
 func TestAddAndRemoveVoter(t *testing.T) {

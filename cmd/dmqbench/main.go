@@ -43,6 +43,27 @@ type Result struct {
 	P999Ms      float64 `json:"p999_ms,omitempty"`
 	MinMs       float64 `json:"min_ms,omitempty"`
 	Errors      int     `json:"errors"`
+	// ServerCPUUs and ClientCPUUs are the CPU time per operation of all
+	// the controllers together and of the load generator.
+	ServerCPUUs float64 `json:"server_cpu_us_per_op,omitempty"`
+	ClientCPUUs float64 `json:"client_cpu_us_per_op,omitempty"`
+}
+
+// cpuTime is a process's user+system CPU time, from /proc (0 if unknown).
+func cpuTime(pid string) time.Duration {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	var user, system int64
+	fmt.Sscan(fields[11], &user)
+	fmt.Sscan(fields[12], &system)
+	return time.Duration(user+system) * time.Second / 100 // USER_HZ
 }
 
 func main() {
@@ -53,6 +74,7 @@ func main() {
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
 	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
+	flag.BoolVar(&http1, "http1", false, "load the controllers over HTTP/1.1 keep-alive connections instead of one HTTP/2 connection")
 	flag.StringVar(&profileDir, "profile", "", "save a CPU profile of the leader during each measurement in this directory")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "dmqbench-")
@@ -96,6 +118,9 @@ func main() {
 
 // only and profileDir are the --only and --profile flags.
 var only, profileDir string
+
+// http1 is the --http1 flag.
+var http1 bool
 
 // selected says whether --only lets the phase run.
 func selected(name string) bool {
@@ -296,15 +321,33 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	var out []Result
 	leader := c.leader(-1)
 	httpClient := rpc.NewHTTPClient(nil)
+	if http1 {
+		// One keep-alive connection per worker, as many storage services
+		// and producers would hold.
+		httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000, MaxConnsPerHost: 0}}
+	}
 	client := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(leader))
 	ctx := context.Background()
 	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
 		fail(err)
 	}
 	phase := func(name string, concurrency int, op func(worker, n int) error) {
-		if selected(name) {
-			out = append(out, profiled(c.url(leader), name, d, func() Result { return load(name, c.name, concurrency, d, op) }))
+		if !selected(name) {
+			return
 		}
+		serverCPU := func() (total time.Duration) {
+			for _, p := range c.procs {
+				total += cpuTime(fmt.Sprint(p.Process.Pid))
+			}
+			return total
+		}
+		serverBefore, clientBefore := serverCPU(), cpuTime("self")
+		r := profiled(c.url(leader), name, d, func() Result { return load(name, c.name, concurrency, d, op) })
+		if r.Operations > 0 {
+			r.ServerCPUUs = float64((serverCPU() - serverBefore).Microseconds()) / float64(r.Operations)
+			r.ClientCPUUs = float64((cpuTime("self") - clientBefore).Microseconds()) / float64(r.Operations)
+		}
+		out = append(out, r)
 	}
 	var topicSeq atomic.Int64
 	for _, concurrency := range []int{1, 16, 256, 1000} {
@@ -397,10 +440,10 @@ func (c *cluster) failover(trials int) Result {
 
 func printTable(results []Result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\t")
+	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\tserver CPU us/op\tclient CPU us/op\t")
 	for _, r := range results {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
-			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
+			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors, r.ServerCPUUs, r.ClientCPUUs)
 	}
 	_ = w.Flush()
 }
