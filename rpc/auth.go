@@ -257,7 +257,10 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		if !i.peerOnly {
 			p, _ := principalOf(ctx)
 			name := procedure[strings.LastIndex(procedure, "/")+1:]
-			if p.Role != RoleAdmin && (!readOnlyProcedures[name] || p.Role == RoleController) {
+			// A SERVICE may open a heartbeat stream; the handler checks that
+			// each heartbeat is its own.
+			serviceStream := p.Role == RoleService && name == "StorageHeartbeats"
+			if p.Role != RoleAdmin && !serviceStream && (!readOnlyProcedures[name] || p.Role == RoleController) {
 				return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q may not call %s", p.Role, p.Name, name))
 			}
 		}

@@ -64,7 +64,7 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		interceptors = append(interceptors, authInterceptor{auth: security.Auth})
 	}
 	if security.RateLimit.PerSecond > 0 {
-		interceptors = append(interceptors, rateLimitInterceptor(security.RateLimit))
+		interceptors = append(interceptors, newRateLimitInterceptor(security.RateLimit))
 	}
 	options := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),

@@ -76,26 +76,68 @@ func (l *limiter) evictOldest() {
 }
 
 // rateLimitInterceptor answers ResourceExhausted, with a Retry-After hint in
-// seconds, to a client past its budget. The request is not processed.
-func rateLimitInterceptor(cfg RateLimit) connect.UnaryInterceptorFunc {
-	l := newLimiter(cfg)
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			client := "address " + req.Peer().Addr
-			if host, _, err := net.SplitHostPort(req.Peer().Addr); err == nil {
-				client = "address " + host
-			}
-			if p, ok := principalOf(ctx); ok {
-				client = "principal " + string(p.Role) + " " + p.Name
-			}
-			if ok, wait := l.allow(client, time.Now()); !ok {
-				seconds := int(math.Ceil(wait.Seconds()))
-				err := connect.NewError(connect.CodeResourceExhausted,
-					fmt.Errorf("rate limit of %.0f requests/s (burst %d) exceeded: retry in %d s", cfg.PerSecond, cfg.Burst, seconds))
-				err.Meta().Set("Retry-After", fmt.Sprint(seconds))
-				return nil, err
-			}
-			return next(ctx, req)
-		}
+// seconds, to a client past its budget: a unary call is not processed, and
+// a stream ends at the message past the budget (each message received on a
+// stream costs a token, as a call does).
+type rateLimitInterceptor struct {
+	cfg     RateLimit
+	limiter *limiter
+}
+
+func newRateLimitInterceptor(cfg RateLimit) rateLimitInterceptor {
+	return rateLimitInterceptor{cfg: cfg, limiter: newLimiter(cfg)}
+}
+
+// check takes a token for the caller: the principal when authentication is
+// on, else the peer's IP address.
+func (i rateLimitInterceptor) check(ctx context.Context, peerAddr string) error {
+	client := "address " + peerAddr
+	if host, _, err := net.SplitHostPort(peerAddr); err == nil {
+		client = "address " + host
 	}
+	if p, ok := principalOf(ctx); ok {
+		client = "principal " + string(p.Role) + " " + p.Name
+	}
+	ok, wait := i.limiter.allow(client, time.Now())
+	if ok {
+		return nil
+	}
+	seconds := int(math.Ceil(wait.Seconds()))
+	err := connect.NewError(connect.CodeResourceExhausted,
+		fmt.Errorf("rate limit of %.0f requests/s (burst %d) exceeded: retry in %d s", i.cfg.PerSecond, i.cfg.Burst, seconds))
+	err.Meta().Set("Retry-After", fmt.Sprint(seconds))
+	return err
+}
+
+func (i rateLimitInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := i.check(ctx, req.Peer().Addr); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i rateLimitInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i rateLimitInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return next(ctx, &limitedConn{StreamingHandlerConn: conn, ctx: ctx, interceptor: i})
+	}
+}
+
+// limitedConn takes a token for every message received.
+type limitedConn struct {
+	connect.StreamingHandlerConn
+	ctx         context.Context
+	interceptor rateLimitInterceptor
+}
+
+func (c *limitedConn) Receive(msg any) error {
+	if err := c.StreamingHandlerConn.Receive(msg); err != nil {
+		return err
+	}
+	return c.interceptor.check(c.ctx, c.Peer().Addr)
 }

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"io"
 	"fmt"
 	"log/slog"
 	"time"
@@ -172,15 +173,52 @@ func (s *Server) DescribeBroker(ctx context.Context, req *connect.Request[metada
 
 // StorageHeartbeat implements MetadataService.
 func (s *Server) StorageHeartbeat(ctx context.Context, req *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	resp, err := s.heartbeat(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// StorageHeartbeats implements MetadataService: StorageHeartbeat, one
+// response per request, on one stream, until the first error.
+func (s *Server) StorageHeartbeats(ctx context.Context, stream *connect.BidiStream[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse]) error {
+	procedure := stream.Spec().Procedure
+	for {
+		req, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// The stream was authenticated when it opened; each heartbeat must
+		// still be the principal's own.
+		if p, ok := principalOf(ctx); ok {
+			if err := authorize(p, procedure, req); err != nil {
+				return connect.NewError(connect.CodePermissionDenied, err)
+			}
+		}
+		resp, err := s.heartbeat(ctx, req)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) heartbeat(ctx context.Context, req *metadatav1.StorageHeartbeatRequest) (*metadatav1.StorageHeartbeatResponse, error) {
 	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.StorageHeartbeatResponse])) {
-		resp, herr := n.Heartbeat(req.Msg)
+		resp, herr := n.Heartbeat(req)
 		done(result[*metadatav1.StorageHeartbeatResponse]{err: herr, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: resp})
 	})
 	s.metrics.heartbeats.Inc()
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(r.value), nil
+	return r.value, nil
 }
 
 // CreateTopic implements MetadataService.

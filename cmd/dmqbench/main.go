@@ -392,6 +392,29 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 			ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version}))
 		return err
 	})
+	// The same heartbeats, one stream per storage service.
+	streams := make([]*connect.BidiStreamForClient[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse], 64)
+	phase("StorageHeartbeats (stream)", 64, func(w, n int) error {
+		if streams[w] == nil {
+			streams[w] = client.StorageHeartbeats(ctx)
+		}
+		err := streams[w].Send(&metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version})
+		if err == nil {
+			_, err = streams[w].Receive()
+		}
+		if err != nil {
+			_ = streams[w].CloseRequest()
+			_ = streams[w].CloseResponse()
+			streams[w] = nil
+		}
+		return err
+	})
+	for _, s := range streams {
+		if s != nil {
+			_ = s.CloseRequest()
+			_ = s.CloseResponse()
+		}
+	}
 	if len(c.procs) == 3 && failovers > 0 && selected("failover") {
 		out = append(out, c.failover(failovers))
 	}

@@ -2087,13 +2087,14 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xd7\x0f\n" +
+	"\x06update2\xc7\x10\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
 	"\vListBrokers\x12#.dmq.metadata.v1.ListBrokersRequest\x1a$.dmq.metadata.v1.ListBrokersResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/metadata/brokers\x90\x02\x01\x12\x8b\x01\n" +
 	"\x0eDescribeBroker\x12&.dmq.metadata.v1.DescribeBrokerRequest\x1a'.dmq.metadata.v1.DescribeBrokerResponse\"(\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/metadata/brokers/{id}\x90\x02\x01\x12\x96\x01\n" +
-	"\x10StorageHeartbeat\x12(.dmq.metadata.v1.StorageHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v1/metadata/storage-heartbeat\x12|\n" +
+	"\x10StorageHeartbeat\x12(.dmq.metadata.v1.StorageHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v1/metadata/storage-heartbeat\x12n\n" +
+	"\x11StorageHeartbeats\x12(.dmq.metadata.v1.StorageHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\"\x00(\x010\x01\x12|\n" +
 	"\vCreateTopic\x12#.dmq.metadata.v1.CreateTopicRequest\x1a$.dmq.metadata.v1.CreateTopicResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/api/v1/metadata/topics\x12\x80\x01\n" +
 	"\vDeleteTopic\x12#.dmq.metadata.v1.DeleteTopicRequest\x1a$.dmq.metadata.v1.DeleteTopicResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/v1/metadata/topics/{name}\x12y\n" +
 	"\n" +
@@ -2195,31 +2196,33 @@ var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
 	6,  // 32: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
 	8,  // 33: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
 	10, // 34: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 35: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	14, // 36: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	16, // 37: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	18, // 38: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	20, // 39: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	22, // 40: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	24, // 41: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	26, // 42: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	28, // 43: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	3,  // 44: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	5,  // 45: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	7,  // 46: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	9,  // 47: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	11, // 48: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 49: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	15, // 50: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	17, // 51: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	19, // 52: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	21, // 53: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	23, // 54: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	25, // 55: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	27, // 56: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	29, // 57: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	44, // [44:58] is the sub-list for method output_type
-	30, // [30:44] is the sub-list for method input_type
+	10, // 35: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	12, // 36: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	14, // 37: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	16, // 38: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	18, // 39: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	20, // 40: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	22, // 41: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	24, // 42: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	26, // 43: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	28, // 44: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	3,  // 45: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	5,  // 46: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	7,  // 47: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	9,  // 48: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	11, // 49: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	11, // 50: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 51: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	15, // 52: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	17, // 53: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	19, // 54: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	21, // 55: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	23, // 56: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	25, // 57: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	27, // 58: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	29, // 59: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	45, // [45:60] is the sub-list for method output_type
+	30, // [30:45] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name

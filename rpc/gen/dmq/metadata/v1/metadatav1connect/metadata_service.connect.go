@@ -54,6 +54,9 @@ const (
 	// MetadataServiceStorageHeartbeatProcedure is the fully-qualified name of the MetadataService's
 	// StorageHeartbeat RPC.
 	MetadataServiceStorageHeartbeatProcedure = "/dmq.metadata.v1.MetadataService/StorageHeartbeat"
+	// MetadataServiceStorageHeartbeatsProcedure is the fully-qualified name of the MetadataService's
+	// StorageHeartbeats RPC.
+	MetadataServiceStorageHeartbeatsProcedure = "/dmq.metadata.v1.MetadataService/StorageHeartbeats"
 	// MetadataServiceCreateTopicProcedure is the fully-qualified name of the MetadataService's
 	// CreateTopic RPC.
 	MetadataServiceCreateTopicProcedure = "/dmq.metadata.v1.MetadataService/CreateTopic"
@@ -93,6 +96,12 @@ type MetadataServiceClient interface {
 	// it refreshes the broker's session on the active controller, which fences
 	// brokers whose sessions expire and schedules pushes for lagging ones.
 	StorageHeartbeat(context.Context, *connect.Request[v1.StorageHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error)
+	// The same heartbeats on one long-lived stream (Connect or gRPC over
+	// HTTP/2): each request is answered, in order, by one response, without
+	// the cost of a call per heartbeat. The stream ends at the first error,
+	// which is the error StorageHeartbeat would have returned (a follower
+	// answers Unavailable with the leader's id and URL).
+	StorageHeartbeats(context.Context) *connect.BidiStreamForClient[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
 	CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
@@ -150,6 +159,12 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			httpClient,
 			baseURL+MetadataServiceStorageHeartbeatProcedure,
 			connect.WithSchema(metadataServiceMethods.ByName("StorageHeartbeat")),
+			connect.WithClientOptions(opts...),
+		),
+		storageHeartbeats: connect.NewClient[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse](
+			httpClient,
+			baseURL+MetadataServiceStorageHeartbeatsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("StorageHeartbeats")),
 			connect.WithClientOptions(opts...),
 		),
 		createTopic: connect.NewClient[v1.CreateTopicRequest, v1.CreateTopicResponse](
@@ -220,6 +235,7 @@ type metadataServiceClient struct {
 	listBrokers        *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
 	describeBroker     *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
 	storageHeartbeat   *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	storageHeartbeats  *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
 	createTopic        *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
 	deleteTopic        *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
 	listTopics         *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
@@ -254,6 +270,11 @@ func (c *metadataServiceClient) DescribeBroker(ctx context.Context, req *connect
 // StorageHeartbeat calls dmq.metadata.v1.MetadataService.StorageHeartbeat.
 func (c *metadataServiceClient) StorageHeartbeat(ctx context.Context, req *connect.Request[v1.StorageHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error) {
 	return c.storageHeartbeat.CallUnary(ctx, req)
+}
+
+// StorageHeartbeats calls dmq.metadata.v1.MetadataService.StorageHeartbeats.
+func (c *metadataServiceClient) StorageHeartbeats(ctx context.Context) *connect.BidiStreamForClient[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse] {
+	return c.storageHeartbeats.CallBidiStream(ctx)
 }
 
 // CreateTopic calls dmq.metadata.v1.MetadataService.CreateTopic.
@@ -311,6 +332,12 @@ type MetadataServiceHandler interface {
 	// it refreshes the broker's session on the active controller, which fences
 	// brokers whose sessions expire and schedules pushes for lagging ones.
 	StorageHeartbeat(context.Context, *connect.Request[v1.StorageHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error)
+	// The same heartbeats on one long-lived stream (Connect or gRPC over
+	// HTTP/2): each request is answered, in order, by one response, without
+	// the cost of a call per heartbeat. The stream ends at the first error,
+	// which is the error StorageHeartbeat would have returned (a follower
+	// answers Unavailable with the leader's id and URL).
+	StorageHeartbeats(context.Context, *connect.BidiStream[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]) error
 	CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
@@ -364,6 +391,12 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		MetadataServiceStorageHeartbeatProcedure,
 		svc.StorageHeartbeat,
 		connect.WithSchema(metadataServiceMethods.ByName("StorageHeartbeat")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceStorageHeartbeatsHandler := connect.NewBidiStreamHandler(
+		MetadataServiceStorageHeartbeatsProcedure,
+		svc.StorageHeartbeats,
+		connect.WithSchema(metadataServiceMethods.ByName("StorageHeartbeats")),
 		connect.WithHandlerOptions(opts...),
 	)
 	metadataServiceCreateTopicHandler := connect.NewUnaryHandler(
@@ -436,6 +469,8 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceDescribeBrokerHandler.ServeHTTP(w, r)
 		case MetadataServiceStorageHeartbeatProcedure:
 			metadataServiceStorageHeartbeatHandler.ServeHTTP(w, r)
+		case MetadataServiceStorageHeartbeatsProcedure:
+			metadataServiceStorageHeartbeatsHandler.ServeHTTP(w, r)
 		case MetadataServiceCreateTopicProcedure:
 			metadataServiceCreateTopicHandler.ServeHTTP(w, r)
 		case MetadataServiceDeleteTopicProcedure:
@@ -481,6 +516,10 @@ func (UnimplementedMetadataServiceHandler) DescribeBroker(context.Context, *conn
 
 func (UnimplementedMetadataServiceHandler) StorageHeartbeat(context.Context, *connect.Request[v1.StorageHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.StorageHeartbeat is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) StorageHeartbeats(context.Context, *connect.BidiStream[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.StorageHeartbeats is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error) {
