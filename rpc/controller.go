@@ -138,11 +138,12 @@ func (c *Controller) start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go c.metrics.Poll(ctx, c.runner, time.Second)
+	listener := BufferedListener(cfg.Listener)
 	if material != nil {
 		c.server.TLSConfig = material.server()
-		go func() { c.served <- c.server.ServeTLS(cfg.Listener, "", "") }()
+		go func() { c.served <- c.server.ServeTLS(listener, "", "") }()
 	} else {
-		go func() { c.served <- c.server.Serve(cfg.Listener) }()
+		go func() { c.served <- c.server.Serve(listener) }()
 	}
 	return nil
 }

@@ -1,10 +1,12 @@
 package rpc
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -168,3 +170,30 @@ func (strictJSON) Unmarshal(data []byte, msg any) error {
 	}
 	return protojson.UnmarshalOptions{DiscardUnknown: false}.Unmarshal(data, m)
 }
+
+// connReadBufferBytes is the read buffer of each accepted connection.
+const connReadBufferBytes = 8 << 10
+
+// BufferedListener buffers the reads of every accepted connection. Go's
+// HTTP/2 server reads cleartext connections frame by frame straight from
+// the socket, two read syscalls per frame (header, then payload); under
+// load the socket holds many frames, and one read then serves them all.
+// (TLS connections are buffered by their record layer already.)
+func BufferedListener(l net.Listener) net.Listener { return bufferedListener{l} }
+
+type bufferedListener struct{ net.Listener }
+
+func (l bufferedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: c, reader: bufio.NewReaderSize(c, connReadBufferBytes)}, nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	reader *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.reader.Read(p) }

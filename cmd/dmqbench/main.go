@@ -393,26 +393,28 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 		return err
 	})
 	// The same heartbeats, one stream per storage service.
-	streams := make([]*connect.BidiStreamForClient[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse], 64)
-	phase("StorageHeartbeats (stream)", 64, func(w, n int) error {
-		if streams[w] == nil {
-			streams[w] = client.StorageHeartbeats(ctx)
-		}
-		err := streams[w].Send(&metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version})
-		if err == nil {
-			_, err = streams[w].Receive()
-		}
-		if err != nil {
-			_ = streams[w].CloseRequest()
-			_ = streams[w].CloseResponse()
-			streams[w] = nil
-		}
-		return err
-	})
-	for _, s := range streams {
-		if s != nil {
-			_ = s.CloseRequest()
-			_ = s.CloseResponse()
+	for _, concurrency := range []int{64, 256} {
+		streams := make([]*connect.BidiStreamForClient[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse], concurrency)
+		phase("StorageHeartbeats (stream)", concurrency, func(w, n int) error {
+			if streams[w] == nil {
+				streams[w] = client.StorageHeartbeats(ctx)
+			}
+			err := streams[w].Send(&metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version})
+			if err == nil {
+				_, err = streams[w].Receive()
+			}
+			if err != nil {
+				_ = streams[w].CloseRequest()
+				_ = streams[w].CloseResponse()
+				streams[w] = nil
+			}
+			return err
+		})
+		for _, s := range streams {
+			if s != nil {
+				_ = s.CloseRequest()
+				_ = s.CloseResponse()
+			}
 		}
 	}
 	if len(c.procs) == 3 && failovers > 0 && selected("failover") {
