@@ -74,6 +74,7 @@ func main() {
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
 	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
+	flag.IntVar(&conns, "conns", 1, "HTTP/2 connections the workers share")
 	flag.BoolVar(&http1, "http1", false, "load the controllers over HTTP/1.1 keep-alive connections instead of one HTTP/2 connection")
 	flag.StringVar(&profileDir, "profile", "", "save a CPU profile of the leader during each measurement in this directory")
 	flag.Parse()
@@ -119,8 +120,11 @@ func main() {
 // only and profileDir are the --only and --profile flags.
 var only, profileDir string
 
-// http1 is the --http1 flag.
-var http1 bool
+// http1 and conns are the --http1 and --conns flags.
+var (
+	http1 bool
+	conns int
+)
 
 // selected says whether --only lets the phase run.
 func selected(name string) bool {
@@ -135,26 +139,35 @@ func selected(name string) bool {
 	return false
 }
 
-// profiled runs measure while the leader records a CPU profile, if
-// --profile is set, and saves it named after the phase.
-func profiled(leaderURL, phase string, d time.Duration, measure func() Result) Result {
+// profiled runs measure while every controller records a CPU profile, if
+// --profile is set, and saves them named after the phase and the
+// controller ("leader" or "follower-N").
+func profiled(urls []string, leader int, phase string, d time.Duration, measure func() Result) Result {
 	if profileDir == "" {
 		return measure()
 	}
-	done := make(chan []byte, 1)
-	go func() {
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", leaderURL, max(1, int(d.Seconds()))))
-		if err != nil {
-			done <- nil
-			return
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		done <- data
-	}()
+	profiles := make([][]byte, len(urls))
+	var wg sync.WaitGroup
+	for i, url := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", url, max(1, int(d.Seconds()))))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			profiles[i], _ = io.ReadAll(resp.Body)
+		}()
+	}
 	r := measure()
-	if data := <-done; len(data) > 0 {
-		name := strings.NewReplacer(" ", "-", "(", "", ")", "", ">", "", ":", "").Replace(fmt.Sprintf("%s-%s-%d.pprof", r.Cluster, phase, r.Concurrency))
+	wg.Wait()
+	for i, data := range profiles {
+		role := "leader"
+		if i != leader {
+			role = fmt.Sprint("follower-", i+1)
+		}
+		name := strings.NewReplacer(" ", "-", "(", "", ")", "", ">", "", ":", "").Replace(fmt.Sprintf("%s-%s-%d-%s.pprof", r.Cluster, phase, r.Concurrency, role))
 		if err := os.WriteFile(filepath.Join(profileDir, name), data, 0o644); err != nil {
 			fail(err)
 		}
@@ -320,13 +333,19 @@ func load(name, clusterName string, concurrency int, d time.Duration, op func(wo
 func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	var out []Result
 	leader := c.leader(-1)
-	httpClient := rpc.NewHTTPClient(nil)
-	if http1 {
-		// One keep-alive connection per worker, as many storage services
-		// and producers would hold.
-		httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000, MaxConnsPerHost: 0}}
+	// Workers share conns connections (HTTP/2 multiplexes each), as
+	// etcd's benchmark spreads its clients over --conns.
+	clients := make([]metadatav1connect.MetadataServiceClient, max(1, conns))
+	for i := range clients {
+		httpClient := rpc.NewHTTPClient(nil)
+		if http1 {
+			// One keep-alive connection per worker instead.
+			httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000}}
+		}
+		clients[i] = metadatav1connect.NewMetadataServiceClient(httpClient, c.url(leader))
 	}
-	client := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(leader))
+	client := clients[0]
+	on := func(worker int) metadatav1connect.MetadataServiceClient { return clients[worker%len(clients)] }
 	ctx := context.Background()
 	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
 		fail(err)
@@ -342,7 +361,11 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 			return total
 		}
 		serverBefore, clientBefore := serverCPU(), cpuTime("self")
-		r := profiled(c.url(leader), name, d, func() Result { return load(name, c.name, concurrency, d, op) })
+		var urls []string
+		for i := range c.procs {
+			urls = append(urls, c.url(i))
+		}
+		r := profiled(urls, leader, name, d, func() Result { return load(name, c.name, concurrency, d, op) })
 		if r.Operations > 0 {
 			r.ServerCPUUs = float64((serverCPU() - serverBefore).Microseconds()) / float64(r.Operations)
 			r.ClientCPUUs = float64((cpuTime("self") - clientBefore).Microseconds()) / float64(r.Operations)
@@ -351,9 +374,9 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	}
 	var topicSeq atomic.Int64
 	for _, concurrency := range []int{1, 16, 256, 1000} {
-		phase("CreateTopic (1 partition)", concurrency, func(_, _ int) error {
+		phase("CreateTopic (1 partition)", concurrency, func(w, _ int) error {
 			name := fmt.Sprintf("bench-%d", topicSeq.Add(1))
-			_, err := client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 1, ReplicationFactor: 1}))
+			_, err := on(w).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: name, Partitions: 1, ReplicationFactor: 1}))
 			return err
 		})
 	}
@@ -369,14 +392,14 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	var brokerSeq atomic.Int64
 	brokerSeq.Store(1)
 	for _, concurrency := range []int{1, 16, 256, 1000} {
-		phase("RegisterBroker", concurrency, func(_, _ int) error {
+		phase("RegisterBroker", concurrency, func(w, _ int) error {
 			id := int32(brokerSeq.Add(1))
-			_, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092}))
+			_, err := on(w).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092}))
 			return err
 		})
 	}
 	phase("DescribeTopic (linearizable)", 100, func(w, n int) error {
-		_, err := client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: fmt.Sprintf("bench-%d", 1+(w*7919+n)%int(max(1, topicSeq.Load())))}))
+		_, err := on(w).DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: fmt.Sprintf("bench-%d", 1+(w*7919+n)%int(max(1, topicSeq.Load())))}))
 		return err
 	})
 	brokers := int(brokerSeq.Load())
@@ -388,7 +411,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	// session and schedules nothing.
 	version := state.Msg.GetState().GetMetadataVersion()
 	phase("StorageHeartbeat", 64, func(w, n int) error {
-		_, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{
+		_, err := on(w).StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{
 			ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version}))
 		return err
 	})
@@ -397,7 +420,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 		streams := make([]*connect.BidiStreamForClient[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse], concurrency)
 		phase("StorageHeartbeats (stream)", concurrency, func(w, n int) error {
 			if streams[w] == nil {
-				streams[w] = client.StorageHeartbeats(ctx)
+				streams[w] = on(w).StorageHeartbeats(ctx)
 			}
 			err := streams[w].Send(&metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version})
 			if err == nil {
