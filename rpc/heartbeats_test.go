@@ -83,7 +83,7 @@ func TestHeartbeatStreamAuthAndLimits(t *testing.T) {
 		defer func() {
 			_ = stream.CloseRequest()
 			_ = stream.CloseRequest()
-	_ = stream.CloseResponse()
+			_ = stream.CloseResponse()
 		}()
 		for range count {
 			if err := stream.Send(&metadatav1.StorageHeartbeatRequest{ServiceId: service}); err != nil {

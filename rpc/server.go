@@ -3,8 +3,8 @@ package rpc
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
