@@ -123,6 +123,10 @@ func loggingInterceptor(logger *slog.Logger) connect.UnaryInterceptorFunc {
 			started := time.Now()
 			resp, err := next(ctx, req)
 			level, code := slog.LevelDebug, "ok"
+			if err == nil && !logger.Enabled(ctx, level) {
+				// The common case costs no allocation.
+				return resp, err
+			}
 			if err != nil {
 				code = connect.CodeOf(err).String()
 				if connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown {
