@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -37,6 +38,11 @@ func run(args []string) error {
 		return err
 	}
 	logger := newLogger(cfg.Log.Level)
+	gcPercent := os.Getenv("GOGC")
+	if gcPercent == "" {
+		debug.SetGCPercent(cfg.Runtime.GCPercent)
+		gcPercent = strconv.Itoa(cfg.Runtime.GCPercent)
+	}
 	var services *Services
 	if cfg.Services.ConfigPath != "none" {
 		services, err = loadServices(cfg.Services.ConfigPath, cfg.Services.ConfigPath != defaultConfig().Services.ConfigPath)
@@ -111,7 +117,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "tls", cfg.Security.TLS.enabled(), "join", cfg.Metadata.Join, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "tls", cfg.Security.TLS.enabled(), "join", cfg.Metadata.Join, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
 	switch {
 	case !cfg.Security.TLS.enabled() && auth == nil:
