@@ -302,6 +302,13 @@ func (n *Node) StateMachine() *statemachine.StateMachine { return n.sm }
 func (n *Node) Tick() {
 	n.ticks++
 	n.rn.Tick()
+	// Deadlines and the controller's duties (sessions, pushes) are looked
+	// at once per heartbeat interval: a tick finer than the heartbeat
+	// serves Raft's randomised election timeout, which is drawn in whole
+	// ticks, and need not cost a scan of every session.
+	if n.ticks%uint64(n.cfg.HeartbeatTicks) != 0 {
+		return
+	}
 	n.expireRequests()
 	if n.active {
 		n.controllerTick(n.env.Clock.Now())

@@ -336,6 +336,35 @@ func TestSessionTimeline(t *testing.T) {
 	}
 }
 
+// TestTicksFinerThanHeartbeats: with ten ticks per heartbeat (as dmqd
+// runs), sessions still expire on time, checked once per heartbeat, and a
+// new leader is elected after the old one dies.
+func TestTicksFinerThanHeartbeats(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.ElectionTicks, cfg.HeartbeatTicks, cfg.RequestTimeoutTicks = 100, 10, 300
+	})
+	c.tickDuration = 10 * time.Millisecond
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+	}
+	silentSince := c.now
+	for leader.StateMachine().Broker(2).IsAlive {
+		heartbeat(t, leader, "1", leader.StateMachine().Version())
+		c.tick(1)
+		require.Less(t, c.now.Sub(silentSince), 10*time.Second, "the silent broker was never fenced")
+	}
+	fencedAfter := c.now.Sub(silentSince)
+	assert.GreaterOrEqual(t, fencedAfter, 3*time.Second, "not before the session timeout")
+	assert.Less(t, fencedAfter, 3*time.Second+500*time.Millisecond, "within a few heartbeats of it")
+	assert.True(t, leader.StateMachine().Broker(1).IsAlive)
+
+	c.crash(1)
+	next := c.waitLeader(1000)
+	require.NotEqual(t, uint64(1), next.cfg.ID)
+	require.Nil(t, c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1, "c", 9), done) }).Err)
+}
+
 func TestFailoverGrace(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)

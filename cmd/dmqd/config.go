@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmq-project/metadata/node"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -253,11 +254,27 @@ func (c Config) validate() error {
 	return nil
 }
 
+// ticksPerHeartbeat divides the heartbeat interval into Raft ticks. Raft
+// draws its randomised election timeout in whole ticks: with one tick per
+// 100 ms heartbeat there were ten possible timeouts between 1 and 2 s, and
+// two followers of a dead leader now and then campaigned within a round
+// trip of each other, split the vote and waited a second timeout. Ten
+// ticks per heartbeat make that a hundred.
+func (c Config) ticksPerHeartbeat() int { return min(10, c.Raft.HeartbeatIntervalMs) }
+
+// tick is the Raft tick; at least a millisecond.
 func (c Config) tick() time.Duration {
-	return time.Duration(c.Raft.HeartbeatIntervalMs) * time.Millisecond
+	return time.Duration(c.Raft.HeartbeatIntervalMs) * time.Millisecond / time.Duration(c.ticksPerHeartbeat())
 }
+
 func (c Config) electionTicks() int {
-	return c.Raft.ElectionTimeoutMs / c.Raft.HeartbeatIntervalMs
+	return c.Raft.ElectionTimeoutMs * c.ticksPerHeartbeat() / c.Raft.HeartbeatIntervalMs
+}
+
+// requestTimeoutTicks keeps the node's default request timeout (5 s at the
+// default tick) in time rather than in ticks.
+func (c Config) requestTimeoutTicks() int {
+	return int(node.DefaultRequestTimeoutTicks * 100 * time.Millisecond / c.tick())
 }
 
 // Services is config/services.json in the seed's format.

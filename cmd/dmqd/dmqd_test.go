@@ -47,8 +47,10 @@ services:
 	cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" })
 	require.NoError(t, err, "the seed's configuration file is accepted as it is")
 	assert.Equal(t, 5000, cfg.Raft.ElectionTimeoutMs)
-	assert.Equal(t, 5, cfg.electionTicks())
-	assert.Equal(t, time.Second, cfg.tick())
+	assert.Equal(t, 100*time.Millisecond, cfg.tick(), "ten Raft ticks per heartbeat")
+	assert.Equal(t, 10, cfg.ticksPerHeartbeat())
+	assert.Equal(t, 5*time.Second, time.Duration(cfg.electionTicks())*cfg.tick(), "the election timeout is kept in time")
+	assert.Equal(t, 5*time.Second, time.Duration(cfg.requestTimeoutTicks())*cfg.tick(), "so is the request timeout")
 
 	env := map[string]string{"DMQ_SERVER_PORT": "9000", "DMQ_RAFT_MAX_LOG_ENTRIES": "50"}
 	cfg, err = loadConfig([]string{"--config", path, "--server.port", "9100"}, func(k string) string { return env[k] })

@@ -86,7 +86,8 @@ func run(args []string) error {
 		Node: node.Config{
 			ID:                       self,
 			ElectionTicks:            cfg.electionTicks(),
-			HeartbeatTicks:           1,
+			HeartbeatTicks:           cfg.ticksPerHeartbeat(),
+			RequestTimeoutTicks:      cfg.requestTimeoutTicks(),
 			MaxLogEntries:            cfg.Raft.MaxLogEntries,
 			SessionTimeout:           time.Duration(cfg.Services.HeartbeatTimeoutMs) * time.Millisecond,
 			DefaultReplicationFactor: cfg.Replication.DefaultReplicationFactor,
