@@ -149,7 +149,7 @@ func (c *Config) settings() []setting {
 		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
 		boolSetting("metadata.join", "start empty and wait to be added to a running cluster (dmqctl quorum add-learner)", &c.Metadata.Join),
 		intSetting("raft.election-timeout-ms", "Raft election timeout", &c.Raft.ElectionTimeoutMs),
-		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the tick)", &c.Raft.HeartbeatIntervalMs),
+		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the Raft tick is a tenth of it)", &c.Raft.HeartbeatIntervalMs),
 		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
 		intSetting("replication.default-replication-factor", "replication factor of topics that do not say", &c.Replication.DefaultReplicationFactor),
 		intSetting("replication.min-ISR", "default min.insync.replicas", &c.Replication.MinISR),
