@@ -421,12 +421,18 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 			ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version}))
 		return err
 	})
-	// The same heartbeats, one stream per storage service.
+	// The same heartbeats, one stream per storage service. Bidirectional
+	// streams need HTTP/2: not measured with --http1.
 	for _, concurrency := range []int{64, 256} {
+		if http1 {
+			break
+		}
 		streams := make([]*connect.BidiStreamForClient[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse], concurrency)
+		// A stream that stops answering must not hold the run forever.
+		streamCtx, cancel := context.WithTimeout(ctx, d+10*time.Second)
 		phase("StorageHeartbeats (stream)", concurrency, func(w, n int) error {
 			if streams[w] == nil {
-				streams[w] = on(w).StorageHeartbeats(ctx)
+				streams[w] = on(w).StorageHeartbeats(streamCtx)
 			}
 			err := streams[w].Send(&metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", 1+(w*131+n)%brokers), MetadataVersion: version})
 			if err == nil {
@@ -445,6 +451,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 				_ = s.CloseResponse()
 			}
 		}
+		cancel()
 	}
 	if len(c.procs) == 3 && failovers > 0 && selected("failover") {
 		out = append(out, c.failover(failovers))
