@@ -183,3 +183,29 @@ func TestRateLimitPerPrincipal(t *testing.T) {
 	}
 	require.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(list(consumerToken)))
 }
+
+// TestProfilesNeedAnAdmin: with authentication on, /debug/pprof answers
+// admins only; metrics stay open to scrapers.
+func TestProfilesNeedAnAdmin(t *testing.T) {
+	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
+		c.Security = rpc.Security{Auth: authenticator(t)}
+		c.ProbeToken = adminToken
+	})
+	base := cluster.WaitLeader(t).URL()
+	get := func(path, token string) int {
+		req, err := http.NewRequest("GET", base+path, nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusUnauthorized, get("/debug/pprof/", ""))
+	assert.Equal(t, http.StatusForbidden, get("/debug/pprof/", consumerToken))
+	assert.Equal(t, http.StatusUnauthorized, get("/debug/pprof/profile?seconds=1", ""))
+	assert.Equal(t, http.StatusOK, get("/debug/pprof/", adminToken))
+	assert.Equal(t, http.StatusOK, get("/metrics", ""))
+}

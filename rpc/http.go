@@ -109,11 +109,33 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// Profiles show memory and cost CPU: with authentication on, for
+	// admins only. Metrics stay open to scrapers (they hold counts, not
+	// metadata).
+	debug := func(h http.HandlerFunc) http.Handler { return adminOnly(security.Auth, h) }
+	mux.Handle("/debug/pprof/", debug(pprof.Index))
+	mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
+	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
 	mux.Handle("/", transcoder)
 	return mux, nil
+}
+
+// adminOnly requires an ADMIN bearer token when auth is set.
+func adminOnly(auth *Authenticator, next http.Handler) http.Handler {
+	if auth == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := auth.Authenticate(r.Header.Get("Authorization"))
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		case p.Role != RoleAdmin:
+			http.Error(w, fmt.Sprintf("%s %q may not read profiles", p.Role, p.Name), http.StatusForbidden)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
 }
 
 // loggingInterceptor logs every call with its procedure, code and duration.
