@@ -138,7 +138,7 @@ func (c *Controller) start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go c.metrics.Poll(ctx, c.runner, time.Second)
-	listener := BufferedListener(cfg.Listener)
+	listener := bufferedListener{cfg.Listener}
 	if material != nil {
 		c.server.TLSConfig = material.server()
 		go func() { c.served <- c.server.ServeTLS(listener, "", "") }()

@@ -200,13 +200,11 @@ func (strictJSON) Unmarshal(data []byte, msg any) error {
 // connReadBufferBytes is the read buffer of each accepted connection.
 const connReadBufferBytes = 8 << 10
 
-// BufferedListener buffers the reads of every accepted connection. Go's
+// bufferedListener buffers the reads of every accepted connection. Go's
 // HTTP/2 server reads cleartext connections frame by frame straight from
 // the socket, two read syscalls per frame (header, then payload); under
 // load the socket holds many frames, and one read then serves them all.
 // (TLS connections are buffered by their record layer already.)
-func BufferedListener(l net.Listener) net.Listener { return bufferedListener{l} }
-
 type bufferedListener struct{ net.Listener }
 
 func (l bufferedListener) Accept() (net.Conn, error) {

@@ -60,6 +60,13 @@ type result[T any] struct {
 func callNode[T any](s *Server, ctx context.Context, start func(n *node.Node, done func(result[T]))) (result[T], error) {
 	ctx, cancel := s.context(ctx)
 	defer cancel()
+	return callNodeIn(ctx, s, start)
+}
+
+// callNodeIn is callNode under the caller's context alone, which must be
+// bounded (the messages of a stream are bounded by the stream: no timer
+// per heartbeat).
+func callNodeIn[T any](ctx context.Context, s *Server, start func(n *node.Node, done func(result[T]))) (result[T], error) {
 	r, err := runner.Call(ctx, s.runner, start)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -173,6 +180,8 @@ func (s *Server) DescribeBroker(ctx context.Context, req *connect.Request[metada
 
 // StorageHeartbeat implements MetadataService.
 func (s *Server) StorageHeartbeat(ctx context.Context, req *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	ctx, cancel := s.context(ctx)
+	defer cancel()
 	resp, err := s.heartbeat(ctx, req.Msg)
 	if err != nil {
 		return nil, err
@@ -209,8 +218,10 @@ func (s *Server) StorageHeartbeats(ctx context.Context, stream *connect.BidiStre
 	}
 }
 
+// heartbeat runs one heartbeat under ctx, which bounds it: a unary call
+// gives it the request timeout, a stream its own lifetime.
 func (s *Server) heartbeat(ctx context.Context, req *metadatav1.StorageHeartbeatRequest) (*metadatav1.StorageHeartbeatResponse, error) {
-	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.StorageHeartbeatResponse])) {
+	r, err := callNodeIn(ctx, s, func(n *node.Node, done func(result[*metadatav1.StorageHeartbeatResponse])) {
 		resp, herr := n.Heartbeat(req)
 		done(result[*metadatav1.StorageHeartbeatResponse]{err: herr, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: resp})
 	})

@@ -187,11 +187,14 @@ func TestControllerWithoutClusterCertificateCannotJoin(t *testing.T) {
 				require.Zero(t, v.GetCommitIndex(), "the stranger received entries")
 				time.Sleep(50 * time.Millisecond)
 			}
+			var stranger *metadatav1.QuorumMember
 			for _, m := range describeQuorum(t, leader.URL(), trusting).GetMembers() {
 				if m.GetNodeId() == 4 {
-					assert.Zero(t, m.GetMatchIndex(), "the leader replicated to the stranger")
+					stranger = m
 				}
 			}
+			require.NotNil(t, stranger, "the stranger was added as a learner")
+			assert.Zero(t, stranger.GetMatchIndex(), "the leader replicated to the stranger")
 		})
 	}
 }

@@ -83,8 +83,6 @@ type TLSConfig struct {
 	RequireClientCert bool   `yaml:"require-client-cert"`
 }
 
-func (t TLSConfig) enabled() bool { return t.CertFile != "" }
-
 func defaultConfig() Config {
 	var c Config
 	c.Server.Port = 8080

@@ -118,14 +118,14 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "tls", cfg.Security.TLS.enabled(), "join", cfg.Metadata.Join, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "tls", rpc.TLS(cfg.Security.TLS).Enabled(), "join", cfg.Metadata.Join, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
 	switch {
-	case !cfg.Security.TLS.enabled() && auth == nil:
+	case !rpc.TLS(cfg.Security.TLS).Enabled() && auth == nil:
 		logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: anyone who reaches this port can change " +
 			"the metadata and send Raft messages; keep it on a trusted network, or set security.tls.* and " +
 			"security.tokens-file or security.jwt-secret")
-	case !cfg.Security.TLS.enabled():
+	case !rpc.TLS(cfg.Security.TLS).Enabled():
 		logger.Warn("serving plaintext HTTP/2 (h2c): bearer tokens travel in the clear and peers are not " +
 			"authenticated by certificate; set security.tls.* to serve TLS and mutual TLS between controllers")
 	case auth == nil:
