@@ -31,6 +31,8 @@ type cluster struct {
 	cut map[[2]uint64]bool
 	// tickDuration is the clock time one tick advances.
 	tickDuration time.Duration
+	// onSend, if set, sees each message as its sender hands it over.
+	onSend func(from *Node, m *raftpb.Message)
 }
 
 type pushCall struct {
@@ -44,7 +46,14 @@ type clusterEnv struct {
 	id uint64
 }
 
-func (e clusterEnv) Send(messages []*raftpb.Message) { e.c.queue = append(e.c.queue, messages...) }
+func (e clusterEnv) Send(messages []*raftpb.Message) {
+	if e.c.onSend != nil {
+		for _, m := range messages {
+			e.c.onSend(e.c.nodes[e.id], m)
+		}
+	}
+	e.c.queue = append(e.c.queue, messages...)
+}
 func (e clusterEnv) SetPeer(uint64, string)          {}
 func (e clusterEnv) RemovePeer(uint64)               {}
 func (e clusterEnv) Now() time.Time                  { return e.c.now }

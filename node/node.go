@@ -71,9 +71,14 @@ type Node struct {
 	// refuses any other), so every node snapshots after such a change.
 	snapshotForNewMember bool
 
-	term     uint64
-	leader   uint64
-	isLeader bool
+	term   uint64
+	leader uint64
+	// durableTerm and durableVote are the term and vote on disk: a message
+	// may leave before its Ready is persisted only if it does not announce
+	// a term or vote that a crash could take back (see HandleReady).
+	durableTerm uint64
+	durableVote uint64
+	isLeader    bool
 	// active: a leader that has applied an entry of its own term, so its
 	// state machine holds everything any earlier leader acknowledged.
 	active   bool
@@ -226,6 +231,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		return nil, err
 	}
 	n.term = hs.GetTerm()
+	n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
 	return n, nil
 }
 
@@ -348,21 +354,39 @@ func (n *Node) HasReady() bool { return n.rn.HasReady() }
 
 // HandleReady processes one Raft Ready in the order etcd raft requires:
 // persist hard state, entries and snapshot (synced when MustSync) before
-// sending any message; send; apply committed entries and complete the
-// proposals and reads they resolve; Advance. A returned error is a storage
-// failure: the node must be discarded and restarted from its store.
+// sending any message that depends on them; send; apply committed entries
+// and complete the proposals and reads they resolve; Advance. A returned
+// error is a storage failure: the node must be discarded and restarted
+// from its store.
+//
+// A leader's appends and heartbeats leave before its own write, so that
+// the followers' fsyncs run in parallel with the leader's (Raft thesis
+// §10.2.1; etcd raft's contract allows messages to be sent while the
+// entries of the same Ready are persisted). This is safe because the
+// leader's own copy counts towards a commit only once it is durable:
+// acknowledgements are stepped after HandleReady returns, and an entry can
+// only be acknowledged once its Ready has been handled. Everything else —
+// votes, acknowledgements, anything sent with a new term or vote — waits
+// for the fsync.
 func (n *Node) HandleReady() error {
 	if !n.rn.HasReady() {
 		return nil
 	}
 	rd := n.rn.Ready()
-	// NB: persistence first. A vote or an appended entry announced in a
-	// message before it is durable could be forgotten by a crash and
-	// contradicted after restart.
+	early, late := n.splitMessages(&rd)
+	if len(early) > 0 {
+		n.env.Transport.Send(early)
+	}
+	// NB: persistence before every other message. A vote or an appended
+	// entry acknowledged before it is durable could be forgotten by a crash
+	// and contradicted after restart.
 	if err := n.store.Save(storage.Update{
 		HardState: rd.HardState, Entries: rd.Entries, Snapshot: rd.Snapshot, MustSync: rd.MustSync && !planted(BugSkipFsync),
 	}); err != nil {
 		return err
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		n.durableTerm, n.durableVote = rd.HardState.GetTerm(), rd.HardState.GetVote()
 	}
 	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() != 0 {
 		if err := n.restoreSnapshot(rd.Snapshot); err != nil {
@@ -370,8 +394,8 @@ func (n *Node) HandleReady() error {
 		}
 		n.serveReads()
 	}
-	if len(rd.Messages) > 0 {
-		n.env.Transport.Send(rd.Messages)
+	if len(late) > 0 {
+		n.env.Transport.Send(late)
 	}
 	n.observeGainedLeadership()
 	for _, entry := range rd.CommittedEntries {
@@ -390,6 +414,30 @@ func (n *Node) HandleReady() error {
 		}
 	}
 	return n.maybeSnapshot()
+}
+
+// splitMessages divides a Ready's messages into those that may leave
+// before the Ready is persisted (a leader's appends and heartbeats, when
+// the Ready changes neither term nor vote and restores no snapshot) and
+// those that must wait for it.
+func (n *Node) splitMessages(rd *raft.Ready) (early, late []*raftpb.Message) {
+	if planted(BugSendBeforePersist) {
+		return rd.Messages, nil
+	}
+	termOrVoteChanges := !raft.IsEmptyHardState(rd.HardState) &&
+		(rd.HardState.GetTerm() != n.durableTerm || rd.HardState.GetVote() != n.durableVote)
+	if termOrVoteChanges || (rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() != 0) {
+		return nil, rd.Messages
+	}
+	for _, m := range rd.Messages {
+		switch m.GetType() {
+		case raftpb.MsgApp, raftpb.MsgHeartbeat:
+			early = append(early, m)
+		default:
+			late = append(late, m)
+		}
+	}
+	return early, late
 }
 
 // applyEntry applies one committed entry and completes what waits on it.

@@ -15,4 +15,7 @@ const (
 	// BugNoFailoverGrace starts a new leader's sessions at their last
 	// heartbeat as seen by nobody: brokers are fenced at once.
 	BugNoFailoverGrace
+	// BugSendBeforePersist sends every message of a Ready, votes and
+	// acknowledgements included, before the Ready is persisted.
+	BugSendBeforePersist
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 func TestFirstElection(t *testing.T) {
@@ -66,6 +67,74 @@ func TestLeaderCrashAndReelection(t *testing.T) {
 	c.tick(30)
 	c.requireConverged()
 	assert.NotNil(t, c.nodes[1].StateMachine().Topic("after"), "the restarted node catches up")
+}
+
+// The leader's appends leave before its own write (its fsync runs in
+// parallel with the followers'), while an acknowledgement or a vote leaves
+// only once what it announces is on the sender's disk.
+func TestOnlyTheLeadersAppendsLeaveBeforeItsWrite(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	appendsAhead, acks, votes := 0, 0, 0
+	c.onSend = func(from *Node, m *raftpb.Message) {
+		stored, err := from.store.LastIndex()
+		require.NoError(t, err)
+		hs, _, err := from.store.InitialState()
+		require.NoError(t, err)
+		switch m.GetType() {
+		case raftpb.MsgApp:
+			if n := len(m.GetEntries()); n > 0 && m.GetEntries()[n-1].GetIndex() > stored {
+				appendsAhead++
+			}
+		case raftpb.MsgAppResp:
+			if !m.GetReject() {
+				acks++
+				require.LessOrEqual(t, m.GetIndex(), stored, "controller %d acknowledged index %d with %d on disk", from.ID(), m.GetIndex(), stored)
+			}
+		case raftpb.MsgVoteResp:
+			if !m.GetReject() {
+				votes++
+				require.Equal(t, m.GetTo(), hs.GetVote(), "controller %d granted a vote it had not stored", from.ID())
+				require.Equal(t, m.GetTerm(), hs.GetTerm(), "controller %d voted in a term it had not stored", from.ID())
+			}
+		}
+	}
+	leader := c.elect(1)
+	for seq := uint64(1); seq <= 5; seq++ {
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(int32(seq), "c", seq), done) })
+		require.Nil(t, out.Err)
+	}
+	assert.Positive(t, votes)
+	assert.GreaterOrEqual(t, acks, 10, "both followers acknowledge every write")
+	assert.GreaterOrEqual(t, appendsAhead, 5, "every write's append leaves the leader before its own fsync")
+}
+
+// A leader whose fsync fails after its appends left has acknowledged
+// nothing: the followers may still commit the entry in a later term (it
+// was never promised), and the leader, restarted with a shorter log,
+// catches up.
+func TestLeaderFsyncFailsAfterItsAppendsLeft(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	require.Nil(t, out.Err)
+
+	acknowledged := false
+	leader.CreateTopic(createTopicReq("unsynced", 1, 1, "c", 2), func(o Outcome) { acknowledged = true })
+	c.disks[1].FailSyncs = 1
+	require.Error(t, leader.HandleReady(), "the leader's fsync fails")
+	require.NotEmpty(t, c.queue, "the append left before the fsync")
+	c.crash(1)
+
+	next := c.waitLeader(200)
+	require.NotEqual(t, uint64(1), next.ID())
+	assert.False(t, acknowledged, "a write whose leader never persisted it is not acknowledged")
+	assert.NotNil(t, next.StateMachine().Topic("unsynced"),
+		"both followers stored the entry, so the next leader commits it (never promised, but not lost either)")
+
+	c.restart(1)
+	c.tick(30)
+	c.requireConverged()
+	assert.NotNil(t, c.nodes[1].StateMachine().Topic("unsynced"), "the restarted leader catches up past its lost tail")
 }
 
 func TestFollowerCatchUpBySnapshot(t *testing.T) {

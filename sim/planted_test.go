@@ -23,6 +23,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "acknowledge before commit", plant: func(on bool) { node.Plant(node.BugAckBeforeCommit, on) }},
 		{name: "read without ReadIndex", plant: func(on bool) { node.Plant(node.BugReadWithoutReadIndex, on) }},
 		{name: "skip the fsync", plant: func(on bool) { node.Plant(node.BugSkipFsync, on) }},
+		{name: "send votes and acknowledgements before persisting", plant: func(on bool) { node.Plant(node.BugSendBeforePersist, on) }},
 		{name: "no failover grace for sessions", plant: func(on bool) { node.Plant(node.BugNoFailoverGrace, on) }},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
 		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
