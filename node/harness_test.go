@@ -54,11 +54,11 @@ func (e clusterEnv) Send(messages []*raftpb.Message) {
 	}
 	e.c.queue = append(e.c.queue, messages...)
 }
-func (e clusterEnv) SetPeer(uint64, string)          {}
-func (e clusterEnv) RemovePeer(uint64)               {}
-func (e clusterEnv) Now() time.Time                  { return e.c.now }
-func (e clusterEnv) Uint64() uint64                  { return e.c.rng.Uint64() }
-func (e clusterEnv) CanPush(int32) bool              { return true }
+func (e clusterEnv) SetPeer(uint64, string) {}
+func (e clusterEnv) RemovePeer(uint64)      {}
+func (e clusterEnv) Now() time.Time         { return e.c.now }
+func (e clusterEnv) Uint64() uint64         { return e.c.rng.Uint64() }
+func (e clusterEnv) CanPush(int32) bool     { return true }
 func (e clusterEnv) Push(broker int32, req *metadatav1.PushMetadataRequest) {
 	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: req})
 }
