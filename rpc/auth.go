@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -266,6 +267,23 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		}
 		return next(ctx, conn)
 	}
+}
+
+// requireController admits only callers holding a CONTROLLER token: the
+// Raft frame stream, which is plain HTTP until it is upgraded.
+func requireController(auth *Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := auth.Authenticate(r.Header.Get("Authorization"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if p.Role != RoleController {
+			http.Error(w, fmt.Sprintf("%s %q is not a controller", p.Role, p.Name), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // bearer adds a token to every outgoing call (peer transport, clients).

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -158,6 +159,16 @@ func TestAuthentication(t *testing.T) {
 	}
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(send("")))
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(send(adminToken)), "an admin is not a controller")
+	// So does the frame stream.
+	frames := framesRequest{cluster: "test-cluster", from: "9", to: strconv.FormatUint(cluster.WaitLeader(t).ID, 10)}
+	status, _ := openFrames(t, base, frames)
+	assert.Equal(t, http.StatusUnauthorized, status, "no token")
+	frames.token = adminToken
+	status, _ = openFrames(t, base, frames)
+	assert.Equal(t, http.StatusForbidden, status, "an admin is not a controller")
+	frames.token = controllerToken
+	status, _ = openFrames(t, base, frames)
+	assert.Equal(t, http.StatusSwitchingProtocols, status, "a controller")
 }
 
 // TestRateLimitPerPrincipal: with authentication on, each principal has

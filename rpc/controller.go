@@ -50,6 +50,7 @@ type Controller struct {
 	store     storage.Storage
 	runner    *runner.Runner
 	transport *Transport
+	raft      *RaftHandler
 	server    *http.Server
 	metrics   *Metrics
 	cancel    context.CancelFunc
@@ -105,6 +106,10 @@ func (c *Controller) start() error {
 	}
 	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, peerClient, cfg.Logger, peerOptions...)
 	c.transport.https = material != nil
+	c.transport.peerToken = cfg.Security.PeerToken
+	if material != nil {
+		c.transport.tlsConfig = material.peerClient()
+	}
 	for _, p := range cfg.Peers {
 		c.transport.SetPeer(p.ID, p.URL)
 	}
@@ -125,7 +130,8 @@ func (c *Controller) start() error {
 	})
 	server := NewServer(c.runner, cfg.Logger, c.metrics)
 	server.https = material != nil
-	handler, err := NewHandler(server, NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner), c.metrics, cfg.Logger, cfg.Security)
+	c.raft = NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner)
+	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security)
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()
@@ -176,6 +182,7 @@ func (c *Controller) Stop() error {
 		// whoever listens next.
 		_ = c.server.Close()
 	}
+	c.raft.Close()
 	c.transport.Close()
 	if cerr := c.store.Close(); cerr != nil && err == nil && !errors.Is(cerr, storage.ErrClosed) {
 		err = cerr

@@ -99,10 +99,16 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		raftOptions = append(raftOptions, connect.WithInterceptors(authInterceptor{auth: security.Auth, peerOnly: true}))
 	}
 	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
+	var framesHandler http.Handler = http.HandlerFunc(raft.ServeFrames)
+	if security.Auth != nil {
+		framesHandler = requireController(security.Auth, framesHandler)
+	}
 	if security.peerTLS != nil {
 		raftHandler = security.peerTLS.requirePeerCertificate(raftHandler)
+		framesHandler = security.peerTLS.requirePeerCertificate(framesHandler)
 	}
 	mux.Handle(raftPath, raftHandler)
+	mux.Handle(framesPath, framesHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
 	reflector := grpcreflect.NewStaticReflector(services...)

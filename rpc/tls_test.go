@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -104,6 +105,16 @@ func TestTLS(t *testing.T) {
 	strangerPair := strangerCA.Issue(t, "controller-3")
 	require.Error(t, raftSend(ctx, ca.ClientTLS(t, strangerPair), leader.URL(), leader.ID),
 		"a certificate from an unknown CA fails the handshake")
+
+	// The same on the frame stream.
+	frames := func(tlsConfig *tls.Config) int {
+		status, _ := openFrames(t, leader.URL(), framesRequest{cluster: "test-cluster", from: "3", to: strconv.FormatUint(leader.ID, 10), tls: tlsConfig})
+		return status
+	}
+	assert.Equal(t, http.StatusForbidden, frames(trusting), "no client certificate")
+	assert.Equal(t, http.StatusForbidden, frames(withClientCert), "a client certificate that is not the cluster's")
+	assert.Equal(t, http.StatusSwitchingProtocols, frames(ca.ClientTLS(t, peerPair)), "a certificate from the cluster's CA")
+	assert.Zero(t, frames(ca.ClientTLS(t, strangerPair)), "a certificate from an unknown CA fails the handshake")
 }
 
 // TestTLSRequireClientCert: with require-client-cert, a client without a

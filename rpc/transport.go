@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,9 @@ const (
 	snapshotTimeout   = 5 * time.Minute
 	snapshotQueueMax  = 4
 	streamIdleTimeout = 30 * time.Second
+	// peerBufferKeepBytes: a frame buffer grown larger by a big append is
+	// not kept for the next batch.
+	peerBufferKeepBytes = 1 << 20
 )
 
 // NewHTTPClient is an HTTP/2 client: cleartext (h2c) to http:// URLs, as
@@ -61,8 +65,12 @@ type Transport struct {
 	client    *http.Client
 	logger    *slog.Logger
 	options   []connect.ClientOption
-	// https dials peers over TLS whatever their URLs' scheme.
-	https bool
+	// https dials peers over TLS whatever their URLs' scheme, with
+	// tlsConfig (the client side of the cluster's mutual TLS).
+	https     bool
+	tlsConfig *tls.Config
+	// peerToken is the CONTROLLER token sent to peers, if any.
+	peerToken string
 
 	mu     sync.Mutex
 	peers  map[uint64]*peer
@@ -193,24 +201,37 @@ func (t *Transport) request(p *peer, batch []*raftpb.Message) (*raftv1.SendReque
 	return req, nil
 }
 
-// stream keeps one client stream open to the peer and writes batches to it.
+// stream keeps one stream open to the peer and writes batches to it: the
+// frame stream, or a Connect stream to a peer that predates it.
 func (t *Transport) stream(p *peer) {
 	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url, t.options...)
 	backoff := peerBackoffMin
+	framesServed := true
 	for {
 		select {
 		case <-p.stop:
 			return
 		default:
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		s := client.Send(ctx)
-		err := t.pump(p, s)
-		_, _ = s.CloseAndReceive()
-		cancel()
+		var err error
+		if framesServed {
+			err = t.streamFrames(p)
+			if errors.Is(err, errFramesNotServed) {
+				framesServed = false
+				t.logger.Info("the peer predates the Raft frame stream; using a Connect stream", "peer", p.id)
+				continue
+			}
+		} else {
+			ctx, cancel := context.WithCancel(context.Background())
+			s := client.Send(ctx)
+			err = t.pump(p, s)
+			_, _ = s.CloseAndReceive()
+			cancel()
+		}
 		if err == nil {
 			return
 		}
+		t.logger.Debug("peer stream ended", "peer", p.id, "error", err)
 		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
 		select {
 		case <-p.stop:
@@ -221,29 +242,92 @@ func (t *Transport) stream(p *peer) {
 	}
 }
 
-// pump writes queued messages until the stream fails (an error) or the
-// peer is removed (nil). An idle stream is recycled.
+// nextBatch waits for a message and takes what else is queued, up to
+// peerBatchMax. It returns nil when the peer is removed, and an error when
+// the stream has been idle for streamIdleTimeout or ended (ended, if
+// not nil, is closed when the stream's connection is gone).
+func (t *Transport) nextBatch(p *peer, idle *time.Timer, ended <-chan struct{}) ([]*raftpb.Message, error) {
+	var first *raftpb.Message
+	select {
+	case <-p.stop:
+		return nil, nil
+	case <-idle.C:
+		return nil, errors.New("idle stream recycled")
+	case <-ended:
+		return nil, errors.New("the peer closed the stream")
+	case first = <-p.messages:
+	}
+	batch := []*raftpb.Message{first}
+	for len(batch) < peerBatchMax {
+		select {
+		case m := <-p.messages:
+			batch = append(batch, m)
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+// afterBatch reports drops and restarts the idle timer.
+func (t *Transport) afterBatch(p *peer, idle *time.Timer) {
+	if p.dropped.Swap(false) {
+		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
+	}
+	idle.Reset(streamIdleTimeout)
+}
+
+// streamFrames writes queued messages on a frame stream until it fails (an
+// error) or the peer is removed (nil).
+func (t *Transport) streamFrames(p *peer) error {
+	conn, err := t.dialFrames(context.Background(), p.id, p.url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// The receiver never writes: a read returns when the connection ends,
+	// which tells an idle sender at once that its peer is gone.
+	ended := make(chan struct{})
+	go func() {
+		_, _ = conn.Read(make([]byte, 1))
+		close(ended)
+	}()
+	idle := time.NewTimer(streamIdleTimeout)
+	defer idle.Stop()
+	var frames []byte
+	for {
+		batch, err := t.nextBatch(p, idle, ended)
+		if batch == nil {
+			return err
+		}
+		frames = frames[:0]
+		for _, m := range batch {
+			if frames, err = appendFrame(frames, m); err != nil {
+				return err
+			}
+		}
+		if err := conn.SetWriteDeadline(time.Now().Add(framesWriteTimeout)); err != nil {
+			return err
+		}
+		if _, err := conn.Write(frames); err != nil {
+			return fmt.Errorf("sending to controller %d at %s: %w", p.id, p.url, err)
+		}
+		if cap(frames) > peerBufferKeepBytes {
+			frames = nil
+		}
+		t.afterBatch(p, idle)
+	}
+}
+
+// pump writes queued messages on a Connect stream until it fails (an
+// error) or the peer is removed (nil).
 func (t *Transport) pump(p *peer, s *connect.ClientStreamForClient[raftv1.SendRequest, raftv1.SendResponse]) error {
 	idle := time.NewTimer(streamIdleTimeout)
 	defer idle.Stop()
 	for {
-		var first *raftpb.Message
-		select {
-		case <-p.stop:
-			return nil
-		case <-idle.C:
-			return errors.New("idle stream recycled")
-		case first = <-p.messages:
-		}
-		batch := []*raftpb.Message{first}
-	drain:
-		for len(batch) < peerBatchMax {
-			select {
-			case m := <-p.messages:
-				batch = append(batch, m)
-			default:
-				break drain
-			}
+		batch, err := t.nextBatch(p, idle, nil)
+		if batch == nil {
+			return err
 		}
 		req, err := t.request(p, batch)
 		if err != nil {
@@ -252,10 +336,7 @@ func (t *Transport) pump(p *peer, s *connect.ClientStreamForClient[raftv1.SendRe
 		if err := s.Send(req); err != nil {
 			return fmt.Errorf("sending to controller %d at %s: %w", p.id, p.url, err)
 		}
-		if p.dropped.Swap(false) {
-			t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
-		}
-		idle.Reset(streamIdleTimeout)
+		t.afterBatch(p, idle)
 	}
 }
 
@@ -296,14 +377,25 @@ func (t *Transport) sendSnapshots(p *peer) {
 type RaftHandler struct {
 	clusterID string
 	self      uint64
-	runner    *runner.Runner
+	runner    Stepper
+
+	// conns are the frame streams being served (see Close).
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 var _ raftv1connect.RaftTransportServiceHandler = (*RaftHandler)(nil)
 
+// Stepper takes Raft messages for a node; it returns false once the node
+// has stopped. *runner.Runner is one.
+type Stepper interface {
+	Step(m *raftpb.Message) bool
+}
+
 // NewRaftHandler serves the peer transport for controller self.
-func NewRaftHandler(clusterID string, self uint64, r *runner.Runner) *RaftHandler {
-	return &RaftHandler{clusterID: clusterID, self: self, runner: r}
+func NewRaftHandler(clusterID string, self uint64, r Stepper) *RaftHandler {
+	return &RaftHandler{clusterID: clusterID, self: self, runner: r, conns: map[net.Conn]struct{}{}}
 }
 
 // Send implements RaftTransportService.

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,41 @@ type Result struct {
 	// the controllers together and of the load generator.
 	ServerCPUUs float64 `json:"server_cpu_us_per_op,omitempty"`
 	ClientCPUUs float64 `json:"client_cpu_us_per_op,omitempty"`
+	// LeaderSaveMs and FollowerSaveMs are the mean time to persist one
+	// Raft Ready (the fsync) on the leader and on the followers, from the
+	// controllers' dmq_storage_save_seconds.
+	LeaderSaveMs   float64 `json:"leader_save_ms,omitempty"`
+	FollowerSaveMs float64 `json:"follower_save_ms,omitempty"`
+}
+
+// saveTotals reads a controller's dmq_storage_save_seconds sum and count.
+func saveTotals(url string) (sum, count float64) {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "dmq_storage_save_seconds_sum":
+			sum = v
+		case "dmq_storage_save_seconds_count":
+			count = v
+		}
+	}
+	return sum, count
 }
 
 // cpuTime is a process's user+system CPU time, from /proc (0 if unknown).
@@ -366,15 +402,35 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 			}
 			return total
 		}
-		serverBefore, clientBefore := serverCPU(), cpuTime("self")
 		var urls []string
 		for i := range c.procs {
 			urls = append(urls, c.url(i))
 		}
+		saveSums, saveCounts := make([]float64, len(urls)), make([]float64, len(urls))
+		for i, url := range urls {
+			saveSums[i], saveCounts[i] = saveTotals(url)
+		}
+		serverBefore, clientBefore := serverCPU(), cpuTime("self")
 		r := profiled(urls, leader, name, d, func() Result { return load(name, c.name, concurrency, d, op) })
 		if r.Operations > 0 {
 			r.ServerCPUUs = float64((serverCPU() - serverBefore).Microseconds()) / float64(r.Operations)
 			r.ClientCPUUs = float64((cpuTime("self") - clientBefore).Microseconds()) / float64(r.Operations)
+		}
+		var followerSum, followerCount float64
+		for i, url := range urls {
+			sum, count := saveTotals(url)
+			sum, count = sum-saveSums[i], count-saveCounts[i]
+			if count <= 0 {
+				continue
+			}
+			if i == leader {
+				r.LeaderSaveMs = 1000 * sum / count
+			} else {
+				followerSum, followerCount = followerSum+sum, followerCount+count
+			}
+		}
+		if followerCount > 0 {
+			r.FollowerSaveMs = 1000 * followerSum / followerCount
 		}
 		out = append(out, r)
 	}
@@ -501,10 +557,10 @@ func (c *cluster) failover(trials int) Result {
 
 func printTable(results []Result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\tserver CPU us/op\tclient CPU us/op\t")
+	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\tserver CPU us/op\tclient CPU us/op\tleader save ms\tfollower save ms\t")
 	for _, r := range results {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
-			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors, r.ServerCPUUs, r.ClientCPUUs)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\t%.2f\t%.2f\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
+			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors, r.ServerCPUUs, r.ClientCPUUs, r.LeaderSaveMs, r.FollowerSaveMs)
 	}
 	_ = w.Flush()
 }
