@@ -460,6 +460,12 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 			return err
 		})
 	}
+	// The floor of any call: a read the controller serves from its own
+	// state, one at a time (no Raft, no disk; only the RPC stack).
+	phase("DescribeTopic (stale)", 1, func(w, n int) error {
+		_, err := on(w).DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "bench-1", AllowStale: true}))
+		return err
+	})
 	phase("DescribeTopic (linearizable)", 100, func(w, n int) error {
 		_, err := on(w).DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: fmt.Sprintf("bench-%d", 1+(w*7919+n)%int(max(1, topicSeq.Load())))}))
 		return err
