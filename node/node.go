@@ -96,6 +96,10 @@ type Node struct {
 	// a read is only ever served by a ReadIndex issued after it arrived.
 	readBatch         uint64
 	readBatchDeadline uint64
+	// readsQueued: reads wait for the next ReadIndex. It is issued by the
+	// next HandleReady, not by each Read, so that the reads that arrive
+	// between two Readies share one heartbeat round.
+	readsQueued bool
 	// confChangeSeq is the pending membership change's sequence, or 0, and
 	// confChangeTerm the term it was proposed in (see proposal.term).
 	confChangeSeq  uint64
@@ -350,7 +354,10 @@ func (n *Node) ReportSnapshot(id uint64, delivered bool) {
 func (n *Node) Campaign() error { return n.rn.Campaign() }
 
 // HasReady says whether HandleReady has work.
-func (n *Node) HasReady() bool { return n.rn.HasReady() }
+func (n *Node) HasReady() bool { return n.rn.HasReady() || n.readsWaiting() }
+
+// readsWaiting says whether reads wait for a ReadIndex that can be issued.
+func (n *Node) readsWaiting() bool { return n.readsQueued && n.readBatch == 0 }
 
 // HandleReady processes one Raft Ready in the order etcd raft requires:
 // persist hard state, entries and snapshot (synced when MustSync) before
@@ -369,6 +376,9 @@ func (n *Node) HasReady() bool { return n.rn.HasReady() }
 // votes, acknowledgements, anything sent with a new term or vote — waits
 // for the fsync.
 func (n *Node) HandleReady() error {
+	if n.readsWaiting() {
+		n.issueReads()
+	}
 	if !n.rn.HasReady() {
 		return nil
 	}
@@ -614,7 +624,7 @@ func (n *Node) Read(serve func(*statemachine.StateMachine, *statemachine.Error))
 	n.nextSeq++
 	seq := n.nextSeq
 	n.reads[seq] = &read{serve: serve, deadline: n.ticks + uint64(n.cfg.RequestTimeoutTicks)}
-	n.issueReads()
+	n.readsQueued = true
 }
 
 // issueReads sends one ReadIndex for every queued read, unless one is in
@@ -623,6 +633,7 @@ func (n *Node) issueReads() {
 	if n.readBatch != 0 {
 		return
 	}
+	n.readsQueued = false
 	var queued []*read
 	for _, seq := range sortedKeys(n.reads) {
 		if r := n.reads[seq]; r.batch == 0 {
@@ -650,7 +661,7 @@ func (n *Node) requeueReads() {
 		}
 	}
 	n.readBatch = 0
-	n.issueReads()
+	n.readsQueued = true
 }
 
 // ReadStale serves a read from the local state at once; the caller reports
@@ -669,7 +680,6 @@ func (n *Node) resolveRead(rs raft.ReadState) {
 	}
 	if batch == n.readBatch {
 		n.readBatch = 0
-		n.issueReads()
 	}
 }
 

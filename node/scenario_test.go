@@ -280,6 +280,42 @@ func TestReadIndexOnLeaderAndFollower(t *testing.T) {
 	assert.True(t, failed, "the read must complete with an error, not hang")
 }
 
+// Reads that arrive between two Readies share one ReadIndex: one
+// heartbeat round confirms them all, and a read that arrives while a round
+// is in flight waits for the next one (a round that began before it cannot
+// vouch for it).
+func TestReadsShareAHeartbeatRound(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	rounds := 0
+	c.onSend = func(from *Node, m *raftpb.Message) {
+		if from.ID() == 1 && m.GetType() == raftpb.MsgHeartbeat && len(m.GetContext()) > 0 && m.GetTo() == 2 {
+			rounds++
+		}
+	}
+	served := 0
+	read := func() {
+		leader.Read(func(_ *statemachine.StateMachine, err *statemachine.Error) {
+			require.Nil(t, err)
+			served++
+		})
+	}
+	for i := 0; i < 5; i++ {
+		read()
+	}
+	c.process()
+	require.Equal(t, 5, served)
+	assert.Equal(t, 1, rounds, "five reads, one round")
+
+	read()
+	require.NoError(t, leader.HandleReady())
+	require.Equal(t, 2, rounds)
+	read()
+	c.process()
+	assert.Equal(t, 7, served)
+	assert.Equal(t, 3, rounds, "the read that arrived during a round had one of its own")
+}
+
 func TestProposalOnFollower(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.elect(2)

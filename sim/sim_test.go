@@ -30,6 +30,10 @@ var regressionSeeds = []struct {
 	// received a heartbeat meant for its previous life: Raft panicked on a
 	// commit index beyond its log. Ids are now never reused.
 	{seed: 3046, duration: 60 * time.Second},
+	// The nemesis "corrupted" the empty disk of a member added moments
+	// before (no key, no flipped bit) and then blamed its restart for not
+	// noticing.
+	{seed: 3062, duration: 120 * time.Second},
 	// A restarted leader numbered its proposals from 1 again; an entry of
 	// its previous life with the same number committed late and completed
 	// a new client request with the old entry's result. Proposals now
