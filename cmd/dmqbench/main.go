@@ -301,6 +301,9 @@ func (c *cluster) start(i int, services string) {
 		// One load generator is one client: the per-client limit would
 		// measure itself.
 		"--security.rate-limit-rps", "0")
+	// The controllers die with the load generator, however it ends (fail
+	// exits without stopping them).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		fail(err)
 	}
