@@ -107,12 +107,11 @@ func (s *stepped) count() int {
 	return len(s.messages)
 }
 
-// peerServer serves the peer transport of controller 2 of cluster "c",
-// stepping into a recorder; withFrames false serves only the Connect
-// stream, as a controller of an earlier version does.
-func peerServer(t *testing.T, withFrames bool) (*httptest.Server, *stepped, *rpc.RaftHandler) {
-	rec := &stepped{}
-	handler := rpc.NewRaftHandler("c", 2, rec)
+// servePeer serves the peer transport of controller self of cluster "c",
+// stepping into stepper; withFrames false serves only the Connect stream,
+// as a controller of an earlier version does. It returns the base URL.
+func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool) (string, *rpc.RaftHandler) {
+	handler := rpc.NewRaftHandler("c", self, stepper)
 	mux := http.NewServeMux()
 	mux.Handle(raftv1connect.NewRaftTransportServiceHandler(handler))
 	if withFrames {
@@ -121,8 +120,15 @@ func peerServer(t *testing.T, withFrames bool) (*httptest.Server, *stepped, *rpc
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Config = rpc.NewHTTPServer("", mux)
 	srv.Start()
-	t.Cleanup(func() { handler.Close(); srv.Close() })
-	return srv, rec, handler
+	tb.Cleanup(func() { handler.Close(); srv.Close() })
+	return srv.URL, handler
+}
+
+// peerServer serves controller 2, stepping into a recorder.
+func peerServer(t *testing.T, withFrames bool) (string, *stepped, *rpc.RaftHandler) {
+	rec := &stepped{}
+	url, handler := servePeer(t, 2, rec, withFrames)
+	return url, rec, handler
 }
 
 func heartbeat(from, to, commit uint64) *raftpb.Message {
@@ -139,9 +145,9 @@ func heartbeatTo(to, commit uint64) *raftpb.Message {
 // them on the Connect stream.
 func TestRaftFrameStream(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
-		srv, rec, _ := peerServer(t, withFrames)
+		base, rec, _ := peerServer(t, withFrames)
 		transport := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
-		transport.SetPeer(2, srv.URL)
+		transport.SetPeer(2, base)
 		const count = 500
 		for commit := uint64(1); commit <= count; commit++ {
 			transport.Send([]*raftpb.Message{heartbeatTo(2, commit)})
@@ -161,7 +167,7 @@ func TestRaftFrameStream(t *testing.T) {
 // HTTP/1.1 upgrade for this controller in this cluster, and a stream that
 // carries a message from someone else is cut.
 func TestRaftFrameStreamAdmission(t *testing.T) {
-	srv, rec, handler := peerServer(t, true)
+	base, rec, handler := peerServer(t, true)
 	good := framesRequest{cluster: "c", from: "1", to: "2"}
 	cases := []struct {
 		name string
@@ -178,17 +184,17 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 	for _, tc := range cases {
 		r := good
 		tc.edit(&r)
-		status, _ := openFrames(t, srv.URL, r)
+		status, _ := openFrames(t, base, r)
 		assert.Equal(t, tc.want, status, tc.name)
 	}
 
 	// Over HTTP/2 there is no upgrade.
-	resp, err := rpc.NewHTTPClient(nil).Get(srv.URL + framesPath)
+	resp, err := rpc.NewHTTPClient(nil).Get(base + framesPath)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "an HTTP/2 request (%s)", resp.Proto)
 
-	status, conn := openFrames(t, srv.URL, good)
+	status, conn := openFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	writeFrame(t, conn, heartbeatTo(2, 1))
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 5*time.Second, 5*time.Millisecond)
@@ -198,14 +204,14 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF, "a message from another sender ends the stream")
 	assert.Equal(t, 1, rec.count(), "and is not stepped")
 
-	status, conn = openFrames(t, srv.URL, good)
+	status, conn = openFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	_, err = conn.Write([]byte{0xff, 0xff, 0xff, 0xff})
 	require.NoError(t, err)
 	_, err = conn.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "an oversized frame ends the stream")
 
-	status, conn = openFrames(t, srv.URL, good)
+	status, conn = openFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	handler.Close()
 	_, err = conn.Read(make([]byte, 1))
@@ -239,25 +245,14 @@ func BenchmarkPeerRoundTrip(b *testing.B) {
 			name = "connect"
 		}
 		b.Run(name, func(b *testing.B) {
-			serve := func(self uint64, stepper rpc.Stepper) string {
-				handler := rpc.NewRaftHandler("c", self, stepper)
-				mux := http.NewServeMux()
-				mux.Handle(raftv1connect.NewRaftTransportServiceHandler(handler))
-				if withFrames {
-					mux.HandleFunc(framesPath, handler.ServeFrames)
-				}
-				srv := httptest.NewUnstartedServer(mux)
-				srv.Config = rpc.NewHTTPServer("", mux)
-				srv.Start()
-				b.Cleanup(func() { handler.Close(); srv.Close() })
-				return srv.URL
-			}
 			logger := slog.New(slog.DiscardHandler)
 			one := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), logger)
 			two := rpc.NewTransport(2, "c", rpc.NewHTTPClient(nil), logger)
 			replies := make(signal, 1)
-			one.SetPeer(2, serve(2, echo{two}))
-			two.SetPeer(1, serve(1, replies))
+			urlTwo, _ := servePeer(b, 2, echo{two}, withFrames)
+			urlOne, _ := servePeer(b, 1, replies, withFrames)
+			one.SetPeer(2, urlTwo)
+			two.SetPeer(1, urlOne)
 			// Before the servers: a server waits for the streams to it.
 			b.Cleanup(func() { one.Close(); two.Close() })
 			b.ResetTimer()
