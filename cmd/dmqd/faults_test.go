@@ -27,11 +27,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var faultRounds = flag.Int("e2e.rounds", 1, "fault rounds of the real-process test (each: kill the leader, kill a follower, pause the leader)")
+var faultRounds = flag.Int("e2e.rounds", 1, "fault rounds of the real-process test (each: kill the leader, kill a follower, pause the leader, isolate the leader, slow the leader's links)")
 
 const (
 	e2eElectionTimeout = 500 * time.Millisecond
 	e2eLeaderBound     = 10 * e2eElectionTimeout
+	// e2eSlowLink is the one-way delay of a slow link: a fifth of the
+	// election timeout, so the leader keeps its followers.
+	e2eSlowLink   = 100 * time.Millisecond
+	e2eSlowPeriod = 2 * time.Second
 )
 
 // proc is one dmqd process of the harness.
@@ -60,6 +64,15 @@ func (h *harness) isolate(p *proc) {
 	for key, link := range h.links {
 		if key[0] == p.id || key[1] == p.id {
 			link.blackhole.Store(true)
+		}
+	}
+}
+
+// slow delays every link to and from p.
+func (h *harness) slow(p *proc, delay time.Duration) {
+	for key, link := range h.links {
+		if key[0] == p.id || key[1] == p.id {
+			link.delay.Store(int64(delay))
 		}
 	}
 }
@@ -149,6 +162,23 @@ func (w *workload) record(client int, in linearizability.Input, call time.Time, 
 	}
 }
 
+// acknowledgedWrites counts the writes called and acknowledged within
+// [from, to] (times since the workload's start).
+func (w *workload) acknowledgedWrites(from, to time.Duration) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	count := 0
+	for _, op := range w.history {
+		in, out := op.Input.(linearizability.Input), op.Output.(linearizability.Output)
+		read := in.Kind == linearizability.DescribeTopic || in.Kind == linearizability.DescribeBroker
+		if !read && !out.Unknown && out.Code == metadatav1.ErrorCode_NONE &&
+			op.Call >= int64(from) && op.Return <= int64(to) {
+			count++
+		}
+	}
+	return count
+}
+
 func outputOf(err error) linearizability.Output {
 	if err == nil {
 		return linearizability.Output{}
@@ -210,11 +240,12 @@ func (w *workload) run(ctx context.Context, c *client.Client, id int) {
 // TestRealProcessFaults runs three dmqd processes on loopback with Pebble
 // directories under a client workload, and kills the leader (SIGKILL), kills
 // a follower, pauses the leader past the election timeout (SIGSTOP,
-// SIGCONT), and isolates the leader by blackholing its peer links,
-// restarting from disk after each kill. Then it kills every process,
-// restarts them all, and checks: the history is linearizable, every
-// acknowledged topic is there, storage agents' versions never went back,
-// and a leader was back within the bound after each fault.
+// SIGCONT), isolates the leader by blackholing its peer links, and slows
+// the leader's links by a fifth of the election timeout, restarting from
+// disk after each kill. Then it kills every process, restarts them all, and
+// checks: the history is linearizable, every acknowledged topic is there,
+// storage agents' versions never went back, a leader was back within the
+// bound after each fault, and writes completed over the slow links.
 // `make e2e` runs more rounds (-e2e.rounds).
 func TestRealProcessFaults(t *testing.T) {
 	h := &harness{t: t, bin: dmqdBinary(t)}
@@ -298,6 +329,7 @@ func TestRealProcessFaults(t *testing.T) {
 	}
 
 	recoveries := map[string][]time.Duration{}
+	var slowWrites []int
 	for round := 0; round < *faultRounds; round++ {
 		time.Sleep(300 * time.Millisecond)
 		leader, _ := h.waitLeader(ctx, nil)
@@ -327,6 +359,16 @@ func TestRealProcessFaults(t *testing.T) {
 		_, took = h.waitLeader(ctx, leader)
 		recoveries["isolate leader"] = append(recoveries["isolate leader"], took)
 		time.Sleep(2 * e2eElectionTimeout)
+		h.heal()
+
+		// The leader's links slow down: it stays the leader, and writes
+		// still complete, each taking a few round trips longer.
+		time.Sleep(300 * time.Millisecond)
+		leader, _ = h.waitLeader(ctx, nil)
+		from := time.Since(w.start)
+		h.slow(leader, e2eSlowLink)
+		time.Sleep(e2eSlowPeriod)
+		slowWrites = append(slowWrites, w.acknowledgedWrites(from, time.Since(w.start)))
 		h.heal()
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -373,16 +415,20 @@ func TestRealProcessFaults(t *testing.T) {
 	versionsMu.Unlock()
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "fault\ttimes\tnew leader after: min\tmedian\tmax\n")
+	fmt.Fprintf(tw, "fault\tmeasured\ttimes\tmin\tmedian\tmax\n")
 	for _, kind := range []string{"SIGKILL leader", "SIGSTOP leader", "isolate leader"} {
 		r := recoveries[kind]
 		slices.Sort(r)
 		for _, d := range r {
 			require.Less(t, d, e2eLeaderBound, kind)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\n", kind, len(r), r[0].Round(time.Millisecond),
+		fmt.Fprintf(tw, "%s\tnew leader after\t%d\t%v\t%v\t%v\n", kind, len(r), r[0].Round(time.Millisecond),
 			r[len(r)/2].Round(time.Millisecond), r[len(r)-1].Round(time.Millisecond))
 	}
+	slices.Sort(slowWrites)
+	require.Positive(t, slowWrites[0], "no write completed while the leader's links were slow")
+	fmt.Fprintf(tw, "leader's links %v slower each way for %v\twrites acknowledged meanwhile\t%d\t%d\t%d\t%d\n", e2eSlowLink, e2eSlowPeriod,
+		len(slowWrites), slowWrites[0], slowWrites[len(slowWrites)/2], slowWrites[len(slowWrites)-1])
 	_ = tw.Flush()
 	t.Logf("%d rounds (each also SIGKILLs a follower), %d operations, linearizable, %d acknowledged topics kept after a full restart\n%s",
 		*faultRounds, len(history), len(w.created), table.String())

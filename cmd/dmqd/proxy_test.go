@@ -19,8 +19,16 @@ type linkProxy struct {
 	listener  net.Listener
 	target    string
 	blackhole atomic.Bool
-	mu        sync.Mutex
-	conns     []net.Conn
+	// delay holds every chunk back this long (a slow link), in order.
+	delay atomic.Int64
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// chunk is bytes read from one side, due on the other at a time.
+type chunk struct {
+	data []byte
+	due  time.Time
 }
 
 func newLinkProxy(t *testing.T, target string) *linkProxy {
@@ -53,27 +61,40 @@ func (p *linkProxy) accept() {
 	}
 }
 
-// pipe copies src to dst, dropping bytes while blackholed.
+// pipe copies src to dst, dropping bytes while blackholed and holding
+// them back by the link's delay.
 func (p *linkProxy) pipe(src, dst net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.blackhole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
+	chunks := make(chan chunk, 1024)
+	go func() {
+		defer func() { _ = dst.Close() }()
+		for c := range chunks {
+			time.Sleep(time.Until(c.due))
+			if _, err := dst.Write(c.data); err != nil {
+				_ = src.Close()
+				for range chunks {
+				}
+				return
 			}
 		}
+	}()
+	defer close(chunks)
+	defer func() { _ = src.Close() }()
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := src.Read(buf)
+		if n > 0 && !p.blackhole.Load() {
+			chunks <- chunk{data: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}
+		}
 		if err != nil {
-			break
+			return
 		}
 	}
-	_ = src.Close()
-	_ = dst.Close()
 }
 
 // heal ends the blackhole; connections that lost bytes are cut so both
 // sides start clean, as they would after a real partition.
 func (p *linkProxy) heal() {
+	p.delay.Store(0)
 	if !p.blackhole.Swap(false) {
 		return
 	}
