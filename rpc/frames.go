@@ -56,8 +56,9 @@ const (
 	framesReadTimeout = 2 * streamIdleTimeout
 )
 
-// errFramesNotServed says the peer predates the frame stream (404): the
-// sender falls back to the Connect stream.
+// errFramesNotServed says the peer predates the frame stream (404) or
+// something between cannot upgrade (426, 501, 505): the sender falls back
+// to the Connect stream.
 var errFramesNotServed = errors.New("the peer does not serve the Raft frame stream")
 
 // dialFrames opens a frame stream to the peer at peerURL. The returned
@@ -125,8 +126,9 @@ func (t *Transport) dialFrames(ctx context.Context, to uint64, peerURL string) (
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		_ = conn.Close()
-		if resp.StatusCode == http.StatusNotFound {
-			return nil, errFramesNotServed
+		switch resp.StatusCode {
+		case http.StatusNotFound, http.StatusUpgradeRequired, http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
+			return nil, fmt.Errorf("%w: %s", errFramesNotServed, resp.Status)
 		}
 		return nil, fmt.Errorf("controller %d refused the Raft frame stream: %s: %s", to, resp.Status, strings.TrimSpace(string(body)))
 	}

@@ -202,11 +202,12 @@ func (t *Transport) request(p *peer, batch []*raftpb.Message) (*raftv1.SendReque
 }
 
 // stream keeps one stream open to the peer and writes batches to it: the
-// frame stream, or a Connect stream to a peer that predates it.
+// frame stream, or a Connect stream to a peer that does not serve it (an
+// earlier version, or a proxy in between that does not pass upgrades).
 func (t *Transport) stream(p *peer) {
 	client := raftv1connect.NewRaftTransportServiceClient(t.client, p.url, t.options...)
 	backoff := peerBackoffMin
-	framesServed := true
+	framesServed, fellBack := true, false
 	for {
 		select {
 		case <-p.stop:
@@ -214,11 +215,15 @@ func (t *Transport) stream(p *peer) {
 		default:
 		}
 		var err error
+		started := time.Now()
 		if framesServed {
 			err = t.streamFrames(p)
 			if errors.Is(err, errFramesNotServed) {
 				framesServed = false
-				t.logger.Info("the peer predates the Raft frame stream; using a Connect stream", "peer", p.id)
+				if !fellBack {
+					fellBack = true
+					t.logger.Info("the peer does not serve the Raft frame stream; using a Connect stream", "peer", p.id, "reason", err)
+				}
 				continue
 			}
 		} else {
@@ -227,9 +232,23 @@ func (t *Transport) stream(p *peer) {
 			err = t.pump(p, s)
 			_, _ = s.CloseAndReceive()
 			cancel()
+			// The next stream tries frames again: the peer may have been
+			// upgraded meanwhile (a rolling upgrade).
+			framesServed = true
 		}
 		if err == nil {
 			return
+		}
+		if errors.Is(err, errIdleStream) {
+			// Nothing was lost and the peer is not at fault: reopen when
+			// there is something to send, without delay.
+			backoff = peerBackoffMin
+			continue
+		}
+		if time.Since(started) > peerBackoffMax {
+			// The stream was healthy for a while: this is a new failure,
+			// not the next of a series.
+			backoff = peerBackoffMin
 		}
 		t.logger.Debug("peer stream ended", "peer", p.id, "error", err)
 		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
@@ -242,6 +261,9 @@ func (t *Transport) stream(p *peer) {
 	}
 }
 
+// errIdleStream ends a stream that carried nothing for streamIdleTimeout.
+var errIdleStream = errors.New("idle stream recycled")
+
 // nextBatch waits for a message and takes what else is queued, up to
 // peerBatchMax. It returns nil when the peer is removed, and an error when
 // the stream has been idle for streamIdleTimeout or ended (ended, if
@@ -252,7 +274,7 @@ func (t *Transport) nextBatch(p *peer, idle *time.Timer, ended <-chan struct{}) 
 	case <-p.stop:
 		return nil, nil
 	case <-idle.C:
-		return nil, errors.New("idle stream recycled")
+		return nil, errIdleStream
 	case <-ended:
 		return nil, errors.New("the peer closed the stream")
 	case first = <-p.messages:
