@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -45,6 +46,8 @@ const (
 	// entries unless a single entry is larger, and an entry is bounded by
 	// the API's request limit.
 	frameMaxBytes = maxPeerMessageBytes
+	// frameFirstAllocBytes is what a frame's buffer starts with.
+	frameFirstAllocBytes = 64 << 10
 	// framesHandshakeTimeout bounds the dial and the upgrade: a paused
 	// process accepts connections (the kernel does) but never answers.
 	framesHandshakeTimeout = 2 * time.Second
@@ -168,13 +171,17 @@ func readFrame(r io.Reader, header []byte) (*raftpb.Message, error) {
 	if size == 0 || size > frameMaxBytes {
 		return nil, fmt.Errorf("a frame of %d bytes", size)
 	}
-	// A fresh buffer per message: the decoded entries may keep it.
-	data := make([]byte, size)
-	if _, err := io.ReadFull(r, data); err != nil {
+	// A fresh buffer per message (the decoded entries may keep it), grown
+	// as bytes arrive: a length alone does not make the receiver allocate.
+	data := bytes.NewBuffer(make([]byte, 0, min(size, frameFirstAllocBytes)))
+	if _, err := io.CopyN(data, r, int64(size)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, err
 	}
 	m := &raftpb.Message{}
-	if err := proto.Unmarshal(data, m); err != nil {
+	if err := proto.Unmarshal(data.Bytes(), m); err != nil {
 		return nil, fmt.Errorf("a message does not decode: %w", err)
 	}
 	return m, nil

@@ -213,6 +213,14 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 
 	status, conn = openFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
+	_, err = conn.Write(append(binary.BigEndian.AppendUint32(nil, 100<<20), 1, 2, 3))
+	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+	_, err = conn.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "a frame cut short ends the stream")
+
+	status, conn = openFrames(t, base, good)
+	require.Equal(t, http.StatusSwitchingProtocols, status)
 	handler.Close()
 	_, err = conn.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "closing the handler ends its streams")
