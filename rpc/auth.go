@@ -272,17 +272,18 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 // requireController admits only callers holding a CONTROLLER token: the
 // Raft frame stream, which is plain HTTP until it is upgraded.
 func requireController(auth *Authenticator, next http.Handler) http.Handler {
+	peers := authInterceptor{auth: auth, peerOnly: true}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := auth.Authenticate(r.Header.Get("Authorization"))
+		ctx, err := peers.check(r.Context(), r.Header.Get("Authorization"), framesPath, nil)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+			status := http.StatusForbidden
+			if connect.CodeOf(err) == connect.CodeUnauthenticated {
+				status = http.StatusUnauthorized
+			}
+			http.Error(w, err.Error(), status)
 			return
 		}
-		if p.Role != RoleController {
-			http.Error(w, fmt.Sprintf("%s %q is not a controller", p.Role, p.Name), http.StatusForbidden)
-			return
-		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,11 +110,15 @@ func (s *stepped) count() int {
 
 // servePeer serves the peer transport of controller self of cluster "c",
 // stepping into stepper; withFrames false serves only the Connect stream,
-// as a controller of an earlier version does. It returns the base URL.
-func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool) (string, *rpc.RaftHandler) {
+// as a controller of an earlier version does. It returns the base URL, the
+// frame stream's handler, and a count of the messages that came on the
+// Connect stream.
+func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool) (string, *rpc.RaftHandler, *atomic.Int64) {
+	viaConnect := &atomic.Int64{}
 	handler := rpc.NewRaftHandler("c", self, stepper)
+	connectHandler := rpc.NewRaftHandler("c", self, countingStepper{stepper, viaConnect})
 	mux := http.NewServeMux()
-	mux.Handle(raftv1connect.NewRaftTransportServiceHandler(handler))
+	mux.Handle(raftv1connect.NewRaftTransportServiceHandler(connectHandler))
 	if withFrames {
 		mux.HandleFunc(framesPath, handler.ServeFrames)
 	}
@@ -121,14 +126,25 @@ func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool)
 	srv.Config = rpc.NewHTTPServer("", mux)
 	srv.Start()
 	tb.Cleanup(func() { handler.Close(); srv.Close() })
-	return srv.URL, handler
+	return srv.URL, handler, viaConnect
+}
+
+// countingStepper counts what it passes on.
+type countingStepper struct {
+	rpc.Stepper
+	count *atomic.Int64
+}
+
+func (c countingStepper) Step(m *raftpb.Message) bool {
+	c.count.Add(1)
+	return c.Stepper.Step(m)
 }
 
 // peerServer serves controller 2, stepping into a recorder.
-func peerServer(t *testing.T, withFrames bool) (string, *stepped, *rpc.RaftHandler) {
+func peerServer(t *testing.T, withFrames bool) (string, *stepped, *rpc.RaftHandler, *atomic.Int64) {
 	rec := &stepped{}
-	url, handler := servePeer(t, 2, rec, withFrames)
-	return url, rec, handler
+	url, handler, viaConnect := servePeer(t, 2, rec, withFrames)
+	return url, rec, handler, viaConnect
 }
 
 func heartbeat(from, to, commit uint64) *raftpb.Message {
@@ -145,7 +161,7 @@ func heartbeatTo(to, commit uint64) *raftpb.Message {
 // them on the Connect stream.
 func TestRaftFrameStream(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
-		base, rec, _ := peerServer(t, withFrames)
+		base, rec, _, viaConnect := peerServer(t, withFrames)
 		transport := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
 		transport.SetPeer(2, base)
 		const count = 500
@@ -154,6 +170,11 @@ func TestRaftFrameStream(t *testing.T) {
 		}
 		require.Eventually(t, func() bool { return rec.count() == count }, 10*time.Second, 10*time.Millisecond,
 			"frames served %v: %d of %d messages arrived", withFrames, rec.count(), count)
+		if withFrames {
+			assert.Zero(t, viaConnect.Load(), "a peer that serves the frame stream gets every message on it")
+		} else {
+			assert.EqualValues(t, count, viaConnect.Load(), "a peer without the frame stream gets them on the Connect stream")
+		}
 		rec.mu.Lock()
 		for i, m := range rec.messages {
 			require.Equal(t, uint64(i+1), m.GetCommit(), "message %d arrived out of order", i)
@@ -167,7 +188,7 @@ func TestRaftFrameStream(t *testing.T) {
 // HTTP/1.1 upgrade for this controller in this cluster, and a stream that
 // carries a message from someone else is cut.
 func TestRaftFrameStreamAdmission(t *testing.T) {
-	base, rec, handler := peerServer(t, true)
+	base, rec, handler, _ := peerServer(t, true)
 	good := framesRequest{cluster: "c", from: "1", to: "2"}
 	cases := []struct {
 		name string
@@ -257,8 +278,8 @@ func BenchmarkPeerRoundTrip(b *testing.B) {
 			one := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), logger)
 			two := rpc.NewTransport(2, "c", rpc.NewHTTPClient(nil), logger)
 			replies := make(signal, 1)
-			urlTwo, _ := servePeer(b, 2, echo{two}, withFrames)
-			urlOne, _ := servePeer(b, 1, replies, withFrames)
+			urlTwo, _, _ := servePeer(b, 2, echo{two}, withFrames)
+			urlOne, _, _ := servePeer(b, 1, replies, withFrames)
 			one.SetPeer(2, urlTwo)
 			two.SetPeer(1, urlOne)
 			// Before the servers: a server waits for the streams to it.

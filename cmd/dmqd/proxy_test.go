@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -79,11 +80,11 @@ func (p *linkProxy) pipe(src, dst net.Conn) {
 	}()
 	defer close(chunks)
 	defer func() { _ = src.Close() }()
+	buf := make([]byte, 32<<10)
 	for {
-		buf := make([]byte, 32<<10)
 		n, err := src.Read(buf)
 		if n > 0 && !p.blackhole.Load() {
-			chunks <- chunk{data: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}
+			chunks <- chunk{data: bytes.Clone(buf[:n]), due: time.Now().Add(time.Duration(p.delay.Load()))}
 		}
 		if err != nil {
 			return
