@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
@@ -29,20 +31,137 @@ type AuditRecord struct {
 	MetadataVersion int64           `json:"metadata_version,omitempty"`
 }
 
-// auditLog writes one JSON line per record; safe for concurrent use.
+// auditLog writes one JSON line per record; safe for concurrent use. A
+// record is handed to the writer before its call returns. Concurrent
+// records share write calls: the caller that finds no write in progress
+// writes every line queued so far, and the others wait for it, so a burst
+// of calls completed by one commit costs one system call instead of one
+// each.
 type auditLog struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu      sync.Mutex
+	written sync.Cond // broadcast when a write ends
+	w       io.Writer
+	queued  []byte // lines not yet handed to w
+	spare   []byte // the previous batch's buffer, for reuse
+	writing bool
+	// lines counts the lines queued so far, done those handed to w.
+	lines, done uint64
+}
+
+func newAuditLog(w io.Writer) *auditLog {
+	a := &auditLog{w: w}
+	a.written.L = &a.mu
+	return a
 }
 
 func (a *auditLog) write(r AuditRecord) {
-	line, err := json.Marshal(r)
-	if err != nil {
-		return
-	}
+	line := appendAuditLine(make([]byte, 0, 256+len(r.Request)), r)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, _ = a.w.Write(append(line, '\n'))
+	a.queued = append(a.queued, line...)
+	a.lines++
+	mine := a.lines
+	for a.writing {
+		a.written.Wait()
+	}
+	if a.done >= mine {
+		// A write that began after ours was queued included it.
+		return
+	}
+	batch, upTo := a.queued, a.lines
+	a.queued, a.writing = a.spare[:0], true
+	a.mu.Unlock()
+	// A failed write loses these lines and nothing else: the calls they
+	// describe have already happened, and the log is not a source of truth.
+	_, _ = a.w.Write(batch)
+	a.mu.Lock()
+	a.spare, a.done, a.writing = batch, upTo, false
+	a.written.Broadcast()
+}
+
+// appendAuditLine encodes r as one JSON line: the fields of AuditRecord's
+// tags, in order, and Request as it is (protojson's output: valid JSON on
+// one line). encoding/json would validate and copy Request again, which
+// made the audit log a tenth of a loaded leader's CPU.
+func appendAuditLine(dst []byte, r AuditRecord) []byte {
+	dst = append(dst, `{"time":"`...)
+	dst = r.Time.AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","who":`...)
+	dst = appendJSONString(dst, r.Who)
+	dst = append(dst, `,"from":`...)
+	dst = appendJSONString(dst, r.From)
+	dst = append(dst, `,"procedure":`...)
+	dst = appendJSONString(dst, r.Procedure)
+	dst = append(dst, `,"request":`...)
+	if len(r.Request) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, r.Request...)
+	}
+	dst = append(dst, `,"result":`...)
+	dst = appendJSONString(dst, r.Result)
+	if r.ErrorCode != "" {
+		dst = append(dst, `,"error_code":`...)
+		dst = appendJSONString(dst, r.ErrorCode)
+	}
+	if r.Message != "" {
+		dst = append(dst, `,"message":`...)
+		dst = appendJSONString(dst, r.Message)
+	}
+	if r.MetadataVersion != 0 {
+		dst = append(dst, `,"metadata_version":`...)
+		dst = strconv.AppendInt(dst, r.MetadataVersion, 10)
+	}
+	return append(dst, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json would
+// (invalid UTF-8 becomes U+FFFD; U+2028 and U+2029 are escaped) except
+// that <, > and & stay as they are.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // audited says whether a call changes something worth a record: every

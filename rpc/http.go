@@ -60,7 +60,7 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	}
 	interceptors := []connect.Interceptor{loggingInterceptor(logger)}
 	if security.Audit != nil {
-		interceptors = append(interceptors, auditInterceptor(&auditLog{w: security.Audit}, security.Auth))
+		interceptors = append(interceptors, auditInterceptor(newAuditLog(security.Audit), security.Auth))
 	}
 	if security.Auth != nil {
 		interceptors = append(interceptors, authInterceptor{auth: security.Auth})

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,7 +120,7 @@ func main() {
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
 	flag.IntVar(&conns, "conns", 1, "HTTP/2 connections the workers share")
 	flag.BoolVar(&http1, "http1", false, "load the controllers over HTTP/1.1 keep-alive connections instead of one HTTP/2 connection")
-	flag.StringVar(&profileDir, "profile", "", "save a CPU profile of the leader during each measurement in this directory")
+	flag.StringVar(&profileDir, "profile", "", "save CPU profiles of every controller and of the load generator during each measurement in this directory")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "dmqbench-")
 	if err != nil {
@@ -202,11 +204,22 @@ func profiled(urls []string, leader int, phase string, d time.Duration, measure 
 			profiles[i], _ = io.ReadAll(resp.Body)
 		}()
 	}
+	// The load generator shares the machine: its own profile shows what a
+	// call costs on the client's side.
+	var self bytes.Buffer
+	if err := pprof.StartCPUProfile(&self); err != nil {
+		fail(err)
+	}
 	r := measure()
+	pprof.StopCPUProfile()
 	wg.Wait()
+	profiles = append(profiles, self.Bytes())
 	for i, data := range profiles {
 		role := "leader"
-		if i != leader {
+		switch {
+		case i == len(urls):
+			role = "load-generator"
+		case i != leader:
 			role = fmt.Sprint("follower-", i+1)
 		}
 		name := strings.NewReplacer(" ", "-", "(", "", ")", "", ">", "", ":", "").Replace(fmt.Sprintf("%s-%s-%d-%s.pprof", r.Cluster, phase, r.Concurrency, role))
