@@ -23,7 +23,16 @@ type Config struct {
 	// (1,000 entries against a 10 MB state would re-encode the state for
 	// every few hundred kilobytes written).
 	MaxLogEntries uint64
-	// SnapshotLogRatio: see MaxLogEntries.
+	// SnapshotLogRatio trades the CPU every controller spends on snapshots
+	// (each logged byte costs SnapshotLogRatio bytes of snapshot, encoded
+	// and written) against the log a restarting controller replays (at most
+	// 1/SnapshotLogRatio of the state's size). The default, 1, snapshots
+	// when the log has grown as large as the state. At 1M partitions that
+	// is up to 11 MB of log: about 1.4 s to replay if all of it were small
+	// topic creations (the costliest entries per byte), against 0.16 s to
+	// load the snapshot; a restart is rare and the other controllers serve
+	// meanwhile, while snapshots were a fifth of all controllers' CPU under
+	// writes with a ratio of 4.
 	SnapshotLogRatio uint64
 	// LogTailEntries is how many entries a compaction keeps behind the
 	// snapshot, so that a follower slightly behind catches up from the log
@@ -57,7 +66,7 @@ const (
 	DefaultElectionTicks        = 10
 	DefaultHeartbeatTicks       = 1
 	DefaultMaxLogEntries        = 1000
-	DefaultSnapshotLogRatio     = 4
+	DefaultSnapshotLogRatio     = 1
 	DefaultSessionTimeout       = 30 * time.Second
 	DefaultRequestTimeoutTicks  = 50
 	DefaultRebalanceInterval    = 5 * time.Minute

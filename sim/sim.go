@@ -400,8 +400,10 @@ func (n *simNode) start(store storage.Storage) {
 	s := n.sim
 	n.store = store
 	n.incarnation++
+	// Snapshots far more often than the defaults, so that a seed's short
+	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
-		ID: n.id, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, LogTailEntries: 50,
+		ID: n.id, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
 		SessionTimeout: sessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
