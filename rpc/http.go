@@ -15,11 +15,13 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/vanguard"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Security holds the controller's defences against its clients: rate and
@@ -110,8 +112,8 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	// Connect, gRPC and gRPC-Web calls go straight to their handlers: the
 	// transcoder would pass them through anyway, at a cost on every call
 	// (3% of a loaded leader's CPU). It serves the REST paths.
-	mux.Handle(metadataPath, metadataHandler)
-	mux.Handle(quorumPath, quorumHandler)
+	handleProcedures(mux, metadataPath, metadatav1.File_dmq_metadata_v1_metadata_service_proto, metadataHandler)
+	handleProcedures(mux, quorumPath, metadatav1.File_dmq_metadata_v1_quorum_service_proto, quorumHandler)
 	mux.Handle(raftPath, raftHandler)
 	mux.Handle(framesPath, framesHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
@@ -129,6 +131,28 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
 	mux.Handle("/", transcoder)
 	return mux, nil
+}
+
+// handleProcedures routes every procedure of the service served at path
+// (its "/package.Service/" prefix) to handler by its exact path, and the
+// rest of the prefix there too (unknown procedures get Connect's answer).
+// ServeMux allocates for each request a prefix pattern matches, and not
+// for an exact one.
+func handleProcedures(mux *http.ServeMux, path string, file protoreflect.FileDescriptor, handler http.Handler) {
+	mux.Handle(path, handler)
+	services := file.Services()
+	for i := range services.Len() {
+		service := services.Get(i)
+		if "/"+string(service.FullName())+"/" != path {
+			continue
+		}
+		methods := service.Methods()
+		for j := range methods.Len() {
+			mux.Handle(path+string(methods.Get(j).Name()), handler)
+		}
+		return
+	}
+	panic(fmt.Sprintf("rpc: %s declares no service at %s", file.Path(), path))
 }
 
 // adminOnly requires an ADMIN bearer token when auth is set.
