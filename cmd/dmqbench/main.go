@@ -127,6 +127,7 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
+	workDir = dir
 
 	var results []Result
 	results = append(results, fdatasync(dir))
@@ -230,7 +231,14 @@ func profiled(urls []string, leader int, phase string, d time.Duration, measure 
 	return r
 }
 
+// workDir holds the controllers' data directories (and their audit logs),
+// removed after a run and kept after a failure, for its post-mortem.
+var workDir string
+
 func fail(err error) {
+	if workDir != "" {
+		err = fmt.Errorf("%w (the controllers' data directories and audit logs are kept in %s)", err, workDir)
+	}
 	fmt.Fprintln(os.Stderr, "dmqbench:", err)
 	os.Exit(1)
 }
@@ -553,14 +561,17 @@ func (c *cluster) failover(trials int) Result {
 		_ = c.procs[leader].Process.Signal(syscall.SIGKILL)
 		_ = c.procs[leader].Wait()
 		c.procs[leader] = nil
-		for done := false; !done; {
+		for attempt, done := 0, false; !done; {
 			for i := range c.procs {
 				if c.procs[i] == nil {
 					continue
 				}
+				// A fresh name for every attempt: an attempt that timed out
+				// may still have committed, and its name would then be taken.
+				attempt++
 				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 				_, err := metadatav1connect.NewMetadataServiceClient(httpClient, c.url(i)).CreateTopic(ctx,
-					connect.NewRequest(&metadatav1.CreateTopicRequest{Name: fmt.Sprintf("failover-%d-%d", trial, i), Partitions: 1}))
+					connect.NewRequest(&metadatav1.CreateTopicRequest{Name: fmt.Sprintf("failover-%d-%d", trial, attempt), Partitions: 1}))
 				cancel()
 				if err == nil {
 					lat = append(lat, time.Since(killed))
