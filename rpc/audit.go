@@ -81,8 +81,9 @@ func (a *auditLog) write(r AuditRecord) {
 
 // appendAuditLine encodes r as one JSON line: the fields of AuditRecord's
 // tags, in order, and Request as it is (protojson's output: valid JSON on
-// one line). encoding/json would validate and copy Request again, which
-// made the audit log a tenth of a loaded leader's CPU.
+// one line). encoding/json reflected over the record and validated and
+// copied Request again: with a write call per record, the audit log was
+// 7.5% of a loaded leader's CPU.
 func appendAuditLine(dst []byte, r AuditRecord) []byte {
 	dst = append(dst, `{"time":"`...)
 	dst = r.Time.AppendFormat(dst, time.RFC3339Nano)
