@@ -189,9 +189,10 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 
 // checkQuorumAfter refuses a voter change that would leave the new
 // configuration without a quorum of voters the leader has heard from
-// recently (the strict reconfiguration check of etcd): removing a healthy
-// voter while another is down, or adding a voter while one is down, would
-// stop the cluster. A new voter counts as not yet active.
+// within an election timeout (the strict reconfiguration check of etcd):
+// removing a healthy voter while another is down, or adding a voter while
+// one is down, would stop the cluster. A new voter counts as not yet
+// active.
 func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeType) *statemachine.Error {
 	if change.Kind == AddLearner {
 		return nil
@@ -209,9 +210,10 @@ func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeT
 		voters[change.NodeID] = true
 	}
 	active := 0
-	progress := n.rn.Status().Progress
 	for _, id := range sortedKeys(voters) {
-		if id == n.cfg.ID || (progress[id].RecentActive && id != change.NodeID) {
+		heard, ok := n.heardAt[id]
+		recent := ok && n.ticks-heard <= uint64(n.cfg.ElectionTicks)
+		if id == n.cfg.ID || (recent && id != change.NodeID) {
 			active++
 		}
 	}

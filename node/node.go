@@ -86,7 +86,13 @@ type Node struct {
 	removed  bool
 
 	// ticks is the node's own time, for request deadlines.
-	ticks     uint64
+	ticks uint64
+	// heardAt is the tick at which a message from each peer last arrived:
+	// who is active, for the strict reconfiguration check. Raft's own
+	// RecentActive will not do: with CheckQuorum the leader clears it at
+	// every election timeout, and a change proposed just after found no
+	// follower active (seed 20562: a lost voter could never be removed).
+	heardAt   map[uint64]uint64
 	nextSeq   uint64
 	proposals map[uint64]*proposal
 	reads     map[uint64]*read
@@ -198,6 +204,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		removedIDs: map[uint64]bool{},
 		proposals:  map[uint64]*proposal{},
 		reads:      map[uint64]*read{},
+		heardAt:    map[uint64]uint64{},
 	}
 	n.controller.reset()
 	snap, err := store.Snapshot()
@@ -331,6 +338,7 @@ func (n *Node) Step(m *raftpb.Message) error {
 		// Proposal forwarding is off: a peer never sends one.
 		return fmt.Errorf("node: proposal from peer %d refused", m.GetFrom())
 	}
+	n.heardAt[m.GetFrom()] = n.ticks
 	err := n.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) {
 		return nil

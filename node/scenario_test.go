@@ -657,3 +657,28 @@ func TestStrictReconfiguration(t *testing.T) {
 	require.NoError(t, err, "removing the voter that is down is how to recover")
 	assert.Equal(t, []uint64{1, 2}, voters(leader))
 }
+
+// TestReconfigurationJustAfterTheQuorumCheck: with CheckQuorum, Raft's
+// leader forgets which followers are recently active at every election
+// timeout; a change proposed at that moment must still see the followers
+// it heard from moments ago (seed 20562 retried the removal of a lost voter
+// in step with that reset, and was refused for the rest of the run).
+func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.tick(3)
+	forgotten := false
+	for i := 0; i < 3*c.nodes[1].cfg.ElectionTicks && !forgotten; i++ {
+		leader.Tick()
+		forgotten = !leader.rn.Status().Progress[2].RecentActive
+		if !forgotten {
+			c.process()
+		}
+	}
+	require.True(t, forgotten, "the leader clears RecentActive within an election timeout")
+	var err error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 3}, func(e error) { err = e })
+	c.tick(20)
+	require.NoError(t, err, "2 answered within the last election timeout: {1, 2} keeps a quorum")
+	assert.Equal(t, []uint64{1, 2}, voters(leader))
+}

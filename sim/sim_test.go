@@ -53,6 +53,13 @@ var regressionSeeds = []struct {
 	{seed: 14, duration: 60 * time.Second},
 	{seed: 398, duration: 60 * time.Second},
 	{seed: 641, duration: 60 * time.Second},
+	// The strict reconfiguration check asked Raft which followers were
+	// recently active; with CheckQuorum the leader clears that at every
+	// election timeout, and the removal of a lost voter, retried every 6 s
+	// in step with the clearing, was refused to the end of the run ("would
+	// leave 1 of 4 voters active"). The node now keeps its own record of
+	// when it last heard from each peer.
+	{seed: 20562, duration: 90 * time.Second, nodes: 5},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration, nodes int) {
