@@ -172,6 +172,7 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 			}
 		case raftpb.ConfChangeRemoveNode:
 			delete(n.peers, id)
+			delete(n.heardAt, id)
 			n.removedIDs[id] = true
 			if id == n.cfg.ID {
 				n.removed = true
