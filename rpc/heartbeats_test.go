@@ -87,7 +87,11 @@ func TestHeartbeatStreamAuthAndLimits(t *testing.T) {
 		}()
 		for range count {
 			if err := stream.Send(&metadatav1.StorageHeartbeatRequest{ServiceId: service}); err != nil {
-				break
+				// The server ended the stream, refusing it perhaps before
+				// reading a message: Send then reports io.EOF, and Receive
+				// the server's error.
+				_, err = stream.Receive()
+				return err
 			}
 			if _, err := stream.Receive(); err != nil {
 				return err
