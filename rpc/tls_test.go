@@ -38,10 +38,11 @@ func tlsCluster(t *testing.T, count int, ca, clientCA *rpctest.CA) rpctest.Clust
 
 // raftSend opens the peer transport as a peer would and sends an empty
 // batch addressed to controller to: without the check of the caller's
-// certificate, it would be accepted.
+// certificate, it would be accepted. The sender, 9, is never the receiver
+// (a controller refuses a stream from itself).
 func raftSend(ctx context.Context, tlsConfig *tls.Config, url string, to uint64) error {
 	stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(tlsConfig), url).Send(ctx)
-	_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 3, ToNodeId: to})
+	_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 9, ToNodeId: to})
 	_, err := stream.CloseAndReceive()
 	return err
 }
@@ -108,7 +109,7 @@ func TestTLS(t *testing.T) {
 
 	// The same on the frame stream.
 	frames := func(tlsConfig *tls.Config) int {
-		status, _ := openFrames(t, leader.URL(), framesRequest{cluster: "test-cluster", from: "3", to: strconv.FormatUint(leader.ID, 10), tls: tlsConfig})
+		status, _ := openFrames(t, leader.URL(), framesRequest{cluster: "test-cluster", from: "9", to: strconv.FormatUint(leader.ID, 10), tls: tlsConfig})
 		return status
 	}
 	assert.Equal(t, http.StatusForbidden, frames(trusting), "no client certificate")
