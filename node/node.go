@@ -106,6 +106,12 @@ type Node struct {
 	// next HandleReady, not by each Read, so that the reads that arrive
 	// between two Readies share one heartbeat round.
 	readsQueued bool
+	// life tells this process's ReadIndex requests from those of its
+	// earlier lives: the batch numbers restart at 1 with every process,
+	// and a leader's answer to a request of the previous life (queued for
+	// this controller while it was down) would otherwise resolve a read of
+	// this one at an older commit index.
+	life uint64
 	// confChangeSeq is the pending membership change's sequence, or 0, and
 	// confChangeTerm the term it was proposed in (see proposal.term).
 	confChangeSeq  uint64
@@ -205,6 +211,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		proposals:  map[uint64]*proposal{},
 		reads:      map[uint64]*read{},
 		heardAt:    map[uint64]uint64{},
+		life:       env.Rand.Uint64(),
 	}
 	n.controller.reset()
 	snap, err := store.Snapshot()
@@ -657,7 +664,7 @@ func (n *Node) issueReads() {
 		r.batch = batch
 	}
 	n.readBatch, n.readBatchDeadline = batch, n.ticks+uint64(n.cfg.ElectionTicks)
-	n.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, batch))
+	n.rn.ReadIndex(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, n.life), batch))
 }
 
 // requeueReads gives up the ReadIndex in flight (lost with a leader, or
@@ -676,11 +683,14 @@ func (n *Node) requeueReads() {
 // the version it reflects (StateMachine.Version).
 func (n *Node) ReadStale(serve func(*statemachine.StateMachine)) { serve(n.sm) }
 
+// resolveRead records the commit index a ReadIndex confirmed. A context
+// that is not one of this life's requests is ignored: it answers a read
+// of an earlier process, whose reads were failed when it died.
 func (n *Node) resolveRead(rs raft.ReadState) {
-	if len(rs.RequestCtx) != 8 {
+	if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != n.life {
 		return
 	}
-	batch := binary.BigEndian.Uint64(rs.RequestCtx)
+	batch := binary.BigEndian.Uint64(rs.RequestCtx[8:])
 	for _, seq := range sortedKeys(n.reads) {
 		if r := n.reads[seq]; r.batch == batch {
 			r.index, r.known = rs.Index, true

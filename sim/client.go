@@ -81,6 +81,9 @@ func (c *client) send() {
 	op.attempt++
 	attempt := op.attempt
 	target := c.leaderGuess
+	if c.isRead() && s.rng.Float64() < s.opts.FollowerReads {
+		target = s.randomNodeID()
+	}
 	s.rpc(target, uint64(1000+c.id), func(n *node.Node, reply func(func())) {
 		c.handle(n, op, func(out linearizability.Output, err *statemachine.Error, leader uint64) {
 			reply(func() { c.answer(op, attempt, out, err, leader) })

@@ -37,6 +37,12 @@ func (s *Sim) scheduleNemeses() {
 			n.pausedUntil = s.now + s.between(time.Second, 4*time.Second)
 		}
 	})
+	every(s.opts.SlowNodeEvery, func() {
+		if n := s.randomLiveNode(); n != nil && n.slowUntil <= s.now {
+			s.fault("slow-node")
+			n.slowUntil = s.now + s.between(time.Second, 5*time.Second)
+		}
+	})
 	every(s.opts.ClockJumpEvery, func() {
 		if n := s.randomLiveNode(); n != nil {
 			s.fault("clock-jump")
@@ -273,7 +279,7 @@ func (s *Sim) heal() {
 	s.healed = true
 	s.cut = map[[2]uint64]bool{}
 	for _, n := range s.nodes {
-		n.pausedUntil = 0
+		n.pausedUntil, n.slowUntil = 0, 0
 		if n.clockOffset != 0 {
 			// Correcting the clock is a jump too (seed 1834).
 			n.clockOffset = 0

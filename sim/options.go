@@ -26,10 +26,14 @@ type Options struct {
 	TickSkewMax float64
 
 	// Mean intervals between faults of each kind; 0 disables the kind.
-	PartitionEvery        time.Duration
-	CrashEvery            time.Duration
-	PauseEvery            time.Duration
-	ClockJumpEvery        time.Duration
+	PartitionEvery time.Duration
+	CrashEvery     time.Duration
+	PauseEvery     time.Duration
+	ClockJumpEvery time.Duration
+	// SlowNodeEvery makes a controller slow for a few seconds: it steps
+	// messages as they come but persists, sends and applies only once a
+	// tick, so that its reads and its state lag the others'.
+	SlowNodeEvery         time.Duration
 	ServiceSilenceEvery   time.Duration
 	TransferLeaderEvery   time.Duration
 	MembershipChangeEvery time.Duration
@@ -45,6 +49,12 @@ type Options struct {
 	// DelayedPushes holds back one push in ten for up to a few seconds, so
 	// that pushes arrive out of order and after a newer controller's.
 	DelayedPushes bool
+	// LongDelays holds one Raft message in fifty back for up to a few
+	// seconds, long enough to reach a crashed controller's next process.
+	LongDelays bool
+	// FollowerReads is the share of linearizable reads a client sends to
+	// a random controller instead of the leader it believes in.
+	FollowerReads float64
 
 	// SilentAtHeal keeps one storage service silent through the heal
 	// phase, so that its fencing is checked.
@@ -103,6 +113,9 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.TornWrites = chance(0.5)
 	o.DelayedPushes = chance(0.5)
 	o.SilentAtHeal = chance(0.5)
+	o.LongDelays = chance(0.5)
+	o.FollowerReads = []float64{0, 0.3, 0.8}[rng.IntN(3)]
+	o.SlowNodeEvery = pick(0, 0, 6*time.Second)
 	return o
 }
 
@@ -120,6 +133,7 @@ func (o Options) String() string {
 	every("crash", o.CrashEvery)
 	every("pause", o.PauseEvery)
 	every("clock-jump", o.ClockJumpEvery)
+	every("slow-node", o.SlowNodeEvery)
 	every("silence", o.ServiceSilenceEvery)
 	every("transfer", o.TransferLeaderEvery)
 	every("membership", o.MembershipChangeEvery)
@@ -138,6 +152,12 @@ func (o Options) String() string {
 	}
 	if o.SilentAtHeal {
 		b.WriteString(" silent-at-heal")
+	}
+	if o.LongDelays {
+		b.WriteString(" long-delays")
+	}
+	if o.FollowerReads > 0 {
+		fmt.Fprintf(&b, " follower-reads=%.1f", o.FollowerReads)
 	}
 	return b.String()
 }

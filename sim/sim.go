@@ -76,6 +76,12 @@ const (
 	hashSampleEvery = 8
 )
 
+type heldMessage struct {
+	from            uint64
+	fromIncarnation uint64
+	m               *raftpb.Message
+}
+
 type entryDigest struct {
 	term uint64
 	data uint64
@@ -273,6 +279,10 @@ type simNode struct {
 	tickInterval time.Duration
 	clockOffset  time.Duration
 	pausedUntil  time.Duration
+	// slowUntil: until then the node handles its Readies only on ticks
+	// (ticking marks the tick's own processing).
+	slowUntil time.Duration
+	ticking   bool
 	// member: in the Raft configuration (false while removed); retired:
 	// removed for good, its id never to be used again.
 	member  bool
@@ -287,6 +297,9 @@ type simNode struct {
 	jumped   bool
 	// corrupted: a bit of its disk was flipped while it was down.
 	corrupted bool
+	// held are messages sent to it while it was down, delivered to its
+	// next process when it restarts.
+	held []heldMessage
 	// digest caches the ClusterState digest of one version for pushes.
 	digest            uint64
 	digestVersion     int64
@@ -317,7 +330,15 @@ func (n *simNode) Send(messages []*raftpb.Message) {
 			// receivers only read: the message is shared, not copied.
 			msg := m
 			from := n.id
-			s.schedule(s.latency(), evDeliver, from, to, func() { s.deliver(from, msg) })
+			delay := s.latency()
+			if s.opts.LongDelays && !s.healed && s.rng.IntN(50) == 0 {
+				// A message stuck in a queue or a retransmission: it may reach
+				// the next process of a controller that crashed meanwhile.
+				s.fault("long-delay")
+				delay += s.between(500*time.Millisecond, 4*time.Second)
+			}
+			fromIncarnation := n.incarnation
+			s.schedule(delay, evDeliver, from, to, func() { s.deliver(from, fromIncarnation, msg) })
 		}
 	}
 }
@@ -332,16 +353,29 @@ func (n *simNode) reportSnapshotLater(to uint64, ok bool) {
 	})
 }
 
-func (s *Sim) deliver(from uint64, m *raftpb.Message) {
+// heldMax bounds the messages held for a controller that is down, as the
+// production transport's per-peer queue does.
+const heldMax = 1024
+
+func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 	target := s.node(m.GetTo())
 	if target == nil {
 		if sender := s.node(from); sender != nil && m.GetType() == raftpb.MsgSnap {
 			sender.reportSnapshotLater(m.GetTo(), false)
+			return
+		}
+		// The production transport keeps a peer's messages queued while it
+		// reconnects: what was sent to a process that died reaches the next
+		// one. Snapshots travel on streams of their own and fail instead.
+		if to := m.GetTo(); to >= 1 && to <= uint64(len(s.nodes)) && m.GetType() != raftpb.MsgSnap {
+			if down := s.nodes[to-1]; down.member && !down.retired && len(down.held) < heldMax {
+				down.held = append(down.held, heldMessage{from: from, fromIncarnation: fromIncarnation, m: m})
+			}
 		}
 		return
 	}
 	if target.pausedUntil > s.now {
-		s.schedule(target.pausedUntil-s.now, evDeliver, from, m.GetTo(), func() { s.deliver(from, m) })
+		s.schedule(target.pausedUntil-s.now, evDeliver, from, m.GetTo(), func() { s.deliver(from, fromIncarnation, m) })
 		return
 	}
 	if err := target.node.Step(m); err != nil {
@@ -424,13 +458,20 @@ func (n *simNode) tick() {
 		return
 	}
 	n.node.Tick()
+	n.ticking = true
 	n.process()
+	n.ticking = false
 }
 
 // process handles Readies until none is left, then runs the per-node
 // checks. A storage error crashes the node, as in production.
 func (n *simNode) process() {
 	s := n.sim
+	if n.slowUntil > s.now && !n.ticking {
+		// A slow controller: what arrives is stepped at once, but its
+		// loop persists, sends and applies only once a tick.
+		return
+	}
 	for n.node != nil && n.node.HasReady() {
 		if err := n.node.HandleReady(); err != nil {
 			s.fault("fsync-crash")
@@ -525,6 +566,18 @@ func (s *Sim) restart(n *simNode) {
 	}
 	n.start(store)
 	n.process()
+	held := n.held
+	n.held = nil
+	if len(held) > 0 {
+		s.fault("messages-outlived-crash")
+	}
+	for _, h := range held {
+		// The queue lived in the sender's process: it is flushed when the
+		// stream reconnects, unless the sender died meanwhile.
+		if sender := s.nodes[h.from-1]; sender.node != nil && sender.incarnation == h.fromIncarnation {
+			s.schedule(s.latency(), evDeliver, h.from, n.id, func() { s.deliver(h.from, h.fromIncarnation, h.m) })
+		}
+	}
 }
 
 // push carries a push from a controller to a storage service.
