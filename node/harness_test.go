@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -159,7 +160,9 @@ func (c *cluster) process() {
 				}
 				continue
 			}
-			require.NoError(c.t, to.Step(m))
+			if err := to.Step(m); !errors.Is(err, ErrNotMember) {
+				require.NoError(c.t, err)
+			}
 			if m.GetType() == raftpb.MsgSnap {
 				if from, ok := c.nodes[m.GetFrom()]; ok {
 					from.ReportSnapshot(m.GetTo(), true)

@@ -294,6 +294,9 @@ type Status struct {
 	// PushLagMax is, on the active controller, the largest number of
 	// versions a storage service with a push endpoint is known to lag.
 	PushLagMax int64
+	// StrangerMessages counts Raft messages refused because their sender
+	// is not in the configuration.
+	StrangerMessages uint64
 }
 
 func (n *Node) Status() Status {
@@ -303,7 +306,7 @@ func (n *Node) Status() Status {
 		ID: n.cfg.ID, Leader: st.Lead, Term: st.GetTerm(), Commit: st.GetCommit(), Applied: n.sm.AppliedIndex(),
 		SnapshotIndex: n.snapshotIndex, Active: n.active, Removed: n.removed,
 		PendingProposals: len(n.proposals), PendingReads: len(n.reads),
-		MetadataVersion: n.sm.Version(), LastIndex: last,
+		MetadataVersion: n.sm.Version(), LastIndex: last, StrangerMessages: n.strangerMessages,
 	}
 	if n.active {
 		for _, id := range sortedKeys(n.controller.pushes) {

@@ -120,6 +120,14 @@ type Node struct {
 	transfer       *transfer
 
 	controller controller
+
+	logger raft.Logger
+	// strangerMessages counts messages refused for coming from outside the
+	// configuration.
+	strangerMessages uint64
+	// addedInLog maps an id added by a conf change in the log, not yet
+	// applied, to the index of that entry (see mayStepFrom).
+	addedInLog map[uint64]uint64
 }
 
 type transfer struct {
@@ -212,6 +220,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		reads:      map[uint64]*read{},
 		heardAt:    map[uint64]uint64{},
 		life:       env.Rand.Uint64(),
+		addedInLog: map[uint64]uint64{},
 	}
 	n.controller.reset()
 	snap, err := store.Snapshot()
@@ -225,6 +234,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	if logger == nil {
 		logger = discardLogger{}
 	}
+	n.logger = logger
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
@@ -339,11 +349,30 @@ func (n *Node) Tick() {
 	}
 }
 
-// Step hands a message from a peer to Raft.
+// ErrNotMember refuses a message whose sender is not in this controller's
+// configuration: a stranger, a removed controller, or one added by a
+// change this controller has not applied yet (it learns of it from the
+// leader). The message is dropped, as if lost.
+var ErrNotMember = errors.New("node: the sender is not a member of the configuration")
+
+// Step hands a message from a peer to Raft. A message from outside the
+// configuration is refused with ErrNotMember, unless this controller has
+// no configuration yet (it waits to be added, and learns everything from
+// whoever leads).
 func (n *Node) Step(m *raftpb.Message) error {
 	if m.GetType() == raftpb.MsgProp {
 		// Proposal forwarding is off: a peer never sends one.
 		return fmt.Errorf("node: proposal from peer %d refused", m.GetFrom())
+	}
+	if from := m.GetFrom(); !n.mayStepFrom(from, m) {
+		n.strangerMessages++
+		if n.strangerMessages&(n.strangerMessages-1) == 0 {
+			// Logged at powers of two: a flood costs a few lines.
+			n.logger.Warningf("controller %d refused a %v from %d, which is not a member (%d refused so far)",
+				n.cfg.ID, m.GetType(), from, n.strangerMessages)
+		}
+		n.answerRefusedAppend(m)
+		return fmt.Errorf("%w: %v from %d", ErrNotMember, m.GetType(), from)
 	}
 	n.heardAt[m.GetFrom()] = n.ticks
 	err := n.rn.Step(m)
@@ -351,6 +380,142 @@ func (n *Node) Step(m *raftpb.Message) error {
 		return nil
 	}
 	return err
+}
+
+// mayStepFrom says whether a message from id may be stepped. A member's
+// may. So may, from an id this controller has not seen added yet, a
+// message that shows the id's membership: an append whose entries add it,
+// a snapshot whose configuration names it, or anything once an entry that
+// adds it is in this controller's log. Without this a controller that
+// lags behind a new member's addition could never hear that member lead,
+// and so never catch up. A removed controller's messages never may.
+//
+// A controller with no configuration waits to be added: it accepts only
+// what cannot change its state until a leader's snapshot makes it a
+// member (appends that cannot match its empty log, and heartbeats that
+// commit nothing: it answers them, and the leader then sends the
+// snapshot) and a snapshot that names it.
+func (n *Node) mayStepFrom(id uint64, m *raftpb.Message) bool {
+	if planted(BugStepStrangers) {
+		return true
+	}
+	if n.removedIDs[id] {
+		return false
+	}
+	if n.isMember(id) || n.addedInLog[id] != 0 {
+		return true
+	}
+	switch m.GetType() {
+	case raftpb.MsgSnap:
+		cs := m.GetSnapshot().GetMetadata().GetConfState()
+		return slices.Contains(cs.GetVoters(), id) && (slices.Contains(cs.GetVoters(), n.cfg.ID) || slices.Contains(cs.GetLearners(), n.cfg.ID))
+	case raftpb.MsgApp:
+		if !n.hasConfiguration() {
+			// The joiner's log is empty: an append after index 0 cannot
+			// match it and is rejected (the leader then sends a
+			// snapshot); one after index 0 would be taken, so only
+			// those without entries, which commit nothing, are.
+			return m.GetIndex() > 0 || len(m.GetEntries()) == 0
+		}
+		for _, e := range m.GetEntries() {
+			if slices.Contains(confChangeAdds(e), id) {
+				return true
+			}
+		}
+	case raftpb.MsgHeartbeat:
+		return !n.hasConfiguration() && m.GetCommit() == 0
+	}
+	return false
+}
+
+// answerRefusedAppend answers an append refused from an id this
+// controller does not know (not one it saw removed) with a rejection that
+// names its last index, without stepping anything. If the sender is a
+// member added by a change this controller has not received yet, and
+// leads, the rejection makes it send the entries from there on (they
+// include that change) or a snapshot (which names it): both are accepted,
+// and the lagging controller catches up. A rejection never advances what a
+// leader believes replicated, so answering a stranger this way is
+// harmless.
+func (n *Node) answerRefusedAppend(m *raftpb.Message) {
+	if m.GetType() != raftpb.MsgApp || n.removedIDs[m.GetFrom()] || m.GetTerm() < n.term || !n.hasConfiguration() {
+		return
+	}
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return
+	}
+	hint := min(last, m.GetIndex())
+	hintTerm, err := n.store.Term(hint)
+	if err != nil {
+		return // compacted: the leader finds out from the next probe
+	}
+	n.env.Transport.Send([]*raftpb.Message{{
+		Type: raftpb.MsgAppResp.Enum(), From: new(n.cfg.ID), To: new(m.GetFrom()), Term: new(m.GetTerm()),
+		Index: new(m.GetIndex()), Reject: new(true), RejectHint: new(hint), LogTerm: new(hintTerm),
+	}})
+}
+
+// confChangeAdds lists the ids a conf change entry adds (nil for any other
+// entry, or one that does not decode).
+func confChangeAdds(e *raftpb.Entry) []uint64 {
+	var cc raftpb.ConfChangeI
+	switch e.GetType() {
+	case raftpb.EntryConfChange:
+		v1 := &raftpb.ConfChange{}
+		if proto.Unmarshal(e.GetData(), v1) != nil {
+			return nil
+		}
+		cc = v1
+	case raftpb.EntryConfChangeV2:
+		v2 := &raftpb.ConfChangeV2{}
+		if proto.Unmarshal(e.GetData(), v2) != nil {
+			return nil
+		}
+		cc = v2
+	default:
+		return nil
+	}
+	var ids []uint64
+	for _, c := range cc.AsV2().GetChanges() {
+		if t := c.GetType(); t == raftpb.ConfChangeAddNode || t == raftpb.ConfChangeAddLearnerNode {
+			ids = append(ids, c.GetNodeId())
+		}
+	}
+	return ids
+}
+
+// noteAddedInLog remembers the ids that conf changes among appended
+// entries add, until those entries are applied.
+func (n *Node) noteAddedInLog(entries []*raftpb.Entry) {
+	for _, e := range entries {
+		for _, id := range confChangeAdds(e) {
+			n.addedInLog[id] = max(n.addedInLog[id], e.GetIndex())
+		}
+	}
+}
+
+// forgetAppliedAdds drops the ids whose adding entries are applied: they
+// are members now, or were removed since.
+func (n *Node) forgetAppliedAdds() {
+	applied := n.sm.AppliedIndex()
+	for _, id := range sortedKeys(n.addedInLog) {
+		if n.addedInLog[id] <= applied {
+			delete(n.addedInLog, id)
+		}
+	}
+}
+
+// isMember says whether id is in the configuration, as a voter or a
+// learner, incoming or outgoing.
+func (n *Node) isMember(id uint64) bool {
+	cs := n.confState
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetLearners(), id) ||
+		slices.Contains(cs.GetVotersOutgoing(), id) || slices.Contains(cs.GetLearnersNext(), id)
+}
+
+func (n *Node) hasConfiguration() bool {
+	return len(n.confState.GetVoters()) > 0 || len(n.confState.GetVotersOutgoing()) > 0
 }
 
 // ReportUnreachable tells Raft a peer could not be reached.
@@ -413,6 +578,7 @@ func (n *Node) HandleReady() error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.durableTerm, n.durableVote = rd.HardState.GetTerm(), rd.HardState.GetVote()
 	}
+	n.noteAddedInLog(rd.Entries)
 	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() != 0 {
 		if err := n.restoreSnapshot(rd.Snapshot); err != nil {
 			return err
@@ -427,6 +593,9 @@ func (n *Node) HandleReady() error {
 		n.applyEntry(entry)
 	}
 	n.observeLeadership()
+	if len(n.addedInLog) > 0 {
+		n.forgetAppliedAdds()
+	}
 	for _, rs := range rd.ReadStates {
 		n.resolveRead(rs)
 	}

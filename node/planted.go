@@ -18,4 +18,6 @@ const (
 	// BugSendBeforePersist sends every message of a Ready, votes and
 	// acknowledgements included, before the Ready is persisted.
 	BugSendBeforePersist
+	// BugStepStrangers steps messages from outside the configuration.
+	BugStepStrangers
 )

@@ -82,3 +82,50 @@ func removeMessages(queue []*raftpb.Message, kind raftpb.MessageType) []*raftpb.
 	}
 	return kept
 }
+
+// A message from an id outside the configuration is refused: not stepped,
+// so it can raise no term and append nothing. Before, a forged append from
+// id 99 with a higher term was stepped, and the follower applied an entry
+// no leader wrote.
+func TestMessageFromAStrangerIsRefused(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(1)
+	follower := c.nodes[2]
+	last := follower.Status().LastIndex
+	lastTerm, err := c.nodes[2].store.Term(last)
+	require.NoError(t, err)
+	termBefore := follower.Term()
+	forged := &raftpb.Message{
+		Type: raftpb.MsgApp.Enum(), From: new(uint64(99)), To: new(uint64(2)), Term: new(termBefore + 1),
+		Index: new(last), LogTerm: new(lastTerm), Commit: new(last + 1),
+		Entries: []*raftpb.Entry{{Type: raftpb.EntryNormal.Enum(), Term: new(termBefore + 1), Index: new(last + 1), Data: []byte("forged")}},
+	}
+	assert.ErrorIs(t, follower.Step(forged), ErrNotMember)
+	for follower.HasReady() {
+		require.NoError(t, follower.HandleReady())
+	}
+	assert.Equal(t, termBefore, follower.Term(), "a stranger raised the term")
+	assert.Equal(t, last, follower.StateMachine().AppliedIndex(), "a stranger's entry was applied")
+	assert.Equal(t, uint64(1), follower.Status().StrangerMessages)
+
+	// A removed controller is a stranger too, once its removal is applied.
+	require.NoError(t, changeMembership(c, c.nodes[1], MembershipChange{Kind: RemoveVoter, NodeID: 3}))
+	late := &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(3)), To: new(uint64(2)), Term: new(follower.Term() + 5)}
+	require.ErrorIs(t, follower.Step(late), ErrNotMember)
+	c.process()
+	assert.Equal(t, uint64(1), follower.Leader(), "the removed controller's message changed nothing")
+}
+
+func changeMembership(c *cluster, leader *Node, change MembershipChange) error {
+	var result error
+	done := false
+	leader.ChangeMembership(change, func(err error) { result, done = err, true })
+	for i := 0; i < 100 && !done; i++ {
+		c.process()
+		if !done {
+			c.tick(1)
+		}
+	}
+	require.True(c.t, done, "the membership change never completed")
+	return result
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // scheduleNemeses starts one recurring fault process per enabled kind.
@@ -68,6 +69,7 @@ func (s *Sim) scheduleNemeses() {
 		leader.process()
 	})
 	every(s.opts.MembershipChangeEvery, s.membershipStep)
+	every(s.opts.StrangerEvery, s.stranger)
 	every(s.opts.CorruptEvery, func() {
 		// One lost disk at a time: two of three lost disks lose the data,
 		// which no system can recover from and which proves nothing.
@@ -244,7 +246,10 @@ func (s *Sim) membershipStep() {
 	case 2:
 		s.addBack(leader)
 	case 3:
-		if isMember {
+		// Added is not enough: until the new member has its first
+		// snapshot it holds nothing, and losing another disk meanwhile
+		// would leave no quorum with the data (seed 555).
+		if n := s.nodes[op.target-1]; isMember && n.node != nil && n.node.StateMachine().AppliedIndex() > 0 {
 			op.phase = 0
 		} else if s.now-op.since > membershipStepTimeout {
 			op.phase = 2
@@ -329,4 +334,45 @@ func (s *Sim) reconcileMembership() {
 		s.schedule(500*time.Millisecond, evNemesis, 0, 2, step)
 	}
 	step()
+}
+
+// strangerID is the id a stranger forges when no controller was retired.
+const strangerID = 99
+
+// stranger forges Raft messages from outside the configuration (an unknown
+// id, or a retired controller's) with a higher term: an append that
+// extends the target's log and commits it, and a vote request. A
+// controller must refuse both; had it stepped them, it would apply an
+// entry no leader wrote (caught by the applied-entry check) or be
+// disrupted by the term.
+func (s *Sim) stranger() {
+	n := s.randomLiveNode()
+	if n == nil {
+		return
+	}
+	// A retired controller is a stranger only once the target applied its
+	// removal; before that, forging its id is forging a member's, which
+	// only authentication can refuse.
+	from := uint64(strangerID)
+	for _, other := range s.nodes {
+		if other.retired && !n.isMemberHere(other.id) && s.rng.IntN(2) == 0 {
+			from = other.id
+		}
+	}
+	st := n.node.Status()
+	lastTerm, err := n.store.Term(st.LastIndex)
+	if err != nil {
+		return // compacted to the last index: nothing to append to
+	}
+	s.fault("stranger")
+	term := st.Term + 1 + uint64(s.rng.IntN(3))
+	forged := []*raftpb.Message{
+		{Type: raftpb.MsgApp.Enum(), From: new(from), To: new(n.id), Term: new(term), Index: new(st.LastIndex),
+			LogTerm: new(lastTerm), Commit: new(st.LastIndex + 1),
+			Entries: []*raftpb.Entry{{Type: raftpb.EntryNormal.Enum(), Term: new(term), Index: new(st.LastIndex + 1), Data: []byte("forged")}}},
+		{Type: raftpb.MsgVote.Enum(), From: new(from), To: new(n.id), Term: new(term), Index: new(st.LastIndex + 10), LogTerm: new(term)},
+	}
+	for _, m := range forged {
+		s.schedule(s.latency(), evDeliver, from, n.id, func() { s.deliver(from, 0, m) })
+	}
 }

@@ -37,6 +37,8 @@ type Options struct {
 	ServiceSilenceEvery   time.Duration
 	TransferLeaderEvery   time.Duration
 	MembershipChangeEvery time.Duration
+	// StrangerEvery forges Raft messages from outside the configuration.
+	StrangerEvery time.Duration
 	// CorruptEvery crashes a controller and flips a bit of a record on its
 	// disk; at restart the checksum finds it, and the controller is
 	// replaced by a new member with a new id and an empty disk.
@@ -116,6 +118,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.LongDelays = chance(0.5)
 	o.FollowerReads = []float64{0, 0.3, 0.8}[rng.IntN(3)]
 	o.SlowNodeEvery = pick(0, 0, 6*time.Second)
+	o.StrangerEvery = pick(0, 0, 5*time.Second)
 	return o
 }
 
@@ -137,6 +140,7 @@ func (o Options) String() string {
 	every("silence", o.ServiceSilenceEvery)
 	every("transfer", o.TransferLeaderEvery)
 	every("membership", o.MembershipChangeEvery)
+	every("stranger", o.StrangerEvery)
 	every("corrupt", o.CorruptEvery)
 	if o.FsyncFailureRate > 0 {
 		fmt.Fprintf(&b, " fsync-failure=%.2f", o.FsyncFailureRate)

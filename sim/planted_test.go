@@ -25,6 +25,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "skip the fsync", plant: func(on bool) { node.Plant(node.BugSkipFsync, on) }},
 		{name: "send votes and acknowledgements before persisting", plant: func(on bool) { node.Plant(node.BugSendBeforePersist, on) }},
 		{name: "no failover grace for sessions", plant: func(on bool) { node.Plant(node.BugNoFailoverGrace, on) }},
+		{name: "step messages from strangers", plant: func(on bool) { node.Plant(node.BugStepStrangers, on) }},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
 		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
 	}

@@ -343,6 +343,16 @@ func (n *simNode) Send(messages []*raftpb.Message) {
 	}
 }
 
+// isMemberHere says whether id is in the configuration the node applied.
+func (n *simNode) isMemberHere(id uint64) bool {
+	for _, m := range n.node.Status().Members {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *simNode) reportSnapshotLater(to uint64, ok bool) {
 	s, inc := n.sim, n.incarnation
 	s.schedule(s.latency(), evSnapshotReport, n.id, to, func() {
@@ -368,7 +378,7 @@ func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 		// reconnects: what was sent to a process that died reaches the next
 		// one. Snapshots travel on streams of their own and fail instead.
 		if to := m.GetTo(); to >= 1 && to <= uint64(len(s.nodes)) && m.GetType() != raftpb.MsgSnap {
-			if down := s.nodes[to-1]; down.member && !down.retired && len(down.held) < heldMax {
+			if down := s.nodes[to-1]; down.member && !down.retired && len(down.held) < heldMax && s.node(from) != nil {
 				down.held = append(down.held, heldMessage{from: from, fromIncarnation: fromIncarnation, m: m})
 			}
 		}
@@ -379,6 +389,9 @@ func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 		return
 	}
 	if err := target.node.Step(m); err != nil {
+		if errors.Is(err, node.ErrNotMember) && !target.isMemberHere(m.GetFrom()) {
+			return // a stranger's, or a removed controller's: dropped
+		}
 		s.violate("node %d refused a message from %d: %v", target.id, from, err)
 		return
 	}

@@ -60,6 +60,17 @@ var regressionSeeds = []struct {
 	// leave 1 of 4 voters active"). The node now keeps its own record of
 	// when it last heard from each peer.
 	{seed: 20562, duration: 90 * time.Second, nodes: 5},
+	// Controllers refused messages from ids outside their configuration,
+	// and one that lagged behind the addition of a new member never heard
+	// that member lead: it answered none of its appends, and the leader
+	// never learned to send the missing entries. Refused appends are now
+	// answered with a rejection that names the last index.
+	{seed: 898, duration: 60 * time.Second},
+	// The membership nemesis counted a new member as added once its
+	// addition applied, before it held anything, and then took another
+	// controller's disk: no quorum was left with the data. A new member
+	// now counts once it has its first snapshot.
+	{seed: 555, duration: 60 * time.Second},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration, nodes int) {
