@@ -69,6 +69,7 @@ fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzApplyRecord$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./rpc -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
 
 .PHONY: sim
 SIM_SEEDS ?= 1..1000

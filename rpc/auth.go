@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,11 @@ const (
 	// RoleProducer and RoleConsumer read metadata.
 	RoleProducer Role = "PRODUCER"
 	RoleConsumer Role = "CONSUMER"
-	// RoleController is a peer controller: the Raft transport.
+	// RoleController is a peer controller: the Raft transport, and
+	// nothing else. It comes only from the peer token (security.peer-token),
+	// a CONTROLLER entry of the tokens file, or, under TLS, the cluster's
+	// certificate; never from a JWT, which anyone holding the JWT secret
+	// (an identity provider, a tool minting client tokens) can sign.
 	RoleController Role = "CONTROLLER"
 )
 
@@ -39,6 +44,9 @@ type Principal struct {
 	Name     string `json:"name"`
 	Role     Role   `json:"role"`
 	BrokerID int32  `json:"brokerId,omitempty"`
+	// viaJWT: the principal comes from a JWT, which never names a
+	// controller (checked again where controllers are admitted).
+	viaJWT bool
 }
 
 // Authenticator checks bearer tokens: static tokens from a file, and JWTs
@@ -104,6 +112,10 @@ func validRole(role Role, brokerID int32) error {
 
 var errNoToken = errors.New("no bearer token: send Authorization: Bearer <token>")
 
+// errControllerJWT refuses a JWT that claims the CONTROLLER role.
+var errControllerJWT = errors.New("a JWT may not carry the CONTROLLER role: controllers authenticate with " +
+	"the peer token (security.peer-token), a CONTROLLER token of the tokens file, or the cluster's certificate")
+
 // Authenticate returns the principal of an Authorization header value.
 func (a *Authenticator) Authenticate(header string) (Principal, error) {
 	token, ok := strings.CutPrefix(header, "Bearer ")
@@ -150,10 +162,13 @@ func (a *Authenticator) verifyJWT(token string) (Principal, error) {
 	if claims.Exp == 0 || a.now().Unix() >= claims.Exp {
 		return Principal{}, errors.New("expired token")
 	}
+	if claims.Role == RoleController {
+		return Principal{}, errControllerJWT
+	}
 	if err := validRole(claims.Role, claims.BrokerID); err != nil {
 		return Principal{}, err
 	}
-	return Principal{Name: claims.Sub, Role: claims.Role, BrokerID: claims.BrokerID}, nil
+	return Principal{Name: claims.Sub, Role: claims.Role, BrokerID: claims.BrokerID, viaJWT: true}, nil
 }
 
 // SignJWT makes an HS256 token (for tools and tests).
@@ -208,11 +223,10 @@ var readOnlyProcedures = map[string]bool{
 	"GetClusterMetadata": true, "WatchMetadata": true, "DescribeQuorum": true,
 }
 
-// authInterceptor authenticates every call and authorises it by role.
+// authInterceptor authenticates every call of the API and authorises it
+// by role (the Raft transport has its own: peerAuth).
 type authInterceptor struct {
 	auth *Authenticator
-	// peerOnly accepts only controllers (the Raft transport).
-	peerOnly bool
 }
 
 func (i authInterceptor) check(ctx context.Context, header, procedure string, msg any) (context.Context, error) {
@@ -220,11 +234,7 @@ func (i authInterceptor) check(ctx context.Context, header, procedure string, ms
 	if err != nil {
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
 	}
-	if i.peerOnly {
-		if p.Role != RoleController {
-			return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q is not a controller", p.Role, p.Name))
-		}
-	} else if msg != nil {
+	if msg != nil {
 		if err := authorize(p, procedure, msg); err != nil {
 			return ctx, connect.NewError(connect.CodePermissionDenied, err)
 		}
@@ -255,27 +265,89 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		if err != nil {
 			return err
 		}
-		if !i.peerOnly {
-			p, _ := principalOf(ctx)
-			name := procedure[strings.LastIndex(procedure, "/")+1:]
-			// A SERVICE may open a heartbeat stream; the handler checks that
-			// each heartbeat is its own.
-			serviceStream := p.Role == RoleService && name == "StorageHeartbeats"
-			if p.Role != RoleAdmin && !serviceStream && (!readOnlyProcedures[name] || p.Role == RoleController) {
-				return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q may not call %s", p.Role, p.Name, name))
-			}
+		p, _ := principalOf(ctx)
+		name := procedure[strings.LastIndex(procedure, "/")+1:]
+		// A SERVICE may open a heartbeat stream; the handler checks that
+		// each heartbeat is its own.
+		serviceStream := p.Role == RoleService && name == "StorageHeartbeats"
+		if p.Role != RoleAdmin && !serviceStream && (!readOnlyProcedures[name] || p.Role == RoleController) {
+			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q may not call %s", p.Role, p.Name, name))
 		}
 		return next(ctx, conn)
 	}
 }
 
-// requireController admits only callers holding a CONTROLLER token: the
-// Raft frame stream, which is plain HTTP until it is upgraded.
-func requireController(auth *Authenticator, next http.Handler) http.Handler {
-	peers := authInterceptor{auth: auth, peerOnly: true}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, err := peers.check(r.Context(), r.Header.Get("Authorization"), framesPath, nil)
+// peerAuth admits callers of the Raft transport (the Connect stream and
+// the frame stream) when authentication is on: only a controller, known
+// by the cluster's peer token or a CONTROLLER token of the tokens file.
+// Under TLS the caller's certificate is checked too, before this
+// (tlsMaterial.requirePeerCertificate).
+type peerAuth struct {
+	auth *Authenticator
+	// peerToken is this cluster's peer token (security.peer-token), which
+	// every controller presents; empty if not set.
+	peerToken string
+	refusals  *peerRefusals
+}
+
+// check returns the controller an Authorization header names, or the
+// reason and the error to refuse it with.
+func (a peerAuth) check(header string) (Principal, string, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || token == "" {
+		return Principal{}, refusedUnauthenticated, connect.NewError(connect.CodeUnauthenticated, errNoToken)
+	}
+	if a.peerToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.peerToken)) == 1 {
+		return Principal{Name: "peer-token", Role: RoleController}, "", nil
+	}
+	p, err := a.auth.Authenticate(header)
+	if err != nil {
+		reason := refusedUnauthenticated
+		if errors.Is(err, errControllerJWT) {
+			reason = refusedControllerJWT
+		}
+		return Principal{}, reason, connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	if p.Role != RoleController || p.viaJWT {
+		return Principal{}, refusedNotController, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("%s %q is not a controller: the Raft transport takes controllers only", p.Role, p.Name))
+	}
+	return p, "", nil
+}
+
+func (a peerAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		p, reason, err := a.check(req.Header().Get("Authorization"))
 		if err != nil {
+			a.refusals.refuse(reason, req.Peer().Addr, "", "", err)
+			return nil, err
+		}
+		return next(context.WithValue(ctx, principalKey{}, p), req)
+	}
+}
+
+func (a peerAuth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a peerAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		p, reason, err := a.check(conn.RequestHeader().Get("Authorization"))
+		if err != nil {
+			a.refusals.refuse(reason, conn.Peer().Addr, "", "", err)
+			return err
+		}
+		return next(context.WithValue(ctx, principalKey{}, p), conn)
+	}
+}
+
+// requireController admits only controllers (peerAuth) to the Raft frame
+// stream, which is plain HTTP until it is upgraded.
+func (a peerAuth) requireController(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, reason, err := a.check(r.Header.Get("Authorization"))
+		if err != nil {
+			a.refusals.refuse(reason, r.RemoteAddr, r.Header.Get(headerFromNodeID), "", err)
 			status := http.StatusForbidden
 			if connect.CodeOf(err) == connect.CodeUnauthenticated {
 				status = http.StatusUnauthorized
@@ -283,7 +355,7 @@ func requireController(auth *Authenticator, next http.Handler) http.Handler {
 			http.Error(w, err.Error(), status)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 

@@ -122,12 +122,10 @@ func (c *Controller) start() error {
 		return err
 	}
 	c.runner = runner.Start(n, cfg.Tick)
+	// Outcomes the node waits for (snapshots, pushes) reach it however
+	// busy it is: reports never block and are never dropped.
 	c.transport.Attach(c.runner)
-	pusher.Attach(func(fn func(*node.Node)) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = c.runner.Do(ctx, fn)
-	})
+	pusher.Attach(c.runner.Report)
 	server := NewServer(c.runner, cfg.Logger, c.metrics)
 	server.https = material != nil
 	c.raft = NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner)

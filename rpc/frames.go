@@ -30,8 +30,10 @@ import (
 // handler) and cost 480 µs between two controllers on a busy machine; on
 // the frame stream the sender's pump writes to the socket and one reader
 // goroutine steps what arrives. Admission is the Connect transport's: the
-// cluster's client certificate under TLS, a CONTROLLER token when
-// authentication is on, the cluster id, and the receiver's id. Snapshots
+// cluster's client certificate under TLS, the peer token or a CONTROLLER
+// token of the tokens file when authentication is on (never a JWT), the
+// cluster id, the receiver's id, and a sender id that is a peer's; every
+// message must then be from that sender to this controller. Snapshots
 // stay on the Connect stream (large, rare, and reported to Raft).
 const (
 	framesProtocol = "dmq-raft-frames/1"
@@ -58,6 +60,10 @@ const (
 	// that vanished without closing its connection.
 	framesReadTimeout = 2 * streamIdleTimeout
 )
+
+// errBadFrame is a frame that breaks the format: a length out of bounds,
+// or bytes that are no Raft message.
+var errBadFrame = errors.New("bad frame")
 
 // errFramesNotServed says the peer predates the frame stream (404) or
 // something between cannot upgrade (426, 501, 505): the sender falls back
@@ -162,14 +168,17 @@ func appendFrame(buf []byte, m *raftpb.Message) ([]byte, error) {
 	return buf, nil
 }
 
-// readFrame reads one message.
+// readFrame reads one message. It allocates at most frameFirstAllocBytes
+// ahead of the bytes that arrive, whatever length the header claims (up
+// to frameMaxBytes). An error wrapping errBadFrame is a sender's breach of
+// the format; any other is the connection's.
 func readFrame(r io.Reader, header []byte) (*raftpb.Message, error) {
 	if _, err := io.ReadFull(r, header[:frameHeaderBytes]); err != nil {
 		return nil, err
 	}
 	size := binary.BigEndian.Uint32(header)
 	if size == 0 || size > frameMaxBytes {
-		return nil, fmt.Errorf("a frame of %d bytes", size)
+		return nil, fmt.Errorf("%w: a frame of %d bytes", errBadFrame, size)
 	}
 	// A fresh buffer per message (the decoded entries may keep it), grown
 	// as bytes arrive: a length alone does not make the receiver allocate.
@@ -182,15 +191,17 @@ func readFrame(r io.Reader, header []byte) (*raftpb.Message, error) {
 	}
 	m := &raftpb.Message{}
 	if err := proto.Unmarshal(data.Bytes(), m); err != nil {
-		return nil, fmt.Errorf("a message does not decode: %w", err)
+		return nil, fmt.Errorf("%w: a message does not decode: %w", errBadFrame, err)
 	}
 	return m, nil
 }
 
-// framesRefusal is why a frame stream is refused, with its HTTP status.
+// framesRefusal is why a frame stream is refused, with its HTTP status
+// and the reason it is counted under.
 type framesRefusal struct {
 	status int
 	reason string
+	label  string
 }
 
 // admitFrames checks an upgrade request (authentication and the peer's
@@ -198,18 +209,18 @@ type framesRefusal struct {
 func (h *RaftHandler) admitFrames(r *http.Request) (from uint64, refusal *framesRefusal) {
 	if r.ProtoMajor != 1 || r.Method != http.MethodGet ||
 		!strings.EqualFold(r.Header.Get("Upgrade"), framesProtocol) || !headerHasToken(r.Header, "Connection", "upgrade") {
-		return 0, &framesRefusal{http.StatusUpgradeRequired, "the Raft frame stream is an HTTP/1.1 GET with Upgrade: " + framesProtocol}
+		return 0, &framesRefusal{http.StatusUpgradeRequired, "the Raft frame stream is an HTTP/1.1 GET with Upgrade: " + framesProtocol, refusedMalformed}
 	}
 	if cluster := r.Header.Get(headerClusterID); cluster != h.clusterID {
-		return 0, &framesRefusal{http.StatusForbidden, fmt.Sprintf("controller %d is in cluster %q, not %q", h.self, h.clusterID, cluster)}
+		return 0, &framesRefusal{http.StatusForbidden, fmt.Sprintf("controller %d is in cluster %q, not %q", h.self, h.clusterID, cluster), refusedCluster}
 	}
 	to, err := strconv.ParseUint(r.Header.Get(headerToNodeID), 10, 64)
 	if err != nil || to != h.self {
-		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("messages for controller %q reached controller %d", r.Header.Get(headerToNodeID), h.self)}
+		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("messages for controller %q reached controller %d", r.Header.Get(headerToNodeID), h.self), refusedReceiver}
 	}
 	from, err = strconv.ParseUint(r.Header.Get(headerFromNodeID), 10, 64)
 	if err != nil || from == 0 || from == h.self {
-		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("%s %q is not a peer's id", headerFromNodeID, r.Header.Get(headerFromNodeID))}
+		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("%s %q is not a peer's id", headerFromNodeID, r.Header.Get(headerFromNodeID)), refusedSender}
 	}
 	return from, nil
 }
@@ -230,6 +241,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 	from, refusal := h.admitFrames(r)
 	if refusal != nil {
+		h.refusals.refuse(refusal.label, r.RemoteAddr, r.Header.Get(headerFromNodeID), principalName(r.Context()), errors.New(refusal.reason))
 		if refusal.status == http.StatusUpgradeRequired {
 			w.Header().Set("Upgrade", framesProtocol)
 			w.Header().Set("Connection", "Upgrade")
@@ -256,21 +268,55 @@ func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	header := make([]byte, frameHeaderBytes)
+	refuse := func(reason string, err error) {
+		h.refusals.refuse(reason, r.RemoteAddr, strconv.FormatUint(from, 10), principalName(r.Context()), err)
+	}
 	for {
 		if conn.SetReadDeadline(time.Now().Add(framesReadTimeout)) != nil {
 			return
 		}
 		m, err := readFrame(rw.Reader, header)
 		if err != nil {
+			if errors.Is(err, errBadFrame) {
+				refuse(refusedMalformed, err)
+			}
 			return
 		}
-		if m.GetFrom() != from || m.GetTo() != h.self {
+		// The stream ends at a message that is not from its sender or not
+		// for this controller: the sender is confused or lying.
+		if m.GetFrom() != from {
+			refuse(refusedSender, fmt.Errorf("a message from controller %d on the frame stream of controller %d", m.GetFrom(), from))
 			return
+		}
+		if m.GetTo() != h.self {
+			refuse(refusedReceiver, fmt.Errorf("a message for controller %d reached controller %d", m.GetTo(), h.self))
+			return
+		}
+		if m.GetType() == raftpb.MsgSnap {
+			// Not sent here by this transport (snapshots take the Connect
+			// stream, which reports their outcome), but never dropped
+			// silently either: stepped and persisted before the next
+			// frame, or the stream ends and the sender finds out.
+			if reason, err := h.stepSnapshot(r.Context(), m); err != nil {
+				if reason != "" {
+					refuse(reason, err)
+				}
+				return
+			}
+			continue
 		}
 		if !h.runner.Step(m) {
 			return
 		}
 	}
+}
+
+// principalName is the name the caller authenticated as, if any.
+func principalName(ctx context.Context) string {
+	if p, ok := principalOf(ctx); ok {
+		return p.Name
+	}
+	return ""
 }
 
 // track records an upgraded connection, so that Close can end it; it

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"io"
@@ -102,6 +103,11 @@ func (s *stepped) Step(m *raftpb.Message) bool {
 	return true
 }
 
+func (s *stepped) StepSnapshot(_ context.Context, m *raftpb.Message) error {
+	s.Step(m)
+	return nil
+}
+
 func (s *stepped) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -138,6 +144,11 @@ type countingStepper struct {
 func (c countingStepper) Step(m *raftpb.Message) bool {
 	c.count.Add(1)
 	return c.Stepper.Step(m)
+}
+
+func (c countingStepper) StepSnapshot(ctx context.Context, m *raftpb.Message) error {
+	c.count.Add(1)
+	return c.Stepper.StepSnapshot(ctx, m)
 }
 
 // peerServer serves controller 2, stepping into a recorder.
@@ -256,12 +267,22 @@ func (e echo) Step(m *raftpb.Message) bool {
 	return true
 }
 
+func (e echo) StepSnapshot(_ context.Context, m *raftpb.Message) error {
+	e.Step(m)
+	return nil
+}
+
 // signal steps a message by reporting it.
 type signal chan uint64
 
 func (s signal) Step(m *raftpb.Message) bool {
 	s <- m.GetCommit()
 	return true
+}
+
+func (s signal) StepSnapshot(_ context.Context, m *raftpb.Message) error {
+	s.Step(m)
+	return nil
 }
 
 // BenchmarkPeerRoundTrip: one message from controller 1 to 2 and one back,

@@ -44,6 +44,10 @@ type Security struct {
 	peerTLS *tlsMaterial
 }
 
+// peerTokenMinBytes is the shortest peer token accepted (as for the tokens
+// file's).
+const peerTokenMinBytes = 16
+
 // maxPeerMessageBytes bounds a message on the peer transport (a snapshot is
 // the largest legitimate one).
 const maxPeerMessageBytes = 256 << 20
@@ -96,18 +100,24 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	// The Raft transport logs and counts what it refuses.
+	raft.refusals = newPeerRefusals(logger, metrics.peerRefused)
 	raftOptions := []connect.HandlerOption{connect.WithReadMaxBytes(maxPeerMessageBytes)}
-	if security.Auth != nil {
-		raftOptions = append(raftOptions, connect.WithInterceptors(authInterceptor{auth: security.Auth, peerOnly: true}))
-	}
-	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
 	var framesHandler http.Handler = http.HandlerFunc(raft.ServeFrames)
 	if security.Auth != nil {
-		framesHandler = requireController(security.Auth, framesHandler)
+		if security.PeerToken != "" && len(security.PeerToken) < peerTokenMinBytes {
+			// It names a controller to every peer: as hard to guess as a
+			// token of the tokens file.
+			return nil, fmt.Errorf("the peer token is shorter than %d characters", peerTokenMinBytes)
+		}
+		peers := peerAuth{auth: security.Auth, peerToken: security.PeerToken, refusals: raft.refusals}
+		raftOptions = append(raftOptions, connect.WithInterceptors(peers))
+		framesHandler = peers.requireController(framesHandler)
 	}
+	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
 	if security.peerTLS != nil {
-		raftHandler = security.peerTLS.requirePeerCertificate(raftHandler)
-		framesHandler = security.peerTLS.requirePeerCertificate(framesHandler)
+		raftHandler = security.peerTLS.requirePeerCertificate(raftHandler, raft.refusals)
+		framesHandler = security.peerTLS.requirePeerCertificate(framesHandler, raft.refusals)
 	}
 	// Connect, gRPC and gRPC-Web calls go straight to their handlers: the
 	// transcoder would pass them through anyway, at a cost on every call

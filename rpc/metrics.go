@@ -25,6 +25,9 @@ type Metrics struct {
 	heartbeats prometheus.Counter
 	pushes     *prometheus.CounterVec
 	pushLag    prometheus.Gauge
+	// peerRefused counts what the Raft transport refuses, by reason (see
+	// refusals.go).
+	peerRefused *prometheus.CounterVec
 	// SaveSeconds is the latency of persisting one Ready (the fsync).
 	SaveSeconds prometheus.Histogram
 }
@@ -49,11 +52,13 @@ func NewMetrics() *Metrics {
 			[]string{"result"}),
 		pushLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_push_lag_versions",
 			Help: "On the active controller: the most versions a storage service is known to lag."}),
+		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_peer_messages_refused_total",
+			Help: "Raft transport requests, streams and messages refused, by reason."}, []string{"reason"}),
 		SaveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_storage_save_seconds",
 			Help: "Time to persist one Raft Ready, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 	}
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
-		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.SaveSeconds,
+		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.peerRefused, m.SaveSeconds,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

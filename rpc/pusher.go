@@ -33,8 +33,8 @@ type Pusher struct {
 
 var _ node.Pusher = (*Pusher)(nil)
 
-// NewPusher pushes to the given broker URLs; report runs a function on the
-// node's goroutine.
+// NewPusher pushes to the given broker URLs; outcomes go nowhere until
+// Attach.
 func NewPusher(client *http.Client, urls map[int32]string, metrics *Metrics) *Pusher {
 	copied := map[int32]string{}
 	for id, url := range urls {
@@ -44,7 +44,9 @@ func NewPusher(client *http.Client, urls map[int32]string, metrics *Metrics) *Pu
 		report: func(func(*node.Node)) {}}
 }
 
-// Attach sets how outcomes reach the node.
+// Attach sets how outcomes reach the node: report runs a function on the
+// node's goroutine, and must never block and never drop it (runner.Report):
+// the node sends a broker no new push until it hears how the last ended.
 func (p *Pusher) Attach(report func(fn func(*node.Node))) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -129,10 +129,11 @@ func (m *tlsMaterial) pushClient() *tls.Config {
 // requirePeerCertificate lets through only callers whose TLS client
 // certificate chains to the cluster's CA: a process without the cluster's
 // certificate cannot send Raft messages, whatever token it holds.
-func (m *tlsMaterial) requirePeerCertificate(next http.Handler) http.Handler {
+func (m *tlsMaterial) requirePeerCertificate(next http.Handler, refusals *peerRefusals) http.Handler {
 	errorWriter := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := m.verifyPeer(r.TLS); err != nil {
+			refusals.refuse(refusedCertificate, r.RemoteAddr, r.Header.Get(headerFromNodeID), "", err)
 			_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, err))
 			return
 		}

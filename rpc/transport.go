@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,9 +73,18 @@ type Transport struct {
 	// peerToken is the CONTROLLER token sent to peers, if any.
 	peerToken string
 
-	mu     sync.Mutex
-	peers  map[uint64]*peer
-	runner *runner.Runner
+	mu       sync.Mutex
+	peers    map[uint64]*peer
+	reporter Reporter
+}
+
+// Reporter takes the transport's reports to Raft. Its methods must never
+// block and never drop a report: Raft waits for every snapshot's outcome
+// (a follower stays in StateSnapshot until it hears), and the transport
+// calls them from the node's goroutine too. *runner.Runner is one.
+type Reporter interface {
+	ReportUnreachable(id uint64)
+	ReportSnapshot(id uint64, delivered bool)
 }
 
 type peer struct {
@@ -97,23 +107,30 @@ func NewTransport(self uint64, clusterID string, client *http.Client, logger *sl
 	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{}}
 }
 
-// Attach sets the runner that reports go to.
-func (t *Transport) Attach(r *runner.Runner) {
+// Attach sets where reports go (the runner).
+func (t *Transport) Attach(r Reporter) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.runner = r
+	t.reporter = r
 }
 
-func (t *Transport) report(fn func(*node.Node)) {
+// noReporter stands in until Attach.
+type noReporter struct{}
+
+func (noReporter) ReportUnreachable(uint64)    {}
+func (noReporter) ReportSnapshot(uint64, bool) {}
+
+func (t *Transport) reports() Reporter {
 	t.mu.Lock()
-	r := t.runner
-	t.mu.Unlock()
-	if r == nil {
-		return
+	defer t.mu.Unlock()
+	return t.reporterLocked()
+}
+
+func (t *Transport) reporterLocked() Reporter {
+	if t.reporter == nil {
+		return noReporter{}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = r.Do(ctx, fn)
+	return t.reporter
 }
 
 // Send implements node.Transport.
@@ -121,8 +138,16 @@ func (t *Transport) Send(messages []*raftpb.Message) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, m := range messages {
-		p, ok := t.peers[m.GetTo()]
+		to := m.GetTo()
+		p, ok := t.peers[to]
 		if !ok {
+			// No address for the peer (not known yet, or removed): Raft
+			// must hear of it, or it waits forever for the outcome of a
+			// snapshot that never left.
+			t.reporterLocked().ReportUnreachable(to)
+			if m.GetType() == raftpb.MsgSnap {
+				t.reporterLocked().ReportSnapshot(to, false)
+			}
 			continue
 		}
 		queue := p.messages
@@ -137,8 +162,8 @@ func (t *Transport) Send(messages []*raftpb.Message) {
 			// at once (Raft waits for it); other drops are reported by the
 			// stream, once per burst.
 			if m.GetType() == raftpb.MsgSnap {
-				to := m.GetTo()
-				go t.report(func(n *node.Node) { n.ReportUnreachable(to); n.ReportSnapshot(to, false) })
+				t.reporterLocked().ReportUnreachable(to)
+				t.reporterLocked().ReportSnapshot(to, false)
 			} else {
 				p.dropped.Store(true)
 			}
@@ -251,7 +276,7 @@ func (t *Transport) stream(p *peer) {
 			backoff = peerBackoffMin
 		}
 		t.logger.Debug("peer stream ended", "peer", p.id, "error", err)
-		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
+		t.reports().ReportUnreachable(p.id)
 		select {
 		case <-p.stop:
 			return
@@ -294,7 +319,7 @@ func (t *Transport) nextBatch(p *peer, idle *time.Timer, ended <-chan struct{}) 
 // afterBatch reports drops and restarts the idle timer.
 func (t *Transport) afterBatch(p *peer, idle *time.Timer) {
 	if p.dropped.Swap(false) {
-		t.report(func(n *node.Node) { n.ReportUnreachable(p.id) })
+		t.reports().ReportUnreachable(p.id)
 	}
 	idle.Reset(streamIdleTimeout)
 }
@@ -370,28 +395,57 @@ func (t *Transport) sendSnapshots(p *peer) {
 		var m *raftpb.Message
 		select {
 		case <-p.stop:
+			t.failQueuedSnapshots(p)
 			return
 		case m = <-p.snapshots:
 		}
-		ok := func() bool {
+		select {
+		case <-p.stop:
+			// Removed, or replaced by a peer at a new URL, while m waited:
+			// it does not go to the old address.
+			t.reports().ReportSnapshot(p.id, false)
+			t.failQueuedSnapshots(p)
+			return
+		default:
+		}
+		// The receiver answers once its node has stepped the snapshot and
+		// persisted what it installs (RaftHandler.Send): delivered means
+		// applied there.
+		err := func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 			defer cancel()
 			req, err := t.request(p, []*raftpb.Message{m})
 			if err != nil {
-				return false
+				return err
 			}
 			s := client.Send(ctx)
 			if err := s.Send(req); err != nil {
-				_, _ = s.CloseAndReceive()
-				return false
+				_, cerr := s.CloseAndReceive()
+				return errors.Join(err, cerr)
 			}
 			_, err = s.CloseAndReceive()
-			return err == nil
+			return err
 		}()
-		if !ok {
-			t.logger.Warn("snapshot not delivered", "peer", p.id, "index", m.GetSnapshot().GetMetadata().GetIndex())
+		if err != nil {
+			t.logger.Warn("snapshot not delivered", "peer", p.id, "index", m.GetSnapshot().GetMetadata().GetIndex(), "error", err)
 		}
-		t.report(func(n *node.Node) { n.ReportSnapshot(p.id, ok) })
+		t.reports().ReportSnapshot(p.id, err == nil)
+	}
+}
+
+// failQueuedSnapshots reports the snapshots still queued for a stopped
+// peer (removed, or replaced by one at a new URL) as failed: they will
+// never leave, and Raft waits for their outcome. Send queues nothing for a
+// stopped peer (it is gone from t.peers before its stop is closed), so
+// nothing is left behind.
+func (t *Transport) failQueuedSnapshots(p *peer) {
+	for {
+		select {
+		case <-p.snapshots:
+			t.reports().ReportSnapshot(p.id, false)
+		default:
+			return
+		}
 	}
 }
 
@@ -400,6 +454,9 @@ type RaftHandler struct {
 	clusterID string
 	self      uint64
 	runner    Stepper
+	// refusals logs and counts what is refused (NewHandler sets the
+	// controller's logger and metrics).
+	refusals *peerRefusals
 
 	// conns are the frame streams being served (see Close).
 	mu     sync.Mutex
@@ -409,36 +466,42 @@ type RaftHandler struct {
 
 var _ raftv1connect.RaftTransportServiceHandler = (*RaftHandler)(nil)
 
-// Stepper takes Raft messages for a node; it returns false once the node
-// has stopped. *runner.Runner is one.
+// Stepper takes Raft messages for a node. *runner.Runner is one.
 type Stepper interface {
+	// Step queues a message; it may drop it (Raft retransmits), and
+	// returns false once the node has stopped.
 	Step(m *raftpb.Message) bool
+	// StepSnapshot hands the node a snapshot message and returns once the
+	// node has stepped it and persisted what it installs, or why it could
+	// not: the sender reports the outcome to Raft, which waits for it.
+	StepSnapshot(ctx context.Context, m *raftpb.Message) error
 }
 
 // NewRaftHandler serves the peer transport for controller self.
 func NewRaftHandler(clusterID string, self uint64, r Stepper) *RaftHandler {
-	return &RaftHandler{clusterID: clusterID, self: self, runner: r, conns: map[net.Conn]struct{}{}}
+	return &RaftHandler{clusterID: clusterID, self: self, runner: r, refusals: newPeerRefusals(nil, nil),
+		conns: map[net.Conn]struct{}{}}
 }
 
 // Send implements RaftTransportService.
 func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raftv1.SendRequest]) (*connect.Response[raftv1.SendResponse], error) {
+	principal := principalName(ctx)
 	for stream.Receive() {
 		req := stream.Msg()
-		if req.GetClusterId() != h.clusterID {
-			return nil, connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("controller %d is in cluster %q, not %q", h.self, h.clusterID, req.GetClusterId()))
+		messages, reason, err := h.admit(req)
+		if err != nil {
+			h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
+			return nil, err
 		}
-		if req.GetToNodeId() != h.self {
-			return nil, connect.NewError(connect.CodeInvalidArgument,
-				fmt.Errorf("messages for controller %d reached controller %d", req.GetToNodeId(), h.self))
-		}
-		for _, data := range req.GetMessages() {
-			m := &raftpb.Message{}
-			if err := proto.Unmarshal(data, m); err != nil {
-				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("a message does not decode: %w", err))
-			}
-			if m.GetFrom() != req.GetFromNodeId() || m.GetTo() != h.self {
-				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("a message's sender or receiver does not match its stream"))
+		for _, m := range messages {
+			if m.GetType() == raftpb.MsgSnap {
+				if reason, err := h.stepSnapshot(ctx, m); err != nil {
+					if reason != "" {
+						h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
+					}
+					return nil, err
+				}
+				continue
 			}
 			if !h.runner.Step(m) {
 				return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("controller %d is stopped", h.self))
@@ -449,4 +512,65 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 		return nil, err
 	}
 	return connect.NewResponse(&raftv1.SendResponse{}), nil
+}
+
+// admit checks a request as a whole before any of its messages is
+// stepped: for this cluster, for this controller, from a peer, and every
+// message from that peer to this controller. A request that fails any
+// check is refused entirely, so that a sender cannot slip messages in
+// under another controller's id next to its own.
+func (h *RaftHandler) admit(req *raftv1.SendRequest) ([]*raftpb.Message, string, error) {
+	if req.GetClusterId() != h.clusterID {
+		return nil, refusedCluster, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("controller %d is in cluster %q, not %q", h.self, h.clusterID, req.GetClusterId()))
+	}
+	if req.GetToNodeId() != h.self {
+		return nil, refusedReceiver, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("messages for controller %d reached controller %d", req.GetToNodeId(), h.self))
+	}
+	from := req.GetFromNodeId()
+	if from == 0 || from == h.self {
+		return nil, refusedSender, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("the request's sender, %d, is not a peer of controller %d", from, h.self))
+	}
+	messages := make([]*raftpb.Message, 0, len(req.GetMessages()))
+	for i, data := range req.GetMessages() {
+		m := &raftpb.Message{}
+		if err := proto.Unmarshal(data, m); err != nil {
+			return nil, refusedMalformed, connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("message %d of the request does not decode: %w; the request is refused", i, err))
+		}
+		if m.GetFrom() != from {
+			return nil, refusedSender, connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("message %d of the request is from controller %d, not from the request's sender %d; the request is refused", i, m.GetFrom(), from))
+		}
+		if m.GetTo() != h.self {
+			return nil, refusedReceiver, connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("message %d of the request is for controller %d, not %d; the request is refused", i, m.GetTo(), h.self))
+		}
+		messages = append(messages, m)
+	}
+	return messages, "", nil
+}
+
+// stepSnapshot steps a snapshot and waits until the node has persisted
+// what it installs, so that the sender's "delivered" means applied here;
+// a snapshot the node could not take is an error the sender reports as a
+// failure (Raft then sends it again), never a silent drop.
+func (h *RaftHandler) stepSnapshot(ctx context.Context, m *raftpb.Message) (string, error) {
+	err := h.runner.StepSnapshot(ctx, m)
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, runner.ErrBusy):
+		return refusedBusy, connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("controller %d is too busy to take the snapshot now: %w", h.self, err))
+	case errors.Is(err, runner.ErrStopped):
+		return "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("controller %d is stopped", h.self))
+	case ctx.Err() != nil:
+		return "", connect.NewError(connect.CodeCanceled, fmt.Errorf("the snapshot was not installed before the sender gave up: %w", err))
+	default:
+		return refusedByNode, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("controller %d did not install the snapshot: %w", h.self, err))
+	}
 }

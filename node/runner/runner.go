@@ -9,7 +9,9 @@ import (
 	cryptorand "crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,10 +20,12 @@ import (
 )
 
 // Bounds of the runner's queues. A full inbound queue drops Raft messages
-// (Raft retransmits); a full request queue makes callers wait or time out.
+// (Raft retransmits); a full request queue makes callers wait or time out,
+// and refuses snapshots (StepSnapshot). Reports have no queue bound of
+// their own: see Report.
 const (
-	inboundQueueMax = 4096
-	requestQueueMax = 4096
+	InboundQueueMax = 4096
+	RequestQueueMax = 4096
 	// batchMax is how many queued events are handled before one Ready, so
 	// that concurrent proposals share one fsync.
 	batchMax = 256
@@ -29,6 +33,9 @@ const (
 
 // ErrStopped is returned for work submitted after the runner stopped.
 var ErrStopped = errors.New("runner: stopped")
+
+// ErrBusy is returned by StepSnapshot when the request queue is full.
+var ErrBusy = errors.New("runner: the request queue is full")
 
 // Runner owns one node.
 type Runner struct {
@@ -40,16 +47,28 @@ type Runner struct {
 	stopped      chan struct{}
 	stopOnce     sync.Once
 	err          error
+
+	// Reports (see Report) wait here for the loop, which wake tells that
+	// there are some.
+	reportsMu   sync.Mutex
+	reports     []func(*node.Node)
+	unreachable []uint64
+	wake        chan struct{}
+
+	// persisted are the StepSnapshot callers to answer once the Readies
+	// that follow their snapshot are handled. Loop goroutine only.
+	persisted []chan<- error
 }
 
 // Start runs the node in a new goroutine, ticking every tickInterval.
 func Start(n *node.Node, tickInterval time.Duration) *Runner {
 	r := &Runner{
 		node: n, tickInterval: tickInterval,
-		requests: make(chan func(*node.Node), requestQueueMax),
-		inbound:  make(chan *raftpb.Message, inboundQueueMax),
+		requests: make(chan func(*node.Node), RequestQueueMax),
+		inbound:  make(chan *raftpb.Message, InboundQueueMax),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 	go r.loop() // determinism: ok — the runner is outside the core
 	return r
@@ -69,16 +88,26 @@ func (r *Runner) loop() {
 			fn(r.node)
 		case m := <-r.inbound:
 			_ = r.node.Step(m)
+		case <-r.wake:
+			r.runReports()
 		}
 		r.drain()
 		for r.node.HasReady() {
 			if err := r.node.HandleReady(); err != nil {
 				// Storage failed: the node's state can no longer be trusted
 				// in memory. Stop; the process must restart from disk.
+				// Waiting StepSnapshot callers learn it from stopped.
 				r.err = err
 				return
 			}
 		}
+		// Every Ready is handled: the snapshots stepped so far are
+		// persisted and applied (or were not installed at all).
+		for _, done := range r.persisted {
+			done <- nil
+		}
+		clear(r.persisted)
+		r.persisted = r.persisted[:0]
 	}
 }
 
@@ -90,9 +119,88 @@ func (r *Runner) drain() {
 			fn(r.node)
 		case m := <-r.inbound:
 			_ = r.node.Step(m)
+		case <-r.wake:
+			r.runReports()
 		default:
 			return
 		}
+	}
+}
+
+// runReports hands the node the reports made since the last call.
+func (r *Runner) runReports() {
+	r.reportsMu.Lock()
+	reports, unreachable := r.reports, r.unreachable
+	r.reports, r.unreachable = nil, nil
+	r.reportsMu.Unlock()
+	for _, id := range unreachable {
+		r.node.ReportUnreachable(id)
+	}
+	for _, fn := range reports {
+		fn(r.node)
+	}
+}
+
+// Report runs fn on the node's goroutine, soon. Unlike Do it never blocks
+// and never drops fn (until the runner stops: then there is no node to
+// report to): it is for outcomes the node waits for, which must arrive
+// however busy the request queue is. A lost push result leaves a broker
+// never pushed again (the node waits for the in-flight push's result); a
+// lost snapshot outcome leaves Raft waiting for it forever.
+//
+// The queue behind it has no bound of its own; its callers bound it. What
+// reaches it are the results of pushes (the node has at most one push in
+// flight per broker in a leadership, and each ends within its timeout)
+// and the outcomes of snapshots (one per snapshot the transport was given,
+// and Raft sends a peer no new snapshot until it hears how the last one
+// ended); unreachable peers go through ReportUnreachable, coalesced per
+// peer. The loop empties the queue on every turn.
+func (r *Runner) Report(fn func(*node.Node)) {
+	r.reportsMu.Lock()
+	if r.isStopped() {
+		r.reportsMu.Unlock()
+		return
+	}
+	r.reports = append(r.reports, fn)
+	r.reportsMu.Unlock()
+	r.wakeUp()
+}
+
+// ReportUnreachable tells Raft, soon, that a peer could not be reached; it
+// never blocks. Reports for a peer that arrive before the loop takes them
+// are one report: Raft only needs to know that the peer failed since it
+// last heard, so the queue holds at most one entry per peer.
+func (r *Runner) ReportUnreachable(id uint64) {
+	r.reportsMu.Lock()
+	if r.isStopped() || slices.Contains(r.unreachable, id) {
+		r.reportsMu.Unlock()
+		return
+	}
+	r.unreachable = append(r.unreachable, id)
+	r.reportsMu.Unlock()
+	r.wakeUp()
+}
+
+// ReportSnapshot tells Raft, soon, whether a snapshot reached a peer (see
+// Report); it never blocks.
+func (r *Runner) ReportSnapshot(id uint64, delivered bool) {
+	r.Report(func(n *node.Node) { n.ReportSnapshot(id, delivered) })
+}
+
+func (r *Runner) wakeUp() {
+	select { // determinism: ok — the runner is outside the core
+	case r.wake <- struct{}{}:
+	default:
+		// A wake-up is pending already; the loop takes every report then.
+	}
+}
+
+func (r *Runner) isStopped() bool {
+	select { // determinism: ok — the runner is outside the core
+	case <-r.stopped:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -109,6 +217,49 @@ func (r *Runner) Step(m *raftpb.Message) bool {
 	default:
 	}
 	return true
+}
+
+// StepSnapshot hands a snapshot message (MsgSnap) from a peer to the node
+// and returns once the node has stepped it and handled the Readies that
+// follow, which persist and apply the snapshot if Raft installs it: the
+// sender may then report it delivered. Unlike Step it never drops the
+// message silently: a full request queue is ErrBusy at once (the sender
+// reports the snapshot failed, and Raft sends it again later), and a
+// message the node refuses is an error.
+func (r *Runner) StepSnapshot(ctx context.Context, m *raftpb.Message) error {
+	if r.isStopped() {
+		return ErrStopped
+	}
+	done := make(chan error, 1)
+	fn := func(n *node.Node) {
+		if err := n.Step(m); err != nil {
+			done <- fmt.Errorf("the node refused the snapshot: %w", err)
+			return
+		}
+		r.persisted = append(r.persisted, done)
+	}
+	select { // determinism: ok — the runner is outside the core
+	case r.requests <- fn:
+	default:
+		return ErrBusy
+	}
+	select { // determinism: ok — the runner is outside the core
+	case err := <-done:
+		return err
+	case <-r.stopped:
+		// The loop may have answered just before it stopped.
+		select { // determinism: ok — the runner is outside the core
+		case err := <-done:
+			return err
+		default:
+		}
+		if r.err != nil {
+			return r.err
+		}
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Do runs fn on the node's goroutine. It returns once fn is queued.

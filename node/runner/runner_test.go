@@ -127,3 +127,162 @@ func TestCallAfterStop(t *testing.T) {
 	_, err := Call(context.Background(), r, func(n *node.Node, done func(bool)) { done(true) })
 	assert.ErrorIs(t, err, ErrStopped)
 }
+
+// jam keeps the node's goroutine busy and fills the request queue behind
+// it; the returned function (also run at cleanup) lets it go.
+func jam(t *testing.T, r *Runner) (release func()) {
+	entered, gate := make(chan struct{}), make(chan struct{})
+	require.NoError(t, r.Do(context.Background(), func(*node.Node) { close(entered); <-gate }))
+	<-entered
+	for range RequestQueueMax {
+		require.NoError(t, r.Do(context.Background(), func(*node.Node) {}))
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	// Registered after startSingle's cleanup, so it runs before the Stop
+	// that would otherwise wait for the jammed loop.
+	t.Cleanup(release)
+	return release
+}
+
+// TestReportArrivesThroughAFullQueue: a report made while the node is busy
+// and its request queue full returns at once and still reaches the node.
+// (The transport used to queue reports like requests, giving up after a
+// second: a lost push result left a broker never pushed again, a lost
+// snapshot outcome left Raft waiting for it forever.)
+func TestReportArrivesThroughAFullQueue(t *testing.T) {
+	r, _, _ := startSingle(t, t.TempDir())
+	release := jam(t, r)
+	returned, arrived := make(chan struct{}), make(chan struct{})
+	go func() {
+		r.Report(func(*node.Node) { close(arrived) })
+		close(returned)
+	}()
+	require.Eventually(t, func() bool { return isClosed(returned) }, 10*time.Second, time.Millisecond,
+		"Report returned while the node was busy")
+	release()
+	require.Eventually(t, func() bool { return isClosed(arrived) }, 10*time.Second, time.Millisecond,
+		"the report reached the node once it was free")
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestStepSnapshotRefusedWhenBusy: a snapshot the node cannot queue is
+// refused at once, never dropped in silence, so that its sender reports it
+// failed and Raft sends it again.
+func TestStepSnapshotRefusedWhenBusy(t *testing.T) {
+	r, _, _ := startSingle(t, t.TempDir())
+	jam(t, r)
+	result := make(chan error, 1)
+	go func() {
+		result <- r.StepSnapshot(context.Background(), &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(),
+			From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(99))})
+	}()
+	var err error
+	require.Eventually(t, func() bool {
+		select {
+		case err = <-result:
+			return true
+		default:
+			return false
+		}
+	}, 10*time.Second, time.Millisecond, "StepSnapshot answered while the node was busy")
+	assert.ErrorIs(t, err, ErrBusy)
+}
+
+// gatedStore holds back the Save of a snapshot until released.
+type gatedStore struct {
+	storage.Storage
+	entered, release chan struct{}
+}
+
+func (s gatedStore) Save(u storage.Update) error {
+	if u.Snapshot != nil && u.Snapshot.GetMetadata().GetIndex() != 0 {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Storage.Save(u)
+}
+
+// TestStepSnapshotReturnsOnceInstalled: StepSnapshot returns only once
+// the node has persisted and applied the snapshot, so that a sender told
+// "delivered" knows the receiver holds it (the leader then moves on
+// from the snapshot, and a receiver that had merely queued it could lose
+// it to a full queue or a crash).
+func TestStepSnapshotReturnsOnceInstalled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Controller 1, alone, adds controller 2 as a learner (its messages to
+	// 2 go nowhere), registers brokers, and snapshots.
+	leader, _, leaderStore := startSingle(t, t.TempDir())
+	waitActive(t, leader)
+	added, err := Call(ctx, leader, func(n *node.Node, done func(error)) {
+		n.ChangeMembership(node.MembershipChange{Kind: node.AddLearner, NodeID: 2, URL: "http://127.0.0.1:8082"}, done)
+	})
+	require.NoError(t, err)
+	require.NoError(t, added)
+	for id := int32(1); id <= 3; id++ {
+		out, err := Call(ctx, leader, func(n *node.Node, done func(node.Outcome)) {
+			n.RegisterBroker(&metadatav1.RegisterBrokerRequest{Id: id, Host: "localhost", Port: 9000 + id}, done)
+		})
+		require.NoError(t, err)
+		require.Nil(t, out.Err)
+	}
+	type snapshotAt struct {
+		snap *raftpb.Snapshot
+		term uint64
+		err  error
+	}
+	taken, err := Call(ctx, leader, func(n *node.Node, done func(snapshotAt)) {
+		if _, _, err := n.TakeSnapshot(); err != nil {
+			done(snapshotAt{err: err})
+			return
+		}
+		snap, err := leaderStore.Snapshot()
+		done(snapshotAt{snap: snap, term: n.Term(), err: err})
+	})
+	require.NoError(t, err)
+	require.NoError(t, taken.err)
+
+	// Controller 2 starts empty, waiting to be added, on a disk that holds
+	// the snapshot's write back.
+	store, err := storage.OpenPebble(t.TempDir(), vfs.Default)
+	require.NoError(t, err)
+	gated := gatedStore{Storage: store, entered: make(chan struct{}), release: make(chan struct{})}
+	n, err := node.New(node.Config{ID: 2, ElectionTicks: 10, HeartbeatTicks: 1}, gated,
+		node.Env{Transport: loneTransport{}, Clock: WallClock{}, Rand: NewRand(), Pusher: &recordingPusher{}})
+	require.NoError(t, err)
+	follower := Start(n, 5*time.Millisecond)
+	t.Cleanup(func() { _ = follower.Stop(); _ = store.Close() })
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(gated.release) }) }
+	t.Cleanup(release) // before Stop, which waits for a held-back Save
+
+	result := make(chan error, 1)
+	go func() {
+		result <- follower.StepSnapshot(ctx, &raftpb.Message{Type: raftpb.MessageType_MsgSnap.Enum(),
+			From: new(uint64(1)), To: new(uint64(2)), Term: new(taken.term), Snapshot: taken.snap})
+	}()
+	select {
+	case <-gated.entered:
+	case <-ctx.Done():
+		t.Fatal("the snapshot was never saved")
+	}
+	select {
+	case err := <-result:
+		t.Fatalf("StepSnapshot returned (%v) before the snapshot was persisted", err)
+	default:
+	}
+	release()
+	require.NoError(t, <-result)
+	brokers, err := Call(ctx, follower, func(n *node.Node, done func(int)) { done(len(n.StateMachine().Brokers())) })
+	require.NoError(t, err)
+	assert.Equal(t, 3, brokers, "once StepSnapshot returns, the snapshot's state is applied")
+}

@@ -6,6 +6,7 @@ package rpctest
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -38,7 +39,9 @@ type Controller struct {
 	// ProbeTLS is then how WaitLeader dials.
 	TLS      rpc.TLS
 	ProbeTLS *tls.Config
-	c        *rpc.Controller
+	// Logger, if set, receives the controller's logs.
+	Logger *slog.Logger
+	c      *rpc.Controller
 }
 
 // URL is the controller's base URL.
@@ -71,6 +74,7 @@ func (tc *Controller) Start(t testing.TB) {
 		Node:      node.Config{ID: tc.ID, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: timeout},
 		ClusterID: "test-cluster", DataDir: tc.Dir, Peers: tc.Peers, PushURLs: tc.PushURLs,
 		Tick: 20 * time.Millisecond, Listener: listener, Security: tc.Security, TLS: tc.TLS, Join: tc.Join,
+		Logger: tc.Logger,
 	})
 	require.NoError(t, err)
 	tc.c = c
