@@ -248,6 +248,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		DisableProposalForwarding: true,
+		StepDownOnRemoval:         true,
 		Logger:                    logger,
 	})
 	if err != nil {

@@ -129,3 +129,20 @@ func changeMembership(c *cluster, leader *Node, change MembershipChange) error {
 	require.True(c.t, done, "the membership change never completed")
 	return result
 }
+
+// Removing the leader itself must not wedge the cluster. Before, the
+// removed leader went on sending heartbeats (Raft lets a leader outside
+// the configuration lead) while refusing every write as removed, and the
+// remaining voters, hearing a leader, never elected another. Now the
+// leader steps down as it applies its removal (and the others refuse a
+// removed controller's messages).
+func TestRemovingTheLeaderHandsLeadershipOver(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 1}))
+	assert.False(t, leader.IsLeader(), "the removed controller still leads once its removal is applied")
+	next := c.waitNewLeader(1, 60)
+	assert.Equal(t, []uint64{2, 3}, voters(next))
+	out := c.do(func(done func(Outcome)) { next.RegisterBroker(registerReq(7, "c", 1), done) })
+	assert.Nil(t, out.Err, "the remaining voters accept writes")
+}

@@ -216,6 +216,11 @@ func (s *Sim) membershipStep() {
 				candidates = append(candidates, m.ID)
 			}
 		}
+		if s.rng.IntN(3) == 0 {
+			// The leader removes itself: it must hand leadership over.
+			candidates = []uint64{leader.id}
+			s.fault("remove-leader")
+		}
 		if len(candidates) == 0 || len(members) < 3 {
 			return
 		}
