@@ -34,6 +34,8 @@ type cluster struct {
 	tickDuration time.Duration
 	// onSend, if set, sees each message as its sender hands it over.
 	onSend func(from *Node, m *raftpb.Message)
+	// drop, if set, loses the messages it returns true for.
+	drop func(m *raftpb.Message) bool
 }
 
 type pushCall struct {
@@ -152,7 +154,7 @@ func (c *cluster) process() {
 		for _, m := range queue {
 			moved = true
 			to, ok := c.nodes[m.GetTo()]
-			if !ok || c.cut[[2]uint64{min(m.GetFrom(), m.GetTo()), max(m.GetFrom(), m.GetTo())}] {
+			if !ok || (c.drop != nil && c.drop(m)) || c.cut[[2]uint64{min(m.GetFrom(), m.GetTo()), max(m.GetFrom(), m.GetTo())}] {
 				if m.GetType() == raftpb.MsgSnap {
 					if from, ok := c.nodes[m.GetFrom()]; ok {
 						from.ReportSnapshot(m.GetTo(), false)

@@ -72,6 +72,12 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		done(n.errNotController())
 		return
 	}
+	if !n.active {
+		// Raft turns a conf change into an empty entry while the leader
+		// has entries of earlier terms to apply, and says nothing.
+		done(unavailable("controller %d was just elected and is applying earlier entries; retry the membership change shortly", n.cfg.ID))
+		return
+	}
 	if n.confChangeDone != nil {
 		done(unavailable("membership change %d is still in progress", n.confChangeSeq))
 		return
@@ -138,6 +144,7 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		return
 	}
 	n.confChangeSeq, n.confChangeTerm, n.confChangeDone = seq, n.term, done
+	n.confChangeDeadline = n.ticks + uint64(n.cfg.RequestTimeoutTicks)
 }
 
 func (n *Node) applyConfChange(entry *raftpb.Entry) {

@@ -117,7 +117,10 @@ type Node struct {
 	confChangeSeq  uint64
 	confChangeTerm uint64
 	confChangeDone func(error)
-	transfer       *transfer
+	// confChangeDeadline is when a pending change is given up: an entry
+	// Raft dropped never applies, and the next change must not wait on it.
+	confChangeDeadline uint64
+	transfer           *transfer
 
 	controller controller
 
@@ -261,6 +264,9 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	}
 	n.term = hs.GetTerm()
 	n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
+	if err := n.rememberAddsInLog(snap.GetMetadata().GetIndex()); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -425,6 +431,12 @@ func (n *Node) mayStepFrom(id uint64, m *raftpb.Message) bool {
 		}
 	case raftpb.MsgHeartbeat:
 		return !n.hasConfiguration() && m.GetCommit() == 0
+	case raftpb.MsgPreVote, raftpb.MsgVote:
+		// A new voter may be needed for a quorum before its snapshot
+		// arrives (voters {1,2} add 4, then 1 is lost: 2 needs 4's vote).
+		// Raft's up-to-date check and the vote persisted before the
+		// answer keep this as safe as any vote.
+		return !n.hasConfiguration()
 	}
 	return false
 }
@@ -439,7 +451,20 @@ func (n *Node) mayStepFrom(id uint64, m *raftpb.Message) bool {
 // leader believes replicated, so answering a stranger this way is
 // harmless.
 func (n *Node) answerRefusedAppend(m *raftpb.Message) {
-	if m.GetType() != raftpb.MsgApp || n.removedIDs[m.GetFrom()] || m.GetTerm() < n.term || !n.hasConfiguration() {
+	if n.removedIDs[m.GetFrom()] || m.GetTerm() < n.term || !n.hasConfiguration() {
+		return
+	}
+	if m.GetType() == raftpb.MsgHeartbeat {
+		// A leader in raft v3.7 probes a follower again only when a
+		// heartbeat is answered: without this, one lost probe left the
+		// lagging controller unprobed for as long as that member led. No
+		// context: it would count as confirming a ReadIndex.
+		n.env.Transport.Send([]*raftpb.Message{{
+			Type: raftpb.MsgHeartbeatResp.Enum(), From: new(n.cfg.ID), To: new(m.GetFrom()), Term: new(m.GetTerm()),
+		}})
+		return
+	}
+	if m.GetType() != raftpb.MsgApp {
 		return
 	}
 	last, err := n.store.LastIndex()
@@ -494,6 +519,28 @@ func (n *Node) noteAddedInLog(entries []*raftpb.Entry) {
 			n.addedInLog[id] = max(n.addedInLog[id], e.GetIndex())
 		}
 	}
+}
+
+// rememberAddsInLog rebuilds addedInLog at start from the entries after
+// the snapshot: a restart must not forget a member whose addition is in
+// the log but not yet applied.
+func (n *Node) rememberAddsInLog(snapshotIndex uint64) error {
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return err
+	}
+	for lo := snapshotIndex + 1; lo <= last; {
+		entries, err := n.store.Entries(lo, last+1, maxSizePerMsg)
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			panic(fmt.Sprintf("node: the log holds no entry at %d though its last index is %d", lo, last))
+		}
+		n.noteAddedInLog(entries)
+		lo = entries[len(entries)-1].GetIndex() + 1
+	}
+	return nil
 }
 
 // forgetAppliedAdds drops the ids whose adding entries are applied: they
@@ -755,6 +802,11 @@ func (n *Node) expireRequests() {
 	}
 	if n.readBatch != 0 && n.readBatchDeadline <= n.ticks {
 		n.requeueReads()
+	}
+	if n.confChangeDone != nil && n.confChangeDeadline <= n.ticks {
+		done := n.confChangeDone
+		n.confChangeSeq, n.confChangeDone = 0, nil
+		done(unknownOutcome("the membership change did not apply in time"))
 	}
 	if n.transfer != nil && n.transfer.deadline <= n.ticks {
 		t := n.transfer

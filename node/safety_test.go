@@ -146,3 +146,118 @@ func TestRemovingTheLeaderHandsLeadershipOver(t *testing.T) {
 	out := c.do(func(done func(Outcome)) { next.RegisterBroker(registerReq(7, "c", 1), done) })
 	assert.Nil(t, out.Err, "the remaining voters accept writes")
 }
+
+// A membership change proposed by a new leader that has not yet applied
+// the entries of earlier terms is turned by Raft into an empty entry. It
+// was then never completed: the change, and every later one ("still in
+// progress"), hung until the next leader change. Now a leader takes
+// membership changes only once it is the active controller, and a pending
+// change has a deadline.
+func TestMembershipChangeRightAfterAnElection(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	// Node 2 gets a write that does not commit; node 3 does not get it.
+	c.drop = func(m *raftpb.Message) bool {
+		return (m.GetFrom() == 1 && m.GetTo() == 3 && m.GetType() == raftpb.MsgApp) ||
+			(m.GetFrom() == 2 && m.GetTo() == 1 && m.GetType() == raftpb.MsgAppResp)
+	}
+	leader.RegisterBroker(registerReq(7, "c", 1), func(Outcome) {})
+	c.process()
+	c.isolate(1)
+	// Node 2 wins, but its appends (with the uncommitted write) are not
+	// acknowledged yet.
+	c.drop = func(m *raftpb.Message) bool { return m.GetFrom() == 3 && m.GetType() == raftpb.MsgAppResp }
+	next := c.nodes[2]
+	for i := 0; i < 60 && !next.IsLeader(); i++ {
+		c.tick(1)
+	}
+	require.True(t, next.IsLeader(), "only node 2 holds the write: only it can win")
+	st := next.Status()
+	require.False(t, next.IsActive(), "the new leader has not applied the earlier write: %+v", st)
+
+	var first error = errPending
+	next.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 1}, func(err error) { first = err })
+	c.drop = nil
+	for i := 0; i < 80 && first == errPending; i++ {
+		c.tick(1)
+	}
+	require.NotEqual(t, errPending, first, "the change neither completed nor failed")
+	if first != nil {
+		// Refused clearly: a retry on the active controller goes through.
+		for i := 0; i < 30 && !next.IsActive(); i++ {
+			c.tick(1)
+		}
+		require.True(t, next.IsActive())
+		require.NoError(t, changeMembership(c, next, MembershipChange{Kind: RemoveVoter, NodeID: 1}))
+	}
+	assert.Equal(t, []uint64{2, 3}, voters(next))
+}
+
+// A new voter must vote before its snapshot arrives. Voters {1,2} add 4
+// (a quorum of 2 of 3); leader 1 is lost for good before 4 holds anything.
+// 2 holds every committed entry and needs 4's vote. When controllers
+// without a configuration refused votes, no leader was ever elected
+// (found by review).
+func TestJoinerVotesBeforeItsSnapshot(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.crash(3)
+	c.tick(25)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 3}))
+	c.addEmpty(4)
+	c.partition(1, 4) // 4 gets nothing from 1 before 1 dies (slow link / snapshot in flight)
+	var err error = errPending
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
+	for i := 0; i < 20 && err == errPending; i++ {
+		c.tick(1)
+	}
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2, 4}, voters(c.nodes[2]))
+	c.crash(1) // disk lost: never comes back
+	c.heal()
+	refusedBefore := c.nodes[4].Status().StrangerMessages
+	var sawVote bool
+	c.onSend = func(from *Node, m *raftpb.Message) {
+		if m.GetTo() == 4 && (m.GetType() == raftpb.MsgPreVote || m.GetType() == raftpb.MsgVote) {
+			sawVote = true
+		}
+	}
+	for i := 0; i < 300 && c.leader() == 0; i++ {
+		c.tick(1)
+	}
+	t.Logf("2 asked 4 for a vote: %v; 4 refused %d messages; leader=%d; 2 term=%d",
+		sawVote, c.nodes[4].Status().StrangerMessages-refusedBefore, c.leader(), c.nodes[2].Term())
+	require.NotZero(t, c.leader(), "{2,4} is a quorum of {1,2,4} and 2 holds every committed entry, yet no leader in 300 ticks")
+}
+
+// A controller that lags behind a new member's addition must still catch
+// up when that member leads. 3 is cut off while 4 is added (learner,
+// promoted) and takes the lead; 4's first probe to 3 is lost. When 3
+// refused 4's heartbeats without an answer, 4's probe stayed paused (raft
+// v3.7 probes a follower again only when a heartbeat is answered) and 3
+// never caught up (found by review). Refused heartbeats are now answered.
+func TestLaggingMemberCatchesUpWithANewLeader(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.isolate(3)
+	c.addEmpty(4)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4)}))
+	c.tick(5)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: 4}))
+	c.tick(3)
+	var err error = errPending
+	leader.TransferLeader(4, func(e error) { err = e })
+	for i := 0; i < 30 && err == errPending; i++ {
+		c.tick(1)
+	}
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), c.leader())
+	c.tick(5) // 4 probes 3 once; the probe is lost
+	c.heal()
+	c.tick(300)
+	four := c.nodes[4]
+	t.Logf("3: applied %d leader %d refused %d; 4: applied %d, progress of 3 %v",
+		c.nodes[3].StateMachine().AppliedIndex(), c.nodes[3].Leader(), c.nodes[3].Status().StrangerMessages,
+		four.StateMachine().AppliedIndex(), four.rn.Status().Progress[3])
+	require.Equal(t, four.StateMachine().AppliedIndex(), c.nodes[3].StateMachine().AppliedIndex(), "3 never caught up with leader 4")
+}
