@@ -12,6 +12,9 @@ import (
 type Config struct {
 	// ID is this controller's Raft id, non-zero.
 	ID uint64
+	// ClusterID, if set, must be the cluster the data directory was
+	// formatted for.
+	ClusterID string
 	// ElectionTicks and HeartbeatTicks are Raft's, in Ticks.
 	ElectionTicks  int
 	HeartbeatTicks int

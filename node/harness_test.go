@@ -36,6 +36,8 @@ type cluster struct {
 	onSend func(from *Node, m *raftpb.Message)
 	// drop, if set, loses the messages it returns true for.
 	drop func(m *raftpb.Message) bool
+	// founders are the founding voters, with their directories.
+	founders []Peer
 }
 
 type pushCall struct {
@@ -80,18 +82,28 @@ func newCluster(t *testing.T, size int, tweak func(*Config)) *cluster {
 		tweak(&c.cfg)
 	}
 	var peers []Peer
-	for id := uint64(1); id <= uint64(size); id++ {
-		peers = append(peers, Peer{ID: id, URL: peerURL(id)})
-	}
+	stores := map[uint64]storage.Storage{}
 	for id := uint64(1); id <= uint64(size); id++ {
 		c.disks[id] = storage.NewDisk()
 		store, err := storage.OpenMem(c.disks[id])
 		require.NoError(t, err)
-		require.NoError(t, Bootstrap(store, peers))
-		c.start(id, store)
+		identity, err := Format(store, clusterID, id, c.rng)
+		require.NoError(t, err)
+		stores[id] = store
+		peers = append(peers, Peer{ID: id, URL: peerURL(id), DirectoryID: identity.DirectoryID})
+	}
+	c.founders = peers
+	for id := uint64(1); id <= uint64(size); id++ {
+		require.NoError(t, Bootstrap(stores[id], peers))
+		c.start(id, stores[id])
 	}
 	return c
 }
+
+const clusterID = "test-cluster"
+
+// directory is the directory id a node's disk was formatted with.
+func (c *cluster) directory(id uint64) uint64 { return c.nodes[id].directoryID }
 
 func (c *cluster) start(id uint64, store storage.Storage) {
 	cfg := c.cfg
@@ -102,10 +114,13 @@ func (c *cluster) start(id uint64, store storage.Storage) {
 	c.nodes[id] = n
 }
 
-// addEmpty starts a node with an empty store, as a new member does.
+// addEmpty starts a node with an empty, newly formatted store, as a new
+// member does (and as a member whose disk was lost does).
 func (c *cluster) addEmpty(id uint64) {
 	c.disks[id] = storage.NewDisk()
 	store, err := storage.OpenMem(c.disks[id])
+	require.NoError(c.t, err)
+	_, err = Format(store, clusterID, id, c.rng)
 	require.NoError(c.t, err)
 	c.start(id, store)
 }

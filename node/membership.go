@@ -37,36 +37,57 @@ func (k MembershipChangeKind) String() string {
 	return fmt.Sprintf("membership-change(%d)", int(k))
 }
 
-// MembershipChange is one change; URL is where peers reach an added node.
+// MembershipChange is one change; URL is where peers reach an added node,
+// and DirectoryID the data directory it runs on (0: not recorded).
 type MembershipChange struct {
-	Kind   MembershipChangeKind
-	NodeID uint64
-	URL    string
+	Kind        MembershipChangeKind
+	NodeID      uint64
+	URL         string
+	DirectoryID uint64
 }
 
-// The conf change context carries the proposer's tag and the URL:
-// uvarint proposer | uvarint sequence | url bytes.
-func encodeConfContext(proposer, seq uint64, url string) []byte {
-	out := binary.AppendUvarint(nil, proposer)
+// The conf change context carries the proposer's tag, the added node's
+// directory id and its URL: a 0 byte (no uvarint proposer id starts with
+// one, ids being non-zero) | uvarint proposer | uvarint sequence | uvarint
+// directory | url bytes. Contexts of an earlier version lack the leading
+// 0 and the directory.
+func encodeConfContext(proposer, seq, directory uint64, url string) []byte {
+	out := []byte{0}
+	out = binary.AppendUvarint(out, proposer)
 	out = binary.AppendUvarint(out, seq)
+	out = binary.AppendUvarint(out, directory)
 	return append(out, url...)
 }
 
-func decodeConfContext(data []byte) (proposer, seq uint64, url string) {
+func decodeConfContext(data []byte) (proposer, seq, directory uint64, url string) {
+	withDirectory := len(data) > 0 && data[0] == 0
+	if withDirectory {
+		data = data[1:]
+	}
 	proposer, n := binary.Uvarint(data)
 	if n <= 0 {
-		return 0, 0, ""
+		return 0, 0, 0, ""
 	}
 	data = data[n:]
 	seq, n = binary.Uvarint(data)
 	if n <= 0 {
-		return 0, 0, ""
+		return 0, 0, 0, ""
 	}
-	return proposer, seq, string(data[n:])
+	data = data[n:]
+	if withDirectory {
+		directory, n = binary.Uvarint(data)
+		if n <= 0 {
+			return 0, 0, 0, ""
+		}
+		data = data[n:]
+	}
+	return proposer, seq, directory, string(data)
 }
 
 // ChangeMembership proposes one membership change through ConfChangeV2;
-// done runs once it is applied (or fails). One change at a time.
+// done runs once it is applied (or fails). One change at a time. Adding a
+// voter adds a learner, then promotes it once it has caught up: done runs
+// when the promotion is applied.
 func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 	if !n.isLeader {
 		done(n.errNotController())
@@ -78,8 +99,8 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 		done(unavailable("controller %d was just elected and is applying earlier entries; retry the membership change shortly", n.cfg.ID))
 		return
 	}
-	if n.confChangeDone != nil {
-		done(unavailable("membership change %d is still in progress", n.confChangeSeq))
+	if n.confChangeDone != nil || n.promotion != nil {
+		done(unavailable("a membership change is still in progress"))
 		return
 	}
 	if change.NodeID == 0 {
@@ -96,6 +117,11 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 	var kind raftpb.ConfChangeType
 	switch change.Kind {
 	case AddVoter, AddLearner:
+		if change.Kind == AddVoter && isLearner {
+			change.Kind = PromoteLearner
+			n.ChangeMembership(change, done)
+			return
+		}
 		if change.URL == "" {
 			done(invalid("an added node needs the URL its peers reach it at"))
 			return
@@ -104,17 +130,31 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 			done(&statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: fmt.Sprintf("node %d is already a member", change.NodeID)})
 			return
 		}
-		kind = raftpb.ConfChangeAddNode
-		if change.Kind == AddLearner {
-			kind = raftpb.ConfChangeAddLearnerNode
+		// A new voter joins as a learner and is promoted once it holds the
+		// state: until then it could not vote (it has no configuration),
+		// and a quorum that counted it could be lost to one more failure.
+		kind = raftpb.ConfChangeAddLearnerNode
+		if change.Kind == AddVoter {
+			id, voterDone := change.NodeID, done
+			done = func(err error) {
+				if err != nil {
+					voterDone(err)
+					return
+				}
+				n.promotion = &promotion{id: id, done: voterDone, deadline: n.ticks + uint64(promotionTimeoutTicks(n.cfg))}
+			}
 		}
 	case PromoteLearner:
 		if !isLearner {
 			done(invalid(fmt.Sprintf("node %d is not a learner", change.NodeID)))
 			return
 		}
+		if lag, ok := n.learnerLag(change.NodeID); !ok {
+			done(unavailable("learner %d has not caught up: it lags %d entries behind the leader's log; promote it once it has", change.NodeID, lag))
+			return
+		}
 		kind = raftpb.ConfChangeAddNode
-		change.URL = n.peers[change.NodeID]
+		change.URL, change.DirectoryID = n.peers[change.NodeID], n.directories[change.NodeID]
 	case RemoveVoter:
 		if !isVoter && !isLearner {
 			done(invalid(fmt.Sprintf("node %d is not a member", change.NodeID)))
@@ -137,7 +177,7 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 	seq := n.nextSeq
 	cc := &raftpb.ConfChangeV2{
 		Changes: []*raftpb.ConfChangeSingle{{Type: kind.Enum(), NodeId: new(change.NodeID)}},
-		Context: encodeConfContext(n.cfg.ID, seq, change.URL),
+		Context: encodeConfContext(n.cfg.ID, seq, change.DirectoryID, change.URL),
 	}
 	if err := n.rn.ProposeConfChange(cc); err != nil {
 		done(unavailable("raft dropped the membership change (%v): retry", err))
@@ -165,7 +205,7 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 	n.confState = n.rn.ApplyConfChange(cc)
 	n.sm.Advance(entry.GetIndex())
 	v2 := cc.AsV2()
-	proposer, seq, url := decodeConfContext(v2.GetContext())
+	proposer, seq, directory, url := decodeConfContext(v2.GetContext())
 	for _, c := range v2.GetChanges() {
 		id := c.GetNodeId()
 		switch c.GetType() {
@@ -174,11 +214,15 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 			if url != "" {
 				n.peers[id] = url
 			}
+			if directory != 0 {
+				n.directories[id] = directory
+			}
 			if id != n.cfg.ID {
 				n.env.Transport.SetPeer(id, n.peers[id])
 			}
 		case raftpb.ConfChangeRemoveNode:
 			delete(n.peers, id)
+			delete(n.directories, id)
 			delete(n.heardAt, id)
 			n.removedIDs[id] = true
 			if id == n.cfg.ID {
@@ -199,10 +243,10 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 // configuration without a quorum of voters the leader has heard from
 // within an election timeout (the strict reconfiguration check of etcd):
 // removing a healthy voter while another is down, or adding a voter while
-// one is down, would stop the cluster. A new voter counts as not yet
-// active.
+// one is down, would stop the cluster. A learner being promoted counts
+// once it has caught up; adding a learner changes no quorum.
 func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeType) *statemachine.Error {
-	if change.Kind == AddLearner {
+	if kind == raftpb.ConfChangeAddLearnerNode {
 		return nil
 	}
 	voters := map[uint64]bool{}
@@ -221,7 +265,14 @@ func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeT
 	for _, id := range sortedKeys(voters) {
 		heard, ok := n.heardAt[id]
 		recent := ok && n.ticks-heard <= uint64(n.cfg.ElectionTicks)
-		if id == n.cfg.ID || (recent && id != change.NodeID) {
+		if id == change.NodeID && kind == raftpb.ConfChangeAddNode {
+			// A learner being promoted counts once it has caught up (the
+			// promotion is refused before): a lone controller can grow.
+			recent = recent && slices.Contains(n.confState.GetLearners(), id)
+		} else if id == change.NodeID {
+			recent = false
+		}
+		if id == n.cfg.ID || recent {
 			active++
 		}
 	}
@@ -278,12 +329,13 @@ func (n *Node) mostCaughtUpVoter() uint64 {
 
 // Member is one quorum member as DescribeQuorum shows it.
 type Member struct {
-	ID       uint64
-	URL      string
-	Learner  bool
-	Match    uint64
-	Lag      uint64
-	IsLeader bool
+	ID          uint64
+	URL         string
+	DirectoryID uint64
+	Learner     bool
+	Match       uint64
+	Lag         uint64
+	IsLeader    bool
 }
 
 // Status describes the quorum from this node's view. Match and lag are
@@ -304,6 +356,10 @@ type Status struct {
 	// StrangerMessages counts Raft messages refused because their sender
 	// is not in the configuration.
 	StrangerMessages uint64
+	// DirectoryID is this controller's data directory; MayVote says
+	// whether the membership lets it vote (see Node.mayVote).
+	DirectoryID uint64
+	MayVote     bool
 }
 
 func (n *Node) Status() Status {
@@ -314,6 +370,7 @@ func (n *Node) Status() Status {
 		SnapshotIndex: n.snapshotIndex, Active: n.active, Removed: n.removed,
 		PendingProposals: len(n.proposals), PendingReads: len(n.reads),
 		MetadataVersion: n.sm.Version(), LastIndex: last, StrangerMessages: n.strangerMessages,
+		DirectoryID: n.directoryID, MayVote: n.mayVote(),
 	}
 	if n.active {
 		for _, id := range sortedKeys(n.controller.pushes) {
@@ -323,7 +380,7 @@ func (n *Node) Status() Status {
 		}
 	}
 	add := func(id uint64, learner bool) {
-		m := Member{ID: id, URL: n.peers[id], Learner: learner, IsLeader: id == st.Lead}
+		m := Member{ID: id, URL: n.peers[id], DirectoryID: n.directories[id], Learner: learner, IsLeader: id == st.Lead}
 		if pr, ok := st.Progress[id]; ok {
 			m.Match = pr.Match
 			if last > pr.Match {
@@ -343,4 +400,53 @@ func (n *Node) Status() Status {
 		add(id, true)
 	}
 	return s
+}
+
+// promotion is a voter being added: a learner now, promoted once it has
+// caught up.
+type promotion struct {
+	id       uint64
+	done     func(error)
+	deadline uint64
+}
+
+// promotionTimeoutTicks bounds how long an added voter may take to catch
+// up before the addition fails (it stays a learner).
+func promotionTimeoutTicks(cfg Config) int { return 2 * cfg.RequestTimeoutTicks }
+
+// learnerLag says how far a learner's log is behind the leader's, and
+// whether it has caught up: it holds every entry committed so far and has
+// answered recently.
+func (n *Node) learnerLag(id uint64) (uint64, bool) {
+	st := n.rn.Status()
+	pr, ok := st.Progress[id]
+	last, _ := n.store.LastIndex()
+	if !ok {
+		return last, false
+	}
+	lag := uint64(0)
+	if last > pr.Match {
+		lag = last - pr.Match
+	}
+	return lag, pr.Match >= st.GetCommit() && pr.RecentActive
+}
+
+// advancePromotion promotes the learner being added once it has caught up,
+// or gives up at the deadline (it stays a learner).
+func (n *Node) advancePromotion() {
+	p := n.promotion
+	if p == nil || n.confChangeDone != nil {
+		return
+	}
+	if p.deadline <= n.ticks {
+		n.promotion = nil
+		lag, _ := n.learnerLag(p.id)
+		p.done(unavailable("controller %d was added as a learner but has not caught up (it lags %d entries): promote it once it has", p.id, lag))
+		return
+	}
+	if _, ok := n.learnerLag(p.id); !ok {
+		return
+	}
+	n.promotion = nil
+	n.ChangeMembership(MembershipChange{Kind: PromoteLearner, NodeID: p.id}, p.done)
 }

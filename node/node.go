@@ -12,6 +12,7 @@ import (
 	"github.com/dmq-project/metadata/storage"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -58,6 +59,11 @@ type Node struct {
 
 	confState *raftpb.ConfState
 	peers     map[uint64]string
+	// directories records each member's directory id, where known: a
+	// controller votes and campaigns only as the directory the membership
+	// names for it (see mayVote).
+	directories map[uint64]uint64
+	directoryID uint64
 	// removedIDs were members once: Raft state of theirs may still be in
 	// flight, so an id is never reused.
 	removedIDs    map[uint64]bool
@@ -120,7 +126,9 @@ type Node struct {
 	// confChangeDeadline is when a pending change is given up: an entry
 	// Raft dropped never applies, and the next change must not wait on it.
 	confChangeDeadline uint64
-	transfer           *transfer
+	// promotion is a voter being added, a learner until it catches up.
+	promotion *promotion
+	transfer  *transfer
 
 	controller controller
 
@@ -128,6 +136,11 @@ type Node struct {
 	// strangerMessages counts messages refused for coming from outside the
 	// configuration.
 	strangerMessages uint64
+	// refusedVotes counts vote requests refused by the vote rule.
+	refusedVotes uint64
+	// lostLogs are followers whose log went back below what they
+	// acknowledged (see ErrLostLog); soft state of the leader.
+	lostLogs map[uint64]int
 	// addedInLog maps an id added by a conf change in the log, not yet
 	// applied, to the index of that entry (see mayStepFrom).
 	addedInLog map[uint64]uint64
@@ -158,11 +171,52 @@ func unknownOutcome(why string) *statemachine.Error {
 		Message: why + ": the request may or may not be applied; retry with the same request id to learn which"}
 }
 
-// Bootstrap writes the initial state of a new cluster into an empty store:
-// a snapshot at index 1 whose conf state names the voters. Every founding
-// controller bootstraps with the same peers and so writes the same
-// snapshot. A store that already holds state is left alone.
+// Format gives an unformatted directory its identity: the cluster, the
+// controller, and a random directory id drawn from rand. A directory
+// already formatted keeps its identity, which must name the same cluster
+// and controller: a directory of another controller or cluster is refused
+// with both named, before anything is read from it.
+func Format(store storage.Storage, clusterID string, controllerID uint64, rand Rand) (storage.Identity, error) {
+	id, ok, err := store.Identity()
+	if err != nil {
+		return storage.Identity{}, err
+	}
+	if ok {
+		return id, checkIdentity(id, clusterID, controllerID)
+	}
+	id = storage.Identity{ClusterID: clusterID, ControllerID: controllerID}
+	for id.DirectoryID == 0 {
+		id.DirectoryID = rand.Uint64()
+	}
+	return id, store.Format(id)
+}
+
+func checkIdentity(id storage.Identity, clusterID string, controllerID uint64) error {
+	if id.ControllerID != controllerID {
+		return fmt.Errorf("node: the data directory holds controller %d, not controller %d: give each controller its own directory", id.ControllerID, controllerID)
+	}
+	if clusterID != "" && id.ClusterID != clusterID {
+		return fmt.Errorf("node: the data directory belongs to cluster %q, not cluster %q", id.ClusterID, clusterID)
+	}
+	return nil
+}
+
+// Bootstrap founds a new cluster on a formatted, empty store: a snapshot
+// at index 1 whose conf state names the voters and whose membership
+// records each voter's directory. Every founding controller bootstraps
+// with the same peers and so writes the same snapshot. A store that
+// already holds state is left alone. A store whose directory is not the
+// one the founding peers name for this controller is refused: it is a
+// directory formatted after the cluster was founded (the one it replaces
+// was lost), and founding again would let it vote with an empty log.
 func Bootstrap(store storage.Storage, peers []Peer) error {
+	identity, formatted, err := store.Identity()
+	if err != nil {
+		return err
+	}
+	if !formatted {
+		return errors.New("node: bootstrap needs a formatted directory")
+	}
 	last, err := store.LastIndex()
 	if err != nil {
 		return err
@@ -178,6 +232,7 @@ func Bootstrap(store storage.Storage, peers []Peer) error {
 		return errors.New("node: bootstrap needs at least one peer")
 	}
 	urls := map[uint64]string{}
+	directories := map[uint64]uint64{}
 	voters := make([]uint64, 0, len(peers))
 	for _, p := range peers {
 		if p.ID == 0 {
@@ -187,7 +242,14 @@ func Bootstrap(store storage.Storage, peers []Peer) error {
 			return fmt.Errorf("node: peer %d listed twice", p.ID)
 		}
 		urls[p.ID] = p.URL
+		if p.DirectoryID != 0 {
+			directories[p.ID] = p.DirectoryID
+		}
 		voters = append(voters, p.ID)
+	}
+	if own, listed := directories[identity.ControllerID]; listed && own != identity.DirectoryID && !planted(BugForgetDirectories) {
+		return fmt.Errorf("%w: the founding voters name directory %x for controller %d, this directory is %x",
+			ErrNotFoundingDirectory, own, identity.ControllerID, identity.DirectoryID)
 	}
 	slices.Sort(voters)
 	sm := statemachine.New()
@@ -196,11 +258,15 @@ func Bootstrap(store storage.Storage, peers []Peer) error {
 		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))},
 		Snapshot: &raftpb.Snapshot{
 			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
-			Data:     encodeSnapshot(urls, nil, sm.Snapshot()),
+			Data:     encodeSnapshot(urls, directories, nil, sm.Snapshot()),
 		},
 		MustSync: true,
 	})
 }
+
+// ErrNotFoundingDirectory refuses to found a cluster on a directory that
+// is not the one the founding voters name: it must wait to be added.
+var ErrNotFoundingDirectory = errors.New("node: this directory is not a founding voter's")
 
 // New starts a controller on store, recovering from it: the state machine
 // is restored from the latest snapshot and Raft replays the log after it.
@@ -216,16 +282,29 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, env: env, store: store,
-		sm:         statemachine.New(),
-		peers:      map[uint64]string{},
-		removedIDs: map[uint64]bool{},
-		proposals:  map[uint64]*proposal{},
-		reads:      map[uint64]*read{},
-		heardAt:    map[uint64]uint64{},
-		life:       env.Rand.Uint64(),
-		addedInLog: map[uint64]uint64{},
+		sm:          statemachine.New(),
+		peers:       map[uint64]string{},
+		directories: map[uint64]uint64{},
+		removedIDs:  map[uint64]bool{},
+		proposals:   map[uint64]*proposal{},
+		reads:       map[uint64]*read{},
+		heardAt:     map[uint64]uint64{},
+		life:        env.Rand.Uint64(),
+		addedInLog:  map[uint64]uint64{},
+		lostLogs:    map[uint64]int{},
 	}
 	n.controller.reset()
+	identity, formatted, err := store.Identity()
+	if err != nil {
+		return nil, err
+	}
+	if !formatted {
+		return nil, errors.New("node: the data directory is not formatted (node.Format)")
+	}
+	if err := checkIdentity(identity, cfg.ClusterID, cfg.ID); err != nil {
+		return nil, err
+	}
+	n.directoryID = identity.DirectoryID
 	snap, err := store.Snapshot()
 	if err != nil {
 		return nil, err
@@ -280,7 +359,7 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 	if meta.GetIndex() == 0 {
 		return nil
 	}
-	peers, removed, smBytes, err := decodeSnapshot(snap.GetData())
+	peers, directories, removed, smBytes, err := decodeSnapshot(snap.GetData())
 	if err != nil {
 		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
 	}
@@ -297,7 +376,7 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 			n.env.Transport.RemovePeer(id)
 		}
 	}
-	n.peers, n.removedIDs = peers, removed
+	n.peers, n.directories, n.removedIDs = peers, directories, removed
 	for _, id := range sortedKeys(peers) {
 		if id != n.cfg.ID {
 			n.env.Transport.SetPeer(id, peers[id])
@@ -342,7 +421,11 @@ func (n *Node) StateMachine() *statemachine.StateMachine { return n.sm }
 // duties (session expiry, push retries, rebalancing) on the Clock's time.
 func (n *Node) Tick() {
 	n.ticks++
-	n.rn.Tick()
+	if n.isLeader || n.mayVote() {
+		// A controller that may not vote must not campaign either: as a
+		// candidate it would vote for itself.
+		n.rn.Tick()
+	}
 	// Deadlines and the controller's duties (sessions, pushes) are looked
 	// at once per heartbeat interval: a tick finer than the heartbeat
 	// serves Raft's randomised election timeout, which is drawn in whole
@@ -352,6 +435,7 @@ func (n *Node) Tick() {
 	}
 	n.expireRequests()
 	if n.active {
+		n.advancePromotion()
 		n.controllerTick(n.env.Clock.Now())
 	}
 }
@@ -380,6 +464,20 @@ func (n *Node) Step(m *raftpb.Message) error {
 		}
 		n.answerRefusedAppend(m)
 		return fmt.Errorf("%w: %v from %d", ErrNotMember, m.GetType(), from)
+	}
+	switch m.GetType() {
+	case raftpb.MsgVote, raftpb.MsgPreVote, raftpb.MsgTimeoutNow:
+		if !n.mayVote() {
+			n.refusedVotes++
+			if n.refusedVotes&(n.refusedVotes-1) == 0 {
+				n.logger.Warningf("controller %d (directory %x) refused a %v from %d: %s (%d refused so far)",
+					n.cfg.ID, n.directoryID, m.GetType(), m.GetFrom(), n.whyNoVote(), n.refusedVotes)
+			}
+			return fmt.Errorf("%w: %s", ErrMayNotVote, n.whyNoVote())
+		}
+	}
+	if m.GetType() == raftpb.MsgAppResp && m.GetReject() && n.isLeader && n.rejectsBelowMatch(m) {
+		return fmt.Errorf("%w: controller %d rejects appends at index %d below the %d it acknowledged", ErrLostLog, m.GetFrom(), m.GetRejectHint(), n.matchOf(m.GetFrom()))
 	}
 	n.heardAt[m.GetFrom()] = n.ticks
 	err := n.rn.Step(m)
@@ -431,12 +529,6 @@ func (n *Node) mayStepFrom(id uint64, m *raftpb.Message) bool {
 		}
 	case raftpb.MsgHeartbeat:
 		return !n.hasConfiguration() && m.GetCommit() == 0
-	case raftpb.MsgPreVote, raftpb.MsgVote:
-		// A new voter may be needed for a quorum before its snapshot
-		// arrives (voters {1,2} add 4, then 1 is lost: 2 needs 4's vote).
-		// Raft's up-to-date check and the vote persisted before the
-		// answer keep this as safe as any vote.
-		return !n.hasConfiguration()
 	}
 	return false
 }
@@ -552,6 +644,73 @@ func (n *Node) forgetAppliedAdds() {
 			delete(n.addedInLog, id)
 		}
 	}
+}
+
+// ErrLostLog refuses a follower's rejection that puts its log below what
+// it acknowledged: stale, or its disk was lost and it restarted empty
+// under its id. Raft assumes a log never shrinks below an acknowledgement
+// and would probe it again at once, for ever. The follower is left alone
+// (it may not vote either: see mayVote) until it is removed and added back
+// under a new id.
+var ErrLostLog = errors.New("node: a follower's log went back below what it acknowledged")
+
+// rejectsBelowMatch says whether a rejection names a last index below the
+// follower's acknowledged match. Dropping it is always safe: a stale
+// rejection (delayed, duplicated) is outdated anyway, and one from a
+// follower that lost its log could only be probed again for ever. A
+// follower that keeps sending them has lost its data, and is logged once.
+func (n *Node) rejectsBelowMatch(m *raftpb.Message) bool {
+	match := n.matchOf(m.GetFrom())
+	if m.GetRejectHint() >= match {
+		return false
+	}
+	n.lostLogs[m.GetFrom()]++
+	if n.lostLogs[m.GetFrom()] == lostLogRejectionsMin {
+		n.logger.Warningf("controller %d keeps answering with its log at index %d, below the %d it acknowledged: its data was lost; remove it and add it back under a new id",
+			m.GetFrom(), m.GetRejectHint(), match)
+	}
+	return true
+}
+
+// lostLogRejectionsMin is how many rejections below the acknowledged match
+// tell a lost log from stale rejections.
+const lostLogRejectionsMin = 3
+
+func (n *Node) matchOf(id uint64) uint64 {
+	var match uint64
+	n.rn.WithProgress(func(pid uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if pid == id {
+			match = pr.Match
+		}
+	})
+	return match
+}
+
+// ErrMayNotVote refuses a vote request (or a leadership hand-over) to a
+// controller that may not vote: see mayVote.
+var ErrMayNotVote = errors.New("node: this controller may not vote")
+
+// mayVote says whether this controller may vote and campaign: it must be
+// in a configuration, and the membership must name this directory for it
+// (or name none, for a member of an earlier version). A controller whose
+// directory was lost and formatted again has forgotten its votes and the
+// entries it acknowledged; voting as the voter it replaces could elect a
+// leader without a committed entry. It waits, an observer, until it is
+// removed and added back under a new id.
+func (n *Node) mayVote() bool {
+	if !n.hasConfiguration() {
+		return false
+	}
+	named, recorded := n.directories[n.cfg.ID]
+	return !recorded || named == n.directoryID || planted(BugForgetDirectories)
+}
+
+func (n *Node) whyNoVote() string {
+	if !n.hasConfiguration() {
+		return "it has no configuration yet (it waits to be added)"
+	}
+	return fmt.Sprintf("the membership names directory %x for it, not this directory %x: its data was lost; remove it and add it back under a new id",
+		n.directories[n.cfg.ID], n.directoryID)
 }
 
 // isMember says whether id is in the configuration, as a voter or a
@@ -755,6 +914,10 @@ func (n *Node) observeLeadership() {
 			n.confChangeSeq, n.confChangeDone = 0, nil
 			done(unknownOutcome("leadership changed during the membership change"))
 		}
+		if p := n.promotion; p != nil {
+			n.promotion = nil
+			p.done(unknownOutcome(fmt.Sprintf("leadership changed while learner %d caught up: it may be a learner still; promote it", p.id)))
+		}
 	}
 	if lostLeadership {
 		n.active = false
@@ -950,7 +1113,7 @@ func (n *Node) maybeSnapshot() error {
 // snapshotNow writes a snapshot at the applied index and compacts.
 func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
 	applied := n.sm.AppliedIndex()
-	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.removedIDs, n.sm.Snapshot()))
+	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.directories, n.removedIDs, n.sm.Snapshot()))
 	if err != nil {
 		return nil, err
 	}

@@ -20,4 +20,7 @@ const (
 	BugSendBeforePersist
 	// BugStepStrangers steps messages from outside the configuration.
 	BugStepStrangers
+	// BugForgetDirectories founds a cluster on any empty directory and
+	// votes whatever directory the membership names: amnesia.
+	BugForgetDirectories
 )

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/dmq-project/metadata/storage"
 	"testing"
 
 	"github.com/dmq-project/metadata/statemachine"
@@ -193,41 +194,73 @@ func TestMembershipChangeRightAfterAnElection(t *testing.T) {
 	assert.Equal(t, []uint64{2, 3}, voters(next))
 }
 
-// A new voter must vote before its snapshot arrives. Voters {1,2} add 4
-// (a quorum of 2 of 3); leader 1 is lost for good before 4 holds anything.
-// 2 holds every committed entry and needs 4's vote. When controllers
-// without a configuration refused votes, no leader was ever elected
-// (found by review).
-func TestJoinerVotesBeforeItsSnapshot(t *testing.T) {
+// An added voter counts in the quorum only once it holds the state.
+// Voters {1,2} add 4 while 4 cannot hear 1. Had 4 become a voter at once,
+// {1,2,4} would need 4's vote after losing 1, and 4, which has no
+// configuration yet, may not vote (it could be a lost disk): no leader
+// ever (found by review). Now 4 joins as a learner, the addition fails
+// with its lag when it cannot catch up, and it is promoted once it has.
+func TestAddedVoterCountsOnceCaughtUp(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.crash(3)
 	c.tick(25)
 	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 3}))
 	c.addEmpty(4)
-	c.partition(1, 4) // 4 gets nothing from 1 before 1 dies (slow link / snapshot in flight)
+	c.partition(1, 4)
 	var err error = errPending
-	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
-	for i := 0; i < 20 && err == errPending; i++ {
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(e error) { err = e })
+	for i := 0; i < 200 && err == errPending; i++ {
 		c.tick(1)
 	}
-	require.NoError(t, err)
-	require.Equal(t, []uint64{1, 2, 4}, voters(c.nodes[2]))
-	c.crash(1) // disk lost: never comes back
+	require.Error(t, err, "4 cannot catch up: the addition fails")
+	assert.Contains(t, err.Error(), "lags")
+	assert.Equal(t, []uint64{1, 2}, voters(leader), "4 is not counted before it holds the state")
+
 	c.heal()
-	refusedBefore := c.nodes[4].Status().StrangerMessages
-	var sawVote bool
-	c.onSend = func(from *Node, m *raftpb.Message) {
-		if m.GetTo() == 4 && (m.GetType() == raftpb.MsgPreVote || m.GetType() == raftpb.MsgVote) {
-			sawVote = true
-		}
+	c.tick(10)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddVoter, NodeID: 4}))
+	assert.Equal(t, []uint64{1, 2, 4}, voters(leader))
+	c.tick(5)
+	assert.True(t, c.nodes[4].Status().MayVote, "the promoted voter votes")
+}
+
+// A lone controller grows by adding learners and promoting them. The
+// strict reconfiguration check never counted the new voter as active, so
+// promoting the first learner of a one-controller cluster ("1 of 2 voters
+// active") was always refused.
+func TestLoneControllerGrows(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	leader := c.elect(1)
+	for _, id := range []uint64{2, 3} {
+		c.addEmpty(id)
+		require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: id, URL: peerURL(id), DirectoryID: c.directory(id)}))
+		c.tick(5)
+		require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: id}), "promoting %d", id)
 	}
-	for i := 0; i < 300 && c.leader() == 0; i++ {
-		c.tick(1)
+	assert.Equal(t, []uint64{1, 2, 3}, voters(leader))
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	require.Nil(t, out.Err)
+	c.requireConverged()
+}
+
+// A learner that has not caught up is not promoted: the refusal names its
+// lag. With a voter of four dead, promoting a learner that lags would
+// leave a quorum that cannot commit until it catches up.
+func TestPromoteRefusesALaggingLearner(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.addEmpty(4)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}))
+	c.isolate(4)
+	for i := int32(1); i <= 5; i++ {
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(i, "c", uint64(i)), done) })
+		require.Nil(t, out.Err)
 	}
-	t.Logf("2 asked 4 for a vote: %v; 4 refused %d messages; leader=%d; 2 term=%d",
-		sawVote, c.nodes[4].Status().StrangerMessages-refusedBefore, c.leader(), c.nodes[2].Term())
-	require.NotZero(t, c.leader(), "{2,4} is a quorum of {1,2,4} and 2 holds every committed entry, yet no leader in 300 ticks")
+	err := changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: 4})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "lags")
+	assert.Equal(t, []uint64{1, 2, 3}, voters(leader))
 }
 
 // A controller that lags behind a new member's addition must still catch
@@ -260,4 +293,42 @@ func TestLaggingMemberCatchesUpWithANewLeader(t *testing.T) {
 		c.nodes[3].StateMachine().AppliedIndex(), c.nodes[3].Leader(), c.nodes[3].Status().StrangerMessages,
 		four.StateMachine().AppliedIndex(), four.rn.Status().Progress[3])
 	require.Equal(t, four.StateMachine().AppliedIndex(), c.nodes[3].StateMachine().AppliedIndex(), "3 never caught up with leader 4")
+}
+
+// A controller whose disk was lost must not vote as the voter it was. X
+// commits on {1,2} while 3 is cut off; 2's disk is lost and 2 restarts on
+// an empty, newly formatted directory; 1 is cut off. Had 2 founded the
+// cluster again (as any empty store once did) and voted, 3 would have won
+// with 2's vote and a log without X: an acknowledged write lost. Now 2
+// may not found (the founding voters name another directory for it) and
+// may not vote, so only a leader holding X can be elected.
+func TestLostDiskDoesNotVote(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.isolate(3)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	require.Nil(t, out.Err, "X is acknowledged")
+
+	c.crash(2)
+	c.disks[2] = storage.NewDisk()
+	store, err := storage.OpenMem(c.disks[2])
+	require.NoError(t, err)
+	_, err = Format(store, clusterID, 2, c.rng)
+	require.NoError(t, err)
+	assert.ErrorIs(t, Bootstrap(store, c.founders), ErrNotFoundingDirectory, "an empty directory founded the cluster again")
+	c.start(2, store)
+	assert.False(t, c.nodes[2].Status().MayVote)
+
+	c.heal()
+	c.isolate(1)
+	for i := 0; i < 200; i++ {
+		c.tick(1)
+		if id := c.leader(); id != 0 && id != 1 && c.nodes[id].IsActive() {
+			assert.NotNil(t, c.nodes[id].StateMachine().Broker(7), "controller %d leads without the acknowledged write", id)
+			break
+		}
+	}
+	c.heal()
+	next := c.waitLeader(200)
+	assert.NotNil(t, next.StateMachine().Broker(7), "the acknowledged write survived")
 }

@@ -9,23 +9,31 @@ import (
 
 // The node's snapshot payload wraps the state machine's snapshot with what
 // the log's conf-change entries carried and compaction drops: the peer URLs
-// of the membership and the ids removed from it (never to be reused):
+// and directory ids of the membership and the ids removed from it (never
+// to be reused):
 //
-//	magic "DMQNODE1" | peers count | (id, url)* sorted by id |
+//	magic "DMQNODE2" | peers count | (id, url, directory)* sorted by id |
 //	removed count | id* sorted | state machine bytes | crc32c
-const nodeSnapshotMagic = "DMQNODE1"
+//
+// "DMQNODE1" payloads, without directories, are still read.
+const (
+	nodeSnapshotMagic   = "DMQNODE2"
+	nodeSnapshotMagicV1 = "DMQNODE1"
+)
 
 var errCorruptNodeSnapshot = errors.New("node: corrupt snapshot payload")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Peer is a controller and where its peers reach it.
+// Peer is a controller, where its peers reach it, and the directory that
+// holds it (0: not recorded, for members of an earlier version).
 type Peer struct {
-	ID  uint64
-	URL string
+	ID          uint64
+	URL         string
+	DirectoryID uint64
 }
 
-func encodeSnapshot(peers map[uint64]string, removed map[uint64]bool, stateMachine []byte) []byte {
+func encodeSnapshot(peers map[uint64]string, directories map[uint64]uint64, removed map[uint64]bool, stateMachine []byte) []byte {
 	ids := sortedKeys(peers)
 	out := append([]byte(nil), nodeSnapshotMagic...)
 	out = binary.AppendUvarint(out, uint64(len(ids)))
@@ -33,6 +41,7 @@ func encodeSnapshot(peers map[uint64]string, removed map[uint64]bool, stateMachi
 		out = binary.AppendUvarint(out, id)
 		out = binary.AppendUvarint(out, uint64(len(peers[id])))
 		out = append(out, peers[id]...)
+		out = binary.AppendUvarint(out, directories[id])
 	}
 	gone := sortedKeys(removed)
 	out = binary.AppendUvarint(out, uint64(len(gone)))
@@ -43,13 +52,17 @@ func encodeSnapshot(peers map[uint64]string, removed map[uint64]bool, stateMachi
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 }
 
-func decodeSnapshot(data []byte) (map[uint64]string, map[uint64]bool, []byte, error) {
-	if len(data) < len(nodeSnapshotMagic)+4 || string(data[:len(nodeSnapshotMagic)]) != nodeSnapshotMagic {
-		return nil, nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
+func decodeSnapshot(data []byte) (map[uint64]string, map[uint64]uint64, map[uint64]bool, []byte, error) {
+	if len(data) < len(nodeSnapshotMagic)+4 {
+		return nil, nil, nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
+	}
+	withDirectories := string(data[:len(nodeSnapshotMagic)]) == nodeSnapshotMagic
+	if !withDirectories && string(data[:len(nodeSnapshotMagicV1)]) != nodeSnapshotMagicV1 {
+		return nil, nil, nil, nil, fmt.Errorf("%w: bad header", errCorruptNodeSnapshot)
 	}
 	body := data[:len(data)-4]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(data)-4:]) {
-		return nil, nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptNodeSnapshot)
+		return nil, nil, nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptNodeSnapshot)
 	}
 	rest := body[len(nodeSnapshotMagic):]
 	next := func() (uint64, bool) {
@@ -62,29 +75,39 @@ func decodeSnapshot(data []byte) (map[uint64]string, map[uint64]bool, []byte, er
 	}
 	count, ok := next()
 	if !ok || count > uint64(len(rest)) {
-		return nil, nil, nil, fmt.Errorf("%w: peer count", errCorruptNodeSnapshot)
+		return nil, nil, nil, nil, fmt.Errorf("%w: peer count", errCorruptNodeSnapshot)
 	}
 	peers := make(map[uint64]string, count)
+	directories := make(map[uint64]uint64, count)
 	for i := uint64(0); i < count; i++ {
 		id, ok1 := next()
 		length, ok2 := next()
 		if !ok1 || !ok2 || length > uint64(len(rest)) {
-			return nil, nil, nil, fmt.Errorf("%w: peer %d", errCorruptNodeSnapshot, i)
+			return nil, nil, nil, nil, fmt.Errorf("%w: peer %d", errCorruptNodeSnapshot, i)
 		}
 		peers[id] = string(rest[:length])
 		rest = rest[length:]
+		if withDirectories {
+			directory, ok := next()
+			if !ok {
+				return nil, nil, nil, nil, fmt.Errorf("%w: peer %d directory", errCorruptNodeSnapshot, i)
+			}
+			if directory != 0 {
+				directories[id] = directory
+			}
+		}
 	}
 	count, ok = next()
 	if !ok || count > uint64(len(rest)) {
-		return nil, nil, nil, fmt.Errorf("%w: removed count", errCorruptNodeSnapshot)
+		return nil, nil, nil, nil, fmt.Errorf("%w: removed count", errCorruptNodeSnapshot)
 	}
 	removed := make(map[uint64]bool, count)
 	for i := uint64(0); i < count; i++ {
 		id, ok := next()
 		if !ok {
-			return nil, nil, nil, fmt.Errorf("%w: removed id %d", errCorruptNodeSnapshot, i)
+			return nil, nil, nil, nil, fmt.Errorf("%w: removed id %d", errCorruptNodeSnapshot, i)
 		}
 		removed[id] = true
 	}
-	return peers, removed, rest, nil
+	return peers, directories, removed, rest, nil
 }

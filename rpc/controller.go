@@ -85,8 +85,16 @@ func StartController(cfg ControllerConfig) (*Controller, error) {
 
 func (c *Controller) start() error {
 	cfg := c.cfg
+	cfg.Node.ClusterID = cfg.ClusterID
+	if _, err := node.Format(c.store, cfg.ClusterID, cfg.Node.ID, runner.NewRand()); err != nil {
+		return err
+	}
 	if !cfg.Join {
-		if err := node.Bootstrap(c.store, cfg.Peers); err != nil {
+		// The founding peers' directories are not exchanged yet, so only
+		// this controller's own is checked: a lone controller founds with
+		// its directory recorded, a founding peer with none (it may vote
+		// whatever directory it runs on).
+		if err := node.Bootstrap(c.store, c.foundingPeers()); err != nil {
 			return fmt.Errorf("bootstrapping: %w", err)
 		}
 	}
@@ -199,4 +207,16 @@ func (s timedStorage) Save(u storage.Update) error {
 	err := s.Storage.Save(u)
 	s.seconds.Observe(time.Since(started).Seconds())
 	return err
+}
+
+// foundingPeers are the configured peers, with this controller's own
+// directory recorded when it founds a cluster alone.
+func (c *Controller) foundingPeers() []node.Peer {
+	peers := append([]node.Peer(nil), c.cfg.Peers...)
+	if len(peers) == 1 && peers[0].ID == c.cfg.Node.ID {
+		if identity, ok, err := c.store.Identity(); err == nil && ok {
+			peers[0].DirectoryID = identity.DirectoryID
+		}
+	}
+	return peers
 }

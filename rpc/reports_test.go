@@ -156,6 +156,8 @@ func TestSnapshotDeliveredMeansInstalled(t *testing.T) {
 func startRunner(t *testing.T, id uint64) *runner.Runner {
 	store, err := storage.OpenPebble(t.TempDir(), vfs.Default)
 	require.NoError(t, err)
+	_, err = node.Format(store, "test", id, runner.NewRand())
+	require.NoError(t, err)
 	require.NoError(t, node.Bootstrap(store, []node.Peer{{ID: id, URL: "http://127.0.0.1:1"}}))
 	n, err := node.New(node.Config{ID: id, ElectionTicks: 10, HeartbeatTicks: 1}, store,
 		node.Env{Transport: nowhere{}, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: nowhere{}})

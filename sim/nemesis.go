@@ -70,16 +70,39 @@ func (s *Sim) scheduleNemeses() {
 	})
 	every(s.opts.MembershipChangeEvery, s.membershipStep)
 	every(s.opts.StrangerEvery, s.stranger)
-	every(s.opts.CorruptEvery, func() {
-		// One lost disk at a time: two of three lost disks lose the data,
-		// which no system can recover from and which proves nothing.
+	// One lost disk at a time: two of three lost disks lose the data,
+	// which no system can recover from and which proves nothing.
+	mayLoseADisk := func() bool {
 		if s.membership.phase != 0 || s.replace != 0 {
-			return
+			return false
 		}
 		for _, other := range s.nodes {
-			if other.corrupted && !other.retired {
-				return
+			if (other.corrupted || other.wiped) && !other.retired {
+				return false
 			}
+		}
+		return true
+	}
+	every(s.opts.WipeEvery, func() {
+		if !mayLoseADisk() {
+			return
+		}
+		n := s.randomLiveNode()
+		if n == nil {
+			return
+		}
+		// The disk is lost and replaced by an empty one: the controller
+		// restarts under its id on a directory it must format, and may
+		// neither found the cluster again nor vote as the voter it was.
+		s.fault("disk-wipe")
+		s.crash(n, 0)
+		n.disk = storage.NewDisk()
+		n.disk.SyncLatency = s.opts.SlowSync
+		n.wiped = true
+	})
+	every(s.opts.CorruptEvery, func() {
+		if !mayLoseADisk() {
+			return
 		}
 		n := s.randomLiveNode()
 		if n == nil {
@@ -183,9 +206,10 @@ func (s *Sim) membershipStep() {
 		return
 	}
 	op := &s.membership
-	isMember := false
+	isMember, isVoter := false, false
 	for _, m := range leader.node.Status().Members {
 		isMember = isMember || m.ID == op.target
+		isVoter = isVoter || (m.ID == op.target && !m.Learner)
 	}
 	switch op.phase {
 	case 0:
@@ -205,7 +229,7 @@ func (s *Sim) membershipStep() {
 		// disk lost, one more failure would leave no quorum at all, which
 		// is outside what three (or five) voters tolerate.
 		for _, other := range s.nodes {
-			if !other.retired && other.member && (other.node == nil || other.corrupted) {
+			if !other.retired && other.member && (other.node == nil || other.corrupted || other.wiped) {
 				return
 			}
 		}
@@ -251,10 +275,10 @@ func (s *Sim) membershipStep() {
 	case 2:
 		s.addBack(leader)
 	case 3:
-		// Added is not enough: until the new member has its first
-		// snapshot it holds nothing, and losing another disk meanwhile
-		// would leave no quorum with the data (seed 555).
-		if n := s.nodes[op.target-1]; isMember && n.node != nil && n.node.StateMachine().AppliedIndex() > 0 {
+		// Added is not enough: until the new member is a voter with its
+		// first snapshot it holds nothing, and losing another disk
+		// meanwhile would leave no quorum with the data (seed 555).
+		if n := s.nodes[op.target-1]; isVoter && n.node != nil && n.node.StateMachine().AppliedIndex() > 0 {
 			op.phase = 0
 		} else if s.now-op.since > membershipStepTimeout {
 			op.phase = 2
@@ -273,12 +297,16 @@ func (s *Sim) addBack(leader *simNode) {
 			s.violate("node %d cannot open a fresh disk: %v", op.target, err)
 			return
 		}
+		if _, err := node.Format(store, simClusterID, n.id, n); err != nil {
+			s.violate("node %d cannot format a fresh disk: %v", op.target, err)
+			return
+		}
 		n.start(store)
 	}
 	op.phase, op.since = 3, s.now
 	s.fault("add-voter")
 	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target,
-		URL: fmt.Sprintf("sim://controller-%d", op.target)}, func(error) {})
+		URL: fmt.Sprintf("sim://controller-%d", op.target), DirectoryID: n.node.Status().DirectoryID}, func(error) {})
 	leader.process()
 }
 

@@ -43,6 +43,9 @@ type Options struct {
 	// disk; at restart the checksum finds it, and the controller is
 	// replaced by a new member with a new id and an empty disk.
 	CorruptEvery time.Duration
+	// WipeEvery crashes a controller and replaces its disk with an empty
+	// one; it restarts under its id and must wait to be replaced.
+	WipeEvery time.Duration
 	// FsyncFailureRate is the chance that a node's next sync fails, drawn
 	// at each crash-free interval; SlowSync the latency a sync takes.
 	FsyncFailureRate float64
@@ -119,6 +122,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.FollowerReads = []float64{0, 0.3, 0.8}[rng.IntN(3)]
 	o.SlowNodeEvery = pick(0, 0, 6*time.Second)
 	o.StrangerEvery = pick(0, 0, 5*time.Second)
+	o.WipeEvery = pick(0, 0, 0, 20*time.Second)
 	return o
 }
 
@@ -142,6 +146,7 @@ func (o Options) String() string {
 	every("membership", o.MembershipChangeEvery)
 	every("stranger", o.StrangerEvery)
 	every("corrupt", o.CorruptEvery)
+	every("wipe", o.WipeEvery)
 	if o.FsyncFailureRate > 0 {
 		fmt.Fprintf(&b, " fsync-failure=%.2f", o.FsyncFailureRate)
 	}

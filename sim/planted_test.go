@@ -26,6 +26,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "send votes and acknowledgements before persisting", plant: func(on bool) { node.Plant(node.BugSendBeforePersist, on) }},
 		{name: "no failover grace for sessions", plant: func(on bool) { node.Plant(node.BugNoFailoverGrace, on) }},
 		{name: "step messages from strangers", plant: func(on bool) { node.Plant(node.BugStepStrangers, on) }},
+		{name: "found and vote on a wiped disk", plant: func(on bool) { node.Plant(node.BugForgetDirectories, on) }},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
 		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
 	}

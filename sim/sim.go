@@ -49,6 +49,8 @@ type Sim struct {
 	healed bool
 
 	history []porcupine.Operation
+	// founders are the founding voters with their directories.
+	founders []node.Peer
 
 	// Checker state.
 	leaders      map[uint64]uint64 // term -> leader
@@ -219,10 +221,7 @@ func (s *Sim) exp(mean time.Duration) time.Duration {
 }
 
 func (s *Sim) setup() {
-	var peers []node.Peer
-	for id := uint64(1); id <= uint64(s.opts.Nodes); id++ {
-		peers = append(peers, node.Peer{ID: id, URL: fmt.Sprintf("sim://controller-%d", id)})
-	}
+	stores := make([]storage.Storage, 0, s.opts.Nodes)
 	for id := uint64(1); id <= uint64(s.opts.Nodes); id++ {
 		skew := 1 + (s.rng.Float64()*2-1)*s.opts.TickSkewMax
 		n := &simNode{sim: s, id: id, disk: storage.NewDisk(), tickInterval: time.Duration(float64(tickInterval) * skew), member: true}
@@ -231,12 +230,20 @@ func (s *Sim) setup() {
 		if err != nil {
 			panic(err)
 		}
-		if err := node.Bootstrap(store, peers); err != nil {
+		identity, err := node.Format(store, simClusterID, id, n)
+		if err != nil {
 			panic(err)
 		}
+		stores = append(stores, store)
+		s.founders = append(s.founders, node.Peer{ID: id, URL: fmt.Sprintf("sim://controller-%d", id), DirectoryID: identity.DirectoryID})
 		s.nodes = append(s.nodes, n)
-		n.start(store)
-		s.schedule(s.between(0, n.tickInterval), evTick, id, 0, n.tick)
+	}
+	for i, n := range s.nodes {
+		if err := node.Bootstrap(stores[i], s.founders); err != nil {
+			panic(err)
+		}
+		n.start(stores[i])
+		s.schedule(s.between(0, n.tickInterval), evTick, n.id, 0, n.tick)
 	}
 	for i := 0; i < s.opts.Services; i++ {
 		svc := newService(s, int32(i+1))
@@ -297,6 +304,8 @@ type simNode struct {
 	jumped   bool
 	// corrupted: a bit of its disk was flipped while it was down.
 	corrupted bool
+	// wiped: its disk was lost and replaced by an empty one.
+	wiped bool
 	// held are messages sent to it while it was down, delivered to its
 	// next process when it restarts.
 	held []heldMessage
@@ -363,6 +372,8 @@ func (n *simNode) reportSnapshotLater(to uint64, ok bool) {
 	})
 }
 
+const simClusterID = "sim"
+
 // heldMax bounds the messages held for a controller that is down, as the
 // production transport's per-peer queue does.
 const heldMax = 1024
@@ -391,6 +402,12 @@ func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 	if err := target.node.Step(m); err != nil {
 		if errors.Is(err, node.ErrNotMember) && !target.isMemberHere(m.GetFrom()) {
 			return // a stranger's, or a removed controller's: dropped
+		}
+		if errors.Is(err, node.ErrMayNotVote) && !target.node.Status().MayVote {
+			return // a vote request to a controller that may not vote
+		}
+		if errors.Is(err, node.ErrLostLog) {
+			return // a stale rejection, or a wiped controller's: dropped
 		}
 		s.violate("node %d refused a message from %d: %v", target.id, from, err)
 		return
@@ -450,7 +467,7 @@ func (n *simNode) start(store storage.Storage) {
 	// Snapshots far more often than the defaults, so that a seed's short
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
-		ID: n.id, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
+		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
 		SessionTimeout: sessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
@@ -576,6 +593,26 @@ func (s *Sim) restart(n *simNode) {
 	}
 	if n.corrupted {
 		s.violate("node %d reopened a disk with a flipped bit without noticing", n.id)
+	}
+	if _, formatted, _ := store.Identity(); !formatted {
+		// An empty disk (wiped, or a new member's): format it, and found
+		// the cluster only as a founding voter, as dmqd does at every start.
+		if _, err := node.Format(store, simClusterID, n.id, n); err != nil {
+			s.violate("node %d cannot format its disk: %v", n.id, err)
+			return
+		}
+		if n.id <= uint64(len(s.founders)) {
+			err := node.Bootstrap(store, s.founders)
+			if n.wiped && !errors.Is(err, node.ErrNotFoundingDirectory) {
+				s.violate("node %d founded the cluster again on a wiped disk (%v)", n.id, err)
+				return
+			}
+		}
+		if n.wiped {
+			s.fault("wiped-restart")
+			s.replace = n.id
+			defer s.reconcileMembership()
+		}
 	}
 	n.start(store)
 	n.process()

@@ -284,3 +284,33 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// A directory is formatted once: its identity survives restarts and a
+// second format is refused. A directory of an earlier version (Raft state,
+// no identity) is formatted in place, keeping its state.
+func TestIdentity(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			s := b.open(t)
+			_, ok, err := s.Identity()
+			require.NoError(t, err)
+			require.False(t, ok, "a new directory is not formatted")
+			id := Identity{ClusterID: "dmq-1", ControllerID: 2, DirectoryID: 0xfeed}
+			require.Error(t, s.Format(Identity{ClusterID: "dmq-1", ControllerID: 2}), "a directory id is required")
+			require.NoError(t, s.Format(id))
+			require.Error(t, s.Format(Identity{ClusterID: "dmq-1", ControllerID: 2, DirectoryID: 7}))
+			s = b.reopen(t, s)
+			got, ok, err := s.Identity()
+			require.NoError(t, err)
+			require.True(t, ok)
+			assert.Equal(t, id, got)
+
+			other := b.open(t)
+			require.NoError(t, other.Save(Update{HardState: hardState(3, 1, 0), MustSync: true}))
+			require.NoError(t, other.Format(id))
+			hs, _, err := other.InitialState()
+			require.NoError(t, err)
+			assert.Equal(t, uint64(3), hs.GetTerm())
+		})
+	}
+}

@@ -14,6 +14,7 @@ var (
 	keySnapshotMeta = []byte("\x01snapshot/meta")
 	keySnapshotData = []byte("\x01snapshot/data")
 	keyTruncated    = []byte("\x01truncated")
+	keyIdentity     = []byte("\x01identity")
 	logPrefix       = []byte("\x02log/")
 	logEnd          = []byte("\x02log0") // '0' follows '/': just past every log key
 )

@@ -84,6 +84,24 @@ type Storage interface {
 	// must not pass the stored snapshot's index (so nothing unrecoverable is
 	// lost); ErrCompacted if already compacted that far.
 	Compact(compactIndex uint64) error
+	// Identity is the directory's identity, written once when it was
+	// formatted; ok is false for a directory never formatted.
+	Identity() (id Identity, ok bool, err error)
+	// Format writes the identity of a directory, durably. It refuses a
+	// directory already formatted. (A directory of an earlier version
+	// holds Raft state and no identity: it is formatted in place.)
+	Format(id Identity) error
 	// Close releases the store. Unsynced writes may be lost.
 	Close() error
+}
+
+// Identity names a data directory: the cluster it belongs to, the
+// controller it holds, and a random id drawn when it was formatted. A
+// voter is a controller id and a directory id (as in Kafka's KIP-853): a
+// directory that was lost and formatted again is not the voter it
+// replaces, even under the same controller id.
+type Identity struct {
+	ClusterID    string
+	ControllerID uint64
+	DirectoryID  uint64
 }

@@ -37,6 +37,9 @@ type Store struct {
 	cacheEntriesMax int
 	failed          error
 	closed          bool
+	// identity is set once the directory is formatted.
+	identity  Identity
+	formatted bool
 }
 
 var _ Storage = (*Store)(nil)
@@ -54,6 +57,15 @@ func open(e engine) (*Store, error) {
 }
 
 func (s *Store) load() error {
+	if payload, err := s.getSealed(keyIdentity); err != nil {
+		return err
+	} else if payload != nil {
+		id, err := decodeIdentity(payload)
+		if err != nil {
+			return err
+		}
+		s.identity, s.formatted = id, true
+	}
 	if payload, err := s.getSealed(keyHardState); err != nil {
 		return err
 	} else if payload != nil {
@@ -441,6 +453,49 @@ func (s *Store) Compact(compactIndex uint64) error {
 }
 
 // Close implements Storage.
+// Identity implements Storage.
+func (s *Store) Identity() (Identity, bool, error) { return s.identity, s.formatted, nil }
+
+// Format implements Storage.
+func (s *Store) Format(id Identity) error {
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	if s.formatted {
+		return fmt.Errorf("storage: the directory is already formatted for controller %d of cluster %q", s.identity.ControllerID, s.identity.ClusterID)
+	}
+	if id.ControllerID == 0 || id.DirectoryID == 0 || id.ClusterID == "" {
+		return fmt.Errorf("storage: incomplete identity %+v", id)
+	}
+	b := &batch{}
+	b.put(keyIdentity, seal(keyIdentity, encodeIdentity(id)))
+	if err := s.commit(b, true); err != nil {
+		return err
+	}
+	s.identity, s.formatted = id, true
+	return nil
+}
+
+// identity record: uvarint controller | uvarint directory | cluster bytes.
+func encodeIdentity(id Identity) []byte {
+	out := binary.AppendUvarint(nil, id.ControllerID)
+	out = binary.AppendUvarint(out, id.DirectoryID)
+	return append(out, id.ClusterID...)
+}
+
+func decodeIdentity(data []byte) (Identity, error) {
+	controller, n := binary.Uvarint(data)
+	if n <= 0 {
+		return Identity{}, fmt.Errorf("%w: identity controller id", ErrCorrupt)
+	}
+	data = data[n:]
+	directory, n := binary.Uvarint(data)
+	if n <= 0 {
+		return Identity{}, fmt.Errorf("%w: identity directory id", ErrCorrupt)
+	}
+	return Identity{ClusterID: string(data[n:]), ControllerID: controller, DirectoryID: directory}, nil
+}
+
 func (s *Store) Close() error {
 	if s.closed {
 		return nil

@@ -38,6 +38,8 @@ func (p *recordingPusher) Push(_ int32, req *metadatav1.PushMetadataRequest) {
 func startSingle(t *testing.T, dir string) (*Runner, *recordingPusher, storage.Storage) {
 	store, err := storage.OpenPebble(dir, vfs.Default)
 	require.NoError(t, err)
+	_, err = node.Format(store, "test", 1, NewRand())
+	require.NoError(t, err)
 	require.NoError(t, node.Bootstrap(store, []node.Peer{{ID: 1, URL: "http://127.0.0.1:8080"}}))
 	pusher := &recordingPusher{}
 	n, err := node.New(node.Config{ID: 1, ElectionTicks: 10, HeartbeatTicks: 1}, store,
@@ -254,6 +256,8 @@ func TestStepSnapshotReturnsOnceInstalled(t *testing.T) {
 	// Controller 2 starts empty, waiting to be added, on a disk that holds
 	// the snapshot's write back.
 	store, err := storage.OpenPebble(t.TempDir(), vfs.Default)
+	require.NoError(t, err)
+	_, err = node.Format(store, "test", 2, NewRand())
 	require.NoError(t, err)
 	gated := gatedStore{Storage: store, entered: make(chan struct{}), release: make(chan struct{})}
 	n, err := node.New(node.Config{ID: 2, ElectionTicks: 10, HeartbeatTicks: 1}, gated,
