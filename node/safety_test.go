@@ -332,3 +332,41 @@ func TestLostDiskDoesNotVote(t *testing.T) {
 	next := c.waitLeader(200)
 	assert.NotNil(t, next.StateMachine().Broker(7), "the acknowledged write survived")
 }
+
+// A restarted leader numbers its proposals from 1 again; an entry of its
+// previous life that commits late must not complete a new request with
+// its result. (Seed 3987 found this once; it no longer reaches it, so this
+// test is the reproduction.) Write A is appended on 1 alone and 1 crashes;
+// 1 restarts and leads again; C and B are proposed before A commits, B
+// with A's proposal number. Without the term check B completed with A's
+// outcome before B itself was applied.
+func TestEntryOfAnEarlierLifeDoesNotCompleteANewProposal(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.drop = func(m *raftpb.Message) bool { return m.GetFrom() == 1 && m.GetType() == raftpb.MsgApp }
+	leader.RegisterBroker(registerReq(7, "a", 1), func(Outcome) {})
+	c.process()
+	c.crash(1)
+	c.restart(1)
+	// 1 holds A, the others do not, and they cannot elect each other; no
+	// append of the new term is acknowledged yet.
+	c.drop = func(m *raftpb.Message) bool { return m.GetType() == raftpb.MsgAppResp }
+	c.partition(2, 3)
+	for i := 0; i < 100 && !c.nodes[1].IsLeader(); i++ {
+		c.tick(1)
+	}
+	require.True(t, c.nodes[1].IsLeader())
+	leader = c.nodes[1]
+	require.False(t, leader.IsActive(), "A has not committed yet")
+	var outB *Outcome
+	leader.CreateTopic(createTopicReq("c-topic", 1, 1, "c", 1), func(Outcome) {})
+	leader.RegisterBroker(registerReq(8, "b", 1), func(o Outcome) { outB = &o })
+	c.drop = nil
+	c.process()
+	c.tick(3)
+	require.NotNil(t, outB)
+	require.Nil(t, outB.Err)
+	b := c.nodes[1].StateMachine().Broker(8)
+	require.NotNil(t, b, "B was acknowledged: it must be applied")
+	assert.Equal(t, b.GetBrokerEpoch(), outB.BrokerEpoch, "B completed with another entry's result")
+}
