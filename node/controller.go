@@ -248,6 +248,9 @@ func (n *Node) pushAll(now time.Time) {
 func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	version := n.sm.Version()
 	req := &metadatav1.PushMetadataRequest{ControllerId: n.cfg.ID, ControllerEpoch: n.term, MetadataVersion: version}
+	if planted(BugPushOldEpoch) {
+		req.ControllerEpoch--
+	}
 	var delta *metadatav1.MetadataDelta
 	ok := false
 	if !t.full && t.known >= 0 {

@@ -23,4 +23,6 @@ const (
 	// BugForgetDirectories founds a cluster on any empty directory and
 	// votes whatever directory the membership names: amnesia.
 	BugForgetDirectories
+	// BugPushOldEpoch stamps pushes with the term before the leader's.
+	BugPushOldEpoch
 )

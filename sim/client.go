@@ -194,6 +194,9 @@ func (c *client) finish(out linearizability.Output) {
 			s.violate("client %d's %v %s started after the heal and never completed\n%s", c.id, op.input.Kind, op.input.Topic, s.describe())
 		}
 	}
+	if !out.Unknown && !c.isReadKind(op.input.Kind) {
+		s.golden.checkAnswer(s, op.requestID, out.Code)
+	}
 	if record {
 		s.history = append(s.history, porcupine.Operation{
 			ClientId: c.id, Input: op.input, Call: int64(op.call), Output: out, Return: ret,

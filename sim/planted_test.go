@@ -27,7 +27,9 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "no failover grace for sessions", plant: func(on bool) { node.Plant(node.BugNoFailoverGrace, on) }},
 		{name: "step messages from strangers", plant: func(on bool) { node.Plant(node.BugStepStrangers, on) }},
 		{name: "found and vote on a wiped disk", plant: func(on bool) { node.Plant(node.BugForgetDirectories, on) }},
+		{name: "push with an older epoch", plant: func(on bool) { node.Plant(node.BugPushOldEpoch, on) }},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
+		{name: "snapshots (and the state hash) forget the request table", plant: statemachine.PlantSnapshotForgetsRequests},
 		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
 	}
 	const seedsMax = 40

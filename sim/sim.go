@@ -51,6 +51,7 @@ type Sim struct {
 	history []porcupine.Operation
 	// founders are the founding voters with their directories.
 	founders []node.Peer
+	golden   *golden
 
 	// Checker state.
 	leaders      map[uint64]uint64 // term -> leader
@@ -127,7 +128,7 @@ func Run(opts Options) Result {
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[uint64]entryDigest{},
 		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, trace: fnv.New64a(),
-		faults: map[string]int{}, planted: plantedService{acceptStalePush: opts.PlantAcceptStalePush},
+		faults: map[string]int{}, golden: newGolden(), planted: plantedService{acceptStalePush: opts.PlantAcceptStalePush},
 	}
 	started := time.Now() // the wall time of the run, for the speed figure only
 	s.setup()
@@ -440,6 +441,7 @@ func (n *simNode) Applied(entry *raftpb.Entry) {
 		n.sim.entries[entry.GetIndex()] = d
 	}
 	n.checkFenceGrace(entry)
+	n.sim.golden.applied(n.sim, entry)
 }
 
 // checkFenceGrace: a controller that fences a broker must have been the
@@ -633,6 +635,10 @@ func (s *Sim) restart(n *simNode) {
 // push carries a push from a controller to a storage service.
 func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequest) {
 	version := req.GetMetadataVersion()
+	if !from.node.IsActive() || req.GetControllerEpoch() != from.node.Term() {
+		s.violate("controller %d (active %v, term %d) pushed with controller epoch %d: a push carries the sender's current leader epoch",
+			from.id, from.node.IsActive(), from.node.Term(), req.GetControllerEpoch())
+	}
 	s.recordState(from.id, from.node.StateMachine())
 	inc := from.incarnation
 	if int(broker) > len(s.services) {

@@ -4,3 +4,6 @@ package statemachine
 
 // plantedApplyRetryTwice is always false outside plantedbugs builds.
 const plantedApplyRetryTwice = false
+
+// plantedSnapshotForgetsRequests is always false outside plantedbugs builds.
+const plantedSnapshotForgetsRequests = false

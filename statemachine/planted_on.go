@@ -8,3 +8,10 @@ var plantedApplyRetryTwice = false
 
 // PlantApplyRetryTwice turns the planted bug on or off.
 func PlantApplyRetryTwice(on bool) { plantedApplyRetryTwice = on }
+
+// plantedSnapshotForgetsRequests, in plantedbugs builds, leaves the request
+// table out of the encoding: snapshots and the state hash both forget it.
+var plantedSnapshotForgetsRequests = false
+
+// PlantSnapshotForgetsRequests turns the planted bug on or off.
+func PlantSnapshotForgetsRequests(on bool) { plantedSnapshotForgetsRequests = on }

@@ -103,6 +103,9 @@ func (s *StateMachine) encode(e *encoder) {
 		}
 	}
 	keys := s.requests.inOrder()
+	if plantedSnapshotForgetsRequests {
+		keys = nil
+	}
 	e.uvarint(uint64(len(keys)))
 	for _, key := range keys {
 		r := s.requests.results[key]

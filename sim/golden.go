@@ -1,0 +1,199 @@
+package sim
+
+import (
+	"fmt"
+
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// golden is a reference replica: a state machine that applies every
+// committed entry once, in index order, as the first controller to apply
+// it does. It carries three checks no controller can make on itself:
+//
+//   - snapshot equivalence: at sampled indexes a twin is restored from the
+//     golden's snapshot and must then answer every record exactly as the
+//     golden does (results, duplicates, versions). A field the snapshot
+//     forgets fails here even when the state hash forgets it too, since
+//     both come from the same encoding;
+//   - at most once: a request id succeeds (applied, not a duplicate) at
+//     most once;
+//   - answers: a client's definite answer to a write is what an
+//     application of its request id gave (a success is remembered, so a
+//     success answers every later retry; a rejection changes nothing, so a
+//     retry is judged afresh), and a request answered with an error never
+//     succeeds later.
+type golden struct {
+	sm    *statemachine.StateMachine
+	twins []*twin
+	// succeeded is each request id's success; rejected the error codes its
+	// applications gave; answeredError the error a client was answered.
+	succeeded     map[requestKey]statemachine.Result
+	rejected      map[requestKey]map[metadatav1.ErrorCode]bool
+	answeredError map[requestKey]metadatav1.ErrorCode
+	// off: an index arrived out of order (the check reports it once).
+	off bool
+}
+
+type requestKey struct {
+	client   string
+	sequence uint64
+}
+
+type twin struct {
+	sm    *statemachine.StateMachine
+	from  uint64
+	until uint64
+}
+
+const (
+	// twinEvery is how often (in indexes) a twin is restored, twinLife how
+	// many entries it is compared for, twinsMax how many live at once.
+	twinEvery = 97
+	twinLife  = 300
+	twinsMax  = 2
+)
+
+func newGolden() *golden {
+	sm := statemachine.New()
+	sm.Advance(1) // the bootstrap snapshot's index
+	return &golden{sm: sm, succeeded: map[requestKey]statemachine.Result{},
+		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]metadatav1.ErrorCode{}}
+}
+
+// applied sees an entry some controller applied; the first sighting of
+// each index is applied to the golden replica and its twins.
+func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
+	index := entry.GetIndex()
+	next := g.sm.AppliedIndex() + 1
+	if g.off || index < next {
+		return
+	}
+	if index > next {
+		g.off = true
+		s.violate("golden replica: entry %d applied before entry %d was applied anywhere", index, next)
+		return
+	}
+	var record *metadatav1.Record
+	if entry.GetType() == raftpb.EntryNormal && len(entry.GetData()) > 0 {
+		record = &metadatav1.Record{}
+		if proto.Unmarshal(entry.GetData(), record) != nil {
+			record = nil
+		}
+	}
+	result := apply(g.sm, entry, record)
+	for _, t := range g.twins {
+		var copied *metadatav1.Record
+		if record != nil {
+			copied = proto.CloneOf(record)
+		}
+		if got := apply(t.sm, entry, copied); !sameResult(got, result) {
+			s.violate("snapshot equivalence: a state machine restored at %d answers entry %d with %s, the original with %s",
+				t.from, index, describeResult(got), describeResult(result))
+		}
+	}
+	if record != nil && record.GetRequestId() != nil {
+		g.noteResult(s, keyOf(record.GetRequestId()), result)
+	}
+	g.rollTwins(s, index)
+}
+
+// rollTwins retires twins past their life (their state must equal the
+// golden's) and restores a new one every twinEvery indexes.
+func (g *golden) rollTwins(s *Sim, index uint64) {
+	kept := g.twins[:0]
+	for _, t := range g.twins {
+		if index < t.until {
+			kept = append(kept, t)
+			continue
+		}
+		if t.sm.Hash() != g.sm.Hash() {
+			s.violate("snapshot equivalence: a state machine restored at %d has another state at %d", t.from, index)
+		}
+	}
+	g.twins = kept
+	if index%twinEvery == 0 && len(g.twins) < twinsMax {
+		restored, err := statemachine.Restore(g.sm.Snapshot())
+		if err != nil {
+			s.violate("snapshot equivalence: the snapshot at %d does not restore: %v", index, err)
+			return
+		}
+		g.twins = append(g.twins, &twin{sm: restored, from: index, until: index + twinLife})
+	}
+}
+
+func keyOf(id *metadatav1.RequestId) requestKey {
+	return requestKey{client: id.GetClientId(), sequence: id.GetSequence()}
+}
+
+func (g *golden) noteResult(s *Sim, key requestKey, result statemachine.Result) {
+	switch {
+	case result.Duplicate:
+	case result.Err != nil:
+		if g.rejected[key] == nil {
+			g.rejected[key] = map[metadatav1.ErrorCode]bool{}
+		}
+		g.rejected[key][result.Err.GetCode()] = true
+	default:
+		if first, ok := g.succeeded[key]; ok {
+			s.violate("at most once: request %s/%d succeeded at version %d and again at %d", key.client, key.sequence, first.Version, result.Version)
+		}
+		if code, ok := g.answeredError[key]; ok {
+			s.violate("answers: request %s/%d was answered %v, then succeeded at version %d", key.client, key.sequence, code, result.Version)
+		}
+		g.succeeded[key] = result
+	}
+}
+
+// checkAnswer checks a client's definite answer to a write against the
+// applications of its request id so far.
+func (g *golden) checkAnswer(s *Sim, id *metadatav1.RequestId, code metadatav1.ErrorCode) {
+	if g.off {
+		return
+	}
+	key := keyOf(id)
+	success, succeeded := g.succeeded[key]
+	switch {
+	case code == metadatav1.ErrorCode_NONE && !succeeded:
+		s.violate("answers: request %s/%d was answered with success but never succeeded", key.client, key.sequence)
+	case code != metadatav1.ErrorCode_NONE && succeeded:
+		s.violate("answers: request %s/%d was answered %v but succeeded at version %d", key.client, key.sequence, code, success.Version)
+	case code != metadatav1.ErrorCode_NONE && !g.rejected[key][code]:
+		s.violate("answers: request %s/%d was answered %v, which no application of it gave", key.client, key.sequence, code)
+	case code != metadatav1.ErrorCode_NONE:
+		g.answeredError[key] = code
+	}
+}
+
+// apply applies one committed entry as node.applyEntry does.
+func apply(sm *statemachine.StateMachine, entry *raftpb.Entry, record *metadatav1.Record) statemachine.Result {
+	index := entry.GetIndex()
+	switch {
+	case entry.GetType() != raftpb.EntryNormal || len(entry.GetData()) == 0:
+		sm.Advance(index)
+		return statemachine.Result{Version: int64(index)}
+	case record == nil:
+		return sm.ApplyEntry(index, entry.GetData())
+	default:
+		return sm.Apply(index, record)
+	}
+}
+
+func sameResult(a, b statemachine.Result) bool {
+	return a.Version == b.Version && a.Err.GetCode() == b.Err.GetCode() && errMessage(a.Err) == errMessage(b.Err) &&
+		a.BrokerEpoch == b.BrokerEpoch && a.TopicID == b.TopicID && a.Elected == b.Elected && a.Duplicate == b.Duplicate
+}
+
+func describeResult(r statemachine.Result) string {
+	return fmt.Sprintf("{version %d err %v %q epoch %d topic %q elected %d duplicate %v}",
+		r.Version, r.Err.GetCode(), errMessage(r.Err), r.BrokerEpoch, r.TopicID, r.Elected, r.Duplicate)
+}
+
+func errMessage(err *statemachine.Error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Message
+}
