@@ -412,6 +412,11 @@ func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadat
 			for stream.Receive() {
 				backoff = c.cfg.BackoffMin
 				update := stream.Msg()
+				if !advances(update, sinceVersion) {
+					// From a controller behind this watcher (or a delta
+					// from elsewhere): never go back, never skip.
+					continue
+				}
 				if d := update.GetDelta(); d != nil {
 					sinceVersion = d.GetToVersion()
 				} else {
@@ -432,4 +437,17 @@ func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadat
 		backoff = min(2*backoff, c.cfg.BackoffMax)
 	}
 	return nil
+}
+
+// advances says whether a watch update moves a watcher at version since
+// forward: a delta from exactly since, or a full state newer than since
+// (any full state for a watcher that holds nothing yet).
+func advances(update *metadatav1.WatchMetadataResponse, since int64) bool {
+	if d := update.GetDelta(); d != nil {
+		return d.GetFromVersion() == since && d.GetToVersion() > since
+	}
+	if full := update.GetFullState(); full != nil {
+		return full.GetMetadataVersion() > since || since == 0
+	}
+	return false
 }

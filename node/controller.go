@@ -304,3 +304,23 @@ func (n *Node) backOff(t *pushTarget, now time.Time) {
 	jitter := time.Duration(n.env.Rand.Uint64() % uint64(t.backoff/4+1))
 	t.retryAt = now.Add(t.backoff + jitter)
 }
+
+// WatchUpdate answers WatchMetadata from this controller's applied state:
+// what changed after since, as a delta while the history holds since, or
+// else the full state; nil when this controller holds nothing newer. A
+// controller behind the watcher answers nil: it once sent its older full
+// state, and a watcher moved back (seed 1).
+func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
+	sm := n.sm
+	switch {
+	case sm.Version() <= since:
+		return nil
+	case since > 0:
+		if delta, ok := sm.DeltaSince(since); ok {
+			return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}}
+		}
+		fallthrough
+	default:
+		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}}
+	}
+}

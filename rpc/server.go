@@ -359,19 +359,7 @@ func (s *Server) WatchMetadata(ctx context.Context, req *connect.Request[metadat
 	defer ticker.Stop()
 	for {
 		update, err := runner.Call(ctx, s.runner, func(n *node.Node, done func(*metadatav1.WatchMetadataResponse)) {
-			sm := n.StateMachine()
-			switch {
-			case sm.Version() == since:
-				done(nil)
-			case since > 0:
-				if delta, ok := sm.DeltaSince(since); ok {
-					done(&metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}})
-					return
-				}
-				fallthrough
-			default:
-				done(&metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}})
-			}
+			done(n.WatchUpdate(since))
 		})
 		if err != nil {
 			if ctx.Err() != nil {

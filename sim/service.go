@@ -228,38 +228,37 @@ func (v *service) watch(target uint64) {
 	s := v.sim
 	since := v.version
 	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
-		var update *metadatav1.WatchMetadataResponse
-		n.ReadStale(func(sm *statemachine.StateMachine) {
-			switch delta, ok := sm.DeltaSince(since); {
-			case sm.Version() <= since:
-			case ok:
-				update = &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}}
-			default:
-				update = &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}}
-			}
-			if update != nil {
-				s.recordState(n.ID(), sm)
-			}
-		})
-		reply(func() { v.waiting = false; v.applyWatch(update) })
+		update := n.WatchUpdate(since)
+		if update != nil {
+			s.recordState(n.ID(), n.StateMachine())
+		}
+		reply(func() { v.waiting = false; v.applyWatch(since, update) })
 	}, func() { v.waiting = false; v.pickAnother() })
 }
 
-func (v *service) applyWatch(update *metadatav1.WatchMetadataResponse) {
+func (v *service) applyWatch(since int64, update *metadatav1.WatchMetadataResponse) {
 	s := v.sim
 	if update == nil || v.silent() {
 		return
 	}
 	var next *metadatav1.ClusterState
 	if d := update.GetDelta(); d != nil {
+		if d.GetFromVersion() != since || d.GetToVersion() <= since {
+			s.violate("service %d watched from %d and got a delta from %d to %d", v.id, since, d.GetFromVersion(), d.GetToVersion())
+			return
+		}
 		if d.GetFromVersion() != v.version {
 			return // the service moved on since it asked
 		}
 		next = statemachine.ApplyDelta(v.state, d)
 	} else {
 		next = update.GetFullState()
+		if next.GetMetadataVersion() <= since && since > 0 {
+			s.violate("service %d watched from %d and got the full state at %d: a watch must never go back", v.id, since, next.GetMetadataVersion())
+			return
+		}
 		if next.GetMetadataVersion() < v.version {
-			return // a controller behind this service: never go back
+			return // the service moved on since it asked
 		}
 	}
 	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {

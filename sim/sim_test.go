@@ -71,6 +71,11 @@ var regressionSeeds = []struct {
 	// controller's disk: no quorum was left with the data. A new member
 	// now counts once it has its first snapshot.
 	{seed: 555, duration: 60 * time.Second},
+	// WatchMetadata answered from a controller behind the watcher with its
+	// older full state, and watchers moved back. The simulator's services
+	// used a copy of the watch logic (a correct one); they now call the
+	// production node.WatchUpdate, which reproduced it at once.
+	{seed: 1, duration: 60 * time.Second},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration, nodes int) {
