@@ -93,6 +93,8 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		id := body.RegisterBroker.GetBrokerId()
 		n.controller.lastSeen[id] = now
 		delete(n.controller.unfenceTarget, id)
+		// A new incarnation holds nothing it is known to hold.
+		delete(n.controller.pushes, id)
 	case *metadatav1.Record_UnregisterBroker:
 		id := body.UnregisterBroker.GetBrokerId()
 		delete(n.controller.lastSeen, id)
@@ -181,7 +183,11 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	reported := req.GetMetadataVersion()
 	if t := n.target(id); t != nil {
 		if t.inFlight == 0 {
-			t.known = reported
+			// Never lowered: a heartbeat that arrives late reports an older
+			// version than a push since delivered. (A service that lost its
+			// state registers again, which starts its target afresh; and a
+			// push it cannot apply is rejected with its version.)
+			t.known = max(t.known, reported)
 		}
 		if reported > version {
 			// Ahead of the controller: it holds metadata no quorum

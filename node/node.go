@@ -377,6 +377,8 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 		}
 	}
 	n.peers, n.directories, n.removedIDs = peers, directories, removed
+	// The removal entry is covered by the snapshot: learn it from here.
+	n.removed = n.removed || removed[n.cfg.ID]
 	for _, id := range sortedKeys(peers) {
 		if id != n.cfg.ID {
 			n.env.Transport.SetPeer(id, peers[id])

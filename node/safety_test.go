@@ -1,6 +1,7 @@
 package node
 
 import (
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/storage"
 	"testing"
 
@@ -369,4 +370,41 @@ func TestEntryOfAnEarlierLifeDoesNotCompleteANewProposal(t *testing.T) {
 	b := c.nodes[1].StateMachine().Broker(8)
 	require.NotNil(t, b, "B was acknowledged: it must be applied")
 	assert.Equal(t, b.GetBrokerEpoch(), outB.BrokerEpoch, "B completed with another entry's result")
+}
+
+// A removed controller that restarts from a snapshot taken after its
+// removal still knows it was removed (it was told only by applying the
+// removal entry, which the snapshot covers).
+func TestRemovedControllerRestartedFromASnapshotKnows(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 3}))
+	c.tick(3)
+	require.True(t, c.nodes[3].Status().Removed)
+	_, _, err := c.nodes[3].TakeSnapshot()
+	require.NoError(t, err)
+	c.crash(3)
+	c.restart(3)
+	assert.True(t, c.nodes[3].Status().Removed, "the restarted controller forgot it was removed")
+}
+
+// A late heartbeat must not lower the version the controller records for
+// a storage service (it would push what the service already holds).
+func TestLateHeartbeatDoesNotLowerTheKnownVersion(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	require.Nil(t, out.Err)
+	c.process()
+	version := leader.StateMachine().Version()
+	for _, p := range c.pushesTo(1) {
+		leader.OnPushResult(1, p.request.GetMetadataVersion(), &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.request.GetMetadataVersion()}, nil)
+	}
+	require.Equal(t, version, c.pushesTo(1)[len(c.pushesTo(1))-1].request.GetMetadataVersion())
+	resp, herr := leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "1", MetadataVersion: version, BrokerEpoch: out.BrokerEpoch})
+	require.Nil(t, herr)
+	require.False(t, resp.GetPushScheduled(), "the service is up to date")
+	resp, herr = leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "1", MetadataVersion: version - 2, BrokerEpoch: out.BrokerEpoch})
+	require.Nil(t, herr)
+	assert.False(t, resp.GetPushScheduled(), "a late heartbeat made the controller push again")
 }
