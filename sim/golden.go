@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
@@ -121,6 +123,31 @@ func (g *golden) rollTwins(s *Sim, index uint64) {
 			return
 		}
 		g.twins = append(g.twins, &twin{sm: restored, from: index, until: index + twinLife})
+		g.checkRetries(s, restored, index)
+	}
+}
+
+// checkRetries asks a restored twin how it would answer a retry of every
+// request that has succeeded so far: as the original does, with the
+// first result. Retries of old requests are rare in a run; this asks
+// every one of them at once.
+func (g *golden) checkRetries(s *Sim, restored *statemachine.StateMachine, index uint64) {
+	keys := make([]requestKey, 0, len(g.succeeded))
+	for key := range g.succeeded { // determinism: collected, then sorted
+		keys = append(keys, key)
+	}
+	slices.SortFunc(keys, func(a, b requestKey) int {
+		return cmp.Or(cmp.Compare(a.client, b.client), cmp.Compare(a.sequence, b.sequence))
+	})
+	for _, key := range keys {
+		id := &metadatav1.RequestId{ClientId: key.client, Sequence: key.sequence}
+		want, wantOK := g.sm.LookupRequest(id)
+		got, gotOK := restored.LookupRequest(id)
+		if wantOK != gotOK || (wantOK && !sameResult(want, got)) {
+			s.violate("snapshot equivalence: restored at %d, a retry of request %s/%d is answered %s (known %v), the original %s (known %v)",
+				index, key.client, key.sequence, describeResult(got), gotOK, describeResult(want), wantOK)
+			return
+		}
 	}
 }
 
