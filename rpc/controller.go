@@ -32,6 +32,10 @@ type ControllerConfig struct {
 	// waits to be added (AddLearner, AddVoter) and receives the state from
 	// the leader. A store that has state ignores it.
 	Join bool
+	// InitialClusterState says how an empty store starts: the founding
+	// handshake (auto, the default), founding at once (new), or waiting to
+	// be added (existing, as Join).
+	InitialClusterState InitialClusterState
 	// PushURLs maps broker ids to their StorageSyncService endpoints.
 	PushURLs map[int32]string
 	Tick     time.Duration
@@ -52,14 +56,18 @@ type Controller struct {
 	transport *Transport
 	raft      *RaftHandler
 	server    *http.Server
+	gate      *gate
+	identity  *identityService
 	metrics   *Metrics
 	cancel    context.CancelFunc
 	served    chan error
 }
 
-// StartController opens the store (bootstrapping it if empty), starts the
-// node and serves every API on the listener.
-func StartController(cfg ControllerConfig) (*Controller, error) {
+// StartController opens the store, formats it if new, serves the identity
+// on the listener at once, founds the cluster on an empty store when the
+// founding handshake says so (see node.DecideFounding: it may wait for the
+// founding peers, until ctx ends), starts the node and serves every API.
+func StartController(ctx context.Context, cfg ControllerConfig) (*Controller, error) {
 	if cfg.FS == nil {
 		cfg.FS = vfs.Default
 	}
@@ -76,38 +84,60 @@ func StartController(cfg ControllerConfig) (*Controller, error) {
 		return nil, err
 	}
 	c := &Controller{cfg: cfg, store: store, metrics: NewMetrics(), served: make(chan error, 1)}
-	if err := c.start(); err != nil {
+	if err := c.start(ctx); err != nil {
 		_ = store.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Controller) start() error {
+func (c *Controller) start(ctx context.Context) error {
 	cfg := c.cfg
 	cfg.Node.ClusterID = cfg.ClusterID
-	if _, err := node.Format(c.store, cfg.ClusterID, cfg.Node.ID, runner.NewRand()); err != nil {
+	// The directory id is persisted before anyone is told it: every
+	// founder then records the same directory for this controller.
+	identity, err := node.Format(c.store, cfg.ClusterID, cfg.Node.ID, runner.NewRand())
+	if err != nil {
 		return err
-	}
-	if !cfg.Join {
-		// The founding peers' directories are not exchanged yet, so only
-		// this controller's own is checked: a lone controller founds with
-		// its directory recorded, a founding peer with none (it may vote
-		// whatever directory it runs on).
-		if err := node.Bootstrap(c.store, c.foundingPeers()); err != nil {
-			return fmt.Errorf("bootstrapping: %w", err)
-		}
 	}
 	peerClient, pushClient := NewHTTPClient(nil), NewHTTPClient(nil)
 	var material *tlsMaterial
 	if cfg.TLS.Enabled() {
-		var err error
 		if material, err = loadTLS(cfg.TLS); err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
 		peerClient, pushClient = NewHTTPClient(material.peerClient()), NewHTTPClient(material.pushClient())
 		cfg.Security.peerTLS = material
 	}
+
+	// The listener serves the identity before the node exists (the
+	// founding peers ask it of each other), and the rest once it runs.
+	refusals := newPeerRefusals(cfg.Logger, c.metrics.peerRefused)
+	admitPeers, err := peerAdmission(cfg.Security, refusals)
+	if err != nil {
+		return err
+	}
+	c.identity = &identityService{identity: identity}
+	c.gate = &gate{self: cfg.Node.ID, identity: c.identity.handler(admitPeers, refusals)}
+	c.server = NewHTTPServer(cfg.Listener.Addr().String(), c.gate)
+	// Failed TLS handshakes (a stranger's certificate, a cleartext
+	// client) belong in the structured log, not on stderr.
+	c.server.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
+	listener := bufferedListener{cfg.Listener}
+	if material != nil {
+		c.server.TLSConfig = material.server()
+		go func() { c.served <- c.server.ServeTLS(listener, "", "") }()
+	} else {
+		go func() { c.served <- c.server.Serve(listener) }()
+	}
+	stopServing := func() { _ = c.server.Close() }
+
+	founding, err := c.found(ctx, foundingAsker{self: identity, client: peerClient, https: material != nil, peerToken: cfg.Security.PeerToken})
+	if err != nil {
+		stopServing()
+		return err
+	}
+
 	var peerOptions []connect.ClientOption
 	if cfg.Security.PeerToken != "" {
 		peerOptions = append(peerOptions, BearerToken(cfg.Security.PeerToken))
@@ -127,9 +157,23 @@ func (c *Controller) start() error {
 	})
 	if err != nil {
 		c.transport.Close()
+		stopServing()
 		return err
 	}
+	if founding == nil {
+		// A snapshot at index 1 is the founding one (founded earlier, or
+		// received from a leader that never compacted): its voters are
+		// the founding voters a late founder needs.
+		if st := n.Status(); st.SnapshotIndex == 1 {
+			for _, m := range st.Members {
+				if !m.Learner {
+					founding = append(founding, node.Peer{ID: m.ID, URL: m.URL, DirectoryID: m.DirectoryID})
+				}
+			}
+		}
+	}
 	c.runner = runner.Start(n, cfg.Tick)
+	c.identity.running(c.runner, founding)
 	// Outcomes the node waits for (snapshots, pushes) reach it however
 	// busy it is: reports never block and are never dropped.
 	c.transport.Attach(c.runner)
@@ -141,23 +185,85 @@ func (c *Controller) start() error {
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()
+		stopServing()
 		return err
 	}
-	c.server = NewHTTPServer(cfg.Listener.Addr().String(), handler)
-	// Failed TLS handshakes (a stranger's certificate, a cleartext
-	// client) belong in the structured log, not on stderr.
-	c.server.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
-	ctx, cancel := context.WithCancel(context.Background())
+	pollCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	go c.metrics.Poll(ctx, c.runner, time.Second)
-	listener := bufferedListener{cfg.Listener}
-	if material != nil {
-		c.server.TLSConfig = material.server()
-		go func() { c.served <- c.server.ServeTLS(listener, "", "") }()
-	} else {
-		go func() { c.served <- c.server.Serve(listener) }()
-	}
+	go c.metrics.Poll(pollCtx, c.runner, time.Second)
+	c.gate.open(handler)
 	return nil
+}
+
+// found founds the cluster on an empty store when it should, and returns
+// the founding voters it founded with (nil if it did not found: the store
+// holds state already, or the controller waits to be added).
+func (c *Controller) found(ctx context.Context, asker foundingAsker) ([]node.Peer, error) {
+	cfg, logger := c.cfg, c.cfg.Logger
+	last, err := c.store.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	snap, err := c.store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if last != 0 || snap.GetMetadata().GetIndex() != 0 {
+		return nil, nil
+	}
+	state := cfg.InitialClusterState
+	if state == "" {
+		state = ClusterStateAuto
+	}
+	if cfg.Join && state == ClusterStateNew {
+		return nil, errors.New("a controller told to join a running cluster cannot also found a new one (initial cluster state new)")
+	}
+	var voters []node.Peer
+	switch {
+	case cfg.Join || state == ClusterStateExisting:
+		logger.Info("the data directory is empty: waiting to be added to a running cluster", "directory", fmt.Sprintf("%x", asker.self.DirectoryID))
+		return nil, nil
+	case state == ClusterStateNew:
+		voters = c.foundingPeers()
+		logger.Warn("founding a new cluster without asking the founding peers (initial cluster state new): their directories are not recorded",
+			"peers", len(voters))
+	case state == ClusterStateAuto:
+		d, err := asker.awaitFounding(ctx, cfg.Peers, logger)
+		if err != nil {
+			return nil, err
+		}
+		switch d.Outcome {
+		case node.WaitToBeAdded:
+			level := slog.LevelWarn
+			if d.Replaced {
+				// The operator must act: remove the lost voter and add this
+				// controller back under a new id.
+				level = slog.LevelError
+			}
+			logger.Log(ctx, level, "not founding the cluster: this controller waits to be added and does not vote",
+				"directory", fmt.Sprintf("%x", asker.self.DirectoryID), "reason", d.Reason)
+			return nil, nil
+		case node.Found:
+			voters = d.Voters
+			logger.Info("founding the cluster", "voters", describeFounders(voters), "reason", d.Reason)
+		default:
+			return nil, fmt.Errorf("founding handshake: unexpected outcome %v", d.Outcome)
+		}
+	default:
+		return nil, fmt.Errorf("unknown initial cluster state %q", state)
+	}
+	if err := node.Bootstrap(c.store, voters); err != nil {
+		return nil, fmt.Errorf("bootstrapping: %w", err)
+	}
+	return voters, nil
+}
+
+func describeFounders(voters []node.Peer) []string {
+	out := make([]string, 0, len(voters))
+	for _, p := range voters {
+		out = append(out, fmt.Sprintf("%d:%x", p.ID, p.DirectoryID))
+	}
+	return out
 }
 
 // Addr is where the controller listens.
@@ -210,7 +316,8 @@ func (s timedStorage) Save(u storage.Update) error {
 }
 
 // foundingPeers are the configured peers, with this controller's own
-// directory recorded when it founds a cluster alone.
+// directory recorded when it founds a cluster alone (initial cluster state
+// new: the peers' directories are unknown).
 func (c *Controller) foundingPeers() []node.Peer {
 	peers := append([]node.Peer(nil), c.cfg.Peers...)
 	if len(peers) == 1 && peers[0].ID == c.cfg.Node.ID {

@@ -103,21 +103,18 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	// The Raft transport logs and counts what it refuses.
 	raft.refusals = newPeerRefusals(logger, metrics.peerRefused)
 	raftOptions := []connect.HandlerOption{connect.WithReadMaxBytes(maxPeerMessageBytes)}
-	var framesHandler http.Handler = http.HandlerFunc(raft.ServeFrames)
+	admitPeers, err := peerAdmission(security, raft.refusals)
+	if err != nil {
+		return nil, err
+	}
+	framesHandler := admitPeers(http.HandlerFunc(raft.ServeFrames))
 	if security.Auth != nil {
-		if security.PeerToken != "" && len(security.PeerToken) < peerTokenMinBytes {
-			// It names a controller to every peer: as hard to guess as a
-			// token of the tokens file.
-			return nil, fmt.Errorf("the peer token is shorter than %d characters", peerTokenMinBytes)
-		}
 		peers := peerAuth{auth: security.Auth, peerToken: security.PeerToken, refusals: raft.refusals}
 		raftOptions = append(raftOptions, connect.WithInterceptors(peers))
-		framesHandler = peers.requireController(framesHandler)
 	}
 	raftPath, raftHandler := raftv1connect.NewRaftTransportServiceHandler(raft, raftOptions...)
 	if security.peerTLS != nil {
 		raftHandler = security.peerTLS.requirePeerCertificate(raftHandler, raft.refusals)
-		framesHandler = security.peerTLS.requirePeerCertificate(framesHandler, raft.refusals)
 	}
 	// Connect, gRPC and gRPC-Web calls go straight to their handlers: the
 	// transcoder would pass them through anyway, at a cost on every call
@@ -141,6 +138,27 @@ func NewHandler(srv *Server, raft *RaftHandler, metrics *Metrics, logger *slog.L
 	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
 	mux.Handle("/", transcoder)
 	return mux, nil
+}
+
+// peerAdmission returns what admits a caller to a plain HTTP endpoint of
+// the peer transport (the Raft frame stream, the identity): the cluster's
+// client certificate under TLS, then a controller's token when
+// authentication is on.
+func peerAdmission(security Security, refusals *peerRefusals) (func(http.Handler) http.Handler, error) {
+	if security.Auth != nil && security.PeerToken != "" && len(security.PeerToken) < peerTokenMinBytes {
+		// It names a controller to every peer: as hard to guess as a
+		// token of the tokens file.
+		return nil, fmt.Errorf("the peer token is shorter than %d characters", peerTokenMinBytes)
+	}
+	return func(h http.Handler) http.Handler {
+		if security.Auth != nil {
+			h = peerAuth{auth: security.Auth, peerToken: security.PeerToken, refusals: refusals}.requireController(h)
+		}
+		if security.peerTLS != nil {
+			h = security.peerTLS.requirePeerCertificate(h, refusals)
+		}
+		return h
+	}, nil
 }
 
 // handleProcedures routes every procedure of the service served at path

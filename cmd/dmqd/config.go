@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/rpc"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -29,6 +30,10 @@ type Config struct {
 		// Join starts an empty controller that waits to be added to a
 		// running cluster instead of founding one.
 		Join bool `yaml:"join"`
+		// InitialClusterState is how an empty data directory starts: auto
+		// (the founding handshake), new (found at once) or existing (wait
+		// to be added, as join).
+		InitialClusterState string `yaml:"initial-cluster-state"`
 	} `yaml:"metadata"`
 	Raft struct {
 		ElectionTimeoutMs   int    `yaml:"election-timeout-ms"`
@@ -88,6 +93,7 @@ func defaultConfig() Config {
 	c.Server.Port = 8080
 	c.Metadata.ClusterID = "dmq-cluster-1"
 	c.Metadata.DataDir = "./data/metadata"
+	c.Metadata.InitialClusterState = string(rpc.ClusterStateAuto)
 	c.Raft.ElectionTimeoutMs = 1000
 	c.Raft.HeartbeatIntervalMs = 100
 	c.Raft.MaxLogEntries = 1000
@@ -146,6 +152,7 @@ func (c *Config) settings() []setting {
 		stringSetting("metadata.data-dir", "directory of this controller's Pebble store", &c.Metadata.DataDir),
 		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
 		boolSetting("metadata.join", "start empty and wait to be added to a running cluster (dmqctl quorum add-learner)", &c.Metadata.Join),
+		stringSetting("metadata.initial-cluster-state", "how an empty data directory starts: auto (found once every founding peer has answered), new (found at once, without asking the peers) or existing (wait to be added)", &c.Metadata.InitialClusterState),
 		intSetting("raft.election-timeout-ms", "Raft election timeout", &c.Raft.ElectionTimeoutMs),
 		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the Raft tick is a tenth of it)", &c.Raft.HeartbeatIntervalMs),
 		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
@@ -244,6 +251,13 @@ func (c Config) validate() error {
 		return errors.New("runtime.gc-percent must be at least 25")
 	case c.Security.MaxRequestBytes < 1024:
 		return errors.New("security.max-request-bytes must be at least 1024")
+	}
+	state, err := rpc.ParseInitialClusterState(c.Metadata.InitialClusterState)
+	if err != nil {
+		return fmt.Errorf("metadata.initial-cluster-state: %w", err)
+	}
+	if c.Metadata.Join && state == rpc.ClusterStateNew {
+		return errors.New("metadata.join and metadata.initial-cluster-state new contradict each other: a joining controller does not found a cluster")
 	}
 	t := c.Security.TLS
 	if t != (TLSConfig{}) && (t.CertFile == "" || t.KeyFile == "" || t.PeerCAFile == "") {

@@ -229,3 +229,68 @@ func TestSeedCurlExamplesAgainstTheBinary(t *testing.T) {
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait())
 }
+
+// TestInitialClusterState: how an empty data directory starts is a key
+// like the others (file, environment, flag), defaults to the founding
+// handshake, and refuses a value it does not know or one that
+// contradicts metadata.join.
+func TestInitialClusterState(t *testing.T) {
+	none := func(string) string { return "" }
+	cfg, err := loadConfig(nil, none)
+	require.NoError(t, err)
+	assert.Equal(t, "auto", cfg.Metadata.InitialClusterState)
+
+	env := map[string]string{"DMQ_METADATA_INITIAL_CLUSTER_STATE": "existing"}
+	cfg, err = loadConfig(nil, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "existing", cfg.Metadata.InitialClusterState)
+	cfg, err = loadConfig([]string{"--metadata.initial-cluster-state", "new"}, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "new", cfg.Metadata.InitialClusterState, "the flag wins over the environment")
+
+	_, err = loadConfig([]string{"--metadata.initial-cluster-state", "fresh"}, none)
+	assert.ErrorContains(t, err, "auto, new or existing")
+	_, err = loadConfig([]string{"--metadata.initial-cluster-state", "new", "--metadata.join", "true"}, none)
+	assert.ErrorContains(t, err, "contradict")
+}
+
+// TestFoundingControllerWaitsForItsPeers: a dmqd process whose founding
+// peer never starts does not found a cluster on its own: it tells who it
+// is from its first moment, answers the API "starting", logs whom it
+// waits for, and a SIGTERM ends the wait cleanly.
+func TestFoundingControllerWaitsForItsPeers(t *testing.T) {
+	bin := dmqdBinary(t)
+	dir := t.TempDir()
+	port, absent := freePort(t), freePort(t)
+	services := filepath.Join(dir, "services.json")
+	require.NoError(t, os.WriteFile(services, []byte(fmt.Sprintf(`{"services":{"metadata-services":[
+		{"id":1,"host":"127.0.0.1","port":%d},{"id":2,"host":"127.0.0.1","port":%d}]}}`, port, absent)), 0o644))
+	cmd := exec.Command(bin, "--id", "1", "--services.config-path", services, "--server.host", "127.0.0.1",
+		"--metadata.data-dir", filepath.Join(dir, "node-1"))
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var identity map[string]any
+	require.Eventually(t, func() bool {
+		var status int
+		status, identity = curl(t, "GET", base+"/internal/v1/identity", "")
+		return status == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond)
+	assert.Equal(t, "formatted", identity["state"])
+	assert.Equal(t, "dmq-cluster-1", identity["clusterId"])
+	status, _ := curl(t, "GET", base+"/api/v1/metadata/quorum", "")
+	assert.Equal(t, http.StatusServiceUnavailable, status, "the API waits for the founding")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), "SIGTERM ends the wait cleanly")
+	assert.Contains(t, logs.String(), "waiting for the founding peers")
+	assert.Contains(t, logs.String(), "2 (", "the log names the peer it waits for")
+	assert.NotContains(t, logs.String(), "founding the cluster\"", "it never founded")
+}

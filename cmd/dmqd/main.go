@@ -82,7 +82,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	controller, err := rpc.StartController(rpc.ControllerConfig{
+	initialState, err := rpc.ParseInitialClusterState(cfg.Metadata.InitialClusterState)
+	if err != nil {
+		return err
+	}
+	// A signal also ends the wait for the founding peers.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	controller, err := rpc.StartController(ctx, rpc.ControllerConfig{
 		Node: node.Config{
 			ID:                       self,
 			ElectionTicks:            cfg.electionTicks(),
@@ -94,14 +101,15 @@ func run(args []string) error {
 			DefaultMinISR:            cfg.Replication.MinISR,
 			RebalanceInterval:        node.DefaultRebalanceInterval,
 		},
-		ClusterID: cfg.Metadata.ClusterID,
-		DataDir:   cfg.Metadata.DataDir,
-		Peers:     peers,
-		Join:      cfg.Metadata.Join,
-		PushURLs:  pushURLs,
-		Tick:      cfg.tick(),
-		Listener:  listener,
-		Logger:    logger,
+		ClusterID:           cfg.Metadata.ClusterID,
+		DataDir:             cfg.Metadata.DataDir,
+		Peers:               peers,
+		Join:                cfg.Metadata.Join,
+		InitialClusterState: initialState,
+		PushURLs:            pushURLs,
+		Tick:                cfg.tick(),
+		Listener:            listener,
+		Logger:              logger,
 		Security: rpc.Security{
 			RateLimit:       rpc.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
 			MaxRequestBytes: cfg.Security.MaxRequestBytes,
@@ -113,12 +121,14 @@ func run(args []string) error {
 	})
 	if err != nil {
 		_ = listener.Close()
+		if ctx.Err() != nil {
+			logger.Info("stopped before the controller started", "reason", err)
+			return nil
+		}
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "tls", rpc.TLS(cfg.Security.TLS).Enabled(), "join", cfg.Metadata.Join, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "tls", rpc.TLS(cfg.Security.TLS).Enabled(), "join", cfg.Metadata.Join, "initial_cluster_state", initialState, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
 	switch {
 	case !rpc.TLS(cfg.Security.TLS).Enabled() && auth == nil:

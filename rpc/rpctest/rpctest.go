@@ -6,8 +6,11 @@ package rpctest
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,13 +24,18 @@ import (
 
 // Controller is one controller of a test cluster.
 type Controller struct {
-	ID    uint64
-	Addr  string
-	Dir   string
-	Peers []node.Peer
+	ID uint64
+	// ClusterID defaults to "test-cluster".
+	ClusterID string
+	Addr      string
+	Dir       string
+	Peers     []node.Peer
 	// Join starts the controller empty, waiting to be added.
-	Join     bool
-	PushURLs map[int32]string
+	Join bool
+	// InitialClusterState is how an empty directory starts (default: the
+	// founding handshake).
+	InitialClusterState rpc.InitialClusterState
+	PushURLs            map[int32]string
 	// SessionTimeout defaults to a minute, so brokers in tests that do not
 	// heartbeat stay unfenced.
 	SessionTimeout time.Duration
@@ -55,8 +63,14 @@ func (tc *Controller) URL() string {
 // Running says whether the controller is up.
 func (tc *Controller) Running() bool { return tc.c != nil }
 
-// Start starts (or restarts, from its directory) the controller.
+// Start starts (or restarts, from its directory) the controller. On an
+// empty directory it returns once the founding handshake is settled: the
+// controller founded the cluster or waits to be added.
 func (tc *Controller) Start(t testing.TB) {
+	require.NoError(t, tc.start())
+}
+
+func (tc *Controller) start() error {
 	var listener net.Listener
 	var err error
 	for attempt := 0; attempt < 50; attempt++ {
@@ -65,19 +79,33 @@ func (tc *Controller) Start(t testing.TB) {
 		}
 		time.Sleep(100 * time.Millisecond) // a restarted controller's old socket is closing
 	}
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	timeout := tc.SessionTimeout
 	if timeout == 0 {
 		timeout = time.Minute
 	}
-	c, err := rpc.StartController(rpc.ControllerConfig{
+	cluster := tc.ClusterID
+	if cluster == "" {
+		cluster = "test-cluster"
+	}
+	// The founding handshake waits for the founding peers; a test that
+	// never starts them fails here rather than hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := rpc.StartController(ctx, rpc.ControllerConfig{
 		Node:      node.Config{ID: tc.ID, ElectionTicks: 10, HeartbeatTicks: 1, SessionTimeout: timeout},
-		ClusterID: "test-cluster", DataDir: tc.Dir, Peers: tc.Peers, PushURLs: tc.PushURLs,
+		ClusterID: cluster, DataDir: tc.Dir, Peers: tc.Peers, PushURLs: tc.PushURLs,
 		Tick: 20 * time.Millisecond, Listener: listener, Security: tc.Security, TLS: tc.TLS, Join: tc.Join,
-		Logger: tc.Logger,
+		InitialClusterState: tc.InitialClusterState, Logger: tc.Logger,
 	})
-	require.NoError(t, err)
+	if err != nil {
+		_ = listener.Close()
+		return fmt.Errorf("controller %d: %w", tc.ID, err)
+	}
 	tc.c = c
+	return nil
 }
 
 // Stop stops the controller gracefully.
@@ -109,13 +137,21 @@ func Start(t testing.TB, count int, configure func(*Controller)) Cluster {
 		if configure != nil {
 			configure(tc)
 		}
-		tc.Start(t)
 	}
 	t.Cleanup(func() {
 		for _, tc := range cluster {
 			tc.Stop(t)
 		}
 	})
+	// Together, as a cluster's processes start: each founding controller
+	// waits for the others to answer the founding handshake.
+	errs := make([]error, len(cluster))
+	var wg sync.WaitGroup
+	for i, tc := range cluster {
+		wg.Go(func() { errs[i] = tc.start() })
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
 	return cluster
 }
 

@@ -1,0 +1,262 @@
+package node
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dmq-project/metadata/storage"
+)
+
+// The founding handshake decides whether a controller whose store holds no
+// Raft state founds the cluster (Bootstrap) or starts without a
+// configuration and waits to be added. A voter is a controller id and a
+// directory id; a founder must record every founding voter's directory,
+// and a directory formatted after the cluster was founded (the one it
+// replaces was lost) must never found it again: it would vote with an
+// empty log, and a committed write could be lost.
+//
+// Each controller formats its directory (persisting its directory id)
+// before it tells anyone that id, and founds only once every founding
+// peer has answered with its own: every founder then computes the same
+// voters, each with its directory. A founder that finds a peer already
+// founded takes the voters that peer founded with, and founds only if they
+// name this directory for it. DecideFounding is that decision, without
+// I/O: the caller asks the peers and calls it again until it says Found or
+// WaitToBeAdded.
+
+// FoundingPeerState is what a founding peer says of its store.
+type FoundingPeerState int
+
+const (
+	// PeerFormatted: its directory is formatted and its store holds no
+	// Raft state; it is deciding whether to found.
+	PeerFormatted FoundingPeerState = iota + 1
+	// PeerWaiting: it decided not to found (or was told to join) and runs
+	// without a configuration, waiting to be added to a running cluster.
+	PeerWaiting
+	// PeerFounded: its store holds the cluster's state (it founded, or
+	// was added and received it).
+	PeerFounded
+)
+
+func (s FoundingPeerState) String() string {
+	switch s {
+	case PeerFormatted:
+		return "formatted"
+	case PeerWaiting:
+		return "waiting"
+	case PeerFounded:
+		return "founded"
+	}
+	return fmt.Sprintf("founding-peer-state(%d)", int(s))
+}
+
+// FoundingAnswer is what a founding peer answered about itself.
+type FoundingAnswer struct {
+	ClusterID    string
+	ControllerID uint64
+	DirectoryID  uint64
+	State        FoundingPeerState
+	// FoundingVoters are, for a founded peer that still knows them, the
+	// voters it founded with, each with its directory (the membership of
+	// its snapshot at index 1); nil when unknown (its store was compacted
+	// since, or it was added rather than founding).
+	FoundingVoters []Peer
+	// Members is a founded peer's current membership, with directories.
+	Members []Peer
+}
+
+// FoundingOutcome is what a controller with an empty store does next.
+type FoundingOutcome int
+
+const (
+	// KeepWaiting: ask the peers again; some have not answered, or say
+	// something that does not settle it yet.
+	KeepWaiting FoundingOutcome = iota
+	// Found: bootstrap with FoundingDecision.Voters.
+	Found
+	// WaitToBeAdded: the cluster exists without this directory among its
+	// founders: start without bootstrapping, never vote, wait to be added.
+	WaitToBeAdded
+)
+
+func (o FoundingOutcome) String() string {
+	switch o {
+	case KeepWaiting:
+		return "keep-waiting"
+	case Found:
+		return "found"
+	case WaitToBeAdded:
+		return "wait-to-be-added"
+	}
+	return fmt.Sprintf("founding-outcome(%d)", int(o))
+}
+
+// FoundingDecision is DecideFounding's answer.
+type FoundingDecision struct {
+	Outcome FoundingOutcome
+	// Voters, for Found, are the founding voters sorted by id, every one
+	// with its directory.
+	Voters []Peer
+	// WaitingFor, for KeepWaiting, are the peers that have not answered.
+	WaitingFor []uint64
+	// Replaced, for WaitToBeAdded, says that a founded peer names another
+	// directory for this controller: this directory replaced a lost one.
+	Replaced bool
+	// Reason says why, for the log.
+	Reason string
+}
+
+// DecideFounding decides, for the controller whose directory is self and
+// whose store holds no Raft state, whether it founds the cluster with the
+// founding peers (itself among them), waits to be added, or asks again.
+// answers holds what each peer (other than self) answered; a peer that
+// did not answer is absent. A peer of another cluster, or answering under
+// another controller id than configured, is an error naming both: the
+// configuration is wrong, and asking again will not mend it.
+func DecideFounding(self storage.Identity, peers []Peer, answers map[uint64]FoundingAnswer) (FoundingDecision, error) {
+	configured := map[uint64]Peer{}
+	for _, p := range peers {
+		configured[p.ID] = p
+	}
+	if _, ok := configured[self.ControllerID]; !ok {
+		return FoundingDecision{}, fmt.Errorf("node: controller %d is not among its founding peers %v: list it among them, or start it to join a running cluster",
+			self.ControllerID, sortedKeys(configured))
+	}
+	var founded, waiting, missing []uint64
+	for _, id := range sortedKeys(configured) {
+		if id == self.ControllerID {
+			continue
+		}
+		a, ok := answers[id]
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		if a.ClusterID != self.ClusterID {
+			return FoundingDecision{}, fmt.Errorf("node: the founding peer configured as controller %d at %s belongs to cluster %q, not cluster %q: check the peers' addresses and metadata.cluster-id",
+				id, configured[id].URL, a.ClusterID, self.ClusterID)
+		}
+		if a.ControllerID != id {
+			return FoundingDecision{}, fmt.Errorf("node: the founding peer configured as controller %d at %s answers as controller %d: check the peers' ids and addresses",
+				id, configured[id].URL, a.ControllerID)
+		}
+		switch a.State {
+		case PeerFounded:
+			founded = append(founded, id)
+		case PeerWaiting:
+			waiting = append(waiting, id)
+		}
+	}
+	if len(founded) > 0 {
+		return decideLate(self, configured, answers, founded)
+	}
+	if len(waiting) > 0 {
+		// A peer that waits to be added learnt that the cluster exists
+		// (or was told so): founding one beside it would split it in two.
+		return FoundingDecision{Outcome: KeepWaiting, WaitingFor: missing,
+			Reason: fmt.Sprintf("founding peers %v wait to be added to a running cluster: this controller waits for a founded peer to answer", waiting)}, nil
+	}
+	if len(missing) > 0 {
+		return FoundingDecision{Outcome: KeepWaiting, WaitingFor: missing,
+			Reason: fmt.Sprintf("founding peers %v have not answered yet: a cluster is founded only once every founding peer has named its directory", missing)}, nil
+	}
+	voters := make([]Peer, 0, len(configured))
+	for _, id := range sortedKeys(configured) {
+		p := configured[id]
+		p.DirectoryID = answers[id].DirectoryID
+		if id == self.ControllerID {
+			p.DirectoryID = self.DirectoryID
+		}
+		voters = append(voters, p)
+	}
+	reason := "every founding peer answered with its directory and none has founded yet"
+	if len(voters) == 1 {
+		reason = "a lone controller founds its cluster at once"
+	}
+	return FoundingDecision{Outcome: Found, Voters: voters, Reason: reason}, nil
+}
+
+// decideLate decides for a controller some of whose peers have founded.
+func decideLate(self storage.Identity, configured map[uint64]Peer, answers map[uint64]FoundingAnswer, founded []uint64) (FoundingDecision, error) {
+	var founding []Peer
+	foundingFrom := uint64(0)
+	for _, id := range founded {
+		a := answers[id]
+		for _, list := range [][]Peer{a.FoundingVoters, a.Members} {
+			for _, p := range list {
+				if p.ID == self.ControllerID && p.DirectoryID != 0 && p.DirectoryID != self.DirectoryID {
+					return FoundingDecision{Outcome: WaitToBeAdded, Replaced: true,
+						Reason: fmt.Sprintf("controller %d names directory %x for controller %d, and this directory is %x: it replaced a lost one, so it must not found the cluster again nor vote as the voter it replaces; remove controller %d and add it back under a new id",
+							id, p.DirectoryID, self.ControllerID, self.DirectoryID, self.ControllerID)}, nil
+				}
+			}
+		}
+		if a.FoundingVoters == nil {
+			continue
+		}
+		if founding != nil && !sameVoters(founding, a.FoundingVoters) {
+			return FoundingDecision{}, fmt.Errorf("node: controllers %d and %d founded the cluster with different voters (%s and %s): it was founded twice",
+				foundingFrom, id, describeVoters(founding), describeVoters(a.FoundingVoters))
+		}
+		founding, foundingFrom = a.FoundingVoters, id
+	}
+	for _, id := range founded {
+		if members := answers[id].Members; len(members) > 0 && !slices.ContainsFunc(members, func(p Peer) bool { return p.ID == self.ControllerID }) {
+			return FoundingDecision{Outcome: WaitToBeAdded,
+				Reason: fmt.Sprintf("controller %d has founded the cluster and its membership does not name controller %d: it waits to be added", id, self.ControllerID)}, nil
+		}
+	}
+	isSelf := func(p Peer) bool { return p.ID == self.ControllerID && p.DirectoryID == self.DirectoryID }
+	if !slices.ContainsFunc(founding, isSelf) {
+		for _, id := range founded {
+			if slices.ContainsFunc(answers[id].Members, isSelf) {
+				return FoundingDecision{Outcome: WaitToBeAdded,
+					Reason: fmt.Sprintf("controller %d names this directory %x as a member: it was added, and the leader sends it the state", id, self.DirectoryID)}, nil
+			}
+		}
+		return FoundingDecision{Outcome: WaitToBeAdded,
+			Reason: fmt.Sprintf("controllers %v have founded the cluster, and no founding voter they know of is this directory %x: it waits to be added",
+				founded, self.DirectoryID)}, nil
+	}
+	// A late founder: its peers founded with its directory (it crashed, or
+	// was slow, between announcing it and bootstrapping). It bootstraps
+	// with the same voters and directories, so that its snapshot at index
+	// 1 is theirs; the founders may be too few to elect a leader without
+	// it. Where its peers are reached stays its own configuration's
+	// business.
+	voters := make([]Peer, 0, len(founding))
+	for _, p := range founding {
+		if c, ok := configured[p.ID]; ok && c.URL != "" {
+			p.URL = c.URL
+		}
+		voters = append(voters, p)
+	}
+	slices.SortFunc(voters, func(a, b Peer) int { return cmp.Compare(a.ID, b.ID) })
+	return FoundingDecision{Outcome: Found, Voters: voters,
+		Reason: fmt.Sprintf("controller %d founded the cluster with this directory among its voters", foundingFrom)}, nil
+}
+
+// sameVoters compares founding voters by id and directory (peers may name
+// each other by different URLs).
+func sameVoters(a, b []Peer) bool {
+	key := func(list []Peer) []Peer {
+		out := make([]Peer, 0, len(list))
+		for _, p := range list {
+			out = append(out, Peer{ID: p.ID, DirectoryID: p.DirectoryID})
+		}
+		slices.SortFunc(out, func(x, y Peer) int { return cmp.Compare(x.ID, y.ID) })
+		return out
+	}
+	return slices.Equal(key(a), key(b))
+}
+
+func describeVoters(list []Peer) string {
+	parts := make([]string, 0, len(list))
+	for _, p := range list {
+		parts = append(parts, fmt.Sprintf("%d:%x", p.ID, p.DirectoryID))
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}
