@@ -25,6 +25,9 @@ type Metrics struct {
 	heartbeats prometheus.Counter
 	pushes     *prometheus.CounterVec
 	pushLag    prometheus.Gauge
+	// strangers and mayVote come from the node's status (see node.Status).
+	strangers prometheus.Gauge
+	mayVote   prometheus.Gauge
 	// peerRefused counts what the Raft transport refuses, by reason (see
 	// refusals.go).
 	peerRefused *prometheus.CounterVec
@@ -52,13 +55,17 @@ func NewMetrics() *Metrics {
 			[]string{"result"}),
 		pushLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_push_lag_versions",
 			Help: "On the active controller: the most versions a storage service is known to lag."}),
+		strangers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_non_member_messages",
+			Help: "Raft messages refused since this process started because their sender is not in the configuration."}),
+		mayVote: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_controller_may_vote",
+			Help: "1 if the membership names this controller's data directory, so it may vote; 0 while it waits to be added or after its directory was replaced."}),
 		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_peer_messages_refused_total",
 			Help: "Raft transport requests, streams and messages refused, by reason."}, []string{"reason"}),
 		SaveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_storage_save_seconds",
 			Help: "Time to persist one Raft Ready, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 	}
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
-		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.peerRefused, m.SaveSeconds,
+		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -114,6 +121,12 @@ func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Dura
 			m.offline.Set(float64(snap.offline))
 			m.partitions.Set(float64(snap.parts))
 			m.pushLag.Set(float64(snap.st.PushLagMax))
+			m.strangers.Set(float64(snap.st.StrangerMessages))
+			mayVote := 0.0
+			if snap.st.MayVote {
+				mayVote = 1
+			}
+			m.mayVote.Set(mayVote)
 		}
 		select {
 		case <-ctx.Done():
