@@ -193,15 +193,17 @@ type membershipOp struct {
 	phase  int // 0 idle, 1 removing, 2 removed, 3 adding
 	target uint64
 	since  time.Duration
-	// lost: the removal is of a controller whose disk is lost; if it does
-	// not commit in time it is retried (seed 641), not abandoned.
-	lost bool
 }
 
 const membershipStepTimeout = 5 * time.Second
 
 func (s *Sim) membershipStep() {
 	leader := s.leaderNode()
+	if fresh := s.freshLeader(); fresh != nil && s.rng.IntN(2) == 0 {
+		// Right after an election, before the new leader applied the
+		// entries of earlier terms (Raft drops conf changes then).
+		leader = fresh
+	}
 	if leader == nil {
 		return
 	}
@@ -215,7 +217,7 @@ func (s *Sim) membershipStep() {
 	case 0:
 		if s.replace != 0 {
 			// A controller whose disk is lost: remove it, then add a new one.
-			op.target, op.phase, op.since, op.lost = s.replace, 1, s.now, true
+			op.target, op.phase, op.since = s.replace, 1, s.now
 			s.replace = 0
 			s.fault("remove-lost-voter")
 			leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
@@ -248,7 +250,7 @@ func (s *Sim) membershipStep() {
 		if len(candidates) == 0 || len(members) < 3 {
 			return
 		}
-		op.target, op.phase, op.since, op.lost = candidates[s.rng.IntN(len(candidates))], 1, s.now, false
+		op.target, op.phase, op.since = candidates[s.rng.IntN(len(candidates))], 1, s.now
 		s.fault("remove-voter")
 		leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
 		leader.process()
@@ -267,10 +269,13 @@ func (s *Sim) membershipStep() {
 			s.schedule(s.between(0, replacement.tickInterval), evTick, replacement.id, 0, replacement.tick)
 			op.target, op.phase, op.since = replacement.id, 2, s.now
 		} else if s.now-op.since > membershipStepTimeout {
-			op.phase = 0
-			if op.lost {
-				s.replace = op.target
-			}
+			// Proposed again, never abandoned: a removal that answered
+			// late may still commit, and a new operation on another
+			// target would then leave this one neither member nor
+			// retired (seed 804).
+			op.since = s.now
+			leader.node.ChangeMembership(node.MembershipChange{Kind: node.RemoveVoter, NodeID: op.target}, func(error) {})
+			leader.process()
 		}
 	case 2:
 		s.addBack(leader)
@@ -408,4 +413,15 @@ func (s *Sim) stranger() {
 	for _, m := range forged {
 		s.schedule(s.latency(), evDeliver, from, n.id, func() { s.deliver(from, 0, m) })
 	}
+}
+
+// freshLeader is a leader that is not active yet: elected, still applying
+// the entries of earlier terms. Nil if none.
+func (s *Sim) freshLeader() *simNode {
+	for _, n := range s.nodes {
+		if n.node != nil && n.node.IsLeader() && !n.node.IsActive() && n.pausedUntil <= s.now {
+			return n
+		}
+	}
+	return nil
 }

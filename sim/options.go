@@ -80,6 +80,7 @@ const (
 	heartbeatInterval = 300 * time.Millisecond
 	clientTimeout     = 2 * time.Second
 	clientAttemptsMax = 6
+	clientPatience    = 5 * time.Second
 	healBound         = 20 * time.Second
 )
 

@@ -307,6 +307,8 @@ type simNode struct {
 	corrupted bool
 	// wiped: its disk was lost and replaced by an empty one.
 	wiped bool
+	// leading: the node led at its last processing.
+	leading bool
 	// held are messages sent to it while it was down, delivered to its
 	// next process when it restarts.
 	held []heldMessage
@@ -517,6 +519,11 @@ func (n *simNode) process() {
 	if active := n.node.IsActive(); active != n.active {
 		n.active, n.activeAt, n.jumped = active, n.Now(), false
 	}
+	if n.node.IsLeader() && !n.leading && s.opts.MembershipChangeEvery > 0 && !s.healed && s.rng.IntN(3) == 0 {
+		// A membership change right after an election.
+		s.schedule(0, evNemesis, 0, 3, s.membershipStep)
+	}
+	n.leading = n.node.IsLeader()
 	if n.node.IsLeader() {
 		term := n.node.Term()
 		if other, ok := s.leaders[term]; ok && other != n.id {

@@ -76,6 +76,15 @@ var regressionSeeds = []struct {
 	// used a copy of the watch logic (a correct one); they now call the
 	// production node.WatchUpdate, which reproduced it at once.
 	{seed: 1, duration: 60 * time.Second},
+	// The membership nemesis abandoned a removal that had not committed
+	// in time and started another; the first committed later, and its
+	// controller was neither a member nor retired. Removals are now
+	// proposed again until they commit.
+	{seed: 804, duration: 60 * time.Second},
+	// A removal retried after the heal removed the leader; the simulated
+	// client used up its attempts on "no leader known" within a second of
+	// the hand-over. Clients now give up only after clientPatience too.
+	{seed: 1040, duration: 60 * time.Second},
 }
 
 func runSeed(t *testing.T, seed uint64, duration time.Duration, nodes int) {
