@@ -126,6 +126,12 @@ func (n *Node) ChangeMembership(change MembershipChange, done func(error)) {
 			done(invalid("an added node needs the URL its peers reach it at"))
 			return
 		}
+		if change.DirectoryID == 0 {
+			// A member without a recorded directory could vote again
+			// after its directory is lost (see mayVote).
+			done(invalid(fmt.Sprintf("controller %d is added with its data directory id (it serves it at its identity endpoint)", change.NodeID)))
+			return
+		}
 		if isVoter || (isLearner && change.Kind == AddLearner) {
 			done(&statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: fmt.Sprintf("node %d is already a member", change.NodeID)})
 			return

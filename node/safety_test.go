@@ -275,7 +275,7 @@ func TestLaggingMemberCatchesUpWithANewLeader(t *testing.T) {
 	leader := c.elect(1)
 	c.isolate(3)
 	c.addEmpty(4)
-	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4)}))
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}))
 	c.tick(5)
 	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: 4}))
 	c.tick(3)

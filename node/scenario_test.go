@@ -202,7 +202,7 @@ func TestAddAndRemoveVoter(t *testing.T) {
 	leader := c.elect(1)
 	c.addEmpty(4)
 	var err error = errPending
-	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(e error) { err = e })
 	c.tick(20)
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 2, 3, 4}, voters(leader))
@@ -223,13 +223,13 @@ func TestAddAndRemoveVoter(t *testing.T) {
 	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 9}, func(e error) { last = e })
 	require.Error(t, last, "removing a non-member is refused")
 	last = errPending
-	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 2, URL: peerURL(2)}, func(e error) { last = e })
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 2, URL: peerURL(2), DirectoryID: 2}, func(e error) { last = e })
 	require.ErrorContains(t, last, "never reused", "a removed id may still have messages in flight")
 
 	// A learner is added, then promoted.
 	c.addEmpty(5)
 	err = errPending
-	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 5, URL: peerURL(5)}, func(e error) { err = e })
+	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 5, URL: peerURL(5), DirectoryID: 5}, func(e error) { err = e })
 	c.tick(20)
 	require.NoError(t, err)
 	assert.Contains(t, leader.confState.GetLearners(), uint64(5))
@@ -649,7 +649,7 @@ func TestStrictReconfiguration(t *testing.T) {
 	require.ErrorContains(t, err, "below a quorum", "removing a healthy voter while another is down stops the cluster")
 	err = errPending
 	c.addEmpty(4)
-	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4)}, func(e error) { err = e })
+	leader.ChangeMembership(MembershipChange{Kind: AddVoter, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(e error) { err = e })
 	for i := 0; i < 30 && err == errPending; i++ {
 		c.tick(1)
 	}

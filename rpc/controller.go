@@ -132,7 +132,8 @@ func (c *Controller) start(ctx context.Context) error {
 	}
 	stopServing := func() { _ = c.server.Close() }
 
-	founding, err := c.found(ctx, foundingAsker{self: identity, client: peerClient, https: material != nil, peerToken: cfg.Security.PeerToken})
+	asker := foundingAsker{self: identity, client: peerClient, https: material != nil, peerToken: cfg.Security.PeerToken}
+	founding, err := c.found(ctx, asker)
 	if err != nil {
 		stopServing()
 		return err
@@ -180,6 +181,7 @@ func (c *Controller) start(ctx context.Context) error {
 	pusher.Attach(c.runner.Report)
 	server := NewServer(c.runner, cfg.Logger, c.metrics)
 	server.https = material != nil
+	server.askIdentity = asker.ask
 	c.raft = NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner)
 	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security)
 	if err != nil {

@@ -292,3 +292,39 @@ func TestIdentityAdmission(t *testing.T) {
 	assert.Contains(t, id.Error, `"test-cluster"`)
 	assert.Contains(t, id.Error, `"another-cluster"`)
 }
+
+// A controller added through the QuorumService is recorded with its data
+// directory, which the leader asks it for: added without one (the API has
+// no field for it), it could vote again after its directory was lost (found
+// by review). A controller that cannot be reached is not added.
+func TestAddedControllerIsRecordedWithItsDirectory(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	leader := cluster.WaitLeader(t)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	joiner := &rpctest.Controller{ID: 2, Addr: listener.Addr().String(), Dir: t.TempDir(), Join: true, Peers: cluster[0].Peers}
+	require.NoError(t, listener.Close())
+	joiner.Start(t)
+	t.Cleanup(func() { joiner.Stop(t) })
+	_, joinerIdentity, err := fetchIdentity(joiner.URL(), nil)
+	require.NoError(t, err)
+	require.NotZero(t, joinerIdentity.DirectoryID)
+
+	c := newClient(t, []string{leader.URL()}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.AddLearner(ctx, &metadatav1.AddLearnerRequest{NodeId: 2, Url: joiner.URL()})
+	require.NoError(t, err)
+	_, leaderIdentity, err := fetchIdentity(leader.URL(), nil)
+	require.NoError(t, err)
+	var recorded rpc.DirectoryID
+	for _, m := range leaderIdentity.Members {
+		if m.ID == 2 {
+			recorded = m.DirectoryID
+		}
+	}
+	assert.Equal(t, joinerIdentity.DirectoryID, recorded, "the learner's directory is recorded")
+
+	_, err = c.AddLearner(ctx, &metadatav1.AddLearnerRequest{NodeId: 3, Url: "http://127.0.0.1:1"})
+	require.Error(t, err, "a controller that cannot be reached is not added")
+}

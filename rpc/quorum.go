@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/node"
@@ -60,9 +61,35 @@ func (s *Server) changeMembership(ctx context.Context, change node.MembershipCha
 	return members(r.value), nil
 }
 
+// withDirectory asks a controller being added for its identity and
+// records its directory in the change: a voter is an id and a directory,
+// and a controller added without one could vote again after its directory
+// is lost. An added controller must be running and answer as the id it is
+// added under, in this cluster.
+func (s *Server) withDirectory(ctx context.Context, change node.MembershipChange) (node.MembershipChange, error) {
+	if change.URL == "" || s.askIdentity == nil {
+		return change, nil // a learner's promotion, or an invalid request the node refuses
+	}
+	answer, err := s.askIdentity(ctx, node.Peer{ID: change.NodeID, URL: change.URL})
+	if err != nil {
+		return change, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("controller %d at %s must be running to be added (its data directory is recorded with it): %w", change.NodeID, change.URL, err))
+	}
+	if answer.ControllerID != change.NodeID {
+		return change, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("the controller at %s is controller %d, not %d", change.URL, answer.ControllerID, change.NodeID))
+	}
+	change.DirectoryID = answer.DirectoryID
+	return change, nil
+}
+
 // AddVoter implements QuorumService.
 func (s *Server) AddVoter(ctx context.Context, req *connect.Request[metadatav1.AddVoterRequest]) (*connect.Response[metadatav1.AddVoterResponse], error) {
-	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.AddVoter, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	change, err := s.withDirectory(ctx, node.MembershipChange{Kind: node.AddVoter, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.changeMembership(ctx, change)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +107,11 @@ func (s *Server) RemoveVoter(ctx context.Context, req *connect.Request[metadatav
 
 // AddLearner implements QuorumService.
 func (s *Server) AddLearner(ctx context.Context, req *connect.Request[metadatav1.AddLearnerRequest]) (*connect.Response[metadatav1.AddLearnerResponse], error) {
-	m, err := s.changeMembership(ctx, node.MembershipChange{Kind: node.AddLearner, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	change, err := s.withDirectory(ctx, node.MembershipChange{Kind: node.AddLearner, NodeID: req.Msg.GetNodeId(), URL: req.Msg.GetUrl()})
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.changeMembership(ctx, change)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,9 @@ type Server struct {
 	metrics        *Metrics
 	// https: the cluster serves TLS, so leader hints name https:// URLs.
 	https bool
+	// askIdentity asks a controller at a URL who it is (its identity
+	// endpoint): an added controller's directory is recorded with it.
+	askIdentity func(ctx context.Context, p node.Peer) (node.FoundingAnswer, error)
 }
 
 var (

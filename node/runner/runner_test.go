@@ -226,7 +226,7 @@ func TestStepSnapshotReturnsOnceInstalled(t *testing.T) {
 	leader, _, leaderStore := startSingle(t, t.TempDir())
 	waitActive(t, leader)
 	added, err := Call(ctx, leader, func(n *node.Node, done func(error)) {
-		n.ChangeMembership(node.MembershipChange{Kind: node.AddLearner, NodeID: 2, URL: "http://127.0.0.1:8082"}, done)
+		n.ChangeMembership(node.MembershipChange{Kind: node.AddLearner, NodeID: 2, URL: "http://127.0.0.1:8082", DirectoryID: 2}, done)
 	})
 	require.NoError(t, err)
 	require.NoError(t, added)
