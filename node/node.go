@@ -467,6 +467,17 @@ func (n *Node) Step(m *raftpb.Message) error {
 		n.answerRefusedAppend(m)
 		return fmt.Errorf("%w: %v from %d", ErrNotMember, m.GetType(), from)
 	}
+	if n.directoryReplaced() {
+		// This directory replaced a lost one the membership still names.
+		// Silent: acknowledging appends would make the leader count it as
+		// active (for the strict reconfiguration check, for a learner's
+		// promotion) though it may never vote again under this id.
+		n.refusedVotes++
+		if n.refusedVotes&(n.refusedVotes-1) == 0 {
+			n.logger.Warningf("controller %d refused a %v from %d: %s (%d refused so far)", n.cfg.ID, m.GetType(), m.GetFrom(), n.whyNoVote(), n.refusedVotes)
+		}
+		return fmt.Errorf("%w: %s", ErrMayNotVote, n.whyNoVote())
+	}
 	switch m.GetType() {
 	case raftpb.MsgVote, raftpb.MsgPreVote, raftpb.MsgTimeoutNow:
 		if !n.mayVote() {
@@ -707,6 +718,13 @@ func (n *Node) mayVote() bool {
 	return !recorded || named == n.directoryID || planted(BugForgetDirectories)
 }
 
+// directoryReplaced says whether the membership names another directory
+// for this controller: its data was lost and this directory replaced it.
+func (n *Node) directoryReplaced() bool {
+	named, recorded := n.directories[n.cfg.ID]
+	return n.hasConfiguration() && recorded && named != n.directoryID && !planted(BugForgetDirectories)
+}
+
 func (n *Node) whyNoVote() string {
 	if !n.hasConfiguration() {
 		return "it has no configuration yet (it waits to be added)"
@@ -794,7 +812,9 @@ func (n *Node) HandleReady() error {
 		}
 		n.serveReads()
 	}
-	if len(late) > 0 {
+	if len(late) > 0 && !n.directoryReplaced() {
+		// (A directory that replaced a lost one stays silent from the
+		// snapshot that tells it so: see Step.)
 		n.env.Transport.Send(late)
 	}
 	n.observeGainedLeadership()

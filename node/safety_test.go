@@ -408,3 +408,44 @@ func TestLateHeartbeatDoesNotLowerTheKnownVersion(t *testing.T) {
 	require.Nil(t, herr)
 	assert.False(t, resp.GetPushScheduled(), "a late heartbeat made the controller push again")
 }
+
+// A wiped voter (its old directory recorded, so it may not vote) must not
+// count as active for the strict reconfiguration check. It acknowledged
+// appends once a new leader sent it a snapshot, the check counted it, and
+// the leader could be removed, leaving {wiped, other}, which can never
+// elect (found by review). It is now silent: it refuses every message.
+func TestWipedVoterDoesNotCountAsActive(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(1)
+	c.wipe(2)
+	c.crash(1)
+	c.restart(1)
+	leader := c.waitLeader(200) // a new term: progress of 2 starts at 0, 2 gets a snapshot
+	c.tick(25)                  // past an election timeout: what the check calls recent
+	require.False(t, c.nodes[2].Status().MayVote)
+	err := changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: leader.ID()})
+	require.ErrorContains(t, err, "below a quorum", "the check counted wiped 2 as active")
+	assert.Equal(t, []uint64{1, 2, 3}, voters(leader))
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 2}), "removing the wiped voter is how to recover")
+	assert.Equal(t, []uint64{1, 3}, voters(leader))
+}
+
+// A learner whose disk is lost must not be promoted: once a new leader had
+// sent it a snapshot it caught up, was promoted, and became a voter that
+// may not vote: {1,2} could never elect again after 1 restarted (found by
+// review).
+func TestWipedLearnerIsNotPromoted(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	leader := c.elect(1)
+	c.addEmpty(2)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 2, URL: peerURL(2), DirectoryID: c.directory(2)}))
+	c.tick(3)
+	c.wipe(2)
+	c.crash(1)
+	c.restart(1)
+	leader = c.elect(1)
+	c.tick(5)
+	require.False(t, c.nodes[2].Status().MayVote)
+	require.Error(t, changeMembership(c, leader, MembershipChange{Kind: AddVoter, NodeID: 2}), "the wiped learner was promoted")
+	require.Equal(t, []uint64{1}, voters(leader))
+}

@@ -229,7 +229,7 @@ func TestAddAndRemoveVoter(t *testing.T) {
 	// A learner is added, then promoted.
 	c.addEmpty(5)
 	err = errPending
-	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 5, URL: peerURL(5), DirectoryID: 5}, func(e error) { err = e })
+	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 5, URL: peerURL(5), DirectoryID: c.directory(5)}, func(e error) { err = e })
 	c.tick(20)
 	require.NoError(t, err)
 	assert.Contains(t, leader.confState.GetLearners(), uint64(5))
