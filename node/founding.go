@@ -260,3 +260,40 @@ func describeVoters(list []Peer) string {
 	}
 	return "{" + strings.Join(parts, " ") + "}"
 }
+
+// ConfirmFounding checks a Found decision against a second round of
+// answers, asked after every answer of the first was in: each other
+// founding voter must still be formatted with the directory the decision
+// records for it, or have founded with exactly the decided voters. The
+// answers of one round arrive at different times: a peer may found, lose
+// its directory and answer from a new one while another's answer is on
+// its way, and a decision built from such a round would record a wiped
+// directory as a founding voter (found by review). A decision that is not
+// confirmed is made again from fresh answers.
+func ConfirmFounding(self storage.Identity, d FoundingDecision, answers map[uint64]FoundingAnswer) bool {
+	if d.Outcome != Found {
+		return false
+	}
+	for _, a := range answers { // determinism: any one settles it, whichever is seen first
+		if a.State == PeerFounded && a.FoundingVoters != nil && sameVoters(a.FoundingVoters, d.Voters) {
+			// The cluster was founded with these voters: a fact, whatever
+			// the others say now (one may be wiped and waiting).
+			return true
+		}
+	}
+	for _, v := range d.Voters {
+		if v.ID == self.ControllerID {
+			continue
+		}
+		a, ok := answers[v.ID]
+		switch {
+		case !ok:
+			return false
+		case a.State == PeerFormatted && a.DirectoryID == v.DirectoryID:
+		case a.State == PeerFounded && a.FoundingVoters != nil && sameVoters(a.FoundingVoters, d.Voters):
+		default:
+			return false
+		}
+	}
+	return true
+}

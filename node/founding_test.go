@@ -237,3 +237,45 @@ func TestFoundingRefusesAMisconfiguredPeer(t *testing.T) {
 		})
 	}
 }
+
+// A Found decision stands only if a second round of answers, asked after
+// the first was complete, agrees with it. 3 asked 1 and 2 at once: 1
+// answered at once, 3's request to 2 was slow; meanwhile 1 and 2 founded
+// with {d1,d2,d3} and 2 lost its directory; the new 2 answered
+// 'formatted d2Wiped'. Without the confirmation 3 founded with the wiped
+// directory recorded, and the wiped 2 could then found from 3's answer and
+// elect with 3 without the writes 1 and 2 committed (found by review).
+func TestFoundingIsConfirmedByASecondRound(t *testing.T) {
+	decided, err := DecideFounding(identityOf(3, d3), foundingPeers, map[uint64]FoundingAnswer{
+		1: formatted(1, d1), 2: formatted(2, d2Wiped)})
+	require.NoError(t, err)
+	require.Equal(t, Found, decided.Outcome, "the first round alone is fooled")
+	founded := []Peer{{ID: 1, DirectoryID: d1}, {ID: 2, DirectoryID: d2}, {ID: 3, DirectoryID: d3}}
+	second := map[uint64]FoundingAnswer{1: foundedAnswer(1, d1, founded, founded), 2: formatted(2, d2Wiped)}
+	assert.False(t, ConfirmFounding(identityOf(3, d3), decided, second), "1 founded with another directory for 2")
+
+	again, err := DecideFounding(identityOf(3, d3), foundingPeers, second)
+	require.NoError(t, err)
+	require.Equal(t, Found, again.Outcome)
+	assert.True(t, sameVoters(founded, again.Voters), "3 founds late with the voters 1 founded with: %s", describeVoters(again.Voters))
+
+	// Peers that are still formatted with the same directories confirm.
+	clean, err := DecideFounding(identityOf(3, d3), foundingPeers, map[uint64]FoundingAnswer{1: formatted(1, d1), 2: formatted(2, d2)})
+	require.NoError(t, err)
+	assert.True(t, ConfirmFounding(identityOf(3, d3), clean, map[uint64]FoundingAnswer{1: formatted(1, d1), 2: formatted(2, d2)}))
+	assert.True(t, ConfirmFounding(identityOf(3, d3), clean, map[uint64]FoundingAnswer{1: foundedAnswer(1, d1, founded, founded), 2: formatted(2, d2)}))
+	assert.False(t, ConfirmFounding(identityOf(3, d3), clean, map[uint64]FoundingAnswer{1: formatted(1, d1)}), "a peer that did not answer")
+}
+
+// A late founder is confirmed by a peer that founded with the decided
+// voters, whatever another founding peer says now (wiped, it waits).
+func TestLateFoundingIsConfirmedByAFoundedPeer(t *testing.T) {
+	founded := []Peer{{ID: 1, DirectoryID: d1}, {ID: 2, DirectoryID: d2}, {ID: 3, DirectoryID: d3}}
+	answers := map[uint64]FoundingAnswer{1: foundedAnswer(1, d1, founded, founded)}
+	d, err := DecideFounding(identityOf(3, d3), foundingPeers, answers)
+	require.NoError(t, err)
+	require.Equal(t, Found, d.Outcome)
+	waiting := formatted(2, d2Wiped)
+	waiting.State = PeerWaiting
+	assert.True(t, ConfirmFounding(identityOf(3, d3), d, map[uint64]FoundingAnswer{1: foundedAnswer(1, d1, founded, founded), 2: waiting}))
+}

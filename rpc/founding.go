@@ -314,29 +314,18 @@ func (a foundingAsker) awaitFounding(ctx context.Context, peers []node.Peer, log
 	var lastLogged time.Time
 	backoff := foundingBackoffMin
 	for {
-		answers := map[uint64]node.FoundingAnswer{}
-		failures := map[uint64]string{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, p := range peers {
-			if p.ID == a.self.ControllerID {
-				continue
-			}
-			wg.Go(func() {
-				answer, err := a.ask(ctx, p)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					failures[p.ID] = err.Error()
-					return
-				}
-				answers[p.ID] = answer
-			})
-		}
-		wg.Wait()
+		answers, failures := a.askAll(ctx, peers)
 		d, err := node.DecideFounding(a.self, peers, answers)
-		if err != nil || d.Outcome != node.KeepWaiting {
+		if err != nil || d.Outcome == node.WaitToBeAdded {
 			return d, err
+		}
+		if d.Outcome == node.Found {
+			// Confirmed by a round asked after this one was complete, or
+			// decided again: see node.ConfirmFounding.
+			if second, _ := a.askAll(ctx, peers); node.ConfirmFounding(a.self, d, second) {
+				return d, nil
+			}
+			d = node.FoundingDecision{Outcome: node.KeepWaiting, Reason: "a second round of answers did not confirm the founding voters"}
 		}
 		if time.Since(lastLogged) >= foundingLogInterval {
 			// The first time at info (peers started together answer
@@ -360,4 +349,30 @@ func (a foundingAsker) awaitFounding(ctx context.Context, peers []node.Peer, log
 		}
 		backoff = min(2*backoff, foundingBackoffMax)
 	}
+}
+
+// askAll asks every other founding peer at once and waits for every
+// answer or failure.
+func (a foundingAsker) askAll(ctx context.Context, peers []node.Peer) (map[uint64]node.FoundingAnswer, map[uint64]string) {
+	answers := map[uint64]node.FoundingAnswer{}
+	failures := map[uint64]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		if p.ID == a.self.ControllerID {
+			continue
+		}
+		wg.Go(func() {
+			answer, err := a.ask(ctx, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures[p.ID] = err.Error()
+				return
+			}
+			answers[p.ID] = answer
+		})
+	}
+	wg.Wait()
+	return answers, failures
 }
