@@ -336,10 +336,27 @@ func voters(n *Node) []uint64 {
 // newly formatted directory.
 func (c *cluster) wipe(id uint64) {
 	c.crash(id)
-	c.disks[id] = storage.NewDisk()
-	store, err := storage.OpenMem(c.disks[id])
-	require.NoError(c.t, err)
-	_, err = Format(store, clusterID, id, c.rng)
-	require.NoError(c.t, err)
-	c.start(id, store)
+	c.addEmpty(id)
+}
+
+// addLearner starts an empty node and adds it as a learner, with its
+// directory, through leader.
+func (c *cluster) addLearner(leader *Node, id uint64) {
+	c.addEmpty(id)
+	require.NoError(c.t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: id, URL: peerURL(id), DirectoryID: c.directory(id)}))
+}
+
+// changeMembership runs a membership change on leader until it completes.
+func changeMembership(c *cluster, leader *Node, change MembershipChange) error {
+	var result error
+	done := false
+	leader.ChangeMembership(change, func(err error) { result, done = err, true })
+	for i := 0; i < 100 && !done; i++ {
+		c.process()
+		if !done {
+			c.tick(1)
+		}
+	}
+	require.True(c.t, done, "the membership change never completed")
+	return result
 }

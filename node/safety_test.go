@@ -118,20 +118,6 @@ func TestMessageFromAStrangerIsRefused(t *testing.T) {
 	assert.Equal(t, uint64(1), follower.Leader(), "the removed controller's message changed nothing")
 }
 
-func changeMembership(c *cluster, leader *Node, change MembershipChange) error {
-	var result error
-	done := false
-	leader.ChangeMembership(change, func(err error) { result, done = err, true })
-	for i := 0; i < 100 && !done; i++ {
-		c.process()
-		if !done {
-			c.tick(1)
-		}
-	}
-	require.True(c.t, done, "the membership change never completed")
-	return result
-}
-
 // Removing the leader itself must not wedge the cluster. Before, the
 // removed leader went on sending heartbeats (Raft lets a leader outside
 // the configuration lead) while refusing every write as removed, and the
@@ -234,8 +220,7 @@ func TestLoneControllerGrows(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	leader := c.elect(1)
 	for _, id := range []uint64{2, 3} {
-		c.addEmpty(id)
-		require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: id, URL: peerURL(id), DirectoryID: c.directory(id)}))
+		c.addLearner(leader, id)
 		c.tick(5)
 		require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: id}), "promoting %d", id)
 	}
@@ -251,8 +236,7 @@ func TestLoneControllerGrows(t *testing.T) {
 func TestPromoteRefusesALaggingLearner(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	c.addEmpty(4)
-	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}))
+	c.addLearner(leader, 4)
 	c.isolate(4)
 	for i := int32(1); i <= 5; i++ {
 		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(i, "c", uint64(i)), done) })
@@ -274,8 +258,7 @@ func TestLaggingMemberCatchesUpWithANewLeader(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.isolate(3)
-	c.addEmpty(4)
-	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}))
+	c.addLearner(leader, 4)
 	c.tick(5)
 	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: 4}))
 	c.tick(3)
@@ -437,8 +420,7 @@ func TestWipedVoterDoesNotCountAsActive(t *testing.T) {
 func TestWipedLearnerIsNotPromoted(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	leader := c.elect(1)
-	c.addEmpty(2)
-	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: AddLearner, NodeID: 2, URL: peerURL(2), DirectoryID: c.directory(2)}))
+	c.addLearner(leader, 2)
 	c.tick(3)
 	c.wipe(2)
 	c.crash(1)
