@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Regenerates rpc/gen from rpc/proto. Reproducible: protoc comes from Debian's
 # protobuf-compiler (3.21.12), the Go plugins are the `tool` entries pinned in
-# go.mod, and google/api/{annotations,http}.proto come from the npm package
-# google-proto-files at a pinned version, unpacked into a temporary folder
-# (third-party files are never committed).
+# go.mod, and google/api/{annotations,http}.proto come from the Go module
+# grpc-gateway at a pinned version, fetched through the Go module proxy and
+# checked against its pinned hash (third-party files are never committed, and
+# no npm is needed: the project's machines cannot reach it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 protoc_version_wanted="libprotoc 3.21.12"
-google_proto_files_version="6.0.1"
+googleapis_module="github.com/grpc-ecosystem/grpc-gateway"
+googleapis_version="v1.16.0"
+googleapis_sum="h1:gmcG1KaJ57LophUzW0Hy8NmPhnMZb4M0+kPpLofRdBo="
 
 if ! command -v protoc >/dev/null; then
   echo "protoc not found: install Debian's protobuf-compiler (apt-get install -y protobuf-compiler)" >&2
@@ -24,10 +27,15 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-(cd "$work" && npm pack --silent "google-proto-files@${google_proto_files_version}" >/dev/null &&
-  tar xzf "google-proto-files-${google_proto_files_version}.tgz")
+download=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "${googleapis_module}@${googleapis_version}")
+sum=$(printf '%s' "$download" | sed -n 's/^[[:space:]]*"Sum": "\(.*\)",*$/\1/p')
+dir=$(printf '%s' "$download" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+if [ "$sum" != "$googleapis_sum" ]; then
+  echo "${googleapis_module}@${googleapis_version} has sum '$sum', want '$googleapis_sum'" >&2
+  exit 1
+fi
 mkdir -p "$work/include/google/api"
-cp "$work/package/google/api/annotations.proto" "$work/package/google/api/http.proto" "$work/include/google/api/"
+cp "$dir/third_party/googleapis/google/api/annotations.proto" "$dir/third_party/googleapis/google/api/http.proto" "$work/include/google/api/"
 
 go build -o "$work/bin/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
 go build -o "$work/bin/protoc-gen-connect-go" connectrpc.com/connect/cmd/protoc-gen-connect-go
