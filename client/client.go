@@ -13,7 +13,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -49,7 +48,7 @@ type Config struct {
 // Client calls the metadata service. It is safe for concurrent use.
 type Client struct {
 	cfg      Config
-	sequence atomic.Uint64
+	sessions sessionPool
 	mu       sync.Mutex
 	// target is the endpoint believed to lead.
 	target   string
@@ -135,11 +134,6 @@ func EndpointsFromServices(path string) ([]string, error) {
 
 // Endpoints are the configured endpoints.
 func (c *Client) Endpoints() []string { return c.cfg.Endpoints }
-
-// RequestID returns a fresh request id of this client.
-func (c *Client) RequestID() *metadatav1.RequestId {
-	return &metadatav1.RequestId{ClientId: c.cfg.ClientID, Sequence: c.sequence.Add(1)}
-}
 
 func (c *Client) metadataClient(endpoint string) metadatav1connect.MetadataServiceClient {
 	c.mu.Lock()
@@ -277,23 +271,14 @@ func quorum[Req, Resp any](ctx context.Context, c *Client, req *Req, method func
 	})
 }
 
-// ensureID gives a write a request id if it has none.
-func (c *Client) ensureID(id **metadatav1.RequestId) {
-	if *id == nil {
-		*id = c.RequestID()
-	}
-}
-
 // RegisterBroker registers a broker.
 func (c *Client) RegisterBroker(ctx context.Context, req *metadatav1.RegisterBrokerRequest) (*metadatav1.RegisterBrokerResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.RegisterBroker)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.RegisterBroker)
 }
 
 // UnregisterBroker removes a broker.
 func (c *Client) UnregisterBroker(ctx context.Context, req *metadatav1.UnregisterBrokerRequest) (*metadatav1.UnregisterBrokerResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.UnregisterBroker)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.UnregisterBroker)
 }
 
 // ListBrokers lists brokers.
@@ -313,14 +298,12 @@ func (c *Client) StorageHeartbeat(ctx context.Context, req *metadatav1.StorageHe
 
 // CreateTopic creates a topic.
 func (c *Client) CreateTopic(ctx context.Context, req *metadatav1.CreateTopicRequest) (*metadatav1.CreateTopicResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.CreateTopic)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.CreateTopic)
 }
 
 // DeleteTopic deletes a topic.
 func (c *Client) DeleteTopic(ctx context.Context, req *metadatav1.DeleteTopicRequest) (*metadatav1.DeleteTopicResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DeleteTopic)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.DeleteTopic)
 }
 
 // ListTopics lists topics.
@@ -335,20 +318,17 @@ func (c *Client) DescribeTopic(ctx context.Context, req *metadatav1.DescribeTopi
 
 // CreatePartitions grows a topic.
 func (c *Client) CreatePartitions(ctx context.Context, req *metadatav1.CreatePartitionsRequest) (*metadatav1.CreatePartitionsResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.CreatePartitions)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.CreatePartitions)
 }
 
 // AlterPartition changes a partition's ISR as its leader.
 func (c *Client) AlterPartition(ctx context.Context, req *metadatav1.AlterPartitionRequest) (*metadatav1.AlterPartitionResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.AlterPartition)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.AlterPartition)
 }
 
 // ElectLeaders runs a preferred leader election.
 func (c *Client) ElectLeaders(ctx context.Context, req *metadatav1.ElectLeadersRequest) (*metadatav1.ElectLeadersResponse, error) {
-	c.ensureID(&req.RequestId)
-	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ElectLeaders)
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.ElectLeaders)
 }
 
 // GetClusterMetadata returns the whole metadata and its version.

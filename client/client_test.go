@@ -40,7 +40,9 @@ func TestClientFollowsTheLeaderAndRetriesOnce(t *testing.T) {
 
 	_, err = c.RegisterBroker(ctx, &metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092})
 	require.NoError(t, err)
-	id := c.RequestID()
+	session, err := c.OpenSession(ctx)
+	require.NoError(t, err)
+	id := &metadatav1.RequestId{SessionId: session.GetSessionId(), Sequence: 1}
 	first, err := c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "orders", Partitions: 2, RequestId: id})
 	require.NoError(t, err)
 	// The same request id again: the first result, not "already exists".

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dmq-project/metadata/statemachine"
 	"go.etcd.io/raft/v3"
 )
 
@@ -44,6 +45,10 @@ type Config struct {
 	// SessionTimeout fences a broker silent for longer
 	// (services.heartbeat-timeout-ms).
 	SessionTimeout time.Duration
+	// ClientSessionTimeout is the timeout this controller writes into the
+	// client sessions it opens while it leads: a session with no request
+	// applied for that long expires (metadata.client-session-timeout-ms).
+	ClientSessionTimeout time.Duration
 	// DefaultReplicationFactor and DefaultMinISR fill requests that leave
 	// them out (replication.default-replication-factor, replication.min-ISR).
 	DefaultReplicationFactor int32
@@ -71,6 +76,7 @@ const (
 	DefaultMaxLogEntries        = 1000
 	DefaultSnapshotLogRatio     = 1
 	DefaultSessionTimeout       = 30 * time.Second
+	DefaultClientSessionTimeout = 2 * time.Minute
 	DefaultRequestTimeoutTicks  = 50
 	DefaultRebalanceInterval    = 5 * time.Minute
 	DefaultRebalanceElectionMax = 100
@@ -106,6 +112,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.ClientSessionTimeout == 0 {
+		c.ClientSessionTimeout = DefaultClientSessionTimeout
+	}
+	if ms := c.ClientSessionTimeout.Milliseconds(); ms < statemachine.SessionTimeoutMin || ms > statemachine.SessionTimeoutMax {
+		return c, fmt.Errorf("node: client session timeout %v is outside [%v, %v]", c.ClientSessionTimeout,
+			time.Duration(statemachine.SessionTimeoutMin)*time.Millisecond, time.Duration(statemachine.SessionTimeoutMax)*time.Millisecond)
 	}
 	if c.DefaultReplicationFactor == 0 {
 		c.DefaultReplicationFactor = 1

@@ -306,14 +306,20 @@ func (c *cluster) requireConverged() {
 	}
 }
 
-func registerReq(id int32, client string, seq uint64) *metadatav1.RegisterBrokerRequest {
-	return &metadatav1.RegisterBrokerRequest{Id: id, Host: fmt.Sprintf("broker-%d.local", id), Port: 9092, Rack: "r1",
-		IncarnationId: "inc-1", RequestId: &metadatav1.RequestId{ClientId: client, Sequence: seq}}
+func registerReq(id int32) *metadatav1.RegisterBrokerRequest {
+	return &metadatav1.RegisterBrokerRequest{Id: id, Host: fmt.Sprintf("broker-%d.local", id), Port: 9092, Rack: "r1", IncarnationId: "inc-1"}
 }
 
-func createTopicReq(name string, partitions, rf int32, client string, seq uint64) *metadatav1.CreateTopicRequest {
-	return &metadatav1.CreateTopicRequest{Name: name, Partitions: partitions, ReplicationFactor: rf,
-		RequestId: &metadatav1.RequestId{ClientId: client, Sequence: seq}}
+func createTopicReq(name string, partitions, rf int32) *metadatav1.CreateTopicRequest {
+	return &metadatav1.CreateTopicRequest{Name: name, Partitions: partitions, ReplicationFactor: rf}
+}
+
+// openSession opens a client session on the leader and returns its id.
+func (c *cluster) openSession(leader *Node) uint64 {
+	c.t.Helper()
+	out := c.do(func(done func(Outcome)) { leader.OpenSession(&metadatav1.OpenSessionRequest{ClientId: "test"}, done) })
+	require.Nil(c.t, out.Err)
+	return uint64(out.Version)
 }
 
 func (c *cluster) pushesTo(broker int32) []pushCall {

@@ -1007,6 +1007,10 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 		done(Outcome{Result: statemachine.Result{Err: n.errNotController()}, LeaderID: n.leader})
 		return
 	}
+	if err := statemachine.ValidateRequestID(record.GetRequestId()); err != nil {
+		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader})
+		return
+	}
 	if first, ok := n.sm.LookupRequest(record.GetRequestId()); ok {
 		// Already applied: answering from the table is answering with a
 		// committed fact, and saves a round of consensus.
@@ -1016,6 +1020,7 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 	n.nextSeq++
 	seq := n.nextSeq
 	record.ProposerId, record.ProposalSeq = n.cfg.ID, seq
+	record.LeaderTimeMs = n.env.Clock.Now().UnixMilli()
 	data, err := proto.Marshal(record)
 	if err != nil {
 		panic(fmt.Sprintf("node: encoding a record: %v", err))

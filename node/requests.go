@@ -1,6 +1,8 @@
 package node
 
 import (
+	"time"
+
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 )
@@ -18,6 +20,16 @@ func fail(done func(Outcome), leader uint64, err *statemachine.Error) {
 func invalid(message string) *statemachine.Error {
 	return &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST, Message: message}
 }
+
+// OpenSession opens a client session through the log; the outcome's
+// version is the session id.
+func (n *Node) OpenSession(req *metadatav1.OpenSessionRequest, done func(Outcome)) {
+	n.propose(&metadatav1.Record{Body: &metadatav1.Record_OpenSession{OpenSession: &metadatav1.OpenSessionRecord{
+		ClientId: req.GetClientId(), TimeoutMs: n.cfg.ClientSessionTimeout.Milliseconds()}}}, done)
+}
+
+// ClientSessionTimeout is the timeout of the sessions this controller opens.
+func (n *Node) ClientSessionTimeout() time.Duration { return n.cfg.ClientSessionTimeout }
 
 // RegisterBroker registers a storage service as a broker.
 func (n *Node) RegisterBroker(req *metadatav1.RegisterBrokerRequest, done func(Outcome)) {

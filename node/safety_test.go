@@ -36,9 +36,9 @@ func TestReadIndexAnswerFromAnEarlierLifeIsIgnored(t *testing.T) {
 	c.onSend = nil
 
 	c.crash(2)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7), done) })
 	require.Nil(t, out.Err)
-	out = c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("orders", 1, 1, "c", 2), done) })
+	out = c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("orders", 1, 1), done) })
 	require.Nil(t, out.Err)
 	c.restart(2)
 	// The restarted follower learns who leads from a heartbeat, but not
@@ -131,7 +131,7 @@ func TestRemovingTheLeaderHandsLeadershipOver(t *testing.T) {
 	assert.False(t, leader.IsLeader(), "the removed controller still leads once its removal is applied")
 	next := c.waitNewLeader(1, 60)
 	assert.Equal(t, []uint64{2, 3}, voters(next))
-	out := c.do(func(done func(Outcome)) { next.RegisterBroker(registerReq(7, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { next.RegisterBroker(registerReq(7), done) })
 	assert.Nil(t, out.Err, "the remaining voters accept writes")
 }
 
@@ -149,7 +149,7 @@ func TestMembershipChangeRightAfterAnElection(t *testing.T) {
 		return (m.GetFrom() == 1 && m.GetTo() == 3 && m.GetType() == raftpb.MsgApp) ||
 			(m.GetFrom() == 2 && m.GetTo() == 1 && m.GetType() == raftpb.MsgAppResp)
 	}
-	leader.RegisterBroker(registerReq(7, "c", 1), func(Outcome) {})
+	leader.RegisterBroker(registerReq(7), func(Outcome) {})
 	c.process()
 	c.isolate(1)
 	// Node 2 wins, but its appends (with the uncommitted write) are not
@@ -225,7 +225,7 @@ func TestLoneControllerGrows(t *testing.T) {
 		require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: id}), "promoting %d", id)
 	}
 	assert.Equal(t, []uint64{1, 2, 3}, voters(leader))
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7), done) })
 	require.Nil(t, out.Err)
 	c.requireConverged()
 }
@@ -239,7 +239,7 @@ func TestPromoteRefusesALaggingLearner(t *testing.T) {
 	c.addLearner(leader, 4)
 	c.isolate(4)
 	for i := int32(1); i <= 5; i++ {
-		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(i, "c", uint64(i)), done) })
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(i), done) })
 		require.Nil(t, out.Err)
 	}
 	err := changeMembership(c, leader, MembershipChange{Kind: PromoteLearner, NodeID: 4})
@@ -290,7 +290,7 @@ func TestLostDiskDoesNotVote(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.isolate(3)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7), done) })
 	require.Nil(t, out.Err, "X is acknowledged")
 
 	c.crash(2)
@@ -328,7 +328,7 @@ func TestEntryOfAnEarlierLifeDoesNotCompleteANewProposal(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.drop = func(m *raftpb.Message) bool { return m.GetFrom() == 1 && m.GetType() == raftpb.MsgApp }
-	leader.RegisterBroker(registerReq(7, "a", 1), func(Outcome) {})
+	leader.RegisterBroker(registerReq(7), func(Outcome) {})
 	c.process()
 	c.crash(1)
 	c.restart(1)
@@ -343,8 +343,8 @@ func TestEntryOfAnEarlierLifeDoesNotCompleteANewProposal(t *testing.T) {
 	leader = c.nodes[1]
 	require.False(t, leader.IsActive(), "A has not committed yet")
 	var outB *Outcome
-	leader.CreateTopic(createTopicReq("c-topic", 1, 1, "c", 1), func(Outcome) {})
-	leader.RegisterBroker(registerReq(8, "b", 1), func(o Outcome) { outB = &o })
+	leader.CreateTopic(createTopicReq("c-topic", 1, 1), func(Outcome) {})
+	leader.RegisterBroker(registerReq(8), func(o Outcome) { outB = &o })
 	c.drop = nil
 	c.process()
 	c.tick(3)
@@ -376,7 +376,7 @@ func TestRemovedControllerRestartedFromASnapshotKnows(t *testing.T) {
 func TestLateHeartbeatDoesNotLowerTheKnownVersion(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) })
 	require.Nil(t, out.Err)
 	c.process()
 	version := leader.StateMachine().Version()

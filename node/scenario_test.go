@@ -30,11 +30,11 @@ func TestFirstElection(t *testing.T) {
 func TestReplicationAndCommit(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) })
 	require.Nil(t, out.Err)
 	appliedAtAck := false
 	out = c.do(func(done func(Outcome)) {
-		leader.CreateTopic(createTopicReq("orders", 3, 1, "c", 2), func(o Outcome) {
+		leader.CreateTopic(createTopicReq("orders", 3, 1), func(o Outcome) {
 			appliedAtAck = leader.StateMachine().Topic("orders") != nil
 			done(o)
 		})
@@ -54,13 +54,13 @@ func TestReplicationAndCommit(t *testing.T) {
 func TestLeaderCrashAndReelection(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) })
 	require.Nil(t, out.Err)
 	c.crash(1)
 	next := c.waitLeader(200)
 	assert.NotEqual(t, uint64(1), next.ID())
 	assert.NotNil(t, next.StateMachine().Broker(1), "an acknowledged write survives the leader's crash")
-	out = c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1, "c", 2), done) })
+	out = c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1), done) })
 	require.Nil(t, out.Err)
 
 	c.restart(1)
@@ -100,7 +100,7 @@ func TestOnlyTheLeadersAppendsLeaveBeforeItsWrite(t *testing.T) {
 	}
 	leader := c.elect(1)
 	for seq := uint64(1); seq <= 5; seq++ {
-		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(int32(seq), "c", seq), done) })
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(int32(seq)), done) })
 		require.Nil(t, out.Err)
 	}
 	assert.Positive(t, votes)
@@ -115,11 +115,11 @@ func TestOnlyTheLeadersAppendsLeaveBeforeItsWrite(t *testing.T) {
 func TestLeaderFsyncFailsAfterItsAppendsLeft(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) })
 	require.Nil(t, out.Err)
 
 	acknowledged := false
-	leader.CreateTopic(createTopicReq("unsynced", 1, 1, "c", 2), func(o Outcome) { acknowledged = true })
+	leader.CreateTopic(createTopicReq("unsynced", 1, 1), func(o Outcome) { acknowledged = true })
 	c.disks[1].FailSyncs = 1
 	require.Error(t, leader.HandleReady(), "the leader's fsync fails")
 	require.NotEmpty(t, c.queue, "the append left before the fsync")
@@ -143,7 +143,7 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 	c.isolate(3)
 	for i := 0; i < 40; i++ {
 		out := c.do(func(done func(Outcome)) {
-			leader.RegisterBroker(registerReq(int32(i+1), "c", uint64(i+1)), done)
+			leader.RegisterBroker(registerReq(int32(i+1)), done)
 		})
 		require.Nil(t, out.Err)
 	}
@@ -170,11 +170,11 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 func TestSnapshotsScaleWithTheState(t *testing.T) {
 	c := newCluster(t, 1, func(cfg *Config) { cfg.MaxLogEntries = 10; cfg.LogTailEntries = 2 })
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) })
 	require.Nil(t, out.Err)
 	for i := 0; i < 5; i++ {
 		out := c.do(func(done func(Outcome)) {
-			leader.CreateTopic(createTopicReq(fmt.Sprintf("big-%d", i), 1000, 1, "c", uint64(100+i)), done)
+			leader.CreateTopic(createTopicReq(fmt.Sprintf("big-%d", i), 1000, 1), done)
 		})
 		require.Nil(t, out.Err)
 	}
@@ -186,7 +186,7 @@ func TestSnapshotsScaleWithTheState(t *testing.T) {
 	// Small writes: each a registration of a hundred-odd bytes.
 	entries := 0
 	for id := int32(2); leader.snapshotIndex == start; id++ {
-		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(1000+id)), done) })
+		out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) })
 		require.Nil(t, out.Err)
 		entries++
 		require.Less(t, entries, 2_000, "no snapshot at all")
@@ -263,7 +263,7 @@ func TestLeaderTransfer(t *testing.T) {
 func TestReadIndexOnLeaderAndFollower(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7), done) })
 	require.Nil(t, out.Err)
 	for _, id := range []uint64{1, 2} {
 		var seen *metadatav1.Broker
@@ -322,7 +322,7 @@ func TestReadsShareAHeartbeatRound(t *testing.T) {
 func TestProposalOnFollower(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.elect(2)
-	out := c.do(func(done func(Outcome)) { c.nodes[1].RegisterBroker(registerReq(1, "c", 1), done) })
+	out := c.do(func(done func(Outcome)) { c.nodes[1].RegisterBroker(registerReq(1), done) })
 	require.NotNil(t, out.Err)
 	assert.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, out.Err.Code)
 	assert.Equal(t, uint64(2), out.LeaderID)
@@ -335,11 +335,12 @@ func TestProposalOnFollower(t *testing.T) {
 func TestRetryAfterLeaderChangeAppliesOnce(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
 
 	// The proposal reaches the followers' logs, but the leader is cut off
 	// before it learns the commit: the client sees an unknown outcome.
-	req := createTopicReq("once", 1, 1, "client-a", 9)
+	req := createTopicReq("once", 1, 1)
+	req.RequestId = &metadatav1.RequestId{SessionId: c.openSession(leader), Sequence: 1}
 	var first *Outcome
 	leader.CreateTopic(req, func(o Outcome) { first = &o })
 	for _, id := range c.ids() {
@@ -383,9 +384,9 @@ func TestSessionTimeline(t *testing.T) {
 	c := newCluster(t, 3, nil) // session timeout 3 s = 30 ticks
 	leader := c.elect(1)
 	for id := int32(1); id <= 3; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
 	}
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 6, 2, "c", 10), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 6, 2), done) }).Err)
 	led := func(broker int32) int {
 		count := 0
 		for _, p := range leader.StateMachine().Topic("t").Partitions {
@@ -454,7 +455,7 @@ func TestTicksFinerThanHeartbeats(t *testing.T) {
 	c.tickDuration = 10 * time.Millisecond
 	leader := c.elect(1)
 	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
 	}
 	silentSince := c.now
 	for leader.StateMachine().Broker(2).IsAlive {
@@ -470,14 +471,14 @@ func TestTicksFinerThanHeartbeats(t *testing.T) {
 	c.crash(1)
 	next := c.waitLeader(1000)
 	require.NotEqual(t, uint64(1), next.cfg.ID)
-	require.Nil(t, c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1, "c", 9), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { next.CreateTopic(createTopicReq("after", 1, 1), done) }).Err)
 }
 
 func TestFailoverGrace(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
 	}
 	// 2.5 s of heartbeats from broker 1 only.
 	for i := 0; i < 25; i++ {
@@ -506,7 +507,7 @@ func TestPushDeltaVersusFull(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.pushes = nil
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
 
 	// A service that never reported a version gets the full state.
 	pushes := c.pushesTo(1)
@@ -525,7 +526,7 @@ func TestPushDeltaVersusFull(t *testing.T) {
 
 	// A change is pushed as a delta from the acknowledged version.
 	c.pushes = nil
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 2, 1, "c", 2), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 2, 1), done) }).Err)
 	pushes = c.pushesTo(1)
 	require.Len(t, pushes, 1)
 	delta := pushes[0].request.GetDelta()
@@ -537,8 +538,8 @@ func TestPushDeltaVersusFull(t *testing.T) {
 	// A newer change waits for the push in flight, then goes coalesced.
 	version := pushes[0].request.GetMetadataVersion()
 	c.pushes = nil
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("u", 1, 1, "c", 3), done) }).Err)
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("v", 1, 1, "c", 4), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("u", 1, 1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("v", 1, 1), done) }).Err)
 	assert.Empty(t, c.pushesTo(1), "a push is in flight: the next waits")
 	assert.Positive(t, leader.Status().PushLagMax, "the service lags until the push lands")
 	leader.OnPushResult(1, version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: version}, nil)
@@ -569,7 +570,7 @@ func TestPushDeltaVersusFull(t *testing.T) {
 func TestStalePushEpoch(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1, "c", 1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
 	heartbeat(t, leader, "1", 0)
 	old := c.pushesTo(1)
 	require.NotEmpty(t, old)
@@ -595,9 +596,9 @@ func TestPreferredLeaderRebalancing(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) { cfg.RebalanceInterval = 2 * time.Second; cfg.RebalanceElectionsMax = 1 })
 	leader := c.elect(1)
 	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id, "c", uint64(id)), done) }).Err)
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
 	}
-	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 4, 2, "c", 9), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 4, 2), done) }).Err)
 	beat := func(k int) {
 		for i := 0; i < k; i++ {
 			heartbeat(t, leader, "1", leader.StateMachine().Version())

@@ -127,7 +127,7 @@ func TestWipedControllerDoesNotFoundAgain(t *testing.T) {
 	_, err := metadataClient(a.URL()).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
 	require.NoError(t, err)
 	require.NoError(t, createWithRetry(ctx, running, &metadatav1.CreateTopicRequest{Name: "acknowledged", Partitions: 1, ReplicationFactor: 1,
-		RequestId: &metadatav1.RequestId{ClientId: "wipe-test", Sequence: 1}}))
+		RequestId: &metadatav1.RequestId{ClientId: "wipe-test", SessionId: openSessionWithRetry(ctx, t, running), Sequence: 1}}))
 
 	b.Stop(t)
 	require.NoError(t, os.RemoveAll(b.Dir))

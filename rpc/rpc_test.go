@@ -172,11 +172,33 @@ func TestConnectAndGRPC(t *testing.T) {
 // createWithRetry is the client retry path: the same request id, following
 // "not the leader" hints, across controllers, until the deadline.
 func createWithRetry(ctx context.Context, cluster rpctest.Cluster, req *metadatav1.CreateTopicRequest) error {
+	return withRetry(ctx, cluster, func(ctx context.Context, url string) error {
+		_, err := metadataClient(url).CreateTopic(ctx, connect.NewRequest(req))
+		return err
+	})
+}
+
+// openSessionWithRetry opens a client session for idempotent writes.
+func openSessionWithRetry(ctx context.Context, t *testing.T, cluster rpctest.Cluster) uint64 {
+	var id uint64
+	require.NoError(t, withRetry(ctx, cluster, func(ctx context.Context, url string) error {
+		resp, err := metadataClient(url).OpenSession(ctx, connect.NewRequest(&metadatav1.OpenSessionRequest{ClientId: t.Name()}))
+		if err == nil {
+			id = resp.Msg.GetSessionId()
+		}
+		return err
+	}))
+	return id
+}
+
+// withRetry calls until an answer that is not "unavailable", following
+// leader hints.
+func withRetry(ctx context.Context, cluster rpctest.Cluster, call func(ctx context.Context, url string) error) error {
 	target := cluster[0].URL()
 	var last error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := metadataClient(target).CreateTopic(callCtx, connect.NewRequest(req))
+		err := call(callCtx, target)
 		cancel()
 		if err == nil {
 			return nil
@@ -218,10 +240,11 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 	}
 
 	var acknowledged []string
+	session := openSessionWithRetry(ctx, t, cluster)
 	create := func(i int) {
 		name := fmt.Sprintf("topic-%02d", i)
 		err := createWithRetry(ctx, cluster, &metadatav1.CreateTopicRequest{Name: name, Partitions: 2, ReplicationFactor: 1,
-			RequestId: &metadatav1.RequestId{ClientId: "failover-test", Sequence: uint64(i)}})
+			RequestId: &metadatav1.RequestId{ClientId: "failover-test", SessionId: session, Sequence: uint64(i + 1)}})
 		require.NoError(t, err, name)
 		acknowledged = append(acknowledged, name)
 	}

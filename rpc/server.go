@@ -155,6 +155,17 @@ func (s *Server) UnregisterBroker(ctx context.Context, req *connect.Request[meta
 	return connect.NewResponse(&metadatav1.UnregisterBrokerResponse{Success: true, ErrorCode: metadatav1.ErrorCode_NONE.Enum(), MetadataVersion: o.Version}), nil
 }
 
+// OpenSession implements MetadataService.
+func (s *Server) OpenSession(ctx context.Context, req *connect.Request[metadatav1.OpenSessionRequest]) (*connect.Response[metadatav1.OpenSessionResponse], error) {
+	r, o, err := propose(s, ctx, "open_session", func(n *node.Node, done func(node.Outcome)) { n.OpenSession(req.Msg, done) },
+		func(n *node.Node, _ node.Outcome) time.Duration { return n.ClientSessionTimeout() })
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.OpenSessionResponse{
+		SessionId: uint64(o.Version), TimeoutMs: r.value.Milliseconds(), MetadataVersion: o.Version}), nil
+}
+
 // ListBrokers implements MetadataService.
 func (s *Server) ListBrokers(ctx context.Context, req *connect.Request[metadatav1.ListBrokersRequest]) (*connect.Response[metadatav1.ListBrokersResponse], error) {
 	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.ListBrokersResponse, *statemachine.Error) {

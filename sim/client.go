@@ -19,21 +19,34 @@ var (
 // client issues one operation at a time, retrying with the same request id
 // after timeouts and "not the leader" answers, and records each logical
 // operation once in the history: from its first attempt to its final
-// answer, or pending forever when the outcome stayed unknown.
+// answer, or pending forever when the outcome stayed unknown. Its writes
+// run in a client session, as client.Client's do: opened through the log,
+// reopened when it nears its horizon or a first attempt finds it expired.
 type client struct {
 	sim         *Sim
 	id          int
 	leaderGuess uint64
-	seq         uint64
 	op          *clientOp
+	// session is 0 until one is open; seq is its last sequence used;
+	// activeSince is at or before its last activity on the controllers.
+	session        uint64
+	sessionTimeout time.Duration
+	seq            uint64
+	activeSince    time.Duration
+	// opening counts session opens, so that a late answer to an
+	// abandoned open is ignored.
+	opening int
 }
 
 type clientOp struct {
-	input        linearizability.Input
-	requestID    *metadatav1.RequestId
-	call         time.Duration
-	attempt      int
-	maybeApplied bool
+	input     linearizability.Input
+	requestID *metadatav1.RequestId
+	call      time.Duration
+	// attempt counts sends; firstInSession is the first send under the
+	// current request id.
+	attempt        int
+	firstInSession int
+	maybeApplied   bool
 }
 
 // stopIssuingAt is when clients stop starting operations, so that every
@@ -64,10 +77,66 @@ func (c *client) start() {
 	default:
 		in.Kind, in.Broker = linearizability.DescribeBroker, simBrokers[s.rng.IntN(len(simBrokers))]
 	}
+	c.op = &clientOp{input: in, call: s.now}
+	c.sendInSession()
+}
+
+// sendInSession numbers a new write in the session, opening one first if
+// there is none or it is too close to its horizon to carry the write.
+func (c *client) sendInSession() {
+	s := c.sim
+	if c.isRead() {
+		c.send()
+		return
+	}
+	if c.session == 0 || s.now-c.activeSince >= c.sessionTimeout/2 {
+		c.session = 0
+		c.openSession()
+		return
+	}
 	c.seq++
-	c.op = &clientOp{input: in, call: s.now,
-		requestID: &metadatav1.RequestId{ClientId: fmt.Sprintf("client-%d", c.id), Sequence: c.seq}}
+	c.op.firstInSession = c.op.attempt + 1
+	c.op.requestID = &metadatav1.RequestId{ClientId: fmt.Sprintf("client-%d", c.id), SessionId: c.session, Sequence: c.seq}
 	c.send()
+}
+
+// openSession opens a session through the log, retrying until one opens;
+// the waiting operation is then sent in it.
+func (c *client) openSession() {
+	s := c.sim
+	c.opening++
+	opening := c.opening
+	sent := s.now
+	s.rpc(c.leaderGuess, uint64(1000+c.id), func(n *node.Node, reply func(func())) {
+		n.OpenSession(&metadatav1.OpenSessionRequest{ClientId: fmt.Sprintf("client-%d", c.id)}, func(o node.Outcome) {
+			timeout := n.ClientSessionTimeout()
+			reply(func() { c.opened(opening, sent, o, timeout) })
+		})
+	}, func() {
+		if c.opening == opening {
+			c.leaderGuess = s.randomNodeID()
+			s.schedule(100*time.Millisecond, evClientStart, uint64(c.id), 2, c.openSession)
+		}
+	})
+}
+
+func (c *client) opened(opening int, sent time.Duration, o node.Outcome, timeout time.Duration) {
+	s := c.sim
+	if c.opening != opening || c.op == nil {
+		return
+	}
+	c.opening++
+	if o.Err != nil {
+		if o.Err.Code == metadatav1.ErrorCode_NOT_CONTROLLER && o.LeaderID != 0 {
+			c.leaderGuess = o.LeaderID
+		} else {
+			c.leaderGuess = s.randomNodeID()
+		}
+		s.schedule(100*time.Millisecond, evClientStart, uint64(c.id), 2, c.openSession)
+		return
+	}
+	c.session, c.sessionTimeout, c.seq, c.activeSince = uint64(o.Version), timeout, 0, sent
+	c.sendInSession()
 }
 
 func (c *client) isRead() bool {
@@ -159,7 +228,21 @@ func (c *client) answer(op *clientOp, attempt int, out linearizability.Output, e
 			op.maybeApplied = true
 			c.retry(100 * time.Millisecond)
 			return
+		case metadatav1.ErrorCode_SESSION_EXPIRED:
+			c.session = 0
+			if op.attempt == op.firstInSession && !op.maybeApplied {
+				// No attempt of it was applied: send it in a new session.
+				c.sendInSession()
+				return
+			}
+			op.maybeApplied = true
+			c.finish(linearizability.Output{Unknown: true})
+			return
 		}
+	}
+	if !c.isRead() {
+		// Answered from the log: the session was active since the call.
+		c.activeSince = max(c.activeSince, op.call)
 	}
 	c.finish(out)
 }

@@ -23,10 +23,9 @@ import (
 //   - at most once: a request id succeeds (applied, not a duplicate) at
 //     most once;
 //   - answers: a client's definite answer to a write is what an
-//     application of its request id gave (a success is remembered, so a
-//     success answers every later retry; a rejection changes nothing, so a
-//     retry is judged afresh), and a request answered with an error never
-//     succeeds later.
+//     application of its request id gave (its session remembers the first
+//     answer, success or error, and gives it to every retry), and a
+//     request answered with an error never succeeds later.
 type golden struct {
 	sm    *statemachine.StateMachine
 	twins []*twin
@@ -40,7 +39,7 @@ type golden struct {
 }
 
 type requestKey struct {
-	client   string
+	session  uint64
 	sequence uint64
 }
 
@@ -137,22 +136,22 @@ func (g *golden) checkRetries(s *Sim, restored *statemachine.StateMachine, index
 		keys = append(keys, key)
 	}
 	slices.SortFunc(keys, func(a, b requestKey) int {
-		return cmp.Or(cmp.Compare(a.client, b.client), cmp.Compare(a.sequence, b.sequence))
+		return cmp.Or(cmp.Compare(a.session, b.session), cmp.Compare(a.sequence, b.sequence))
 	})
 	for _, key := range keys {
-		id := &metadatav1.RequestId{ClientId: key.client, Sequence: key.sequence}
+		id := &metadatav1.RequestId{SessionId: key.session, Sequence: key.sequence}
 		want, wantOK := g.sm.LookupRequest(id)
 		got, gotOK := restored.LookupRequest(id)
 		if wantOK != gotOK || (wantOK && !sameResult(want, got)) {
-			s.violate("snapshot equivalence: restored at %d, a retry of request %s/%d is answered %s (known %v), the original %s (known %v)",
-				index, key.client, key.sequence, describeResult(got), gotOK, describeResult(want), wantOK)
+			s.violate("snapshot equivalence: restored at %d, a retry of request %d/%d is answered %s (known %v), the original %s (known %v)",
+				index, key.session, key.sequence, describeResult(got), gotOK, describeResult(want), wantOK)
 			return
 		}
 	}
 }
 
 func keyOf(id *metadatav1.RequestId) requestKey {
-	return requestKey{client: id.GetClientId(), sequence: id.GetSequence()}
+	return requestKey{session: id.GetSessionId(), sequence: id.GetSequence()}
 }
 
 func (g *golden) noteResult(s *Sim, key requestKey, result statemachine.Result) {
@@ -165,10 +164,10 @@ func (g *golden) noteResult(s *Sim, key requestKey, result statemachine.Result) 
 		g.rejected[key][result.Err.GetCode()] = true
 	default:
 		if first, ok := g.succeeded[key]; ok {
-			s.violate("at most once: request %s/%d succeeded at version %d and again at %d", key.client, key.sequence, first.Version, result.Version)
+			s.violate("at most once: request %d/%d succeeded at version %d and again at %d", key.session, key.sequence, first.Version, result.Version)
 		}
 		if code, ok := g.answeredError[key]; ok {
-			s.violate("answers: request %s/%d was answered %v, then succeeded at version %d", key.client, key.sequence, code, result.Version)
+			s.violate("answers: request %d/%d was answered %v, then succeeded at version %d", key.session, key.sequence, code, result.Version)
 		}
 		g.succeeded[key] = result
 	}
@@ -184,11 +183,11 @@ func (g *golden) checkAnswer(s *Sim, id *metadatav1.RequestId, code metadatav1.E
 	success, succeeded := g.succeeded[key]
 	switch {
 	case code == metadatav1.ErrorCode_NONE && !succeeded:
-		s.violate("answers: request %s/%d was answered with success but never succeeded", key.client, key.sequence)
+		s.violate("answers: request %d/%d was answered with success but never succeeded", key.session, key.sequence)
 	case code != metadatav1.ErrorCode_NONE && succeeded:
-		s.violate("answers: request %s/%d was answered %v but succeeded at version %d", key.client, key.sequence, code, success.Version)
+		s.violate("answers: request %d/%d was answered %v but succeeded at version %d", key.session, key.sequence, code, success.Version)
 	case code != metadatav1.ErrorCode_NONE && !g.rejected[key][code]:
-		s.violate("answers: request %s/%d was answered %v, which no application of it gave", key.client, key.sequence, code)
+		s.violate("answers: request %d/%d was answered %v, which no application of it gave", key.session, key.sequence, code)
 	case code != metadatav1.ErrorCode_NONE:
 		g.answeredError[key] = code
 	}

@@ -60,6 +60,10 @@ type Options struct {
 	// FollowerReads is the share of linearizable reads a client sends to
 	// a random controller instead of the leader it believes in.
 	FollowerReads float64
+	// ClientSessionTimeout is the timeout of the client sessions the
+	// controllers open; short ones expire during partitions and crashes,
+	// so that retries meet expired sessions.
+	ClientSessionTimeout time.Duration
 
 	// SilentAtHeal keeps one storage service silent through the heal
 	// phase, so that its fencing is checked.
@@ -99,6 +103,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.Clients = 4 + rng.IntN(5)
 	o.LatencyMin = time.Duration(1+rng.IntN(5)) * time.Millisecond
 	o.LatencyMax = o.LatencyMin + time.Duration(rng.IntN(60))*time.Millisecond
+	o.ClientSessionTimeout = 2 * time.Minute
 	calm := chance(0.15)
 	if calm {
 		return o
@@ -124,6 +129,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.SlowNodeEvery = pick(0, 0, 6*time.Second)
 	o.StrangerEvery = pick(0, 0, 5*time.Second)
 	o.WipeEvery = pick(0, 0, 0, 20*time.Second)
+	o.ClientSessionTimeout = pick(2*time.Second, 5*time.Second, 2*time.Minute)
 	return o
 }
 
@@ -169,5 +175,6 @@ func (o Options) String() string {
 	if o.FollowerReads > 0 {
 		fmt.Fprintf(&b, " follower-reads=%.1f", o.FollowerReads)
 	}
+	fmt.Fprintf(&b, " client-sessions=%v", o.ClientSessionTimeout)
 	return b.String()
 }

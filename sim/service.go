@@ -61,8 +61,7 @@ func (v *service) beat() {
 	if !v.registered {
 		v.seq++
 		req := &metadatav1.RegisterBrokerRequest{Id: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
-			Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationId: fmt.Sprintf("inc-%d", v.incarnation),
-			RequestId: &metadatav1.RequestId{ClientId: fmt.Sprintf("service-%d-%d", v.id, v.incarnation), Sequence: v.seq}}
+			Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationId: fmt.Sprintf("inc-%d", v.incarnation)}
 		s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
 			n.RegisterBroker(req, func(o node.Outcome) { reply(func() { v.onRegistered(o) }) })
 		}, func() { v.waiting = false; v.pickAnother() })

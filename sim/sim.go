@@ -472,7 +472,7 @@ func (n *simNode) start(store storage.Storage) {
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
 		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
-		SessionTimeout: sessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
+		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n})

@@ -53,63 +53,102 @@ func (s *StateMachine) advance(index uint64) {
 	s.appliedIndex = index
 }
 
-// Apply applies one record at index. A record whose request id was applied
-// before returns the first result (Duplicate set) and changes nothing.
+// Apply applies one record at index. A record of a client session whose
+// sequence was applied before returns the first result (Duplicate set) and
+// changes nothing; one whose session is unknown or expired, or has moved
+// past its sequence, is refused with SESSION_EXPIRED.
 func (s *StateMachine) Apply(index uint64, record *metadatav1.Record) Result {
 	s.advance(index)
+	s.nowMs = max(s.nowMs, record.GetLeaderTimeMs())
+	s.sessions.expire(s.nowMs)
 	if err := validateRequestID(record.GetRequestId()); err != nil {
-		// Not remembered: an id the table cannot hold is not an id.
 		return Result{Version: int64(index), Err: err}
 	}
-	key, hasKey := requestKeyOf(record.GetRequestId())
-	hasKey = hasKey && !plantedApplyRetryTwice
-	if hasKey {
-		if first, ok := s.requests.lookup(key); ok {
-			first.Duplicate = true
-			return first
-		}
+	sess, verdict := s.admit(record.GetRequestId())
+	switch {
+	case verdict.Duplicate:
+		s.sessions.touch(sess, s.nowMs)
+		return verdict
+	case verdict.Err != nil:
+		verdict.Version = int64(index)
+		return verdict
 	}
 	c := change{version: int64(index)}
 	result := s.dispatch(record, &c, false)
 	result.Version = int64(index)
-	// Only successes are remembered: an error changes nothing, not even the
-	// request table, so a retry of a rejected request is judged afresh.
 	if result.Err == nil {
 		s.history.add(c)
-		if hasKey {
-			s.requests.remember(key, result)
-		}
+	}
+	if sess != nil {
+		// Errors are remembered too: a request answered with a definite
+		// error must not apply later through a delayed retry.
+		sess.lastSequence = record.GetRequestId().GetSequence()
+		sess.result = result
+		s.sessions.touch(sess, s.nowMs)
 	}
 	return result
 }
 
+// admit decides what a request's session makes of it, changing nothing: a
+// duplicate (the first result, Duplicate set), a refusal (Err set), or a
+// first apply (a zero Result, with the session to record it in, if any).
+func (s *StateMachine) admit(id *metadatav1.RequestId) (*session, Result) {
+	sessionID, sequence, ok := sessionOf(id)
+	if !ok {
+		return nil, Result{}
+	}
+	e, live := s.sessions.live(sessionID, s.nowMs)
+	switch {
+	case !live:
+		return nil, Result{Err: errorf(metadatav1.ErrorCode_SESSION_EXPIRED,
+			"session %d is unknown or expired: request %d was not applied now, and may or may not have been before",
+			sessionID, sequence)}
+	case sequence == e.lastSequence && !plantedApplyRetryTwice:
+		first := e.result
+		first.Duplicate = true
+		return e, first
+	case sequence < e.lastSequence:
+		return nil, Result{Err: errorf(metadatav1.ErrorCode_SESSION_EXPIRED,
+			"session %d has moved on to request %d: request %d was not applied now, and may or may not have been before",
+			sessionID, e.lastSequence, sequence)}
+	}
+	return e, Result{}
+}
+
 // Check validates a record against the current state without applying it.
-// The controller calls it before proposing, to answer bad requests without a
-// round of consensus; Apply repeats the check at commit time.
 func (s *StateMachine) Check(record *metadatav1.Record) *Error {
 	if err := validateRequestID(record.GetRequestId()); err != nil {
 		return err
 	}
-	if key, ok := requestKeyOf(record.GetRequestId()); ok {
-		if _, seen := s.requests.lookup(key); seen {
-			return nil
-		}
+	if _, verdict := s.admit(record.GetRequestId()); verdict.Duplicate || verdict.Err != nil {
+		return verdict.Err
 	}
 	var c change
 	return s.dispatch(record, &c, true).Err
 }
 
-// LookupRequest returns the result of a request id already applied.
+// LookupRequest returns the result of a request already applied: the last
+// request of a live session. Refusals are left for Apply, at the version the
+// log decides.
 func (s *StateMachine) LookupRequest(id *metadatav1.RequestId) (Result, bool) {
-	key, ok := requestKeyOf(id)
-	if !ok || plantedApplyRetryTwice {
+	if validateRequestID(id) != nil {
 		return Result{}, false
 	}
-	r, seen := s.requests.lookup(key)
-	if seen {
-		r.Duplicate = true
+	_, verdict := s.admit(id)
+	return verdict, verdict.Duplicate
+}
+
+// ValidateRequestID is the check a controller makes before proposing: a
+// request id must name a session and a sequence from 1.
+func ValidateRequestID(id *metadatav1.RequestId) *Error {
+	if err := validateRequestID(id); err != nil {
+		return err
 	}
-	return r, seen
+	if id != nil && id.SessionId == 0 && (id.ClientId != "" || id.Sequence != 0) {
+		return errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+			"request id (client %q, sequence %d) names no session: open one with OpenSession", id.ClientId, id.Sequence)
+	}
+	return nil
 }
 
 // dispatch validates the record and, unless checkOnly, applies it.
@@ -137,6 +176,8 @@ func (s *StateMachine) dispatch(record *metadatav1.Record, c *change, checkOnly 
 		return s.alterPartition(body.AlterPartition, c, checkOnly)
 	case *metadatav1.Record_ElectLeaders:
 		return s.electLeaders(body.ElectLeaders, c, checkOnly)
+	case *metadatav1.Record_OpenSession:
+		return s.openSession(body.OpenSession, c, checkOnly)
 	}
 	return Result{Err: errorf(metadatav1.ErrorCode_INVALID_RECORD, "record has no known body")}
 }
@@ -146,7 +187,31 @@ func validateRequestID(id *metadatav1.RequestId) *Error {
 		return errorf(metadatav1.ErrorCode_INVALID_REQUEST,
 			"request id client id is longer than %d bytes", requestIDClientLengthMax)
 	}
+	if id != nil && id.SessionId != 0 && id.Sequence == 0 {
+		return errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+			"request id of session %d has sequence 0: sequences start at 1", id.SessionId)
+	}
 	return nil
+}
+
+// openSession opens a session whose id is the record's index.
+func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change, checkOnly bool) Result {
+	if len(r.ClientId) > requestIDClientLengthMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+			"session client id is longer than %d bytes", requestIDClientLengthMax))
+	}
+	if r.TimeoutMs < SessionTimeoutMin || r.TimeoutMs > SessionTimeoutMax {
+		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+			"session timeout %d ms is outside [%d, %d] ms", r.TimeoutMs, SessionTimeoutMin, SessionTimeoutMax))
+	}
+	if checkOnly {
+		return Result{}
+	}
+	if s.sessions.len() >= SessionsMax {
+		s.sessions.remove(s.sessions.oldest)
+	}
+	s.sessions.add(&session{id: uint64(c.version), clientID: r.ClientId, timeoutMs: r.TimeoutMs, lastActiveMs: s.nowMs})
+	return Result{}
 }
 
 func fail(err *Error) Result { return Result{Err: err} }

@@ -1,6 +1,7 @@
 package statemachine
 
 import (
+	"strings"
 	"testing"
 
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
@@ -203,7 +204,8 @@ func TestCreateAndDeleteTopic(t *testing.T) {
 func TestRetriedRequestIsAppliedOnce(t *testing.T) {
 	h := newHarness(t)
 	h.mustApply(registerRecord(1, ""))
-	create := withRequestID(createTopicRecord("once", 1, 1, 0, 1), "client-a", 7)
+	a, b := h.openSession("a"), h.openSession("b")
+	create := withRequestID(createTopicRecord("once", 1, 1, 0, 1), a, 7)
 	first := h.mustApply(create)
 	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "once"}}})
 
@@ -214,39 +216,124 @@ func TestRetriedRequestIsAppliedOnce(t *testing.T) {
 	assert.Equal(t, first.TopicID, retry.TopicID)
 	assert.Nil(t, h.sm.Topic("once"), "the retry must not recreate the deleted topic")
 
-	// The same sequence from another client is a different request.
-	other := withRequestID(createTopicRecord("once", 1, 1, 0, 2), "client-b", 7)
+	// The same sequence in another session is a different request.
+	other := withRequestID(createTopicRecord("once", 1, 1, 0, 2), b, 7)
 	assert.False(t, h.mustApply(other).Duplicate)
-
-	// A rejected request changes nothing, not even the request table: its
-	// retry is judged afresh against the state of that moment.
-	bad := withRequestID(createTopicRecord("late", 1, 2, 0, 3), "client-a", 8)
-	h.mustFail(bad, metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR)
-	h.mustApply(registerRecord(2, ""))
-	again := h.mustApply(bad)
-	assert.False(t, again.Duplicate)
-	assert.NotNil(t, h.sm.Topic("late"))
 }
 
-func TestDedupTableIsBounded(t *testing.T) {
-	sm := New()
-	for i := 1; i <= DedupCapacity+10; i++ {
-		sm.Apply(uint64(i), withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, "c", uint64(i)))
+func TestRequestRejectedOnceIsRejectedOnRetry(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	a := h.openSession("a")
+	// Answered with a definite error, the request must not apply later
+	// through a delayed retry, whatever changed in between.
+	bad := withRequestID(createTopicRecord("late", 1, 2, 0, 3), a, 1)
+	h.mustFail(bad, metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR)
+	h.mustApply(registerRecord(2, ""))
+	again := h.apply(bad)
+	assert.True(t, again.Duplicate)
+	assert.Equal(t, metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR, again.Err.GetCode())
+	assert.Nil(t, h.sm.Topic("late"))
+}
+
+// The window of a count-bounded table: however many writes of other
+// sessions apply between an attempt and its retry, the retry is answered
+// from the session, never applied again.
+func TestRetryAfterManyOtherWritesIsStillADuplicate(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	a := h.openSession("a")
+	create := withRequestID(createTopicRecord("victim", 1, 1, 0, 1), a, 1)
+	first := h.mustApply(create)
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "victim"}}})
+	busy := h.openSession("busy")
+	for seq := uint64(1); seq <= 25_000; seq++ {
+		h.sm.Apply(h.sm.AppliedIndex()+1, withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, busy, seq))
 	}
-	assert.Len(t, sm.requests.results, DedupCapacity)
-	_, seen := sm.LookupRequest(&metadatav1.RequestId{ClientId: "c", Sequence: 10})
-	assert.False(t, seen, "the oldest ids are evicted first")
-	_, seen = sm.LookupRequest(&metadatav1.RequestId{ClientId: "c", Sequence: 11})
-	assert.True(t, seen)
+	retry := h.apply(create)
+	assert.True(t, retry.Duplicate)
+	assert.Equal(t, first.Version, retry.Version)
+	assert.Nil(t, h.sm.Topic("victim"), "a retry re-created a deleted topic")
+}
+
+func TestStaleSequenceIsRefusedNotApplied(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	a := h.openSession("a")
+	stale := withRequestID(createTopicRecord("stale", 1, 1, 0, 1), a, 1)
+	h.mustApply(stale)
+	h.mustApply(withRequestID(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "stale"}}}, a, 2))
+	// A delayed copy of request 1 arrives after the client moved on to 2.
+	h.mustFail(stale, metadatav1.ErrorCode_SESSION_EXPIRED)
+	assert.Nil(t, h.sm.Topic("stale"))
+}
+
+func TestRequestOfAnUnknownOrExpiredSessionIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustFail(withRequestID(createTopicRecord("never", 1, 1, 0, 1), 99, 1), metadatav1.ErrorCode_SESSION_EXPIRED)
+
+	a := uint64(h.mustApply(at(1_000, openSessionRecord("a", 5_000))).Version)
+	h.mustApply(at(5_999, withRequestID(createTopicRecord("in-time", 1, 1, 0, 2), a, 1)))
+	// The clock is the largest stamp applied: a leader whose clock is
+	// behind does not move it back.
+	h.mustApply(at(10_999, &metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}))
+	h.mustApply(at(100, withRequestID(createTopicRecord("still", 1, 1, 0, 3), a, 2)))
+	// Over 5 s after its last request, at 10 999 ms, the session is gone.
+	h.mustApply(at(16_001, &metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}))
+	assert.Zero(t, h.sm.sessions.len())
+	err := h.mustFail(withRequestID(createTopicRecord("late", 1, 1, 0, 4), a, 3), metadatav1.ErrorCode_SESSION_EXPIRED)
+	assert.Contains(t, err.Message, "unknown or expired")
+	// Even a retry of its last request: the outcome is unknown, not a success.
+	h.mustFail(withRequestID(createTopicRecord("still", 1, 1, 0, 3), a, 2), metadatav1.ErrorCode_SESSION_EXPIRED)
+	restored, rerr := Restore(h.sm.Snapshot())
+	require.NoError(t, rerr)
+	assert.Equal(t, h.sm.Hash(), restored.Hash())
+}
+
+func TestSessionTableIsBoundedByEvictingTheLeastRecentlyActive(t *testing.T) {
+	sm := New()
+	index := uint64(0)
+	open := func() uint64 {
+		index++
+		r := sm.Apply(index, openSessionRecord("c", 60_000))
+		require.Nil(t, r.Err)
+		return index
+	}
+	first := open()
+	second := open()
+	for i := 2; i < SessionsMax; i++ {
+		open()
+	}
+	// The first session stays active; the second is now the least recent.
+	index++
+	require.Nil(t, sm.Apply(index, withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, first, 1)).Err)
+	open()
+	assert.Equal(t, SessionsMax, sm.sessions.len())
+	_, live := sm.sessions.live(second, 0)
+	assert.False(t, live, "the least recently active session is evicted")
+	_, live = sm.sessions.live(first, 0)
+	assert.True(t, live)
 	restored, err := Restore(sm.Snapshot())
 	require.NoError(t, err)
 	assert.Equal(t, sm.Hash(), restored.Hash())
-	// Both evict the same id next.
-	next := uint64(DedupCapacity + 11)
-	rec := withRequestID(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{}}}, "c", next)
-	sm.Apply(next, rec)
-	restored.Apply(next, rec)
+	// Both evict the same session next.
+	index++
+	rec := openSessionRecord("c", 60_000)
+	sm.Apply(index, rec)
+	restored.Apply(index, rec)
 	assert.Equal(t, sm.Hash(), restored.Hash())
+}
+
+func TestOpenSessionValidatesItsTimeout(t *testing.T) {
+	h := newHarness(t)
+	h.mustFail(openSessionRecord("c", SessionTimeoutMin-1), metadatav1.ErrorCode_INVALID_REQUEST)
+	h.mustFail(openSessionRecord("c", SessionTimeoutMax+1), metadatav1.ErrorCode_INVALID_REQUEST)
+	h.mustFail(openSessionRecord(strings.Repeat("c", 129), 60_000), metadatav1.ErrorCode_INVALID_REQUEST)
+	assert.Nil(t, ValidateRequestID(nil))
+	assert.Equal(t, metadatav1.ErrorCode_INVALID_REQUEST, ValidateRequestID(&metadatav1.RequestId{ClientId: "c", Sequence: 1}).GetCode(),
+		"a request id without a session is refused before it is proposed")
+	assert.Equal(t, metadatav1.ErrorCode_INVALID_REQUEST, ValidateRequestID(&metadatav1.RequestId{SessionId: 3}).GetCode())
 }
 
 func TestDeltaSince(t *testing.T) {
@@ -319,7 +406,7 @@ func TestSnapshotRoundTripAndCorruption(t *testing.T) {
 	for id := int32(1); id <= 4; id++ {
 		h.mustApply(registerRecord(id, []string{"a", "b"}[id%2]))
 	}
-	h.mustApply(withRequestID(createTopicRecord("x", 8, 3, 5, 1), "cli", 1))
+	h.mustApply(withRequestID(createTopicRecord("x", 8, 3, 5, 1), h.openSession("cli"), 1))
 	h.mustApply(fenceRecord(2, 0))
 	data := h.sm.Snapshot()
 	assert.Equal(t, data, h.sm.Snapshot(), "snapshots are deterministic")

@@ -68,7 +68,8 @@ func ClassOf(code metadatav1.ErrorCode) Class {
 		metadatav1.ErrorCode_INVALID_PARTITION_EPOCH,
 		metadatav1.ErrorCode_PREFERRED_LEADER_NOT_AVAILABLE,
 		metadatav1.ErrorCode_BROKER_NOT_REGISTERED,
-		metadatav1.ErrorCode_BROKER_STATE_UNCHANGED:
+		metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
+		metadatav1.ErrorCode_SESSION_EXPIRED:
 		return ClassFailedPrecondition
 	case metadatav1.ErrorCode_NOT_CONTROLLER,
 		metadatav1.ErrorCode_UNKNOWN_OUTCOME,

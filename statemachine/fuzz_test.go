@@ -29,7 +29,8 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		fenceRecord(1, 0),
 		unfenceRecord(1, 0),
 		createTopicRecord("new", 3, 2, 7, 3),
-		withRequestID(createTopicRecord("dup", 1, 1, 0, 4), "c", 1),
+		openSessionRecord("c", 60_000),
+		withRequestID(createTopicRecord("dup", 1, 1, 0, 4), 1, 1),
 		{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "orders"}}},
 		{Body: &metadatav1.Record_CreatePartitions{CreatePartitions: &metadatav1.CreatePartitionsRecord{Topic: "orders", PartitionCount: 9}}},
 		{Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{

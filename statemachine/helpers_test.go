@@ -53,12 +53,14 @@ func (h *harness) mustFail(record *metadatav1.Record, code metadatav1.ErrorCode)
 	return r.Err
 }
 
-// stateBytesWithoutVersion is the snapshot of the state with the version
-// zeroed, so that "nothing changed" can be compared across an apply.
+// stateBytesWithoutVersion is the snapshot of the metadata with the version,
+// the clock and the sessions left out, so that "nothing changed" can be
+// compared across an apply (a refused request of a session still records
+// its result there).
 func stateBytesWithoutVersion(sm *StateMachine) string {
-	saved := sm.appliedIndex
-	sm.appliedIndex = 0
-	defer func() { sm.appliedIndex = saved }()
+	saved, savedNow, savedSessions := sm.appliedIndex, sm.nowMs, sm.sessions
+	sm.appliedIndex, sm.nowMs, sm.sessions = 0, 0, newSessionTable()
+	defer func() { sm.appliedIndex, sm.nowMs, sm.sessions = saved, savedNow, savedSessions }()
 	return string(sm.Snapshot())
 }
 
@@ -90,7 +92,23 @@ func unfenceRecord(id int32, epoch int64) *metadatav1.Record {
 	return &metadatav1.Record{Body: &metadatav1.Record_UnfenceBroker{UnfenceBroker: &metadatav1.UnfenceBrokerRecord{BrokerId: id, BrokerEpoch: epoch}}}
 }
 
-func withRequestID(record *metadatav1.Record, client string, seq uint64) *metadatav1.Record {
-	record.RequestId = &metadatav1.RequestId{ClientId: client, Sequence: seq}
+func withRequestID(record *metadatav1.Record, session, seq uint64) *metadatav1.Record {
+	record.RequestId = &metadatav1.RequestId{ClientId: fmt.Sprintf("client-of-%d", session), SessionId: session, Sequence: seq}
+	return record
+}
+
+func openSessionRecord(client string, timeoutMs int64) *metadatav1.Record {
+	return &metadatav1.Record{Body: &metadatav1.Record_OpenSession{OpenSession: &metadatav1.OpenSessionRecord{ClientId: client, TimeoutMs: timeoutMs}}}
+}
+
+// openSession opens a session with a one-minute timeout and returns its id.
+func (h *harness) openSession(client string) uint64 {
+	h.t.Helper()
+	return uint64(h.mustApply(openSessionRecord(client, 60_000)).Version)
+}
+
+// at stamps a record with a leader's clock.
+func at(ms int64, record *metadatav1.Record) *metadatav1.Record {
+	record.LeaderTimeMs = ms
 	return record
 }

@@ -2,7 +2,6 @@ package statemachine
 
 import (
 	"fmt"
-	"slices"
 	"testing"
 
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
@@ -99,24 +98,36 @@ func TestPropertyReplicasAgree(t *testing.T) {
 		}
 		var withIDs []sent
 		states := []*metadatav1.ClusterState{a.ClusterState()}
+		// One session, opened first; its requests carry sequences 1, 2, ...
+		// and some are retried, the last one (a duplicate) or an older one
+		// (refused). The clock moves by the leaders' stamps, sometimes back.
+		var sequence uint64
+		clock := int64(0)
 		steps := rapid.IntRange(1, 120).Draw(t, "steps")
 		for i := 0; i < steps; i++ {
 			index := a.AppliedIndex() + 1
 			var record *metadatav1.Record
-			if len(withIDs) > 0 && rapid.IntRange(0, 9).Draw(t, "retry") == 0 {
-				record = rapid.SampledFrom(withIDs).Draw(t, "retried").record
-			} else {
+			switch {
+			case i == 0:
+				record = openSessionRecord("c", rapid.Int64Range(SessionTimeoutMin, 10*SessionTimeoutMin).Draw(t, "timeout"))
+			case len(withIDs) > 0 && rapid.IntRange(0, 9).Draw(t, "retry") == 0:
+				record = proto.Clone(rapid.SampledFrom(withIDs).Draw(t, "retried").record).(*metadatav1.Record)
+			default:
 				record = recordGen(t, a, &topicIDSeed)
 				if rapid.Bool().Draw(t, "withID") {
-					record.RequestId = &metadatav1.RequestId{ClientId: "c", Sequence: uint64(index)}
+					sequence++
+					record.RequestId = &metadatav1.RequestId{ClientId: "c", SessionId: 1, Sequence: sequence}
 				}
 			}
+			clock += rapid.Int64Range(-500, 2*SessionTimeoutMin).Draw(t, "tick")
+			record.LeaderTimeMs = max(clock, 0)
+			clockStill := record.LeaderTimeMs <= a.nowMs
 			data, err := proto.Marshal(record)
 			require.NoError(t, err)
 			before := stateBytesWithoutVersion(a)
 			checked := a.Check(record)
 			ra := a.Apply(index, record)
-			if !ra.Duplicate {
+			if clockStill {
 				require.Equal(t, checked.GetCode(), ra.Err.GetCode(), "Check and Apply disagree on %v", record)
 			}
 			rb := b.ApplyEntry(index, data)
@@ -127,12 +138,12 @@ func TestPropertyReplicasAgree(t *testing.T) {
 				require.Equal(t, before, stateBytesWithoutVersion(a), "an error or a retry changed the state")
 			}
 			if ra.Duplicate {
-				first := slices.IndexFunc(withIDs, func(s sent) bool { return proto.Equal(s.record.RequestId, record.RequestId) })
-				require.GreaterOrEqual(t, first, 0)
-				want := withIDs[first].result
+				last := withIDs[len(withIDs)-1]
+				require.True(t, proto.Equal(last.record.RequestId, record.RequestId), "only the last request of a session is a duplicate")
+				want := last.result
 				want.Duplicate = true
 				require.Equal(t, want, ra)
-			} else if record.RequestId != nil && ra.Err == nil {
+			} else if record.RequestId != nil && ra.Err.GetCode() != metadatav1.ErrorCode_SESSION_EXPIRED {
 				withIDs = append(withIDs, sent{record: record, result: ra})
 			}
 			if restored != nil {

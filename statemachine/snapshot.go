@@ -11,20 +11,26 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 )
 
-// Snapshot format, version 1. Everything is a varint (signed values zigzag)
+// Snapshot format, version 2. Everything is a varint (signed values zigzag)
 // or a length-prefixed string, in a fixed order with brokers sorted by id,
-// topics by name, partitions by index and requests in apply order, so equal
+// topics by name, partitions by index and sessions from the least to the
+// most recently active, so equal
 // states give equal bytes. The last four bytes are the CRC-32C of the rest.
 //
 //	magic "DMQSNAP1" | format | appliedIndex
 //	brokers:  count, then id host port rack incarnation epoch flags
 //	topics:   count, then name id rf config partitions(count, then
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
-//	requests: count, then clientID sequence result
+//	nowMs
+//	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
 //	crc32c
+//
+// Version 1 held a request table (clientID sequence result) where version 2
+// holds the clock and the sessions; Restore still reads it, without the
+// table, which sessions replace.
 const (
 	snapshotMagic         = "DMQSNAP1"
-	snapshotFormatVersion = 1
+	snapshotFormatVersion = 2
 )
 
 // ErrCorruptSnapshot is returned (wrapped) for snapshot bytes that fail the
@@ -102,27 +108,34 @@ func (s *StateMachine) encode(e *encoder) {
 			e.varint(int64(p.partitionEpoch))
 		}
 	}
-	keys := s.requests.inOrder()
+	e.varint(s.nowMs)
+	sessions := s.sessions.inOrder()
 	if plantedSnapshotForgetsRequests {
-		keys = nil
+		sessions = nil
 	}
-	e.uvarint(uint64(len(keys)))
-	for _, key := range keys {
-		r := s.requests.results[key]
-		e.str(key.clientID)
-		e.uvarint(key.sequence)
-		e.varint(r.Version)
-		if r.Err != nil {
-			e.uvarint(uint64(r.Err.Code))
-			e.str(r.Err.Message)
-		} else {
-			e.uvarint(0)
-			e.str("")
-		}
-		e.varint(r.BrokerEpoch)
-		e.str(r.TopicID)
-		e.varint(int64(r.Elected))
+	e.uvarint(uint64(len(sessions)))
+	for _, ss := range sessions {
+		e.uvarint(ss.id)
+		e.str(ss.clientID)
+		e.varint(ss.timeoutMs)
+		e.varint(ss.lastActiveMs)
+		e.uvarint(ss.lastSequence)
+		e.result(ss.result)
 	}
+}
+
+func (e *encoder) result(r Result) {
+	e.varint(r.Version)
+	if r.Err != nil {
+		e.uvarint(uint64(r.Err.Code))
+		e.str(r.Err.Message)
+	} else {
+		e.uvarint(0)
+		e.str("")
+	}
+	e.varint(r.BrokerEpoch)
+	e.str(r.TopicID)
+	e.varint(int64(r.Elected))
 }
 
 // Hash is a 64-bit digest of the replicated state, equal on two nodes
@@ -202,6 +215,16 @@ func (d *decoder) str() string {
 	return s
 }
 
+func (d *decoder) result() Result {
+	r := Result{Version: d.varint()}
+	code, message := d.uvarint(), d.str()
+	if code != 0 {
+		r.Err = &Error{Code: metadatav1.ErrorCode(code), Message: message}
+	}
+	r.BrokerEpoch, r.TopicID, r.Elected = d.varint(), d.str(), d.int32()
+	return r
+}
+
 // idsInto decodes an id list into arena, returning the list (capped at its
 // length) and the rest of the arena.
 func (d *decoder) idsInto(arena []int32) ([]int32, []int32) {
@@ -235,8 +258,9 @@ func Restore(data []byte) (*StateMachine, error) {
 		return nil, fmt.Errorf("%w: bad magic", ErrCorruptSnapshot)
 	}
 	d := &decoder{buf: body[len(snapshotMagic):]}
-	if v := d.uvarint(); v != snapshotFormatVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, v, snapshotFormatVersion)
+	format := d.uvarint()
+	if format != snapshotFormatVersion && format != 1 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads 1 and %d", ErrCorruptSnapshot, format, snapshotFormatVersion)
 	}
 	s := New()
 	s.appliedIndex = d.uvarint()
@@ -284,20 +308,29 @@ func Restore(data []byte) (*StateMachine, error) {
 			}
 		}
 	}
-	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
-		key := requestKey{clientID: d.str(), sequence: d.uvarint()}
-		r := Result{Version: d.varint()}
-		code, message := d.uvarint(), d.str()
-		if code != 0 {
-			r.Err = &Error{Code: metadatav1.ErrorCode(code), Message: message}
+	if format == 1 {
+		// The request table of version 1: read past it.
+		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+			d.str()
+			d.uvarint()
+			d.result()
 		}
-		r.BrokerEpoch, r.TopicID, r.Elected = d.varint(), d.str(), d.int32()
-		if _, dup := s.requests.results[key]; dup || len(s.requests.order) >= DedupCapacity {
-			d.fail("request table entry %v twice or beyond capacity", key)
-			break
+	} else {
+		s.nowMs = d.varint()
+		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+			ss := &session{id: d.uvarint(), clientID: d.str(), timeoutMs: d.varint(), lastActiveMs: d.varint(), lastSequence: d.uvarint()}
+			ss.result = d.result()
+			if d.err != nil {
+				break
+			}
+			if _, dup := s.sessions.byID[ss.id]; dup || s.sessions.len() >= SessionsMax ||
+				(s.sessions.newest != nil && s.sessions.newest.lastActiveMs > ss.lastActiveMs) ||
+				ss.lastActiveMs > s.nowMs || ss.id == 0 || ss.id > s.appliedIndex {
+				d.fail("session %d twice, beyond capacity, out of order, active after the clock or opened after the state", ss.id)
+				break
+			}
+			s.sessions.add(ss)
 		}
-		s.requests.order = append(s.requests.order, key)
-		s.requests.results[key] = r
 	}
 	if d.err == nil && len(d.buf) != 0 {
 		d.fail("%d trailing bytes", len(d.buf))
@@ -316,7 +349,7 @@ func Restore(data []byte) (*StateMachine, error) {
 	// bytes and a restored node hashes like the node that wrote it.
 	canonical := &encoder{buf: make([]byte, 0, len(body))}
 	s.encode(canonical)
-	if string(canonical.buf) != string(body) {
+	if format == snapshotFormatVersion && string(canonical.buf) != string(body) {
 		return nil, fmt.Errorf("%w: not the canonical encoding of the state it holds", ErrCorruptSnapshot)
 	}
 	s.history = newHistory(int64(s.appliedIndex))

@@ -57,8 +57,11 @@ type StateMachine struct {
 	topicsByCollisionKey map[string]string
 	topicIDs             map[string]string
 	// offline indexes the partitions without a leader.
-	offline  map[partitionKey]struct{}
-	requests dedupTable
+	offline map[partitionKey]struct{}
+	// nowMs is the state machine's clock: the largest leader_time_ms of the
+	// records applied so far. It decides session expiry.
+	nowMs    int64
+	sessions sessionTable
 	history  history
 }
 
@@ -70,7 +73,7 @@ func New() *StateMachine {
 		topicsByCollisionKey: make(map[string]string),
 		topicIDs:             make(map[string]string),
 		offline:              make(map[partitionKey]struct{}),
-		requests:             newDedupTable(),
+		sessions:             newSessionTable(),
 		history:              newHistory(0),
 	}
 }

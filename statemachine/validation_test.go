@@ -158,7 +158,7 @@ func TestApplyRejects(t *testing.T) {
 		want   metadatav1.ErrorCode
 	}{
 		{"no body", &metadatav1.Record{}, metadatav1.ErrorCode_INVALID_RECORD},
-		{"client id too long", withRequestID(registerRecord(9, ""), strings.Repeat("c", 129), 1), metadatav1.ErrorCode_INVALID_REQUEST},
+		{"client id too long", &metadatav1.Record{RequestId: &metadatav1.RequestId{ClientId: strings.Repeat("c", 129), SessionId: 1, Sequence: 1}, Body: registerRecord(9, "").Body}, metadatav1.ErrorCode_INVALID_REQUEST},
 		{"register id zero", registerRecord(0, ""), metadatav1.ErrorCode_INVALID_REQUEST},
 		{"register new incarnation while live", &metadatav1.Record{Body: &metadatav1.Record_RegisterBroker{RegisterBroker: &metadatav1.RegisterBrokerRecord{
 			BrokerId: 1, Host: "broker-1.local", Port: 9092, Rack: "r1", IncarnationId: "inc-2"}}}, metadatav1.ErrorCode_DUPLICATE_BROKER_REGISTRATION},

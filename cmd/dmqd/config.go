@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/statemachine"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 		// (the founding handshake), new (found at once) or existing (wait
 		// to be added, as join).
 		InitialClusterState string `yaml:"initial-cluster-state"`
+		// ClientSessionTimeoutMs is how long a client session lives
+		// without a request applied; clients stop retrying before it.
+		ClientSessionTimeoutMs int `yaml:"client-session-timeout-ms"`
 	} `yaml:"metadata"`
 	Raft struct {
 		ElectionTimeoutMs   int    `yaml:"election-timeout-ms"`
@@ -94,6 +98,7 @@ func defaultConfig() Config {
 	c.Metadata.ClusterID = "dmq-cluster-1"
 	c.Metadata.DataDir = "./data/metadata"
 	c.Metadata.InitialClusterState = string(rpc.ClusterStateAuto)
+	c.Metadata.ClientSessionTimeoutMs = int(node.DefaultClientSessionTimeout.Milliseconds())
 	c.Raft.ElectionTimeoutMs = 1000
 	c.Raft.HeartbeatIntervalMs = 100
 	c.Raft.MaxLogEntries = 1000
@@ -153,6 +158,7 @@ func (c *Config) settings() []setting {
 		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
 		boolSetting("metadata.join", "start empty and wait to be added to a running cluster (dmqctl quorum add-learner)", &c.Metadata.Join),
 		stringSetting("metadata.initial-cluster-state", "how an empty data directory starts: auto (found once every founding peer has answered), new (found at once, without asking the peers) or existing (wait to be added)", &c.Metadata.InitialClusterState),
+		intSetting("metadata.client-session-timeout-ms", "a client session with no request applied this long expires (its retries are refused)", &c.Metadata.ClientSessionTimeoutMs),
 		intSetting("raft.election-timeout-ms", "Raft election timeout", &c.Raft.ElectionTimeoutMs),
 		intSetting("raft.heartbeat-interval-ms", "Raft heartbeat interval (the Raft tick is a tenth of it)", &c.Raft.HeartbeatIntervalMs),
 		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
@@ -243,6 +249,9 @@ func (c Config) validate() error {
 		return errors.New("raft.max-log-entries must be at least 1")
 	case c.Replication.DefaultReplicationFactor < 1 || c.Replication.MinISR < 1:
 		return errors.New("replication.default-replication-factor and replication.min-ISR must be at least 1")
+	case c.Metadata.ClientSessionTimeoutMs < statemachine.SessionTimeoutMin || c.Metadata.ClientSessionTimeoutMs > statemachine.SessionTimeoutMax:
+		return fmt.Errorf("metadata.client-session-timeout-ms %d is outside %d-%d",
+			c.Metadata.ClientSessionTimeoutMs, statemachine.SessionTimeoutMin, statemachine.SessionTimeoutMax)
 	case c.Services.HeartbeatTimeoutMs < 1:
 		return errors.New("services.heartbeat-timeout-ms must be at least 1")
 	case c.Security.RateLimitRPS > 0 && c.Security.RateLimitBurst < 1:

@@ -97,6 +97,7 @@ func run(args []string) error {
 			RequestTimeoutTicks:      cfg.requestTimeoutTicks(),
 			MaxLogEntries:            cfg.Raft.MaxLogEntries,
 			SessionTimeout:           time.Duration(cfg.Services.HeartbeatTimeoutMs) * time.Millisecond,
+			ClientSessionTimeout:     time.Duration(cfg.Metadata.ClientSessionTimeoutMs) * time.Millisecond,
 			DefaultReplicationFactor: cfg.Replication.DefaultReplicationFactor,
 			DefaultMinISR:            cfg.Replication.MinISR,
 			RebalanceInterval:        node.DefaultRebalanceInterval,

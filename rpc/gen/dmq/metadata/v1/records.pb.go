@@ -35,6 +35,11 @@ type Record struct {
 	// entry to the request waiting for it. Apply ignores both.
 	ProposerId  uint64 `protobuf:"varint,2,opt,name=proposer_id,json=proposerId,proto3" json:"proposer_id,omitempty"`
 	ProposalSeq uint64 `protobuf:"varint,3,opt,name=proposal_seq,json=proposalSeq,proto3" json:"proposal_seq,omitempty"`
+	// The proposing leader's clock, in milliseconds since the Unix epoch. The
+	// state machine's clock is the largest stamp applied so far, so it never
+	// goes back; it decides when client sessions expire, the same on every
+	// controller.
+	LeaderTimeMs int64 `protobuf:"varint,4,opt,name=leader_time_ms,json=leaderTimeMs,proto3" json:"leader_time_ms,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Record_NoOp
@@ -48,6 +53,7 @@ type Record struct {
 	//	*Record_CreatePartitions
 	//	*Record_AlterPartition
 	//	*Record_ElectLeaders
+	//	*Record_OpenSession
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -100,6 +106,13 @@ func (x *Record) GetProposerId() uint64 {
 func (x *Record) GetProposalSeq() uint64 {
 	if x != nil {
 		return x.ProposalSeq
+	}
+	return 0
+}
+
+func (x *Record) GetLeaderTimeMs() int64 {
+	if x != nil {
+		return x.LeaderTimeMs
 	}
 	return 0
 }
@@ -210,6 +223,15 @@ func (x *Record) GetElectLeaders() *ElectLeadersRecord {
 	return nil
 }
 
+func (x *Record) GetOpenSession() *OpenSessionRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_OpenSession); ok {
+			return x.OpenSession
+		}
+	}
+	return nil
+}
+
 type isRecord_Body interface {
 	isRecord_Body()
 }
@@ -258,6 +280,10 @@ type Record_ElectLeaders struct {
 	ElectLeaders *ElectLeadersRecord `protobuf:"bytes,20,opt,name=elect_leaders,json=electLeaders,proto3,oneof"`
 }
 
+type Record_OpenSession struct {
+	OpenSession *OpenSessionRecord `protobuf:"bytes,21,opt,name=open_session,json=openSession,proto3,oneof"`
+}
+
 func (*Record_NoOp) isRecord_Body() {}
 
 func (*Record_RegisterBroker) isRecord_Body() {}
@@ -280,6 +306,63 @@ func (*Record_AlterPartition) isRecord_Body() {}
 
 func (*Record_ElectLeaders) isRecord_Body() {}
 
+func (*Record_OpenSession) isRecord_Body() {}
+
+// Opens a client session; its id is the index of this record. A session
+// expires when no request of it has been applied for timeout_ms of the state
+// machine's clock.
+type OpenSessionRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	TimeoutMs     int64                  `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRecord) Reset() {
+	*x = OpenSessionRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRecord) ProtoMessage() {}
+
+func (x *OpenSessionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRecord.ProtoReflect.Descriptor instead.
+func (*OpenSessionRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OpenSessionRecord) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *OpenSessionRecord) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
 // Written by a newly elected leader so that it can learn its commit index and
 // start its controller duties at a known version.
 type NoOpRecord struct {
@@ -292,7 +375,7 @@ type NoOpRecord struct {
 
 func (x *NoOpRecord) Reset() {
 	*x = NoOpRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[1]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +387,7 @@ func (x *NoOpRecord) String() string {
 func (*NoOpRecord) ProtoMessage() {}
 
 func (x *NoOpRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[1]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +400,7 @@ func (x *NoOpRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoOpRecord.ProtoReflect.Descriptor instead.
 func (*NoOpRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{1}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NoOpRecord) GetLeaderId() uint64 {
@@ -347,7 +430,7 @@ type RegisterBrokerRecord struct {
 
 func (x *RegisterBrokerRecord) Reset() {
 	*x = RegisterBrokerRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +442,7 @@ func (x *RegisterBrokerRecord) String() string {
 func (*RegisterBrokerRecord) ProtoMessage() {}
 
 func (x *RegisterBrokerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +455,7 @@ func (x *RegisterBrokerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBrokerRecord.ProtoReflect.Descriptor instead.
 func (*RegisterBrokerRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{2}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterBrokerRecord) GetBrokerId() int32 {
@@ -419,7 +502,7 @@ type UnregisterBrokerRecord struct {
 
 func (x *UnregisterBrokerRecord) Reset() {
 	*x = UnregisterBrokerRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +514,7 @@ func (x *UnregisterBrokerRecord) String() string {
 func (*UnregisterBrokerRecord) ProtoMessage() {}
 
 func (x *UnregisterBrokerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +527,7 @@ func (x *UnregisterBrokerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterBrokerRecord.ProtoReflect.Descriptor instead.
 func (*UnregisterBrokerRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{3}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UnregisterBrokerRecord) GetBrokerId() int32 {
@@ -466,7 +549,7 @@ type FenceBrokerRecord struct {
 
 func (x *FenceBrokerRecord) Reset() {
 	*x = FenceBrokerRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +561,7 @@ func (x *FenceBrokerRecord) String() string {
 func (*FenceBrokerRecord) ProtoMessage() {}
 
 func (x *FenceBrokerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +574,7 @@ func (x *FenceBrokerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceBrokerRecord.ProtoReflect.Descriptor instead.
 func (*FenceBrokerRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{4}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FenceBrokerRecord) GetBrokerId() int32 {
@@ -518,7 +601,7 @@ type UnfenceBrokerRecord struct {
 
 func (x *UnfenceBrokerRecord) Reset() {
 	*x = UnfenceBrokerRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +613,7 @@ func (x *UnfenceBrokerRecord) String() string {
 func (*UnfenceBrokerRecord) ProtoMessage() {}
 
 func (x *UnfenceBrokerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +626,7 @@ func (x *UnfenceBrokerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnfenceBrokerRecord.ProtoReflect.Descriptor instead.
 func (*UnfenceBrokerRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{5}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UnfenceBrokerRecord) GetBrokerId() int32 {
@@ -570,7 +653,7 @@ type BeginControlledShutdownRecord struct {
 
 func (x *BeginControlledShutdownRecord) Reset() {
 	*x = BeginControlledShutdownRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +665,7 @@ func (x *BeginControlledShutdownRecord) String() string {
 func (*BeginControlledShutdownRecord) ProtoMessage() {}
 
 func (x *BeginControlledShutdownRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +678,7 @@ func (x *BeginControlledShutdownRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginControlledShutdownRecord.ProtoReflect.Descriptor instead.
 func (*BeginControlledShutdownRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{6}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BeginControlledShutdownRecord) GetBrokerId() int32 {
@@ -628,7 +711,7 @@ type CreateTopicRecord struct {
 
 func (x *CreateTopicRecord) Reset() {
 	*x = CreateTopicRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +723,7 @@ func (x *CreateTopicRecord) String() string {
 func (*CreateTopicRecord) ProtoMessage() {}
 
 func (x *CreateTopicRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +736,7 @@ func (x *CreateTopicRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRecord.ProtoReflect.Descriptor instead.
 func (*CreateTopicRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{7}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateTopicRecord) GetName() string {
@@ -707,7 +790,7 @@ type DeleteTopicRecord struct {
 
 func (x *DeleteTopicRecord) Reset() {
 	*x = DeleteTopicRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +802,7 @@ func (x *DeleteTopicRecord) String() string {
 func (*DeleteTopicRecord) ProtoMessage() {}
 
 func (x *DeleteTopicRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +815,7 @@ func (x *DeleteTopicRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRecord.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{8}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteTopicRecord) GetName() string {
@@ -754,7 +837,7 @@ type CreatePartitionsRecord struct {
 
 func (x *CreatePartitionsRecord) Reset() {
 	*x = CreatePartitionsRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +849,7 @@ func (x *CreatePartitionsRecord) String() string {
 func (*CreatePartitionsRecord) ProtoMessage() {}
 
 func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +862,7 @@ func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRecord.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreatePartitionsRecord) GetTopic() string {
@@ -819,7 +902,7 @@ type AlterPartitionRecord struct {
 
 func (x *AlterPartitionRecord) Reset() {
 	*x = AlterPartitionRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +914,7 @@ func (x *AlterPartitionRecord) String() string {
 func (*AlterPartitionRecord) ProtoMessage() {}
 
 func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +927,7 @@ func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRecord.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{10}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AlterPartitionRecord) GetBrokerId() int32 {
@@ -907,7 +990,7 @@ type ElectLeadersRecord struct {
 
 func (x *ElectLeadersRecord) Reset() {
 	*x = ElectLeadersRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1002,7 @@ func (x *ElectLeadersRecord) String() string {
 func (*ElectLeadersRecord) ProtoMessage() {}
 
 func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1015,7 @@ func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRecord.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{11}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
@@ -946,13 +1029,14 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xfb\a\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xea\b\n" +
 	"\x06Record\x129\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x12\x1f\n" +
 	"\vproposer_id\x18\x02 \x01(\x04R\n" +
 	"proposerId\x12!\n" +
-	"\fproposal_seq\x18\x03 \x01(\x04R\vproposalSeq\x122\n" +
+	"\fproposal_seq\x18\x03 \x01(\x04R\vproposalSeq\x12$\n" +
+	"\x0eleader_time_ms\x18\x04 \x01(\x03R\fleaderTimeMs\x122\n" +
 	"\x05no_op\x18\n" +
 	" \x01(\v2\x1b.dmq.metadata.v1.NoOpRecordH\x00R\x04noOp\x12P\n" +
 	"\x0fregister_broker\x18\v \x01(\v2%.dmq.metadata.v1.RegisterBrokerRecordH\x00R\x0eregisterBroker\x12V\n" +
@@ -964,8 +1048,13 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\fdelete_topic\x18\x11 \x01(\v2\".dmq.metadata.v1.DeleteTopicRecordH\x00R\vdeleteTopic\x12V\n" +
 	"\x11create_partitions\x18\x12 \x01(\v2'.dmq.metadata.v1.CreatePartitionsRecordH\x00R\x10createPartitions\x12P\n" +
 	"\x0falter_partition\x18\x13 \x01(\v2%.dmq.metadata.v1.AlterPartitionRecordH\x00R\x0ealterPartition\x12J\n" +
-	"\relect_leaders\x18\x14 \x01(\v2#.dmq.metadata.v1.ElectLeadersRecordH\x00R\felectLeadersB\x06\n" +
-	"\x04body\"=\n" +
+	"\relect_leaders\x18\x14 \x01(\v2#.dmq.metadata.v1.ElectLeadersRecordH\x00R\felectLeaders\x12G\n" +
+	"\fopen_session\x18\x15 \x01(\v2\".dmq.metadata.v1.OpenSessionRecordH\x00R\vopenSessionB\x06\n" +
+	"\x04body\"O\n" +
+	"\x11OpenSessionRecord\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\"=\n" +
 	"\n" +
 	"NoOpRecord\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x12\n" +
@@ -1023,44 +1112,46 @@ func file_dmq_metadata_v1_records_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_records_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*Record)(nil),                        // 0: dmq.metadata.v1.Record
-	(*NoOpRecord)(nil),                    // 1: dmq.metadata.v1.NoOpRecord
-	(*RegisterBrokerRecord)(nil),          // 2: dmq.metadata.v1.RegisterBrokerRecord
-	(*UnregisterBrokerRecord)(nil),        // 3: dmq.metadata.v1.UnregisterBrokerRecord
-	(*FenceBrokerRecord)(nil),             // 4: dmq.metadata.v1.FenceBrokerRecord
-	(*UnfenceBrokerRecord)(nil),           // 5: dmq.metadata.v1.UnfenceBrokerRecord
-	(*BeginControlledShutdownRecord)(nil), // 6: dmq.metadata.v1.BeginControlledShutdownRecord
-	(*CreateTopicRecord)(nil),             // 7: dmq.metadata.v1.CreateTopicRecord
-	(*DeleteTopicRecord)(nil),             // 8: dmq.metadata.v1.DeleteTopicRecord
-	(*CreatePartitionsRecord)(nil),        // 9: dmq.metadata.v1.CreatePartitionsRecord
-	(*AlterPartitionRecord)(nil),          // 10: dmq.metadata.v1.AlterPartitionRecord
-	(*ElectLeadersRecord)(nil),            // 11: dmq.metadata.v1.ElectLeadersRecord
-	(*RequestId)(nil),                     // 12: dmq.metadata.v1.RequestId
-	(*TopicConfig)(nil),                   // 13: dmq.metadata.v1.TopicConfig
-	(*TopicPartitions)(nil),               // 14: dmq.metadata.v1.TopicPartitions
+	(*OpenSessionRecord)(nil),             // 1: dmq.metadata.v1.OpenSessionRecord
+	(*NoOpRecord)(nil),                    // 2: dmq.metadata.v1.NoOpRecord
+	(*RegisterBrokerRecord)(nil),          // 3: dmq.metadata.v1.RegisterBrokerRecord
+	(*UnregisterBrokerRecord)(nil),        // 4: dmq.metadata.v1.UnregisterBrokerRecord
+	(*FenceBrokerRecord)(nil),             // 5: dmq.metadata.v1.FenceBrokerRecord
+	(*UnfenceBrokerRecord)(nil),           // 6: dmq.metadata.v1.UnfenceBrokerRecord
+	(*BeginControlledShutdownRecord)(nil), // 7: dmq.metadata.v1.BeginControlledShutdownRecord
+	(*CreateTopicRecord)(nil),             // 8: dmq.metadata.v1.CreateTopicRecord
+	(*DeleteTopicRecord)(nil),             // 9: dmq.metadata.v1.DeleteTopicRecord
+	(*CreatePartitionsRecord)(nil),        // 10: dmq.metadata.v1.CreatePartitionsRecord
+	(*AlterPartitionRecord)(nil),          // 11: dmq.metadata.v1.AlterPartitionRecord
+	(*ElectLeadersRecord)(nil),            // 12: dmq.metadata.v1.ElectLeadersRecord
+	(*RequestId)(nil),                     // 13: dmq.metadata.v1.RequestId
+	(*TopicConfig)(nil),                   // 14: dmq.metadata.v1.TopicConfig
+	(*TopicPartitions)(nil),               // 15: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
-	12, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
-	1,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
-	2,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
-	3,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
-	4,  // 4: dmq.metadata.v1.Record.fence_broker:type_name -> dmq.metadata.v1.FenceBrokerRecord
-	5,  // 5: dmq.metadata.v1.Record.unfence_broker:type_name -> dmq.metadata.v1.UnfenceBrokerRecord
-	6,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
-	7,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
-	8,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
-	9,  // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
-	10, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
-	11, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
-	13, // 12: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
-	14, // 13: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	13, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
+	2,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
+	3,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
+	4,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
+	5,  // 4: dmq.metadata.v1.Record.fence_broker:type_name -> dmq.metadata.v1.FenceBrokerRecord
+	6,  // 5: dmq.metadata.v1.Record.unfence_broker:type_name -> dmq.metadata.v1.UnfenceBrokerRecord
+	7,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
+	8,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
+	9,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
+	10, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
+	11, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
+	12, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
+	1,  // 12: dmq.metadata.v1.Record.open_session:type_name -> dmq.metadata.v1.OpenSessionRecord
+	14, // 13: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
+	15, // 14: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_records_proto_init() }
@@ -1081,6 +1172,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_CreatePartitions)(nil),
 		(*Record_AlterPartition)(nil),
 		(*Record_ElectLeaders)(nil),
+		(*Record_OpenSession)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1088,7 +1180,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_records_proto_rawDesc), len(file_dmq_metadata_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

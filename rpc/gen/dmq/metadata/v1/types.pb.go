@@ -75,6 +75,11 @@ const (
 	ErrorCode_BROKER_STATE_UNCHANGED ErrorCode = 22
 	// The request was valid but this controller cannot serve it now (no quorum, shutting down).
 	ErrorCode_UNAVAILABLE ErrorCode = 23
+	// The request's client session is unknown, expired, or has moved past the
+	// request's sequence number. The request was not applied by this attempt,
+	// but an earlier attempt of it may have been: its outcome is unknown. A
+	// client opens a new session for its next request.
+	ErrorCode_SESSION_EXPIRED ErrorCode = 24
 )
 
 // Enum value maps for ErrorCode.
@@ -104,6 +109,7 @@ var (
 		21: "INVALID_RECORD",
 		22: "BROKER_STATE_UNCHANGED",
 		23: "UNAVAILABLE",
+		24: "SESSION_EXPIRED",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                           0,
@@ -130,6 +136,7 @@ var (
 		"INVALID_RECORD":                 21,
 		"BROKER_STATE_UNCHANGED":         22,
 		"UNAVAILABLE":                    23,
+		"SESSION_EXPIRED":                24,
 	}
 )
 
@@ -693,11 +700,18 @@ func (x *MetadataDelta) GetChangedPartitions() []*Partition {
 }
 
 // RequestId makes a mutating request idempotent: a retry with the same id
-// returns the first attempt's result and is applied at most once.
+// returns the first attempt's result and is applied at most once. It names a
+// client session (OpenSession) and a sequence number within it; a session
+// remembers the result of its highest sequence only, so a client sends one
+// request at a time per session and numbers them 1, 2, 3, ...
 type RequestId struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A label for logs and audit; it plays no part in deduplication.
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The session, as OpenSession returned it. A request id without one is
+	// refused.
+	SessionId     uint64 `protobuf:"varint,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -742,6 +756,13 @@ func (x *RequestId) GetClientId() string {
 func (x *RequestId) GetSequence() uint64 {
 	if x != nil {
 		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RequestId) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
 	}
 	return 0
 }
@@ -849,15 +870,17 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x12removed_broker_ids\x18\x04 \x03(\x05R\x10removedBrokerIds\x12?\n" +
 	"\x0fupserted_topics\x18\x05 \x03(\v2\x16.dmq.metadata.v1.TopicR\x0eupsertedTopics\x12%\n" +
 	"\x0edeleted_topics\x18\x06 \x03(\tR\rdeletedTopics\x12I\n" +
-	"\x12changed_partitions\x18\a \x03(\v2\x1a.dmq.metadata.v1.PartitionR\x11changedPartitions\"D\n" +
+	"\x12changed_partitions\x18\a \x03(\v2\x1a.dmq.metadata.v1.PartitionR\x11changedPartitions\"c\n" +
 	"\tRequestId\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"G\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\x04R\tsessionId\"G\n" +
 	"\x0fTopicPartitions\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
-	"partitions*\xc8\x04\n" +
+	"partitions*\xdd\x04\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x13\n" +
 	"\x0fINVALID_REQUEST\x10\x01\x12\x16\n" +
@@ -883,7 +906,8 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x0fUNKNOWN_OUTCOME\x10\x14\x12\x12\n" +
 	"\x0eINVALID_RECORD\x10\x15\x12\x1a\n" +
 	"\x16BROKER_STATE_UNCHANGED\x10\x16\x12\x0f\n" +
-	"\vUNAVAILABLE\x10\x17BDZBgithub.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1;metadatav1b\x06proto3"
+	"\vUNAVAILABLE\x10\x17\x12\x13\n" +
+	"\x0fSESSION_EXPIRED\x10\x18BDZBgithub.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_dmq_metadata_v1_types_proto_rawDescOnce sync.Once

@@ -78,6 +78,9 @@ const (
 	// MetadataServiceElectLeadersProcedure is the fully-qualified name of the MetadataService's
 	// ElectLeaders RPC.
 	MetadataServiceElectLeadersProcedure = "/dmq.metadata.v1.MetadataService/ElectLeaders"
+	// MetadataServiceOpenSessionProcedure is the fully-qualified name of the MetadataService's
+	// OpenSession RPC.
+	MetadataServiceOpenSessionProcedure = "/dmq.metadata.v1.MetadataService/OpenSession"
 	// MetadataServiceGetClusterMetadataProcedure is the fully-qualified name of the MetadataService's
 	// GetClusterMetadata RPC.
 	MetadataServiceGetClusterMetadataProcedure = "/dmq.metadata.v1.MetadataService/GetClusterMetadata"
@@ -112,6 +115,10 @@ type MetadataServiceClient interface {
 	AlterPartition(context.Context, *connect.Request[v1.AlterPartitionRequest]) (*connect.Response[v1.AlterPartitionResponse], error)
 	// Preferred leader election.
 	ElectLeaders(context.Context, *connect.Request[v1.ElectLeadersRequest]) (*connect.Response[v1.ElectLeadersResponse], error)
+	// Opens a client session, through the log, for idempotent writes. Not
+	// idempotent itself: a retried open opens another session, and the one
+	// never used expires.
+	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 	GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error)
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
@@ -211,6 +218,12 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(metadataServiceMethods.ByName("ElectLeaders")),
 			connect.WithClientOptions(opts...),
 		),
+		openSession: connect.NewClient[v1.OpenSessionRequest, v1.OpenSessionResponse](
+			httpClient,
+			baseURL+MetadataServiceOpenSessionProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("OpenSession")),
+			connect.WithClientOptions(opts...),
+		),
 		getClusterMetadata: connect.NewClient[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse](
 			httpClient,
 			baseURL+MetadataServiceGetClusterMetadataProcedure,
@@ -243,6 +256,7 @@ type metadataServiceClient struct {
 	createPartitions   *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
 	alterPartition     *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
 	electLeaders       *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
+	openSession        *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
 	getClusterMetadata *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
 	watchMetadata      *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
 }
@@ -312,6 +326,11 @@ func (c *metadataServiceClient) ElectLeaders(ctx context.Context, req *connect.R
 	return c.electLeaders.CallUnary(ctx, req)
 }
 
+// OpenSession calls dmq.metadata.v1.MetadataService.OpenSession.
+func (c *metadataServiceClient) OpenSession(ctx context.Context, req *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error) {
+	return c.openSession.CallUnary(ctx, req)
+}
+
 // GetClusterMetadata calls dmq.metadata.v1.MetadataService.GetClusterMetadata.
 func (c *metadataServiceClient) GetClusterMetadata(ctx context.Context, req *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error) {
 	return c.getClusterMetadata.CallUnary(ctx, req)
@@ -348,6 +367,10 @@ type MetadataServiceHandler interface {
 	AlterPartition(context.Context, *connect.Request[v1.AlterPartitionRequest]) (*connect.Response[v1.AlterPartitionResponse], error)
 	// Preferred leader election.
 	ElectLeaders(context.Context, *connect.Request[v1.ElectLeadersRequest]) (*connect.Response[v1.ElectLeadersResponse], error)
+	// Opens a client session, through the log, for idempotent writes. Not
+	// idempotent itself: a retried open opens another session, and the one
+	// never used expires.
+	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 	GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error)
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
@@ -443,6 +466,12 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithSchema(metadataServiceMethods.ByName("ElectLeaders")),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceOpenSessionHandler := connect.NewUnaryHandler(
+		MetadataServiceOpenSessionProcedure,
+		svc.OpenSession,
+		connect.WithSchema(metadataServiceMethods.ByName("OpenSession")),
+		connect.WithHandlerOptions(opts...),
+	)
 	metadataServiceGetClusterMetadataHandler := connect.NewUnaryHandler(
 		MetadataServiceGetClusterMetadataProcedure,
 		svc.GetClusterMetadata,
@@ -485,6 +514,8 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceAlterPartitionHandler.ServeHTTP(w, r)
 		case MetadataServiceElectLeadersProcedure:
 			metadataServiceElectLeadersHandler.ServeHTTP(w, r)
+		case MetadataServiceOpenSessionProcedure:
+			metadataServiceOpenSessionHandler.ServeHTTP(w, r)
 		case MetadataServiceGetClusterMetadataProcedure:
 			metadataServiceGetClusterMetadataHandler.ServeHTTP(w, r)
 		case MetadataServiceWatchMetadataProcedure:
@@ -548,6 +579,10 @@ func (UnimplementedMetadataServiceHandler) AlterPartition(context.Context, *conn
 
 func (UnimplementedMetadataServiceHandler) ElectLeaders(context.Context, *connect.Request[v1.ElectLeadersRequest]) (*connect.Response[v1.ElectLeadersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.ElectLeaders is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.OpenSession is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error) {
