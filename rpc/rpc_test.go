@@ -41,6 +41,14 @@ func getJSON(t *testing.T, url string) (int, map[string]any) {
 	return decodeJSON(t, resp)
 }
 
+func deleteJSON(t *testing.T, url string) (int, map[string]any) {
+	req, err := http.NewRequest(http.MethodDelete, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	return decodeJSON(t, resp)
+}
+
 func decodeJSON(t *testing.T, resp *http.Response) (int, map[string]any) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -130,6 +138,43 @@ func TestSeedRESTExamples(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, status)
 	_, body = getJSON(t, base+"/api/v1/metadata/topics")
 	assert.Len(t, body["topics"], 1)
+}
+
+// A REST client without a library gets exactly-once writes too: it opens
+// a session and numbers its writes in it.
+func TestRESTWritesInAClientSession(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
+	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":8082}`)
+	require.Equal(t, http.StatusOK, status)
+
+	status, body = postJSON(t, base+"/api/v1/metadata/sessions", `{"clientId":"curl"}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	session := body["sessionId"].(string)
+	assert.Equal(t, "120000", body["timeoutMs"], "the default timeout is advertised")
+
+	create := fmt.Sprintf(`{"name":"once","partitions":1,"requestId":{"sessionId":%q,"sequence":"1"}}`, session)
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", create)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	version := body["metadataVersion"]
+	status, _ = deleteJSON(t, base+"/api/v1/metadata/topics/once")
+	require.Equal(t, http.StatusOK, status)
+	// The retry gets the first answer and does not re-create the topic.
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", create)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	assert.Equal(t, version, body["metadataVersion"])
+	status, _ = getJSON(t, base+"/api/v1/metadata/topics/once")
+	assert.Equal(t, http.StatusNotFound, status)
+
+	// A request id naming no session, or an unknown one, is refused.
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{"name":"x","partitions":1,"requestId":{"clientId":"curl","sequence":"1"}}`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, body["message"], "names no session")
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{"name":"x","partitions":1,"requestId":{"sessionId":"999","sequence":"1"}}`)
+	assert.Equal(t, http.StatusBadRequest, status, "%v", body) // FailedPrecondition, as Google's HTTP mapping has it
+	assert.Contains(t, fmt.Sprint(body["details"]), "SESSION_EXPIRED")
+	status, _ = getJSON(t, base+"/api/v1/metadata/topics/x")
+	assert.Equal(t, http.StatusNotFound, status)
 }
 
 func TestConnectAndGRPC(t *testing.T) {
