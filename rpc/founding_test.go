@@ -96,6 +96,12 @@ func TestFoundersRecordEveryDirectory(t *testing.T) {
 		assert.Equal(t, want, voterKeys(id.FoundingVoters), "controller %d founded with every founder's directory", tc.ID)
 		assert.Equal(t, want, voterKeys(id.Members), "controller %d", tc.ID)
 	}
+	// DescribeQuorum names each member's directory too.
+	var described []string
+	for _, m := range quorumAt(t, cluster[0].URL()).GetMembers() {
+		described = append(described, fmt.Sprintf("%d:%x", m.GetNodeId(), m.GetDirectoryId()))
+	}
+	assert.ElementsMatch(t, want, described)
 }
 
 // TestWipedControllerDoesNotFoundAgain: a write is acknowledged by two of

@@ -18,7 +18,7 @@ func members(st node.Status) []*metadatav1.QuorumMember {
 		if m.Learner {
 			role = metadatav1.QuorumRole_QUORUM_ROLE_LEARNER
 		}
-		out = append(out, &metadatav1.QuorumMember{NodeId: m.ID, Url: m.URL, Role: role, MatchIndex: m.Match, Lag: m.Lag, IsLeader: m.IsLeader})
+		out = append(out, &metadatav1.QuorumMember{NodeId: m.ID, Url: m.URL, Role: role, MatchIndex: m.Match, Lag: m.Lag, IsLeader: m.IsLeader, DirectoryId: m.DirectoryID})
 	}
 	return out
 }

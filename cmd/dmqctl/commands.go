@@ -256,13 +256,17 @@ func watchCommand(g *globals) *cobra.Command {
 }
 
 func membersTable(members []*metadatav1.QuorumMember) *table {
-	t := &table{header: []string{"ID", "URL", "ROLE", "LEADER", "MATCH", "LAG"}}
+	t := &table{header: []string{"ID", "URL", "ROLE", "LEADER", "MATCH", "LAG", "DIRECTORY"}}
 	for _, m := range members {
 		role := "voter"
 		if m.GetRole() == metadatav1.QuorumRole_QUORUM_ROLE_LEARNER {
 			role = "learner"
 		}
-		t.add(m.GetNodeId(), m.GetUrl(), role, m.GetIsLeader(), m.GetMatchIndex(), m.GetLag())
+		directory := "-"
+		if m.GetDirectoryId() != 0 {
+			directory = fmt.Sprintf("%016x", m.GetDirectoryId())
+		}
+		t.add(m.GetNodeId(), m.GetUrl(), role, m.GetIsLeader(), m.GetMatchIndex(), m.GetLag(), directory)
 	}
 	return t
 }

@@ -82,8 +82,13 @@ type QuorumMember struct {
 	// The highest log index known to be replicated on the member (leader's view).
 	MatchIndex uint64 `protobuf:"varint,4,opt,name=match_index,json=matchIndex,proto3" json:"match_index,omitempty"`
 	// The leader's last index minus match_index.
-	Lag           uint64 `protobuf:"varint,5,opt,name=lag,proto3" json:"lag,omitempty"`
-	IsLeader      bool   `protobuf:"varint,6,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
+	Lag      uint64 `protobuf:"varint,5,opt,name=lag,proto3" json:"lag,omitempty"`
+	IsLeader bool   `protobuf:"varint,6,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
+	// The random id of the member's data directory: a voter is its id and
+	// its directory, so that a controller whose disk was wiped cannot vote
+	// under its old id. 0 for a member that joined without one (a cluster
+	// founded with initial-cluster-state new, or before directories).
+	DirectoryId   uint64 `protobuf:"varint,7,opt,name=directory_id,json=directoryId,proto3" json:"directory_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +163,13 @@ func (x *QuorumMember) GetIsLeader() bool {
 		return x.IsLeader
 	}
 	return false
+}
+
+func (x *QuorumMember) GetDirectoryId() uint64 {
+	if x != nil {
+		return x.DirectoryId
+	}
+	return 0
 }
 
 type DescribeQuorumRequest struct {
@@ -831,7 +843,7 @@ var File_dmq_metadata_v1_quorum_service_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\n" +
-	"$dmq/metadata/v1/quorum_service.proto\x12\x0fdmq.metadata.v1\x1a\x1cgoogle/api/annotations.proto\"\xba\x01\n" +
+	"$dmq/metadata/v1/quorum_service.proto\x12\x0fdmq.metadata.v1\x1a\x1cgoogle/api/annotations.proto\"\xdd\x01\n" +
 	"\fQuorumMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12/\n" +
@@ -839,7 +851,8 @@ const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\vmatch_index\x18\x04 \x01(\x04R\n" +
 	"matchIndex\x12\x10\n" +
 	"\x03lag\x18\x05 \x01(\x04R\x03lag\x12\x1b\n" +
-	"\tis_leader\x18\x06 \x01(\bR\bisLeader\"\x17\n" +
+	"\tis_leader\x18\x06 \x01(\bR\bisLeader\x12!\n" +
+	"\fdirectory_id\x18\a \x01(\x04R\vdirectoryId\"\x17\n" +
 	"\x15DescribeQuorumRequest\"\xca\x01\n" +
 	"\x16DescribeQuorumResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x12\n" +
