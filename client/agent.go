@@ -40,13 +40,15 @@ type StorageAgent struct {
 	cfg    AgentConfig
 	client *Client
 
-	mu         sync.Mutex
-	state      *metadatav1.ClusterState
-	maxEpoch   uint64
-	epoch      int64
-	registered bool
-	fenced     bool
-	silent     bool
+	mu       sync.Mutex
+	state    *metadatav1.ClusterState
+	maxEpoch uint64
+	// lastRepairEpoch is the controller epoch of the last repair applied.
+	lastRepairEpoch uint64
+	epoch           int64
+	registered      bool
+	fenced          bool
+	silent          bool
 }
 
 // NewStorageAgent returns an agent that reaches the controllers through c.
@@ -117,8 +119,15 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 	if msg.GetControllerEpoch() < a.maxEpoch {
 		return reject(fmt.Sprintf("stale controller epoch %d: epoch %d seen", msg.GetControllerEpoch(), a.maxEpoch))
 	}
+	repair := false
 	if msg.GetMetadataVersion() < current {
-		return reject(fmt.Sprintf("version %d is older than the version held, %d", msg.GetMetadataVersion(), current))
+		// Going back only as a repair of this very state, once per epoch:
+		// a repair delivered twice, or late, must not undo what followed.
+		_, isFull := msg.Update.(*metadatav1.PushMetadataRequest_FullState)
+		repair = isFull && msg.GetRepairFromVersion() == current && msg.GetControllerEpoch() > a.lastRepairEpoch
+		if !repair {
+			return reject(fmt.Sprintf("version %d is older than the version held, %d", msg.GetMetadataVersion(), current))
+		}
 	}
 	full := false
 	switch u := msg.Update.(type) {
@@ -133,6 +142,9 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 		return reject("empty push")
 	}
 	a.maxEpoch = msg.GetControllerEpoch()
+	if repair {
+		a.lastRepairEpoch = msg.GetControllerEpoch()
+	}
 	version, state := a.state.GetMetadataVersion(), proto.CloneOf(a.state)
 	a.mu.Unlock()
 	if a.cfg.OnUpdate != nil {

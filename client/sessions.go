@@ -44,18 +44,27 @@ type sessionPool struct {
 	free []*session
 }
 
-func (p *sessionPool) take(now time.Time) *session {
+// take returns a free session whose horizon is at least budget away.
+func (p *sessionPool) take(now time.Time, budget time.Duration) *session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.free) > 0 {
 		s := p.free[len(p.free)-1]
 		p.free = p.free[:len(p.free)-1]
-		if now.Before(s.horizon()) {
+		if now.Add(budget).Before(s.horizon()) {
 			return s
 		}
 		// Too close to expiry to carry a write through its retries.
 	}
 	return nil
+}
+
+// drain drops every free session: they are likely as stale as one just
+// found expired (a leader's clock ran ahead, or the table was flooded).
+func (p *sessionPool) drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.free = nil
 }
 
 func (p *sessionPool) give(s *session) {
@@ -71,7 +80,7 @@ func (c *Client) OpenSession(ctx context.Context) (*metadatav1.OpenSessionRespon
 }
 
 func (c *Client) session(ctx context.Context) (*session, error) {
-	if s := c.sessions.take(time.Now()); s != nil {
+	if s := c.sessions.take(time.Now(), c.cfg.AttemptTimeout); s != nil {
 		return s, nil
 	}
 	sent := time.Now()
@@ -86,18 +95,35 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	return &session{id: resp.GetSessionId(), timeout: time.Duration(resp.GetTimeoutMs()) * time.Millisecond, activeSince: sent}, nil
 }
 
+// refusedBeforeProposal says whether a single attempt's error proves that
+// the write was not proposed: refused by authentication, by the request
+// checks, or by a controller that is not the leader.
+func refusedBeforeProposal(err error) bool {
+	if rpc.ErrorCodeOf(err) == metadatav1.ErrorCode_NOT_CONTROLLER {
+		return true
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
+		connect.CodeResourceExhausted, connect.CodeUnimplemented:
+		return true
+	}
+	return false
+}
+
 // write runs a mutating call under a request id of a client session, so
 // that its retries apply it at most once. A caller that set its own request
 // id gets plain retries under that id. The write stops retrying at its
 // session's horizon and reports ErrUnknownOutcome, as it does when the
 // controllers refuse a retry with SESSION_EXPIRED; a first attempt refused
 // that way was applied by no attempt, and is sent again in a new session.
+// Any other failure after an attempt that may have been proposed is an
+// unknown outcome too (wrapping the last error); the request keeps its id,
+// so that the caller's resend of it is a retry, applied at most once.
 func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.RequestId, req *Req,
 	method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
 	if *id != nil {
 		return meta(ctx, c, req, method)
 	}
-	defer func() { *id = nil }()
 	for reopened := false; ; reopened = true {
 		s, err := c.session(ctx)
 		if err != nil {
@@ -127,6 +153,7 @@ func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.Reques
 		case code == metadatav1.ErrorCode_SESSION_EXPIRED:
 			// The session is gone; it is not given back.
 			if attempts == 1 && !reopened {
+				c.sessions.drain()
 				continue
 			}
 			return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
@@ -141,6 +168,14 @@ func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.Reques
 		// Any later request of the session makes this one's retries stale,
 		// so the session can carry the next write whatever happened.
 		c.sessions.give(s)
+		if code == metadatav1.ErrorCode_NONE || statemachine.ClassOf(code) == statemachine.ClassUnavailable {
+			if attempts > 1 || !refusedBeforeProposal(err) {
+				// An attempt may have been proposed and may yet commit:
+				// the caller must not take this for "not applied". The
+				// request keeps its id, so sending it again is a retry.
+				return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+			}
+		}
 		return nil, err
 	}
 }

@@ -168,3 +168,41 @@ func TestDefiniteErrorIsReturnedAndTheSessionReused(t *testing.T) {
 	assert.Equal(t, ids[0].GetSessionId(), ids[1].GetSessionId())
 	assert.Equal(t, uint64(2), ids[1].GetSequence())
 }
+
+// A write whose attempts may have been proposed is an unknown outcome when
+// the caller's deadline ends it, never a plain "no leader"; sending the
+// same request again is a retry under the same id, not a new write.
+func TestWriteEndedByTheCallerIsAnUnknownOutcomeAndKeepsItsID(t *testing.T) {
+	f := &scriptedController{timeoutMs: 60_000, answer: func(n int, _ *metadatav1.RequestId) error {
+		if n <= 2 {
+			return connect.NewError(connect.CodeUnavailable, nil)
+		}
+		return nil
+	}}
+	c := startScripted(t, f)
+	req := &metadatav1.CreateTopicRequest{Name: "t", Partitions: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	_, err := c.CreateTopic(ctx, req)
+	require.ErrorIs(t, err, client.ErrUnknownOutcome)
+	assert.ErrorIs(t, err, client.ErrNoLeader, "the cause is kept")
+	_, err = c.CreateTopic(context.Background(), req)
+	require.NoError(t, err)
+	ids := f.ids()
+	for _, id := range ids {
+		assert.Equal(t, ids[0].GetSequence(), id.GetSequence(), "every send is the same request")
+		assert.Equal(t, ids[0].GetSessionId(), id.GetSessionId())
+	}
+}
+
+// A first attempt refused before any proposal (here: not authorised) is a
+// definite answer.
+func TestRefusalBeforeProposalIsNotAnUnknownOutcome(t *testing.T) {
+	f := &scriptedController{timeoutMs: 60_000, answer: func(int, *metadatav1.RequestId) error {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("no"))
+	}}
+	c := startScripted(t, f)
+	_, err := c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "t", Partitions: 1})
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err))
+	assert.NotErrorIs(t, err, client.ErrUnknownOutcome)
+}

@@ -44,6 +44,9 @@ type pushTarget struct {
 	known int64
 	// full forces a full state (the receiver diverged or rejected a delta).
 	full bool
+	// repairFrom is the version of a receiver ahead of this controller's
+	// commit index, 0 if none: its full state is sent as a repair.
+	repairFrom int64
 	// inFlight is the version of the push awaiting its result, 0 if none.
 	inFlight int64
 	retryAt  time.Time
@@ -190,10 +193,15 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 			t.known = max(t.known, reported)
 		}
 		if reported > version {
-			// Ahead of the controller: it holds metadata no quorum
-			// committed, from a deposed controller or a bug. Replace it
-			// wholesale.
+			// Ahead of this controller's state: a full state brings it
+			// back in line if it is behind after all (a push since).
 			t.full = true
+		}
+		if n.beyondCommit(reported) {
+			// Ahead of everything committed: it holds metadata no quorum
+			// committed (a controller restored from an older backup, or a
+			// bug). Only a repair replaces it.
+			t.repairFrom = reported
 		}
 		if n.pushNeeded(t) {
 			resp.PushScheduled = true
@@ -237,6 +245,16 @@ func (n *Node) target(id int32) *pushTarget {
 
 func (n *Node) pushNeeded(t *pushTarget) bool { return t.full || t.known < n.sm.Version() }
 
+// beyondCommit says whether a receiver's version is past this leader's
+// commit index. Once active, the leader has applied every entry committed
+// before its term, and entries of its term it commits first: no push or
+// watch of any controller can have carried such a version in this log's
+// history. (Past its applied version alone is not enough: a follower may
+// apply, and serve a watch, before the leader.)
+func (n *Node) beyondCommit(version int64) bool {
+	return n.active && version > 0 && uint64(version) > n.rn.BasicStatus().GetCommit()
+}
+
 // pushAll schedules a push to every registered broker with a live session.
 func (n *Node) pushAll(now time.Time) {
 	for _, id := range n.sm.BrokerIDs() {
@@ -269,6 +287,9 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 			n.controller.fullState = n.sm.ClusterState()
 		}
 		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.controller.fullState}
+		if t.repairFrom > version {
+			req.RepairFromVersion = t.repairFrom
+		}
 	}
 	t.inFlight = version
 	n.env.Pusher.Push(id, req)
@@ -289,6 +310,10 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 	}
 	t.known = resp.GetMetadataVersion()
 	t.full = t.known > n.sm.Version()
+	t.repairFrom = 0
+	if n.beyondCommit(t.known) {
+		t.repairFrom = t.known
+	}
 	if !resp.GetAccepted() {
 		// A delta that did not fit the receiver's version, or a receiver
 		// that has seen a newer controller epoch (then this controller is

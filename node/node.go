@@ -59,6 +59,10 @@ type Node struct {
 
 	confState *raftpb.ConfState
 	peers     map[uint64]string
+	// stampBaseMs and stampFrom date this leadership's records (see
+	// leaderTimeMs).
+	stampBaseMs int64
+	stampFrom   time.Time
 	// directories records each member's directory id, where known: a
 	// controller votes and campaigns only as the directory the membership
 	// names for it (see mayVote).
@@ -916,6 +920,15 @@ func (n *Node) observeGainedLeadership() {
 	n.term, n.leader, n.isLeader = status.GetTerm(), status.Lead, true
 	n.active = false
 	n.controller.reset()
+	n.stampBaseMs, n.stampFrom = n.sm.ClockMs(), n.env.Clock.Now()
+}
+
+// leaderTimeMs is the stamp of a record this leader proposes: the state
+// machine's clock when it took over plus the time elapsed since on its own
+// clock. Not its wall clock: a leader whose clock is minutes ahead would
+// expire every client session at once, and one behind would stop expiry.
+func (n *Node) leaderTimeMs() int64 {
+	return n.stampBaseMs + max(n.env.Clock.Now().Sub(n.stampFrom).Milliseconds(), 0)
 }
 
 // observeLeadership reacts to term and leader changes after a Ready's
@@ -1020,7 +1033,7 @@ func (n *Node) propose(record *metadatav1.Record, done func(Outcome)) {
 	n.nextSeq++
 	seq := n.nextSeq
 	record.ProposerId, record.ProposalSeq = n.cfg.ID, seq
-	record.LeaderTimeMs = n.env.Clock.Now().UnixMilli()
+	record.LeaderTimeMs = n.leaderTimeMs()
 	data, err := proto.Marshal(record)
 	if err != nil {
 		panic(fmt.Sprintf("node: encoding a record: %v", err))

@@ -4,6 +4,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/storage"
 	"testing"
+	"time"
 
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"
@@ -430,4 +431,66 @@ func TestWipedLearnerIsNotPromoted(t *testing.T) {
 	require.False(t, c.nodes[2].Status().MayVote)
 	require.Error(t, changeMembership(c, leader, MembershipChange{Kind: AddVoter, NodeID: 2}), "the wiped learner was promoted")
 	require.Equal(t, []uint64{1}, voters(leader))
+}
+
+// A storage service ahead of every controller's commit index holds
+// metadata no quorum committed: it gets a full state marked as a repair of
+// that version, the only push it may go back for. A service merely ahead of
+// the leader's applied state (a follower applied first) gets none.
+func TestServiceAheadOfTheCommitIndexIsSentARepair(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	first := c.pushesTo(1)
+	require.NotEmpty(t, first)
+	last := first[len(first)-1].request
+	leader.OnPushResult(1, last.GetMetadataVersion(), &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: last.GetMetadataVersion()}, nil)
+
+	version := leader.StateMachine().Version()
+	c.pushes = nil
+	ahead := version + 1000
+	resp := heartbeat(t, leader, "1", ahead)
+	assert.True(t, resp.PushScheduled)
+	pushes := c.pushesTo(1)
+	require.Len(t, pushes, 1)
+	repair := pushes[0].request
+	require.NotNil(t, repair.GetFullState())
+	assert.Equal(t, ahead, repair.GetRepairFromVersion())
+	assert.Equal(t, version, repair.GetMetadataVersion())
+
+	// Its answer (it went back) ends the repair.
+	leader.OnPushResult(1, version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: version}, nil)
+	c.pushes = nil
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 1, 1), done) }).Err)
+	for _, p := range c.pushesTo(1) {
+		assert.Zero(t, p.request.GetRepairFromVersion(), "a repaired service gets ordinary pushes")
+	}
+}
+
+func TestServiceAheadOnlyOfTheLeadersAppliedStateIsNotRepaired(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	// The commit index is what a follower may have applied and served.
+	commit := int64(leader.Status().Commit)
+	require.Equal(t, commit, leader.StateMachine().Version())
+	assert.False(t, leader.beyondCommit(commit))
+	assert.True(t, leader.beyondCommit(commit+1))
+}
+
+// A new leader whose clock is an hour ahead of the last one's does not
+// expire every client session at once: records are stamped with the state
+// machine's clock at takeover plus the time elapsed since.
+func TestLeaderWithAClockAheadDoesNotExpireSessions(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	session := c.openSession(leader)
+	c.now = c.now.Add(time.Hour)
+	c.isolate(1)
+	next := c.waitNewLeader(1, 100)
+	req := createTopicReq("kept", 1, 1)
+	req.RequestId = &metadatav1.RequestId{SessionId: session, Sequence: 1}
+	out := c.do(func(done func(Outcome)) { next.CreateTopic(req, done) })
+	require.Nil(t, out.Err, "the session expired with the new leader's clock")
 }

@@ -1,6 +1,8 @@
 package statemachine
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"strings"
 	"testing"
 
@@ -466,4 +468,14 @@ func TestImbalancedPartitions(t *testing.T) {
 	limited := h.sm.ImbalancedPartitions(1)
 	require.Len(t, limited, 1)
 	assert.Len(t, limited[0].Partitions, 1)
+}
+
+func TestSnapshotOfFormatOneIsRefusedClearly(t *testing.T) {
+	data := New().Snapshot()
+	body := append([]byte(nil), data[:len(data)-4]...)
+	body[len(snapshotMagic)] = 1 // the format version, a one-byte varint
+	old := binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
+	_, err := Restore(old)
+	require.ErrorIs(t, err, ErrCorruptSnapshot)
+	assert.Contains(t, err.Error(), "predates client sessions")
 }

@@ -132,3 +132,6 @@ func sessionOf(id *metadatav1.RequestId) (sessionID, sequence uint64, ok bool) {
 	}
 	return id.SessionId, id.Sequence, true
 }
+
+// ClockMs is the state machine's clock: the largest record stamp applied.
+func (s *StateMachine) ClockMs() int64 { return s.nowMs }

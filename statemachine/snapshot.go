@@ -25,9 +25,10 @@ import (
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
 //	crc32c
 //
-// Version 1 held a request table (clientID sequence result) where version 2
-// holds the clock and the sessions; Restore still reads it, without the
-// table, which sessions replace.
+// Version 1 held a request table where version 2 holds the clock and the
+// sessions. It is refused: replaying the log after it without the table
+// would apply again retries that the table had answered, and controllers
+// restored from snapshots of different indexes would diverge.
 const (
 	snapshotMagic         = "DMQSNAP1"
 	snapshotFormatVersion = 2
@@ -259,8 +260,12 @@ func Restore(data []byte) (*StateMachine, error) {
 	}
 	d := &decoder{buf: body[len(snapshotMagic):]}
 	format := d.uvarint()
-	if format != snapshotFormatVersion && format != 1 {
-		return nil, fmt.Errorf("%w: format version %d, this build reads 1 and %d", ErrCorruptSnapshot, format, snapshotFormatVersion)
+	if format == 1 {
+		return nil, fmt.Errorf("%w: format version 1 predates client sessions: its request table cannot be carried over safely; "+
+			"start this build on a new data directory (an in-place upgrade from it is not supported)", ErrCorruptSnapshot)
+	}
+	if format != snapshotFormatVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, format, snapshotFormatVersion)
 	}
 	s := New()
 	s.appliedIndex = d.uvarint()
@@ -308,30 +313,26 @@ func Restore(data []byte) (*StateMachine, error) {
 			}
 		}
 	}
-	if format == 1 {
-		// The request table of version 1: read past it.
-		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
-			d.str()
-			d.uvarint()
-			d.result()
+	s.nowMs = d.varint()
+	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+		ss := &session{id: d.uvarint(), clientID: d.str(), timeoutMs: d.varint(), lastActiveMs: d.varint(), lastSequence: d.uvarint()}
+		ss.result = d.result()
+		if d.err != nil {
+			break
 		}
-	} else {
-		s.nowMs = d.varint()
-		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
-			ss := &session{id: d.uvarint(), clientID: d.str(), timeoutMs: d.varint(), lastActiveMs: d.varint(), lastSequence: d.uvarint()}
-			ss.result = d.result()
-			if d.err != nil {
-				break
-			}
-			if _, dup := s.sessions.byID[ss.id]; dup || s.sessions.len() >= SessionsMax ||
-				(s.sessions.newest != nil && s.sessions.newest.lastActiveMs > ss.lastActiveMs) ||
-				ss.lastActiveMs > s.nowMs || ss.id == 0 || ss.id > s.appliedIndex {
-				d.fail("session %d twice, beyond capacity, out of order, active after the clock or opened after the state", ss.id)
-				break
-			}
-			s.sessions.add(ss)
+		if _, dup := s.sessions.byID[ss.id]; dup || s.sessions.len() >= SessionsMax ||
+			(s.sessions.newest != nil && s.sessions.newest.lastActiveMs > ss.lastActiveMs) ||
+			ss.lastActiveMs > s.nowMs || ss.id == 0 || ss.id > s.appliedIndex ||
+			ss.timeoutMs < SessionTimeoutMin || ss.timeoutMs > SessionTimeoutMax || len(ss.clientID) > requestIDClientLengthMax ||
+			(ss.lastSequence == 0 && ss.result != Result{}) ||
+			(ss.lastSequence != 0 && (ss.result.Version < int64(ss.id) || ss.result.Version > int64(s.appliedIndex))) {
+			d.fail("session %d twice, beyond capacity, out of order, active after the clock, opened after the state, "+
+				"or with a timeout, client id or result out of bounds", ss.id)
+			break
 		}
+		s.sessions.add(ss)
 	}
+
 	if d.err == nil && len(d.buf) != 0 {
 		d.fail("%d trailing bytes", len(d.buf))
 	}
@@ -349,7 +350,7 @@ func Restore(data []byte) (*StateMachine, error) {
 	// bytes and a restored node hashes like the node that wrote it.
 	canonical := &encoder{buf: make([]byte, 0, len(body))}
 	s.encode(canonical)
-	if format == snapshotFormatVersion && string(canonical.buf) != string(body) {
+	if string(canonical.buf) != string(body) {
 		return nil, fmt.Errorf("%w: not the canonical encoding of the state it holds", ErrCorruptSnapshot)
 	}
 	s.history = newHistory(int64(s.appliedIndex))

@@ -38,9 +38,16 @@ type PushMetadataRequest struct {
 	//
 	//	*PushMetadataRequest_Delta
 	//	*PushMetadataRequest_FullState
-	Update        isPushMetadataRequest_Update `protobuf_oneof:"update"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Update isPushMetadataRequest_Update `protobuf_oneof:"update"`
+	// Set on a full state that replaces a receiver's state ahead of every
+	// controller's commit index (metadata no quorum committed): the version
+	// the receiver reported. The receiver applies it, going back to
+	// metadata_version, only while it still holds exactly that version and
+	// only once per controller epoch; any other push keeps the rule that
+	// versions never go back.
+	RepairFromVersion int64 `protobuf:"varint,6,opt,name=repair_from_version,json=repairFromVersion,proto3" json:"repair_from_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PushMetadataRequest) Reset() {
@@ -117,6 +124,13 @@ func (x *PushMetadataRequest) GetFullState() *ClusterState {
 		}
 	}
 	return nil
+}
+
+func (x *PushMetadataRequest) GetRepairFromVersion() int64 {
+	if x != nil {
+		return x.RepairFromVersion
+	}
+	return 0
 }
 
 type isPushMetadataRequest_Update interface {
@@ -201,14 +215,15 @@ var File_dmq_metadata_v1_storage_sync_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_storage_sync_proto_rawDesc = "" +
 	"\n" +
-	"\"dmq/metadata/v1/storage_sync.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"\x92\x02\n" +
+	"\"dmq/metadata/v1/storage_sync.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"\xc2\x02\n" +
 	"\x13PushMetadataRequest\x12#\n" +
 	"\rcontroller_id\x18\x01 \x01(\x04R\fcontrollerId\x12)\n" +
 	"\x10controller_epoch\x18\x02 \x01(\x04R\x0fcontrollerEpoch\x12)\n" +
 	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\x126\n" +
 	"\x05delta\x18\x04 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
-	"full_state\x18\x05 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
+	"full_state\x18\x05 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullState\x12.\n" +
+	"\x13repair_from_version\x18\x06 \x01(\x03R\x11repairFromVersionB\b\n" +
 	"\x06update\"u\n" +
 	"\x14PushMetadataResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12)\n" +
