@@ -283,12 +283,40 @@ func (s *Sim) membershipStep() {
 		// Added is not enough: until the new member is a voter with its
 		// first snapshot it holds nothing, and losing another disk
 		// meanwhile would leave no quorum with the data (seed 555).
-		if n := s.nodes[op.target-1]; isVoter && n.node != nil && n.node.StateMachine().AppliedIndex() > 0 {
+		// Nor is the leader's word that it is a voter: a promotion the
+		// leader saw committed may not be known committed by any other
+		// voter, which then elects with the old configuration, where the
+		// lost disk's voter is still needed (seed 1835: voters 1 and 3,
+		// 1 promoted 4 and lost its disk; 3 could never win again). The
+		// replacement is done when every member has applied it.
+		if n := s.nodes[op.target-1]; isVoter && n.node != nil && n.node.StateMachine().AppliedIndex() > 0 && s.everyMemberSeesVoter(op.target) {
 			op.phase = 0
 		} else if s.now-op.since > membershipStepTimeout {
 			op.phase = 2
 		}
 	}
+}
+
+// everyMemberSeesVoter says whether every member is running and has
+// applied the configuration in which id is a voter (a crashed one may hold
+// the promotion uncommitted, as the voter in seed 1835 did).
+func (s *Sim) everyMemberSeesVoter(id uint64) bool {
+	for _, n := range s.nodes {
+		if !n.member || n.retired {
+			continue
+		}
+		if n.node == nil {
+			return false
+		}
+		voter := false
+		for _, m := range n.node.Status().Members {
+			voter = voter || (m.ID == id && !m.Learner)
+		}
+		if !voter {
+			return false
+		}
+	}
+	return true
 }
 
 // addBack starts the replacement empty and proposes it as a voter.

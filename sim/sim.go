@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"container/heap"
 	cryptorand "crypto/rand"
 	"encoding/binary"
@@ -723,10 +724,26 @@ func (s *Sim) describe() string {
 			continue
 		}
 		st := n.node.Status()
-		fmt.Fprintf(&b, "  node %d: term %d leader %d active %v applied %d commit %d members %v paused %v\n",
-			n.id, st.Term, st.Leader, st.Active, st.Applied, st.Commit, memberIDs(st.Members), n.pausedUntil > s.now)
+		fmt.Fprintf(&b, "  node %d: term %d leader %d active %v applied %d commit %d members %v paused %v may-vote %v directory %x\n",
+			n.id, st.Term, st.Leader, st.Active, st.Applied, st.Commit, describeMembers(st.Members), n.pausedUntil > s.now, st.MayVote, st.DirectoryID)
 	}
 	return b.String()
+}
+
+// describeMembers lists the members by id, learners marked "l", each with
+// the directory the membership records for it.
+func describeMembers(members []node.Member) string {
+	sorted := slices.Clone(members)
+	slices.SortFunc(sorted, func(a, b node.Member) int { return cmp.Compare(a.ID, b.ID) })
+	var parts []string
+	for _, m := range sorted {
+		kind := ""
+		if m.Learner {
+			kind = "l"
+		}
+		parts = append(parts, fmt.Sprintf("%d%s:%x", m.ID, kind, m.DirectoryID))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 func memberIDs(members []node.Member) []uint64 {
