@@ -99,6 +99,9 @@ func (s *Sim) scheduleNemeses() {
 		n.disk = storage.NewDisk()
 		n.disk.SyncLatency = s.opts.SlowSync
 		n.wiped = true
+		// What the lost disk promised is lost with it (that is what the
+		// directory ids are for).
+		n.promises = promises{}
 	})
 	every(s.opts.CorruptEvery, func() {
 		if !mayLoseADisk() {

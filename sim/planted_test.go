@@ -19,11 +19,15 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		name  string
 		plant func(on bool)
 		stale bool
+		// caughtBy, if set, is what the first violation must say: the
+		// checker this bug was planted for.
+		caughtBy string
 	}{
 		{name: "acknowledge before commit", plant: func(on bool) { node.Plant(node.BugAckBeforeCommit, on) }},
 		{name: "read without ReadIndex", plant: func(on bool) { node.Plant(node.BugReadWithoutReadIndex, on) }},
-		{name: "skip the fsync", plant: func(on bool) { node.Plant(node.BugSkipFsync, on) }},
-		{name: "send votes and acknowledgements before persisting", plant: func(on bool) { node.Plant(node.BugSendBeforePersist, on) }},
+		{name: "skip the fsync", plant: func(on bool) { node.Plant(node.BugSkipFsync, on) }, caughtBy: "durable image"},
+		{name: "send votes and acknowledgements before persisting", plant: func(on bool) { node.Plant(node.BugSendBeforePersist, on) },
+			caughtBy: "durable image"},
 		{name: "no failover grace for sessions", plant: func(on bool) { node.Plant(node.BugNoFailoverGrace, on) }},
 		{name: "step messages from strangers", plant: func(on bool) { node.Plant(node.BugStepStrangers, on) }},
 		{name: "found and vote on a wiped disk", plant: func(on bool) { node.Plant(node.BugForgetDirectories, on) }},
@@ -43,6 +47,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 				result := Run(opts)
 				if !result.OK() {
 					t.Logf("caught by seed %d: %s", seed, result.Violations[0])
+					require.Contains(t, result.Violations[0], bug.caughtBy, "caught, but not by the checker it was planted for")
 					return
 				}
 			}

@@ -313,6 +313,8 @@ type simNode struct {
 	// held are messages sent to it while it was down, delivered to its
 	// next process when it restarts.
 	held []heldMessage
+	// promises are what it told others about its disk (see durable.go).
+	promises promises
 	// digest caches the ClusterState digest of one version for pushes.
 	digest            uint64
 	digestVersion     int64
@@ -327,6 +329,7 @@ func (n *simNode) RemovePeer(uint64)      {}
 func (n *simNode) Send(messages []*raftpb.Message) {
 	s := n.sim
 	for _, m := range messages {
+		n.promises.note(m)
 		to := m.GetTo()
 		if s.cut[[2]uint64{n.id, to}] || s.lossy() {
 			if m.GetType() == raftpb.MsgSnap {
@@ -569,6 +572,7 @@ func (s *Sim) crash(n *simNode, downtime time.Duration) {
 		torn = 1 + s.rng.IntN(64)
 	}
 	n.disk.Crash(torn)
+	s.checkDurable(n)
 	n.disk.FailSyncs = 0
 	n.node = nil
 	n.store = nil
