@@ -208,7 +208,7 @@ func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change, c
 		return Result{}
 	}
 	if s.sessions.len() >= SessionsMax {
-		s.sessions.remove(s.sessions.oldest)
+		s.sessions.remove(s.sessions.victim(s.nowMs))
 	}
 	s.sessions.add(&session{id: uint64(c.version), clientID: r.ClientId, timeoutMs: r.TimeoutMs, lastActiveMs: s.nowMs})
 	return Result{}

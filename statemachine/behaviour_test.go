@@ -327,6 +327,31 @@ func TestSessionTableIsBoundedByEvictingTheLeastRecentlyActive(t *testing.T) {
 	assert.Equal(t, sm.Hash(), restored.Hash())
 }
 
+// A full table gives up an expired session before a live one, even when a
+// long-lived session at the head holds the expired ones behind it.
+func TestFullSessionTableEvictsAnExpiredSessionFirst(t *testing.T) {
+	sm := New()
+	index := uint64(1)
+	require.Nil(t, sm.Apply(index, at(0, openSessionRecord("long", SessionTimeoutMax))).Err)
+	long := index
+	index++
+	require.Nil(t, sm.Apply(index, at(0, openSessionRecord("short", SessionTimeoutMin))).Err)
+	short := index
+	for sm.sessions.len() < SessionsMax {
+		index++
+		require.Nil(t, sm.Apply(index, at(SessionTimeoutMin, openSessionRecord("c", 60_000))).Err)
+	}
+	index++
+	require.Nil(t, sm.Apply(index, at(SessionTimeoutMin+1, openSessionRecord("new", 60_000))).Err)
+	_, live := sm.sessions.live(long, sm.nowMs)
+	assert.True(t, live, "the live session at the head is kept")
+	_, kept := sm.sessions.byID[short]
+	assert.False(t, kept, "the expired session behind it is evicted")
+	restored, err := Restore(sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, sm.Hash(), restored.Hash())
+}
+
 func TestOpenSessionValidatesItsTimeout(t *testing.T) {
 	h := newHarness(t)
 	h.mustFail(openSessionRecord("c", SessionTimeoutMin-1), metadatav1.ErrorCode_INVALID_REQUEST)

@@ -109,6 +109,23 @@ func (t *sessionTable) expire(nowMs int64) {
 	}
 }
 
+// evictionScan bounds how many of the least recently active sessions a
+// full table looks through for an expired one before it evicts a live one.
+const evictionScan = 64
+
+// victim picks the session a full table gives up for a new one: an
+// expired one among the least recently active (a long timeout at the head
+// can hold expired sessions behind it), else the least recently active.
+func (t *sessionTable) victim(nowMs int64) *session {
+	e := t.oldest
+	for i := 0; e != nil && i < evictionScan; i, e = i+1, e.newer {
+		if e.expired(nowMs) {
+			return e
+		}
+	}
+	return t.oldest
+}
+
 // inOrder returns the sessions from the least to the most recently active.
 func (t *sessionTable) inOrder() []*session {
 	out := make([]*session, 0, len(t.byID))
