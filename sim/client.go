@@ -174,7 +174,7 @@ func (c *client) handle(n *node.Node, op *clientOp, done func(linearizability.Ou
 	write := func(o node.Outcome) { done(linearizability.Output{Code: o.Err.GetCode()}, o.Err, o.LeaderID) }
 	switch in.Kind {
 	case linearizability.CreateTopic:
-		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: in.Topic, Partitions: in.Count, ReplicationFactor: 1, RequestId: op.requestID}, write)
+		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: in.Topic, Partitions: in.Count, ReplicationFactor: max(c.sim.opts.ReplicationFactor, 1), RequestId: op.requestID}, write)
 	case linearizability.DeleteTopic:
 		n.DeleteTopic(&metadatav1.DeleteTopicRequest{Name: in.Topic, RequestId: op.requestID}, write)
 	case linearizability.CreatePartitions:

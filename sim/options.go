@@ -64,6 +64,10 @@ type Options struct {
 	// controllers open; short ones expire during partitions and crashes,
 	// so that retries meet expired sessions.
 	ClientSessionTimeout time.Duration
+	// ReplicationFactor of the topics clients create: with 3, fencing,
+	// unfencing and elections move leadership within real ISRs (and a
+	// create fails when fewer brokers are live).
+	ReplicationFactor int32
 
 	// SilentAtHeal keeps one storage service silent through the heal
 	// phase, so that its fencing is checked.
@@ -104,6 +108,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.LatencyMin = time.Duration(1+rng.IntN(5)) * time.Millisecond
 	o.LatencyMax = o.LatencyMin + time.Duration(rng.IntN(60))*time.Millisecond
 	o.ClientSessionTimeout = 2 * time.Minute
+	o.ReplicationFactor = 1
 	calm := chance(0.15)
 	if calm {
 		return o
@@ -130,6 +135,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.StrangerEvery = pick(0, 0, 5*time.Second)
 	o.WipeEvery = pick(0, 0, 0, 20*time.Second)
 	o.ClientSessionTimeout = pick(2*time.Second, 5*time.Second, 2*time.Minute)
+	o.ReplicationFactor = []int32{1, 3, 3}[rng.IntN(3)]
 	return o
 }
 
@@ -175,6 +181,6 @@ func (o Options) String() string {
 	if o.FollowerReads > 0 {
 		fmt.Fprintf(&b, " follower-reads=%.1f", o.FollowerReads)
 	}
-	fmt.Fprintf(&b, " client-sessions=%v", o.ClientSessionTimeout)
+	fmt.Fprintf(&b, " client-sessions=%v rf=%d", o.ClientSessionTimeout, o.ReplicationFactor)
 	return b.String()
 }

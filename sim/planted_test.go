@@ -34,6 +34,8 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "push with an older epoch", plant: func(on bool) { node.Plant(node.BugPushOldEpoch, on) }},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
 		{name: "snapshots (and the state hash) forget the request table", plant: statemachine.PlantSnapshotForgetsRequests},
+		{name: "fencing leaves a partition offline beside an eligible ISR member", plant: statemachine.PlantFenceLeavesOffline,
+			caughtBy: "is offline though ISR member"},
 		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
 	}
 	const seedsMax = 40

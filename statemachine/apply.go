@@ -354,6 +354,9 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			}
 			if p.leader == b.id {
 				newLeader := s.pickLeader(p, b.id)
+				if plantedFenceLeavesOffline {
+					newLeader = NoLeader
+				}
 				if newLeader == NoLeader && t.config.UncleanLeaderElectionEnable {
 					newLeader = s.pickUncleanLeader(p, b.id)
 					if newLeader != NoLeader {

@@ -31,6 +31,13 @@ func (s *StateMachine) CheckInvariants() error {
 			}
 			if indexed {
 				offline++
+				// Offline only while no ISR member may lead: a partition
+				// must not stay offline beside an eligible in-sync replica.
+				for _, id := range t.partitions[i].isr {
+					if b, ok := s.brokers[id]; ok && b.eligible() {
+						return fmt.Errorf("%s-%d is offline though ISR member %d is eligible", name, i, id)
+					}
+				}
 			}
 		}
 	}

@@ -7,3 +7,6 @@ const plantedApplyRetryTwice = false
 
 // plantedSnapshotForgetsRequests is always false outside plantedbugs builds.
 const plantedSnapshotForgetsRequests = false
+
+// plantedFenceLeavesOffline is always false outside plantedbugs builds.
+const plantedFenceLeavesOffline = false

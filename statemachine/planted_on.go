@@ -15,3 +15,10 @@ var plantedSnapshotForgetsRequests = false
 
 // PlantSnapshotForgetsRequests turns the planted bug on or off.
 func PlantSnapshotForgetsRequests(on bool) { plantedSnapshotForgetsRequests = on }
+
+// plantedFenceLeavesOffline, in plantedbugs builds, makes fencing a leader
+// leave its partitions offline even when another ISR member may lead.
+var plantedFenceLeavesOffline = false
+
+// PlantFenceLeavesOffline turns the planted bug on or off.
+func PlantFenceLeavesOffline(on bool) { plantedFenceLeavesOffline = on }
