@@ -51,8 +51,13 @@ type clientOp struct {
 
 // stopIssuingAt is when clients stop starting operations, so that every
 // operation can finish before the run ends.
-func (c *client) stopIssuingAt() time.Duration {
-	return c.sim.opts.Duration - clientTimeout*clientAttemptsMax - time.Second
+func (c *client) stopIssuingAt() time.Duration { return c.sim.writesStopAt() }
+
+// writesStopAt is when clients and storage services stop starting writes,
+// so that every write can finish and every controller apply it before the
+// run ends and the liveness checks compare them.
+func (s *Sim) writesStopAt() time.Duration {
+	return s.opts.Duration - clientTimeout*clientAttemptsMax - time.Second
 }
 
 func (c *client) start() {

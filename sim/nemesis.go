@@ -55,8 +55,13 @@ func (s *Sim) scheduleNemeses() {
 		svc := s.services[s.rng.IntN(len(s.services))]
 		s.fault("service-silence")
 		svc.silentUntil = s.now + s.between(time.Second, 2*sessionTimeout)
-		if s.rng.IntN(3) == 0 {
+		switch s.rng.IntN(6) {
+		case 0, 1:
 			svc.restartWithNewIncarnation = true
+		case 2:
+			// A controlled shutdown first: it goes silent after it.
+			svc.silentUntil = 0
+			svc.shutdownFirst = true
 		}
 	})
 	every(s.opts.TransferLeaderEvery, func() {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dmq-project/metadata/node"
@@ -33,6 +34,70 @@ type service struct {
 	silentUntil               time.Duration
 	silentForever             bool
 	restartWithNewIncarnation bool
+	// shutdownFirst: the next restart is preceded by a controlled shutdown.
+	shutdownFirst bool
+}
+
+// alterISR acts as a partition leader does: for a partition it leads (as
+// its metadata says), it asks to shrink the ISR by one follower or to
+// expand it by one replica, naming the epochs it holds. Stale epochs are
+// refused, which is the point: the controllers decide. It returns false
+// if the service leads nothing to change.
+func (v *service) alterISR(target uint64) bool {
+	s := v.sim
+	type led struct {
+		topic string
+		p     *metadatav1.Partition
+	}
+	var leads []led
+	for _, t := range v.state.GetTopics() {
+		for _, p := range t.GetPartitions() {
+			if p.GetLeader() == v.id && len(p.GetReplicas()) > 1 {
+				leads = append(leads, led{t.GetName(), p})
+			}
+		}
+	}
+	if len(leads) == 0 {
+		return false
+	}
+	pick := leads[s.rng.IntN(len(leads))]
+	isr := append([]int32(nil), pick.p.GetIsr()...)
+	var outside []int32
+	for _, r := range pick.p.GetReplicas() {
+		if !slices.Contains(isr, r) {
+			outside = append(outside, r)
+		}
+	}
+	if len(outside) > 0 && (len(isr) == 1 || s.rng.IntN(2) == 0) {
+		isr = append(isr, outside[s.rng.IntN(len(outside))])
+		s.fault("isr-expand")
+	} else {
+		var followers []int32
+		for _, r := range isr {
+			if r != v.id {
+				followers = append(followers, r)
+			}
+		}
+		if len(followers) == 0 {
+			return false
+		}
+		drop := followers[s.rng.IntN(len(followers))]
+		isr = slices.DeleteFunc(isr, func(r int32) bool { return r == drop })
+		s.fault("isr-shrink")
+	}
+	req := &metadatav1.AlterPartitionRequest{BrokerId: v.id, BrokerEpoch: v.epoch, Topic: pick.topic, Partition: pick.p.GetPartition(),
+		LeaderEpoch: pick.p.GetLeaderEpoch(), PartitionEpoch: pick.p.GetPartitionEpoch(), NewIsr: isr}
+	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+		n.AlterPartition(req, func(o node.Outcome) {
+			reply(func() {
+				v.waiting = false
+				if o.Err != nil && o.Err.Code == metadatav1.ErrorCode_NOT_CONTROLLER {
+					v.follow(o.LeaderID)
+				}
+			})
+		})
+	}, func() { v.waiting = false; v.pickAnother() })
+	return true
 }
 
 func newService(s *Sim, id int32) *service {
@@ -67,8 +132,26 @@ func (v *service) beat() {
 		}, func() { v.waiting = false; v.pickAnother() })
 		return
 	}
+	if v.shutdownFirst {
+		// A controlled shutdown before the restart: leadership moves away
+		// first, then the process goes (and comes back as a new one).
+		v.shutdownFirst = false
+		v.restartWithNewIncarnation = true
+		alive := false
+		req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
+			PartitionCount: v.partitionCount(), BrokerEpoch: v.epoch, IsAlive: &alive}
+		s.fault("controlled-shutdown")
+		s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+			resp, err := n.Heartbeat(req)
+			reply(func() { v.onHeartbeat(resp, err, n.Leader()) })
+		}, func() { v.waiting = false; v.pickAnother() })
+		return
+	}
 	if s.rng.IntN(4) == 0 {
 		v.watch(target)
+		return
+	}
+	if s.now < s.writesStopAt() && s.rng.IntN(5) == 0 && v.alterISR(target) {
 		return
 	}
 	req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
