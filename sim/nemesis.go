@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/dmq-project/metadata/node"
@@ -347,7 +346,7 @@ func (s *Sim) addBack(leader *simNode) {
 	op.phase, op.since = 3, s.now
 	s.fault("add-voter")
 	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target,
-		URL: fmt.Sprintf("sim://controller-%d", op.target), DirectoryID: n.node.Status().DirectoryID}, func(error) {})
+		URL: controllerURL(op.target), DirectoryID: n.node.Status().DirectoryID}, func(error) {})
 	leader.process()
 }
 
@@ -447,7 +446,7 @@ func (s *Sim) stranger() {
 		{Type: raftpb.MsgVote.Enum(), From: new(from), To: new(n.id), Term: new(term), Index: new(st.LastIndex + 10), LogTerm: new(term)},
 	}
 	for _, m := range forged {
-		s.schedule(s.latency(), evDeliver, from, n.id, func() { s.deliver(from, 0, m) })
+		s.schedule(s.latency(), evDeliver, from, n.id, func() { s.deliver(from, 0, n.id, m) })
 	}
 }
 

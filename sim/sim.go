@@ -237,7 +237,7 @@ func (s *Sim) setup() {
 			panic(err)
 		}
 		stores = append(stores, store)
-		s.founders = append(s.founders, node.Peer{ID: id, URL: fmt.Sprintf("sim://controller-%d", id), DirectoryID: identity.DirectoryID})
+		s.founders = append(s.founders, node.Peer{ID: id, URL: controllerURL(id), DirectoryID: identity.DirectoryID})
 		s.nodes = append(s.nodes, n)
 	}
 	for i, n := range s.nodes {
@@ -315,22 +315,73 @@ type simNode struct {
 	held []heldMessage
 	// promises are what it told others about its disk (see durable.go).
 	promises promises
+	// peers is its process's address book (see SetPeer).
+	peers map[uint64]string
 	// digest caches the ClusterState digest of one version for pushes.
 	digest            uint64
 	digestVersion     int64
 	digestIncarnation uint64
 }
 
-func (n *simNode) Now() time.Time         { return epoch.Add(n.sim.now + n.clockOffset) }
-func (n *simNode) Uint64() uint64         { return n.sim.rng.Uint64() }
-func (n *simNode) SetPeer(uint64, string) {}
-func (n *simNode) RemovePeer(uint64)      {}
+func (n *simNode) Now() time.Time { return epoch.Add(n.sim.now + n.clockOffset) }
+func (n *simNode) Uint64() uint64 { return n.sim.rng.Uint64() }
+
+// SetPeer and RemovePeer keep the node's own address book, as the
+// production transport does: messages go where it says, and nowhere for an
+// id it has no address of.
+func (n *simNode) SetPeer(id uint64, url string) {
+	if id != n.id && url != "" {
+		n.peers[id] = url
+	}
+}
+
+func (n *simNode) RemovePeer(id uint64) { delete(n.peers, id) }
+
+func controllerURL(id uint64) string { return fmt.Sprintf("sim://controller-%d", id) }
+
+// idOfURL returns the controller an address reaches.
+func idOfURL(url string) uint64 {
+	var id uint64
+	if _, err := fmt.Sscanf(url, "sim://controller-%d", &id); err != nil {
+		return 0
+	}
+	return id
+}
+
+// startingPeers is the services.json a controller process starts with:
+// the founders and every member of the cluster when it was started, as an
+// operator would write it.
+func (s *Sim) startingPeers(self uint64) map[uint64]string {
+	peers := map[uint64]string{}
+	for _, f := range s.founders {
+		if f.ID != self {
+			peers[f.ID] = f.URL
+		}
+	}
+	for _, other := range s.nodes {
+		if other.id != self && other.member && !other.retired {
+			peers[other.id] = controllerURL(other.id)
+		}
+	}
+	return peers
+}
 
 func (n *simNode) Send(messages []*raftpb.Message) {
 	s := n.sim
 	for _, m := range messages {
 		n.promises.note(m)
-		to := m.GetTo()
+		url, known := n.peers[m.GetTo()]
+		if !known {
+			// No address: Raft hears of it, as from the production
+			// transport, or it would wait for a snapshot forever.
+			s.fault("no-address")
+			n.reportUnreachableLater(m.GetTo())
+			if m.GetType() == raftpb.MsgSnap {
+				n.reportSnapshotLater(m.GetTo(), false)
+			}
+			continue
+		}
+		to := idOfURL(url)
 		if s.cut[[2]uint64{n.id, to}] || s.lossy() {
 			if m.GetType() == raftpb.MsgSnap {
 				n.reportSnapshotLater(to, false)
@@ -354,7 +405,7 @@ func (n *simNode) Send(messages []*raftpb.Message) {
 				delay += s.between(500*time.Millisecond, 4*time.Second)
 			}
 			fromIncarnation := n.incarnation
-			s.schedule(delay, evDeliver, from, to, func() { s.deliver(from, fromIncarnation, msg) })
+			s.schedule(delay, evDeliver, from, to, func() { s.deliver(from, fromIncarnation, to, msg) })
 		}
 	}
 }
@@ -367,6 +418,16 @@ func (n *simNode) isMemberHere(id uint64) bool {
 		}
 	}
 	return false
+}
+
+func (n *simNode) reportUnreachableLater(to uint64) {
+	s, inc := n.sim, n.incarnation
+	s.schedule(s.latency(), evSnapshotReport, n.id, to, func() {
+		if n.node != nil && n.incarnation == inc {
+			n.node.ReportUnreachable(to)
+			n.process()
+		}
+	})
 }
 
 func (n *simNode) reportSnapshotLater(to uint64, ok bool) {
@@ -385,8 +446,8 @@ const simClusterID = "sim"
 // production transport's per-peer queue does.
 const heldMax = 1024
 
-func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
-	target := s.node(m.GetTo())
+func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
+	target := s.node(dest)
 	if target == nil {
 		if sender := s.node(from); sender != nil && m.GetType() == raftpb.MsgSnap {
 			sender.reportSnapshotLater(m.GetTo(), false)
@@ -395,7 +456,7 @@ func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 		// The production transport keeps a peer's messages queued while it
 		// reconnects: what was sent to a process that died reaches the next
 		// one. Snapshots travel on streams of their own and fail instead.
-		if to := m.GetTo(); to >= 1 && to <= uint64(len(s.nodes)) && m.GetType() != raftpb.MsgSnap {
+		if to := dest; to >= 1 && to <= uint64(len(s.nodes)) && m.GetType() != raftpb.MsgSnap {
 			if down := s.nodes[to-1]; down.member && !down.retired && len(down.held) < heldMax && s.node(from) != nil {
 				down.held = append(down.held, heldMessage{from: from, fromIncarnation: fromIncarnation, m: m})
 			}
@@ -403,7 +464,7 @@ func (s *Sim) deliver(from, fromIncarnation uint64, m *raftpb.Message) {
 		return
 	}
 	if target.pausedUntil > s.now {
-		s.schedule(target.pausedUntil-s.now, evDeliver, from, m.GetTo(), func() { s.deliver(from, fromIncarnation, m) })
+		s.schedule(target.pausedUntil-s.now, evDeliver, from, dest, func() { s.deliver(from, fromIncarnation, dest, m) })
 		return
 	}
 	if err := target.node.Step(m); err != nil {
@@ -479,6 +540,7 @@ func (n *simNode) start(store storage.Storage) {
 		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
+	n.peers = s.startingPeers(n.id)
 	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n})
 	if err != nil {
 		s.violate("node %d cannot restart from its disk: %v", n.id, err)
@@ -639,7 +701,7 @@ func (s *Sim) restart(n *simNode) {
 		// The queue lived in the sender's process: it is flushed when the
 		// stream reconnects, unless the sender died meanwhile.
 		if sender := s.nodes[h.from-1]; sender.node != nil && sender.incarnation == h.fromIncarnation {
-			s.schedule(s.latency(), evDeliver, h.from, n.id, func() { s.deliver(h.from, h.fromIncarnation, h.m) })
+			s.schedule(s.latency(), evDeliver, h.from, n.id, func() { s.deliver(h.from, h.fromIncarnation, n.id, h.m) })
 		}
 	}
 }
