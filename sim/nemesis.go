@@ -119,7 +119,8 @@ func (s *Sim) scheduleNemeses() {
 		s.crash(n, 0)
 		// A member added moments ago may have nothing on disk yet: no bit
 		// flips, and its restart must then succeed, not "detect" anything.
-		n.corrupted = n.disk.Corrupt(s.rng.IntN(1<<20), s.rng.IntN(1<<20)) != nil
+		n.corruptedKey = n.disk.Corrupt(s.rng.IntN(1<<20), s.rng.IntN(1<<20))
+		n.corrupted = n.corruptedKey != nil
 	})
 }
 

@@ -306,6 +306,8 @@ type simNode struct {
 	jumped   bool
 	// corrupted: a bit of its disk was flipped while it was down.
 	corrupted bool
+	// corruptedKey is the key whose value has the flipped bit.
+	corruptedKey []byte
 	// wiped: its disk was lost and replaced by an empty one.
 	wiped bool
 	// leading: the node led at its last processing.
@@ -656,6 +658,12 @@ func (s *Sim) restart(n *simNode) {
 	}
 	store, err := storage.OpenMem(n.disk)
 	if err != nil {
+		if n.corrupted && errors.Is(err, storage.ErrCorrupt) && !strings.Contains(err.Error(), fmt.Sprintf("%q", n.corruptedKey)) {
+			// The flipped bit must be what is found: damage elsewhere is
+			// a bug of its own, which the planted flip must not hide.
+			s.violate("node %d's disk reports %v, but the bit flipped was under %q", n.id, err, n.corruptedKey)
+			return
+		}
 		if n.corrupted && errors.Is(err, storage.ErrCorrupt) {
 			// Found by the checksum, as it must be: this disk is lost, and
 			// the controller is replaced.
