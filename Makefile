@@ -71,6 +71,10 @@ fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./node -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./rpc -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
 
+.PHONY: check-regressions
+check-regressions: ## Check that each regression seed fails with its bug brought back.
+	$(GO) test -count=1 -tags regressions -run '^TestRegressionSeedsFailWithTheirBugs$$' -timeout 30m ./sim
+
 .PHONY: sim
 SIM_SEEDS ?= 1..1000
 SIM_DURATION ?= 120s
