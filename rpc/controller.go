@@ -151,6 +151,9 @@ func (c *Controller) start(ctx context.Context) error {
 	}
 	for _, p := range cfg.Peers {
 		c.transport.SetPeer(p.ID, p.URL)
+		if p.ID == cfg.Node.ID {
+			c.transport.Advertise(p.URL)
+		}
 	}
 	pusher := NewPusher(pushClient, cfg.PushURLs, c.metrics)
 	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
@@ -183,6 +186,7 @@ func (c *Controller) start(ctx context.Context) error {
 	server.https = material != nil
 	server.askIdentity = asker.ask
 	c.raft = NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner)
+	c.raft.LearnAddresses(c.transport)
 	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security)
 	if err != nil {
 		_ = c.runner.Stop()

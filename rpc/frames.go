@@ -42,6 +42,9 @@ const (
 	headerClusterID  = "Dmq-Cluster-Id"
 	headerFromNodeID = "Dmq-From-Node-Id"
 	headerToNodeID   = "Dmq-To-Node-Id"
+	// headerFromURL is where the sender's peers reach it (SendRequest's
+	// from_url).
+	headerFromURL = "Dmq-From-Url"
 
 	frameHeaderBytes = 4
 	// frameMaxBytes bounds one message: a MsgApp carries at most 1 MiB of
@@ -120,6 +123,9 @@ func (t *Transport) dialFrames(ctx context.Context, to uint64, peerURL string) (
 	}
 	if t.peerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+t.peerToken)
+	}
+	if self := t.advertised(); self != "" {
+		req.Header.Set(headerFromURL, self)
 	}
 	reader := bufio.NewReader(conn)
 	resp, err := func() (*http.Response, error) {
@@ -248,6 +254,9 @@ func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Error(w, refusal.reason, refusal.status)
 		return
+	}
+	if url := r.Header.Get(headerFromURL); h.learn != nil && url != "" {
+		h.learn(from, url)
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {

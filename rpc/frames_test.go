@@ -120,9 +120,19 @@ func (s *stepped) count() int {
 // frame stream's handler, and a count of the messages that came on the
 // Connect stream.
 func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool) (string, *rpc.RaftHandler, *atomic.Int64) {
+	return servePeerLearning(tb, self, stepper, withFrames, nil)
+}
+
+// servePeerLearning is servePeer whose handlers give the senders'
+// addresses to learner, if not nil.
+func servePeerLearning(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool, learner *rpc.Transport) (string, *rpc.RaftHandler, *atomic.Int64) {
 	viaConnect := &atomic.Int64{}
 	handler := rpc.NewRaftHandler("c", self, stepper)
 	connectHandler := rpc.NewRaftHandler("c", self, countingStepper{stepper, viaConnect})
+	if learner != nil {
+		handler.LearnAddresses(learner)
+		connectHandler.LearnAddresses(learner)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(raftv1connect.NewRaftTransportServiceHandler(connectHandler))
 	if withFrames {
@@ -165,6 +175,30 @@ func heartbeat(from, to, commit uint64) *raftpb.Message {
 
 func heartbeatTo(to, commit uint64) *raftpb.Message {
 	return heartbeat(1, to, commit)
+}
+
+// TestReceiverWithoutTheSendersAddressCanAnswer: a controller that has
+// not applied a peer's addition (it lagged, or was down) has no address
+// for it; the sender's request carries its own, so that the answers get
+// back (seed 712 @90s, 5 controllers: a member that missed the addition
+// of the new leader could never answer its appends, and lagged for good).
+func TestReceiverWithoutTheSendersAddressCanAnswer(t *testing.T) {
+	for _, withFrames := range []bool{true, false} {
+		rec1, rec2 := &stepped{}, &stepped{}
+		url1, _, _ := servePeer(t, 1, rec1, withFrames)
+		leader := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		leader.Advertise(url1)
+		lagging := rpc.NewTransport(2, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		url2, _, _ := servePeerLearning(t, 2, rec2, withFrames, lagging)
+		leader.SetPeer(2, url2)
+		t.Cleanup(func() { leader.Close(); lagging.Close() })
+
+		leader.Send([]*raftpb.Message{heartbeat(1, 2, 1)})
+		require.Eventually(t, func() bool { return rec2.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+		lagging.Send([]*raftpb.Message{heartbeat(2, 1, 1)})
+		require.Eventually(t, func() bool { return rec1.count() == 1 }, 10*time.Second, 10*time.Millisecond,
+			"frames %v: the answer never reached the sender", withFrames)
+	}
 }
 
 // TestRaftFrameStream: messages reach the peer on the frame stream, in

@@ -72,6 +72,9 @@ type Transport struct {
 	tlsConfig *tls.Config
 	// peerToken is the CONTROLLER token sent to peers, if any.
 	peerToken string
+	// selfURL is where peers reach this controller, sent with every
+	// request so that a receiver without an address for it can answer.
+	selfURL string
 
 	mu       sync.Mutex
 	peers    map[uint64]*peer
@@ -105,6 +108,32 @@ var _ node.Transport = (*Transport)(nil)
 // are reported back to Raft.
 func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger, options ...connect.ClientOption) *Transport {
 	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{}}
+}
+
+// Advertise sets where peers reach this controller.
+func (t *Transport) Advertise(url string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.selfURL = url
+}
+
+func (t *Transport) advertised() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.selfURL
+}
+
+// LearnPeer records a sender's address from its request, unless the
+// configuration already gave one (which it keeps): the address to answer
+// a peer this controller has not yet seen added. Whether its messages are
+// stepped is the node's decision, not the address book's.
+func (t *Transport) LearnPeer(id uint64, url string) {
+	t.mu.Lock()
+	_, known := t.peers[id]
+	t.mu.Unlock()
+	if !known && id != t.self && url != "" {
+		t.SetPeer(id, url)
+	}
 }
 
 // Attach sets where reports go (the runner).
@@ -215,7 +244,7 @@ func (t *Transport) Close() {
 }
 
 func (t *Transport) request(p *peer, batch []*raftpb.Message) (*raftv1.SendRequest, error) {
-	req := &raftv1.SendRequest{ClusterId: t.clusterID, FromNodeId: t.self, ToNodeId: p.id}
+	req := &raftv1.SendRequest{ClusterId: t.clusterID, FromNodeId: t.self, ToNodeId: p.id, FromUrl: t.advertised()}
 	for _, m := range batch {
 		data, err := proto.Marshal(m)
 		if err != nil {
@@ -457,6 +486,9 @@ type RaftHandler struct {
 	// refusals logs and counts what is refused (NewHandler sets the
 	// controller's logger and metrics).
 	refusals *peerRefusals
+	// learn, if set, takes the address an admitted sender says it is
+	// reached at (Transport.LearnPeer).
+	learn func(id uint64, url string)
 
 	// conns are the frame streams being served (see Close).
 	mu     sync.Mutex
@@ -483,6 +515,10 @@ func NewRaftHandler(clusterID string, self uint64, r Stepper) *RaftHandler {
 		conns: map[net.Conn]struct{}{}}
 }
 
+// LearnAddresses gives the addresses admitted senders say they are
+// reached at to t (Transport.LearnPeer).
+func (h *RaftHandler) LearnAddresses(t *Transport) { h.learn = t.LearnPeer }
+
 // Send implements RaftTransportService.
 func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raftv1.SendRequest]) (*connect.Response[raftv1.SendResponse], error) {
 	principal := principalName(ctx)
@@ -492,6 +528,9 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 		if err != nil {
 			h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
 			return nil, err
+		}
+		if h.learn != nil && req.GetFromUrl() != "" {
+			h.learn(req.GetFromNodeId(), req.GetFromUrl())
 		}
 		for _, m := range messages {
 			if m.GetType() == raftpb.MsgSnap {

@@ -469,6 +469,12 @@ func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
 		s.schedule(target.pausedUntil-s.now, evDeliver, from, dest, func() { s.deliver(from, fromIncarnation, dest, m) })
 		return
 	}
+	if _, known := target.peers[from]; !known && from != target.id {
+		// The sender's address travels with its request (from_url), as in
+		// the production transport: a controller that has not applied the
+		// sender's addition can still answer it.
+		target.peers[from] = controllerURL(from)
+	}
 	if err := target.node.Step(m); err != nil {
 		if errors.Is(err, node.ErrNotMember) && !target.isMemberHere(m.GetFrom()) {
 			return // a stranger's, or a removed controller's: dropped

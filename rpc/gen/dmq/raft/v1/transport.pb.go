@@ -33,7 +33,12 @@ type SendRequest struct {
 	FromNodeId uint64 `protobuf:"varint,2,opt,name=from_node_id,json=fromNodeId,proto3" json:"from_node_id,omitempty"`
 	ToNodeId   uint64 `protobuf:"varint,3,opt,name=to_node_id,json=toNodeId,proto3" json:"to_node_id,omitempty"`
 	// Each element is one raftpb.Message in its protobuf encoding.
-	Messages      [][]byte `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages [][]byte `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Where the sender's peers reach it. A receiver that has no address for
+	// the sender (it has not applied the sender's addition yet: it lags, or
+	// was down) would otherwise have nowhere to send its answers, and the
+	// sender, now perhaps the leader, could never bring it up to date.
+	FromUrl       string `protobuf:"bytes,5,opt,name=from_url,json=fromUrl,proto3" json:"from_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -96,6 +101,13 @@ func (x *SendRequest) GetMessages() [][]byte {
 	return nil
 }
 
+func (x *SendRequest) GetFromUrl() string {
+	if x != nil {
+		return x.FromUrl
+	}
+	return ""
+}
+
 type SendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -136,7 +148,7 @@ var File_dmq_raft_v1_transport_proto protoreflect.FileDescriptor
 
 const file_dmq_raft_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdmq/raft/v1/transport.proto\x12\vdmq.raft.v1\"\x88\x01\n" +
+	"\x1bdmq/raft/v1/transport.proto\x12\vdmq.raft.v1\"\xa3\x01\n" +
 	"\vSendRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12 \n" +
@@ -144,7 +156,8 @@ const file_dmq_raft_v1_transport_proto_rawDesc = "" +
 	"fromNodeId\x12\x1c\n" +
 	"\n" +
 	"to_node_id\x18\x03 \x01(\x04R\btoNodeId\x12\x1a\n" +
-	"\bmessages\x18\x04 \x03(\fR\bmessages\"\x0e\n" +
+	"\bmessages\x18\x04 \x03(\fR\bmessages\x12\x19\n" +
+	"\bfrom_url\x18\x05 \x01(\tR\afromUrl\"\x0e\n" +
 	"\fSendResponse2U\n" +
 	"\x14RaftTransportService\x12=\n" +
 	"\x04Send\x12\x18.dmq.raft.v1.SendRequest\x1a\x19.dmq.raft.v1.SendResponse(\x01B<Z:github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1;raftv1b\x06proto3"
