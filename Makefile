@@ -53,10 +53,11 @@ cluster-stop: ## Stop the controllers started by make cluster (SIGTERM).
 	done
 
 .PHONY: test
-test: ## Run the whole suite: unit, property, crash, scenario, 50+ simulator seeds, planted bugs, short fuzzing.
+test: ## Run the whole suite: unit, property, crash, scenario, 50+ simulator seeds, planted bugs, regression seeds with their bugs, short fuzzing.
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) -count=1 ./...
 	$(GO) test $(GOTEST_FLAGS) -count=1 -tags plantedbugs -run '^TestPlantedBugsAreCaught$$' ./sim
+	$(MAKE) --no-print-directory check-regressions
 	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x
 
 E2E_ROUNDS ?= 100
