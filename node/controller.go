@@ -196,12 +196,13 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 			// Ahead of this controller's state: a full state brings it
 			// back in line if it is behind after all (a push since).
 			t.full = true
-		}
-		if n.beyondCommit(reported) {
-			// Ahead of everything committed: it holds metadata no quorum
-			// committed (a controller restored from an older backup, or a
-			// bug). Only a repair replaces it.
-			t.repairFrom = reported
+			if n.beyondCommit(reported) {
+				// Ahead of everything committed (the commit index is at
+				// least the applied version, so only asked here): it holds
+				// metadata no quorum committed (a controller restored from
+				// an older backup, or a bug). Only a repair replaces it.
+				t.repairFrom = reported
+			}
 		}
 		if n.pushNeeded(t) {
 			resp.PushScheduled = true

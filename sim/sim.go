@@ -825,12 +825,3 @@ func describeMembers(members []node.Member) string {
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }
-
-func memberIDs(members []node.Member) []uint64 {
-	var out []uint64
-	for _, m := range members {
-		out = append(out, m.ID)
-	}
-	slices.Sort(out)
-	return out
-}
