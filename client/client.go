@@ -19,7 +19,6 @@ import (
 	"github.com/dmq-project/metadata/rpc"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
-	"github.com/dmq-project/metadata/statemachine"
 )
 
 // Config configures a Client. Zero values take the defaults.
@@ -48,10 +47,10 @@ type Config struct {
 // Client calls the metadata service. It is safe for concurrent use.
 type Client struct {
 	cfg      Config
-	sessions sessionPool
+	sessions SessionPool
 	mu       sync.Mutex
-	// target is the endpoint believed to lead.
-	target   string
+	// leader is where calls start.
+	leader   *LeaderGuess
 	metadata map[string]metadatav1connect.MetadataServiceClient
 	quorum   map[string]metadatav1connect.QuorumServiceClient
 }
@@ -95,7 +94,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Token != "" {
 		cfg.Options = append(cfg.Options, rpc.BearerToken(cfg.Token))
 	}
-	return &Client{cfg: cfg, target: cfg.Endpoints[0],
+	return &Client{cfg: cfg, leader: NewLeaderGuess(cfg.Endpoints[0]),
 		metadata: map[string]metadatav1connect.MetadataServiceClient{},
 		quorum:   map[string]metadatav1connect.QuorumServiceClient{}}, nil
 }
@@ -157,92 +156,40 @@ func (c *Client) quorumClient(endpoint string) metadatav1connect.QuorumServiceCl
 	return q
 }
 
-func (c *Client) leaderGuess() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.target
-}
-
-func (c *Client) setLeaderGuess(endpoint string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.target = endpoint
-}
-
-// retryable says whether an attempt's error is worth another attempt, and
-// where: a leader hint, or the next endpoint.
-func (c *Client) retryable(err error, endpoint string) (bool, string) {
-	code := connect.CodeOf(err)
-	if ec := rpc.ErrorCodeOf(err); ec != metadatav1.ErrorCode_NONE {
-		if statemachine.ClassOf(ec) != statemachine.ClassUnavailable {
-			return false, ""
-		}
-		if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
-			if c.cfg.TLS != nil {
-				url = rpc.HTTPSURL(url)
-			}
-			if url != endpoint {
-				return true, url
-			}
-		}
-		return true, c.next(endpoint)
-	}
-	switch code {
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeUnknown, connect.CodeAborted, connect.CodeCanceled:
-		return true, c.next(endpoint)
-	}
-	return false, ""
-}
-
-func (c *Client) next(endpoint string) string {
-	for i, e := range c.cfg.Endpoints {
-		if e == endpoint {
-			return c.cfg.Endpoints[(i+1)%len(c.cfg.Endpoints)]
-		}
-	}
-	return c.cfg.Endpoints[0]
-}
-
 // call runs attempt against the believed leader until it succeeds, fails
-// for good, or ctx ends. A write's request carries one request id through
-// every attempt, so the write applies at most once.
-func call[T any](ctx context.Context, c *Client, attempt func(ctx context.Context, endpoint string) (T, error)) (T, error) {
-	endpoint := c.leaderGuess()
-	backoff := c.cfg.BackoffMin
+// for good, or ctx ends, as a Retrier decides. A write's request carries
+// one request id through every attempt, so the write applies at most once.
+// attempts, if not nil, counts the attempts sent.
+func call[T any](ctx context.Context, c *Client, attempts *int, attempt func(ctx context.Context, endpoint string) (T, error)) (T, error) {
+	retrier := NewRetrier(c.cfg.Endpoints, c.leader, c.cfg.BackoffMin, c.cfg.BackoffMax)
 	var last error
 	var zero T
-	followedHint := false
 	for {
+		if attempts != nil {
+			*attempts++
+		}
 		attemptCtx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
-		v, err := attempt(attemptCtx, endpoint)
+		v, err := attempt(attemptCtx, retrier.Endpoint())
 		cancel()
 		if err == nil {
-			c.setLeaderGuess(endpoint)
+			retrier.Succeeded()
 			return v, nil
 		}
 		last = err
+		// Told also when the context has ended: see Next.
+		again, wait := retrier.Next(c.failureOf(err), func(n int64) int64 { return rand.Int64N(n + 1) })
 		if ctx.Err() != nil {
 			break
 		}
-		again, nextEndpoint := c.retryable(err, endpoint)
 		if !again {
 			return zero, err
 		}
-		hinted := nextEndpoint != c.next(endpoint)
-		endpoint = nextEndpoint
-		if hinted && !followedHint {
-			// Follow a leader hint at once, but only once in a row: two
-			// controllers naming each other must not make a busy loop.
-			followedHint = true
-			continue
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		}
-		followedHint = false
-		jitter := time.Duration(rand.Int64N(int64(backoff/2) + 1))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff + jitter):
-		}
-		backoff = min(2*backoff, c.cfg.BackoffMax)
 		if ctx.Err() != nil {
 			break
 		}
@@ -252,7 +199,7 @@ func call[T any](ctx context.Context, c *Client, attempt func(ctx context.Contex
 }
 
 func meta[Req, Resp any](ctx context.Context, c *Client, req *Req, method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
-	return call(ctx, c, func(ctx context.Context, endpoint string) (*Resp, error) {
+	return call(ctx, c, nil, func(ctx context.Context, endpoint string) (*Resp, error) {
 		resp, err := method(c.metadataClient(endpoint), ctx, connect.NewRequest(req))
 		if err != nil {
 			return nil, err
@@ -262,7 +209,7 @@ func meta[Req, Resp any](ctx context.Context, c *Client, req *Req, method func(m
 }
 
 func quorum[Req, Resp any](ctx context.Context, c *Client, req *Req, method func(metadatav1connect.QuorumServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
-	return call(ctx, c, func(ctx context.Context, endpoint string) (*Resp, error) {
+	return call(ctx, c, nil, func(ctx context.Context, endpoint string) (*Resp, error) {
 		resp, err := method(c.quorumClient(endpoint), ctx, connect.NewRequest(req))
 		if err != nil {
 			return nil, err
@@ -384,7 +331,7 @@ func (c *Client) Snapshot(ctx context.Context) (*metadatav1.SnapshotResponse, er
 // or fn returns an error. It reconnects (to any endpoint) after a broken
 // stream, resuming from the last version seen.
 func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadatav1.WatchMetadataResponse) error) error {
-	endpoint := c.leaderGuess()
+	endpoint := c.leader.Endpoint()
 	backoff := c.cfg.BackoffMin
 	for ctx.Err() == nil {
 		stream, err := c.metadataClient(endpoint).WatchMetadata(ctx, connect.NewRequest(&metadatav1.WatchMetadataRequest{SinceVersion: sinceVersion}))
@@ -392,7 +339,7 @@ func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadat
 			for stream.Receive() {
 				backoff = c.cfg.BackoffMin
 				update := stream.Msg()
-				if !advances(update, sinceVersion) {
+				if !WatchAdvances(update, sinceVersion) {
 					// From a controller behind this watcher (or a delta
 					// from elsewhere): never go back, never skip.
 					continue
@@ -409,7 +356,7 @@ func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadat
 			}
 			_ = stream.Close()
 		}
-		endpoint = c.next(endpoint)
+		endpoint = nextEndpoint(c.cfg.Endpoints, endpoint)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -419,10 +366,10 @@ func (c *Client) Watch(ctx context.Context, sinceVersion int64, fn func(*metadat
 	return nil
 }
 
-// advances says whether a watch update moves a watcher at version since
+// WatchAdvances says whether a watch update moves a watcher at version since
 // forward: a delta from exactly since, or a full state newer than since
 // (any full state for a watcher that holds nothing yet).
-func advances(update *metadatav1.WatchMetadataResponse, since int64) bool {
+func WatchAdvances(update *metadatav1.WatchMetadataResponse, since int64) bool {
 	if d := update.GetDelta(); d != nil {
 		return d.GetFromVersion() == since && d.GetToVersion() > since
 	}

@@ -73,6 +73,40 @@ func TestClientFollowsTheLeaderAndRetriesOnce(t *testing.T) {
 	assert.Contains(t, err.Error(), "is the cluster up?")
 }
 
+// A controller that accepts connections and never answers (paused, or cut
+// off behind a proxy) must not hold every later call: a call whose
+// deadline ends while it waits on such a controller leaves the next call
+// to start at the next endpoint. (Found by the simulator, which runs this
+// logic: storage agents heartbeat within three intervals, less than one
+// attempt's timeout, and stayed fenced forever.)
+func TestCallsMoveOnFromAControllerThatNeverAnswers(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer silent.Close()
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: []string{"http://" + silent.Addr().String(), cluster[0].URL()}})
+	require.NoError(t, err)
+
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.ListBrokers(ctx, &metadatav1.ListBrokersRequest{})
+		return err
+	}
+	require.ErrorIs(t, call(), client.ErrNoLeader, "the first call waits on the silent controller until its deadline")
+	require.NoError(t, call(), "the next call starts at the next endpoint")
+}
+
 // TestStorageAgentLifecycle: the agent registers and is unfenced, receives
 // a push after a topic is created, is fenced after falling silent past the
 // session timeout, and is unfenced when it comes back and catches up.
@@ -145,6 +179,13 @@ func TestStorageAgentLifecycle(t *testing.T) {
 		state, err := c.GetClusterMetadata(ctx, &metadatav1.GetClusterMetadataRequest{})
 		return err == nil && agent.Version() == state.GetState().GetMetadataVersion()
 	}, 10*time.Second, 20*time.Millisecond, "caught up")
+
+	// A controlled shutdown: confirmed by the controllers, which mark the
+	// broker as shutting down (its leaderships move away).
+	shutdownCtx, cancelShutdown := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelShutdown()
+	require.NoError(t, agent.ShutDown(shutdownCtx))
+	assert.True(t, broker().GetInControlledShutdown() || broker().GetFenced(), "the controllers know it is going away")
 
 	mu.Lock()
 	defer mu.Unlock()

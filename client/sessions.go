@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
-	"github.com/dmq-project/metadata/statemachine"
 )
 
 // ErrUnknownOutcome says a write may or may not have been applied: its
@@ -19,39 +17,46 @@ import (
 // because the session had expired. Read the state to learn what happened.
 var ErrUnknownOutcome = errors.New("the write may or may not have been applied")
 
-// session is a client session of the controllers: one write at a time, its
-// requests numbered 1, 2, 3, ...
-type session struct {
-	id      uint64
-	timeout time.Duration
-	// sequence is the last sequence number used.
-	sequence uint64
-	// activeSince is a time at or before the session's last activity on
+// Session is a client session of the controllers: one write at a time,
+// its requests numbered 1, 2, 3, ...
+type Session struct {
+	ID      uint64
+	Timeout time.Duration
+	// Sequence is the last sequence number used.
+	Sequence uint64
+	// ActiveSince is a time at or before the session's last activity on
 	// the controllers: the first send of the last write they answered.
-	activeSince time.Time
+	ActiveSince time.Time
 }
 
-// horizon is when a retry stops being worth sending: half the timeout past
+// Horizon is when a retry stops being worth sending: half the timeout past
 // the last activity the client knows of. The other half absorbs a leader
 // whose clock runs ahead of this client's, which expires sessions early.
-func (s *session) horizon() time.Time { return s.activeSince.Add(s.timeout / 2) }
+func (s *Session) Horizon() time.Time { return s.ActiveSince.Add(s.Timeout / 2) }
 
-// sessionPool holds the sessions not in use. A write takes one (or opens
-// one) and gives it back, so there are as many sessions as concurrent
-// writes.
-type sessionPool struct {
-	mu   sync.Mutex
-	free []*session
+// NextRequestID numbers the session's next write.
+func (s *Session) NextRequestID(clientID string) *metadatav1.RequestId {
+	s.Sequence++
+	return &metadatav1.RequestId{ClientId: clientID, SessionId: s.ID, Sequence: s.Sequence}
 }
 
-// take returns a free session whose horizon is at least budget away.
-func (p *sessionPool) take(now time.Time, budget time.Duration) *session {
+// SessionPool holds the sessions not in use. A write takes one (or opens
+// one) and gives it back, so there are as many sessions as concurrent
+// writes. It is safe for concurrent use.
+type SessionPool struct {
+	mu   sync.Mutex
+	free []*Session
+}
+
+// Take returns a free session whose horizon is at least budget away, or
+// nil: then open one.
+func (p *SessionPool) Take(now time.Time, budget time.Duration) *Session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.free) > 0 {
 		s := p.free[len(p.free)-1]
 		p.free = p.free[:len(p.free)-1]
-		if now.Add(budget).Before(s.horizon()) {
+		if now.Add(budget).Before(s.Horizon()) {
 			return s
 		}
 		// Too close to expiry to carry a write through its retries.
@@ -59,18 +64,29 @@ func (p *sessionPool) take(now time.Time, budget time.Duration) *session {
 	return nil
 }
 
-// drain drops every free session: they are likely as stale as one just
+// Drain drops every free session: they are likely as stale as one just
 // found expired (a leader's clock ran ahead, or the table was flooded).
-func (p *sessionPool) drain() {
+func (p *SessionPool) Drain() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.free = nil
 }
 
-func (p *sessionPool) give(s *session) {
+// Give returns a session to the pool.
+func (p *SessionPool) Give(s *Session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.free = append(p.free, s)
+}
+
+// SessionOpened makes a Session of a controller's answer to OpenSession
+// sent at sent.
+func SessionOpened(resp *metadatav1.OpenSessionResponse, sent time.Time) (*Session, error) {
+	if resp.GetSessionId() == 0 || resp.GetTimeoutMs() <= 0 {
+		return nil, fmt.Errorf("opening a client session: the controller answered session %d with timeout %d ms",
+			resp.GetSessionId(), resp.GetTimeoutMs())
+	}
+	return &Session{ID: resp.GetSessionId(), Timeout: time.Duration(resp.GetTimeoutMs()) * time.Millisecond, ActiveSince: sent}, nil
 }
 
 // OpenSession opens a client session. Writes open and reuse sessions on
@@ -79,8 +95,8 @@ func (c *Client) OpenSession(ctx context.Context) (*metadatav1.OpenSessionRespon
 	return meta(ctx, c, &metadatav1.OpenSessionRequest{ClientId: c.cfg.ClientID}, metadatav1connect.MetadataServiceClient.OpenSession)
 }
 
-func (c *Client) session(ctx context.Context) (*session, error) {
-	if s := c.sessions.take(time.Now(), c.cfg.AttemptTimeout); s != nil {
+func (c *Client) session(ctx context.Context) (*Session, error) {
+	if s := c.sessions.Take(time.Now(), c.cfg.AttemptTimeout); s != nil {
 		return s, nil
 	}
 	sent := time.Now()
@@ -88,26 +104,7 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening a client session: %w", err)
 	}
-	if resp.GetSessionId() == 0 || resp.GetTimeoutMs() <= 0 {
-		return nil, fmt.Errorf("opening a client session: the controller answered session %d with timeout %d ms",
-			resp.GetSessionId(), resp.GetTimeoutMs())
-	}
-	return &session{id: resp.GetSessionId(), timeout: time.Duration(resp.GetTimeoutMs()) * time.Millisecond, activeSince: sent}, nil
-}
-
-// refusedBeforeProposal says whether a single attempt's error proves that
-// the write was not proposed: refused by authentication, by the request
-// checks, or by a controller that is not the leader.
-func refusedBeforeProposal(err error) bool {
-	if rpc.ErrorCodeOf(err) == metadatav1.ErrorCode_NOT_CONTROLLER {
-		return true
-	}
-	switch connect.CodeOf(err) {
-	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
-		connect.CodeResourceExhausted, connect.CodeUnimplemented:
-		return true
-	}
-	return false
+	return SessionOpened(resp, sent)
 }
 
 // write runs a mutating call under a request id of a client session, so
@@ -119,6 +116,7 @@ func refusedBeforeProposal(err error) bool {
 // Any other failure after an attempt that may have been proposed is an
 // unknown outcome too (wrapping the last error); the request keeps its id,
 // so that the caller's resend of it is a retry, applied at most once.
+// JudgeWrite decides which.
 func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.RequestId, req *Req,
 	method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
 	if *id != nil {
@@ -129,53 +127,46 @@ func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.Reques
 		if err != nil {
 			return nil, err
 		}
-		s.sequence++
-		*id = &metadatav1.RequestId{ClientId: c.cfg.ClientID, SessionId: s.id, Sequence: s.sequence}
-		horizonCtx, cancel := context.WithDeadline(ctx, s.horizon())
+		*id = s.NextRequestID(c.cfg.ClientID)
+		horizonCtx, cancel := context.WithDeadline(ctx, s.Horizon())
 		sent := time.Now()
-		attempts := 0
-		resp, err := call(horizonCtx, c, func(ctx context.Context, endpoint string) (*Resp, error) {
-			attempts++
+		end := WriteEnd{Reopened: reopened}
+		var last error
+		resp, err := call(horizonCtx, c, &end.Attempts, func(ctx context.Context, endpoint string) (*Resp, error) {
 			r, err := method(c.metadataClient(endpoint), ctx, connect.NewRequest(req))
 			if err != nil {
+				last = err
 				return nil, err
 			}
 			return r.Msg, nil
 		})
-		horizonPassed := ctx.Err() == nil && errors.Is(horizonCtx.Err(), context.DeadlineExceeded)
+		end.CallerGaveUp = ctx.Err() != nil
+		end.HorizonPassed = !end.CallerGaveUp && errors.Is(horizonCtx.Err(), context.DeadlineExceeded)
 		cancel()
-		code := rpc.ErrorCodeOf(err)
-		switch {
-		case err == nil:
-			s.activeSince = sent
-			c.sessions.give(s)
-			return resp, nil
-		case code == metadatav1.ErrorCode_SESSION_EXPIRED:
-			// The session is gone; it is not given back.
-			if attempts == 1 && !reopened {
-				c.sessions.drain()
-				continue
-			}
-			return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
-		case code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable:
-			// A definite answer. It refreshes the session only if it came
-			// from the log, which the client cannot tell from a check made
-			// before proposing: the horizon stays where it was.
-		case horizonPassed:
-			return nil, fmt.Errorf("%w: no answer before the retry horizon of session %d (%v after its last known activity); last error: %v",
-				ErrUnknownOutcome, s.id, s.timeout/2, err)
+		if err != nil {
+			f := c.failureOf(last)
+			end.Last = &f
 		}
-		// Any later request of the session makes this one's retries stale,
-		// so the session can carry the next write whatever happened.
-		c.sessions.give(s)
-		if code == metadatav1.ErrorCode_NONE || statemachine.ClassOf(code) == statemachine.ClassUnavailable {
-			if attempts > 1 || !refusedBeforeProposal(err) {
-				// An attempt may have been proposed and may yet commit:
-				// the caller must not take this for "not applied". The
-				// request keeps its id, so sending it again is a retry.
-				return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+		verdict, keep := JudgeWrite(end)
+		if keep {
+			if err == nil {
+				s.ActiveSince = sent
 			}
+			c.sessions.Give(s)
 		}
-		return nil, err
+		switch verdict {
+		case WriteAnswered:
+			return resp, err
+		case WriteResend:
+			c.sessions.Drain()
+			continue
+		case WriteUnknown:
+			if end.HorizonPassed {
+				return nil, fmt.Errorf("%w: no answer before the retry horizon of session %d (%v after its last known activity); last error: %v",
+					ErrUnknownOutcome, s.ID, s.Timeout/2, err)
+			}
+			return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+		}
+		panic(fmt.Sprintf("client: write verdict %d", verdict))
 	}
 }

@@ -16,10 +16,10 @@ func TestWatchUpdatesOnlyAdvance(t *testing.T) {
 	delta := func(from, to int64) *metadatav1.WatchMetadataResponse {
 		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: &metadatav1.MetadataDelta{FromVersion: from, ToVersion: to}}}
 	}
-	assert.True(t, advances(full(0), 0), "a new watcher takes any full state")
-	assert.True(t, advances(full(12), 10))
-	assert.False(t, advances(full(9), 10), "an older full state moves a watcher back")
-	assert.False(t, advances(full(10), 10))
-	assert.True(t, advances(delta(10, 12), 10))
-	assert.False(t, advances(delta(8, 12), 10), "a delta from another version")
+	assert.True(t, WatchAdvances(full(0), 0), "a new watcher takes any full state")
+	assert.True(t, WatchAdvances(full(12), 10))
+	assert.False(t, WatchAdvances(full(9), 10), "an older full state moves a watcher back")
+	assert.False(t, WatchAdvances(full(10), 10))
+	assert.True(t, WatchAdvances(delta(10, 12), 10))
+	assert.False(t, WatchAdvances(delta(8, 12), 10), "a delta from another version")
 }

@@ -45,7 +45,11 @@ type Input struct {
 // outcome the client never learned (a timeout, a lost connection): it stays
 // in the history, pending forever, and may or may not have taken effect.
 type Output struct {
-	Unknown    bool
+	Unknown bool
+	// NotApplied marks a write the client was told was refused before it
+	// was proposed (by a controller that was not the leader, say): it must
+	// have changed nothing.
+	NotApplied bool
 	Code       metadatav1.ErrorCode
 	Exists     bool
 	Partitions int32
@@ -77,6 +81,9 @@ func step(s state, in Input, out Output) []state {
 			return []state{s}
 		}
 		return nil
+	}
+	if out.NotApplied {
+		return []state{s}
 	}
 	next, code := apply(s, in)
 	if out.Unknown {
@@ -183,6 +190,8 @@ var Model = (&porcupine.NondeterministicModel{
 		switch {
 		case o.Unknown:
 			return fmt.Sprintf("%v %s%s -> unknown", i.Kind, target, args)
+		case o.NotApplied:
+			return fmt.Sprintf("%v %s%s -> not applied", i.Kind, target, args)
 		case i.Kind == DescribeTopic:
 			return fmt.Sprintf("describe %s -> exists=%v partitions=%d", target, o.Exists, o.Partitions)
 		case i.Kind == DescribeBroker:

@@ -118,7 +118,7 @@ func (n *Node) controllerTick(now time.Time) {
 	}
 	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
-		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 {
+		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted(BugNoRebalance) {
 			n.controller.rebalancing = true
 			n.propose(&metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: targets}}},
 				func(Outcome) { n.controller.rebalancing = false })
@@ -221,6 +221,9 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 			// Caught up means: has the metadata as of its return.
 			target = version
 			n.controller.unfenceTarget[id] = target
+		}
+		if planted(BugUnfenceAtOnce) {
+			target, reported = 0, 0
 		}
 		if reported >= target && reported <= version && !n.controller.brokerOp[id] {
 			n.proposeBrokerOp(id, &metadatav1.Record{Body: &metadatav1.Record_UnfenceBroker{

@@ -25,4 +25,9 @@ const (
 	BugForgetDirectories
 	// BugPushOldEpoch stamps pushes with the term before the leader's.
 	BugPushOldEpoch
+	// BugUnfenceAtOnce unfences a returning broker at its first
+	// heartbeat, caught up or not.
+	BugUnfenceAtOnce
+	// BugNoRebalance never moves leaders back to preferred replicas.
+	BugNoRebalance
 )

@@ -9,8 +9,8 @@ import (
 	"github.com/dmq-project/metadata/statemachine"
 )
 
-// connectCode maps a class of error to its Connect code.
-func connectCode(class statemachine.Class) connect.Code {
+// ConnectCode maps a class of error to its Connect code.
+func ConnectCode(class statemachine.Class) connect.Code {
 	switch class {
 	case statemachine.ClassInvalidArgument:
 		return connect.CodeInvalidArgument
@@ -30,7 +30,7 @@ func connectCode(class statemachine.Class) connect.Code {
 // with the seed's error code as a detail, and for "not the leader" the
 // leader's id and URL.
 func toConnectError(err *statemachine.Error, leaderID uint64, leaderURL string) *connect.Error {
-	ce := connect.NewError(connectCode(err.Class()), errors.New(err.Message))
+	ce := connect.NewError(ConnectCode(err.Class()), errors.New(err.Message))
 	if detail, derr := connect.NewErrorDetail(&metadatav1.ErrorDetail{ErrorCode: err.Code}); derr == nil {
 		ce.AddDetail(detail)
 	}

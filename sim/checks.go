@@ -2,12 +2,15 @@ package sim
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 	"github.com/dmq-project/metadata/linearizability"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 )
 
 // checkLiveness runs at the end of the heal phase: the cluster must have
@@ -51,11 +54,12 @@ func (s *Sim) checkLiveness() {
 			s.violate("liveness: storage service %d is not registered after the heal", svc.id)
 		case b.Fenced || b.InControlledShutdown:
 			s.violate("liveness: storage service %d answers but is fenced after the heal", svc.id)
-		case svc.version < sm.Version()-int64(5) && svc.version != sm.Version():
+		case svc.version() < sm.Version()-int64(5) && svc.version() != sm.Version():
 			// Pushes follow every change; a service far behind was forgotten.
-			s.violate("liveness: storage service %d holds version %d, the controller %d", svc.id, svc.version, sm.Version())
+			s.violate("liveness: storage service %d holds version %d, the controller %d", svc.id, svc.version(), sm.Version())
 		}
 	}
+	s.checkPreferredLeaders(leader)
 	for _, c := range s.clients {
 		if c.op != nil {
 			s.violate("liveness: client %d's %v is still outstanding at the end", c.id, c.op.input.Kind)
@@ -107,4 +111,65 @@ func (r Result) FaultSummary() string {
 		return "none"
 	}
 	return strings.Join(parts, " ")
+}
+
+// preferredMark is what the active controller held imbalanced some time
+// before the end: partitions whose preferred replica could lead but does
+// not, with their partition epochs.
+type preferredMark struct {
+	leader, term uint64
+	partitions   map[string]int32
+}
+
+// markPreferred notes the imbalanced partitions a rebalance interval and a
+// margin before the end, for checkPreferredLeaders.
+func (s *Sim) markPreferred() {
+	if leader := s.leaderNode(); leader != nil {
+		s.preferred = &preferredMark{leader: leader.id, term: leader.node.Term(),
+			partitions: imbalanced(leader.node.StateMachine().ClusterState())}
+	}
+}
+
+// checkPreferredLeaders: preferred leaders come back. A partition whose
+// preferred replica was in the ISR and eligible, but not leading, both at
+// the mark and at the end, under the same partition epoch, was left alone by
+// a controller that led throughout, though its rebalance ran in between.
+func (s *Sim) checkPreferredLeaders(leader *simNode) {
+	mark := s.preferred
+	if mark == nil || mark.leader != leader.id || mark.term != leader.node.Term() {
+		return
+	}
+	now := imbalanced(leader.node.StateMachine().ClusterState())
+	for _, key := range slices.Sorted(maps.Keys(now)) {
+		if was, ok := mark.partitions[key]; ok && was == now[key] {
+			epoch := now[key]
+			s.violate("preferred leaders come back: %s has kept partition epoch %d for %v with its preferred replica eligible and in the ISR",
+				key, epoch, s.now-(s.opts.Duration-rebalanceInterval-3*time.Second))
+			return
+		}
+	}
+}
+
+// imbalanced computes, from the cluster state alone, the partitions whose
+// first replica is eligible (unfenced, not shutting down) and in the ISR
+// but not the leader, with their partition epochs.
+func imbalanced(state *metadatav1.ClusterState) map[string]int32 {
+	eligible := map[int32]bool{}
+	for _, b := range state.GetBrokers() {
+		eligible[b.GetId()] = !b.GetFenced() && !b.GetInControlledShutdown()
+	}
+	out := map[string]int32{}
+	for _, t := range state.GetTopics() {
+		for _, p := range t.GetPartitions() {
+			replicas := p.GetReplicas()
+			if len(replicas) == 0 {
+				continue
+			}
+			preferred := replicas[0]
+			if p.GetLeader() != preferred && slices.Contains(p.GetIsr(), preferred) && eligible[preferred] {
+				out[fmt.Sprintf("%s-%d", t.GetName(), p.GetPartition())] = p.GetPartitionEpoch()
+			}
+		}
+	}
+	return out
 }

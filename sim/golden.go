@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"go.etcd.io/raft/v3/raftpb"
@@ -33,9 +34,11 @@ type golden struct {
 	// applications gave; answeredError the error a client was answered.
 	succeeded     map[requestKey]statemachine.Result
 	rejected      map[requestKey]map[metadatav1.ErrorCode]bool
-	answeredError map[requestKey]metadatav1.ErrorCode
+	answeredError map[requestKey]string
 	// off: an index arrived out of order (the check reports it once).
 	off bool
+	// fencedAt is the index of each fenced broker's last fence.
+	fencedAt map[int32]uint64
 }
 
 type requestKey struct {
@@ -61,7 +64,8 @@ func newGolden() *golden {
 	sm := statemachine.New()
 	sm.Advance(1) // the bootstrap snapshot's index
 	return &golden{sm: sm, succeeded: map[requestKey]statemachine.Result{},
-		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]metadatav1.ErrorCode{}}
+		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]string{},
+		fencedAt: map[int32]uint64{}}
 }
 
 // applied sees an entry some controller applied; the first sighting of
@@ -98,7 +102,36 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 	if record != nil && record.GetRequestId() != nil {
 		g.noteResult(s, keyOf(record.GetRequestId()), result)
 	}
+	if result.Err == nil {
+		g.checkUnfence(s, index, record)
+	}
 	g.rollTwins(s, index)
+}
+
+// checkUnfence checks that a broker is unfenced only once caught up: its
+// storage service, in the registration the record names, holds at least
+// the metadata of its fence (the controllers wait for a version at least
+// that of their state when it came back, and a service's version never goes
+// back).
+func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
+	if f := record.GetFenceBroker(); f != nil {
+		g.fencedAt[f.GetBrokerId()] = index
+		return
+	}
+	u := record.GetUnfenceBroker()
+	if u == nil {
+		return
+	}
+	id := u.GetBrokerId()
+	fenced, ok := g.fencedAt[id]
+	delete(g.fencedAt, id)
+	if !ok || id < 1 || int(id) > len(s.services) {
+		return
+	}
+	if svc := s.services[id-1]; svc.agent.Epoch() == u.GetBrokerEpoch() && svc.version() < int64(fenced) {
+		s.violate("broker %d unfenced at index %d holding version %d, before its fence at %d: a returning broker is unfenced only once caught up",
+			id, index, svc.version(), fenced)
+	}
 }
 
 // rollTwins retires twins past their life (their state must equal the
@@ -166,8 +199,8 @@ func (g *golden) noteResult(s *Sim, key requestKey, result statemachine.Result) 
 		if first, ok := g.succeeded[key]; ok {
 			s.violate("at most once: request %d/%d succeeded at version %d and again at %d", key.session, key.sequence, first.Version, result.Version)
 		}
-		if code, ok := g.answeredError[key]; ok {
-			s.violate("answers: request %d/%d was answered %v, then succeeded at version %d", key.session, key.sequence, code, result.Version)
+		if answer, ok := g.answeredError[key]; ok {
+			s.violate("answers: request %d/%d was answered %s, then succeeded at version %d", key.session, key.sequence, answer, result.Version)
 		}
 		g.succeeded[key] = result
 	}
@@ -189,8 +222,23 @@ func (g *golden) checkAnswer(s *Sim, id *metadatav1.RequestId, code metadatav1.E
 	case code != metadatav1.ErrorCode_NONE && !g.rejected[key][code]:
 		s.violate("answers: request %d/%d was answered %v, which no application of it gave", key.session, key.sequence, code)
 	case code != metadatav1.ErrorCode_NONE:
-		g.answeredError[key] = code
+		g.answeredError[key] = code.String()
 	}
+}
+
+// checkNotApplied checks a client's answer that a write was refused before
+// it was proposed (failure is the refusal): no application of its request
+// id may succeed, before or after.
+func (g *golden) checkNotApplied(s *Sim, id *metadatav1.RequestId, failure client.Failure) {
+	if g.off {
+		return
+	}
+	key := keyOf(id)
+	answer := fmt.Sprintf("not applied (%v, %v)", failure.Code, failure.ErrorCode)
+	if success, ok := g.succeeded[key]; ok {
+		s.violate("answers: request %d/%d was answered %s but succeeded at version %d", key.session, key.sequence, answer, success.Version)
+	}
+	g.answeredError[key] = answer
 }
 
 // apply applies one committed entry as node.applyEntry does.

@@ -376,6 +376,9 @@ func (s *Sim) heal() {
 	if s.opts.SilentAtHeal {
 		s.services[0].silentForever = true
 	}
+	if mark := s.opts.Duration - rebalanceInterval - 3*time.Second; mark > s.now {
+		s.schedule(mark-s.now, evHeal, 0, 1, s.markPreferred)
+	}
 	s.reconcileMembership()
 }
 

@@ -64,7 +64,7 @@ type Options struct {
 	// controllers open; short ones expire during partitions and crashes,
 	// so that retries meet expired sessions.
 	ClientSessionTimeout time.Duration
-	// ReplicationFactor of the topics clients create: with 3, fencing,
+	// ReplicationFactor of the topics clients create (1, 3 or 5): with 3 or 5, fencing,
 	// unfencing and elections move leadership within real ISRs (and a
 	// create fails when fewer brokers are live).
 	ReplicationFactor int32
@@ -72,11 +72,6 @@ type Options struct {
 	// SilentAtHeal keeps one storage service silent through the heal
 	// phase, so that its fencing is checked.
 	SilentAtHeal bool
-
-	// PlantAcceptStalePush makes the fake storage services accept every
-	// push, whatever its epoch and version: a planted bug that the checkers
-	// must catch (see planted_test.go).
-	PlantAcceptStalePush bool
 }
 
 // Timings of the simulated deployment, scaled down from production so
@@ -87,9 +82,15 @@ const (
 	sessionTimeout    = 3 * time.Second
 	heartbeatInterval = 300 * time.Millisecond
 	clientTimeout     = 2 * time.Second
-	clientAttemptsMax = 6
-	clientPatience    = 5 * time.Second
-	healBound         = 20 * time.Second
+	// callerPatience is the deadline a simulated caller gives one call.
+	callerPatience = 12 * time.Second
+	// clientBackoffMin and clientBackoffMax are client.Config's defaults.
+	clientBackoffMin = 50 * time.Millisecond
+	clientBackoffMax = time.Second
+	healBound        = 20 * time.Second
+	// rebalanceInterval is how often the active controller moves leaders
+	// back to their preferred replicas.
+	rebalanceInterval = 10 * time.Second
 )
 
 // OptionsFromSeed draws the options. nodes > 0 forces the cluster size.
@@ -135,7 +136,12 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 	o.StrangerEvery = pick(0, 0, 5*time.Second)
 	o.WipeEvery = pick(0, 0, 0, 20*time.Second)
 	o.ClientSessionTimeout = pick(2*time.Second, 5*time.Second, 2*time.Minute)
-	o.ReplicationFactor = []int32{1, 3, 3}[rng.IntN(3)]
+	o.ReplicationFactor = []int32{1, 3, 3, 5}[rng.IntN(4)]
+	if o.ReplicationFactor == 5 {
+		// One broker more than the factor, so that a fenced one leaves
+		// enough for new topics.
+		o.Services = 6
+	}
 	return o
 }
 

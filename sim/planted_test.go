@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmq-project/metadata/client"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/require"
@@ -18,7 +19,6 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	bugs := []struct {
 		name  string
 		plant func(on bool)
-		stale bool
 		// caughtBy, if set, is what the first violation must say: the
 		// checker this bug was planted for.
 		caughtBy string
@@ -32,11 +32,16 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{name: "step messages from strangers", plant: func(on bool) { node.Plant(node.BugStepStrangers, on) }},
 		{name: "found and vote on a wiped disk", plant: func(on bool) { node.Plant(node.BugForgetDirectories, on) }},
 		{name: "push with an older epoch", plant: func(on bool) { node.Plant(node.BugPushOldEpoch, on) }},
+		{name: "unfence a returning broker before it caught up", plant: func(on bool) { node.Plant(node.BugUnfenceAtOnce, on) },
+			caughtBy: "only once caught up"},
+		{name: "never move leaders back to preferred replicas", plant: func(on bool) { node.Plant(node.BugNoRebalance, on) },
+			caughtBy: "preferred leaders come back"},
 		{name: "apply a retried request twice", plant: statemachine.PlantApplyRetryTwice},
 		{name: "snapshots (and the state hash) forget the request table", plant: statemachine.PlantSnapshotForgetsRequests},
 		{name: "fencing leaves a partition offline beside an eligible ISR member", plant: statemachine.PlantFenceLeavesOffline,
 			caughtBy: "is offline though ISR member"},
-		{name: "accept a stale-epoch push", plant: func(bool) {}, stale: true},
+		{name: "the agent accepts a stale push", plant: func(on bool) { client.Plant(client.BugAcceptStalePush, on) }},
+		{name: "the client takes a write it gave up on for failed", plant: func(on bool) { client.Plant(client.BugGivingUpIsDefinite, on) }},
 	}
 	const seedsMax = 40
 	for _, bug := range bugs {
@@ -45,7 +50,6 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 			defer bug.plant(false)
 			for seed := uint64(1); seed <= seedsMax; seed++ {
 				opts := OptionsFromSeed(seed, 60*time.Second, 0)
-				opts.PlantAcceptStalePush = bug.stale
 				result := Run(opts)
 				if !result.OK() {
 					t.Logf("caught by seed %d: %s", seed, result.Violations[0])

@@ -5,31 +5,30 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dmq-project/metadata/client"
 	"github.com/dmq-project/metadata/node"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"google.golang.org/protobuf/proto"
 )
 
-// service is a fake storage service (a broker). It registers, heartbeats to
-// the controller it believes leads, applies pushes, and checks what any
-// storage service must be able to rely on: its metadata version never
-// goes backwards, it never takes a push from an older controller epoch
-// after a newer one, and what it holds at version V is what the controllers
-// hold at V.
+// service is a fake storage service (a broker). Its agent is the production
+// client.AgentCore, driven as client.StorageAgent drives it: register, then
+// heartbeat, every interval, through a caller (the production client's
+// retries and sessions); pushes applied or refused by the core's rules.
+// Beside it the service acts as a partition leader (AlterPartition), shuts
+// down in a controlled way, restarts as a new incarnation, and watches. It
+// checks what any storage service must be able to rely on: its metadata
+// version never goes backwards, it never takes a push from an older
+// controller epoch after a newer one, and what it holds at version V is
+// what the controllers hold at V.
 type service struct {
 	sim         *Sim
 	id          int32
 	incarnation int
-	registered  bool
-	epoch       int64
-	seq         uint64
-	leaderGuess uint64
+	agent       *client.AgentCore
+	caller      *caller
 	waiting     bool
-
-	state    *metadatav1.ClusterState
-	version  int64
-	maxEpoch uint64
 
 	silentUntil               time.Duration
 	silentForever             bool
@@ -38,76 +37,31 @@ type service struct {
 	shutdownFirst bool
 }
 
-// alterISR acts as a partition leader does: for a partition it leads (as
-// its metadata says), it asks to shrink the ISR by one follower or to
-// expand it by one replica, naming the epochs it holds. Stale epochs are
-// refused, which is the point: the controllers decide. It returns false
-// if the service leads nothing to change.
-func (v *service) alterISR(target uint64) bool {
-	s := v.sim
-	type led struct {
-		topic string
-		p     *metadatav1.Partition
-	}
-	var leads []led
-	for _, t := range v.state.GetTopics() {
-		for _, p := range t.GetPartitions() {
-			if p.GetLeader() == v.id && len(p.GetReplicas()) > 1 {
-				leads = append(leads, led{t.GetName(), p})
-			}
-		}
-	}
-	if len(leads) == 0 {
-		return false
-	}
-	pick := leads[s.rng.IntN(len(leads))]
-	isr := append([]int32(nil), pick.p.GetIsr()...)
-	var outside []int32
-	for _, r := range pick.p.GetReplicas() {
-		if !slices.Contains(isr, r) {
-			outside = append(outside, r)
-		}
-	}
-	if len(outside) > 0 && (len(isr) == 1 || s.rng.IntN(2) == 0) {
-		isr = append(isr, outside[s.rng.IntN(len(outside))])
-		s.fault("isr-expand")
-	} else {
-		var followers []int32
-		for _, r := range isr {
-			if r != v.id {
-				followers = append(followers, r)
-			}
-		}
-		if len(followers) == 0 {
-			return false
-		}
-		drop := followers[s.rng.IntN(len(followers))]
-		isr = slices.DeleteFunc(isr, func(r int32) bool { return r == drop })
-		s.fault("isr-shrink")
-	}
-	req := &metadatav1.AlterPartitionRequest{BrokerId: v.id, BrokerEpoch: v.epoch, Topic: pick.topic, Partition: pick.p.GetPartition(),
-		LeaderEpoch: pick.p.GetLeaderEpoch(), PartitionEpoch: pick.p.GetPartitionEpoch(), NewIsr: isr}
-	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
-		n.AlterPartition(req, func(o node.Outcome) {
-			reply(func() {
-				v.waiting = false
-				if o.Err != nil && o.Err.Code == metadatav1.ErrorCode_NOT_CONTROLLER {
-					v.follow(o.LeaderID)
-				}
-			})
-		})
-	}, func() { v.waiting = false; v.pickAnother() })
-	return true
+func newService(s *Sim, id int32) *service {
+	v := &service{sim: s, id: id}
+	v.start()
+	return v
 }
 
-func newService(s *Sim, id int32) *service {
-	return &service{sim: s, id: id, incarnation: 1, leaderGuess: uint64(1 + s.rng.IntN(s.opts.Nodes)),
-		state: &metadatav1.ClusterState{}}
+// start starts the service's process: a new incarnation with an empty view.
+func (v *service) start() {
+	v.incarnation++
+	agent, err := client.NewAgentCore(client.AgentConfig{BrokerID: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
+		Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationID: fmt.Sprintf("inc-%d", v.incarnation)})
+	if err != nil {
+		panic(err)
+	}
+	v.agent = agent
+	v.caller = newCaller(v.sim, uint64(v.id), fmt.Sprintf("storage-%d-inc-%d", v.id, v.incarnation))
 }
 
 func (v *service) silent() bool { return v.silentForever || v.silentUntil > v.sim.now }
 
-// beat runs every heartbeat interval: register if needed, else heartbeat.
+// version is the metadata version the service holds.
+func (v *service) version() int64 { return v.agent.Version() }
+
+// beat runs every heartbeat interval, as StorageAgent.Run does: register
+// if needed, then heartbeat, within three intervals.
 func (v *service) beat() {
 	s := v.sim
 	s.schedule(heartbeatInterval, evServiceBeat, uint64(v.id), 0, v.beat)
@@ -115,154 +69,168 @@ func (v *service) beat() {
 		return
 	}
 	if v.restartWithNewIncarnation {
-		// The process restarted: a new incarnation, an empty view.
 		v.restartWithNewIncarnation = false
-		v.incarnation++
-		v.registered, v.epoch = false, 0
-		v.state, v.version, v.maxEpoch = &metadatav1.ClusterState{}, 0, 0
-	}
-	target := v.leaderGuess
-	v.waiting = true
-	if !v.registered {
-		v.seq++
-		req := &metadatav1.RegisterBrokerRequest{Id: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
-			Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationId: fmt.Sprintf("inc-%d", v.incarnation)}
-		s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
-			n.RegisterBroker(req, func(o node.Outcome) { reply(func() { v.onRegistered(o) }) })
-		}, func() { v.waiting = false; v.pickAnother() })
-		return
+		v.start()
 	}
 	if v.shutdownFirst {
 		// A controlled shutdown before the restart: leadership moves away
 		// first, then the process goes (and comes back as a new one).
 		v.shutdownFirst = false
 		v.restartWithNewIncarnation = true
-		alive := false
-		req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
-			PartitionCount: v.partitionCount(), BrokerEpoch: v.epoch, IsAlive: &alive}
+		v.agent.ShutDown()
 		s.fault("controlled-shutdown")
-		s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
-			resp, err := n.Heartbeat(req)
-			reply(func() { v.onHeartbeat(resp, err, n.Leader()) })
-		}, func() { v.waiting = false; v.pickAnother() })
+	}
+	deadline := s.now + 3*heartbeatInterval
+	v.waiting = true
+	agent := v.agent
+	if req := agent.RegisterRequest(); req != nil {
+		v.caller.write(deadline, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+			sent := proto.CloneOf(req)
+			sent.RequestId = id
+			n.RegisterBroker(sent, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
+		}, func(e writeEnd) {
+			if v.agent != agent {
+				return // from an earlier incarnation
+			}
+			if e.requestID == nil || e.verdict != client.WriteAnswered || e.failure != nil {
+				v.waiting = false
+				return
+			}
+			agent.OnRegistered(&metadatav1.RegisterBrokerResponse{Broker: &metadatav1.Broker{Id: v.id, BrokerEpoch: e.outcome.BrokerEpoch}})
+			v.heartbeat(deadline)
+		})
 		return
 	}
 	if s.rng.IntN(4) == 0 {
-		v.watch(target)
+		v.watch(s.randomNodeID())
 		return
 	}
-	if s.now < s.writesStopAt() && s.rng.IntN(5) == 0 && v.alterISR(target) {
+	if s.now < s.writesStopAt() && s.rng.IntN(5) == 0 && v.alterISR(deadline) {
 		return
 	}
-	req := &metadatav1.StorageHeartbeatRequest{ServiceId: fmt.Sprintf("storage-%d", v.id), MetadataVersion: v.version,
-		PartitionCount: v.partitionCount(), BrokerEpoch: v.epoch}
-	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
+	v.heartbeat(deadline)
+}
+
+// heartbeat sends the agent's heartbeat, as StorageAgent's beat does.
+func (v *service) heartbeat(deadline time.Duration) {
+	agent := v.agent
+	req := agent.HeartbeatRequest()
+	call(v.caller, deadline, "", func(n *node.Node, reply func(attemptReply[*metadatav1.StorageHeartbeatResponse])) {
 		resp, err := n.Heartbeat(req)
-		reply(func() { v.onHeartbeat(resp, err, n.Leader()) })
-	}, func() { v.waiting = false; v.pickAnother() })
-}
-
-func (v *service) pickAnother() { v.leaderGuess = v.sim.randomNodeID() }
-
-func (v *service) follow(leader uint64) {
-	if leader != 0 {
-		v.leaderGuess = leader
-	} else {
-		v.pickAnother()
-	}
-}
-
-func (v *service) onRegistered(o node.Outcome) {
-	v.waiting = false
-	switch {
-	case o.Err == nil:
-		v.registered, v.epoch = true, o.BrokerEpoch
-	case o.Err.Code == metadatav1.ErrorCode_NOT_CONTROLLER:
-		v.follow(o.LeaderID)
-	}
-}
-
-func (v *service) onHeartbeat(resp *metadatav1.StorageHeartbeatResponse, err *statemachine.Error, leader uint64) {
-	v.waiting = false
-	if err != nil {
-		switch err.Code {
-		case metadatav1.ErrorCode_NOT_CONTROLLER:
-			v.follow(leader)
-		case metadatav1.ErrorCode_STALE_BROKER_EPOCH:
-			v.registered = false
+		reply(attemptReply[*metadatav1.StorageHeartbeatResponse]{value: resp, err: err, leader: n.Leader()})
+	}, func(e callEnd[*metadatav1.StorageHeartbeatResponse]) {
+		if v.agent != agent {
+			return
 		}
-		return
-	}
-	if !resp.GetRegistered() {
-		v.registered = false
-	}
+		v.waiting = false
+		if e.failure != nil {
+			agent.OnHeartbeat(nil, e.failure.ErrorCode)
+			return
+		}
+		agent.OnHeartbeat(e.value, metadatav1.ErrorCode_NONE)
+	})
 }
 
-func (v *service) partitionCount() int32 {
-	n := 0
-	for _, t := range v.state.GetTopics() {
+// alterISR acts as a partition leader does: for a partition it leads (as
+// its metadata says), it asks to expand the ISR by a follower that fetches
+// again (a service that answers) or to shrink it by one that stopped,
+// naming the epochs it holds; a share of changes is random, as lag spikes
+// make them. Stale epochs are refused, which is the point: the controllers
+// decide. It returns false if the service leads nothing to change.
+func (v *service) alterISR(deadline time.Duration) bool {
+	s := v.sim
+	fetching := func(r int32) bool { return int(r) <= len(s.services) && !s.services[r-1].silent() }
+	type change struct {
+		topic   string
+		p       *metadatav1.Partition
+		isr     []int32
+		expand  bool
+		planned bool // a follower's state calls for it, not chance
+	}
+	var changes []change
+	for _, t := range v.agent.State().GetTopics() {
 		for _, p := range t.GetPartitions() {
+			if p.GetLeader() != v.id || len(p.GetReplicas()) < 2 {
+				continue
+			}
+			isr := p.GetIsr()
 			for _, r := range p.GetReplicas() {
-				if r == v.id {
-					n++
+				in := slices.Contains(isr, r)
+				switch {
+				case !in && fetching(r):
+					changes = append(changes, change{t.GetName(), p, append(slices.Clone(isr), r), true, true})
+				case in && r != v.id && !fetching(r):
+					changes = append(changes, change{t.GetName(), p, slices.DeleteFunc(slices.Clone(isr), func(x int32) bool { return x == r }), false, true})
+				case in && r != v.id && s.rng.IntN(8) == 0:
+					changes = append(changes, change{t.GetName(), p, slices.DeleteFunc(slices.Clone(isr), func(x int32) bool { return x == r }), false, false})
 				}
 			}
 		}
 	}
-	return int32(n)
+	if len(changes) == 0 {
+		return false
+	}
+	pick := changes[s.rng.IntN(len(changes))]
+	if planned := slices.DeleteFunc(slices.Clone(changes), func(c change) bool { return !c.planned }); len(planned) > 0 && s.rng.IntN(4) != 0 {
+		pick = planned[s.rng.IntN(len(planned))]
+	}
+	if pick.expand {
+		s.fault("isr-expand")
+	} else {
+		s.fault("isr-shrink")
+	}
+	isr := pick.isr
+	agent := v.agent
+	req := &metadatav1.AlterPartitionRequest{BrokerId: v.id, BrokerEpoch: agent.Epoch(), Topic: pick.topic, Partition: pick.p.GetPartition(),
+		LeaderEpoch: pick.p.GetLeaderEpoch(), PartitionEpoch: pick.p.GetPartitionEpoch(), NewIsr: isr}
+	v.caller.write(deadline, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		sent := proto.CloneOf(req)
+		sent.RequestId = id
+		n.AlterPartition(sent, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
+	}, func(writeEnd) {
+		if v.agent == agent {
+			v.waiting = false
+		}
+	})
+	return true
 }
 
-// receivePush applies a push, or rejects it, and checks the rules.
+// receivePush hands a push to the agent and checks what it did.
 func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.PushMetadataResponse, error) {
 	s := v.sim
 	if v.silent() {
 		return nil, fmt.Errorf("storage service %d is not answering", v.id)
 	}
-	if !s.planted.acceptStalePush {
-		if req.GetControllerEpoch() < v.maxEpoch {
-			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "stale controller epoch"}, nil
-		}
-		if req.GetMetadataVersion() < v.version {
-			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "older than the version held"}, nil
-		}
+	if req.Update == nil {
+		s.violate("controller %d pushed nothing to service %d", req.GetControllerId(), v.id)
 	}
-	var next *metadatav1.ClusterState
-	switch update := req.Update.(type) {
-	case *metadatav1.PushMetadataRequest_FullState:
+	if full, ok := req.Update.(*metadatav1.PushMetadataRequest_FullState); ok {
 		// The controller shares one full state among its pushes; a real
 		// receiver gets its own copy off the wire.
-		next = proto.CloneOf(update.FullState)
-	case *metadatav1.PushMetadataRequest_Delta:
-		if update.Delta.GetFromVersion() != v.version {
-			return &metadatav1.PushMetadataResponse{MetadataVersion: v.version, Reason: "delta base mismatch"}, nil
-		}
-		// The service owns its state: apply in place, unless a check
-		// below rejects the result (then the copy keeps the old state).
-		if s.planted.acceptStalePush {
-			next = statemachine.ApplyDelta(v.state, update.Delta)
-		} else {
-			statemachine.ApplyDeltaInPlace(v.state, update.Delta)
-			next = v.state
-		}
-	default:
-		s.violate("controller %d pushed nothing to service %d", req.GetControllerId(), v.id)
-		return nil, fmt.Errorf("empty push")
+		copied := proto.CloneOf(req)
+		copied.Update = &metadatav1.PushMetadataRequest_FullState{FullState: proto.CloneOf(full.FullState)}
+		req = copied
 	}
-	if next.GetMetadataVersion() != req.GetMetadataVersion() {
-		s.violate("push to service %d says version %d but carries %d", v.id, req.GetMetadataVersion(), next.GetMetadataVersion())
+	before, epochBefore := v.agent.Version(), v.agent.MaxEpoch()
+	resp, _ := v.agent.ApplyPush(req)
+	if !resp.GetAccepted() {
+		return resp, nil
 	}
-	if req.GetControllerEpoch() < v.maxEpoch {
-		s.violate("service %d accepted a push from controller epoch %d after epoch %d", v.id, req.GetControllerEpoch(), v.maxEpoch)
+	after := v.agent.Version()
+	if after != req.GetMetadataVersion() {
+		s.violate("push to service %d says version %d but carries %d", v.id, req.GetMetadataVersion(), after)
 	}
-	if next.GetMetadataVersion() < v.version {
-		s.violate("service %d moved its metadata version back from %d to %d", v.id, v.version, next.GetMetadataVersion())
+	if req.GetControllerEpoch() < epochBefore {
+		s.violate("service %d accepted a push from controller epoch %d after epoch %d", v.id, req.GetControllerEpoch(), epochBefore)
 	}
-	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {
-		s.violate("service %d holds other metadata at version %d than the controllers", v.id, next.GetMetadataVersion())
+	if after < before {
+		// Even as a repair: a service holds only committed metadata here.
+		s.violate("service %d moved its metadata version back from %d to %d (repair of %d)", v.id, before, after, req.GetRepairFromVersion())
 	}
-	v.state, v.version = next, next.GetMetadataVersion()
-	v.maxEpoch = max(v.maxEpoch, req.GetControllerEpoch())
-	return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: v.version}, nil
+	if digest, ok := s.pushedStates[after]; ok && digest != stateDigest(v.agent.State()) {
+		s.violate("service %d holds other metadata at version %d than the controllers", v.id, after)
+	}
+	return resp, nil
 }
 
 // rpc sends a request to a controller over the simulated network. handle
@@ -270,20 +238,31 @@ func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.
 // caller-side continuation, which runs when the answer arrives. If either
 // leg is lost, lost runs after the caller's timeout.
 func (s *Sim) rpc(target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
+	s.rpcWithin(clientTimeout, target, from, handle, lost)
+}
+
+// rpcWithin is rpc with the caller's timeout given.
+func (s *Sim) rpcWithin(timeout time.Duration, target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
 	answered := false
-	timeout := func() {
+	s.schedule(timeout, evClientTimeout, from, target, func() {
 		if !answered {
 			answered = true
 			lost()
 		}
-	}
-	s.schedule(clientTimeout, evClientTimeout, from, target, timeout)
+	})
 	if s.lossy() {
 		return
 	}
-	s.schedule(s.latency(), evRPC, from, target, func() {
+	var arrive func()
+	arrive = func() {
 		n := s.node(target)
-		if n == nil || n.pausedUntil > s.now {
+		if n == nil {
+			return
+		}
+		if n.pausedUntil > s.now {
+			// It waits in the runner's request queue, and is handled
+			// after the pause, however long the caller has given up.
+			n.queueRequest(arrive)
 			return
 		}
 		handle(n.node, func(continuation func()) {
@@ -298,53 +277,51 @@ func (s *Sim) rpc(target, from uint64, handle func(n *node.Node, reply func(func
 			})
 		})
 		n.process()
-	})
+	}
+	s.schedule(s.latency(), evRPC, from, target, arrive)
 }
 
 // watch asks a controller (any: watches are served from applied state) for
 // what changed after the service's version, as WatchMetadata does, and
-// applies it under the same rules as a push: never backwards, deltas only
-// on the version they start from, and the content must be the controllers'
-// metadata at that version.
+// checks the answer: never backwards, deltas only from the version asked
+// for, and, where client.Client's watch would take it, the content must be
+// the controllers' metadata at that version. (The agent's view moves by
+// pushes only, as StorageAgent's does.)
 func (v *service) watch(target uint64) {
 	s := v.sim
-	since := v.version
+	since := v.version()
+	base := proto.CloneOf(v.agent.State())
 	s.rpc(target, uint64(v.id), func(n *node.Node, reply func(func())) {
 		update := n.WatchUpdate(since)
 		if update != nil {
 			s.recordState(n.ID(), n.StateMachine())
 		}
-		reply(func() { v.waiting = false; v.applyWatch(since, update) })
-	}, func() { v.waiting = false; v.pickAnother() })
+		reply(func() { v.waiting = false; v.checkWatch(since, base, update) })
+	}, func() { v.waiting = false })
 }
 
-func (v *service) applyWatch(since int64, update *metadatav1.WatchMetadataResponse) {
+func (v *service) checkWatch(since int64, base *metadatav1.ClusterState, update *metadatav1.WatchMetadataResponse) {
 	s := v.sim
-	if update == nil || v.silent() {
+	if update == nil {
 		return
 	}
-	var next *metadatav1.ClusterState
+	if d := update.GetDelta(); d != nil && (d.GetFromVersion() != since || d.GetToVersion() <= since) {
+		s.violate("service %d watched from %d and got a delta from %d to %d", v.id, since, d.GetFromVersion(), d.GetToVersion())
+		return
+	}
+	if full := update.GetFullState(); full != nil && full.GetMetadataVersion() <= since && since > 0 {
+		s.violate("service %d watched from %d and got the full state at %d: a watch must never go back", v.id, since, full.GetMetadataVersion())
+		return
+	}
+	if !client.WatchAdvances(update, since) {
+		s.violate("service %d watched from %d: client.Client's watch refuses what the controller sent", v.id, since)
+		return
+	}
+	next := update.GetFullState()
 	if d := update.GetDelta(); d != nil {
-		if d.GetFromVersion() != since || d.GetToVersion() <= since {
-			s.violate("service %d watched from %d and got a delta from %d to %d", v.id, since, d.GetFromVersion(), d.GetToVersion())
-			return
-		}
-		if d.GetFromVersion() != v.version {
-			return // the service moved on since it asked
-		}
-		next = statemachine.ApplyDelta(v.state, d)
-	} else {
-		next = update.GetFullState()
-		if next.GetMetadataVersion() <= since && since > 0 {
-			s.violate("service %d watched from %d and got the full state at %d: a watch must never go back", v.id, since, next.GetMetadataVersion())
-			return
-		}
-		if next.GetMetadataVersion() < v.version {
-			return // the service moved on since it asked
-		}
+		next = statemachine.ApplyDelta(base, d)
 	}
 	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {
 		s.violate("service %d watched other metadata at version %d than the controllers hold", v.id, next.GetMetadataVersion())
 	}
-	v.state, v.version = next, next.GetMetadataVersion()
 }

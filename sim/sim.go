@@ -43,7 +43,7 @@ type Sim struct {
 
 	nodes    []*simNode
 	services []*service
-	clients  []*client
+	clients  []*operator
 
 	// cut[from][to] drops messages from one node to another.
 	cut    map[[2]uint64]bool
@@ -69,10 +69,11 @@ type Sim struct {
 	// replaced by a new member; 0 if none.
 	replace       uint64
 	reconciling   bool
-	planted       plantedService
 	lastLeaderAt  time.Duration
 	lastTransfer  time.Duration
 	clientOpsDone int
+	// preferred is the mark checkPreferredLeaders compares the end with.
+	preferred *preferredMark
 }
 
 const (
@@ -90,8 +91,6 @@ type entryDigest struct {
 	term uint64
 	data uint64
 }
-
-type plantedService struct{ acceptStalePush bool }
 
 // Result is a run's verdict.
 type Result struct {
@@ -129,7 +128,7 @@ func Run(opts Options) Result {
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[uint64]entryDigest{},
 		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, trace: fnv.New64a(),
-		faults: map[string]int{}, golden: newGolden(), planted: plantedService{acceptStalePush: opts.PlantAcceptStalePush},
+		faults: map[string]int{}, golden: newGolden(),
 	}
 	started := time.Now() // the wall time of the run, for the speed figure only
 	s.setup()
@@ -253,7 +252,7 @@ func (s *Sim) setup() {
 		s.schedule(s.between(0, heartbeatInterval), evServiceBeat, uint64(svc.id), 0, svc.beat)
 	}
 	for i := 0; i < s.opts.Clients; i++ {
-		c := &client{sim: s, id: i, leaderGuess: uint64(1 + s.rng.IntN(s.opts.Nodes))}
+		c := newClient(s, i)
 		s.clients = append(s.clients, c)
 		s.schedule(s.between(200*time.Millisecond, time.Second), evClientStart, uint64(i), 0, c.start)
 	}
@@ -298,7 +297,10 @@ type simNode struct {
 	retired bool
 	// incarnation counts restarts, so that events for a dead process drop.
 	incarnation uint64
-	applied     uint64
+	// queuedInbound and queuedRequests count what waits in the runner's
+	// queues while the process is paused.
+	queuedInbound, queuedRequests int
+	applied                       uint64
 	// activeAt is the node's clock when it last became the active
 	// controller; jumped says its clock jumped since.
 	active   bool
@@ -466,7 +468,19 @@ func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
 		return
 	}
 	if target.pausedUntil > s.now {
-		s.schedule(target.pausedUntil-s.now, evDeliver, from, dest, func() { s.deliver(from, fromIncarnation, dest, m) })
+		// The message waits in the runner's inbound queue, which drops
+		// what does not fit (Raft retransmits); a snapshot waits in the
+		// request queue, which refuses it when full (ErrBusy: reported
+		// failed at once).
+		if m.GetType() == raftpb.MsgSnap {
+			if !target.queueRequest(func() { s.deliver(from, fromIncarnation, dest, m) }) {
+				if sender := s.node(from); sender != nil {
+					sender.reportSnapshotLater(m.GetTo(), false)
+				}
+			}
+			return
+		}
+		target.queueInbound(func() { s.deliver(from, fromIncarnation, dest, m) })
 		return
 	}
 	if _, known := target.peers[from]; !known && from != target.id {
@@ -545,7 +559,7 @@ func (n *simNode) start(store storage.Storage) {
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
 		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
-		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: 10 * time.Second,
+		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	n.peers = s.startingPeers(n.id)
@@ -647,6 +661,7 @@ func (s *Sim) crash(n *simNode, downtime time.Duration) {
 	n.node = nil
 	n.store = nil
 	n.incarnation++
+	n.queuedInbound, n.queuedRequests = 0, 0
 	if downtime == 0 {
 		downtime = s.between(500*time.Millisecond, 3*time.Second)
 	}
@@ -824,4 +839,50 @@ func describeMembers(members []node.Member) string {
 		parts = append(parts, fmt.Sprintf("%d%s:%x", m.ID, kind, m.DirectoryID))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// The runner's queue bounds (runner.InboundQueueMax, RequestQueueMax),
+// scaled down as the simulator's timings are, so that a pause fills them.
+const (
+	simInboundQueueMax = 64
+	simRequestQueueMax = 64
+)
+
+// queueInbound holds a Raft message for a paused process in its runner's
+// inbound queue until the pause ends; it drops the message when the queue
+// is full, as the runner does. The queue dies with the process.
+func (n *simNode) queueInbound(deliver func()) {
+	s := n.sim
+	if n.queuedInbound >= simInboundQueueMax {
+		s.fault("inbound-queue-full")
+		return
+	}
+	n.queuedInbound++
+	inc := n.incarnation
+	s.schedule(n.pausedUntil-s.now, evDeliver, n.id, 0, func() {
+		if n.incarnation == inc {
+			n.queuedInbound--
+			deliver()
+		}
+	})
+}
+
+// queueRequest holds a request (a client's call, a snapshot) for a paused
+// process in its runner's request queue until the pause ends, and says
+// whether it fit: a full queue refuses it. The queue dies with the process.
+func (n *simNode) queueRequest(handle func()) bool {
+	s := n.sim
+	if n.queuedRequests >= simRequestQueueMax {
+		s.fault("request-queue-full")
+		return false
+	}
+	n.queuedRequests++
+	inc := n.incarnation
+	s.schedule(n.pausedUntil-s.now, evRPC, n.id, 0, func() {
+		if n.incarnation == inc {
+			n.queuedRequests--
+			handle()
+		}
+	})
+	return true
 }

@@ -1,0 +1,5 @@
+//go:build !plantedbugs
+
+package client
+
+func planted(Bug) bool { return false }

@@ -1,0 +1,220 @@
+package sim
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dmq-project/metadata/client"
+	"github.com/dmq-project/metadata/node"
+	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
+)
+
+// caller makes the calls of one simulated client process (an operator's
+// client, or a storage service's agent) with the production client's
+// deciding logic: client.Retrier chooses each attempt's controller and the
+// wait before it, and a write runs under one request id of a
+// client.SessionPool session until client.JudgeWrite gives its verdict,
+// exactly as client.Client does. Only the call itself is simulated: an
+// attempt is a request to a node over the simulated network, answered or
+// lost (then it times out as a Connect call's attempt does).
+type caller struct {
+	sim      *Sim
+	from     uint64 // the caller's address on the simulated network
+	clientID string
+	leader   *client.LeaderGuess
+	sessions client.SessionPool
+}
+
+// attemptReply is a controller's answer to one attempt: a value, or its
+// refusal and the leader it names.
+type attemptReply[T any] struct {
+	value  T
+	err    *statemachine.Error
+	leader uint64
+}
+
+// callEnd is how a call ended: the value of its successful attempt, or the
+// last attempt's failure; attempts counts the attempts; gaveUp says the
+// deadline ended the retries.
+type callEnd[T any] struct {
+	value    T
+	failure  *client.Failure
+	attempts int
+	gaveUp   bool
+}
+
+func endpointOf(id uint64) string { return "node-" + strconv.FormatUint(id, 10) }
+
+func nodeOf(endpoint string) uint64 {
+	id, err := strconv.ParseUint(strings.TrimPrefix(endpoint, "node-"), 10, 64)
+	if err != nil {
+		panic(fmt.Sprintf("sim: endpoint %q", endpoint))
+	}
+	return id
+}
+
+// endpoints are the controllers a caller knows: every member not retired,
+// as an operator keeps the client's endpoint list up to date.
+func (s *Sim) endpoints() []string {
+	var out []string
+	for _, n := range s.nodes {
+		if !n.retired {
+			out = append(out, endpointOf(n.id))
+		}
+	}
+	return out
+}
+
+func newCaller(s *Sim, from uint64, clientID string) *caller {
+	return &caller{sim: s, from: from, clientID: clientID, leader: client.NewLeaderGuess(endpointOf(uint64(1 + s.rng.IntN(s.opts.Nodes))))}
+}
+
+// call runs one logical call until an attempt succeeds, the retrier gives
+// up, or deadline (a simulated time) passes, as client's call does. handle
+// runs an attempt on the controller. first, if set, is where the first
+// attempt goes instead of the believed leader.
+func call[T any](c *caller, deadline time.Duration, first string,
+	handle func(n *node.Node, reply func(attemptReply[T])), done func(callEnd[T])) {
+	s := c.sim
+	retrier := client.NewRetrier(s.endpoints(), c.leader, clientBackoffMin, clientBackoffMax)
+	if first != "" {
+		retrier.StartAt(first)
+	}
+	end := callEnd[T]{}
+	var attempt func()
+	failed := func(f client.Failure) {
+		end.failure = &f
+		// Told also when the deadline has passed: see client.Retrier.Next.
+		again, wait := retrier.Next(f, func(n int64) int64 { return s.rng.Int64N(n + 1) })
+		if s.now >= deadline {
+			end.gaveUp = true
+			done(end)
+			return
+		}
+		if !again {
+			done(end)
+			return
+		}
+		s.schedule(wait, evClientStart, c.from, 1, func() {
+			if s.now >= deadline {
+				end.gaveUp = true
+				done(end)
+				return
+			}
+			attempt()
+		})
+	}
+	attempt = func() {
+		end.attempts++
+		endpoint := retrier.Endpoint()
+		// An attempt is bounded by the attempt timeout and the deadline.
+		timeout := min(clientTimeout, max(deadline-s.now, time.Millisecond))
+		s.rpcWithin(timeout, nodeOf(endpoint), c.from, func(n *node.Node, reply func(func())) {
+			handle(n, func(r attemptReply[T]) {
+				reply(func() {
+					if r.err != nil {
+						leaderURL := ""
+						if r.leader != 0 {
+							leaderURL = endpointOf(r.leader)
+						}
+						failed(client.FailureOf(r.err, leaderURL))
+						return
+					}
+					retrier.Succeeded()
+					end.value, end.failure = r.value, nil
+					done(end)
+				})
+			})
+		}, func() { failed(client.TimedOut()) })
+	}
+	attempt()
+}
+
+// writeEnd is how a write ended: its verdict, the answer, and the request
+// id it ran under (nil if no session could be opened: nothing was sent).
+type writeEnd struct {
+	verdict   client.WriteVerdict
+	outcome   node.Outcome
+	failure   *client.Failure
+	requestID *metadatav1.RequestId
+	// sessionTimeout is the timeout of the session it ran in.
+	sessionTimeout time.Duration
+}
+
+// write runs a write in a session, as client's write does: a free session
+// or a new one, one request id through every attempt, retries until the
+// deadline or the session's horizon, and client.JudgeWrite's verdict.
+// handle runs an attempt on the controller under the request id.
+func (c *caller) write(deadline time.Duration, handle func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])),
+	done func(writeEnd)) {
+	c.writeInSession(deadline, false, handle, done)
+}
+
+func (c *caller) writeInSession(deadline time.Duration, reopened bool,
+	handle func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])), done func(writeEnd)) {
+	s := c.sim
+	c.session(deadline, func(session *client.Session) {
+		if session == nil {
+			done(writeEnd{})
+			return
+		}
+		id := session.NextRequestID(c.clientID)
+		horizon := session.Horizon().Sub(epoch)
+		sent := s.now
+		call(c, min(deadline, horizon), "", func(n *node.Node, reply func(attemptReply[node.Outcome])) {
+			handle(n, id, reply)
+		}, func(e callEnd[node.Outcome]) {
+			judged := client.WriteEnd{Last: e.failure, Attempts: e.attempts, Reopened: reopened}
+			if e.gaveUp {
+				judged.CallerGaveUp = s.now >= deadline
+				judged.HorizonPassed = !judged.CallerGaveUp
+			}
+			verdict, keep := client.JudgeWrite(judged)
+			if keep {
+				if e.failure == nil {
+					session.ActiveSince = epoch.Add(sent)
+				}
+				c.sessions.Give(session)
+			}
+			if verdict == client.WriteResend {
+				c.sessions.Drain()
+				c.writeInSession(deadline, true, handle, done)
+				return
+			}
+			done(writeEnd{verdict: verdict, outcome: e.value, failure: e.failure, requestID: id, sessionTimeout: session.Timeout})
+		})
+	})
+}
+
+// session hands a free session, or opens one through the log, to next;
+// nil if none could be opened before the deadline.
+func (c *caller) session(deadline time.Duration, next func(*client.Session)) {
+	s := c.sim
+	if session := c.sessions.Take(epoch.Add(s.now), clientTimeout); session != nil {
+		next(session)
+		return
+	}
+	sent := epoch.Add(s.now)
+	call(c, deadline, "", func(n *node.Node, reply func(attemptReply[*metadatav1.OpenSessionResponse])) {
+		n.OpenSession(&metadatav1.OpenSessionRequest{ClientId: c.clientID}, func(o node.Outcome) {
+			// As the RPC layer answers: the session id is the outcome's version.
+			resp := &metadatav1.OpenSessionResponse{SessionId: uint64(o.Version), TimeoutMs: n.ClientSessionTimeout().Milliseconds()}
+			reply(attemptReply[*metadatav1.OpenSessionResponse]{value: resp, err: o.Err, leader: o.LeaderID})
+		})
+	}, func(e callEnd[*metadatav1.OpenSessionResponse]) {
+		if e.failure != nil {
+			next(nil)
+			return
+		}
+		session, err := client.SessionOpened(e.value, sent)
+		if err != nil {
+			s.violate("client %s: %v", c.clientID, err)
+			next(nil)
+			return
+		}
+		next(session)
+	})
+}
