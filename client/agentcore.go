@@ -105,9 +105,13 @@ func (a *AgentCore) RegisterRequest() *metadatav1.RegisterBrokerRequest {
 		IncarnationId: a.cfg.IncarnationID}
 }
 
-// OnRegistered is told of a successful registration.
+// OnRegistered is told of a successful registration. An answer without a
+// broker epoch registers nothing (the next beat registers again): epoch 0
+// would pass for whatever registration the controllers hold.
 func (a *AgentCore) OnRegistered(resp *metadatav1.RegisterBrokerResponse) {
-	a.registered, a.epoch = true, resp.GetBroker().GetBrokerEpoch()
+	if epoch := resp.GetBroker().GetBrokerEpoch(); epoch > 0 {
+		a.registered, a.epoch = true, epoch
+	}
 }
 
 // HeartbeatRequest is the heartbeat to send once registered: the view's

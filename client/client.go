@@ -178,11 +178,11 @@ func call[T any](ctx context.Context, c *Client, attempts *int, attempt func(ctx
 		last = err
 		// Told also when the context has ended: see Next.
 		again, wait := retrier.Next(c.failureOf(err), func(n int64) int64 { return rand.Int64N(n + 1) })
+		if !again {
+			return zero, err // a definite answer, even at the deadline
+		}
 		if ctx.Err() != nil {
 			break
-		}
-		if !again {
-			return zero, err
 		}
 		if wait > 0 {
 			select {

@@ -107,6 +107,32 @@ func TestCallsMoveOnFromAControllerThatNeverAnswers(t *testing.T) {
 	require.NoError(t, call(), "the next call starts at the next endpoint")
 }
 
+// A retried registration is answered from the controllers' session table
+// with the epoch its application gave, whatever happened to the broker
+// since: a storage agent must not adopt another registration's epoch (or
+// none) from the live state.
+func TestRetriedRegistrationAnswersItsOwnEpoch(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: []string{cluster[0].URL()}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	session, err := c.OpenSession(ctx)
+	require.NoError(t, err)
+	register := &metadatav1.RegisterBrokerRequest{Id: 5, Host: "localhost", Port: 9092, IncarnationId: "a",
+		RequestId: &metadatav1.RequestId{ClientId: "agent", SessionId: session.GetSessionId(), Sequence: 1}}
+	first, err := c.RegisterBroker(ctx, register)
+	require.NoError(t, err)
+	require.Positive(t, first.GetBroker().GetBrokerEpoch())
+
+	_, err = c.UnregisterBroker(ctx, &metadatav1.UnregisterBrokerRequest{Id: 5})
+	require.NoError(t, err)
+	again, err := c.RegisterBroker(ctx, register)
+	require.NoError(t, err)
+	assert.Equal(t, first.GetBroker().GetBrokerEpoch(), again.GetBroker().GetBrokerEpoch(), "the retry's answer names its own registration")
+}
+
 // TestStorageAgentLifecycle: the agent registers and is unfenced, receives
 // a push after a topic is created, is fenced after falling silent past the
 // session timeout, and is unfenced when it comes back and catches up.

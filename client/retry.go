@@ -1,6 +1,7 @@
 package client
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -21,11 +22,16 @@ type Failure struct {
 	Code      connect.Code
 	ErrorCode metadatav1.ErrorCode
 	LeaderURL string
+	// FromServer says the error came from a controller's answer, not from
+	// the client's side of the call (a timeout, a connection lost, an
+	// answer too large or undecodable).
+	FromServer bool
 }
 
 // failureOf reads a Failure from the error of a Connect call.
 func (c *Client) failureOf(err error) Failure {
 	f := Failure{Code: connect.CodeOf(err), ErrorCode: rpc.ErrorCodeOf(err)}
+	f.FromServer = connect.IsWireError(err)
 	if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
 		if c.cfg.TLS != nil {
 			url = rpc.HTTPSURL(url)
@@ -48,9 +54,14 @@ func (f Failure) retryable() bool {
 }
 
 // refusedBeforeProposal says whether a single attempt's failure proves that
-// the write was not proposed: refused by authentication, by the request
-// checks, or by a controller that is not the leader.
+// the write was not proposed: refused, in a controller's own answer, by
+// authentication, by the request checks, or for not being the leader. The
+// same codes raised on the client's side (an answer too large to read, say)
+// prove nothing: the write may have been applied.
 func (f Failure) refusedBeforeProposal() bool {
+	if !f.FromServer {
+		return false
+	}
 	if f.ErrorCode == metadatav1.ErrorCode_NOT_CONTROLLER {
 		return true
 	}
@@ -92,9 +103,13 @@ func (g *LeaderGuess) set(endpoint string) {
 // busy loop), else the next endpoint after a backoff with jitter. It moves
 // the client's LeaderGuess as it learns.
 type Retrier struct {
-	endpoints              []string
-	guess                  *LeaderGuess
-	endpoint               string
+	endpoints []string
+	guess     *LeaderGuess
+	endpoint  string
+	// rotation is the index of the last configured endpoint tried (-1
+	// before any): after a hint outside the list (a leader's peer URL the
+	// client may not reach) the rotation goes on from there.
+	rotation               int
 	backoff, min, max      time.Duration
 	followedHint, finished bool
 }
@@ -104,12 +119,28 @@ func NewRetrier(endpoints []string, guess *LeaderGuess, backoffMin, backoffMax t
 	if len(endpoints) == 0 || backoffMin <= 0 || backoffMax < backoffMin {
 		panic("client: a retrier needs endpoints and 0 < backoffMin <= backoffMax")
 	}
-	return &Retrier{endpoints: endpoints, guess: guess, endpoint: guess.Endpoint(), backoff: backoffMin, min: backoffMin, max: backoffMax}
+	r := &Retrier{endpoints: endpoints, guess: guess, rotation: -1, backoff: backoffMin, min: backoffMin, max: backoffMax}
+	r.moveTo(guess.Endpoint())
+	return r
 }
 
 // StartAt sends the first attempt to endpoint instead of the guessed
 // leader (a read meant for a follower, say).
-func (r *Retrier) StartAt(endpoint string) { r.endpoint = endpoint }
+func (r *Retrier) StartAt(endpoint string) { r.moveTo(endpoint) }
+
+// moveTo makes endpoint the next attempt's target, and the rotation's
+// place if it is a configured one.
+func (r *Retrier) moveTo(endpoint string) {
+	r.endpoint = endpoint
+	if i := slices.Index(r.endpoints, endpoint); i >= 0 {
+		r.rotation = i
+	}
+}
+
+// following is the next configured endpoint in the rotation.
+func (r *Retrier) following() string {
+	return r.endpoints[(r.rotation+1)%len(r.endpoints)]
+}
 
 // Endpoint is where the next attempt goes.
 func (r *Retrier) Endpoint() string { return r.endpoint }
@@ -130,12 +161,12 @@ func (r *Retrier) Next(f Failure, jitter func(n int64) int64) (again bool, wait 
 		r.finished = true
 		return false, 0
 	}
-	next := r.following(r.endpoint)
+	next := r.following()
 	if f.ErrorCode != metadatav1.ErrorCode_NONE && f.LeaderURL != "" && f.LeaderURL != r.endpoint {
 		next = f.LeaderURL
 	}
-	hinted := next != r.following(r.endpoint)
-	r.endpoint = next
+	hinted := next != r.following()
+	r.moveTo(next)
 	r.guess.set(next)
 	if hinted && !r.followedHint {
 		r.followedHint = true
@@ -152,9 +183,6 @@ func (r *Retrier) Succeeded() {
 	r.finished = true
 	r.guess.set(r.endpoint)
 }
-
-// following is the endpoint after e in the configured order.
-func (r *Retrier) following(e string) string { return nextEndpoint(r.endpoints, e) }
 
 // nextEndpoint is the endpoint after e in endpoints, cyclically (the first
 // when e is not among them).
@@ -195,9 +223,10 @@ type WriteEnd struct {
 }
 
 // JudgeWrite decides what a write's attempts amount to, and whether its
-// session can carry the next write (any later request of the session makes
-// this one's retries stale, so it can, unless it expired or its horizon
-// passed).
+// session can carry the next write: after an answer it can (a later
+// request of the session makes this one's retries stale); after an
+// unknown outcome it cannot, so that the caller may resend the request to
+// learn what became of it.
 func JudgeWrite(e WriteEnd) (verdict WriteVerdict, keepSession bool) {
 	if e.Attempts < 1 {
 		panic("client: a write judged before any attempt")
@@ -217,7 +246,7 @@ func JudgeWrite(e WriteEnd) (verdict WriteVerdict, keepSession bool) {
 	case e.CallerGaveUp && planted(BugGivingUpIsDefinite):
 		return WriteAnswered, true
 	case e.CallerGaveUp:
-		return WriteUnknown, true
+		return WriteUnknown, false
 	case e.Last.ErrorCode != metadatav1.ErrorCode_NONE && statemachine.ClassOf(e.Last.ErrorCode) != statemachine.ClassUnavailable:
 		// A definite answer. It refreshes the session only if it came
 		// from the log, which the client cannot tell from a check made
@@ -227,15 +256,17 @@ func JudgeWrite(e WriteEnd) (verdict WriteVerdict, keepSession bool) {
 		return WriteAnswered, true
 	}
 	// An attempt may have been proposed and may yet commit: the caller
-	// must not take this for "not applied".
-	return WriteUnknown, true
+	// must not take this for "not applied". Nor may the session carry
+	// other writes: they would make the caller's resend of this request,
+	// which is how it learns the outcome, stale.
+	return WriteUnknown, false
 }
 
 // FailureOf is the Failure a caller sees for a controller's refusal err
 // (leaderURL is the leader the refusal names, if any): what a Connect call
 // answered so would yield.
 func FailureOf(err *statemachine.Error, leaderURL string) Failure {
-	f := Failure{Code: rpc.ConnectCode(err.Class()), ErrorCode: err.Code}
+	f := Failure{Code: rpc.ConnectCode(err.Class()), ErrorCode: err.Code, FromServer: true}
 	if err.Code == metadatav1.ErrorCode_NOT_CONTROLLER {
 		f.LeaderURL = leaderURL
 	}

@@ -60,7 +60,8 @@ func TestRetrierStopsAtADefiniteAnswer(t *testing.T) {
 func TestJudgeWrite(t *testing.T) {
 	expired := Failure{Code: connect.CodeFailedPrecondition, ErrorCode: metadatav1.ErrorCode_SESSION_EXPIRED}
 	exists := Failure{Code: connect.CodeAlreadyExists, ErrorCode: metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS}
-	denied := Failure{Code: connect.CodePermissionDenied}
+	denied := Failure{Code: connect.CodePermissionDenied, FromServer: true}
+	tooLarge := Failure{Code: connect.CodeResourceExhausted} // reading the answer, on the client
 	hinted := notLeader("b")
 	timedOut := TimedOut()
 	cases := []struct {
@@ -75,10 +76,11 @@ func TestJudgeWrite(t *testing.T) {
 		{"expired at a retry: an earlier attempt may have applied", WriteEnd{Last: &expired, Attempts: 2}, WriteUnknown, false},
 		{"expired again in a new session", WriteEnd{Last: &expired, Attempts: 1, Reopened: true}, WriteUnknown, false},
 		{"the horizon passed", WriteEnd{Last: &timedOut, Attempts: 4, HorizonPassed: true}, WriteUnknown, false},
-		{"the caller gave up", WriteEnd{Last: &timedOut, Attempts: 1, CallerGaveUp: true}, WriteUnknown, true},
-		{"the caller gave up after a refusal", WriteEnd{Last: &hinted, Attempts: 1, CallerGaveUp: true}, WriteUnknown, true},
+		{"the caller gave up", WriteEnd{Last: &timedOut, Attempts: 1, CallerGaveUp: true}, WriteUnknown, false},
+		{"the caller gave up after a refusal", WriteEnd{Last: &hinted, Attempts: 1, CallerGaveUp: true}, WriteUnknown, false},
 		{"refused before proposal at once", WriteEnd{Last: &denied, Attempts: 1}, WriteAnswered, true},
-		{"refused after an attempt that may have been proposed", WriteEnd{Last: &denied, Attempts: 2}, WriteUnknown, true},
+		{"a client-side error proves nothing", WriteEnd{Last: &tooLarge, Attempts: 1}, WriteUnknown, false},
+		{"refused after an attempt that may have been proposed", WriteEnd{Last: &denied, Attempts: 2}, WriteUnknown, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -88,4 +90,24 @@ func TestJudgeWrite(t *testing.T) {
 		})
 	}
 	assert.Panics(t, func() { JudgeWrite(WriteEnd{}) }, "a write is judged after an attempt")
+}
+
+// Leader hints name the leader's peer URL, which a client outside the
+// controllers' network may not reach. After such a hint fails, the rotation
+// goes on from where it was, so the leader's configured endpoint is tried.
+func TestRetrierReachesTheLeaderPastAnUnreachableHint(t *testing.T) {
+	r := NewRetrier([]string{"http://a", "http://b", "http://c"}, NewLeaderGuess("http://a"), time.Millisecond, time.Millisecond)
+	var seen []string
+	for range 8 {
+		f := TimedOut()
+		if r.Endpoint() != "http://peer-c:9000" {
+			f = notLeader("http://peer-c:9000") // c's peer URL
+		}
+		if r.Endpoint() == "http://c" {
+			break
+		}
+		r.Next(f, noJitter)
+		seen = append(seen, r.Endpoint())
+	}
+	require.Contains(t, seen, "http://c", "the leader's configured endpoint is tried: %v", seen)
 }

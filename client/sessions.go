@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/dmq-project/metadata/rpc"
 	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 )
@@ -48,15 +49,18 @@ type SessionPool struct {
 	free []*Session
 }
 
-// Take returns a free session whose horizon is at least budget away, or
-// nil: then open one.
-func (p *SessionPool) Take(now time.Time, budget time.Duration) *Session {
+// Take returns a free session whose horizon is far enough away to carry a
+// write through a failover, or nil: then open one. Far enough is attempt
+// (one attempt's timeout) and a quarter of the session's timeout, whichever
+// is longer: a session whose horizon came during the retries would end a
+// write that nothing proposed in an unknown outcome.
+func (p *SessionPool) Take(now time.Time, attempt time.Duration) *Session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.free) > 0 {
 		s := p.free[len(p.free)-1]
 		p.free = p.free[:len(p.free)-1]
-		if now.Add(budget).Before(s.Horizon()) {
+		if now.Add(max(attempt, s.Timeout/4)).Before(s.Horizon()) {
 			return s
 		}
 		// Too close to expiry to carry a write through its retries.
@@ -120,7 +124,13 @@ func (c *Client) session(ctx context.Context) (*Session, error) {
 func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.RequestId, req *Req,
 	method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
 	if *id != nil {
-		return meta(ctx, c, req, method)
+		resp, err := meta(ctx, c, req, method)
+		if rpc.ErrorCodeOf(err) == metadatav1.ErrorCode_SESSION_EXPIRED {
+			// The session is gone: an earlier send of this request may
+			// have been applied before, or not.
+			return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
+		}
+		return resp, err
 	}
 	for reopened := false; ; reopened = true {
 		s, err := c.session(ctx)
@@ -140,8 +150,11 @@ func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.Reques
 			}
 			return r.Msg, nil
 		})
-		end.CallerGaveUp = ctx.Err() != nil
-		end.HorizonPassed = !end.CallerGaveUp && errors.Is(horizonCtx.Err(), context.DeadlineExceeded)
+		if errors.Is(err, ErrNoLeader) {
+			// The deadline, the caller's or the horizon, ended the retries.
+			end.CallerGaveUp = ctx.Err() != nil
+			end.HorizonPassed = !end.CallerGaveUp
+		}
 		cancel()
 		if err != nil {
 			f := c.failureOf(last)

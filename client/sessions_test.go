@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,4 +206,96 @@ func TestRefusalBeforeProposalIsNotAnUnknownOutcome(t *testing.T) {
 	_, err := c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "t", Partitions: 1})
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err))
 	assert.NotErrorIs(t, err, client.ErrUnknownOutcome)
+}
+
+// A pooled session whose horizon is near would end a write in an unknown
+// outcome after one slow failover, though nothing was proposed and the
+// caller had time: such a session is not used (a new one is opened).
+func TestPooledSessionNearItsHorizonIsNotUsed(t *testing.T) {
+	f := &scriptedController{timeoutMs: 1000} // horizon: 500 ms after activity
+	f.answer = func(n int, id *metadatav1.RequestId) error {
+		if n >= 2 && n <= 4 { // an election: nobody leads, nothing proposed
+			time.Sleep(100 * time.Millisecond)
+			return connect.NewError(connect.CodeUnavailable, nil)
+		}
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(f))
+	server := httptest.NewServer(mux)
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client(),
+		AttemptTimeout: 150 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "a", Partitions: 1})
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond) // the horizon is 200 ms away: more than one attempt, less than a failover
+	_, err = c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "b", Partitions: 1})
+	require.NoError(t, err, "a patient caller, nothing proposed: no unknown outcome")
+}
+
+// bigAnswer applies a CreateTopic and answers it with more than the
+// client accepts to read.
+type bigAnswer struct{ *scriptedController }
+
+func (b bigAnswer) CreateTopic(ctx context.Context, req *connect.Request[metadatav1.CreateTopicRequest]) (*connect.Response[metadatav1.CreateTopicResponse], error) {
+	if _, err := b.scriptedController.CreateTopic(ctx, req); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&metadatav1.CreateTopicResponse{Success: true, Topic: &metadatav1.Topic{Name: strings.Repeat("x", 4096)}}), nil
+}
+
+// A write applied at its first attempt whose answer the client cannot read
+// (too large, or undecodable) fails on the client with a code a server
+// refusal could carry: only the server's word proves "not proposed".
+func TestAppliedWriteWhoseAnswerCannotBeReadIsUnknown(t *testing.T) {
+	f := &scriptedController{timeoutMs: 60_000, answer: func(int, *metadatav1.RequestId) error { return nil }}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(bigAnswer{f}))
+	server := httptest.NewServer(mux)
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client(),
+		Options: []connect.ClientOption{connect.WithReadMaxBytes(1024)}})
+	require.NoError(t, err)
+	_, err = c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "t", Partitions: 1})
+	require.Len(t, f.ids(), 1)
+	require.ErrorIs(t, err, client.ErrUnknownOutcome, "applied once: not a definite refusal")
+}
+
+// After an unknown outcome the caller may resend the same request to learn
+// what happened. The session must not carry other writes meanwhile (they
+// would make the resend stale), and a resend refused because the session
+// expired is an unknown outcome still, not a definite failure.
+func TestResendOfAnUnknownWriteLearnsItsOutcome(t *testing.T) {
+	var last uint64
+	f := &scriptedController{timeoutMs: 60_000}
+	f.answer = func(n int, id *metadatav1.RequestId) error {
+		if n == 1 {
+			time.Sleep(60 * time.Millisecond) // the caller gives up
+			return connect.NewError(connect.CodeUnavailable, nil)
+		}
+		if id.GetSequence() < last {
+			return sessionExpired()
+		}
+		last = id.GetSequence()
+		return nil
+	}
+	c := startScripted(t, f)
+	req := &metadatav1.CreateTopicRequest{Name: "t", Partitions: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	_, err := c.CreateTopic(ctx, req)
+	cancel()
+	require.ErrorIs(t, err, client.ErrUnknownOutcome)
+	_, err = c.CreateTopic(context.Background(), &metadatav1.CreateTopicRequest{Name: "u", Partitions: 1})
+	require.NoError(t, err)
+	_, err = c.CreateTopic(context.Background(), req) // the resend, same request id
+	require.NoError(t, err, "the session was not reused: the resend is a plain retry")
+	assert.Equal(t, req.GetRequestId().GetSessionId(), f.ids()[len(f.ids())-1].GetSessionId())
+
+	// A resend after the session expired says the outcome is unknown.
+	expired := &metadatav1.CreateTopicRequest{Name: "v", Partitions: 1,
+		RequestId: &metadatav1.RequestId{ClientId: "c", SessionId: 1, Sequence: 1}}
+	last = 1 << 40
+	_, err = c.CreateTopic(context.Background(), expired)
+	require.ErrorIs(t, err, client.ErrUnknownOutcome)
 }

@@ -138,7 +138,17 @@ func unknownBroker(id int32) *statemachine.Error {
 // RegisterBroker implements MetadataService.
 func (s *Server) RegisterBroker(ctx context.Context, req *connect.Request[metadatav1.RegisterBrokerRequest]) (*connect.Response[metadatav1.RegisterBrokerResponse], error) {
 	r, o, err := propose(s, ctx, "register_broker", func(n *node.Node, done func(node.Outcome)) { n.RegisterBroker(req.Msg, done) },
-		func(n *node.Node, _ node.Outcome) *metadatav1.Broker { return n.StateMachine().Broker(req.Msg.GetId()) })
+		func(n *node.Node, o node.Outcome) *metadatav1.Broker {
+			// The broker as it is now, with the epoch of this very
+			// registration: a retry answered from the session table must
+			// not hand the caller another registration's epoch (or none).
+			b := n.StateMachine().Broker(req.Msg.GetId())
+			if b == nil || b.GetBrokerEpoch() != o.BrokerEpoch {
+				b = &metadatav1.Broker{Id: req.Msg.GetId(), Host: req.Msg.GetHost(), Port: req.Msg.GetPort(), Rack: req.Msg.GetRack(),
+					BrokerEpoch: o.BrokerEpoch}
+			}
+			return b
+		})
 	if err != nil {
 		return nil, err
 	}

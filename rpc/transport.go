@@ -79,7 +79,18 @@ type Transport struct {
 	mu       sync.Mutex
 	peers    map[uint64]*peer
 	reporter Reporter
+	// learned holds addresses from senders' requests, used only when the
+	// node sends to that id (it answers only members it stepped), so that
+	// forged sender ids start nothing. removed holds ids the configuration
+	// removed: never learned back.
+	learned map[uint64]string
+	removed map[uint64]bool
 }
+
+// learnedMax bounds the addresses learned and not yet used: a stranger
+// forging sender ids empties the table, and real peers, whose every
+// request carries their address, are learned again at once.
+const learnedMax = 64
 
 // Reporter takes the transport's reports to Raft. Its methods must never
 // block and never drop a report: Raft waits for every snapshot's outcome
@@ -107,7 +118,8 @@ var _ node.Transport = (*Transport)(nil)
 // once the node exists, so that unreachable peers and snapshot outcomes
 // are reported back to Raft.
 func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger, options ...connect.ClientOption) *Transport {
-	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{}}
+	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{},
+		learned: map[uint64]string{}, removed: map[uint64]bool{}}
 }
 
 // Advertise sets where peers reach this controller.
@@ -124,16 +136,20 @@ func (t *Transport) advertised() string {
 }
 
 // LearnPeer records a sender's address from its request, unless the
-// configuration already gave one (which it keeps): the address to answer
-// a peer this controller has not yet seen added. Whether its messages are
-// stepped is the node's decision, not the address book's.
+// configuration gave one (which it keeps) or removed the id: the address to
+// answer a peer this controller has not yet seen added. It is used when the
+// node first sends to the id; whether its messages are stepped is the
+// node's decision, not the address book's.
 func (t *Transport) LearnPeer(id uint64, url string) {
 	t.mu.Lock()
-	_, known := t.peers[id]
-	t.mu.Unlock()
-	if !known && id != t.self && url != "" {
-		t.SetPeer(id, url)
+	defer t.mu.Unlock()
+	if _, known := t.peers[id]; known || id == t.self || url == "" || t.removed[id] {
+		return
 	}
+	if _, ok := t.learned[id]; !ok && len(t.learned) >= learnedMax {
+		clear(t.learned)
+	}
+	t.learned[id] = url
 }
 
 // Attach sets where reports go (the runner).
@@ -169,6 +185,9 @@ func (t *Transport) Send(messages []*raftpb.Message) {
 	for _, m := range messages {
 		to := m.GetTo()
 		p, ok := t.peers[to]
+		if url, learned := t.learned[to]; !ok && learned {
+			p, ok = t.setPeerLocked(to, url), true
+		}
 		if !ok {
 			// No address for the peer (not known yet, or removed): Raft
 			// must hear of it, or it waits forever for the outcome of a
@@ -207,12 +226,19 @@ func (t *Transport) SetPeer(id uint64, url string) {
 	if id == t.self || url == "" {
 		return
 	}
+	delete(t.removed, id)
+	t.setPeerLocked(id, url)
+}
+
+// setPeerLocked starts (or restarts, for a new address) the peer's streams.
+func (t *Transport) setPeerLocked(id uint64, url string) *peer {
+	delete(t.learned, id)
 	if t.https {
 		url = HTTPSURL(url)
 	}
 	if p, ok := t.peers[id]; ok {
 		if p.url == url {
-			return
+			return p
 		}
 		close(p.stop)
 	}
@@ -221,12 +247,15 @@ func (t *Transport) SetPeer(id uint64, url string) {
 	t.peers[id] = p
 	go t.stream(p)
 	go t.sendSnapshots(p)
+	return p
 }
 
 // RemovePeer implements node.Transport.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.removed[id] = true
+	delete(t.learned, id)
 	if p, ok := t.peers[id]; ok {
 		close(p.stop)
 		delete(t.peers, id)

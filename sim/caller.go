@@ -89,12 +89,12 @@ func call[T any](c *caller, deadline time.Duration, first string,
 		end.failure = &f
 		// Told also when the deadline has passed: see client.Retrier.Next.
 		again, wait := retrier.Next(f, func(n int64) int64 { return s.rng.Int64N(n + 1) })
-		if s.now >= deadline {
-			end.gaveUp = true
-			done(end)
+		if !again {
+			done(end) // a definite answer, even at the deadline
 			return
 		}
-		if !again {
+		if s.now >= deadline {
+			end.gaveUp = true
 			done(end)
 			return
 		}

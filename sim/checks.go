@@ -24,6 +24,9 @@ func (s *Sim) checkLiveness() {
 		return
 	}
 	sm := leader.node.StateMachine()
+	if s.growing {
+		s.violate("liveness: the cluster founded on one controller has not grown to %d voters after the heal\n%s", s.opts.Nodes, s.describe())
+	}
 	for _, n := range s.nodes {
 		if n.retired {
 			continue

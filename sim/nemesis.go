@@ -77,7 +77,7 @@ func (s *Sim) scheduleNemeses() {
 	// One lost disk at a time: two of three lost disks lose the data,
 	// which no system can recover from and which proves nothing.
 	mayLoseADisk := func() bool {
-		if s.membership.phase != 0 || s.replace != 0 {
+		if s.membership.phase != 0 || s.replace != 0 || s.growing {
 			return false
 		}
 		for _, other := range s.nodes {
@@ -232,7 +232,7 @@ func (s *Sim) membershipStep() {
 			leader.process()
 			return
 		}
-		if s.healed {
+		if s.healed || s.growing {
 			return
 		}
 		// A removal shrinks the quorum's margin: with a member down or its
@@ -310,7 +310,7 @@ func (s *Sim) membershipStep() {
 // the promotion uncommitted, as the voter in seed 1835 did).
 func (s *Sim) everyMemberSeesVoter(id uint64) bool {
 	for _, n := range s.nodes {
-		if !n.member || n.retired {
+		if !n.member || n.retired || n.awaitingAdd {
 			continue
 		}
 		if n.node == nil {
@@ -349,6 +349,60 @@ func (s *Sim) addBack(leader *simNode) {
 	leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddVoter, NodeID: op.target,
 		URL: controllerURL(op.target), DirectoryID: n.node.Status().DirectoryID}, func(error) {})
 	leader.process()
+}
+
+// grow adds the controllers of a cluster founded on one (GrowFromOne), one
+// at a time, as an operator does: as a learner, then promoted once caught
+// up; the next once every member sees the last a voter. It runs every half
+// second, faults or not, until every one is a voter.
+func (s *Sim) grow() {
+	leader := s.leaderNode()
+	if leader == nil {
+		s.schedule(500*time.Millisecond, evNemesis, 0, 3, s.grow)
+		return
+	}
+	members := leader.node.Status().Members
+	role := func(id uint64) (member, learner bool) {
+		for _, m := range members {
+			if m.ID == id {
+				return true, m.Learner
+			}
+		}
+		return false, false
+	}
+	for id := uint64(2); id <= uint64(s.opts.Nodes); id++ {
+		member, learner := role(id)
+		if member && !learner {
+			if !s.everyMemberSeesVoter(id) {
+				break // the last promotion is not known everywhere yet
+			}
+			continue
+		}
+		n := s.nodes[id-1]
+		n.awaitingAdd = !member
+		if n.node == nil {
+			break // down: wait for its restart
+		}
+		if !member {
+			s.fault("grow-add-learner")
+			leader.node.ChangeMembership(node.MembershipChange{Kind: node.AddLearner, NodeID: id, URL: controllerURL(id),
+				DirectoryID: n.node.Status().DirectoryID}, func(error) {})
+		} else {
+			// Refused while the learner lags: asked again next time.
+			s.fault("grow-promote")
+			leader.node.ChangeMembership(node.MembershipChange{Kind: node.PromoteLearner, NodeID: id}, func(error) {})
+		}
+		leader.process()
+		s.schedule(500*time.Millisecond, evNemesis, 0, 3, s.grow)
+		return
+	}
+	for id := uint64(2); id <= uint64(s.opts.Nodes); id++ {
+		if member, learner := role(id); !member || learner || !s.everyMemberSeesVoter(id) {
+			s.schedule(500*time.Millisecond, evNemesis, 0, 3, s.grow)
+			return
+		}
+	}
+	s.growing = false
 }
 
 // heal stops every fault: the network mends, paused nodes resume, crashed

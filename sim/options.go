@@ -54,6 +54,12 @@ type Options struct {
 	// DelayedPushes holds back one push in ten for up to a few seconds, so
 	// that pushes arrive out of order and after a newer controller's.
 	DelayedPushes bool
+	// GrowFromOne founds the cluster on the first controller alone; the
+	// others start on formatted, unfounded directories and wait to be
+	// added, each as a learner first and promoted once caught up (the
+	// README's way to grow a cluster).
+	GrowFromOne bool
+
 	// LongDelays holds one Raft message in fifty back for up to a few
 	// seconds, long enough to reach a crashed controller's next process.
 	LongDelays bool
@@ -142,6 +148,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 		// enough for new topics.
 		o.Services = 6
 	}
+	o.GrowFromOne = chance(0.2)
 	return o
 }
 
@@ -183,6 +190,9 @@ func (o Options) String() string {
 	}
 	if o.LongDelays {
 		b.WriteString(" long-delays")
+	}
+	if o.GrowFromOne {
+		b.WriteString(" grow-from-one")
 	}
 	if o.FollowerReads > 0 {
 		fmt.Fprintf(&b, " follower-reads=%.1f", o.FollowerReads)

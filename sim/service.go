@@ -28,13 +28,18 @@ type service struct {
 	incarnation int
 	agent       *client.AgentCore
 	caller      *caller
-	waiting     bool
+	// waiting, watching and altering: a beat (registration and
+	// heartbeat), a watch, an ISR change in flight.
+	waiting, watching, altering bool
 
 	silentUntil               time.Duration
 	silentForever             bool
 	restartWithNewIncarnation bool
 	// shutdownFirst: the next restart is preceded by a controlled shutdown.
 	shutdownFirst bool
+	// shutdownDeadline, while a controlled shutdown runs, is when the
+	// process stops without the controllers' confirmation.
+	shutdownDeadline time.Duration
 }
 
 func newService(s *Sim, id int32) *service {
@@ -68,8 +73,10 @@ func (v *service) beat() {
 	if v.silent() || v.waiting {
 		return
 	}
-	if v.restartWithNewIncarnation {
-		v.restartWithNewIncarnation = false
+	if v.restartWithNewIncarnation && (v.shutdownDeadline == 0 || v.agent.ShutDownConfirmed() || s.now >= v.shutdownDeadline) {
+		// After a controlled shutdown, only once a controller confirmed it
+		// (or the operator's patience ran out), as StorageAgent.ShutDown.
+		v.restartWithNewIncarnation, v.shutdownDeadline = false, 0
 		v.start()
 	}
 	if v.shutdownFirst {
@@ -77,6 +84,7 @@ func (v *service) beat() {
 		// first, then the process goes (and comes back as a new one).
 		v.shutdownFirst = false
 		v.restartWithNewIncarnation = true
+		v.shutdownDeadline = s.now + 10*heartbeatInterval
 		v.agent.ShutDown()
 		s.fault("controlled-shutdown")
 	}
@@ -101,12 +109,13 @@ func (v *service) beat() {
 		})
 		return
 	}
-	if s.rng.IntN(4) == 0 {
+	// Beside the heartbeats, as a storage service's other parts do: watch
+	// now and then, and change ISRs as a partition leader.
+	if !v.watching && s.rng.IntN(4) == 0 {
 		v.watch(s.randomNodeID())
-		return
 	}
-	if s.now < s.writesStopAt() && s.rng.IntN(5) == 0 && v.alterISR(deadline) {
-		return
+	if !v.altering && s.now < s.writesStopAt() && s.rng.IntN(5) == 0 {
+		v.alterISR(deadline)
 	}
 	v.heartbeat(deadline)
 }
@@ -187,11 +196,8 @@ func (v *service) alterISR(deadline time.Duration) bool {
 		sent := proto.CloneOf(req)
 		sent.RequestId = id
 		n.AlterPartition(sent, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
-	}, func(writeEnd) {
-		if v.agent == agent {
-			v.waiting = false
-		}
-	})
+	}, func(writeEnd) { v.altering = false })
+	v.altering = true
 	return true
 }
 
@@ -296,8 +302,9 @@ func (v *service) watch(target uint64) {
 		if update != nil {
 			s.recordState(n.ID(), n.StateMachine())
 		}
-		reply(func() { v.waiting = false; v.checkWatch(since, base, update) })
-	}, func() { v.waiting = false })
+		reply(func() { v.watching = false; v.checkWatch(since, base, update) })
+	}, func() { v.watching = false })
+	v.watching = true
 }
 
 func (v *service) checkWatch(since int64, base *metadatav1.ClusterState, update *metadatav1.WatchMetadataResponse) {

@@ -74,6 +74,9 @@ type Sim struct {
 	clientOpsDone int
 	// preferred is the mark checkPreferredLeaders compares the end with.
 	preferred *preferredMark
+	// growing: the cluster founded on one controller is still adding the
+	// others (GrowFromOne).
+	growing bool
 }
 
 const (
@@ -236,15 +239,25 @@ func (s *Sim) setup() {
 			panic(err)
 		}
 		stores = append(stores, store)
-		s.founders = append(s.founders, node.Peer{ID: id, URL: controllerURL(id), DirectoryID: identity.DirectoryID})
+		if id == 1 || !s.opts.GrowFromOne {
+			s.founders = append(s.founders, node.Peer{ID: id, URL: controllerURL(id), DirectoryID: identity.DirectoryID})
+		} else {
+			n.awaitingAdd = true
+		}
 		s.nodes = append(s.nodes, n)
 	}
 	for i, n := range s.nodes {
-		if err := node.Bootstrap(stores[i], s.founders); err != nil {
-			panic(err)
+		if i < len(s.founders) {
+			if err := node.Bootstrap(stores[i], s.founders); err != nil {
+				panic(err)
+			}
 		}
 		n.start(stores[i])
 		s.schedule(s.between(0, n.tickInterval), evTick, n.id, 0, n.tick)
+	}
+	if s.opts.GrowFromOne {
+		s.growing = true
+		s.schedule(time.Second, evNemesis, 0, 3, s.grow)
 	}
 	for i := 0; i < s.opts.Services; i++ {
 		svc := newService(s, int32(i+1))
@@ -297,6 +310,12 @@ type simNode struct {
 	retired bool
 	// incarnation counts restarts, so that events for a dead process drop.
 	incarnation uint64
+	// removedPeers are ids the configuration removed: as the production
+	// transport, the process never learns their addresses back.
+	removedPeers map[uint64]bool
+	// awaitingAdd: a controller of a cluster grown from one, running but
+	// not yet in the configuration.
+	awaitingAdd bool
 	// queuedInbound and queuedRequests count what waits in the runner's
 	// queues while the process is paused.
 	queuedInbound, queuedRequests int
@@ -336,10 +355,14 @@ func (n *simNode) Uint64() uint64 { return n.sim.rng.Uint64() }
 func (n *simNode) SetPeer(id uint64, url string) {
 	if id != n.id && url != "" {
 		n.peers[id] = url
+		delete(n.removedPeers, id)
 	}
 }
 
-func (n *simNode) RemovePeer(id uint64) { delete(n.peers, id) }
+func (n *simNode) RemovePeer(id uint64) {
+	delete(n.peers, id)
+	n.removedPeers[id] = true
+}
 
 func controllerURL(id uint64) string { return fmt.Sprintf("sim://controller-%d", id) }
 
@@ -483,7 +506,7 @@ func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
 		target.queueInbound(func() { s.deliver(from, fromIncarnation, dest, m) })
 		return
 	}
-	if _, known := target.peers[from]; !known && from != target.id {
+	if _, known := target.peers[from]; !known && from != target.id && !target.removedPeers[from] {
 		// The sender's address travels with its request (from_url), as in
 		// the production transport: a controller that has not applied the
 		// sender's addition can still answer it.
@@ -562,7 +585,7 @@ func (n *simNode) start(store storage.Storage) {
 		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
-	n.peers = s.startingPeers(n.id)
+	n.peers, n.removedPeers = s.startingPeers(n.id), map[uint64]bool{}
 	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n})
 	if err != nil {
 		s.violate("node %d cannot restart from its disk: %v", n.id, err)

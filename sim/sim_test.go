@@ -59,7 +59,7 @@ var regressionSeeds = []struct {
 	// in time and started another; the first committed later, and its
 	// controller was neither a member nor retired (first found by seeds
 	// 14, 398, 641 and 804). Removals are now proposed until they commit.
-	{seed: 46, duration: 60 * time.Second, revert: "removal-abandoned"},
+	{seed: 25, duration: 60 * time.Second, revert: "removal-abandoned"},
 	// A call whose deadline ended while it waited on a controller that
 	// never answered left the client's leader guess there, so every later
 	// call waited there too: storage agents (whose heartbeats have three
@@ -67,6 +67,11 @@ var regressionSeeds = []struct {
 	// the simulator began to run client.Retrier; the guess now moves on
 	// with every failed attempt (client TestCallsMoveOnFromAControllerThatNeverAnswers).
 	{seed: 14, duration: 60 * time.Second, revert: "leader-guess-stuck"},
+	// A lone controller could not grow: promoting its first learner was
+	// refused as leaving too few active voters, though the learner had
+	// caught up (defect 7 of issue 15, first held by node tests). Seeds
+	// that found the cluster on one controller (GrowFromOne) now grow it.
+	{seed: 2, duration: 60 * time.Second, revert: "lone-controller-cannot-grow"},
 	// Two of three disks lost at once: no system recovers the data, so the
 	// nemesis loses one at a time (first found by seeds 14, 398 and 641).
 	{seed: 3, duration: 60 * time.Second, revert: "two-disks-lost"},
