@@ -1,6 +1,7 @@
 package node
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/dmq-project/metadata/storage"
@@ -278,4 +279,26 @@ func TestLateFoundingIsConfirmedByAFoundedPeer(t *testing.T) {
 	waiting := formatted(2, d2Wiped)
 	waiting.State = PeerWaiting
 	assert.True(t, ConfirmFounding(identityOf(3, d3), d, map[uint64]FoundingAnswer{1: foundedAnswer(1, d1, founded, founded), 2: waiting}))
+}
+
+// A data directory is formatted once, for one controller of one cluster:
+// started as another controller, or in another cluster, it is refused with
+// both named, and its identity is unchanged.
+func TestDirectoryOfAnotherControllerOrClusterIsRefused(t *testing.T) {
+	store, err := storage.OpenMem(storage.NewDisk())
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	formatted, err := Format(store, "prod", 1, rng)
+	require.NoError(t, err)
+
+	_, err = Format(store, "prod", 2, rng)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "holds controller 1, not controller 2")
+	_, err = Format(store, "staging", 1, rng)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `belongs to cluster "prod", not cluster "staging"`)
+
+	again, err := Format(store, "prod", 1, rng)
+	require.NoError(t, err)
+	assert.Equal(t, formatted, again, "the identity is the one formatted first")
 }

@@ -228,6 +228,9 @@ func (h *RaftHandler) admitFrames(r *http.Request) (from uint64, refusal *frames
 	if err != nil || from == 0 || from == h.self {
 		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("%s %q is not a peer's id", headerFromNodeID, r.Header.Get(headerFromNodeID)), refusedSender}
 	}
+	if err := senderCertified(r.Context(), from); err != nil {
+		return 0, &framesRefusal{http.StatusForbidden, err.Error(), refusedCertificate}
+	}
 	return from, nil
 }
 

@@ -1,12 +1,14 @@
 package rpc
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,8 +139,37 @@ func (m *tlsMaterial) requirePeerCertificate(next http.Handler, refusals *peerRe
 			_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, err))
 			return
 		}
+		if id, ok := certifiedController(r.TLS.PeerCertificates[0]); ok {
+			r = r.WithContext(context.WithValue(r.Context(), certifiedControllerKey{}, id))
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// certifiedControllerKey is the context key of the controller id a peer's
+// certificate names.
+type certifiedControllerKey struct{}
+
+// certifiedController is the controller a cluster certificate names: its
+// common name is controller-<id>. A certificate shared by the controllers
+// (any other name) names none.
+func certifiedController(cert *x509.Certificate) (uint64, bool) {
+	digits, ok := strings.CutPrefix(cert.Subject.CommonName, "controller-")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(digits, 10, 64)
+	return id, err == nil && id > 0
+}
+
+// senderCertified checks a Raft sender's id against the controller its
+// certificate names, if it names one: a controller cannot send under
+// another's id.
+func senderCertified(ctx context.Context, from uint64) error {
+	if id, ok := ctx.Value(certifiedControllerKey{}).(uint64); ok && id != from {
+		return fmt.Errorf("the certificate of controller %d may not send as controller %d", id, from)
+	}
+	return nil
 }
 
 func (m *tlsMaterial) verifyPeer(state *tls.ConnectionState) error {

@@ -116,6 +116,16 @@ func TestTLS(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, frames(withClientCert), "a client certificate that is not the cluster's")
 	assert.Equal(t, http.StatusSwitchingProtocols, frames(ca.ClientTLS(t, peerPair)), "a certificate from the cluster's CA")
 	assert.Zero(t, frames(ca.ClientTLS(t, strangerPair)), "a certificate from an unknown CA fails the handshake")
+
+	// A certificate that names its controller (CN controller-<id>) binds
+	// the sender's id: controller 7 cannot send as controller 9.
+	seventh := ca.ClientTLS(t, ca.Issue(t, "controller-7"))
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(raftSend(ctx, seventh, leader.URL(), leader.ID)),
+		"a controller's certificate sending under another id")
+	assert.Equal(t, http.StatusForbidden, frames(seventh), "the same on the frame stream")
+	ninth := ca.ClientTLS(t, ca.Issue(t, "controller-9"))
+	require.NoError(t, raftSend(ctx, ninth, leader.URL(), leader.ID), "its own id")
+	assert.Equal(t, http.StatusSwitchingProtocols, frames(ninth))
 }
 
 // TestTLSRequireClientCert: with require-client-cert, a client without a

@@ -553,7 +553,7 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 	principal := principalName(ctx)
 	for stream.Receive() {
 		req := stream.Msg()
-		messages, reason, err := h.admit(req)
+		messages, reason, err := h.admit(ctx, req)
 		if err != nil {
 			h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
 			return nil, err
@@ -587,7 +587,7 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 // message from that peer to this controller. A request that fails any
 // check is refused entirely, so that a sender cannot slip messages in
 // under another controller's id next to its own.
-func (h *RaftHandler) admit(req *raftv1.SendRequest) ([]*raftpb.Message, string, error) {
+func (h *RaftHandler) admit(ctx context.Context, req *raftv1.SendRequest) ([]*raftpb.Message, string, error) {
 	if req.GetClusterId() != h.clusterID {
 		return nil, refusedCluster, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("controller %d is in cluster %q, not %q", h.self, h.clusterID, req.GetClusterId()))
@@ -600,6 +600,9 @@ func (h *RaftHandler) admit(req *raftv1.SendRequest) ([]*raftpb.Message, string,
 	if from == 0 || from == h.self {
 		return nil, refusedSender, connect.NewError(connect.CodeInvalidArgument,
 			fmt.Errorf("the request's sender, %d, is not a peer of controller %d", from, h.self))
+	}
+	if err := senderCertified(ctx, from); err != nil {
+		return nil, refusedCertificate, connect.NewError(connect.CodePermissionDenied, err)
 	}
 	messages := make([]*raftpb.Message, 0, len(req.GetMessages()))
 	for i, data := range req.GetMessages() {
