@@ -873,38 +873,33 @@ const (
 
 // queueInbound holds a Raft message for a paused process in its runner's
 // inbound queue until the pause ends; it drops the message when the queue
-// is full, as the runner does. The queue dies with the process.
+// is full, as the runner does.
 func (n *simNode) queueInbound(deliver func()) {
-	s := n.sim
-	if n.queuedInbound >= simInboundQueueMax {
-		s.fault("inbound-queue-full")
-		return
-	}
-	n.queuedInbound++
-	inc := n.incarnation
-	s.schedule(n.pausedUntil-s.now, evDeliver, n.id, 0, func() {
-		if n.incarnation == inc {
-			n.queuedInbound--
-			deliver()
-		}
-	})
+	n.queueUntilResumed(&n.queuedInbound, simInboundQueueMax, "inbound-queue-full", evDeliver, deliver)
 }
 
 // queueRequest holds a request (a client's call, a snapshot) for a paused
 // process in its runner's request queue until the pause ends, and says
-// whether it fit: a full queue refuses it. The queue dies with the process.
+// whether it fit: a full queue refuses it.
 func (n *simNode) queueRequest(handle func()) bool {
+	return n.queueUntilResumed(&n.queuedRequests, simRequestQueueMax, "request-queue-full", evRPC, handle)
+}
+
+// queueUntilResumed runs fn when the pause ends, if the queue counted by
+// queued has room (else it counts the fault and says so). The queue dies
+// with the process.
+func (n *simNode) queueUntilResumed(queued *int, limit int, full string, kind eventKind, fn func()) bool {
 	s := n.sim
-	if n.queuedRequests >= simRequestQueueMax {
-		s.fault("request-queue-full")
+	if *queued >= limit {
+		s.fault(full)
 		return false
 	}
-	n.queuedRequests++
+	*queued++
 	inc := n.incarnation
-	s.schedule(n.pausedUntil-s.now, evRPC, n.id, 0, func() {
+	s.schedule(n.pausedUntil-s.now, kind, n.id, 0, func() {
 		if n.incarnation == inc {
-			n.queuedRequests--
-			handle()
+			*queued--
+			fn()
 		}
 	})
 	return true
