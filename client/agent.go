@@ -3,14 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/wire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -49,11 +50,7 @@ func NewStorageAgent(c *Client, cfg AgentConfig) (*StorageAgent, error) {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
-	core, err := NewAgentCore(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &StorageAgent{cfg: cfg, client: c, core: core}, nil
+	return &StorageAgent{cfg: cfg, client: c, core: NewAgentCore(cfg)}, nil
 }
 
 // Handler serves StorageSyncService for the controllers' pushes.
@@ -117,12 +114,16 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 }
 
 // Run registers the broker and heartbeats until ctx ends. Errors of single
-// heartbeats are retried at the next interval; it returns ctx's error.
+// heartbeats are retried at the next interval; it returns ctx's error, or
+// the controllers' refusal of the registration itself (an invalid endpoint:
+// no retry can succeed).
 func (a *StorageAgent) Run(ctx context.Context) error {
 	ticker := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer ticker.Stop()
 	for {
-		a.beat(ctx)
+		if err := a.beat(ctx); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -140,7 +141,9 @@ func (a *StorageAgent) ShutDown(ctx context.Context) error {
 	a.core.ShutDown()
 	a.mu.Unlock()
 	for {
-		a.beat(ctx)
+		if err := a.beat(ctx); err != nil {
+			return err
+		}
 		a.mu.Lock()
 		confirmed := a.core.ShutDownConfirmed()
 		a.mu.Unlock()
@@ -155,20 +158,25 @@ func (a *StorageAgent) ShutDown(ctx context.Context) error {
 	}
 }
 
-// beat registers if needed, then heartbeats, within three intervals.
-func (a *StorageAgent) beat(ctx context.Context) {
+// beat registers if needed, then heartbeats, within three intervals. Its
+// error is a refused registration; every other failure waits for the next
+// beat.
+func (a *StorageAgent) beat(ctx context.Context) error {
 	a.mu.Lock()
 	silent, register := a.silent, a.core.RegisterRequest()
 	a.mu.Unlock()
 	if silent {
-		return
+		return nil
 	}
 	callCtx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval*3)
 	defer cancel()
 	if register != nil {
 		resp, err := a.client.RegisterBroker(callCtx, register)
 		if err != nil {
-			return
+			if a.core.RegistrationRefused(a.client.failureOf(err)) {
+				return fmt.Errorf("the controllers refused the registration of broker %d: %w", a.cfg.BrokerID, err)
+			}
+			return nil
 		}
 		a.mu.Lock()
 		a.core.OnRegistered(resp)
@@ -181,8 +189,9 @@ func (a *StorageAgent) beat(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
-		a.core.OnHeartbeat(nil, rpc.ErrorCodeOf(err))
-		return
+		a.core.OnHeartbeat(nil, wire.ErrorCodeOf(err))
+		return nil
 	}
 	a.core.OnHeartbeat(resp, metadatav1.ErrorCode_NONE)
+	return nil
 }

@@ -3,10 +3,13 @@ package client_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -46,4 +49,25 @@ func TestAgentGoesBackOnlyForARepairOfItsVersion(t *testing.T) {
 	late := push(fullPush(4, 300, 500))
 	assert.False(t, late.GetAccepted())
 	assert.Equal(t, int64(500), late.GetMetadataVersion())
+}
+
+// An agent whose registration the controllers refuse for what it says (an
+// invalid host here) stops with their error instead of retrying forever:
+// one set of registration rules, the replicated one, judges it.
+func TestAgentWithAnInvalidEndpointStopsWithTheControllersError(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: []string{cluster[0].URL()}})
+	require.NoError(t, err)
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "not a host name", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = agent.Run(ctx)
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Run kept retrying a registration no retry can fix")
+	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
+	assert.Equal(t, metadatav1.ErrorCode_INVALID_BROKER_ENDPOINT, wire.ErrorCodeOf(err))
+	assert.Contains(t, err.Error(), "broker 1")
 }

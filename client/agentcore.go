@@ -2,9 +2,11 @@ package client
 
 import (
 	"fmt"
+	"github.com/dmq-project/metadata/internal/planted"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/statemachine"
+	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // AgentCore is the deciding part of a storage agent, without I/O, locks or
@@ -31,12 +33,11 @@ type AgentCore struct {
 	shutDownConfirmed bool
 }
 
-// NewAgentCore checks cfg and returns a core with an empty view.
-func NewAgentCore(cfg AgentConfig) (*AgentCore, error) {
-	if err := statemachine.ValidateBrokerRegistration(cfg.BrokerID, cfg.Host, cfg.Port, cfg.Rack, cfg.IncarnationID); err != nil {
-		return nil, err
-	}
-	return &AgentCore{cfg: cfg, state: &metadatav1.ClusterState{}}, nil
+// NewAgentCore returns a core with an empty view. The controllers, not the
+// agent, judge the registration cfg describes (RegistrationRefused): one
+// set of rules, the replicated one.
+func NewAgentCore(cfg AgentConfig) *AgentCore {
+	return &AgentCore{cfg: cfg, state: &metadatav1.ClusterState{}}
 }
 
 // State is the local view. It is the core's own: callers copy it to keep it.
@@ -65,11 +66,11 @@ func (a *AgentCore) ApplyPush(msg *metadatav1.PushMetadataRequest) (resp *metada
 	reject := func(reason string) (*metadatav1.PushMetadataResponse, bool) {
 		return &metadatav1.PushMetadataResponse{MetadataVersion: current, Reason: reason}, false
 	}
-	if msg.GetControllerEpoch() < a.maxEpoch && !plantedAcceptStalePush() {
+	if msg.GetControllerEpoch() < a.maxEpoch && !planted.On(planted.AcceptStalePush) {
 		return reject(fmt.Sprintf("stale controller epoch %d: epoch %d seen", msg.GetControllerEpoch(), a.maxEpoch))
 	}
 	repair := false
-	if msg.GetMetadataVersion() < current && !plantedAcceptStalePush() {
+	if msg.GetMetadataVersion() < current && !planted.On(planted.AcceptStalePush) {
 		// Going back only as a repair of this very state, once per epoch:
 		// a repair delivered twice, or late, must not undo what followed.
 		_, isFull := msg.Update.(*metadatav1.PushMetadataRequest_FullState)
@@ -85,7 +86,7 @@ func (a *AgentCore) ApplyPush(msg *metadatav1.PushMetadataRequest) (resp *metada
 		if u.Delta.GetFromVersion() != current {
 			return reject(fmt.Sprintf("delta base mismatch: from %d, version held %d", u.Delta.GetFromVersion(), current))
 		}
-		statemachine.ApplyDeltaInPlace(a.state, u.Delta)
+		wire.ApplyDeltaInPlace(a.state, u.Delta)
 	default:
 		return reject("empty push")
 	}
@@ -112,6 +113,13 @@ func (a *AgentCore) OnRegistered(resp *metadatav1.RegisterBrokerResponse) {
 	if epoch := resp.GetBroker().GetBrokerEpoch(); epoch > 0 {
 		a.registered, a.epoch = true, epoch
 	}
+}
+
+// RegistrationRefused says whether a failed registration was refused for
+// what it says (an invalid id, host, port, rack or incarnation id): no retry
+// can succeed, and the agent stops with the controller's error.
+func (a *AgentCore) RegistrationRefused(f Failure) bool {
+	return f.FromServer && f.Code == connect.CodeInvalidArgument
 }
 
 // HeartbeatRequest is the heartbeat to send once registered: the view's

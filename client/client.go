@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // Config configures a Client. Zero values take the defaults.
@@ -70,7 +70,7 @@ func New(cfg Config) (*Client, error) {
 			e = "http://" + e
 		}
 		if cfg.TLS != nil {
-			e = rpc.HTTPSURL(e)
+			e = wire.HTTPSURL(e)
 		}
 		cfg.Endpoints[i] = e
 	}
@@ -80,7 +80,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.ClientID = "client-" + hex.EncodeToString(raw[:])
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = rpc.NewHTTPClient(cfg.TLS)
+		cfg.HTTPClient = wire.NewHTTPClient(cfg.TLS)
 	}
 	if cfg.AttemptTimeout == 0 {
 		cfg.AttemptTimeout = 3 * time.Second
@@ -92,7 +92,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.BackoffMax = time.Second
 	}
 	if cfg.Token != "" {
-		cfg.Options = append(cfg.Options, rpc.BearerToken(cfg.Token))
+		cfg.Options = append(cfg.Options, wire.BearerToken(cfg.Token))
 	}
 	return &Client{cfg: cfg, leader: NewLeaderGuess(cfg.Endpoints[0]),
 		metadata: map[string]metadatav1connect.MetadataServiceClient{},

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -51,7 +52,7 @@ func TestClientFollowsTheLeaderAndRetriesOnce(t *testing.T) {
 	assert.Equal(t, first.GetMetadataVersion(), again.GetMetadataVersion())
 	// A new request id is a new request.
 	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "orders", Partitions: 2})
-	assert.Equal(t, metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, rpc.ErrorCodeOf(err))
+	assert.Equal(t, metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, wire.ErrorCodeOf(err))
 
 	// The leader goes away: the client finds the next one.
 	leader.Stop(t)

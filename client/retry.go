@@ -1,14 +1,14 @@
 package client
 
 import (
+	"github.com/dmq-project/metadata/internal/planted"
 	"slices"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/statemachine"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // The deciding logic of a call, without I/O, clocks or randomness of its
@@ -30,11 +30,11 @@ type Failure struct {
 
 // failureOf reads a Failure from the error of a Connect call.
 func (c *Client) failureOf(err error) Failure {
-	f := Failure{Code: connect.CodeOf(err), ErrorCode: rpc.ErrorCodeOf(err)}
+	f := Failure{Code: connect.CodeOf(err), ErrorCode: wire.ErrorCodeOf(err)}
 	f.FromServer = connect.IsWireError(err)
-	if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
+	if _, url, ok := wire.LeaderOf(err); ok && url != "" {
 		if c.cfg.TLS != nil {
-			url = rpc.HTTPSURL(url)
+			url = wire.HTTPSURL(url)
 		}
 		f.LeaderURL = url
 	}
@@ -44,7 +44,7 @@ func (c *Client) failureOf(err error) Failure {
 // retryable says whether an attempt that failed so is worth another.
 func (f Failure) retryable() bool {
 	if f.ErrorCode != metadatav1.ErrorCode_NONE {
-		return statemachine.ClassOf(f.ErrorCode) == statemachine.ClassUnavailable
+		return wire.CodeOf(f.ErrorCode) == connect.CodeUnavailable
 	}
 	switch f.Code {
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeUnknown, connect.CodeAborted, connect.CodeCanceled:
@@ -243,11 +243,11 @@ func JudgeWrite(e WriteEnd) (verdict WriteVerdict, keepSession bool) {
 		return WriteUnknown, false
 	case e.HorizonPassed:
 		return WriteUnknown, false
-	case e.CallerGaveUp && planted(BugGivingUpIsDefinite):
+	case e.CallerGaveUp && planted.On(planted.GivingUpIsDefinite):
 		return WriteAnswered, true
 	case e.CallerGaveUp:
 		return WriteUnknown, false
-	case e.Last.ErrorCode != metadatav1.ErrorCode_NONE && statemachine.ClassOf(e.Last.ErrorCode) != statemachine.ClassUnavailable:
+	case wire.Definite(e.Last.ErrorCode):
 		// A definite answer. It refreshes the session only if it came
 		// from the log, which the client cannot tell from a check made
 		// before proposing: the session's horizon stays where it was.
@@ -262,12 +262,12 @@ func JudgeWrite(e WriteEnd) (verdict WriteVerdict, keepSession bool) {
 	return WriteUnknown, false
 }
 
-// FailureOf is the Failure a caller sees for a controller's refusal err
-// (leaderURL is the leader the refusal names, if any): what a Connect call
-// answered so would yield.
-func FailureOf(err *statemachine.Error, leaderURL string) Failure {
-	f := Failure{Code: rpc.ConnectCode(err.Class()), ErrorCode: err.Code, FromServer: true}
-	if err.Code == metadatav1.ErrorCode_NOT_CONTROLLER {
+// FailureOf is the Failure a caller sees for a controller's refusal with
+// code (leaderURL is the leader the refusal names, if any): what a Connect
+// call answered so would yield.
+func FailureOf(code metadatav1.ErrorCode, leaderURL string) Failure {
+	f := Failure{Code: wire.CodeOf(code), ErrorCode: code, FromServer: true}
+	if code == metadatav1.ErrorCode_NOT_CONTROLLER {
 		f.LeaderURL = leaderURL
 	}
 	return f

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // ErrUnknownOutcome says a write may or may not have been applied: its
@@ -125,7 +125,7 @@ func write[Req, Resp any](ctx context.Context, c *Client, id **metadatav1.Reques
 	method func(metadatav1connect.MetadataServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
 	if *id != nil {
 		resp, err := meta(ctx, c, req, method)
-		if rpc.ErrorCodeOf(err) == metadatav1.ErrorCode_SESSION_EXPIRED {
+		if wire.ErrorCodeOf(err) == metadatav1.ErrorCode_SESSION_EXPIRED {
 			// The session is gone: an earlier send of this request may
 			// have been applied before, or not.
 			return nil, fmt.Errorf("%w: %w", ErrUnknownOutcome, err)

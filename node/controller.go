@@ -2,9 +2,10 @@ package node
 
 import (
 	"fmt"
+	"github.com/dmq-project/metadata/internal/planted"
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 )
 
@@ -66,7 +67,7 @@ func (n *Node) becomeActive() {
 // sessionStart is when a broker's session last began or was refreshed.
 func (n *Node) sessionStart(id int32) time.Time {
 	seen, ok := n.controller.lastSeen[id]
-	if planted(BugNoFailoverGrace) {
+	if planted.On(planted.NoFailoverGrace) {
 		return seen
 	}
 	if ok && seen.After(n.activeAt) {
@@ -118,7 +119,7 @@ func (n *Node) controllerTick(now time.Time) {
 	}
 	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
-		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted(BugNoRebalance) {
+		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted.On(planted.NoRebalance) {
 			n.controller.rebalancing = true
 			n.propose(&metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: targets}}},
 				func(Outcome) { n.controller.rebalancing = false })
@@ -222,7 +223,7 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 			target = version
 			n.controller.unfenceTarget[id] = target
 		}
-		if planted(BugUnfenceAtOnce) {
+		if planted.On(planted.UnfenceAtOnce) {
 			target, reported = 0, 0
 		}
 		if reported >= target && reported <= version && !n.controller.brokerOp[id] {
@@ -276,7 +277,7 @@ func (n *Node) pushAll(now time.Time) {
 func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	version := n.sm.Version()
 	req := &metadatav1.PushMetadataRequest{ControllerId: n.cfg.ID, ControllerEpoch: n.term, MetadataVersion: version}
-	if planted(BugPushOldEpoch) {
+	if planted.On(planted.PushOldEpoch) {
 		req.ControllerEpoch--
 	}
 	var delta *metadatav1.MetadataDelta

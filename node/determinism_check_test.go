@@ -28,20 +28,26 @@ const Annotation = "// determinism:"
 
 // forbiddenImports are packages the core must not import at all.
 var forbiddenImports = map[string]string{
-	"math/rand":    "global randomness: take a seeded source from the environment",
-	"math/rand/v2": "global randomness: take a seeded source from the environment",
-	"crypto/rand":  "system randomness: take a seeded source from the environment",
-	"sync":         "the core is single-threaded: no locks or waits",
-	"os":           "the core does no I/O: go through an interface",
-	"net":          "the core does no I/O: go through an interface",
-	"net/http":     "the core does no I/O: go through an interface",
-	"os/exec":      "the core does no I/O",
+	"crypto/rand": "system randomness: take a seeded source from the environment",
+	"sync":        "the core is single-threaded: no locks or waits",
+	"os":          "the core does no I/O: go through an interface",
+	"net":         "the core does no I/O: go through an interface",
+	"net/http":    "the core does no I/O: go through an interface",
+	"os/exec":     "the core does no I/O",
 }
 
 // forbiddenTimeCalls read or wait on the wall clock.
 var forbiddenTimeCalls = map[string]bool{
 	"Now": true, "Since": true, "Until": true, "Sleep": true, "After": true, "AfterFunc": true,
 	"Tick": true, "NewTimer": true, "NewTicker": true,
+}
+
+// randPackages are the packages of pseudo-randomness: a seeded generator
+// made by one of seededConstructors is allowed, their global functions not.
+var randPackages = map[string]bool{"math/rand": true, "math/rand/v2": true}
+
+var seededConstructors = map[string]bool{
+	"New": true, "NewSource": true, "NewPCG": true, "NewChaCha8": true, "NewZipf": true,
 }
 
 // Violation is one break of the rules.
@@ -140,10 +146,17 @@ func checkFile(fset *token.FileSet, f *ast.File, info *types.Info) []Violation {
 				report(n.Pos(), "channel receive: inputs come in through methods")
 			}
 		case *ast.SelectorExpr:
-			if obj, ok := info.Uses[n.Sel]; ok && obj.Pkg() != nil && obj.Pkg().Path() == "time" {
-				if fn, isFunc := obj.(*types.Func); isFunc && fn.Signature().Recv() == nil && forbiddenTimeCalls[obj.Name()] {
-					report(n.Pos(), "time.%s reads or waits on the wall clock: time comes in as ticks or from a Clock", obj.Name())
-				}
+			obj, ok := info.Uses[n.Sel]
+			if !ok || obj.Pkg() == nil {
+				break
+			}
+			fn, isFunc := obj.(*types.Func)
+			global := isFunc && fn.Signature().Recv() == nil
+			if global && obj.Pkg().Path() == "time" && forbiddenTimeCalls[obj.Name()] {
+				report(n.Pos(), "time.%s reads or waits on the wall clock: time comes in as ticks or from a Clock", obj.Name())
+			}
+			if global && randPackages[obj.Pkg().Path()] && !seededConstructors[obj.Name()] {
+				report(n.Pos(), "rand.%s draws global randomness: take a seeded source from the environment", obj.Name())
 			}
 		case *ast.RangeStmt:
 			if t, ok := info.Types[n.X]; ok {

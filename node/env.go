@@ -3,7 +3,7 @@ package node
 import (
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"go.etcd.io/raft/v3/raftpb"
 )
 

@@ -2,11 +2,15 @@ package node
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"github.com/dmq-project/metadata/internal/planted"
 	"slices"
 	"strings"
 
+	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // The founding handshake decides whether a controller whose store holds no
@@ -297,3 +301,100 @@ func ConfirmFounding(self storage.Identity, d FoundingDecision, answers map[uint
 	}
 	return true
 }
+
+// Format gives an unformatted directory its identity: the cluster, the
+// controller, and a random directory id drawn from rand. A directory
+// already formatted keeps its identity, which must name the same cluster
+// and controller: a directory of another controller or cluster is refused
+// with both named, before anything is read from it.
+func Format(store storage.Storage, clusterID string, controllerID uint64, rand Rand) (storage.Identity, error) {
+	id, ok, err := store.Identity()
+	if err != nil {
+		return storage.Identity{}, err
+	}
+	if ok {
+		return id, checkIdentity(id, clusterID, controllerID)
+	}
+	id = storage.Identity{ClusterID: clusterID, ControllerID: controllerID}
+	for id.DirectoryID == 0 {
+		id.DirectoryID = rand.Uint64()
+	}
+	return id, store.Format(id)
+}
+
+func checkIdentity(id storage.Identity, clusterID string, controllerID uint64) error {
+	if id.ControllerID != controllerID {
+		return fmt.Errorf("node: the data directory holds controller %d, not controller %d: give each controller its own directory", id.ControllerID, controllerID)
+	}
+	if clusterID != "" && id.ClusterID != clusterID {
+		return fmt.Errorf("node: the data directory belongs to cluster %q, not cluster %q", id.ClusterID, clusterID)
+	}
+	return nil
+}
+
+// Bootstrap founds a new cluster on a formatted, empty store: a snapshot
+// at index 1 whose conf state names the voters and whose membership
+// records each voter's directory. Every founding controller bootstraps
+// with the same peers and so writes the same snapshot. A store that
+// already holds state is left alone. A store whose directory is not the
+// one the founding peers name for this controller is refused: it is a
+// directory formatted after the cluster was founded (the one it replaces
+// was lost), and founding again would let it vote with an empty log.
+func Bootstrap(store storage.Storage, peers []Peer) error {
+	identity, formatted, err := store.Identity()
+	if err != nil {
+		return err
+	}
+	if !formatted {
+		return errors.New("node: bootstrap needs a formatted directory")
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return err
+	}
+	snap, err := store.Snapshot()
+	if err != nil {
+		return err
+	}
+	if last != 0 || snap.GetMetadata().GetIndex() != 0 {
+		return nil
+	}
+	if len(peers) == 0 {
+		return errors.New("node: bootstrap needs at least one peer")
+	}
+	urls := map[uint64]string{}
+	directories := map[uint64]uint64{}
+	voters := make([]uint64, 0, len(peers))
+	for _, p := range peers {
+		if p.ID == 0 {
+			return errors.New("node: peer id 0 is reserved")
+		}
+		if _, dup := urls[p.ID]; dup {
+			return fmt.Errorf("node: peer %d listed twice", p.ID)
+		}
+		urls[p.ID] = p.URL
+		if p.DirectoryID != 0 {
+			directories[p.ID] = p.DirectoryID
+		}
+		voters = append(voters, p.ID)
+	}
+	if own, listed := directories[identity.ControllerID]; listed && own != identity.DirectoryID && !planted.On(planted.ForgetDirectories) {
+		return fmt.Errorf("%w: the founding voters name directory %x for controller %d, this directory is %x",
+			ErrNotFoundingDirectory, own, identity.ControllerID, identity.DirectoryID)
+	}
+	slices.Sort(voters)
+	sm := statemachine.New()
+	sm.Advance(1)
+	return store.Save(storage.Update{
+		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))},
+		Snapshot: &raftpb.Snapshot{
+			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
+			Data:     encodeSnapshot(urls, directories, nil, sm.Snapshot()),
+		},
+		MustSync: true,
+	})
+}
+
+// ErrNotFoundingDirectory refuses to found a cluster on a directory that
+// is not the one the founding voters name: it must wait to be added.
+var ErrNotFoundingDirectory = errors.New("node: this directory is not a founding voter's")

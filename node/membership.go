@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"

@@ -3,7 +3,7 @@ package node
 import (
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 )
 
@@ -44,8 +44,8 @@ func (n *Node) RegisterBroker(req *metadatav1.RegisterBrokerRequest, done func(O
 
 // UnregisterBroker removes a broker.
 func (n *Node) UnregisterBroker(req *metadatav1.UnregisterBrokerRequest, done func(Outcome)) {
-	if req.GetId() < statemachine.BrokerIDMin {
-		fail(done, n.leader, invalid("broker id must be at least 1"))
+	if err := statemachine.ValidateBrokerID(req.GetId()); err != nil {
+		fail(done, n.leader, err)
 		return
 	}
 	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_UnregisterBroker{
@@ -59,18 +59,16 @@ func (n *Node) CreateTopic(req *metadatav1.CreateTopicRequest, done func(Outcome
 		fail(done, n.leader, err)
 		return
 	}
-	if req.GetPartitions() < 1 || req.GetPartitions() > statemachine.PartitionsPerRequestMax {
-		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_PARTITIONS,
-			Message: "partitions must be between 1 and 10000"})
+	if err := statemachine.ValidatePartitionCount(req.GetPartitions()); err != nil {
+		fail(done, n.leader, err)
 		return
 	}
 	rf := req.GetReplicationFactor()
 	if rf == 0 {
 		rf = n.cfg.DefaultReplicationFactor
 	}
-	if rf < 1 || rf > statemachine.ReplicationFactorMax {
-		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			Message: "replicationFactor must be between 1 and 64 (0 means the cluster default)"})
+	if err := statemachine.ValidateReplicationFactor(rf); err != nil {
+		fail(done, n.leader, err)
 		return
 	}
 	config, err := statemachine.ParseTopicConfig(req.GetConfigs(), n.cfg.DefaultMinISR, rf)
@@ -123,12 +121,16 @@ func (n *Node) AlterPartition(req *metadatav1.AlterPartitionRequest, done func(O
 		fail(done, n.leader, err)
 		return
 	}
-	if req.GetBrokerId() < statemachine.BrokerIDMin || req.GetBrokerEpoch() <= 0 {
-		fail(done, n.leader, invalid("brokerId and brokerEpoch must be set"))
+	if err := statemachine.ValidateBrokerID(req.GetBrokerId()); err != nil {
+		fail(done, n.leader, err)
 		return
 	}
-	if len(req.GetNewIsr()) == 0 || len(req.GetNewIsr()) > statemachine.ReplicationFactorMax {
-		fail(done, n.leader, &statemachine.Error{Code: metadatav1.ErrorCode_INVALID_ISR, Message: "newIsr must name 1 to 64 brokers"})
+	if req.GetBrokerEpoch() <= 0 {
+		fail(done, n.leader, invalid("brokerEpoch must be set: the epoch of the leader's registration"))
+		return
+	}
+	if err := statemachine.ValidateISRSize(len(req.GetNewIsr())); err != nil {
+		fail(done, n.leader, err)
 		return
 	}
 	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{

@@ -1,10 +1,11 @@
 package node
 
 import (
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/storage"
 	"testing"
 	"time"
+
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/storage"
 
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"

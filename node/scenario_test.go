@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // The node's snapshot payload wraps the state machine's snapshot with what
@@ -110,4 +115,94 @@ func decodeSnapshot(data []byte) (map[uint64]string, map[uint64]uint64, map[uint
 		removed[id] = true
 	}
 	return peers, directories, removed, rest, nil
+}
+
+// restoreSnapshot replaces the state machine and membership with a
+// snapshot's (at start, or when a leader sends one).
+func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
+	meta := snap.GetMetadata()
+	n.confState = proto.CloneOf(raftpb.EnsureConfState(meta.GetConfState()))
+	n.snapshotIndex = meta.GetIndex()
+	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
+	if meta.GetIndex() == 0 {
+		return nil
+	}
+	peers, directories, removed, smBytes, err := decodeSnapshot(snap.GetData())
+	if err != nil {
+		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
+	}
+	sm, err := statemachine.Restore(smBytes)
+	if err != nil {
+		return fmt.Errorf("node: snapshot at %d: %w", meta.GetIndex(), err)
+	}
+	if sm.AppliedIndex() != meta.GetIndex() {
+		panic(fmt.Sprintf("node: snapshot at index %d holds a state machine at %d", meta.GetIndex(), sm.AppliedIndex()))
+	}
+	n.sm = sm
+	for _, id := range sortedKeys(n.peers) {
+		if _, ok := peers[id]; !ok {
+			n.env.Transport.RemovePeer(id)
+		}
+	}
+	n.peers, n.directories, n.removedIDs = peers, directories, removed
+	// The removal entry is covered by the snapshot: learn it from here.
+	n.removed = n.removed || removed[n.cfg.ID]
+	for _, id := range sortedKeys(peers) {
+		if id != n.cfg.ID {
+			n.env.Transport.SetPeer(id, peers[id])
+		}
+	}
+	return nil
+}
+
+// maybeSnapshot snapshots the state machine when MaxLogEntries entries and
+// 1/SnapshotLogRatio of the last snapshot's size have been applied since
+// it, and compacts the log behind it, keeping LogTailEntries.
+func (n *Node) maybeSnapshot() error {
+	applied := n.sm.AppliedIndex()
+	due := applied >= n.snapshotIndex+n.cfg.MaxLogEntries && uint64(n.loggedBytes)*n.cfg.SnapshotLogRatio >= uint64(n.snapshotBytes)
+	if !due && !(n.snapshotForNewMember && applied > n.snapshotIndex) {
+		return nil
+	}
+	n.snapshotForNewMember = false
+	_, err := n.snapshotNow()
+	return err
+}
+
+// snapshotNow writes a snapshot at the applied index and compacts.
+func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
+	applied := n.sm.AppliedIndex()
+	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.directories, n.removedIDs, n.sm.Snapshot()))
+	if err != nil {
+		return nil, err
+	}
+	n.snapshotIndex = applied
+	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
+	first, err := n.store.FirstIndex()
+	if err != nil {
+		return nil, err
+	}
+	if applied > n.cfg.LogTailEntries && applied-n.cfg.LogTailEntries >= first {
+		if err := n.store.Compact(applied - n.cfg.LogTailEntries); err != nil && !errors.Is(err, storage.ErrCompacted) {
+			return nil, err
+		}
+	}
+	return snap, nil
+}
+
+// TakeSnapshot snapshots now (QuorumService.Snapshot). It returns the
+// snapshot's index and size.
+func (n *Node) TakeSnapshot() (uint64, int, error) {
+	if n.sm.AppliedIndex() <= n.snapshotIndex {
+		snap, err := n.store.Snapshot()
+		if err != nil {
+			return 0, 0, err
+		}
+		return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
+	}
+	snap, err := n.snapshotNow()
+	if err != nil {
+		return 0, 0, err
+	}
+	return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
 }

@@ -11,7 +11,8 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/wire"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -202,7 +203,7 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 			if err != nil {
 				record.Result = connect.CodeOf(err).String()
 				record.Message = err.Error()
-				if code := ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE {
+				if code := wire.ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE {
 					record.ErrorCode = code.String()
 				}
 			} else if resp != nil {

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
-	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -55,7 +56,7 @@ func TestAuthentication(t *testing.T) {
 		if token == "" {
 			return metadataClient(base)
 		}
-		return metadataClient(base, rpc.BearerToken(token))
+		return metadataClient(base, wire.BearerToken(token))
 	}
 	expiredJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "late", Role: rpc.RoleAdmin}, time.Now().Add(-time.Minute))
 	forgedJWT := rpc.SignJWT([]byte("another-secret-entirely-0123456789"), rpc.Principal{Name: "mallory", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
@@ -136,7 +137,7 @@ func TestAuthentication(t *testing.T) {
 			}
 			var opts []connect.ClientOption
 			if tc.token != "" {
-				opts = append(opts, rpc.BearerToken(tc.token))
+				opts = append(opts, wire.BearerToken(tc.token))
 			}
 			err := tc.call(protocol.client(opts...))
 			assert.Equal(t, tc.want, connect.CodeOf(err), "%s over %s: %v", tc.name, protocol.name, err)
@@ -150,9 +151,9 @@ func TestAuthentication(t *testing.T) {
 	send := func(token string) error {
 		opts := []connect.ClientOption{}
 		if token != "" {
-			opts = append(opts, rpc.BearerToken(token))
+			opts = append(opts, wire.BearerToken(token))
 		}
-		stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(nil), base, opts...).Send(ctx)
+		stream := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(nil), base, opts...).Send(ctx)
 		_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 9, ToNodeId: 1})
 		_, err := stream.CloseAndReceive()
 		return err
@@ -182,7 +183,7 @@ func TestRateLimitPerPrincipal(t *testing.T) {
 	})
 	base := cluster.WaitLeader(t).URL()
 	list := func(token string) error {
-		_, err := metadataClient(base, rpc.BearerToken(token)).ListTopics(context.Background(), connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+		_, err := metadataClient(base, wire.BearerToken(token)).ListTopics(context.Background(), connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 		return err
 	}
 	for range 3 {

@@ -15,6 +15,7 @@ import (
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/storage"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -100,13 +101,13 @@ func (c *Controller) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	peerClient, pushClient := NewHTTPClient(nil), NewHTTPClient(nil)
+	peerClient, pushClient := wire.NewHTTPClient(nil), wire.NewHTTPClient(nil)
 	var material *tlsMaterial
 	if cfg.TLS.Enabled() {
 		if material, err = loadTLS(cfg.TLS); err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
-		peerClient, pushClient = NewHTTPClient(material.peerClient()), NewHTTPClient(material.pushClient())
+		peerClient, pushClient = wire.NewHTTPClient(material.peerClient()), wire.NewHTTPClient(material.pushClient())
 		cfg.Security.peerTLS = material
 	}
 
@@ -141,7 +142,7 @@ func (c *Controller) start(ctx context.Context) error {
 
 	var peerOptions []connect.ClientOption
 	if cfg.Security.PeerToken != "" {
-		peerOptions = append(peerOptions, BearerToken(cfg.Security.PeerToken))
+		peerOptions = append(peerOptions, wire.BearerToken(cfg.Security.PeerToken))
 	}
 	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, peerClient, cfg.Logger, peerOptions...)
 	c.transport.https = material != nil

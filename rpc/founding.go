@@ -16,6 +16,7 @@ import (
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/storage"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // IdentityPath is where every controller says who it is, from the moment
@@ -260,7 +261,7 @@ type foundingAsker struct {
 func (a foundingAsker) ask(ctx context.Context, p node.Peer) (node.FoundingAnswer, error) {
 	url := p.URL
 	if a.https {
-		url = HTTPSURL(url)
+		url = wire.HTTPSURL(url)
 	}
 	ctx, cancel := context.WithTimeout(ctx, foundingAskTimeout)
 	defer cancel()

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,7 +62,7 @@ func identityOf(t *testing.T, tc *rpctest.Controller) rpc.Identity {
 
 func quorumAt(t *testing.T, url string) *metadatav1.DescribeQuorumResponse {
 	t.Helper()
-	resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), url).DescribeQuorum(context.Background(),
+	resp, err := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), url).DescribeQuorum(context.Background(),
 		connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 	require.NoError(t, err)
 	return resp.Msg
@@ -145,7 +146,7 @@ func TestWipedControllerDoesNotFoundAgain(t *testing.T) {
 	// election without the write.
 	leaderOf := func(tcs ...*rpctest.Controller) uint64 {
 		for _, tc := range tcs {
-			resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), tc.URL()).DescribeQuorum(ctx,
+			resp, err := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), tc.URL()).DescribeQuorum(ctx,
 				connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 			if err == nil && resp.Msg.GetLeaderId() == tc.ID {
 				return tc.ID

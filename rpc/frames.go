@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )

@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
@@ -186,9 +187,9 @@ func TestReceiverWithoutTheSendersAddressCanAnswer(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
 		rec1, rec2 := &stepped{}, &stepped{}
 		url1, _, _ := servePeer(t, 1, rec1, withFrames)
-		leader := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		leader := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
 		leader.Advertise(url1)
-		lagging := rpc.NewTransport(2, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		lagging := rpc.NewTransport(2, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
 		url2, _, _ := servePeerLearning(t, 2, rec2, withFrames, lagging)
 		leader.SetPeer(2, url2)
 		t.Cleanup(func() { leader.Close(); lagging.Close() })
@@ -207,7 +208,7 @@ func TestReceiverWithoutTheSendersAddressCanAnswer(t *testing.T) {
 func TestRaftFrameStream(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
 		base, rec, _, viaConnect := peerServer(t, withFrames)
-		transport := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		transport := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
 		transport.SetPeer(2, base)
 		const count = 500
 		for commit := uint64(1); commit <= count; commit++ {
@@ -255,7 +256,7 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 	}
 
 	// Over HTTP/2 there is no upgrade.
-	resp, err := rpc.NewHTTPClient(nil).Get(base + framesPath)
+	resp, err := wire.NewHTTPClient(nil).Get(base + framesPath)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "an HTTP/2 request (%s)", resp.Proto)
@@ -330,8 +331,8 @@ func BenchmarkPeerRoundTrip(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			logger := slog.New(slog.DiscardHandler)
-			one := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), logger)
-			two := rpc.NewTransport(2, "c", rpc.NewHTTPClient(nil), logger)
+			one := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), logger)
+			two := rpc.NewTransport(2, "c", wire.NewHTTPClient(nil), logger)
 			replies := make(signal, 1)
 			urlTwo, _, _ := servePeer(b, 2, echo{two}, withFrames)
 			urlOne, _, _ := servePeer(b, 1, replies, withFrames)

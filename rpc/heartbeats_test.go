@@ -5,9 +5,10 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -45,7 +46,7 @@ func TestHeartbeatStream(t *testing.T) {
 	require.NoError(t, stream.Send(&metadatav1.StorageHeartbeatRequest{ServiceId: "storage-1"}))
 	_, err = stream.Receive()
 	require.Equal(t, connect.CodeUnavailable, connect.CodeOf(err), "%v", err)
-	id, url, ok := rpc.LeaderOf(err)
+	id, url, ok := wire.LeaderOf(err)
 	require.True(t, ok)
 	assert.Equal(t, leader.ID, id)
 	assert.Equal(t, leader.URL(), url)
@@ -74,12 +75,12 @@ func TestHeartbeatStreamAuthAndLimits(t *testing.T) {
 	})
 	base := cluster.WaitLeader(t).URL()
 	ctx := context.Background()
-	_, err := metadataClient(base, rpc.BearerToken(serviceToken)).RegisterBroker(ctx,
+	_, err := metadataClient(base, wire.BearerToken(serviceToken)).RegisterBroker(ctx,
 		connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
 	require.NoError(t, err)
 
 	beat := func(token, service string, count int) error {
-		stream := metadataClient(base, rpc.BearerToken(token)).StorageHeartbeats(ctx)
+		stream := metadataClient(base, wire.BearerToken(token)).StorageHeartbeats(ctx)
 		defer func() {
 			_ = stream.CloseRequest()
 			_ = stream.CloseRequest()

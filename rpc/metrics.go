@@ -7,7 +7,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the controller's Prometheus metrics, on their own registry.
@@ -66,7 +68,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
 		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -74,7 +76,7 @@ func (m *Metrics) observeProposal(kind string, err error) {
 	code := "ok"
 	if err != nil {
 		code = connect.CodeOf(err).String()
-		if ec := ErrorCodeOf(err); ec != 0 {
+		if ec := wire.ErrorCodeOf(err); ec != 0 {
 			code = ec.String()
 		}
 	}

@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
@@ -58,7 +59,7 @@ func encodeMessages(t *testing.T, messages ...*raftpb.Message) [][]byte {
 // request from controller 0, or from the receiver itself, was taken.)
 func TestRaftRequestRefusedWhole(t *testing.T) {
 	base, rec, _, _ := peerServer(t, true) // controller 2 of cluster "c"
-	client := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(nil), base)
+	client := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(nil), base)
 	send := func(req *raftv1.SendRequest) error {
 		stream := client.Send(context.Background())
 		_ = stream.Send(req)
@@ -158,9 +159,9 @@ func TestPeerIdentity(t *testing.T) {
 	send := func(token string, from uint64, messages ...*raftpb.Message) error {
 		opts := []connect.ClientOption{}
 		if token != "" {
-			opts = append(opts, rpc.BearerToken(token))
+			opts = append(opts, wire.BearerToken(token))
 		}
-		stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(nil), base, opts...).Send(ctx)
+		stream := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(nil), base, opts...).Send(ctx)
 		_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: from, ToNodeId: leader.ID,
 			Messages: encodeMessages(t, messages...)})
 		_, err := stream.CloseAndReceive()
@@ -178,14 +179,14 @@ func TestPeerIdentity(t *testing.T) {
 		assert.Contains(t, err.Error(), "CONTROLLER")
 	}
 	assert.Equal(t, http.StatusUnauthorized, frames(jwtController), "a JWT naming a controller, on the frame stream")
-	_, err := metadataClient(base, rpc.BearerToken(jwtController)).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+	_, err := metadataClient(base, wire.BearerToken(jwtController)).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "a JWT naming a controller, on the API: %v", err)
 
 	// Controllers.
 	require.NoError(t, send(peerToken, 9), "the peer token")
 	assert.Equal(t, http.StatusSwitchingProtocols, frames(peerToken), "the peer token, on the frame stream")
 	require.NoError(t, send(controllerToken, 9), "a CONTROLLER token of the tokens file")
-	_, err = metadataClient(base, rpc.BearerToken(peerToken)).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+	_, err = metadataClient(base, wire.BearerToken(peerToken)).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "the peer token opens the Raft transport only: %v", err)
 
 	// Others.

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 )
 
 const (

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/storage"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
@@ -81,7 +82,7 @@ func snapshotMessage(from, to uint64) *raftpb.Message {
 
 // sender is controller 1's transport, reporting to a log.
 func sender(t *testing.T) (*rpc.Transport, *reportLog) {
-	transport := rpc.NewTransport(1, "c", rpc.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+	transport := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
 	reports := newReportLog()
 	transport.Attach(reports)
 	t.Cleanup(transport.Close)

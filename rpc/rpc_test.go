@@ -16,17 +16,17 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
-	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func metadataClient(url string, opts ...connect.ClientOption) metadatav1connect.MetadataServiceClient {
-	return metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(nil), url, opts...)
+	return metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(nil), url, opts...)
 }
 
 func postJSON(t *testing.T, url, body string) (int, map[string]any) {
@@ -146,7 +146,7 @@ func TestRESTWritesInAClientSession(t *testing.T) {
 	cluster := rpctest.Start(t, 1, nil)
 	base := cluster.WaitLeader(t).URL()
 	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":8082}`)
-	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, http.StatusOK, status, "%v", body)
 
 	status, body = postJSON(t, base+"/api/v1/metadata/sessions", `{"clientId":"curl"}`)
 	require.Equal(t, http.StatusOK, status, "%v", body)
@@ -206,10 +206,10 @@ func TestConnectAndGRPC(t *testing.T) {
 
 			_, err = client.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "absent"}))
 			assert.Equal(t, connect.CodeNotFound, connect.CodeOf(err))
-			assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_TOPIC, rpc.ErrorCodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_TOPIC, wire.ErrorCodeOf(err))
 			_, err = client.CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "..", Partitions: 1}))
 			assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
-			assert.Equal(t, metadatav1.ErrorCode_INVALID_TOPIC_NAME, rpc.ErrorCodeOf(err))
+			assert.Equal(t, metadatav1.ErrorCode_INVALID_TOPIC_NAME, wire.ErrorCodeOf(err))
 		})
 	}
 }
@@ -249,10 +249,10 @@ func withRetry(ctx context.Context, cluster rpctest.Cluster, call func(ctx conte
 			return nil
 		}
 		last = err
-		if code := rpc.ErrorCodeOf(err); code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable {
+		if code := wire.ErrorCodeOf(err); wire.Definite(code) {
 			return err
 		}
-		if _, url, ok := rpc.LeaderOf(err); ok && url != "" {
+		if _, url, ok := wire.LeaderOf(err); ok && url != "" {
 			target = url
 			continue
 		}
@@ -277,7 +277,7 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 		}
 		_, err := metadataClient(tc.URL()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
 		require.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
-		id, url, ok := rpc.LeaderOf(err)
+		id, url, ok := wire.LeaderOf(err)
 		require.True(t, ok)
 		assert.Equal(t, leader.ID, id)
 		assert.Equal(t, leader.URL(), url)
@@ -321,7 +321,7 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 func describeAll(cluster rpctest.Cluster) string {
 	var out []string
 	for _, tc := range cluster {
-		resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), tc.URL()).DescribeQuorum(context.Background(),
+		resp, err := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), tc.URL()).DescribeQuorum(context.Background(),
 			connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 		if err != nil {
 			out = append(out, fmt.Sprintf("%d: %v", tc.ID, err))
@@ -355,7 +355,7 @@ func (r *syncRecorder) PushMetadata(_ context.Context, req *connect.Request[meta
 		if u.Delta.GetFromVersion() != current {
 			return connect.NewResponse(&metadatav1.PushMetadataResponse{MetadataVersion: current, Reason: "delta base mismatch"}), nil
 		}
-		r.state = statemachine.ApplyDelta(r.state, u.Delta)
+		r.state = wire.ApplyDelta(r.state, u.Delta)
 	}
 	r.epoch = req.Msg.GetControllerEpoch()
 	r.versions = append(r.versions, r.state.GetMetadataVersion())

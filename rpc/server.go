@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // Server implements MetadataService and QuorumService over a node runner.
@@ -83,7 +84,7 @@ func callNodeIn[T any](ctx context.Context, s *Server, start func(n *node.Node, 
 	}
 	if r.err != nil {
 		if s.https {
-			r.leaderURL = HTTPSURL(r.leaderURL)
+			r.leaderURL = wire.HTTPSURL(r.leaderURL)
 		}
 		return r, toConnectError(r.err, r.leaderID, r.leaderURL)
 	}

@@ -249,13 +249,3 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
-
-// HTTPSURL turns an http:// URL into https:// (services.json and the
-// membership may name controllers by http:// URLs; a TLS cluster and its
-// clients dial them over TLS).
-func HTTPSURL(url string) string {
-	if rest, ok := strings.CutPrefix(url, "http://"); ok {
-		return "https://" + rest
-	}
-	return url
-}

@@ -13,12 +13,12 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
-	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -41,7 +41,7 @@ func tlsCluster(t *testing.T, count int, ca, clientCA *rpctest.CA) rpctest.Clust
 // certificate, it would be accepted. The sender, 9, is never the receiver
 // (a controller refuses a stream from itself).
 func raftSend(ctx context.Context, tlsConfig *tls.Config, url string, to uint64) error {
-	stream := raftv1connect.NewRaftTransportServiceClient(rpc.NewHTTPClient(tlsConfig), url).Send(ctx)
+	stream := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(tlsConfig), url).Send(ctx)
 	_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: 9, ToNodeId: to})
 	_, err := stream.CloseAndReceive()
 	return err
@@ -70,7 +70,7 @@ func TestTLS(t *testing.T) {
 	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "over-tls", Partitions: 2})
 	require.NoError(t, err)
 
-	grpc := metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(trusting), leader.URL(), connect.WithGRPC())
+	grpc := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(trusting), leader.URL(), connect.WithGRPC())
 	topic, err := grpc.DescribeTopic(ctx, connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "over-tls"}))
 	require.NoError(t, err)
 	assert.Len(t, topic.Msg.GetTopic().GetPartitions(), 2)
@@ -84,13 +84,13 @@ func TestTLS(t *testing.T) {
 
 	_, err = metadataClient("http://"+leader.Addr).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	require.Error(t, err, "cleartext is not served")
-	_, err = metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(clientCA.ClientTLS(t, rpctest.KeyPair{})), leader.URL()).
+	_, err = metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(clientCA.ClientTLS(t, rpctest.KeyPair{})), leader.URL()).
 		ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	require.Error(t, err, "a client that does not trust the cluster's CA does not connect")
 
 	clientPair := clientCA.Issue(t, "operator")
 	withClientCert := ca.ClientTLS(t, clientPair)
-	_, err = metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(withClientCert), leader.URL()).
+	_, err = metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(withClientCert), leader.URL()).
 		ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 	require.NoError(t, err, "a client certificate from the client CA is accepted on the API")
 
@@ -140,7 +140,7 @@ func TestTLSRequireClientCert(t *testing.T) {
 	})
 	leader := cluster.WaitLeader(t)
 	list := func(cfg *tls.Config) error {
-		_, err := metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(cfg), leader.URL()).
+		_, err := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(cfg), leader.URL()).
 			ListTopics(context.Background(), connect.NewRequest(&metadatav1.ListTopicsRequest{}))
 		return err
 	}
@@ -210,7 +210,7 @@ func TestControllerWithoutClusterCertificateCannotJoin(t *testing.T) {
 }
 
 func describeQuorum(t *testing.T, url string, cfg *tls.Config) *metadatav1.DescribeQuorumResponse {
-	resp, err := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(cfg), url).
+	resp, err := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(cfg), url).
 		DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 	require.NoError(t, err)
 	return resp.Msg

@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
+	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
-	raftv1 "github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/wire"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -35,25 +36,6 @@ const (
 	// not kept for the next batch.
 	peerBufferKeepBytes = 1 << 20
 )
-
-// NewHTTPClient is an HTTP/2 client: cleartext (h2c) to http:// URLs, as
-// the controllers' listeners serve by default, and TLS configured by
-// tlsConfig (nil: the system's roots) to https:// URLs.
-func NewHTTPClient(tlsConfig *tls.Config) *http.Client {
-	if tlsConfig != nil {
-		// The transport adds its protocols to the configuration; a shared
-		// one would then offer h2 to transports that do not speak it.
-		tlsConfig = tlsConfig.Clone()
-	}
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	protocols.SetHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxIdleConnsPerHost: 8, TLSClientConfig: tlsConfig,
-		// Pings find a peer that vanished without closing the connection
-		// (a killed process, a partition), so that streams reconnect.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second, WriteByteTimeout: 5 * time.Second},
-	}}
-}
 
 // Transport carries Raft messages to peers: one long-lived client stream
 // per peer for ordinary messages (batched, bounded queue, reconnect with
@@ -234,7 +216,7 @@ func (t *Transport) SetPeer(id uint64, url string) {
 func (t *Transport) setPeerLocked(id uint64, url string) *peer {
 	delete(t.learned, id)
 	if t.https {
-		url = HTTPSURL(url)
+		url = wire.HTTPSURL(url)
 	}
 	if p, ok := t.peers[id]; ok {
 		if p.url == url {

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 )
 
@@ -120,7 +120,7 @@ func call[T any](c *caller, deadline time.Duration, first string,
 						if r.leader != 0 {
 							leaderURL = endpointOf(r.leader)
 						}
-						failed(client.FailureOf(r.err, leaderURL))
+						failed(client.FailureOf(r.err.Code, leaderURL))
 						return
 					}
 					retrier.Succeeded()

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 )
 
 // checkLiveness runs at the end of the heal phase: the cluster must have
@@ -88,7 +88,7 @@ func (r Result) Verdict() string {
 		status = "FAIL"
 	}
 	faults := 0
-	for _, n := range r.Faults {
+	for _, n := range r.Faults { // determinism: a sum does not depend on order
 		faults += n
 	}
 	speed := 0.0
@@ -102,7 +102,7 @@ func (r Result) Verdict() string {
 // FaultSummary lists the faults injected, by kind, in name order.
 func (r Result) FaultSummary() string {
 	kinds := make([]string, 0, len(r.Faults))
-	for k := range r.Faults {
+	for k := range r.Faults { // determinism: collected, then sorted
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)

@@ -6,10 +6,11 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
 	"github.com/dmq-project/metadata/node"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/wire"
 )
 
 var (
@@ -123,7 +124,7 @@ func (c *operator) start() {
 // definite says whether an error code is an answer about the operation
 // itself rather than about the controllers' availability.
 func definite(code metadatav1.ErrorCode) bool {
-	return code != metadatav1.ErrorCode_NONE && statemachine.ClassOf(code) != statemachine.ClassUnavailable
+	return wire.Definite(code)
 }
 
 // handleWrite runs on the controller: the write through the node's API.

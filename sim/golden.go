@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/dmq-project/metadata/client"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"

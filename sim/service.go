@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/wire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -51,12 +51,8 @@ func newService(s *Sim, id int32) *service {
 // start starts the service's process: a new incarnation with an empty view.
 func (v *service) start() {
 	v.incarnation++
-	agent, err := client.NewAgentCore(client.AgentConfig{BrokerID: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
+	v.agent = client.NewAgentCore(client.AgentConfig{BrokerID: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
 		Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationID: fmt.Sprintf("inc-%d", v.incarnation)})
-	if err != nil {
-		panic(err)
-	}
-	v.agent = agent
 	v.caller = newCaller(v.sim, uint64(v.id), fmt.Sprintf("storage-%d-inc-%d", v.id, v.incarnation))
 }
 
@@ -326,7 +322,7 @@ func (v *service) checkWatch(since int64, base *metadatav1.ClusterState, update 
 	}
 	next := update.GetFullState()
 	if d := update.GetDelta(); d != nil {
-		next = statemachine.ApplyDelta(base, d)
+		next = wire.ApplyDelta(base, d)
 	}
 	if digest, ok := s.pushedStates[next.GetMetadataVersion()]; ok && digest != stateDigest(next) {
 		s.violate("service %d watched other metadata at version %d than the controllers hold", v.id, next.GetMetadataVersion())

@@ -3,7 +3,7 @@ package sim
 import (
 	"cmp"
 	"container/heap"
-	cryptorand "crypto/rand"
+	cryptorand "crypto/rand" // determinism: only to replace its Reader with the seed's stream for a run
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,13 +13,13 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
+	"sync" // determinism: runMu only serialises whole runs; a run is one goroutine
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
 	"github.com/dmq-project/metadata/node"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/storage"
 	"go.etcd.io/raft/v3/raftpb"
@@ -70,7 +70,6 @@ type Sim struct {
 	replace       uint64
 	reconciling   bool
 	lastLeaderAt  time.Duration
-	lastTransfer  time.Duration
 	clientOpsDone int
 	// preferred is the mark checkPreferredLeaders compares the end with.
 	preferred *preferredMark
@@ -133,7 +132,7 @@ func Run(opts Options) Result {
 		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, trace: fnv.New64a(),
 		faults: map[string]int{}, golden: newGolden(),
 	}
-	started := time.Now() // the wall time of the run, for the speed figure only
+	started := time.Now() // determinism: the wall time of the run, for the speed figure only; never reaches the trace
 	s.setup()
 	s.loop()
 	s.now = opts.Duration
@@ -144,7 +143,8 @@ func Run(opts Options) Result {
 		s.checkLinearizability()
 	}
 	result := Result{
-		Options: opts, Simulated: s.now, Wall: time.Since(started), Events: s.events,
+		Options: opts, Simulated: s.now, Events: s.events,
+		Wall:       time.Since(started), // determinism: the speed figure only
 		Operations: len(s.history), Faults: s.faults, Violations: s.violations, TraceHash: s.trace.Sum64(),
 		History: s.history,
 	}
@@ -155,7 +155,7 @@ func Run(opts Options) Result {
 		}
 	}
 	var maxTerm uint64
-	for term := range s.leaders {
+	for term := range s.leaders { // determinism: a maximum does not depend on order
 		maxTerm = max(maxTerm, term)
 	}
 	result.Summary = fmt.Sprintf("terms=%d terms-with-leader=%d unknown-outcomes=%d client-ops=%d version=%d",

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -57,7 +57,20 @@ func (s *StateMachine) advance(index uint64) {
 // sequence was applied before returns the first result (Duplicate set) and
 // changes nothing; one whose session is unknown or expired, or has moved
 // past its sequence, is refused with SESSION_EXPIRED.
+//
+// In builds with the invariants tag every Apply ends with CheckInvariants,
+// and a violation panics with the index that broke it.
 func (s *StateMachine) Apply(index uint64, record *metadatav1.Record) Result {
+	result := s.apply(index, record)
+	if invariantsChecked {
+		if err := s.CheckInvariants(); err != nil {
+			panic(fmt.Sprintf("statemachine: invariant broken by the record at index %d (%v): %v", index, record, err))
+		}
+	}
+	return result
+}
+
+func (s *StateMachine) apply(index uint64, record *metadatav1.Record) Result {
 	s.advance(index)
 	s.nowMs = max(s.nowMs, record.GetLeaderTimeMs())
 	s.sessions.expire(s.nowMs)
@@ -74,7 +87,7 @@ func (s *StateMachine) Apply(index uint64, record *metadatav1.Record) Result {
 		return verdict
 	}
 	c := change{version: int64(index)}
-	result := s.dispatch(record, &c, false)
+	result := s.dispatch(record, &c)
 	result.Version = int64(index)
 	if result.Err == nil {
 		s.history.add(c)
@@ -103,7 +116,7 @@ func (s *StateMachine) admit(id *metadatav1.RequestId) (*session, Result) {
 		return nil, Result{Err: errorf(metadatav1.ErrorCode_SESSION_EXPIRED,
 			"session %d is unknown or expired: request %d was not applied now, and may or may not have been before",
 			sessionID, sequence)}
-	case sequence == e.lastSequence && !plantedApplyRetryTwice:
+	case sequence == e.lastSequence && !plantedApplyRetryTwice():
 		first := e.result
 		first.Duplicate = true
 		return e, first
@@ -113,18 +126,6 @@ func (s *StateMachine) admit(id *metadatav1.RequestId) (*session, Result) {
 			sessionID, e.lastSequence, sequence)}
 	}
 	return e, Result{}
-}
-
-// Check validates a record against the current state without applying it.
-func (s *StateMachine) Check(record *metadatav1.Record) *Error {
-	if err := validateRequestID(record.GetRequestId()); err != nil {
-		return err
-	}
-	if _, verdict := s.admit(record.GetRequestId()); verdict.Duplicate || verdict.Err != nil {
-		return verdict.Err
-	}
-	var c change
-	return s.dispatch(record, &c, true).Err
 }
 
 // LookupRequest returns the result of a request already applied: the last
@@ -151,33 +152,33 @@ func ValidateRequestID(id *metadatav1.RequestId) *Error {
 	return nil
 }
 
-// dispatch validates the record and, unless checkOnly, applies it.
-func (s *StateMachine) dispatch(record *metadatav1.Record, c *change, checkOnly bool) Result {
+// dispatch validates the record and applies it.
+func (s *StateMachine) dispatch(record *metadatav1.Record, c *change) Result {
 	switch body := record.Body.(type) {
 	case *metadatav1.Record_NoOp:
 		return Result{}
 	case *metadatav1.Record_RegisterBroker:
-		return s.registerBroker(body.RegisterBroker, c, checkOnly)
+		return s.registerBroker(body.RegisterBroker, c)
 	case *metadatav1.Record_UnregisterBroker:
-		return s.unregisterBroker(body.UnregisterBroker, c, checkOnly)
+		return s.unregisterBroker(body.UnregisterBroker, c)
 	case *metadatav1.Record_FenceBroker:
-		return s.fenceBroker(body.FenceBroker, c, checkOnly)
+		return s.fenceBroker(body.FenceBroker, c)
 	case *metadatav1.Record_UnfenceBroker:
-		return s.unfenceBroker(body.UnfenceBroker, c, checkOnly)
+		return s.unfenceBroker(body.UnfenceBroker, c)
 	case *metadatav1.Record_BeginControlledShutdown:
-		return s.beginControlledShutdown(body.BeginControlledShutdown, c, checkOnly)
+		return s.beginControlledShutdown(body.BeginControlledShutdown, c)
 	case *metadatav1.Record_CreateTopic:
-		return s.createTopic(body.CreateTopic, c, checkOnly)
+		return s.createTopic(body.CreateTopic, c)
 	case *metadatav1.Record_DeleteTopic:
-		return s.deleteTopic(body.DeleteTopic, c, checkOnly)
+		return s.deleteTopic(body.DeleteTopic, c)
 	case *metadatav1.Record_CreatePartitions:
-		return s.createPartitions(body.CreatePartitions, c, checkOnly)
+		return s.createPartitions(body.CreatePartitions, c)
 	case *metadatav1.Record_AlterPartition:
-		return s.alterPartition(body.AlterPartition, c, checkOnly)
+		return s.alterPartition(body.AlterPartition, c)
 	case *metadatav1.Record_ElectLeaders:
-		return s.electLeaders(body.ElectLeaders, c, checkOnly)
+		return s.electLeaders(body.ElectLeaders, c)
 	case *metadatav1.Record_OpenSession:
-		return s.openSession(body.OpenSession, c, checkOnly)
+		return s.openSession(body.OpenSession, c)
 	}
 	return Result{Err: errorf(metadatav1.ErrorCode_INVALID_RECORD, "record has no known body")}
 }
@@ -195,7 +196,7 @@ func validateRequestID(id *metadatav1.RequestId) *Error {
 }
 
 // openSession opens a session whose id is the record's index.
-func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change) Result {
 	if len(r.ClientId) > requestIDClientLengthMax {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST,
 			"session client id is longer than %d bytes", requestIDClientLengthMax))
@@ -203,9 +204,6 @@ func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change, c
 	if r.TimeoutMs < SessionTimeoutMin || r.TimeoutMs > SessionTimeoutMax {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST,
 			"session timeout %d ms is outside [%d, %d] ms", r.TimeoutMs, SessionTimeoutMin, SessionTimeoutMax))
-	}
-	if checkOnly {
-		return Result{}
 	}
 	if s.sessions.len() >= SessionsMax {
 		s.sessions.remove(s.sessions.victim(s.nowMs))
@@ -216,7 +214,7 @@ func (s *StateMachine) openSession(r *metadatav1.OpenSessionRecord, c *change, c
 
 func fail(err *Error) Result { return Result{Err: err} }
 
-func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *change) Result {
 	if err := ValidateBrokerRegistration(r.BrokerId, r.Host, r.Port, r.Rack, r.IncarnationId); err != nil {
 		return fail(err)
 	}
@@ -238,9 +236,6 @@ func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *cha
 			// request id): idempotent, the registration stands.
 			return Result{BrokerEpoch: existing.epoch}
 		}
-	}
-	if checkOnly {
-		return Result{}
 	}
 	b := &broker{
 		id: r.BrokerId, host: r.Host, port: r.Port, rack: r.Rack, incarnationID: r.IncarnationId,
@@ -268,13 +263,10 @@ func (s *StateMachine) checkBrokerEpoch(id int32, epoch int64) (*broker, *Error)
 	return b, nil
 }
 
-func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c *change) Result {
 	b, err := s.checkBrokerEpoch(r.BrokerId, 0)
 	if err != nil {
 		return fail(err)
-	}
-	if checkOnly {
-		return Result{}
 	}
 	s.removeFromPartitions(b, c)
 	delete(s.brokers, b.id)
@@ -282,7 +274,7 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 	return Result{}
 }
 
-func (s *StateMachine) fenceBroker(r *metadatav1.FenceBrokerRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) fenceBroker(r *metadatav1.FenceBrokerRecord, c *change) Result {
 	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
 	if err != nil {
 		return fail(err)
@@ -290,25 +282,19 @@ func (s *StateMachine) fenceBroker(r *metadatav1.FenceBrokerRecord, c *change, c
 	if b.fenced {
 		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED, "broker %d is already fenced", b.id))
 	}
-	if checkOnly {
-		return Result{}
-	}
 	b.fenced = true
 	c.brokers = append(c.brokers, b.id)
 	s.removeFromPartitions(b, c)
 	return Result{}
 }
 
-func (s *StateMachine) unfenceBroker(r *metadatav1.UnfenceBrokerRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) unfenceBroker(r *metadatav1.UnfenceBrokerRecord, c *change) Result {
 	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
 	if err != nil {
 		return fail(err)
 	}
 	if !b.fenced {
 		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED, "broker %d is not fenced", b.id))
-	}
-	if checkOnly {
-		return Result{}
 	}
 	b.fenced = false
 	b.shuttingDown = false
@@ -317,7 +303,7 @@ func (s *StateMachine) unfenceBroker(r *metadatav1.UnfenceBrokerRecord, c *chang
 	return Result{}
 }
 
-func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShutdownRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShutdownRecord, c *change) Result {
 	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
 	if err != nil {
 		return fail(err)
@@ -325,9 +311,6 @@ func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShut
 	if b.fenced || b.shuttingDown {
 		return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
 			"broker %d is already fenced or shutting down", b.id))
-	}
-	if checkOnly {
-		return Result{}
 	}
 	b.shuttingDown = true
 	c.brokers = append(c.brokers, b.id)
@@ -354,7 +337,7 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			}
 			if p.leader == b.id {
 				newLeader := s.pickLeader(p, b.id)
-				if plantedFenceLeavesOffline {
+				if plantedFenceLeavesOffline() {
 					newLeader = NoLeader
 				}
 				if newLeader == NoLeader && t.config.UncleanLeaderElectionEnable {
@@ -482,7 +465,7 @@ func (s *StateMachine) eligibleBrokers() []*broker {
 	return out
 }
 
-func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change) Result {
 	if err := ValidateTopicName(r.Name); err != nil {
 		return fail(err)
 	}
@@ -499,14 +482,12 @@ func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change, c
 	if other, ok := s.topicIDs[r.TopicId]; ok {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_RECORD, "topic id %s is already used by %q", r.TopicId, other))
 	}
-	if r.PartitionCount < 1 || r.PartitionCount > PartitionsPerRequestMax {
-		return fail(errorf(metadatav1.ErrorCode_INVALID_PARTITIONS,
-			"partition count %d is outside 1-%d", r.PartitionCount, PartitionsPerRequestMax))
+	if err := ValidatePartitionCount(r.PartitionCount); err != nil {
+		return fail(err)
 	}
 	eligible := s.eligibleBrokers()
-	if r.ReplicationFactor < 1 || r.ReplicationFactor > ReplicationFactorMax {
-		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"replication factor %d is outside 1-%d", r.ReplicationFactor, ReplicationFactorMax))
+	if err := ValidateReplicationFactor(r.ReplicationFactor); err != nil {
+		return fail(err)
 	}
 	if int(r.ReplicationFactor) > len(eligible) {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
@@ -514,9 +495,6 @@ func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change, c
 	}
 	if err := validateTopicConfig(r.Config, r.ReplicationFactor); err != nil {
 		return fail(err)
-	}
-	if checkOnly {
-		return Result{}
 	}
 	t := &topic{
 		name:              r.Name,
@@ -533,13 +511,10 @@ func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change, c
 	return Result{TopicID: t.id}
 }
 
-func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) Result {
 	t, ok := s.topics[r.Name]
 	if !ok {
 		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Name))
-	}
-	if checkOnly {
-		return Result{}
 	}
 	delete(s.topics, t.name)
 	delete(s.topicsByCollisionKey, collisionKey(t.name))
@@ -551,7 +526,7 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change, c
 	return Result{TopicID: t.id}
 }
 
-func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c *change) Result {
 	t, ok := s.topics[r.Topic]
 	if !ok {
 		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Topic))
@@ -571,9 +546,6 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
 			"topic %q has replication factor %d but only %d brokers are live", r.Topic, t.replicationFactor, len(eligible)))
 	}
-	if checkOnly {
-		return Result{}
-	}
 	t.partitions = placePartitions(t.partitions, eligible, int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)
 	for i := current; i < r.PartitionCount; i++ {
@@ -582,7 +554,7 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 	return Result{TopicID: t.id}
 }
 
-func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *change) Result {
 	b, err := s.checkBrokerEpoch(r.BrokerId, r.BrokerEpoch)
 	if err != nil {
 		return fail(err)
@@ -614,9 +586,6 @@ func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *cha
 	if err := s.validateISR(r.NewIsr, p); err != nil {
 		return fail(err)
 	}
-	if checkOnly {
-		return Result{}
-	}
 	p.isr = slices.Clone(r.NewIsr)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: r.Partition})
@@ -646,7 +615,7 @@ func (s *StateMachine) validateISR(isr []int32, p *partition) *Error {
 	return nil
 }
 
-func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change, checkOnly bool) Result {
+func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change) Result {
 	type target struct {
 		t       *topic
 		indexes []int32
@@ -671,9 +640,6 @@ func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change,
 			}
 		}
 		targets = append(targets, target{t: t, indexes: tp.Partitions})
-	}
-	if checkOnly {
-		return Result{}
 	}
 	var elected int32
 	elect := func(t *topic, index int32) {

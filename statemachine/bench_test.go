@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"testing"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -13,8 +13,8 @@
 // What this package must never do: perform I/O, read a clock, start a
 // goroutine, use channels or select, draw randomness, or let map iteration
 // order reach a record, a result, a snapshot, a delta or a hash. It imports
-// nothing of ours but the generated protobuf types (rpc/gen), which are data.
+// nothing of ours but the generated protobuf types (gen/), which are data.
 //
 // Broken invariants (a version going backwards, an index out of order) panic
-// with a diagnosis; bad input is an *Error with an ErrorCode and a Class.
+// with a diagnosis; bad input is an *Error with an ErrorCode (wire.CodeOf gives its Connect code).
 package statemachine

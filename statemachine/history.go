@@ -3,7 +3,7 @@ package statemachine
 import (
 	"slices"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
 
 // Bounds on the change history kept for deltas. History is soft state: it

@@ -6,7 +6,8 @@ import (
 )
 
 // CheckInvariants verifies what must hold after every applied record. The
-// simulator calls it after each apply; Restore calls it on every snapshot.
+// simulator calls it after each apply, Restore on every snapshot, and
+// Apply itself after every record in builds with the invariants tag.
 // It returns the first violation found, in a deterministic order.
 func (s *StateMachine) CheckInvariants() error {
 	for _, id := range s.sortedBrokerIDs() {

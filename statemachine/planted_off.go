@@ -2,11 +2,8 @@
 
 package statemachine
 
-// plantedApplyRetryTwice is always false outside plantedbugs builds.
-const plantedApplyRetryTwice = false
+// Outside plantedbugs builds no bug is planted (internal/planted).
 
-// plantedSnapshotForgetsRequests is always false outside plantedbugs builds.
-const plantedSnapshotForgetsRequests = false
-
-// plantedFenceLeavesOffline is always false outside plantedbugs builds.
-const plantedFenceLeavesOffline = false
+func plantedApplyRetryTwice() bool         { return false }
+func plantedSnapshotForgetsRequests() bool { return false }
+func plantedFenceLeavesOffline() bool      { return false }

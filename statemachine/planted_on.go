@@ -2,23 +2,11 @@
 
 package statemachine
 
-// plantedApplyRetryTwice, in plantedbugs builds, makes Apply forget request
-// ids: a retried request is applied again. The simulator must notice.
-var plantedApplyRetryTwice = false
+import "github.com/dmq-project/metadata/internal/planted"
 
-// PlantApplyRetryTwice turns the planted bug on or off.
-func PlantApplyRetryTwice(on bool) { plantedApplyRetryTwice = on }
+// The state machine's planted bugs (internal/planted), reached from this
+// tagged file only: the default build imports nothing of ours but gen/.
 
-// plantedSnapshotForgetsRequests, in plantedbugs builds, leaves the request
-// table out of the encoding: snapshots and the state hash both forget it.
-var plantedSnapshotForgetsRequests = false
-
-// PlantSnapshotForgetsRequests turns the planted bug on or off.
-func PlantSnapshotForgetsRequests(on bool) { plantedSnapshotForgetsRequests = on }
-
-// plantedFenceLeavesOffline, in plantedbugs builds, makes fencing a leader
-// leave its partitions offline even when another ISR member may lead.
-var plantedFenceLeavesOffline = false
-
-// PlantFenceLeavesOffline turns the planted bug on or off.
-func PlantFenceLeavesOffline(on bool) { plantedFenceLeavesOffline = on }
+func plantedApplyRetryTwice() bool         { return planted.On(planted.ApplyRetryTwice) }
+func plantedSnapshotForgetsRequests() bool { return planted.On(planted.SnapshotForgetsRequests) }
+func plantedFenceLeavesOffline() bool      { return planted.On(planted.FenceLeavesOffline) }

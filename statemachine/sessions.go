@@ -1,6 +1,6 @@
 package statemachine
 
-import metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+import metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 
 // Client sessions (Raft thesis §6.3) make writes exactly-once without a
 // window: a session remembers the result of its highest sequence number, so

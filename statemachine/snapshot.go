@@ -8,7 +8,7 @@ import (
 	"hash/fnv"
 	"math"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
 
 // Snapshot format, version 2. Everything is a varint (signed values zigzag)
@@ -111,7 +111,7 @@ func (s *StateMachine) encode(e *encoder) {
 	}
 	e.varint(s.nowMs)
 	sessions := s.sessions.inOrder()
-	if plantedSnapshotForgetsRequests {
+	if plantedSnapshotForgetsRequests() {
 		sessions = nil
 	}
 	e.uvarint(uint64(len(sessions)))

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
 
 // Bounds on requests. They are part of the replicated behaviour: changing one
@@ -79,12 +79,48 @@ func ValidateTopicID(id string) *Error {
 // TopicIDFromBytes encodes 16 random bytes chosen by the proposer.
 func TopicIDFromBytes(raw [16]byte) string { return base64.RawURLEncoding.EncodeToString(raw[:]) }
 
-// ValidateBrokerRegistration checks a registration's id and endpoint.
-func ValidateBrokerRegistration(id int32, host string, port int32, rack, incarnationID string) *Error {
+// ValidateBrokerID checks a broker id named by a request.
+func ValidateBrokerID(id int32) *Error {
 	if id < BrokerIDMin {
 		return errorf(metadatav1.ErrorCode_INVALID_REQUEST,
 			"broker id %d is invalid: ids start at %d (0 is reserved so that a missing id is never taken for one)",
 			id, BrokerIDMin)
+	}
+	return nil
+}
+
+// ValidatePartitionCount checks the partition count of a new topic.
+func ValidatePartitionCount(count int32) *Error {
+	if count < 1 || count > PartitionsPerRequestMax {
+		return errorf(metadatav1.ErrorCode_INVALID_PARTITIONS,
+			"partition count %d is outside 1-%d", count, PartitionsPerRequestMax)
+	}
+	return nil
+}
+
+// ValidateReplicationFactor checks a topic's replication factor (a request's
+// 0, the cluster default, is resolved before).
+func ValidateReplicationFactor(rf int32) *Error {
+	if rf < 1 || rf > ReplicationFactorMax {
+		return errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			"replication factor %d is outside 1-%d", rf, ReplicationFactorMax)
+	}
+	return nil
+}
+
+// ValidateISRSize checks the size of an ISR a partition leader proposes; what
+// it may contain depends on the state and is checked at apply.
+func ValidateISRSize(size int) *Error {
+	if size < 1 || size > ReplicationFactorMax {
+		return errorf(metadatav1.ErrorCode_INVALID_ISR, "the new ISR names %d brokers: it must name 1-%d", size, ReplicationFactorMax)
+	}
+	return nil
+}
+
+// ValidateBrokerRegistration checks a registration's id and endpoint.
+func ValidateBrokerRegistration(id int32, host string, port int32, rack, incarnationID string) *Error {
+	if err := ValidateBrokerID(id); err != nil {
+		return err
 	}
 	if err := validateHost(host); err != nil {
 		return err

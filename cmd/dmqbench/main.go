@@ -30,9 +30,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // Result is one measured line.
@@ -344,7 +344,7 @@ func (c *cluster) url(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", 
 
 // leader returns the index of the leader, waiting for one.
 func (c *cluster) leader(exclude int) int {
-	httpClient := rpc.NewHTTPClient(nil)
+	httpClient := wire.NewHTTPClient(nil)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		for i := range c.procs {
 			if i == exclude || c.procs[i] == nil {
@@ -403,7 +403,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	// etcd's benchmark spreads its clients over --conns.
 	clients := make([]metadatav1connect.MetadataServiceClient, max(1, conns))
 	for i := range clients {
-		httpClient := rpc.NewHTTPClient(nil)
+		httpClient := wire.NewHTTPClient(nil)
 		if http1 {
 			// One keep-alive connection per worker instead.
 			httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000}}
@@ -553,7 +553,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 // through any controller, then restarts the killed one.
 func (c *cluster) failover(trials int) Result {
 	services := filepath.Join(c.dir, "services.json")
-	httpClient := rpc.NewHTTPClient(nil)
+	httpClient := wire.NewHTTPClient(nil)
 	var lat []time.Duration
 	for trial := 0; trial < trials; trial++ {
 		leader := c.leader(-1)
@@ -626,8 +626,8 @@ func scaleRun(bin, dir string, partitions int) []Result {
 	c := startCluster(bin, dir, 1)
 	defer c.stop()
 	name := fmt.Sprintf("1 controller, %d partitions", partitions)
-	client := metadatav1connect.NewMetadataServiceClient(rpc.NewHTTPClient(nil), c.url(c.leader(-1)))
-	quorum := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(nil), c.url(0))
+	client := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(nil), c.url(c.leader(-1)))
+	quorum := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), c.url(0))
 	ctx := context.Background()
 	for id := int32(1); id <= 10; id++ {
 		if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092,

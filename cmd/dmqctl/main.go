@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -192,7 +193,7 @@ func exitCode(err error) int {
 func describeError(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
-		if code := rpc.ErrorCodeOf(err); code != 0 {
+		if code := wire.ErrorCodeOf(err); code != 0 {
 			return fmt.Sprintf("%s (%s)", ce.Message(), code)
 		}
 		return ce.Message()

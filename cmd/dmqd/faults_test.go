@@ -21,9 +21,10 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/require"
 )
 
@@ -183,7 +184,7 @@ func outputOf(err error) linearizability.Output {
 	if err == nil {
 		return linearizability.Output{}
 	}
-	code := rpc.ErrorCodeOf(err)
+	code := wire.ErrorCodeOf(err)
 	if code == metadatav1.ErrorCode_NONE || code == metadatav1.ErrorCode_UNKNOWN_OUTCOME ||
 		code == metadatav1.ErrorCode_NOT_CONTROLLER || code == metadatav1.ErrorCode_UNAVAILABLE {
 		// Transport errors, timeouts, retries exhausted: the write may or
@@ -225,7 +226,7 @@ func (w *workload) run(ctx context.Context, c *client.Client, id int) {
 			switch {
 			case err == nil:
 				out = linearizability.Output{Exists: true, Partitions: int32(len(resp.GetPartitions()))}
-			case rpc.ErrorCodeOf(err) == metadatav1.ErrorCode_UNKNOWN_TOPIC:
+			case wire.ErrorCodeOf(err) == metadatav1.ErrorCode_UNKNOWN_TOPIC:
 				out = linearizability.Output{}
 			default:
 				cancel()

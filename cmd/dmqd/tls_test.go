@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/client"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -173,14 +173,10 @@ func sweep(args []string) int {
 	started := time.Now()
 	var failed []outcome
 	done := 0
-	var speeds []string
 	for r := range results {
 		done++
 		if !r.ok {
 			failed = append(failed, r)
-		}
-		if i := strings.Index(r.verdict, "speed="); i >= 0 {
-			speeds = append(speeds, r.verdict[i+6:])
 		}
 		bar := strings.Repeat("#", done*40/total) + strings.Repeat(".", 40-done*40/total)
 		fmt.Fprintf(os.Stderr, "\r[%s] %d/%d seeds, %d failed", bar, done, total, len(failed))

@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
-	metadatav1 "github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/require"
 )
 
@@ -174,9 +175,9 @@ func (c Cluster) WaitLeader(t testing.TB) *Controller {
 			}
 			var opts []connect.ClientOption
 			if tc.ProbeToken != "" {
-				opts = append(opts, rpc.BearerToken(tc.ProbeToken))
+				opts = append(opts, wire.BearerToken(tc.ProbeToken))
 			}
-			client := metadatav1connect.NewQuorumServiceClient(rpc.NewHTTPClient(tc.ProbeTLS), tc.URL(), opts...)
+			client := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(tc.ProbeTLS), tc.URL(), opts...)
 			resp, err := client.DescribeQuorum(context.Background(), connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 			if err == nil && resp.Msg.GetLeaderId() == tc.ID {
 				leader = tc

@@ -1,5 +1,0 @@
-//go:build !plantedbugs
-
-package client
-
-func planted(Bug) bool { return false }
