@@ -85,7 +85,7 @@ fuzz: ## Run every fuzz target for FUZZTIME executions each (default 200000x).
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzApplyRecord$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statemachine -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./rpc -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./rpc/peer -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME)
 
 .PHONY: check-regressions
 check-regressions: ## Check that each regression seed fails with its bug brought back.

@@ -15,6 +15,8 @@ import (
 	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/peer/peertest"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -30,24 +32,24 @@ const (
 
 var jwtSecret = []byte("a-secret-of-at-least-32-bytes-long!!")
 
-func authenticator(t *testing.T) *rpc.Authenticator {
+func authenticator(t *testing.T) *auth.Authenticator {
 	path := filepath.Join(t.TempDir(), "tokens.json")
 	require.NoError(t, os.WriteFile(path, []byte(`{"tokens":[
   {"token":"`+adminToken+`","name":"ops","role":"ADMIN"},
   {"token":"`+serviceToken+`","name":"storage-1","role":"SERVICE","brokerId":1},
   {"token":"`+consumerToken+`","name":"reader","role":"CONSUMER"},
   {"token":"`+controllerToken+`","name":"controllers","role":"CONTROLLER"}]}`), 0o600))
-	auth, err := rpc.NewAuthenticator(path, jwtSecret)
+	authn, err := auth.NewAuthenticator(path, jwtSecret)
 	require.NoError(t, err)
-	return auth
+	return authn
 }
 
 // TestAuthentication: every call needs a valid token and a role that
 // allows it; a refused call changes nothing.
 func TestAuthentication(t *testing.T) {
-	auth := authenticator(t)
+	authn := authenticator(t)
 	cluster := rpctest.Start(t, 3, func(c *rpctest.Controller) {
-		c.Security = rpc.Security{Auth: auth, PeerToken: controllerToken}
+		c.Security = rpc.Security{Auth: authn, PeerToken: controllerToken}
 		c.ProbeToken = consumerToken
 	})
 	base := cluster.WaitLeader(t).URL()
@@ -58,10 +60,10 @@ func TestAuthentication(t *testing.T) {
 		}
 		return metadataClient(base, wire.BearerToken(token))
 	}
-	expiredJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "late", Role: rpc.RoleAdmin}, time.Now().Add(-time.Minute))
-	forgedJWT := rpc.SignJWT([]byte("another-secret-entirely-0123456789"), rpc.Principal{Name: "mallory", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
-	adminJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "jwt-admin", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
-	serviceJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "storage-2", Role: rpc.RoleService, BrokerID: 2}, time.Now().Add(time.Hour))
+	expiredJWT := auth.SignJWT(jwtSecret, auth.Principal{Name: "late", Role: auth.RoleAdmin}, time.Now().Add(-time.Minute))
+	forgedJWT := auth.SignJWT([]byte("another-secret-entirely-0123456789"), auth.Principal{Name: "mallory", Role: auth.RoleAdmin}, time.Now().Add(time.Hour))
+	adminJWT := auth.SignJWT(jwtSecret, auth.Principal{Name: "jwt-admin", Role: auth.RoleAdmin}, time.Now().Add(time.Hour))
+	serviceJWT := auth.SignJWT(jwtSecret, auth.Principal{Name: "storage-2", Role: auth.RoleService, BrokerID: 2}, time.Now().Add(time.Hour))
 
 	register := func(id int32) func(metadatav1connect.MetadataServiceClient) error {
 		return func(c metadatav1connect.MetadataServiceClient) error {
@@ -161,14 +163,14 @@ func TestAuthentication(t *testing.T) {
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(send("")))
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(send(adminToken)), "an admin is not a controller")
 	// So does the frame stream.
-	frames := framesRequest{cluster: "test-cluster", from: "9", to: strconv.FormatUint(cluster.WaitLeader(t).ID, 10)}
-	status, _ := openFrames(t, base, frames)
+	frames := peertest.FramesRequest{Cluster: "test-cluster", From: "9", To: strconv.FormatUint(cluster.WaitLeader(t).ID, 10)}
+	status, _ := peertest.OpenFrames(t, base, frames)
 	assert.Equal(t, http.StatusUnauthorized, status, "no token")
-	frames.token = adminToken
-	status, _ = openFrames(t, base, frames)
+	frames.Token = adminToken
+	status, _ = peertest.OpenFrames(t, base, frames)
 	assert.Equal(t, http.StatusForbidden, status, "an admin is not a controller")
-	frames.token = controllerToken
-	status, _ = openFrames(t, base, frames)
+	frames.Token = controllerToken
+	status, _ = peertest.OpenFrames(t, base, frames)
 	assert.Equal(t, http.StatusSwitchingProtocols, status, "a controller")
 }
 
@@ -176,9 +178,9 @@ func TestAuthentication(t *testing.T) {
 // its own budget, even from one address: an admin past its rate does not
 // hold a reader back.
 func TestRateLimitPerPrincipal(t *testing.T) {
-	auth := authenticator(t)
+	authn := authenticator(t)
 	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
-		c.Security = rpc.Security{Auth: auth, RateLimit: rpc.RateLimit{PerSecond: 1, Burst: 3}}
+		c.Security = rpc.Security{Auth: authn, RateLimit: auth.RateLimit{PerSecond: 1, Burst: 3}}
 		c.ProbeToken = serviceToken
 	})
 	base := cluster.WaitLeader(t).URL()

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,10 +11,14 @@ import (
 	"os"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/rpc/api"
+	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/metrics"
+	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/dmq-project/metadata/rpc/push"
 	"github.com/dmq-project/metadata/storage"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,7 +50,7 @@ type ControllerConfig struct {
 	Security Security
 	// TLS, if enabled, serves every API over TLS and the peer transport
 	// over mutual TLS; otherwise the controller serves cleartext HTTP/2.
-	TLS TLS
+	TLS auth.TLS
 }
 
 // Controller is a running controller: its store, node, runner, transport
@@ -54,12 +59,12 @@ type Controller struct {
 	cfg       ControllerConfig
 	store     storage.Storage
 	runner    *runner.Runner
-	transport *Transport
-	raft      *RaftHandler
+	transport *peer.Transport
+	raft      *peer.RaftHandler
 	server    *http.Server
 	gate      *gate
 	identity  *identityService
-	metrics   *Metrics
+	metrics   *metrics.Metrics
 	cancel    context.CancelFunc
 	served    chan error
 }
@@ -84,7 +89,7 @@ func StartController(ctx context.Context, cfg ControllerConfig) (*Controller, er
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, store: store, metrics: NewMetrics(), served: make(chan error, 1)}
+	c := &Controller{cfg: cfg, store: store, metrics: metrics.New(), served: make(chan error, 1)}
 	if err := c.start(ctx); err != nil {
 		_ = store.Close()
 		return nil, err
@@ -102,19 +107,23 @@ func (c *Controller) start(ctx context.Context) error {
 		return err
 	}
 	peerClient, pushClient := wire.NewHTTPClient(nil), wire.NewHTTPClient(nil)
-	var material *tlsMaterial
+	// material is nil unless the controller serves TLS; its peer client
+	// configuration is the transport's, and every peer endpoint asks for
+	// the cluster's certificate.
+	var material *auth.TLSMaterial
+	var peerTLS *tls.Config
 	if cfg.TLS.Enabled() {
-		if material, err = loadTLS(cfg.TLS); err != nil {
+		if material, err = auth.LoadTLS(cfg.TLS); err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
-		peerClient, pushClient = wire.NewHTTPClient(material.peerClient()), wire.NewHTTPClient(material.pushClient())
-		cfg.Security.peerTLS = material
+		peerTLS = material.PeerClient()
+		peerClient, pushClient = wire.NewHTTPClient(peerTLS), wire.NewHTTPClient(material.PushClient())
 	}
 
 	// The listener serves the identity before the node exists (the
 	// founding peers ask it of each other), and the rest once it runs.
-	refusals := newPeerRefusals(cfg.Logger, c.metrics.peerRefused)
-	admitPeers, err := peerAdmission(cfg.Security, refusals)
+	refusals := peer.NewRefusals(cfg.Logger, c.metrics.PeerRefused())
+	admitPeers, err := cfg.Security.peerAdmission(material).Wrapper(refusals)
 	if err != nil {
 		return err
 	}
@@ -126,7 +135,7 @@ func (c *Controller) start(ctx context.Context) error {
 	c.server.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	listener := bufferedListener{cfg.Listener}
 	if material != nil {
-		c.server.TLSConfig = material.server()
+		c.server.TLSConfig = material.Server()
 		go func() { c.served <- c.server.ServeTLS(listener, "", "") }()
 	} else {
 		go func() { c.served <- c.server.Serve(listener) }()
@@ -140,23 +149,15 @@ func (c *Controller) start(ctx context.Context) error {
 		return err
 	}
 
-	var peerOptions []connect.ClientOption
-	if cfg.Security.PeerToken != "" {
-		peerOptions = append(peerOptions, wire.BearerToken(cfg.Security.PeerToken))
-	}
-	c.transport = NewTransport(cfg.Node.ID, cfg.ClusterID, peerClient, cfg.Logger, peerOptions...)
-	c.transport.https = material != nil
-	c.transport.peerToken = cfg.Security.PeerToken
-	if material != nil {
-		c.transport.tlsConfig = material.peerClient()
-	}
+	c.transport = peer.NewTransport(cfg.Node.ID, cfg.ClusterID, peerClient, cfg.Logger,
+		peer.TransportOptions{PeerToken: cfg.Security.PeerToken, TLS: peerTLS})
 	for _, p := range cfg.Peers {
 		c.transport.SetPeer(p.ID, p.URL)
 		if p.ID == cfg.Node.ID {
 			c.transport.Advertise(p.URL)
 		}
 	}
-	pusher := NewPusher(pushClient, cfg.PushURLs, c.metrics)
+	pusher := push.New(pushClient, cfg.PushURLs, c.metrics)
 	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
 		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
 	})
@@ -183,12 +184,12 @@ func (c *Controller) start(ctx context.Context) error {
 	// busy it is: reports never block and are never dropped.
 	c.transport.Attach(c.runner)
 	pusher.Attach(c.runner.Report)
-	server := NewServer(c.runner, cfg.Logger, c.metrics)
-	server.https = material != nil
-	server.askIdentity = asker.ask
-	c.raft = NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner)
+	server := api.NewServer(c.runner, api.ServerConfig{Metrics: c.metrics, HTTPS: material != nil, AskIdentity: asker.ask})
+	// The Raft handler logs and counts its refusals apart from the
+	// identity's: each reason is logged once per interval on each.
+	c.raft = peer.NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner, peer.NewRefusals(cfg.Logger, c.metrics.PeerRefused()))
 	c.raft.LearnAddresses(c.transport)
-	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security)
+	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security, material)
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/rpc/peer"
 	"github.com/dmq-project/metadata/storage"
 	"github.com/dmq-project/metadata/wire"
 )
@@ -184,15 +185,15 @@ func (s *identityService) describe(ctx context.Context) (Identity, error) {
 
 // handler serves IdentityPath; admit wraps it with the peer transport's
 // admission.
-func (s *identityService) handler(admit func(http.Handler) http.Handler, refusals *peerRefusals) http.Handler {
+func (s *identityService) handler(admit func(http.Handler) http.Handler, refusals *peer.Refusals) http.Handler {
 	return admit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			http.Error(w, "GET only", http.StatusMethodNotAllowed)
 			return
 		}
-		if cluster := r.Header.Get(headerClusterID); cluster != "" && cluster != s.identity.ClusterID {
+		if cluster := r.Header.Get(peer.HeaderClusterID); cluster != "" && cluster != s.identity.ClusterID {
 			err := fmt.Errorf("controller %d is in cluster %q, not %q", s.identity.ControllerID, s.identity.ClusterID, cluster)
-			refusals.refuse(refusedCluster, r.RemoteAddr, r.Header.Get(headerFromNodeID), principalName(r.Context()), err)
+			refusals.RefuseRequest(peer.RefusedCluster, r, err)
 			// The refusal carries this controller's cluster, so that the
 			// caller's error names both.
 			writeIdentity(w, http.StatusForbidden, Identity{ClusterID: s.identity.ClusterID, ControllerID: s.identity.ControllerID, Error: err.Error()})
@@ -269,8 +270,8 @@ func (a foundingAsker) ask(ctx context.Context, p node.Peer) (node.FoundingAnswe
 	if err != nil {
 		return node.FoundingAnswer{}, err
 	}
-	req.Header.Set(headerClusterID, a.self.ClusterID)
-	req.Header.Set(headerFromNodeID, strconv.FormatUint(a.self.ControllerID, 10))
+	req.Header.Set(peer.HeaderClusterID, a.self.ClusterID)
+	req.Header.Set(peer.HeaderFromNodeID, strconv.FormatUint(a.self.ControllerID, 10))
 	if a.peerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+a.peerToken)
 	}

@@ -272,9 +272,9 @@ func TestFoundingRefusesAPeerOfAnotherCluster(t *testing.T) {
 // is for its peers only, as the Raft transport; a caller of another
 // cluster is told which cluster this is.
 func TestIdentityAdmission(t *testing.T) {
-	auth := authenticator(t)
+	authn := authenticator(t)
 	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
-		c.Security = rpc.Security{Auth: auth, PeerToken: controllerToken}
+		c.Security = rpc.Security{Auth: authn, PeerToken: controllerToken}
 	})
 	url := cluster[0].URL()
 	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }

@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -68,9 +69,9 @@ func TestHeartbeatStream(t *testing.T) {
 // its own broker only, a reader may not open the stream, and every message
 // costs a rate-limit token.
 func TestHeartbeatStreamAuthAndLimits(t *testing.T) {
-	auth := authenticator(t)
+	authn := authenticator(t)
 	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
-		c.Security = rpc.Security{Auth: auth, RateLimit: rpc.RateLimit{PerSecond: 1, Burst: 5}}
+		c.Security = rpc.Security{Auth: authn, RateLimit: auth.RateLimit{PerSecond: 1, Burst: 5}}
 		c.ProbeToken = adminToken
 	})
 	base := cluster.WaitLeader(t).URL()

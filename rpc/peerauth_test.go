@@ -17,88 +17,17 @@ import (
 	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/api"
+	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/metrics"
+	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/dmq-project/metadata/rpc/peer/peertest"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 )
-
-// TestJWTCannotNameAController: a JWT claiming the CONTROLLER role does
-// not verify, with an error that says why: whoever holds the JWT secret
-// (an identity provider, a tool minting client tokens) must not be able
-// to mint controllers.
-func TestJWTCannotNameAController(t *testing.T) {
-	auth := authenticator(t)
-	token := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "mallory", Role: rpc.RoleController}, time.Now().Add(time.Hour))
-	_, err := auth.Authenticate("Bearer " + token)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "CONTROLLER")
-	p, err := auth.Authenticate("Bearer " + controllerToken)
-	require.NoError(t, err, "a CONTROLLER token of the tokens file still names a controller")
-	assert.Equal(t, rpc.RoleController, p.Role)
-}
-
-// encodeMessages encodes Raft messages as a SendRequest carries them.
-func encodeMessages(t *testing.T, messages ...*raftpb.Message) [][]byte {
-	var out [][]byte
-	for _, m := range messages {
-		data, err := proto.Marshal(m)
-		require.NoError(t, err)
-		out = append(out, data)
-	}
-	return out
-}
-
-// TestRaftRequestRefusedWhole: a request on the Raft transport whose
-// sender is not a peer, or that holds a message that is not from its
-// sender to this controller, is refused as a whole: none of its messages
-// is stepped, and the error says why. (A message from someone else used
-// to be found only after the messages before it were stepped, and a
-// request from controller 0, or from the receiver itself, was taken.)
-func TestRaftRequestRefusedWhole(t *testing.T) {
-	base, rec, _, _ := peerServer(t, true) // controller 2 of cluster "c"
-	client := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(nil), base)
-	send := func(req *raftv1.SendRequest) error {
-		stream := client.Send(context.Background())
-		_ = stream.Send(req)
-		_, err := stream.CloseAndReceive()
-		return err
-	}
-	inv := connect.CodeInvalidArgument
-	cases := []struct {
-		name string
-		req  *raftv1.SendRequest
-		want connect.Code
-	}{
-		{"a message from another controller after the sender's", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 1, ToNodeId: 2,
-			Messages: encodeMessages(t, heartbeat(1, 2, 1), heartbeat(3, 2, 1))}, inv},
-		{"a message for another controller after one for this", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 1, ToNodeId: 2,
-			Messages: encodeMessages(t, heartbeat(1, 2, 1), heartbeat(1, 3, 1))}, inv},
-		{"bytes that are no message after a message", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 1, ToNodeId: 2,
-			Messages: append(encodeMessages(t, heartbeat(1, 2, 1)), []byte{0xff, 0xff})}, inv},
-		{"from controller 0", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 0, ToNodeId: 2,
-			Messages: encodeMessages(t, heartbeat(0, 2, 1))}, inv},
-		{"from the receiver itself", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 2, ToNodeId: 2,
-			Messages: encodeMessages(t, heartbeat(2, 2, 1))}, inv},
-		{"for another controller", &raftv1.SendRequest{ClusterId: "c", FromNodeId: 1, ToNodeId: 3,
-			Messages: encodeMessages(t, heartbeat(1, 3, 1))}, inv},
-		{"for another cluster", &raftv1.SendRequest{ClusterId: "other", FromNodeId: 1, ToNodeId: 2,
-			Messages: encodeMessages(t, heartbeat(1, 2, 1))}, connect.CodePermissionDenied},
-	}
-	for _, tc := range cases {
-		err := send(tc.req)
-		assert.Equal(t, tc.want, connect.CodeOf(err), "%s: %v", tc.name, err)
-		assert.Zero(t, rec.count(), "%s: no message of a refused request is stepped", tc.name)
-	}
-	err := send(&raftv1.SendRequest{ClusterId: "c", FromNodeId: 1, ToNodeId: 2, Messages: encodeMessages(t, heartbeat(1, 2, 1))})
-	require.NoError(t, err, "a request from a peer to this controller")
-	assert.Equal(t, 1, rec.count())
-	err = send(cases[0].req)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "from controller 3, not from the request's sender 1", "the error says what is wrong")
-}
 
 // records are the JSON log records with the given message.
 func (b *syncBuffer) records(t *testing.T, msg string) []map[string]any {
@@ -154,7 +83,7 @@ func TestPeerIdentity(t *testing.T) {
 	leader := cluster.WaitLeader(t)
 	base := leader.URL()
 	ctx := context.Background()
-	jwtController := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "mallory", Role: rpc.RoleController}, time.Now().Add(time.Hour))
+	jwtController := auth.SignJWT(jwtSecret, auth.Principal{Name: "mallory", Role: auth.RoleController}, time.Now().Add(time.Hour))
 
 	send := func(token string, from uint64, messages ...*raftpb.Message) error {
 		opts := []connect.ClientOption{}
@@ -163,12 +92,12 @@ func TestPeerIdentity(t *testing.T) {
 		}
 		stream := raftv1connect.NewRaftTransportServiceClient(wire.NewHTTPClient(nil), base, opts...).Send(ctx)
 		_ = stream.Send(&raftv1.SendRequest{ClusterId: "test-cluster", FromNodeId: from, ToNodeId: leader.ID,
-			Messages: encodeMessages(t, messages...)})
+			Messages: peertest.EncodeMessages(t, messages...)})
 		_, err := stream.CloseAndReceive()
 		return err
 	}
 	frames := func(token string) int {
-		status, _ := openFrames(t, base, framesRequest{token: token, cluster: "test-cluster", from: "9", to: strconv.FormatUint(leader.ID, 10)})
+		status, _ := peertest.OpenFrames(t, base, peertest.FramesRequest{Token: token, Cluster: "test-cluster", From: "9", To: strconv.FormatUint(leader.ID, 10)})
 		return status
 	}
 
@@ -192,11 +121,11 @@ func TestPeerIdentity(t *testing.T) {
 	// Others.
 	assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(send("", 9)), "no token")
 	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(send(adminToken, 9)), "an admin is not a controller")
-	adminJWT := rpc.SignJWT(jwtSecret, rpc.Principal{Name: "jwt-admin", Role: rpc.RoleAdmin}, time.Now().Add(time.Hour))
+	adminJWT := auth.SignJWT(jwtSecret, auth.Principal{Name: "jwt-admin", Role: auth.RoleAdmin}, time.Now().Add(time.Hour))
 	assert.Equal(t, http.StatusForbidden, frames(adminJWT), "an admin JWT is not a controller")
 
 	// A controller speaking for another.
-	err = send(peerToken, 9, heartbeat(9, leader.ID, 0), heartbeat(8, leader.ID, 0))
+	err = send(peerToken, 9, peertest.Heartbeat(9, leader.ID, 0), peertest.Heartbeat(8, leader.ID, 0))
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), "a message from 8 in a request from 9: %v", err)
 
 	assert.Equal(t, map[string]float64{
@@ -217,9 +146,9 @@ func TestPeerIdentity(t *testing.T) {
 // peer: one as short as a password is refused at start.
 func TestShortPeerTokenRefused(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
-	metrics := rpc.NewMetrics()
-	_, err := rpc.NewHandler(rpc.NewServer(nil, logger, metrics), rpc.NewRaftHandler("c", 1, nil), metrics, logger,
-		rpc.Security{Auth: authenticator(t), PeerToken: "hunter2"})
+	m := metrics.New()
+	_, err := rpc.NewHandler(api.NewServer(nil, api.ServerConfig{Metrics: m}), peer.NewRaftHandler("c", 1, nil, nil), m, logger,
+		rpc.Security{Auth: authenticator(t), PeerToken: "hunter2"}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "peer token")
 }

@@ -19,6 +19,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -406,7 +407,7 @@ func TestPushesReachStorageServiceInOrder(t *testing.T) {
 // anything.
 func TestLimits(t *testing.T) {
 	cluster := rpctest.Start(t, 1, func(c *rpctest.Controller) {
-		c.Security = rpc.Security{RateLimit: rpc.RateLimit{PerSecond: 2, Burst: 5}, MaxRequestBytes: 64 << 10}
+		c.Security = rpc.Security{RateLimit: auth.RateLimit{PerSecond: 2, Burst: 5}, MaxRequestBytes: 64 << 10}
 	})
 	client := metadataClient(cluster.WaitLeader(t).URL())
 	ctx := context.Background()
@@ -452,15 +453,15 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) lines() []rpc.AuditRecord {
+func (b *syncBuffer) lines() []auth.AuditRecord {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []rpc.AuditRecord
+	var out []auth.AuditRecord
 	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
 		if line == "" {
 			continue
 		}
-		var r rpc.AuditRecord
+		var r auth.AuditRecord
 		if err := json.Unmarshal([]byte(line), &r); err == nil {
 			out = append(out, r)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	raftv1 "github.com/dmq-project/metadata/gen/dmq/raft/v1"
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/rpc/peer/peertest"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -109,7 +110,7 @@ func TestTLS(t *testing.T) {
 
 	// The same on the frame stream.
 	frames := func(tlsConfig *tls.Config) int {
-		status, _ := openFrames(t, leader.URL(), framesRequest{cluster: "test-cluster", from: "9", to: strconv.FormatUint(leader.ID, 10), tls: tlsConfig})
+		status, _ := peertest.OpenFrames(t, leader.URL(), peertest.FramesRequest{Cluster: "test-cluster", From: "9", To: strconv.FormatUint(leader.ID, 10), TLS: tlsConfig})
 		return status
 	}
 	assert.Equal(t, http.StatusForbidden, frames(trusting), "no client certificate")

@@ -18,7 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
-	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/spf13/cobra"
 )
@@ -158,7 +158,7 @@ func (g *globals) tls(endpoints []string) (*tls.Config, error) {
 	if !secure {
 		return nil, nil
 	}
-	return rpc.ClientTLS(ca, cert, key)
+	return auth.ClientTLS(ca, cert, key)
 }
 
 func (g *globals) context() (context.Context, context.CancelFunc) {

@@ -83,7 +83,7 @@ type Config struct {
 	} `yaml:"security"`
 }
 
-// TLSConfig is security.tls: the files of rpc.TLS.
+// TLSConfig is security.tls: the files of auth.TLS.
 type TLSConfig struct {
 	CertFile          string `yaml:"cert-file"`
 	KeyFile           string `yaml:"key-file"`

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 )
 
 func main() {
@@ -73,7 +74,7 @@ func run(args []string) error {
 		return fmt.Errorf("opening the audit log: %w", err)
 	}
 	defer audit.Close()
-	auth, err := rpc.NewAuthenticator(cfg.Security.TokensFile, []byte(cfg.Security.JWTSecret))
+	authenticator, err := auth.NewAuthenticator(cfg.Security.TokensFile, []byte(cfg.Security.JWTSecret))
 	if err != nil {
 		return fmt.Errorf("loading tokens: %w", err)
 	}
@@ -112,13 +113,13 @@ func run(args []string) error {
 		Listener:            listener,
 		Logger:              logger,
 		Security: rpc.Security{
-			RateLimit:       rpc.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
+			RateLimit:       auth.RateLimit{PerSecond: float64(cfg.Security.RateLimitRPS), Burst: cfg.Security.RateLimitBurst},
 			MaxRequestBytes: cfg.Security.MaxRequestBytes,
 			Audit:           audit,
-			Auth:            auth,
+			Auth:            authenticator,
 			PeerToken:       cfg.Security.PeerToken,
 		},
-		TLS: rpc.TLS(cfg.Security.TLS),
+		TLS: auth.TLS(cfg.Security.TLS),
 	})
 	if err != nil {
 		_ = listener.Close()
@@ -129,17 +130,17 @@ func run(args []string) error {
 		return err
 	}
 	logger.Info("dmqd started", "id", self, "cluster", cfg.Metadata.ClusterID, "listen", listener.Addr().String(),
-		"data", cfg.Metadata.DataDir, "tls", rpc.TLS(cfg.Security.TLS).Enabled(), "join", cfg.Metadata.Join, "initial_cluster_state", initialState, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
+		"data", cfg.Metadata.DataDir, "tls", auth.TLS(cfg.Security.TLS).Enabled(), "join", cfg.Metadata.Join, "initial_cluster_state", initialState, "gogc", gcPercent, "audit", auditPath, "peers", len(peers), "storage_services", len(pushURLs),
 		"election_timeout_ms", cfg.Raft.ElectionTimeoutMs, "heartbeat_interval_ms", cfg.Raft.HeartbeatIntervalMs)
 	switch {
-	case !rpc.TLS(cfg.Security.TLS).Enabled() && auth == nil:
+	case !auth.TLS(cfg.Security.TLS).Enabled() && authenticator == nil:
 		logger.Warn("serving plaintext HTTP/2 (h2c) without authentication: anyone who reaches this port can change " +
 			"the metadata and send Raft messages; keep it on a trusted network, or set security.tls.* and " +
 			"security.tokens-file or security.jwt-secret")
-	case !rpc.TLS(cfg.Security.TLS).Enabled():
+	case !auth.TLS(cfg.Security.TLS).Enabled():
 		logger.Warn("serving plaintext HTTP/2 (h2c): bearer tokens travel in the clear and peers are not " +
 			"authenticated by certificate; set security.tls.* to serve TLS and mutual TLS between controllers")
-	case auth == nil:
+	case authenticator == nil:
 		logger.Warn("serving TLS without authentication: any client can change the metadata " +
 			"(security.tokens-file or security.jwt-secret turns authentication on)")
 	}

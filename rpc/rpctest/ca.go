@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/stretchr/testify/require"
 )
 
@@ -85,14 +85,14 @@ func (ca *CA) Issue(t testing.TB, commonName string) KeyPair {
 
 // ControllerTLS is the TLS of a controller whose certificate this CA
 // issues and whose peers this CA vouches for.
-func (ca *CA) ControllerTLS(t testing.TB, commonName string) rpc.TLS {
+func (ca *CA) ControllerTLS(t testing.TB, commonName string) auth.TLS {
 	pair := ca.Issue(t, commonName)
-	return rpc.TLS{CertFile: pair.CertFile, KeyFile: pair.KeyFile, PeerCAFile: ca.CertFile}
+	return auth.TLS{CertFile: pair.CertFile, KeyFile: pair.KeyFile, PeerCAFile: ca.CertFile}
 }
 
 // ClientTLS trusts this CA's servers, presenting pair if it is not empty.
 func (ca *CA) ClientTLS(t testing.TB, pair KeyPair) *tls.Config {
-	cfg, err := rpc.ClientTLS(ca.CertFile, pair.CertFile, pair.KeyFile)
+	cfg, err := auth.ClientTLS(ca.CertFile, pair.CertFile, pair.KeyFile)
 	require.NoError(t, err)
 	return cfg
 }

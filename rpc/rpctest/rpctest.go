@@ -19,6 +19,7 @@ import (
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/require"
 )
@@ -46,7 +47,7 @@ type Controller struct {
 	ProbeToken string
 	// TLS, if enabled, serves TLS and mutual TLS between controllers;
 	// ProbeTLS is then how WaitLeader dials.
-	TLS      rpc.TLS
+	TLS      auth.TLS
 	ProbeTLS *tls.Config
 	// Logger, if set, receives the controller's logs.
 	Logger *slog.Logger

@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/wire"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -96,11 +97,29 @@ type peer struct {
 
 var _ node.Transport = (*Transport)(nil)
 
+// TransportOptions are how a transport reaches its peers; the zero value
+// dials cleartext and presents no token.
+type TransportOptions struct {
+	// PeerToken, if set, is the CONTROLLER token presented to peers (the
+	// cluster's security.peer-token, or a CONTROLLER token of the tokens
+	// file), on the Connect stream and on the frame stream.
+	PeerToken string
+	// TLS, if set, dials peers over TLS whatever their URLs' scheme, with
+	// this configuration: the client side of the cluster's mutual TLS
+	// (auth.TLSMaterial.PeerClient).
+	TLS *tls.Config
+}
+
 // NewTransport returns a transport for controller self. Attach the runner
 // once the node exists, so that unreachable peers and snapshot outcomes
 // are reported back to Raft.
-func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger, options ...connect.ClientOption) *Transport {
-	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options, peers: map[uint64]*peer{},
+func NewTransport(self uint64, clusterID string, client *http.Client, logger *slog.Logger, opts TransportOptions) *Transport {
+	var options []connect.ClientOption
+	if opts.PeerToken != "" {
+		options = append(options, wire.BearerToken(opts.PeerToken))
+	}
+	return &Transport{self: self, clusterID: clusterID, client: client, logger: logger, options: options,
+		https: opts.TLS != nil, tlsConfig: opts.TLS, peerToken: opts.PeerToken, peers: map[uint64]*peer{},
 		learned: map[uint64]string{}, removed: map[uint64]bool{}}
 }
 
@@ -494,9 +513,9 @@ type RaftHandler struct {
 	clusterID string
 	self      uint64
 	runner    Stepper
-	// refusals logs and counts what is refused (NewHandler sets the
-	// controller's logger and metrics).
-	refusals *peerRefusals
+	// refusals logs and counts what is refused, here and by the admission
+	// Mount puts in front.
+	refusals *Refusals
 	// learn, if set, takes the address an admitted sender says it is
 	// reached at (Transport.LearnPeer).
 	learn func(id uint64, url string)
@@ -520,9 +539,14 @@ type Stepper interface {
 	StepSnapshot(ctx context.Context, m *raftpb.Message) error
 }
 
-// NewRaftHandler serves the peer transport for controller self.
-func NewRaftHandler(clusterID string, self uint64, r Stepper) *RaftHandler {
-	return &RaftHandler{clusterID: clusterID, self: self, runner: r, refusals: newPeerRefusals(nil, nil),
+// NewRaftHandler serves the peer transport for controller self, stepping
+// what it admits into r. What it refuses is logged and counted by
+// refusals (nil: nowhere).
+func NewRaftHandler(clusterID string, self uint64, r Stepper, refusals *Refusals) *RaftHandler {
+	if refusals == nil {
+		refusals = NewRefusals(nil, nil)
+	}
+	return &RaftHandler{clusterID: clusterID, self: self, runner: r, refusals: refusals,
 		conns: map[net.Conn]struct{}{}}
 }
 
@@ -532,12 +556,12 @@ func (h *RaftHandler) LearnAddresses(t *Transport) { h.learn = t.LearnPeer }
 
 // Send implements RaftTransportService.
 func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raftv1.SendRequest]) (*connect.Response[raftv1.SendResponse], error) {
-	principal := principalName(ctx)
+	principal := auth.PrincipalName(ctx)
 	for stream.Receive() {
 		req := stream.Msg()
 		messages, reason, err := h.admit(ctx, req)
 		if err != nil {
-			h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
+			h.refusals.Refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
 			return nil, err
 		}
 		if h.learn != nil && req.GetFromUrl() != "" {
@@ -547,7 +571,7 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 			if m.GetType() == raftpb.MsgSnap {
 				if reason, err := h.stepSnapshot(ctx, m); err != nil {
 					if reason != "" {
-						h.refusals.refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
+						h.refusals.Refuse(reason, stream.Peer().Addr, strconv.FormatUint(req.GetFromNodeId(), 10), principal, err)
 					}
 					return nil, err
 				}
@@ -571,7 +595,7 @@ func (h *RaftHandler) Send(ctx context.Context, stream *connect.ClientStream[raf
 // under another controller's id next to its own.
 func (h *RaftHandler) admit(ctx context.Context, req *raftv1.SendRequest) ([]*raftpb.Message, string, error) {
 	if req.GetClusterId() != h.clusterID {
-		return nil, refusedCluster, connect.NewError(connect.CodePermissionDenied,
+		return nil, RefusedCluster, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("controller %d is in cluster %q, not %q", h.self, h.clusterID, req.GetClusterId()))
 	}
 	if req.GetToNodeId() != h.self {

@@ -1,4 +1,4 @@
-package rpc
+package auth
 
 import (
 	"context"
@@ -112,8 +112,8 @@ func validRole(role Role, brokerID int32) error {
 
 var errNoToken = errors.New("no bearer token: send Authorization: Bearer <token>")
 
-// errControllerJWT refuses a JWT that claims the CONTROLLER role.
-var errControllerJWT = errors.New("a JWT may not carry the CONTROLLER role: controllers authenticate with " +
+// ErrControllerJWT refuses a JWT that claims the CONTROLLER role.
+var ErrControllerJWT = errors.New("a JWT may not carry the CONTROLLER role: controllers authenticate with " +
 	"the peer token (security.peer-token), a CONTROLLER token of the tokens file, or the cluster's certificate")
 
 // Authenticate returns the principal of an Authorization header value.
@@ -163,7 +163,7 @@ func (a *Authenticator) verifyJWT(token string) (Principal, error) {
 		return Principal{}, errors.New("expired token")
 	}
 	if claims.Role == RoleController {
-		return Principal{}, errControllerJWT
+		return Principal{}, ErrControllerJWT
 	}
 	if err := validRole(claims.Role, claims.BrokerID); err != nil {
 		return Principal{}, err
@@ -184,13 +184,30 @@ func SignJWT(secret []byte, p Principal, expires time.Time) string {
 
 type principalKey struct{}
 
-func principalOf(ctx context.Context) (Principal, bool) {
+// WithPrincipal returns ctx carrying the principal a caller authenticated
+// as.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalOf is the principal the caller authenticated as, if any.
+func PrincipalOf(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
 }
 
-// authorize says whether p may make the request.
-func authorize(p Principal, procedure string, msg any) error {
+// PrincipalName is the name the caller authenticated as, if any.
+func PrincipalName(ctx context.Context) string {
+	if p, ok := PrincipalOf(ctx); ok {
+		return p.Name
+	}
+	return ""
+}
+
+// Authorize says whether p may make the request: an ADMIN anything, a
+// SERVICE its own heartbeats, registration and ISR changes and a session,
+// any other client role the reads, and a CONTROLLER nothing of the API.
+func Authorize(p Principal, procedure string, msg any) error {
 	if p.Role == RoleAdmin {
 		return nil
 	}
@@ -229,8 +246,13 @@ var readOnlyProcedures = map[string]bool{
 	"GetClusterMetadata": true, "WatchMetadata": true, "DescribeQuorum": true,
 }
 
-// authInterceptor authenticates every call of the API and authorises it
-// by role (the Raft transport has its own: peerAuth).
+// NewInterceptor authenticates every call of the API and authorises it
+// by role (the Raft transport admits controllers only: see
+// AuthenticateController).
+func NewInterceptor(a *Authenticator) connect.Interceptor {
+	return authInterceptor{auth: a}
+}
+
 type authInterceptor struct {
 	auth *Authenticator
 }
@@ -241,11 +263,11 @@ func (i authInterceptor) check(ctx context.Context, header, procedure string, ms
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	if msg != nil {
-		if err := authorize(p, procedure, msg); err != nil {
+		if err := Authorize(p, procedure, msg); err != nil {
 			return ctx, connect.NewError(connect.CodePermissionDenied, err)
 		}
 	}
-	return context.WithValue(ctx, principalKey{}, p), nil
+	return WithPrincipal(ctx, p), nil
 }
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -271,7 +293,7 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		if err != nil {
 			return err
 		}
-		p, _ := principalOf(ctx)
+		p, _ := PrincipalOf(ctx)
 		name := procedure[strings.LastIndex(procedure, "/")+1:]
 		// A SERVICE may open a heartbeat stream; the handler checks that
 		// each heartbeat is its own.
@@ -283,84 +305,48 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 	}
 }
 
-// peerAuth admits callers of the Raft transport (the Connect stream and
-// the frame stream) when authentication is on: only a controller, known
-// by the cluster's peer token or a CONTROLLER token of the tokens file.
-// Under TLS the caller's certificate is checked too, before this
-// (tlsMaterial.requirePeerCertificate).
-type peerAuth struct {
-	auth *Authenticator
-	// peerToken is this cluster's peer token (security.peer-token), which
-	// every controller presents; empty if not set.
-	peerToken string
-	refusals  *peerRefusals
-}
-
-// check returns the controller an Authorization header names, or the
-// reason and the error to refuse it with.
-func (a peerAuth) check(header string) (Principal, string, error) {
+// AuthenticateController returns the controller an Authorization header
+// names, for the Raft transport: peerToken (this cluster's
+// security.peer-token, which every controller presents; empty if not
+// set), or a CONTROLLER token of the tokens file; never a JWT, which
+// anyone holding the JWT secret can sign. The error is a *connect.Error:
+// Unauthenticated for a missing or unknown token (wrapping
+// ErrControllerJWT for a JWT claiming the CONTROLLER role),
+// PermissionDenied for a valid token of another role.
+func (a *Authenticator) AuthenticateController(header, peerToken string) (Principal, error) {
 	token, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || token == "" {
-		return Principal{}, refusedUnauthenticated, connect.NewError(connect.CodeUnauthenticated, errNoToken)
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errNoToken)
 	}
-	if a.peerToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(a.peerToken)) == 1 {
-		return Principal{Name: "peer-token", Role: RoleController}, "", nil
+	if peerToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(peerToken)) == 1 {
+		return Principal{Name: "peer-token", Role: RoleController}, nil
 	}
-	p, err := a.auth.Authenticate(header)
+	p, err := a.Authenticate(header)
 	if err != nil {
-		reason := refusedUnauthenticated
-		if errors.Is(err, errControllerJWT) {
-			reason = refusedControllerJWT
-		}
-		return Principal{}, reason, connect.NewError(connect.CodeUnauthenticated, err)
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	if p.Role != RoleController || p.viaJWT {
-		return Principal{}, refusedNotController, connect.NewError(connect.CodePermissionDenied,
+		return Principal{}, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("%s %q is not a controller: the Raft transport takes controllers only", p.Role, p.Name))
 	}
-	return p, "", nil
+	return p, nil
 }
 
-func (a peerAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		p, reason, err := a.check(req.Header().Get("Authorization"))
-		if err != nil {
-			a.refusals.refuse(reason, req.Peer().Addr, "", "", err)
-			return nil, err
-		}
-		return next(context.WithValue(ctx, principalKey{}, p), req)
+// AdminOnly requires an ADMIN bearer token when a is set (nil:
+// authentication is off, and next answers everyone).
+func AdminOnly(a *Authenticator, next http.Handler) http.Handler {
+	if a == nil {
+		return next
 	}
-}
-
-func (a peerAuth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (a peerAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		p, reason, err := a.check(conn.RequestHeader().Get("Authorization"))
-		if err != nil {
-			a.refusals.refuse(reason, conn.Peer().Addr, "", "", err)
-			return err
-		}
-		return next(context.WithValue(ctx, principalKey{}, p), conn)
-	}
-}
-
-// requireController admits only controllers (peerAuth) to the Raft frame
-// stream, which is plain HTTP until it is upgraded.
-func (a peerAuth) requireController(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, reason, err := a.check(r.Header.Get("Authorization"))
-		if err != nil {
-			a.refusals.refuse(reason, r.RemoteAddr, r.Header.Get(headerFromNodeID), "", err)
-			status := http.StatusForbidden
-			if connect.CodeOf(err) == connect.CodeUnauthenticated {
-				status = http.StatusUnauthorized
-			}
-			http.Error(w, err.Error(), status)
-			return
+		p, err := a.Authenticate(r.Header.Get("Authorization"))
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		case p.Role != RoleAdmin:
+			http.Error(w, fmt.Sprintf("%s %q may not read profiles", p.Role, p.Name), http.StatusForbidden)
+		default:
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }

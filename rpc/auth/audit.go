@@ -1,4 +1,4 @@
-package rpc
+package auth
 
 import (
 	"context"
@@ -177,6 +177,13 @@ func audited(req connect.AnyRequest) bool {
 		return hb.IsAlive != nil && !hb.GetIsAlive()
 	}
 	return true
+}
+
+// NewAuditInterceptor writes to w one JSON line (an AuditRecord) for
+// every mutating call, after it completes, naming the principal auth (if
+// set) authenticates the call as.
+func NewAuditInterceptor(w io.Writer, auth *Authenticator) connect.Interceptor {
+	return auditInterceptor(newAuditLog(w), auth)
 }
 
 // auditInterceptor records every mutating call after it completes.

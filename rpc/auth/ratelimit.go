@@ -1,4 +1,4 @@
-package rpc
+package auth
 
 import (
 	"context"
@@ -84,7 +84,9 @@ type rateLimitInterceptor struct {
 	limiter *limiter
 }
 
-func newRateLimitInterceptor(cfg RateLimit) rateLimitInterceptor {
+// NewRateLimitInterceptor bounds each client's calls and stream messages
+// by cfg (see rateLimitInterceptor).
+func NewRateLimitInterceptor(cfg RateLimit) connect.Interceptor {
 	return rateLimitInterceptor{cfg: cfg, limiter: newLimiter(cfg)}
 }
 
@@ -95,7 +97,7 @@ func (i rateLimitInterceptor) check(ctx context.Context, peerAddr string) error 
 	if host, _, err := net.SplitHostPort(peerAddr); err == nil {
 		client = "address " + host
 	}
-	if p, ok := principalOf(ctx); ok {
+	if p, ok := PrincipalOf(ctx); ok {
 		client = "principal " + string(p.Role) + " " + p.Name
 	}
 	ok, wait := i.limiter.allow(client, time.Now())

@@ -1,19 +1,13 @@
-package rpc
+package auth
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-
-	"connectrpc.com/connect"
 )
 
 // TLS names the files of a controller's transport security. With CertFile
@@ -36,9 +30,9 @@ type TLS struct {
 // Enabled says whether TLS is configured.
 func (t TLS) Enabled() bool { return t.CertFile != "" }
 
-// tlsMaterial is TLS loaded: the key pair (reloaded when its files
+// TLSMaterial is TLS loaded: the key pair (reloaded when its files
 // change, so that certificates rotate without a restart) and the pools.
-type tlsMaterial struct {
+type TLSMaterial struct {
 	keyPair *keyPairFiles
 	// peerCAs verify controllers; clientCAs verify any client (peers and
 	// API clients both).
@@ -50,7 +44,8 @@ type tlsMaterial struct {
 	require bool
 }
 
-func loadTLS(t TLS) (*tlsMaterial, error) {
+// LoadTLS loads the files t names: the key pair and the CAs.
+func LoadTLS(t TLS) (*TLSMaterial, error) {
 	if t.CertFile == "" || t.KeyFile == "" || t.PeerCAFile == "" {
 		return nil, errors.New("TLS needs a certificate, its key and the cluster's CA (the peer CA)")
 	}
@@ -58,7 +53,7 @@ func loadTLS(t TLS) (*tlsMaterial, error) {
 	if _, err := keyPair.get(); err != nil {
 		return nil, err
 	}
-	m := &tlsMaterial{keyPair: keyPair, peerCAs: x509.NewCertPool(), clientCAs: x509.NewCertPool(), require: t.RequireClientCert}
+	m := &TLSMaterial{keyPair: keyPair, peerCAs: x509.NewCertPool(), clientCAs: x509.NewCertPool(), require: t.RequireClientCert}
 	peerPEM, err := loadPool(m.peerCAs, t.PeerCAFile)
 	if err != nil {
 		return nil, err
@@ -87,10 +82,10 @@ func loadPool(pool *x509.CertPool, path string) ([]byte, error) {
 	return data, nil
 }
 
-// server is the listener's configuration: client certificates are
+// Server is the listener's configuration: client certificates are
 // verified when given, and demanded when RequireClientCert is set; the
 // Raft transport demands one from the peer CA either way.
-func (m *tlsMaterial) server() *tls.Config {
+func (m *TLSMaterial) Server() *tls.Config {
 	auth := tls.VerifyClientCertIfGiven
 	if m.require {
 		auth = tls.RequireAndVerifyClientCert
@@ -103,9 +98,9 @@ func (m *tlsMaterial) server() *tls.Config {
 	}
 }
 
-// peerClient dials peers: their certificates must chain to the cluster's
+// PeerClient dials peers: their certificates must chain to the cluster's
 // CA, and this controller presents its own.
-func (m *tlsMaterial) peerClient() *tls.Config {
+func (m *TLSMaterial) PeerClient() *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS12,
 		RootCAs:              m.peerCAs,
@@ -113,9 +108,9 @@ func (m *tlsMaterial) peerClient() *tls.Config {
 	}
 }
 
-// pushClient dials storage services, whose certificates may come from
+// PushClient dials storage services, whose certificates may come from
 // any of the configured CAs or the system's.
-func (m *tlsMaterial) pushClient() *tls.Config {
+func (m *TLSMaterial) PushClient() *tls.Config {
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
@@ -123,56 +118,15 @@ func (m *tlsMaterial) pushClient() *tls.Config {
 	for _, pem := range m.caPEM {
 		roots.AppendCertsFromPEM(pem)
 	}
-	cfg := m.peerClient()
+	cfg := m.PeerClient()
 	cfg.RootCAs = roots
 	return cfg
 }
 
-// requirePeerCertificate lets through only callers whose TLS client
-// certificate chains to the cluster's CA: a process without the cluster's
+// VerifyPeer checks that a caller's TLS client certificate chains to the
+// cluster's CA, as a controller's does: a process without the cluster's
 // certificate cannot send Raft messages, whatever token it holds.
-func (m *tlsMaterial) requirePeerCertificate(next http.Handler, refusals *peerRefusals) http.Handler {
-	errorWriter := connect.NewErrorWriter()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := m.verifyPeer(r.TLS); err != nil {
-			refusals.refuse(refusedCertificate, r.RemoteAddr, r.Header.Get(headerFromNodeID), "", err)
-			_ = errorWriter.Write(w, r, connect.NewError(connect.CodePermissionDenied, err))
-			return
-		}
-		if id, ok := certifiedController(r.TLS.PeerCertificates[0]); ok {
-			r = r.WithContext(context.WithValue(r.Context(), certifiedControllerKey{}, id))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// certifiedControllerKey is the context key of the controller id a peer's
-// certificate names.
-type certifiedControllerKey struct{}
-
-// certifiedController is the controller a cluster certificate names: its
-// common name is controller-<id>. A certificate shared by the controllers
-// (any other name) names none.
-func certifiedController(cert *x509.Certificate) (uint64, bool) {
-	digits, ok := strings.CutPrefix(cert.Subject.CommonName, "controller-")
-	if !ok {
-		return 0, false
-	}
-	id, err := strconv.ParseUint(digits, 10, 64)
-	return id, err == nil && id > 0
-}
-
-// senderCertified checks a Raft sender's id against the controller its
-// certificate names, if it names one: a controller cannot send under
-// another's id.
-func senderCertified(ctx context.Context, from uint64) error {
-	if id, ok := ctx.Value(certifiedControllerKey{}).(uint64); ok && id != from {
-		return fmt.Errorf("the certificate of controller %d may not send as controller %d", id, from)
-	}
-	return nil
-}
-
-func (m *tlsMaterial) verifyPeer(state *tls.ConnectionState) error {
+func (m *TLSMaterial) VerifyPeer(state *tls.ConnectionState) error {
 	if state == nil || len(state.PeerCertificates) == 0 {
 		return errors.New("the Raft transport takes only controllers presenting the cluster's certificate")
 	}

@@ -1,10 +1,12 @@
-package rpc
+package peer
 
 import (
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,8 +22,8 @@ const (
 	// refusedCertificate: under TLS, no client certificate from the
 	// cluster's CA.
 	refusedCertificate = "certificate"
-	// refusedCluster: addressed to another cluster.
-	refusedCluster = "cluster"
+	// RefusedCluster: addressed to another cluster.
+	RefusedCluster = "cluster"
 	// refusedReceiver: addressed to another controller.
 	refusedReceiver = "receiver"
 	// refusedSender: a sender id that is no peer's (0, or the receiver's
@@ -40,13 +42,13 @@ const (
 // peerRefusalLogInterval is how often one reason is logged at most.
 const peerRefusalLogInterval = 10 * time.Second
 
-// peerRefusals logs and counts what the Raft transport refuses. A refused
+// Refusals logs and counts what the Raft transport refuses. A refused
 // caller often retries in a loop (a misconfigured peer reconnects with
 // backoff, a hostile one as fast as it can), so each reason is logged at
 // most once per peerRefusalLogInterval, with the number of refusals left
 // out since; the counter counts every one. The reasons are a fixed set,
 // so its memory is bounded whatever the callers claim to be.
-type peerRefusals struct {
+type Refusals struct {
 	logger  *slog.Logger
 	counter *prometheus.CounterVec
 
@@ -55,18 +57,26 @@ type peerRefusals struct {
 	suppressed map[string]int
 }
 
-// newPeerRefusals logs to logger (nil: nowhere) and counts in counter (nil:
-// not counted).
-func newPeerRefusals(logger *slog.Logger, counter *prometheus.CounterVec) *peerRefusals {
+// NewRefusals logs to logger (nil: nowhere) and counts in counter (nil:
+// not counted), by reason (metrics.Metrics.PeerRefused).
+func NewRefusals(logger *slog.Logger, counter *prometheus.CounterVec) *Refusals {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &peerRefusals{logger: logger, counter: counter, lastLogged: map[string]time.Time{}, suppressed: map[string]int{}}
+	return &Refusals{logger: logger, counter: counter, lastLogged: map[string]time.Time{}, suppressed: map[string]int{}}
 }
 
-// refuse records one refusal: its reason, the caller's address, the sender
-// id it claimed and the principal it authenticated as, if known.
-func (r *peerRefusals) refuse(reason, remote, from, principal string, err error) {
+// RefuseRequest records the refusal of a plain HTTP request of the
+// transport: the caller's address, the sender id its Dmq-From-Node-Id
+// header claims and the principal it authenticated as, if any.
+func (r *Refusals) RefuseRequest(reason string, req *http.Request, err error) {
+	r.Refuse(reason, req.RemoteAddr, req.Header.Get(HeaderFromNodeID), auth.PrincipalName(req.Context()), err)
+}
+
+// Refuse records one refusal: its reason (one of the reasons above),
+// the caller's address, the sender id it claimed and the principal it
+// authenticated as, if known.
+func (r *Refusals) Refuse(reason, remote, from, principal string, err error) {
 	if r.counter != nil {
 		r.counter.WithLabelValues(reason).Inc()
 	}

@@ -1,6 +1,7 @@
-package rpc
+package peer
 
 import (
+	"log/slog"
 	"net/http"
 	"testing"
 
@@ -20,7 +21,10 @@ func (t *Transport) hasPeer(id uint64) bool {
 // cost no goroutines. A removed controller that keeps sending is not
 // learned back, and the configuration's address is never replaced.
 func TestLearnedAddressesAreUsedOnlyWhenSentTo(t *testing.T) {
-	tr := NewTransport(1, "c", http.DefaultClient, nil)
+	// The streams this starts fail to dial their made-up hosts and log it:
+	// a nil logger made the test crash whenever a stream got that far
+	// before Close.
+	tr := NewTransport(1, "c", http.DefaultClient, slog.New(slog.DiscardHandler), TransportOptions{})
 	defer tr.Close()
 
 	tr.LearnPeer(99, "http://stranger:1")

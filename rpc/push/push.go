@@ -1,4 +1,4 @@
-package rpc
+package push
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/rpc/metrics"
 )
 
 const (
@@ -28,19 +29,19 @@ type Pusher struct {
 	urls     map[int32]string
 	inFlight chan struct{}
 	report   func(fn func(*node.Node))
-	metrics  *Metrics
+	metrics  *metrics.Metrics
 }
 
 var _ node.Pusher = (*Pusher)(nil)
 
-// NewPusher pushes to the given broker URLs; outcomes go nowhere until
-// Attach.
-func NewPusher(client *http.Client, urls map[int32]string, metrics *Metrics) *Pusher {
+// New returns a pusher to the given broker URLs that counts each push's
+// result in m; outcomes go nowhere until Attach.
+func New(client *http.Client, urls map[int32]string, m *metrics.Metrics) *Pusher {
 	copied := map[int32]string{}
 	for id, url := range urls {
 		copied[id] = url
 	}
-	return &Pusher{client: client, urls: copied, inFlight: make(chan struct{}, pushesInFlightMax), metrics: metrics,
+	return &Pusher{client: client, urls: copied, inFlight: make(chan struct{}, pushesInFlightMax), metrics: m,
 		report: func(func(*node.Node)) {}}
 }
 
@@ -84,7 +85,7 @@ func (p *Pusher) Push(brokerID int32, req *metadatav1.PushMetadataRequest) {
 		case !resp.GetAccepted():
 			result = "rejected"
 		}
-		p.metrics.pushes.WithLabelValues(result).Inc()
+		p.metrics.ObservePush(result)
 		report(func(n *node.Node) { n.OnPushResult(brokerID, version, resp, err) })
 	}()
 }

@@ -1,4 +1,4 @@
-package rpc_test
+package peer_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
-	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/peer"
 	"github.com/dmq-project/metadata/storage"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -81,8 +81,8 @@ func snapshotMessage(from, to uint64) *raftpb.Message {
 }
 
 // sender is controller 1's transport, reporting to a log.
-func sender(t *testing.T) (*rpc.Transport, *reportLog) {
-	transport := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+func sender(t *testing.T) (*peer.Transport, *reportLog) {
+	transport := peer.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler), peer.TransportOptions{})
 	reports := newReportLog()
 	transport.Attach(reports)
 	t.Cleanup(transport.Close)

@@ -1,4 +1,4 @@
-package rpc
+package metrics
 
 import (
 	"context"
@@ -31,14 +31,14 @@ type Metrics struct {
 	strangers prometheus.Gauge
 	mayVote   prometheus.Gauge
 	// peerRefused counts what the Raft transport refuses, by reason (see
-	// refusals.go).
+	// the peer package's refusals).
 	peerRefused *prometheus.CounterVec
 	// SaveSeconds is the latency of persisting one Ready (the fsync).
 	SaveSeconds prometheus.Histogram
 }
 
-// NewMetrics registers every metric on a new registry.
-func NewMetrics() *Metrics {
+// New registers every metric on a new registry.
+func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		term:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_raft_term", Help: "Current Raft term (the controller epoch)."}),
@@ -72,7 +72,9 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-func (m *Metrics) observeProposal(kind string, err error) {
+// ObserveProposal counts one write request of the given kind by its
+// outcome: "ok", the seed's error code, or else the Connect code.
+func (m *Metrics) ObserveProposal(kind string, err error) {
 	code := "ok"
 	if err != nil {
 		code = connect.CodeOf(err).String()
@@ -82,6 +84,17 @@ func (m *Metrics) observeProposal(kind string, err error) {
 	}
 	m.proposals.WithLabelValues(kind, code).Inc()
 }
+
+// ObserveHeartbeat counts one storage heartbeat received.
+func (m *Metrics) ObserveHeartbeat() { m.heartbeats.Inc() }
+
+// ObservePush counts one push to a storage service by its result
+// ("accepted", "rejected" or "error").
+func (m *Metrics) ObservePush(result string) { m.pushes.WithLabelValues(result).Inc() }
+
+// PeerRefused counts what the Raft transport refuses, by reason: the
+// counter a peer.Refusals counts in.
+func (m *Metrics) PeerRefused() *prometheus.CounterVec { return m.peerRefused }
 
 // Poll updates the gauges from the node every interval until ctx ends.
 func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Duration) {

@@ -1,11 +1,10 @@
-package rpc
+package api
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"connectrpc.com/connect"
@@ -13,6 +12,8 @@ import (
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
+	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/metrics"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/wire"
 )
@@ -22,10 +23,9 @@ import (
 // goroutine, translate the outcome. Every decision is the node's.
 type Server struct {
 	runner *runner.Runner
-	logger *slog.Logger
 	// requestTimeout bounds a request that the caller's context does not.
 	requestTimeout time.Duration
-	metrics        *Metrics
+	metrics        *metrics.Metrics
 	// https: the cluster serves TLS, so leader hints name https:// URLs.
 	https bool
 	// askIdentity asks a controller at a URL who it is (its identity
@@ -38,9 +38,23 @@ var (
 	_ metadatav1connect.QuorumServiceHandler   = (*Server)(nil)
 )
 
+// ServerConfig is what a Server needs besides the node.
+type ServerConfig struct {
+	// Metrics counts proposals and heartbeats.
+	Metrics *metrics.Metrics
+	// HTTPS says the cluster serves TLS, so that leader hints name
+	// https:// URLs.
+	HTTPS bool
+	// AskIdentity, if set, asks a controller at a URL who it is (its
+	// identity endpoint): AddVoter and AddLearner record the added
+	// controller's directory with it. Without it, a controller is added
+	// without its directory.
+	AskIdentity func(ctx context.Context, p node.Peer) (node.FoundingAnswer, error)
+}
+
 // NewServer serves the node run by r.
-func NewServer(r *runner.Runner, logger *slog.Logger, metrics *Metrics) *Server {
-	return &Server{runner: r, logger: logger, requestTimeout: 10 * time.Second, metrics: metrics}
+func NewServer(r *runner.Runner, cfg ServerConfig) *Server {
+	return &Server{runner: r, requestTimeout: 10 * time.Second, metrics: cfg.Metrics, https: cfg.HTTPS, askIdentity: cfg.AskIdentity}
 }
 
 func (s *Server) context(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -105,7 +119,7 @@ func propose[T any](s *Server, ctx context.Context, kind string, start func(n *n
 			done(r)
 		})
 	})
-	s.metrics.observeProposal(kind, err)
+	s.metrics.ObserveProposal(kind, err)
 	return r, outcome, err
 }
 
@@ -228,8 +242,8 @@ func (s *Server) StorageHeartbeats(ctx context.Context, stream *connect.BidiStre
 		}
 		// The stream was authenticated when it opened; each heartbeat must
 		// still be the principal's own.
-		if p, ok := principalOf(ctx); ok {
-			if err := authorize(p, procedure, req); err != nil {
+		if p, ok := auth.PrincipalOf(ctx); ok {
+			if err := auth.Authorize(p, procedure, req); err != nil {
 				return connect.NewError(connect.CodePermissionDenied, err)
 			}
 		}
@@ -250,7 +264,7 @@ func (s *Server) heartbeat(ctx context.Context, req *metadatav1.StorageHeartbeat
 		resp, herr := n.Heartbeat(req)
 		done(result[*metadatav1.StorageHeartbeatResponse]{err: herr, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()), value: resp})
 	})
-	s.metrics.heartbeats.Inc()
+	s.metrics.ObserveHeartbeat()
 	if err != nil {
 		return nil, err
 	}

@@ -1,86 +1,27 @@
-package rpc_test
+package peer_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
-	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/dmq-project/metadata/rpc/peer/peertest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
-
-const framesPath = "/dmq.raft.v1.RaftTransportService/Frames"
-
-// framesRequest is an upgrade request to the Raft frame stream.
-type framesRequest struct {
-	token, cluster, from, to string
-	noUpgrade                bool
-	// tls, if set, dials over TLS (base is then an https URL).
-	tls *tls.Config
-}
-
-// openFrames sends the upgrade request over a fresh connection and returns
-// the response's status (0: the connection or the handshake failed) and,
-// if upgraded, the connection.
-func openFrames(t *testing.T, base string, r framesRequest) (int, net.Conn) {
-	t.Helper()
-	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
-	var conn net.Conn
-	var err error
-	if r.tls != nil {
-		cfg := r.tls.Clone()
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err = tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", host, cfg)
-	} else {
-		conn, err = net.DialTimeout("tcp", host, 2*time.Second)
-	}
-	if err != nil {
-		t.Logf("dialling the frame stream: %v", err)
-		return 0, nil
-	}
-	header := "GET " + framesPath + " HTTP/1.1\r\nHost: " + host + "\r\n"
-	if !r.noUpgrade {
-		header += "Connection: Upgrade\r\nUpgrade: dmq-raft-frames/1\r\n"
-	}
-	if r.token != "" {
-		header += "Authorization: Bearer " + r.token + "\r\n"
-	}
-	header += "Dmq-Cluster-Id: " + r.cluster + "\r\nDmq-From-Node-Id: " + r.from + "\r\nDmq-To-Node-Id: " + r.to + "\r\n\r\n"
-	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
-	resp, err := func() (*http.Response, error) {
-		if _, err := conn.Write([]byte(header)); err != nil {
-			return nil, err
-		}
-		return http.ReadResponse(bufio.NewReader(conn), nil)
-	}()
-	if err != nil {
-		t.Logf("upgrading to the frame stream: %v", err)
-		_ = conn.Close()
-		return 0, nil
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		_ = conn.Close()
-		return resp.StatusCode, nil
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return resp.StatusCode, conn
-}
 
 func writeFrame(t *testing.T, conn net.Conn, m *raftpb.Message) {
 	t.Helper()
@@ -120,16 +61,16 @@ func (s *stepped) count() int {
 // as a controller of an earlier version does. It returns the base URL, the
 // frame stream's handler, and a count of the messages that came on the
 // Connect stream.
-func servePeer(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool) (string, *rpc.RaftHandler, *atomic.Int64) {
+func servePeer(tb testing.TB, self uint64, stepper peer.Stepper, withFrames bool) (string, *peer.RaftHandler, *atomic.Int64) {
 	return servePeerLearning(tb, self, stepper, withFrames, nil)
 }
 
 // servePeerLearning is servePeer whose handlers give the senders'
 // addresses to learner, if not nil.
-func servePeerLearning(tb testing.TB, self uint64, stepper rpc.Stepper, withFrames bool, learner *rpc.Transport) (string, *rpc.RaftHandler, *atomic.Int64) {
+func servePeerLearning(tb testing.TB, self uint64, stepper peer.Stepper, withFrames bool, learner *peer.Transport) (string, *peer.RaftHandler, *atomic.Int64) {
 	viaConnect := &atomic.Int64{}
-	handler := rpc.NewRaftHandler("c", self, stepper)
-	connectHandler := rpc.NewRaftHandler("c", self, countingStepper{stepper, viaConnect})
+	handler := peer.NewRaftHandler("c", self, stepper, nil)
+	connectHandler := peer.NewRaftHandler("c", self, countingStepper{stepper, viaConnect}, nil)
 	if learner != nil {
 		handler.LearnAddresses(learner)
 		connectHandler.LearnAddresses(learner)
@@ -137,18 +78,29 @@ func servePeerLearning(tb testing.TB, self uint64, stepper rpc.Stepper, withFram
 	mux := http.NewServeMux()
 	mux.Handle(raftv1connect.NewRaftTransportServiceHandler(connectHandler))
 	if withFrames {
-		mux.HandleFunc(framesPath, handler.ServeFrames)
+		mux.HandleFunc(peertest.FramesPath, handler.ServeFrames)
 	}
 	srv := httptest.NewUnstartedServer(mux)
-	srv.Config = rpc.NewHTTPServer("", mux)
+	srv.Config = newHTTPServer(mux)
 	srv.Start()
 	tb.Cleanup(func() { handler.Close(); srv.Close() })
 	return srv.URL, handler, viaConnect
 }
 
+// newHTTPServer serves mux as a controller's listener does (see
+// rpc.NewHTTPServer): HTTP/1.1, which the frame stream upgrades, and
+// cleartext HTTP/2, which the Connect stream takes.
+func newHTTPServer(mux http.Handler) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	return &http.Server{Handler: mux, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+}
+
 // countingStepper counts what it passes on.
 type countingStepper struct {
-	rpc.Stepper
+	peer.Stepper
 	count *atomic.Int64
 }
 
@@ -163,16 +115,13 @@ func (c countingStepper) StepSnapshot(ctx context.Context, m *raftpb.Message) er
 }
 
 // peerServer serves controller 2, stepping into a recorder.
-func peerServer(t *testing.T, withFrames bool) (string, *stepped, *rpc.RaftHandler, *atomic.Int64) {
+func peerServer(t *testing.T, withFrames bool) (string, *stepped, *peer.RaftHandler, *atomic.Int64) {
 	rec := &stepped{}
 	url, handler, viaConnect := servePeer(t, 2, rec, withFrames)
 	return url, rec, handler, viaConnect
 }
 
-func heartbeat(from, to, commit uint64) *raftpb.Message {
-	return &raftpb.Message{Type: raftpb.MessageType_MsgHeartbeat.Enum(), From: proto.Uint64(from), To: proto.Uint64(to),
-		Term: proto.Uint64(3), Commit: proto.Uint64(commit)}
-}
+var heartbeat = peertest.Heartbeat
 
 func heartbeatTo(to, commit uint64) *raftpb.Message {
 	return heartbeat(1, to, commit)
@@ -187,9 +136,9 @@ func TestReceiverWithoutTheSendersAddressCanAnswer(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
 		rec1, rec2 := &stepped{}, &stepped{}
 		url1, _, _ := servePeer(t, 1, rec1, withFrames)
-		leader := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		leader := peer.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler), peer.TransportOptions{})
 		leader.Advertise(url1)
-		lagging := rpc.NewTransport(2, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		lagging := peer.NewTransport(2, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler), peer.TransportOptions{})
 		url2, _, _ := servePeerLearning(t, 2, rec2, withFrames, lagging)
 		leader.SetPeer(2, url2)
 		t.Cleanup(func() { leader.Close(); lagging.Close() })
@@ -208,7 +157,7 @@ func TestReceiverWithoutTheSendersAddressCanAnswer(t *testing.T) {
 func TestRaftFrameStream(t *testing.T) {
 	for _, withFrames := range []bool{true, false} {
 		base, rec, _, viaConnect := peerServer(t, withFrames)
-		transport := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler))
+		transport := peer.NewTransport(1, "c", wire.NewHTTPClient(nil), slog.New(slog.DiscardHandler), peer.TransportOptions{})
 		transport.SetPeer(2, base)
 		const count = 500
 		for commit := uint64(1); commit <= count; commit++ {
@@ -235,33 +184,33 @@ func TestRaftFrameStream(t *testing.T) {
 // carries a message from someone else is cut.
 func TestRaftFrameStreamAdmission(t *testing.T) {
 	base, rec, handler, _ := peerServer(t, true)
-	good := framesRequest{cluster: "c", from: "1", to: "2"}
+	good := peertest.FramesRequest{Cluster: "c", From: "1", To: "2"}
 	cases := []struct {
 		name string
-		edit func(*framesRequest)
+		edit func(*peertest.FramesRequest)
 		want int
 	}{
-		{"no upgrade", func(r *framesRequest) { r.noUpgrade = true }, http.StatusUpgradeRequired},
-		{"another cluster", func(r *framesRequest) { r.cluster = "other" }, http.StatusForbidden},
-		{"for another controller", func(r *framesRequest) { r.to = "3" }, http.StatusBadRequest},
-		{"from no one", func(r *framesRequest) { r.from = "0" }, http.StatusBadRequest},
-		{"from itself", func(r *framesRequest) { r.from = "2" }, http.StatusBadRequest},
-		{"from a non-number", func(r *framesRequest) { r.from = "one" }, http.StatusBadRequest},
+		{"no upgrade", func(r *peertest.FramesRequest) { r.NoUpgrade = true }, http.StatusUpgradeRequired},
+		{"another cluster", func(r *peertest.FramesRequest) { r.Cluster = "other" }, http.StatusForbidden},
+		{"for another controller", func(r *peertest.FramesRequest) { r.To = "3" }, http.StatusBadRequest},
+		{"from no one", func(r *peertest.FramesRequest) { r.From = "0" }, http.StatusBadRequest},
+		{"from itself", func(r *peertest.FramesRequest) { r.From = "2" }, http.StatusBadRequest},
+		{"from a non-number", func(r *peertest.FramesRequest) { r.From = "one" }, http.StatusBadRequest},
 	}
 	for _, tc := range cases {
 		r := good
 		tc.edit(&r)
-		status, _ := openFrames(t, base, r)
+		status, _ := peertest.OpenFrames(t, base, r)
 		assert.Equal(t, tc.want, status, tc.name)
 	}
 
 	// Over HTTP/2 there is no upgrade.
-	resp, err := wire.NewHTTPClient(nil).Get(base + framesPath)
+	resp, err := wire.NewHTTPClient(nil).Get(base + peertest.FramesPath)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusUpgradeRequired, resp.StatusCode, "an HTTP/2 request (%s)", resp.Proto)
 
-	status, conn := openFrames(t, base, good)
+	status, conn := peertest.OpenFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	writeFrame(t, conn, heartbeatTo(2, 1))
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 5*time.Second, 5*time.Millisecond)
@@ -271,14 +220,14 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF, "a message from another sender ends the stream")
 	assert.Equal(t, 1, rec.count(), "and is not stepped")
 
-	status, conn = openFrames(t, base, good)
+	status, conn = peertest.OpenFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	_, err = conn.Write([]byte{0xff, 0xff, 0xff, 0xff})
 	require.NoError(t, err)
 	_, err = conn.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "an oversized frame ends the stream")
 
-	status, conn = openFrames(t, base, good)
+	status, conn = peertest.OpenFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	_, err = conn.Write(append(binary.BigEndian.AppendUint32(nil, 100<<20), 1, 2, 3))
 	require.NoError(t, err)
@@ -286,7 +235,7 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 	_, err = conn.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "a frame cut short ends the stream")
 
-	status, conn = openFrames(t, base, good)
+	status, conn = peertest.OpenFrames(t, base, good)
 	require.Equal(t, http.StatusSwitchingProtocols, status)
 	handler.Close()
 	_, err = conn.Read(make([]byte, 1))
@@ -295,7 +244,7 @@ func TestRaftFrameStreamAdmission(t *testing.T) {
 }
 
 // echo steps a message by sending one back through a transport.
-type echo struct{ transport *rpc.Transport }
+type echo struct{ transport *peer.Transport }
 
 func (e echo) Step(m *raftpb.Message) bool {
 	e.transport.Send([]*raftpb.Message{heartbeat(m.GetTo(), m.GetFrom(), m.GetCommit())})
@@ -331,8 +280,8 @@ func BenchmarkPeerRoundTrip(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			logger := slog.New(slog.DiscardHandler)
-			one := rpc.NewTransport(1, "c", wire.NewHTTPClient(nil), logger)
-			two := rpc.NewTransport(2, "c", wire.NewHTTPClient(nil), logger)
+			one := peer.NewTransport(1, "c", wire.NewHTTPClient(nil), logger, peer.TransportOptions{})
+			two := peer.NewTransport(2, "c", wire.NewHTTPClient(nil), logger, peer.TransportOptions{})
 			replies := make(signal, 1)
 			urlTwo, _, _ := servePeer(b, 2, echo{two}, withFrames)
 			urlOne, _, _ := servePeer(b, 1, replies, withFrames)

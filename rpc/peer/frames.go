@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/rpc/auth"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -39,9 +40,7 @@ const (
 	framesProtocol = "dmq-raft-frames/1"
 	framesPath     = "/" + raftv1connect.RaftTransportServiceName + "/Frames"
 
-	headerClusterID  = "Dmq-Cluster-Id"
-	headerFromNodeID = "Dmq-From-Node-Id"
-	headerToNodeID   = "Dmq-To-Node-Id"
+	headerToNodeID = "Dmq-To-Node-Id"
 	// headerFromURL is where the sender's peers reach it (SendRequest's
 	// from_url).
 	headerFromURL = "Dmq-From-Url"
@@ -50,7 +49,7 @@ const (
 	// frameMaxBytes bounds one message: a MsgApp carries at most 1 MiB of
 	// entries unless a single entry is larger, and an entry is bounded by
 	// the API's request limit.
-	frameMaxBytes = maxPeerMessageBytes
+	frameMaxBytes = maxMessageBytes
 	// frameFirstAllocBytes is what a frame's buffer starts with.
 	frameFirstAllocBytes = 64 << 10
 	// framesHandshakeTimeout bounds the dial and the upgrade: a paused
@@ -63,6 +62,19 @@ const (
 	// that vanished without closing its connection.
 	framesReadTimeout = 2 * streamIdleTimeout
 )
+
+// Headers of the peer transport's plain HTTP requests: the frame stream's
+// upgrade, and the identity a founding controller asks of its peers.
+const (
+	// HeaderClusterID names the caller's cluster.
+	HeaderClusterID = "Dmq-Cluster-Id"
+	// HeaderFromNodeID names the calling controller.
+	HeaderFromNodeID = "Dmq-From-Node-Id"
+)
+
+// maxMessageBytes bounds a message on the peer transport (a snapshot is
+// the largest legitimate one).
+const maxMessageBytes = 256 << 20
 
 // errBadFrame is a frame that breaks the format: a length out of bounds,
 // or bytes that are no Raft message.
@@ -116,8 +128,8 @@ func (t *Transport) dialFrames(ctx context.Context, to uint64, peerURL string) (
 		Header: http.Header{
 			"Connection":     {"Upgrade"},
 			"Upgrade":        {framesProtocol},
-			headerClusterID:  {t.clusterID},
-			headerFromNodeID: {strconv.FormatUint(t.self, 10)},
+			HeaderClusterID:  {t.clusterID},
+			HeaderFromNodeID: {strconv.FormatUint(t.self, 10)},
 			headerToNodeID:   {strconv.FormatUint(to, 10)},
 		},
 	}
@@ -217,16 +229,16 @@ func (h *RaftHandler) admitFrames(r *http.Request) (from uint64, refusal *frames
 		!strings.EqualFold(r.Header.Get("Upgrade"), framesProtocol) || !headerHasToken(r.Header, "Connection", "upgrade") {
 		return 0, &framesRefusal{http.StatusUpgradeRequired, "the Raft frame stream is an HTTP/1.1 GET with Upgrade: " + framesProtocol, refusedMalformed}
 	}
-	if cluster := r.Header.Get(headerClusterID); cluster != h.clusterID {
-		return 0, &framesRefusal{http.StatusForbidden, fmt.Sprintf("controller %d is in cluster %q, not %q", h.self, h.clusterID, cluster), refusedCluster}
+	if cluster := r.Header.Get(HeaderClusterID); cluster != h.clusterID {
+		return 0, &framesRefusal{http.StatusForbidden, fmt.Sprintf("controller %d is in cluster %q, not %q", h.self, h.clusterID, cluster), RefusedCluster}
 	}
 	to, err := strconv.ParseUint(r.Header.Get(headerToNodeID), 10, 64)
 	if err != nil || to != h.self {
 		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("messages for controller %q reached controller %d", r.Header.Get(headerToNodeID), h.self), refusedReceiver}
 	}
-	from, err = strconv.ParseUint(r.Header.Get(headerFromNodeID), 10, 64)
+	from, err = strconv.ParseUint(r.Header.Get(HeaderFromNodeID), 10, 64)
 	if err != nil || from == 0 || from == h.self {
-		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("%s %q is not a peer's id", headerFromNodeID, r.Header.Get(headerFromNodeID)), refusedSender}
+		return 0, &framesRefusal{http.StatusBadRequest, fmt.Sprintf("%s %q is not a peer's id", HeaderFromNodeID, r.Header.Get(HeaderFromNodeID)), refusedSender}
 	}
 	if err := senderCertified(r.Context(), from); err != nil {
 		return 0, &framesRefusal{http.StatusForbidden, err.Error(), refusedCertificate}
@@ -250,7 +262,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 	from, refusal := h.admitFrames(r)
 	if refusal != nil {
-		h.refusals.refuse(refusal.label, r.RemoteAddr, r.Header.Get(headerFromNodeID), principalName(r.Context()), errors.New(refusal.reason))
+		h.refusals.RefuseRequest(refusal.label, r, errors.New(refusal.reason))
 		if refusal.status == http.StatusUpgradeRequired {
 			w.Header().Set("Upgrade", framesProtocol)
 			w.Header().Set("Connection", "Upgrade")
@@ -281,7 +293,7 @@ func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 	}
 	header := make([]byte, frameHeaderBytes)
 	refuse := func(reason string, err error) {
-		h.refusals.refuse(reason, r.RemoteAddr, strconv.FormatUint(from, 10), principalName(r.Context()), err)
+		h.refusals.Refuse(reason, r.RemoteAddr, strconv.FormatUint(from, 10), auth.PrincipalName(r.Context()), err)
 	}
 	for {
 		if conn.SetReadDeadline(time.Now().Add(framesReadTimeout)) != nil {
@@ -321,14 +333,6 @@ func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-}
-
-// principalName is the name the caller authenticated as, if any.
-func principalName(ctx context.Context) string {
-	if p, ok := principalOf(ctx); ok {
-		return p.Name
-	}
-	return ""
 }
 
 // track records an upgraded connection, so that Close can end it; it

@@ -1,0 +1,104 @@
+package rpc
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/dmq-project/metadata/rpc/api"
+	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/metrics"
+	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Security holds the controller's defences against its clients: rate and
+// size limits, and the audit log.
+type Security struct {
+	// RateLimit is per client; zero PerSecond disables it.
+	RateLimit auth.RateLimit
+	// MaxRequestBytes bounds an API request; 0 means 4 MiB. The peer
+	// transport has its own, larger bound (snapshots).
+	MaxRequestBytes int
+	// Audit, if set, receives one JSON line per mutating request.
+	Audit io.Writer
+	// Auth, if set, requires a bearer token on every call and authorises
+	// it by role; nil leaves the controller open.
+	Auth *auth.Authenticator
+	// PeerToken is sent to peer controllers (a CONTROLLER token).
+	PeerToken string
+}
+
+// peerAdmission is who the peer transport admits: controllers only when
+// authentication is on, and under TLS (peerTLS not nil) only callers with
+// the cluster's client certificate.
+func (s Security) peerAdmission(peerTLS *auth.TLSMaterial) peer.Admission {
+	return peer.Admission{Auth: s.Auth, PeerToken: s.PeerToken, TLS: peerTLS}
+}
+
+// NewHandler mounts every endpoint of a controller on one handler:
+// MetadataService and QuorumService over Connect, gRPC and gRPC-Web, and
+// over REST/JSON at the seed's paths, gRPC health and server reflection
+// (api.Mount); the peer transport, behind its admission
+// (peer.RaftHandler.Mount); Prometheus metrics at /metrics; profiles at
+// /debug/pprof. peerTLS, set when the controller serves TLS, admits to the
+// peer transport only callers with the cluster's client certificate.
+func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, logger *slog.Logger, security Security, peerTLS *auth.TLSMaterial) (http.Handler, error) {
+	mux := http.NewServeMux()
+	err := api.Mount(mux, srv, api.MountConfig{Logger: logger, Auth: security.Auth, RateLimit: security.RateLimit,
+		MaxRequestBytes: security.MaxRequestBytes, Audit: security.Audit})
+	if err != nil {
+		return nil, err
+	}
+	if err := raft.Mount(mux, security.peerAdmission(peerTLS)); err != nil {
+		return nil, err
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	// Profiles show memory and cost CPU: with authentication on, for
+	// admins only. Metrics stay open to scrapers (they hold counts, not
+	// metadata).
+	debug := func(h http.HandlerFunc) http.Handler { return auth.AdminOnly(security.Auth, h) }
+	mux.Handle("/debug/pprof/", debug(pprof.Index))
+	mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
+	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
+	return mux, nil
+}
+
+// NewHTTPServer serves handler on addr over HTTP/1.1 and HTTP/2: cleartext
+// (h2c) from Serve, over TLS from ServeTLS.
+func NewHTTPServer(addr string, handler http.Handler) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// connReadBufferBytes is the read buffer of each accepted connection.
+const connReadBufferBytes = 8 << 10
+
+// bufferedListener buffers the reads of every accepted connection. Go's
+// HTTP/2 server reads cleartext connections frame by frame straight from
+// the socket, two read syscalls per frame (header, then payload); under
+// load the socket holds many frames, and one read then serves them all.
+// (TLS connections are buffered by their record layer already.)
+type bufferedListener struct{ net.Listener }
+
+func (l bufferedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: c, reader: bufio.NewReaderSize(c, connReadBufferBytes)}, nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	reader *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.reader.Read(p) }
