@@ -12,7 +12,6 @@ import (
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -167,7 +166,7 @@ func TestStorageAgentLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle(agent.Handler())
-	server := rpc.NewHTTPServer(agentAddr, mux)
+	server := wire.NewHTTPServer(agentAddr, mux)
 	go func() { _ = server.Serve(listener) }()
 	defer server.Close()
 

@@ -129,7 +129,7 @@ func (c *Controller) start(ctx context.Context) error {
 	}
 	c.identity = &identityService{identity: identity}
 	c.gate = &gate{self: cfg.Node.ID, identity: c.identity.handler(admitPeers, refusals)}
-	c.server = NewHTTPServer(cfg.Listener.Addr().String(), c.gate)
+	c.server = wire.NewHTTPServer(cfg.Listener.Addr().String(), c.gate)
 	// Failed TLS handshakes (a stranger's certificate, a cleartext
 	// client) belong in the structured log, not on stderr.
 	c.server.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)

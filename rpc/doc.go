@@ -4,7 +4,7 @@
 // before the node exists, the asker that questions the founding peers),
 // then starts the node and its runner and wires every part of the shell
 // around them through their constructors and option structs. NewHandler
-// puts every endpoint on the controller's one listener; NewHTTPServer is
+// puts every endpoint on the controller's one listener; wire.NewHTTPServer is
 // how that listener is served (HTTP/1.1, HTTP/2 in cleartext or over TLS).
 //
 // The parts, each in its own package with one job:

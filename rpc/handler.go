@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"time"
 
 	"github.com/dmq-project/metadata/rpc/api"
 	"github.com/dmq-project/metadata/rpc/auth"
@@ -66,16 +65,6 @@ func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, log
 	mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
 	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
 	return mux, nil
-}
-
-// NewHTTPServer serves handler on addr over HTTP/1.1 and HTTP/2: cleartext
-// (h2c) from Serve, over TLS from ServeTLS.
-func NewHTTPServer(addr string, handler http.Handler) *http.Server {
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	protocols.SetHTTP2(true)
-	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // connReadBufferBytes is the read buffer of each accepted connection.

@@ -370,7 +370,7 @@ func TestPushesReachStorageServiceInOrder(t *testing.T) {
 	mux.Handle(path, handler)
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	server := rpc.NewHTTPServer(listener.Addr().String(), mux)
+	server := wire.NewHTTPServer(listener.Addr().String(), mux)
 	go func() { _ = server.Serve(listener) }()
 	defer server.Close()
 

@@ -34,7 +34,7 @@ const (
 // an entry of its earlier life (3987: node
 // TestEntryOfAnEarlierLifeDoesNotCompleteANewProposal); a controller with
 // no address for a leader added after it started (712 at 90 s on 5 nodes:
-// rpc TestReceiverWithoutTheSendersAddressCanAnswer). Simulator bugs
+// rpc/peer TestReceiverWithoutTheSendersAddressCanAnswer). Simulator bugs
 // whose seeds went stale, fixed in the fault model: the heal's clock
 // correction not counted as a jump (1834), corrupting an empty disk
 // (3062), a new member counted before its first snapshot (555), a

@@ -29,6 +29,17 @@ func NewHTTPClient(tlsConfig *tls.Config) *http.Client {
 	}}
 }
 
+// NewHTTPServer serves handler on addr over HTTP/1.1 and HTTP/2: cleartext
+// (h2c) from Serve, over TLS from ServeTLS. Controllers serve their API
+// and peers with it, storage agents the pushes they receive.
+func NewHTTPServer(addr string, handler http.Handler) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	return &http.Server{Addr: addr, Handler: handler, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+}
+
 // HTTPSURL turns an http:// URL into its https:// form, for callers that
 // speak TLS to controllers configured with plain URLs.
 func HTTPSURL(url string) string {

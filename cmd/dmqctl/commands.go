@@ -14,7 +14,7 @@ import (
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
-	"github.com/dmq-project/metadata/rpc"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -394,7 +394,7 @@ func agentCommand(g *globals) *cobra.Command {
 			}
 			mux := http.NewServeMux()
 			mux.Handle(agent.Handler())
-			server := rpc.NewHTTPServer(listen, mux)
+			server := wire.NewHTTPServer(listen, mux)
 			go func() { _ = server.Serve(listener) }()
 			defer server.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

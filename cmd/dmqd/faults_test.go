@@ -23,7 +23,6 @@ import (
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
-	"github.com/dmq-project/metadata/rpc"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/require"
 )
@@ -313,7 +312,7 @@ func TestRealProcessFaults(t *testing.T) {
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle(agent.Handler())
-	agentServer := rpc.NewHTTPServer(agentListener.Addr().String(), mux)
+	agentServer := wire.NewHTTPServer(agentListener.Addr().String(), mux)
 	go func() { _ = agentServer.Serve(agentListener) }()
 	defer agentServer.Close()
 	agentCtx, stopAgent := context.WithCancel(ctx)

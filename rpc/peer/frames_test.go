@@ -81,21 +81,10 @@ func servePeerLearning(tb testing.TB, self uint64, stepper peer.Stepper, withFra
 		mux.HandleFunc(peertest.FramesPath, handler.ServeFrames)
 	}
 	srv := httptest.NewUnstartedServer(mux)
-	srv.Config = newHTTPServer(mux)
+	srv.Config = wire.NewHTTPServer("", mux)
 	srv.Start()
 	tb.Cleanup(func() { handler.Close(); srv.Close() })
 	return srv.URL, handler, viaConnect
-}
-
-// newHTTPServer serves mux as a controller's listener does (see
-// rpc.NewHTTPServer): HTTP/1.1, which the frame stream upgrades, and
-// cleartext HTTP/2, which the Connect stream takes.
-func newHTTPServer(mux http.Handler) *http.Server {
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	protocols.SetHTTP2(true)
-	return &http.Server{Handler: mux, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // countingStepper counts what it passes on.
