@@ -12,7 +12,7 @@ BIN := bin
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: generate
 generate: ## Regenerate gen/ from proto/ (protoc 3.21.12 + pinned Go plugins).
@@ -39,25 +39,16 @@ build: ## Build every package and the binaries that exist into ./bin.
 	done
 
 .PHONY: run
-run: ## Start a single-node controller on :8080 with data in ./data/metadata.
-	$(GO) run ./cmd/dmqd --services.config-path none
+run: ## Start a single-node controller on 127.0.0.1:8080 with data in ./data/metadata.
+	$(GO) run ./cmd/dmqd --services.config-path none --server.host 127.0.0.1
 
-CLUSTER_IDS := 1 2 3
 .PHONY: cluster
-cluster: build ## Start three controllers from config/services.json (ports 9091-9093); logs in ./logs.
-	@mkdir -p logs data/cluster
-	@for id in $(CLUSTER_IDS); do \
-		$(BIN)/dmqd --id $$id --services.config-path config/services.json --metadata.data-dir data/cluster/node-$$id \
-			> logs/dmqd-$$id.log 2>&1 & echo $$! > logs/dmqd-$$id.pid; \
-		echo "controller $$id: pid $$(cat logs/dmqd-$$id.pid), log logs/dmqd-$$id.log"; \
-	done
-	@echo "stop with: make cluster-stop"
+cluster: build ## Start three controllers from config/services.json (ports 9091-9093); logs in ./logs. Refuses while one runs.
+	@scripts/cluster.sh start
 
 .PHONY: cluster-stop
 cluster-stop: ## Stop the controllers started by make cluster (SIGTERM).
-	@for id in $(CLUSTER_IDS); do \
-		if [ -f logs/dmqd-$$id.pid ]; then kill -TERM $$(cat logs/dmqd-$$id.pid) 2>/dev/null || true; rm -f logs/dmqd-$$id.pid; fi; \
-	done
+	@scripts/cluster.sh stop
 
 .PHONY: test
 test: ## Run the whole suite: tree and lint gates, unit, property, crash, scenario, 50+ simulator seeds, race detector, invariants build, planted bugs, regression seeds with their bugs, generated code, short fuzzing.
