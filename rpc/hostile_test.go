@@ -165,8 +165,8 @@ func TestHostileInputs(t *testing.T) {
 		{"unknown field", "POST", "/api/v1/metadata/topics", `{"name": "t", "partitions": 1, "partitons": 3}`, http.StatusBadRequest},
 		{"array instead of object", "POST", "/api/v1/metadata/brokers", `[1, 2, 3]`, http.StatusBadRequest},
 		{"number out of range", "POST", "/api/v1/metadata/brokers", `{"id": 99999999999, "host": "h", "port": 1}`, http.StatusBadRequest},
-		// ResourceExhausted, which Connect answers with 429.
-		{"oversized body", "POST", "/api/v1/metadata/topics", `{"name": "t", "partitions": 1, "configs": {"x": "` + strings.Repeat("y", 5<<20) + `"}}`, http.StatusTooManyRequests},
+		// 413 Content Too Large, never 429, which a client would retry.
+		{"oversized body", "POST", "/api/v1/metadata/topics", `{"name": "t", "partitions": 1, "configs": {"x": "` + strings.Repeat("y", 5<<20) + `"}}`, http.StatusRequestEntityTooLarge},
 		{"invalid name in the path", "GET", "/api/v1/metadata/topics/a%20b/partitions", ``, http.StatusBadRequest},
 		{"unknown topic in the path", "GET", "/api/v1/metadata/topics/nope/partitions", ``, http.StatusNotFound},
 		{"broker id not a number", "GET", "/api/v1/metadata/brokers/abc", ``, http.StatusBadRequest},

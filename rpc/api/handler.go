@@ -96,7 +96,7 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle("/", transcoder)
+	mux.Handle("/", limitREST(cfg.MaxRequestBytes, transcoder))
 	return nil
 }
 

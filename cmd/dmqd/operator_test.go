@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a process's output, read while the process writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// operatorDmqd is a lone dmqd process as an operator starts it.
+type operatorDmqd struct {
+	base string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	dir  string
+}
+
+// startOperatorDmqd starts a lone controller (no services file) with args
+// added, and waits until it takes writes.
+func startOperatorDmqd(t *testing.T, bin string, args ...string) *operatorDmqd {
+	dir := t.TempDir()
+	port := freePort(t)
+	d := &operatorDmqd{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, dir: dir}
+	all := append([]string{"--server.host", "127.0.0.1", "--server.port", fmt.Sprint(port),
+		"--metadata.data-dir", filepath.Join(dir, "data"), "--services.config-path", "none"}, args...)
+	d.cmd = exec.Command(bin, all...)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	require.NoError(t, d.cmd.Start())
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			_ = d.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("dmqd output:\n%s", d.logs.String())
+		}
+	})
+	require.Eventually(t, func() bool {
+		status, _ := curl(t, "GET", d.base+"/api/v1/metadata/brokers", "")
+		return status == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "dmqd serves")
+	return d
+}
+
+// A request body over security.max-request-bytes is answered 413 Content
+// Too Large on the REST paths, with a body that says so. It was 429 Too
+// Many Requests, which tells a client to retry later: it would retry a
+// request that can never succeed, forever.
+func TestOversizedRESTBodyIs413(t *testing.T) {
+	d := startOperatorDmqd(t, dmqdBinary(t), "--security.max-request-bytes", "4096")
+	body := `{"name": "t", "partitions": 1, "configs": {"x": "` + strings.Repeat("y", 8192) + `"}}`
+	for _, chunked := range []bool{false, true} {
+		var reader io.Reader = strings.NewReader(body)
+		if chunked {
+			reader = io.MultiReader(reader) // no length known: sent chunked
+		}
+		req, err := http.NewRequest("POST", d.base+"/api/v1/metadata/topics", reader)
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		data, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "chunked=%v: %s", chunked, data)
+		var status map[string]any
+		require.NoError(t, json.Unmarshal(data, &status), "%s", data)
+		assert.Contains(t, status["message"], "4096")
+		assert.Contains(t, string(data), "INVALID_REQUEST")
+	}
+	status, out := curl(t, "GET", d.base+"/api/v1/metadata/topics", "")
+	require.Equal(t, http.StatusOK, status)
+	assert.Empty(t, out["topics"], "the refused request created nothing")
+}
