@@ -2,10 +2,7 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Role is what a principal may do.
@@ -72,6 +70,10 @@ func NewAuthenticator(tokensPath string, jwtSecret []byte) (*Authenticator, erro
 	if tokensPath == "" && len(jwtSecret) == 0 {
 		return nil, nil
 	}
+	if len(jwtSecret) > 0 && len(jwtSecret) < JWTSecretMinBytes {
+		return nil, fmt.Errorf("the JWT secret is %d bytes: HS256 needs at least %d (RFC 7518 §3.2: a key as long as the hash)",
+			len(jwtSecret), JWTSecretMinBytes)
+	}
 	a := &Authenticator{static: map[string]Principal{}, jwtSecret: jwtSecret, now: time.Now}
 	if tokensPath != "" {
 		data, err := os.ReadFile(tokensPath)
@@ -112,14 +114,33 @@ func validRole(role Role, brokerID int32) error {
 
 var errNoToken = errors.New("no bearer token: send Authorization: Bearer <token>")
 
+// JWTSecretMinBytes is the shortest HS256 secret accepted: as long as the
+// SHA-256 output (RFC 7518 §3.2). A short secret can be brute-forced from
+// any token signed with it.
+const JWTSecretMinBytes = 32
+
+// jwtLeeway is the clock skew tolerated on a JWT's exp and nbf.
+const jwtLeeway = 30 * time.Second
+
+// bearerToken returns the token of an Authorization header value. The
+// scheme is case-insensitive (RFC 9110 §11.1): "bearer x" is "Bearer x".
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	return token, token != ""
+}
+
 // ErrControllerJWT refuses a JWT that claims the CONTROLLER role.
 var ErrControllerJWT = errors.New("a JWT may not carry the CONTROLLER role: controllers authenticate with " +
 	"the peer token (security.peer-token), a CONTROLLER token of the tokens file, or the cluster's certificate")
 
 // Authenticate returns the principal of an Authorization header value.
 func (a *Authenticator) Authenticate(header string) (Principal, error) {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || token == "" {
+	token, ok := bearerToken(header)
+	if !ok {
 		return Principal{}, errNoToken
 	}
 	if p, ok := a.static[token]; ok {
@@ -131,36 +152,33 @@ func (a *Authenticator) Authenticate(header string) (Principal, error) {
 	return Principal{}, errors.New("unknown token")
 }
 
+// jwtClaims are the claims a JWT carries: sub, exp (required), nbf and
+// iat (optional), role and broker_id.
+type jwtClaims struct {
+	Role     Role  `json:"role"`
+	BrokerID int32 `json:"broker_id,omitempty"`
+	jwt.RegisteredClaims
+}
+
 func (a *Authenticator) verifyJWT(token string) (Principal, error) {
-	parts := strings.Split(token, ".")
-	header, err1 := base64.RawURLEncoding.DecodeString(parts[0])
-	payload, err2 := base64.RawURLEncoding.DecodeString(parts[1])
-	signature, err3 := base64.RawURLEncoding.DecodeString(parts[2])
-	if err1 != nil || err2 != nil || err3 != nil {
-		return Principal{}, errors.New("malformed token")
-	}
-	var h struct {
-		Alg string `json:"alg"`
-	}
-	if json.Unmarshal(header, &h) != nil || h.Alg != "HS256" {
-		return Principal{}, errors.New("only HS256 tokens are accepted")
-	}
-	mac := hmac.New(sha256.New, a.jwtSecret)
-	mac.Write([]byte(parts[0] + "." + parts[1]))
-	if !hmac.Equal(mac.Sum(nil), signature) {
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+		jwt.WithLeeway(jwtLeeway), jwt.WithTimeFunc(a.now))
+	var claims jwtClaims
+	_, err := parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.jwtSecret, nil })
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return Principal{}, errors.New("the token has no exp claim: every token must expire")
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, fmt.Errorf("the token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return Principal{}, fmt.Errorf("the token is not valid before %s", claims.NotBefore.UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return Principal{}, errors.New("bad token signature")
-	}
-	var claims struct {
-		Sub      string `json:"sub"`
-		Role     Role   `json:"role"`
-		BrokerID int32  `json:"broker_id"`
-		Exp      int64  `json:"exp"`
-	}
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		return Principal{}, errors.New("malformed token claims")
-	}
-	if claims.Exp == 0 || a.now().Unix() >= claims.Exp {
-		return Principal{}, errors.New("expired token")
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return Principal{}, fmt.Errorf("only HS256 tokens are accepted: %w", err)
+	default:
+		return Principal{}, fmt.Errorf("invalid token: %w", err)
 	}
 	if claims.Role == RoleController {
 		return Principal{}, ErrControllerJWT
@@ -168,18 +186,18 @@ func (a *Authenticator) verifyJWT(token string) (Principal, error) {
 	if err := validRole(claims.Role, claims.BrokerID); err != nil {
 		return Principal{}, err
 	}
-	return Principal{Name: claims.Sub, Role: claims.Role, BrokerID: claims.BrokerID, viaJWT: true}, nil
+	return Principal{Name: claims.Subject, Role: claims.Role, BrokerID: claims.BrokerID, viaJWT: true}, nil
 }
 
 // SignJWT makes an HS256 token (for tools and tests).
 func SignJWT(secret []byte, p Principal, expires time.Time) string {
-	enc := base64.RawURLEncoding
-	header := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
-	claims, _ := json.Marshal(map[string]any{"sub": p.Name, "role": p.Role, "broker_id": p.BrokerID, "exp": expires.Unix()})
-	payload := enc.EncodeToString(claims)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(header + "." + payload))
-	return header + "." + payload + "." + enc.EncodeToString(mac.Sum(nil))
+	claims := jwtClaims{Role: p.Role, BrokerID: p.BrokerID,
+		RegisteredClaims: jwt.RegisteredClaims{Subject: p.Name, ExpiresAt: jwt.NewNumericDate(expires)}}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		panic(fmt.Sprintf("auth: signing a JWT: %v", err)) // HS256 with a []byte key cannot fail
+	}
+	return signed
 }
 
 type principalKey struct{}
@@ -314,8 +332,8 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 // ErrControllerJWT for a JWT claiming the CONTROLLER role),
 // PermissionDenied for a valid token of another role.
 func (a *Authenticator) AuthenticateController(header, peerToken string) (Principal, error) {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || token == "" {
+	token, ok := bearerToken(header)
+	if !ok {
 		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errNoToken)
 	}
 	if peerToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(peerToken)) == 1 {
