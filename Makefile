@@ -7,6 +7,9 @@ GOTEST_FLAGS ?=
 # deadline (golang/go#75804, fixed in go1.27).
 FUZZTIME ?= 200000x
 BIN := bin
+# Binaries carry their VCS revision (dmqd --version, dmqctl version,
+# dmq_build_info) even where GOFLAGS turns stamping off.
+BUILDFLAGS ?= -buildvcs=auto
 
 .DEFAULT_GOAL := help
 
@@ -35,7 +38,7 @@ build: ## Build every package and the binaries that exist into ./bin.
 	$(GO) build ./...
 	@mkdir -p $(BIN)
 	@for cmd in dmqd dmqctl dmqsim dmqbench; do \
-		if ls cmd/$$cmd/*.go >/dev/null 2>&1; then $(GO) build -o $(BIN)/$$cmd ./cmd/$$cmd; fi; \
+		if ls cmd/$$cmd/*.go >/dev/null 2>&1; then $(GO) build $(BUILDFLAGS) -o $(BIN)/$$cmd ./cmd/$$cmd; fi; \
 	done
 
 .PHONY: run

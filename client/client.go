@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -377,4 +378,44 @@ func WatchAdvances(update *metadatav1.WatchMetadataResponse, since int64) bool {
 		return full.GetMetadataVersion() > since || since == 0
 	}
 	return false
+}
+
+// ServerVersion asks the controllers, in endpoint order, for their build
+// (wire.VersionPath) and returns the first answer with the endpoint that
+// gave it.
+func (c *Client) ServerVersion(ctx context.Context) (wire.BuildInfo, string, error) {
+	var last error
+	for _, endpoint := range c.cfg.Endpoints {
+		build, err := c.serverVersion(ctx, endpoint)
+		if err == nil {
+			return build, endpoint, nil
+		}
+		last = err
+	}
+	return wire.BuildInfo{}, "", fmt.Errorf("no controller told its version: %w", last)
+}
+
+func (c *Client) serverVersion(ctx context.Context, endpoint string) (wire.BuildInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+wire.VersionPath, nil)
+	if err != nil {
+		return wire.BuildInfo{}, err
+	}
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return wire.BuildInfo{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return wire.BuildInfo{}, fmt.Errorf("%s%s: HTTP %d", endpoint, wire.VersionPath, resp.StatusCode)
+	}
+	var build wire.BuildInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&build); err != nil {
+		return wire.BuildInfo{}, fmt.Errorf("%s%s: %w", endpoint, wire.VersionPath, err)
+	}
+	return build, nil
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/rpc/metrics"
 	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -44,7 +46,7 @@ func (s Security) peerAdmission(peerTLS *auth.TLSMaterial) peer.Admission {
 // over REST/JSON at the seed's paths, gRPC health and server reflection
 // (api.Mount); the peer transport, behind its admission
 // (peer.RaftHandler.Mount); Prometheus metrics at /metrics; profiles at
-// /debug/pprof. peerTLS, set when the controller serves TLS, admits to the
+// /debug/pprof; the build at /version. peerTLS, set when the controller serves TLS, admits to the
 // peer transport only callers with the cluster's client certificate.
 func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, logger *slog.Logger, security Security, peerTLS *auth.TLSMaterial) (http.Handler, error) {
 	mux := http.NewServeMux()
@@ -57,6 +59,16 @@ func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, log
 		return nil, err
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	// The build, like the metrics (dmq_build_info), is open to anyone who
+	// reaches the port: it tells an operator which binary answers.
+	build, err := json.Marshal(wire.Build())
+	if err != nil {
+		return nil, err
+	}
+	mux.HandleFunc("GET "+wire.VersionPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(build)
+	})
 	// Profiles show memory and cost CPU: with authentication on, for
 	// admins only. Metrics stay open to scrapers (they hold counts, not
 	// metadata).

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/wire"
@@ -415,4 +416,25 @@ func agentCommand(g *globals) *cobra.Command {
 	flags.StringVar(&listen, "listen", ":8081", "address to serve StorageSyncService on (the URL in services.json)")
 	_ = cmd.MarkFlagRequired("id")
 	return cmd
+}
+
+// versionCommand prints dmqctl's build and the build of the first
+// controller that answers; the client's is printed even when none does.
+func versionCommand(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "version", Short: "Show the client's and a controller's build", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			fmt.Fprintln(g.out, "client:", wire.Build())
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.context()
+			defer cancel()
+			build, endpoint, err := c.ServerVersion(ctx)
+			if err != nil {
+				return connect.NewError(connect.CodeUnavailable, err)
+			}
+			fmt.Fprintf(g.out, "server: %s (%s)\n", build, endpoint)
+			return nil
+		}}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -197,4 +198,22 @@ func TestTLSFlags(t *testing.T) {
 	assert.Contains(t, out, "certificate")
 	out, code = run(nil, "--tls-cert-file", operator.CertFile, "broker", "list")
 	assert.Equal(t, exitUsage, code, "a certificate without its key: %s", out)
+}
+
+// dmqctl version prints its own build and a controller's, read from the
+// controller's /version.
+func TestVersion(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: cluster.URLs()[0]}
+	out := c.ok("version")
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, rows, 2, out)
+	assert.Regexp(t, `^client: \S+ .*go1\.`, rows[0])
+	assert.Regexp(t, `^server: \S+ .*go1\..* \(`+regexp.QuoteMeta(cluster.URLs()[0])+`\)$`, rows[1])
+
+	none := ctl{t: t, endpoints: "http://127.0.0.1:1"}
+	out, _, code := none.run("version")
+	assert.Equal(t, exitUnavailable, code)
+	assert.Contains(t, out, "client: ", "the client's version is printed even when no controller answers")
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc"
 	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/wire"
 )
 
 func main() {
@@ -34,6 +35,12 @@ func main() {
 }
 
 func run(args []string) error {
+	for _, arg := range args {
+		if arg == "--version" || arg == "-version" {
+			fmt.Println("dmqd", wire.Build())
+			return nil
+		}
+	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if err != nil {
 		return err

@@ -100,3 +100,18 @@ func TestOversizedRESTBodyIs413(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Empty(t, out["topics"], "the refused request created nothing")
 }
+
+// dmqd --version prints the build and exits; a running controller serves
+// the same build at /version.
+func TestVersion(t *testing.T) {
+	bin := dmqdBinary(t)
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Regexp(t, `^dmqd \S+.* go1\.\d+`, strings.TrimSpace(string(out)))
+
+	d := startOperatorDmqd(t, bin)
+	status, build := curl(t, "GET", d.base+"/version", "")
+	require.Equal(t, http.StatusOK, status)
+	assert.Regexp(t, `^go1\.`, build["go"])
+	assert.NotEmpty(t, build["version"])
+}
