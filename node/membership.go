@@ -408,6 +408,23 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// Ready says whether this controller can serve: it is a member, knows a
+// leader, and has applied every entry it knows committed. Otherwise it
+// says why not, for readiness probes and health checks.
+func (s Status) Ready() (bool, string) {
+	switch {
+	case s.Removed:
+		return false, fmt.Sprintf("controller %d was removed from the cluster", s.ID)
+	case len(s.Members) == 0:
+		return false, fmt.Sprintf("controller %d has no configuration yet: it waits to be added", s.ID)
+	case s.Leader == 0:
+		return false, "no leader is known: an election is in progress, or no quorum is reachable"
+	case s.Applied < s.Commit:
+		return false, fmt.Sprintf("applied %d of the %d entries known committed", s.Applied, s.Commit)
+	}
+	return true, ""
+}
+
 // promotion is a voter being added: a learner now, promoted once it has
 // caught up.
 type promotion struct {

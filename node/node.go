@@ -214,7 +214,24 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	if err := n.rememberAddsInLog(snap.GetMetadata().GetIndex()); err != nil {
 		return nil, err
 	}
+	if n.mayVote() && n.soleVoter() {
+		// No one else votes: waiting an election timeout (a second or two
+		// by default) would only keep a lone controller unavailable.
+		// Raft itself refuses while configuration changes wait to be
+		// applied, exactly as when the timeout fires.
+		if err := rn.Campaign(); err != nil {
+			return nil, fmt.Errorf("node: campaigning alone: %w", err)
+		}
+	}
 	return n, nil
+}
+
+// soleVoter says whether Raft's configuration has this controller as its
+// only voter.
+func (n *Node) soleVoter() bool {
+	voters := n.rn.Status().Config.Voters.IDs()
+	_, self := voters[n.cfg.ID]
+	return len(voters) == 1 && self
 }
 
 func sortedKeys[K int32 | uint64, V any](m map[K]V) []K {

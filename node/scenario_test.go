@@ -686,3 +686,20 @@ func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
 	require.NoError(t, err, "2 answered within the last election timeout: {1, 2} keeps a quorum")
 	assert.Equal(t, []uint64{1, 2}, voters(leader))
 }
+
+// A lone voter campaigns as it starts: no one else votes, and waiting an
+// election timeout kept `make run` answering "an election is in progress"
+// for its first one or two seconds. Controllers with peers still wait.
+func TestLoneControllerElectsItselfAtOnce(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.process()
+	assert.True(t, c.nodes[1].IsLeader(), "a lone controller waits for an election timeout")
+	c.crash(1)
+	c.restart(1)
+	c.process()
+	assert.True(t, c.nodes[1].IsLeader(), "a restarted lone controller waits for an election timeout")
+
+	three := newCluster(t, 3, nil)
+	three.process()
+	assert.Zero(t, three.leader(), "a controller with peers campaigned before its election timeout")
+}

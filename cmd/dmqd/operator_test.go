@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -114,4 +115,88 @@ func TestVersion(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Regexp(t, `^go1\.`, build["go"])
 	assert.NotEmpty(t, build["version"])
+}
+
+// probe answers a GET with its status and body; status 0 when nothing
+// answered (the process is not listening yet).
+func probe(t *testing.T, url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, strings.TrimSpace(string(body))
+}
+
+// grpcHealth is the gRPC health status of service ("" for the server), over
+// the Connect protocol's JSON form.
+func grpcHealth(t *testing.T, base, service string) string {
+	status, body := curl(t, "POST", base+"/grpc.health.v1.Health/Check", fmt.Sprintf(`{"service":%q}`, service))
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	return fmt.Sprint(body["status"])
+}
+
+// Health tells the truth. A controller that knows no leader (one of three,
+// its peers not started) is alive but not ready, and its gRPC health is
+// NOT_SERVING (it answered SERVING whatever the state); once a quorum runs
+// and it has applied what it knows committed, it is ready and SERVING.
+func TestHealthReflectsTheQuorum(t *testing.T) {
+	bin := dmqdBinary(t)
+	dir := t.TempDir()
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var entries []string
+	for i, port := range ports {
+		entries = append(entries, fmt.Sprintf(`{"id": %d, "host": "127.0.0.1", "port": %d, "url": "http://127.0.0.1:%d"}`, i+1, port, port))
+	}
+	services := filepath.Join(dir, "services.json")
+	require.NoError(t, os.WriteFile(services, []byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
+	start := func(id int) {
+		cmd := exec.Command(bin, "--id", fmt.Sprint(id), "--server.host", "127.0.0.1", "--services.config-path", services,
+			"--metadata.data-dir", filepath.Join(dir, fmt.Sprintf("node-%d", id)), "--metadata.initial-cluster-state", "new")
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("controller %d:\n%s", id, logs.String())
+			}
+		})
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	start(1)
+	require.Eventually(t, func() bool {
+		status, _ := probe(t, base+"/livez")
+		return status == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "alive")
+	status, why := probe(t, base+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, status, "ready without a quorum: %s", why)
+	assert.Contains(t, why, "no leader")
+	assert.Equal(t, "SERVING_STATUS_NOT_SERVING", grpcHealth(t, base, ""))
+	assert.Equal(t, "SERVING_STATUS_NOT_SERVING", grpcHealth(t, base, "dmq.metadata.v1.MetadataService"))
+
+	start(2)
+	start(3)
+	require.Eventually(t, func() bool {
+		status, _ := probe(t, base+"/readyz")
+		return status == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "ready once a quorum runs")
+	assert.Equal(t, "SERVING_STATUS_SERVING", grpcHealth(t, base, ""))
+	assert.Equal(t, "SERVING_STATUS_SERVING", grpcHealth(t, base, "dmq.metadata.v1.MetadataService"))
+	status, body := curl(t, "POST", base+"/grpc.health.v1.Health/Check", `{"service":"no.such.Service"}`)
+	assert.Equal(t, http.StatusNotFound, status, "%v", body)
+}
+
+// A lone controller is ready as soon as it serves: it elects itself at
+// once instead of after an election timeout.
+func TestLoneControllerIsReadyAtOnce(t *testing.T) {
+	d := startOperatorDmqd(t, dmqdBinary(t))
+	status, why := probe(t, d.base+"/readyz")
+	assert.Equal(t, http.StatusOK, status, why)
+	status, _ = probe(t, d.base+"/livez")
+	assert.Equal(t, http.StatusOK, status)
+	assert.NotContains(t, d.logs.String(), "election is in progress")
 }

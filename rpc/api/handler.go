@@ -92,7 +92,8 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	handleProcedures(mux, metadataPath, metadatav1.File_dmq_metadata_v1_metadata_service_proto, metadataHandler)
 	handleProcedures(mux, quorumPath, metadatav1.File_dmq_metadata_v1_quorum_service_proto, quorumHandler)
 	services := []string{metadatav1connect.MetadataServiceName, metadatav1connect.QuorumServiceName}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	mux.Handle(grpchealth.NewHandler(healthChecker{srv: srv, services: services}))
+	mountProbes(mux, srv)
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
