@@ -26,12 +26,16 @@ check-generate: generate ## Fail if the committed generated code is stale.
 	git diff --exit-code -- gen
 	test -z "$$(git status --porcelain -- gen)"
 
-# make test checks the generated code where protoc is installed (CI installs
-# it and sets DMQ_REQUIRE_PROTOC=1); elsewhere it says loudly that it skipped.
+# make test checks the generated code where the pinned protoc is installed
+# (CI installs it and sets DMQ_REQUIRE_PROTOC=1); elsewhere it says loudly
+# that it skipped, and why.
+PROTOC_VERSION := libprotoc 3.21.12
 .PHONY: check-generate-if-protoc
 check-generate-if-protoc:
-	@if command -v protoc >/dev/null || [ -n "$$DMQ_REQUIRE_PROTOC" ]; then $(MAKE) --no-print-directory check-generate; \
-	else echo "*** SKIPPED check-generate: protoc is not installed (apt-get install -y protobuf-compiler) ***"; fi
+	@have=$$(protoc --version 2>/dev/null || true); \
+	if [ "$$have" = "$(PROTOC_VERSION)" ] || [ -n "$$DMQ_REQUIRE_PROTOC" ]; then $(MAKE) --no-print-directory check-generate; \
+	elif [ -z "$$have" ]; then echo "*** SKIPPED check-generate: protoc is not installed (apt-get install -y protobuf-compiler) ***"; \
+	else echo "*** SKIPPED check-generate: protoc is '$$have', the generated code is pinned to '$(PROTOC_VERSION)' ***"; fi
 
 .PHONY: build
 build: ## Build every package and the binaries that exist into ./bin.

@@ -50,6 +50,14 @@ func NewStorageAgent(c *Client, cfg AgentConfig) (*StorageAgent, error) {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
+	// What the agent itself needs; the registration it sends is the
+	// controllers' to judge (AgentCore.RegistrationRefused).
+	if cfg.BrokerID < 1 {
+		return nil, fmt.Errorf("broker id %d: a storage agent needs its broker's id, 1 or more", cfg.BrokerID)
+	}
+	if cfg.HeartbeatInterval < 0 {
+		return nil, fmt.Errorf("heartbeat interval %v is negative", cfg.HeartbeatInterval)
+	}
 	return &StorageAgent{cfg: cfg, client: c, core: NewAgentCore(cfg)}, nil
 }
 
@@ -134,8 +142,9 @@ func (a *StorageAgent) Run(ctx context.Context) error {
 
 // ShutDown runs a controlled shutdown: heartbeats now say that the broker
 // is going away, so that the controllers move its leaderships first. It
-// returns once a controller confirms (then stop the process), or with ctx's
-// error. Run need not be running.
+// returns once a controller confirms (then stop the process), with ctx's
+// error, or with the controllers' refusal of the registration (as Run).
+// Run need not be running.
 func (a *StorageAgent) ShutDown(ctx context.Context) error {
 	a.mu.Lock()
 	a.core.ShutDown()
@@ -173,7 +182,7 @@ func (a *StorageAgent) beat(ctx context.Context) error {
 	if register != nil {
 		resp, err := a.client.RegisterBroker(callCtx, register)
 		if err != nil {
-			if a.core.RegistrationRefused(a.client.failureOf(err)) {
+			if !errors.Is(err, ErrUnknownOutcome) && a.core.RegistrationRefused(a.client.failureOf(err)) {
 				return fmt.Errorf("the controllers refused the registration of broker %d: %w", a.cfg.BrokerID, err)
 			}
 			return nil

@@ -2,12 +2,17 @@ package client_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/stretchr/testify/assert"
@@ -70,4 +75,79 @@ func TestAgentWithAnInvalidEndpointStopsWithTheControllersError(t *testing.T) {
 	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err))
 	assert.Equal(t, metadatav1.ErrorCode_INVALID_BROKER_ENDPOINT, wire.ErrorCodeOf(err))
 	assert.Contains(t, err.Error(), "broker 1")
+}
+
+// fakeController answers RegisterBroker with refusals of its choosing, and
+// everything an agent needs besides.
+type fakeController struct {
+	metadatav1connect.UnimplementedMetadataServiceHandler
+	mu       sync.Mutex
+	refusals []error // answered to the first registrations, in order
+	slow     int     // the attempt (from 1) that takes longer than the client waits
+	attempts int
+}
+
+func (f *fakeController) OpenSession(context.Context, *connect.Request[metadatav1.OpenSessionRequest]) (*connect.Response[metadatav1.OpenSessionResponse], error) {
+	return connect.NewResponse(&metadatav1.OpenSessionResponse{SessionId: 7, TimeoutMs: 120000}), nil
+}
+
+func (f *fakeController) RegisterBroker(_ context.Context, req *connect.Request[metadatav1.RegisterBrokerRequest]) (*connect.Response[metadatav1.RegisterBrokerResponse], error) {
+	f.mu.Lock()
+	f.attempts++
+	attempt := f.attempts
+	f.mu.Unlock()
+	if attempt == f.slow {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if attempt <= len(f.refusals) && f.refusals[attempt-1] != nil {
+		return nil, f.refusals[attempt-1]
+	}
+	return connect.NewResponse(&metadatav1.RegisterBrokerResponse{Success: true,
+		Broker: &metadatav1.Broker{Id: req.Msg.GetId(), BrokerEpoch: 3}}), nil
+}
+
+func (f *fakeController) StorageHeartbeat(context.Context, *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	return connect.NewResponse(&metadatav1.StorageHeartbeatResponse{Registered: true}), nil
+}
+
+// Only a refusal of what the registration says stops the agent: an
+// InvalidArgument without the controllers' error code (a proxy's, or a
+// newer client's field an older controller's codec refuses mid-upgrade)
+// and a retry's answer after an attempt with an unknown outcome are
+// retried, as every other failure (found by review).
+func TestAgentRetriesInvalidArgumentsThatAreNotARefusal(t *testing.T) {
+	fake := &fakeController{refusals: []error{
+		connect.NewError(connect.CodeInvalidArgument, errors.New("unknown field \"newField\"")),
+		connect.NewError(connect.CodeUnavailable, errors.New("no leader")),
+		connect.NewError(connect.CodeInvalidArgument, errors.New("proxy says no")),
+		connect.NewError(connect.CodeUnavailable, errors.New("slow, then unavailable: the outcome is unknown")),
+		// The retry of an attempt whose outcome is unknown.
+		connect.NewError(connect.CodeInvalidArgument, errors.New("proxy says no, after an attempt that may have applied")),
+	}, slow: 4}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(fake))
+	server := httptest.NewUnstartedServer(mux)
+	server.EnableHTTP2 = true
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client(),
+		AttemptTimeout: 100 * time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	require.NoError(t, err)
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 10 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- agent.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		select {
+		case err := <-stopped:
+			require.NoError(t, err, "the agent gave up on a registration that was never refused")
+		default:
+		}
+		return agent.Epoch() == 3
+	}, 10*time.Second, 5*time.Millisecond, "the agent never registered")
+	cancel()
+	assert.ErrorIs(t, <-stopped, context.Canceled)
 }

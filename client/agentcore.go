@@ -2,9 +2,9 @@ package client
 
 import (
 	"fmt"
+
 	"github.com/dmq-project/metadata/internal/planted"
 
-	"connectrpc.com/connect"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/wire"
 )
@@ -116,10 +116,16 @@ func (a *AgentCore) OnRegistered(resp *metadatav1.RegisterBrokerResponse) {
 }
 
 // RegistrationRefused says whether a failed registration was refused for
-// what it says (an invalid id, host, port, rack or incarnation id): no retry
-// can succeed, and the agent stops with the controller's error.
+// what it says: the controllers answered with the code of an invalid id,
+// host, port, rack or incarnation id. No retry can succeed, and the agent
+// stops with their error. Every other failure is retried, InvalidArgument
+// without that code included (a proxy's answer, or a field an older
+// controller does not know yet, mid-upgrade). The caller passes only a
+// definite answer: after an attempt with an unknown outcome, the
+// registration may already hold.
 func (a *AgentCore) RegistrationRefused(f Failure) bool {
-	return f.FromServer && f.Code == connect.CodeInvalidArgument
+	return f.FromServer && (f.ErrorCode == metadatav1.ErrorCode_INVALID_BROKER_ENDPOINT ||
+		f.ErrorCode == metadatav1.ErrorCode_INVALID_REQUEST)
 }
 
 // HeartbeatRequest is the heartbeat to send once registered: the view's

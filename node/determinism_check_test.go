@@ -130,6 +130,25 @@ func checkFile(fset *token.FileSet, f *ast.File, info *types.Info) []Violation {
 		if why, ok := forbiddenImports[path]; ok {
 			report(imp.Pos(), "imports %q: %s", path, why)
 		}
+		if randPackages[path] && imp.Name != nil && imp.Name.Name == "." {
+			report(imp.Pos(), "dot-imports %q: its global functions would hide from this checker", path)
+		}
+	}
+	// A generator at package level outlives a run: its state carries from
+	// one simulation (or one node) to the next in the same process.
+	for _, decl := range f.Decls {
+		if gen, ok := decl.(*ast.GenDecl); ok && gen.Tok == token.VAR {
+			ast.Inspect(gen, func(n ast.Node) bool {
+				if id, ok := n.(*ast.Ident); ok {
+					if obj, ok := info.Uses[id]; ok && obj.Pkg() != nil && randPackages[obj.Pkg().Path()] {
+						if _, isFunc := obj.(*types.Func); isFunc {
+							report(id.Pos(), "a package-level generator (rand.%s): its state outlives a run; take the seeded source from the environment", obj.Name())
+						}
+					}
+				}
+				return true
+			})
+		}
 	}
 	ast.Inspect(f, func(n ast.Node) bool {
 		switch n := n.(type) {
@@ -149,6 +168,11 @@ func checkFile(fset *token.FileSet, f *ast.File, info *types.Info) []Violation {
 			obj, ok := info.Uses[n.Sel]
 			if !ok || obj.Pkg() == nil {
 				break
+			}
+			// Every use of a forbidden package is a violation of its own,
+			// so that one annotated import does not open the whole file.
+			if why, ok := forbiddenImports[obj.Pkg().Path()]; ok {
+				report(n.Pos(), "uses %s.%s: %s", obj.Pkg().Name(), obj.Name(), why)
 			}
 			fn, isFunc := obj.(*types.Func)
 			global := isFunc && fn.Signature().Recv() == nil

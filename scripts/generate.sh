@@ -40,12 +40,14 @@ cp "$dir/third_party/googleapis/google/api/annotations.proto" "$dir/third_party/
 go build -o "$work/bin/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
 go build -o "$work/bin/protoc-gen-connect-go" connectrpc.com/connect/cmd/protoc-gen-connect-go
 
-rm -rf gen
-mkdir -p gen
+# Generate beside the tree, then swap: a failing protoc leaves gen/ as it was.
+mkdir -p "$work/gen"
 mapfile -t protos < <(cd proto && find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort)
 (cd proto && PATH="$work/bin:$PATH" protoc \
   -I . -I "$work/include" -I /usr/include \
-  --go_out="$root/gen" --go_opt=paths=source_relative \
-  --connect-go_out="$root/gen" --connect-go_opt=paths=source_relative \
+  --go_out="$work/gen" --go_opt=paths=source_relative \
+  --connect-go_out="$work/gen" --connect-go_opt=paths=source_relative \
   "${protos[@]}")
+rm -rf gen
+mv "$work/gen" gen
 echo "generated $(find gen -name '*.go' | wc -l) files in gen"

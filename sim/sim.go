@@ -28,7 +28,7 @@ import (
 
 // runMu serialises runs: a run replaces crypto/rand.Reader (Raft draws its
 // election timeouts from it) for its whole length.
-var runMu sync.Mutex
+var runMu sync.Mutex // determinism: serialises whole runs; a run is one goroutine
 
 // epoch is the wall time the simulated clock starts at.
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -117,14 +117,14 @@ func (r Result) OK() bool { return len(r.Violations) == 0 }
 
 // Run runs one seed to completion.
 func Run(opts Options) Result {
-	runMu.Lock()
-	defer runMu.Unlock()
+	runMu.Lock()         // determinism: see runMu
+	defer runMu.Unlock() // determinism: see runMu
 	var seed [32]byte
 	binary.LittleEndian.PutUint64(seed[:], opts.Seed)
 	binary.LittleEndian.PutUint64(seed[8:], 0x5eed)
-	saved := cryptorand.Reader
-	cryptorand.Reader = rand.NewChaCha8(seed)
-	defer func() { cryptorand.Reader = saved }()
+	saved := cryptorand.Reader                   // determinism: restored after the run
+	cryptorand.Reader = rand.NewChaCha8(seed)    // determinism: Raft's draws come from the seed
+	defer func() { cryptorand.Reader = saved }() // determinism: restores the system's reader
 
 	s := &Sim{
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),

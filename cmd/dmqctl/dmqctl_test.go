@@ -217,3 +217,12 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, exitUnavailable, code)
 	assert.Contains(t, out, "client: ", "the client's version is printed even when no controller answers")
 }
+
+// storage-agent refuses a broker id it cannot heartbeat for at once, with
+// the usage exit code, instead of serving and retrying (found by review).
+func TestStorageAgentRefusesAnInvalidID(t *testing.T) {
+	c := ctl{t: t, endpoints: "http://127.0.0.1:1"}
+	_, errOut, code := c.run("storage-agent", "--id", "0", "--listen", "127.0.0.1:0")
+	assert.Equal(t, exitUsage, code, errOut)
+	assert.Contains(t, errOut, "broker id 0")
+}
