@@ -195,7 +195,8 @@ func TestSeedCurlExamplesAgainstTheBinary(t *testing.T) {
   }`)
 	require.Equal(t, http.StatusOK, status, "registering again with the same endpoint is idempotent")
 	assert.Equal(t, map[string]any{"id": float64(1), "host": "localhost", "port": float64(8082), "rack": "rack1",
-		"isAlive": true, "brokerEpoch": body["broker"].(map[string]any)["brokerEpoch"]}, body["broker"])
+		"isAlive": true, "brokerEpoch": body["broker"].(map[string]any)["brokerEpoch"],
+		"fenced": false, "inControlledShutdown": false, "incarnationId": ""}, body["broker"])
 	assert.Equal(t, true, body["success"])
 	assert.Equal(t, "NONE", body["errorCode"])
 

@@ -200,3 +200,32 @@ func TestLoneControllerIsReadyAtOnce(t *testing.T) {
 	assert.Equal(t, http.StatusOK, status)
 	assert.NotContains(t, d.logs.String(), "election is in progress")
 }
+
+// REST answers carry every field a seed client reads, defaults included:
+// partition 0's "partition", a fenced broker's "isAlive": false, an empty
+// list as []. They were dropped (proto JSON omits default values).
+func TestRESTEmitsDefaultValues(t *testing.T) {
+	d := startOperatorDmqd(t, dmqdBinary(t), "--services.heartbeat-timeout-ms", "1000")
+	status, body := curl(t, "GET", d.base+"/api/v1/metadata/topics", "")
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, []any{}, body["topics"], "an empty list is []")
+
+	status, body = curl(t, "POST", d.base+"/api/v1/metadata/brokers", `{"id": 1, "host": "localhost", "port": 8082}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	status, body = curl(t, "POST", d.base+"/api/v1/metadata/topics", `{"name": "t", "partitions": 2, "replicationFactor": 1}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	status, body = curl(t, "GET", d.base+"/api/v1/metadata/topics/t/partitions", "")
+	require.Equal(t, http.StatusOK, status)
+	first := body["partitions"].([]any)[0].(map[string]any)
+	assert.Equal(t, float64(0), first["partition"], "partition 0 says so: %v", first)
+	assert.Contains(t, first, "leaderEpoch")
+
+	// No heartbeat: fenced after a second.
+	require.Eventually(t, func() bool {
+		_, body = curl(t, "GET", d.base+"/api/v1/metadata/brokers/1", "")
+		broker, _ := body["broker"].(map[string]any)
+		return broker["fenced"] == true
+	}, 20*time.Second, 50*time.Millisecond, "fenced")
+	broker := body["broker"].(map[string]any)
+	assert.Equal(t, false, broker["isAlive"], "a fenced broker says it is not alive: %v", broker)
+}

@@ -71,18 +71,14 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	}
 	metadataPath, metadataHandler := metadatav1connect.NewMetadataServiceHandler(srv, options...)
 	quorumPath, quorumHandler := metadatav1connect.NewQuorumServiceHandler(srv, options...)
+	// The handlers take Protobuf from the transcoder: had they taken JSON,
+	// vanguard would pass their Connect JSON through untouched, and the REST
+	// codec below (defaults emitted) would never run.
+	protoOnly := vanguard.WithTargetCodecs(vanguard.CodecProto)
 	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{
-		vanguard.NewService(metadataPath, metadataHandler),
-		vanguard.NewService(quorumPath, quorumHandler),
-	}, vanguard.WithCodec(func(resolver vanguard.TypeResolver) vanguard.Codec {
-		// The seed's JSON omits unset fields ({"broker":{...},"success":true,
-		// "errorCode":"NONE"}); presence-tracked fields still appear.
-		codec := vanguard.NewJSONCodec(resolver)
-		codec.MarshalOptions.EmitUnpopulated = false
-		// A misspelt field is an error, not a silent default.
-		codec.UnmarshalOptions.DiscardUnknown = false
-		return codec
-	}))
+		vanguard.NewService(metadataPath, metadataHandler, protoOnly),
+		vanguard.NewService(quorumPath, quorumHandler, protoOnly),
+	}, vanguard.WithCodec(newRESTCodec))
 	if err != nil {
 		return err
 	}
@@ -98,6 +94,36 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle("/", limitREST(cfg.MaxRequestBytes, transcoder))
+	return nil
+}
+
+// restCodec is the JSON of the REST paths. Seed clients read fields that
+// exist: partition 0's "partition", a fenced broker's "isAlive": false, an
+// empty "isr": []. Scalars with their default values and empty lists and
+// maps are emitted; unset messages stay absent (not null). A misspelt
+// field is an error, not a silent default, and a body that does not decode
+// is the caller's error (InvalidArgument, HTTP 400), not the server's.
+type restCodec struct{ *vanguard.JSONCodec }
+
+func newRESTCodec(resolver vanguard.TypeResolver) vanguard.Codec {
+	codec := vanguard.NewJSONCodec(resolver)
+	codec.MarshalOptions.EmitUnpopulated = false
+	codec.MarshalOptions.EmitDefaultValues = true
+	codec.UnmarshalOptions.DiscardUnknown = false
+	return restCodec{codec}
+}
+
+func (c restCodec) Unmarshal(data []byte, msg proto.Message) error {
+	if err := c.JSONCodec.Unmarshal(data, msg); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return nil
+}
+
+func (c restCodec) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
+	if err := c.JSONCodec.UnmarshalField(data, msg, field); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
 	return nil
 }
 
