@@ -87,6 +87,15 @@ func (a *StorageAgent) Fenced() bool {
 	return a.core.Fenced()
 }
 
+// PushesUnconfigured says whether the controllers answered that they have
+// no push URL for this service (it learns metadata only by heartbeats and
+// watches): a misconfiguration an operator wants to hear of.
+func (a *StorageAgent) PushesUnconfigured() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.core.PushesUnconfigured()
+}
+
 // Epoch is the broker epoch of the registration, 0 before it.
 func (a *StorageAgent) Epoch() int64 {
 	a.mu.Lock()

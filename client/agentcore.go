@@ -31,6 +31,9 @@ type AgentCore struct {
 	// shutDownConfirmed: a heartbeat answer said the controlled shutdown
 	// is under way (or the broker is fenced: nothing left to move).
 	shutDownConfirmed bool
+	// heardPushes: a heartbeat answered; pushesConfigured: it said the
+	// controllers know this service's push URL.
+	heardPushes, pushesConfigured bool
 }
 
 // NewAgentCore returns a core with an empty view. The controllers, not the
@@ -162,8 +165,13 @@ func (a *AgentCore) OnHeartbeat(resp *metadatav1.StorageHeartbeatResponse, refus
 	default:
 		a.fenced = resp.GetFenced()
 		a.shutDownConfirmed = a.shuttingDown && (resp.GetInControlledShutdown() || resp.GetFenced())
+		a.heardPushes, a.pushesConfigured = true, resp.GetPushesConfigured()
 	}
 }
+
+// PushesUnconfigured says whether the last heartbeat answer said that the
+// controllers have no push URL for this service: it will receive no push.
+func (a *AgentCore) PushesUnconfigured() bool { return a.heardPushes && !a.pushesConfigured }
 
 func (a *AgentCore) partitionCount() int32 {
 	n := int32(0)

@@ -289,8 +289,30 @@ func (c *Client) DescribeQuorum(ctx context.Context) (*metadatav1.DescribeQuorum
 	return quorum(ctx, c, &metadatav1.DescribeQuorumRequest{}, metadatav1connect.QuorumServiceClient.DescribeQuorum)
 }
 
+// DescribeQuorumFromLeader is DescribeQuorum with the members' match
+// index and lag, which only the leader knows: when a follower answered, it
+// asks the leader it names. If the leader cannot be asked, the follower's
+// answer is returned, with ProgressKnown false.
+func (c *Client) DescribeQuorumFromLeader(ctx context.Context) (*metadatav1.DescribeQuorumResponse, error) {
+	resp, err := c.DescribeQuorum(ctx)
+	if err != nil || resp.GetProgressKnown() || resp.GetLeaderId() == 0 {
+		return resp, err
+	}
+	for _, m := range resp.GetMembers() {
+		if m.GetNodeId() == resp.GetLeaderId() && m.GetUrl() != "" {
+			if led, err := c.DescribeQuorumAt(ctx, m.GetUrl()); err == nil && led.GetProgressKnown() {
+				return led, nil
+			}
+		}
+	}
+	return resp, nil
+}
+
 // DescribeQuorumAt asks one endpoint for its own view of the quorum.
 func (c *Client) DescribeQuorumAt(ctx context.Context, endpoint string) (*metadatav1.DescribeQuorumResponse, error) {
+	if c.cfg.TLS != nil {
+		endpoint = wire.HTTPSURL(endpoint)
+	}
 	resp, err := c.quorumClient(endpoint).DescribeQuorum(ctx, connect.NewRequest(&metadatav1.DescribeQuorumRequest{}))
 	if err != nil {
 		return nil, err

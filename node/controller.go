@@ -168,6 +168,7 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	version := n.sm.Version()
 	resp := &metadatav1.StorageHeartbeatResponse{
 		MetadataVersion: version, ControllerEpoch: n.term, LeaderId: n.cfg.ID, LeaderUrl: n.peers[n.cfg.ID],
+		PushesConfigured: n.env.Pusher.CanPush(id),
 	}
 	status := n.sm.BrokerStatus(id)
 	if !status.Registered {

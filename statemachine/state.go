@@ -219,6 +219,7 @@ func (t *topic) toProto(withPartitions bool) *metadatav1.Topic {
 		TopicId:           t.id,
 		ReplicationFactor: t.replicationFactor,
 		Config:            proto.CloneOf(t.config),
+		PartitionCount:    int32(len(t.partitions)),
 	}
 	if withPartitions {
 		out.Partitions = make([]*metadatav1.Partition, len(t.partitions))

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,7 +53,7 @@ func (g *globals) run(body func(ctx context.Context, c *client.Client, args []st
 func topicsTable(topics []*metadatav1.Topic) *table {
 	t := &table{header: []string{"NAME", "ID", "PARTITIONS", "RF", "MIN-ISR", "RETENTION-MS"}}
 	for _, topic := range topics {
-		t.add(topic.GetName(), topic.GetTopicId(), len(topic.GetPartitions()), topic.GetReplicationFactor(),
+		t.add(topic.GetName(), topic.GetTopicId(), topic.GetPartitionCount(), topic.GetReplicationFactor(),
 			topic.GetConfig().GetMinInsyncReplicas(), topic.GetConfig().GetRetentionMs())
 	}
 	return t
@@ -239,16 +241,32 @@ func watchCommand(g *globals) *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, g.timeout)
 				defer cancel()
 			}
+			// A stream of rows under one header: fixed widths, since rows
+			// arrive one at a time and cannot be aligned afterwards.
+			const row = "%-5s %10s %10s %8s %8s %8s %10s\n"
+			headerDone := false
 			return c.Watch(ctx, since, func(u *metadatav1.WatchMetadataResponse) error {
-				t := &table{header: []string{"KIND", "FROM", "TO", "BROKERS", "TOPICS", "DELETED", "PARTITIONS"}}
-				if d := u.GetDelta(); d != nil {
-					t.add("delta", d.GetFromVersion(), d.GetToVersion(), len(d.GetUpsertedBrokers())+len(d.GetRemovedBrokerIds()),
-						len(d.GetUpsertedTopics()), len(d.GetDeletedTopics()), len(d.GetChangedPartitions()))
-				} else {
-					s := u.GetFullState()
-					t.add("full", "-", s.GetMetadataVersion(), len(s.GetBrokers()), len(s.GetTopics()), 0, 0)
+				if g.output != "table" {
+					return g.print(u, nil)
 				}
-				return g.print(u, t)
+				if !headerDone {
+					fmt.Fprintf(g.out, row, "KIND", "FROM", "TO", "BROKERS", "TOPICS", "DELETED", "PARTITIONS")
+					headerDone = true
+				}
+				if d := u.GetDelta(); d != nil {
+					fmt.Fprintf(g.out, row, "delta", fmt.Sprint(d.GetFromVersion()), fmt.Sprint(d.GetToVersion()),
+						fmt.Sprint(len(d.GetUpsertedBrokers())+len(d.GetRemovedBrokerIds())), fmt.Sprint(len(d.GetUpsertedTopics())),
+						fmt.Sprint(len(d.GetDeletedTopics())), fmt.Sprint(len(d.GetChangedPartitions())))
+					return nil
+				}
+				s := u.GetFullState()
+				partitions := 0
+				for _, topic := range s.GetTopics() {
+					partitions += len(topic.GetPartitions())
+				}
+				fmt.Fprintf(g.out, row, "full", "-", fmt.Sprint(s.GetMetadataVersion()), fmt.Sprint(len(s.GetBrokers())),
+					fmt.Sprint(len(s.GetTopics())), "0", fmt.Sprint(partitions))
+				return nil
 			})
 		}}
 	cmd.Flags().Int64Var(&since, "since", 0, "start after this metadata version (0: a full state first)")
@@ -276,11 +294,27 @@ func quorumCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "quorum", Short: "Inspect and change the controller quorum"}
 	describe := &cobra.Command{Use: "describe", Short: "Leader, term and members with their lag", Args: cobra.NoArgs,
 		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
-			resp, err := c.DescribeQuorum(ctx)
+			resp, err := c.DescribeQuorumFromLeader(ctx)
 			if err != nil {
 				return err
 			}
-			return g.print(resp, membersTable(resp.GetMembers()))
+			t := membersTable(resp.GetMembers())
+			if !resp.GetProgressKnown() {
+				// Only the leader tracks them: a follower's zeros would
+				// look like a healthy quorum.
+				for _, row := range t.rows {
+					row[4], row[5] = "?", "?"
+				}
+				if err := g.print(resp, t); err != nil {
+					return err
+				}
+				if g.output == "" || g.output == "table" {
+					fmt.Fprintf(g.out, "(match and lag are known only to the leader; controller %d answered and the leader could not be asked)\n",
+						resp.GetAnsweredBy())
+				}
+				return nil
+			}
+			return g.print(resp, t)
 		})}
 	var url string
 	addVoter := &cobra.Command{Use: "add-voter ID --url URL", Short: "Add a voter", Args: cobra.ExactArgs(1),
@@ -371,6 +405,7 @@ func quorumCommand(g *globals) *cobra.Command {
 func agentCommand(g *globals) *cobra.Command {
 	var cfg client.AgentConfig
 	var listen string
+	var runFor time.Duration
 	cmd := &cobra.Command{Use: "storage-agent", Short: "Run a stand-in storage service: register, heartbeat, print the pushes it receives",
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
@@ -378,12 +413,13 @@ func agentCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			out := &lockedWriter{w: g.out} // pushes and warnings arrive on their own goroutines
 			cfg.OnUpdate = func(version int64, full bool, state *metadatav1.ClusterState) {
 				kind := "delta"
 				if full {
 					kind = "full"
 				}
-				fmt.Fprintf(g.out, "%s push: version %d, %d brokers, %d topics\n", kind, version, len(state.GetBrokers()), len(state.GetTopics()))
+				fmt.Fprintf(out, "%s push: version %d, %d brokers, %d topics\n", kind, version, len(state.GetBrokers()), len(state.GetTopics()))
 			}
 			agent, err := client.NewStorageAgent(c, cfg)
 			if err != nil {
@@ -400,7 +436,13 @@ func agentCommand(g *globals) *cobra.Command {
 			defer server.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			fmt.Fprintf(g.out, "storage service %d: StorageSyncService on %s, heartbeating every %v\n", cfg.BrokerID, listener.Addr(), cfg.HeartbeatInterval)
+			if runFor > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, runFor)
+				defer cancel()
+			}
+			fmt.Fprintf(out, "storage service %d: StorageSyncService on %s, heartbeating every %v\n", cfg.BrokerID, listener.Addr(), cfg.HeartbeatInterval)
+			go warnWithoutPushes(ctx, out, agent, cfg)
 			if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
 				return err
 			}
@@ -414,6 +456,7 @@ func agentCommand(g *globals) *cobra.Command {
 	flags.StringVar(&cfg.IncarnationID, "incarnation", fmt.Sprintf("agent-%d", time.Now().UnixNano()), "incarnation id")
 	flags.DurationVar(&cfg.HeartbeatInterval, "interval", time.Second, "heartbeat interval")
 	flags.StringVar(&listen, "listen", ":8081", "address to serve StorageSyncService on (the URL in services.json)")
+	flags.DurationVar(&runFor, "run-for", 0, "stop after this long (0: run until interrupted)")
 	_ = cmd.MarkFlagRequired("id")
 	return cmd
 }
@@ -437,4 +480,37 @@ func versionCommand(g *globals) *cobra.Command {
 			fmt.Fprintf(g.out, "server: %s (%s)\n", build, endpoint)
 			return nil
 		}}
+}
+
+// warnWithoutPushes says once, if the controllers answer that they have no
+// push URL for this service, that it will receive no push: a stand-in
+// storage service that printed nothing left the operator guessing.
+func warnWithoutPushes(ctx context.Context, out io.Writer, agent *client.StorageAgent, cfg client.AgentConfig) {
+	ticker := time.NewTicker(cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if agent.PushesUnconfigured() {
+			fmt.Fprintf(out, "the controllers have no push URL for storage service %d, so it receives no push: "+
+				"list it under storage-services in the controllers' services.json (its URL is where --listen serves); "+
+				"meanwhile it learns only its fencing from heartbeats\n", cfg.BrokerID)
+			return
+		}
+	}
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

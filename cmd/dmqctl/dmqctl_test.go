@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/dmq-project/metadata/client"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -225,4 +227,69 @@ func TestStorageAgentRefusesAnInvalidID(t *testing.T) {
 	_, errOut, code := c.run("storage-agent", "--id", "0", "--listen", "127.0.0.1:0")
 	assert.Equal(t, exitUsage, code, errOut)
 	assert.Contains(t, errOut, "broker id 0")
+}
+
+// Findings of an operator's first hour, each fixed:
+//   - topic list printed 0 partitions for every topic;
+//   - watch repeated its header for every event and printed 0 partitions
+//     for a full state;
+//   - quorum describe from a follower printed MATCH 0 / LAG 0 for everyone,
+//     which looks healthy.
+func TestOperatorFindings(t *testing.T) {
+	cluster := rpctest.Start(t, 3, nil)
+	leader := cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+	c.ok("topic", "create", "orders", "--partitions", "3")
+	c.ok("topic", "create", "audit", "--partitions", "2")
+
+	rows := lines(c.ok("topic", "list"))
+	require.Len(t, rows, 3)
+	assert.Equal(t, "PARTITIONS", rows[0][2])
+	assert.Equal(t, []string{"audit", "2"}, []string{rows[1][0], rows[1][2]})
+	assert.Equal(t, []string{"orders", "3"}, []string{rows[2][0], rows[2][2]})
+
+	var watched bytes.Buffer
+	code := execute([]string{"--endpoints", c.endpoints, "--timeout", "1s", "watch"}, &watched, &bytes.Buffer{}, func(string) string { return "" })
+	require.Equal(t, exitOK, code)
+	watchRows := lines(watched.String())
+	assert.Equal(t, 1, strings.Count(watched.String(), "KIND"), "one header for the stream:\n%s", watched.String())
+	require.GreaterOrEqual(t, len(watchRows), 2)
+	assert.Equal(t, "full", watchRows[1][0])
+	assert.Equal(t, "5", watchRows[1][6], "a full state's partitions: %v", watchRows[1])
+
+	// A follower says it does not know the figures...
+	var follower string
+	var followerID uint64
+	for _, tc := range cluster {
+		if tc.ID != leader.ID {
+			follower, followerID = tc.URL(), tc.ID
+		}
+	}
+	cl, err := client.New(client.Config{Endpoints: []string{follower}})
+	require.NoError(t, err)
+	own, err := cl.DescribeQuorumAt(context.Background(), follower)
+	require.NoError(t, err)
+	assert.False(t, own.GetProgressKnown())
+	assert.Equal(t, followerID, own.GetAnsweredBy())
+	// ...and dmqctl, given the follower alone, asks the leader for them.
+	f := ctl{t: t, endpoints: follower}
+	described := f.json("quorum", "describe")
+	assert.Equal(t, true, described["progressKnown"], "the leader's view, with match and lag: %v", described)
+	rows = lines(f.ok("quorum", "describe"))
+	for _, row := range rows[1:] {
+		assert.NotEqual(t, "0", row[4], "a member with match index 0 in a running quorum: %v", row)
+	}
+}
+
+// A stand-in storage service whose push URL the controllers do not know
+// says so, instead of waiting silently for pushes that never come.
+func TestStorageAgentSaysWhenItGetsNoPushes(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil) // no push URLs
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: cluster.URLs()[0]}
+	out, errOut, code := c.run("storage-agent", "--id", "1", "--listen", "127.0.0.1:0", "--interval", "50ms", "--run-for", "3s")
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "the controllers have no push URL for storage service 1")
+	assert.Equal(t, 1, strings.Count(out, "no push URL"), "said once")
 }

@@ -798,8 +798,12 @@ type StorageHeartbeatResponse struct {
 	PushScheduled        bool `protobuf:"varint,8,opt,name=push_scheduled,json=pushScheduled,proto3" json:"push_scheduled,omitempty"`
 	Fenced               bool `protobuf:"varint,9,opt,name=fenced,proto3" json:"fenced,omitempty"`
 	InControlledShutdown bool `protobuf:"varint,10,opt,name=in_controlled_shutdown,json=inControlledShutdown,proto3" json:"in_controlled_shutdown,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Whether the controllers push to this service: they know its push URL
+	// (storage-services in services.json). Without one it learns metadata
+	// only by heartbeats and watches.
+	PushesConfigured bool `protobuf:"varint,11,opt,name=pushes_configured,json=pushesConfigured,proto3" json:"pushes_configured,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StorageHeartbeatResponse) Reset() {
@@ -898,6 +902,13 @@ func (x *StorageHeartbeatResponse) GetFenced() bool {
 func (x *StorageHeartbeatResponse) GetInControlledShutdown() bool {
 	if x != nil {
 		return x.InControlledShutdown
+	}
+	return false
+}
+
+func (x *StorageHeartbeatResponse) GetPushesConfigured() bool {
+	if x != nil {
+		return x.PushesConfigured
 	}
 	return false
 }
@@ -1208,7 +1219,7 @@ func (x *ListTopicsRequest) GetAllowStale() bool {
 
 type ListTopicsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Sorted by name, without partitions.
+	// Sorted by name, without partitions (partition_count says how many).
 	Topics          []*Topic `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
 	MetadataVersion int64    `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
@@ -2087,7 +2098,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x0fpartition_count\x18\x03 \x01(\x05R\x0epartitionCount\x12\x1e\n" +
 	"\bis_alive\x18\x04 \x01(\bH\x00R\aisAlive\x88\x01\x01\x12!\n" +
 	"\fbroker_epoch\x18\x05 \x01(\x03R\vbrokerEpochB\v\n" +
-	"\t_is_alive\"\xaa\x03\n" +
+	"\t_is_alive\"\xd7\x03\n" +
 	"\x18StorageHeartbeatResponse\x12\x1e\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\bR\n" +
@@ -2103,7 +2114,8 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x0epush_scheduled\x18\b \x01(\bR\rpushScheduled\x12\x16\n" +
 	"\x06fenced\x18\t \x01(\bR\x06fenced\x124\n" +
 	"\x16in_controlled_shutdown\x18\n" +
-	" \x01(\bR\x14inControlledShutdownB\r\n" +
+	" \x01(\bR\x14inControlledShutdown\x12+\n" +
+	"\x11pushes_configured\x18\v \x01(\bR\x10pushesConfiguredB\r\n" +
 	"\v_error_code\"\xba\x02\n" +
 	"\x12CreateTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +

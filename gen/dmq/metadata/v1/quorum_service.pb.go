@@ -209,12 +209,17 @@ func (*DescribeQuorumRequest) Descriptor() ([]byte, []int) {
 }
 
 type DescribeQuorumResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeaderId      uint64                 `protobuf:"varint,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,3,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Members       []*QuorumMember        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId     uint64                 `protobuf:"varint,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term         uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex  uint64                 `protobuf:"varint,3,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Members      []*QuorumMember        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	// The controller that answered, from its own view.
+	AnsweredBy uint64 `protobuf:"varint,6,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	// Whether the members' match_index and lag are known: only the leader
+	// tracks them. From a follower they are 0 and mean nothing.
+	ProgressKnown bool `protobuf:"varint,7,opt,name=progress_known,json=progressKnown,proto3" json:"progress_known,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +287,20 @@ func (x *DescribeQuorumResponse) GetMembers() []*QuorumMember {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *DescribeQuorumResponse) GetAnsweredBy() uint64 {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return 0
+}
+
+func (x *DescribeQuorumResponse) GetProgressKnown() bool {
+	if x != nil {
+		return x.ProgressKnown
+	}
+	return false
 }
 
 type AddVoterRequest struct {
@@ -853,13 +872,16 @@ const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\x03lag\x18\x05 \x01(\x04R\x03lag\x12\x1b\n" +
 	"\tis_leader\x18\x06 \x01(\bR\bisLeader\x12!\n" +
 	"\fdirectory_id\x18\a \x01(\x04R\vdirectoryId\"\x17\n" +
-	"\x15DescribeQuorumRequest\"\xca\x01\n" +
+	"\x15DescribeQuorumRequest\"\x92\x02\n" +
 	"\x16DescribeQuorumResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x03 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x127\n" +
-	"\amembers\x18\x05 \x03(\v2\x1d.dmq.metadata.v1.QuorumMemberR\amembers\"<\n" +
+	"\amembers\x18\x05 \x03(\v2\x1d.dmq.metadata.v1.QuorumMemberR\amembers\x12\x1f\n" +
+	"\vanswered_by\x18\x06 \x01(\x04R\n" +
+	"answeredBy\x12%\n" +
+	"\x0eprogress_known\x18\a \x01(\bR\rprogressKnown\"<\n" +
 	"\x0fAddVoterRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\"K\n" +

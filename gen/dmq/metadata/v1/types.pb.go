@@ -472,8 +472,10 @@ type Topic struct {
 	ReplicationFactor int32        `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	Config            *TopicConfig `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
 	Partitions        []*Partition `protobuf:"bytes,5,rep,name=partitions,proto3" json:"partitions,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The number of partitions, also where they are left out (ListTopics).
+	PartitionCount int32 `protobuf:"varint,6,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Topic) Reset() {
@@ -539,6 +541,13 @@ func (x *Topic) GetPartitions() []*Partition {
 		return x.Partitions
 	}
 	return nil
+}
+
+func (x *Topic) GetPartitionCount() int32 {
+	if x != nil {
+		return x.PartitionCount
+	}
+	return 0
 }
 
 // ClusterState is the whole metadata at one version: a full push, a watch
@@ -849,7 +858,7 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x03isr\x18\x04 \x03(\x05R\x03isr\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\x05R\x06leader\x12!\n" +
 	"\fleader_epoch\x18\x06 \x01(\x05R\vleaderEpoch\x12'\n" +
-	"\x0fpartition_epoch\x18\a \x01(\x05R\x0epartitionEpoch\"\xd7\x01\n" +
+	"\x0fpartition_epoch\x18\a \x01(\x05R\x0epartitionEpoch\"\x80\x02\n" +
 	"\x05Topic\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\tR\atopicId\x12-\n" +
@@ -857,7 +866,8 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x04 \x01(\v2\x1c.dmq.metadata.v1.TopicConfigR\x06config\x12:\n" +
 	"\n" +
 	"partitions\x18\x05 \x03(\v2\x1a.dmq.metadata.v1.PartitionR\n" +
-	"partitions\"\x9c\x01\n" +
+	"partitions\x12'\n" +
+	"\x0fpartition_count\x18\x06 \x01(\x05R\x0epartitionCount\"\x9c\x01\n" +
 	"\fClusterState\x12)\n" +
 	"\x10metadata_version\x18\x01 \x01(\x03R\x0fmetadataVersion\x121\n" +
 	"\abrokers\x18\x02 \x03(\v2\x17.dmq.metadata.v1.BrokerR\abrokers\x12.\n" +
