@@ -72,6 +72,10 @@ type Config struct {
 		// AuditLog is the audit log's file; empty: audit.log in the data
 		// directory.
 		AuditLog string `yaml:"audit-log"`
+		// AuditLogMaxMB rotates the audit log at this size; AuditLogKeep
+		// rotated files are kept (the oldest go first).
+		AuditLogMaxMB int `yaml:"audit-log-max-mb"`
+		AuditLogKeep  int `yaml:"audit-log-keep"`
 		// TokensFile and JWTSecret turn authentication on (either or both);
 		// PeerToken is the CONTROLLER token this controller sends to peers.
 		TokensFile string `yaml:"tokens-file"`
@@ -111,6 +115,8 @@ func defaultConfig() Config {
 	c.Security.RateLimitRPS = 2000
 	c.Security.RateLimitBurst = 4000
 	c.Security.MaxRequestBytes = 4 << 20
+	c.Security.AuditLogMaxMB = 100
+	c.Security.AuditLogKeep = 5
 	return c
 }
 
@@ -180,6 +186,8 @@ func (c *Config) settings() []setting {
 		stringSetting("security.tls.client-ca-file", "PEM CA of API clients' certificates (optional)", &c.Security.TLS.ClientCAFile),
 		boolSetting("security.tls.require-client-cert", "refuse API clients without a certificate", &c.Security.TLS.RequireClientCert),
 		stringSetting("security.audit-log", "file of the audit log, one JSON line per mutating request (default: audit.log in the data directory)", &c.Security.AuditLog),
+		intSetting("security.audit-log-max-mb", "rotate the audit log at this many MiB", &c.Security.AuditLogMaxMB),
+		intSetting("security.audit-log-keep", "rotated audit log files kept", &c.Security.AuditLogKeep),
 	}
 	for i := range list {
 		list[i].env = "DMQ_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(list[i].key))
@@ -260,6 +268,8 @@ func (c Config) validate() error {
 		return errors.New("runtime.gc-percent must be at least 25")
 	case c.Security.MaxRequestBytes < 1024:
 		return errors.New("security.max-request-bytes must be at least 1024")
+	case c.Security.AuditLogMaxMB < 1:
+		return errors.New("security.audit-log-max-mb must be at least 1")
 	}
 	state, err := rpc.ParseInitialClusterState(c.Metadata.InitialClusterState)
 	if err != nil {

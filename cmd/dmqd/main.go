@@ -25,6 +25,7 @@ import (
 	"github.com/dmq-project/metadata/rpc"
 	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/wire"
+	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 func main() {
@@ -76,8 +77,11 @@ func run(args []string) error {
 	if auditPath == "" {
 		auditPath = filepath.Join(cfg.Metadata.DataDir, "audit.log")
 	}
-	audit, err := os.OpenFile(auditPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
-	if err != nil {
+	// Rotated by size, a bounded number kept: the audit log cannot fill the
+	// disk the Raft log needs.
+	audit := &lumberjack.Logger{Filename: auditPath, MaxSize: cfg.Security.AuditLogMaxMB,
+		MaxBackups: cfg.Security.AuditLogKeep, LocalTime: false}
+	if _, err := audit.Write(nil); err != nil { // opens it now: an unwritable path stops dmqd at start
 		return fmt.Errorf("opening the audit log: %w", err)
 	}
 	defer audit.Close()

@@ -47,6 +47,17 @@ type operatorDmqd struct {
 // startOperatorDmqd starts a lone controller (no services file) with args
 // added, and waits until it takes writes.
 func startOperatorDmqd(t *testing.T, bin string, args ...string) *operatorDmqd {
+	d := startOperatorDmqdWithoutWaiting(t, bin, args...)
+	require.Eventually(t, func() bool {
+		status, _ := curl(t, "GET", d.base+"/api/v1/metadata/brokers", "")
+		return status == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "dmqd serves")
+	return d
+}
+
+// startOperatorDmqdWithoutWaiting starts it and returns at once (for
+// controllers whose API needs a token).
+func startOperatorDmqdWithoutWaiting(t *testing.T, bin string, args ...string) *operatorDmqd {
 	dir := t.TempDir()
 	port := freePort(t)
 	d := &operatorDmqd{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, dir: dir}
@@ -64,10 +75,6 @@ func startOperatorDmqd(t *testing.T, bin string, args ...string) *operatorDmqd {
 			t.Logf("dmqd output:\n%s", d.logs.String())
 		}
 	})
-	require.Eventually(t, func() bool {
-		status, _ := curl(t, "GET", d.base+"/api/v1/metadata/brokers", "")
-		return status == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond, "dmqd serves")
 	return d
 }
 
@@ -228,4 +235,86 @@ func TestRESTEmitsDefaultValues(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond, "fenced")
 	broker := body["broker"].(map[string]any)
 	assert.Equal(t, false, broker["isAlive"], "a fenced broker says it is not alive: %v", broker)
+}
+
+// The audit log cannot be turned against the service. Calls without a
+// token leave one short line each (their bodies are anyone's to send: ten
+// 4 MB POSTs added 40 MB), and an address whose calls keep failing
+// authentication is refused before its token is looked at; a large body
+// is recorded by its size and digest; the file rotates by size, a bounded
+// number of files kept.
+func TestAuditLogIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.json")
+	require.NoError(t, os.WriteFile(tokens, []byte(`{"tokens":[{"token":"admin-token-0123456789","name":"ops","role":"ADMIN"}]}`), 0o600))
+	auditPath := filepath.Join(dir, "audit.log")
+	d := startOperatorDmqdWithoutWaiting(t, dmqdBinary(t), "--security.tokens-file", tokens, "--security.audit-log", auditPath,
+		"--security.audit-log-max-mb", "1", "--security.audit-log-keep", "2")
+	post := func(token, path, body string) int {
+		req, err := http.NewRequest("POST", d.base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0 // not listening yet
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool {
+		return post("admin-token-0123456789", "/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":9092}`) == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond, "dmqd serves")
+
+	big := `{"name":"t","partitions":1,"configs":{"x":"` + strings.Repeat("y", 1<<20) + `"}}`
+	statuses := map[int]int{}
+	started := time.Now()
+	for range 40 {
+		statuses[post("", "/api/v1/metadata/topics", big)]++
+	}
+	// A burst of 20 failed authentications, then 5 more a second.
+	refills := int(time.Since(started).Seconds()*5) + 1
+	assert.GreaterOrEqual(t, statuses[http.StatusUnauthorized], 20, "%v", statuses)
+	assert.LessOrEqual(t, statuses[http.StatusUnauthorized], 20+refills, "failed authentications beyond the budget: %v", statuses)
+	assert.Equal(t, 40, statuses[http.StatusUnauthorized]+statuses[http.StatusTooManyRequests], "%v", statuses)
+	info, err := os.Stat(auditPath)
+	require.NoError(t, err)
+	assert.Less(t, info.Size(), int64(40*512), "40 unauthenticated megabyte calls left %d bytes of audit", info.Size())
+
+	// The address is throttled until its bucket refills (a token a fifth of
+	// a second), for every caller on it: the price of refusing before
+	// looking at tokens.
+	require.Eventually(t, func() bool {
+		return post("admin-token-0123456789", "/api/v1/metadata/topics",
+			`{"name":"t","partitions":1,"configs":{"x":"`+strings.Repeat("y", 8<<10)+`"}}`) == http.StatusBadRequest
+	}, 10*time.Second, 50*time.Millisecond, "an authenticated call once the address's bucket refilled")
+	data, err := os.ReadFile(auditPath)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var last map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &last))
+	assert.NotContains(t, last, "request", "a large body is not recorded whole")
+	assert.Greater(t, last["request_bytes"], float64(8<<10))
+	assert.Len(t, last["request_sha256"], 64)
+	var refused map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &refused))
+	assert.Equal(t, "unauthenticated", refused["result"])
+	assert.NotContains(t, refused, "request")
+
+	// Rotation: 1 MiB per file, two rotated files kept.
+	small := `{"name":"t","partitions":1,"configs":{"x":"` + strings.Repeat("y", 3<<10) + `"}}`
+	for range 800 {
+		post("admin-token-0123456789", "/api/v1/metadata/topics", small)
+	}
+	rotated, err := filepath.Glob(filepath.Join(dir, "audit-*.log"))
+	require.NoError(t, err)
+	assert.Len(t, rotated, 2, "rotated files kept: %v", rotated)
+	for _, f := range append(rotated, auditPath) {
+		info, err := os.Stat(f)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, info.Size(), int64(1<<20), f)
+	}
 }

@@ -2,7 +2,10 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -21,15 +24,19 @@ import (
 // AuditRecord is one line of the audit log: a mutating request, who made
 // it, from where, and how it ended.
 type AuditRecord struct {
-	Time            time.Time       `json:"time"`
-	Who             string          `json:"who"`
-	From            string          `json:"from"`
-	Procedure       string          `json:"procedure"`
-	Request         json.RawMessage `json:"request"`
-	Result          string          `json:"result"`
-	ErrorCode       string          `json:"error_code,omitempty"`
-	Message         string          `json:"message,omitempty"`
-	MetadataVersion int64           `json:"metadata_version,omitempty"`
+	Time      time.Time       `json:"time"`
+	Who       string          `json:"who"`
+	From      string          `json:"from"`
+	Procedure string          `json:"procedure"`
+	Request   json.RawMessage `json:"request,omitempty"`
+	// A request over AuditRequestBytesMax is recorded by its size and
+	// SHA-256 instead; a call refused authentication, not at all.
+	RequestBytes    int    `json:"request_bytes,omitempty"`
+	RequestSHA256   string `json:"request_sha256,omitempty"`
+	Result          string `json:"result"`
+	ErrorCode       string `json:"error_code,omitempty"`
+	Message         string `json:"message,omitempty"`
+	MetadataVersion int64  `json:"metadata_version,omitempty"`
 }
 
 // auditLog writes one JSON line per record; safe for concurrent use. A
@@ -94,11 +101,17 @@ func appendAuditLine(dst []byte, r AuditRecord) []byte {
 	dst = appendJSONString(dst, r.From)
 	dst = append(dst, `,"procedure":`...)
 	dst = appendJSONString(dst, r.Procedure)
-	dst = append(dst, `,"request":`...)
-	if len(r.Request) == 0 {
-		dst = append(dst, "null"...)
-	} else {
+	if len(r.Request) != 0 {
+		dst = append(dst, `,"request":`...)
 		dst = append(dst, r.Request...)
+	}
+	if r.RequestBytes != 0 {
+		dst = append(dst, `,"request_bytes":`...)
+		dst = strconv.AppendInt(dst, int64(r.RequestBytes), 10)
+	}
+	if r.RequestSHA256 != "" {
+		dst = append(dst, `,"request_sha256":`...)
+		dst = appendJSONString(dst, r.RequestSHA256)
 	}
 	dst = append(dst, `,"result":`...)
 	dst = appendJSONString(dst, r.Result)
@@ -179,6 +192,10 @@ func audited(req connect.AnyRequest) bool {
 	return true
 }
 
+// AuditRequestBytesMax is the largest request recorded whole; a larger one
+// is recorded by its size and digest.
+const AuditRequestBytesMax = 4 << 10
+
 // NewAuditInterceptor writes to w one JSON line (an AuditRecord) for
 // every mutating call, after it completes, naming the principal auth (if
 // set) authenticates the call as.
@@ -191,7 +208,7 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			resp, err := next(ctx, req)
-			if !audited(req) {
+			if !audited(req) || errors.Is(err, ErrAuthThrottled) {
 				return resp, err
 			}
 			record := AuditRecord{Time: time.Now().UTC(), Who: "anonymous", From: req.Peer().Addr,
@@ -202,9 +219,16 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 					record.Who = fmt.Sprintf("%s (%s)", p.Name, p.Role)
 				}
 			}
-			if msg, ok := req.Any().(proto.Message); ok {
+			// A caller that did not authenticate gets one short line: its
+			// body, which anyone can send, is not worth the disk.
+			if msg, ok := req.Any().(proto.Message); ok && connect.CodeOf(err) != connect.CodeUnauthenticated {
 				if data, merr := protojson.Marshal(msg); merr == nil {
-					record.Request = data
+					if len(data) <= AuditRequestBytesMax {
+						record.Request = data
+					} else {
+						sum := sha256.Sum256(data)
+						record.RequestBytes, record.RequestSHA256 = len(data), hex.EncodeToString(sum[:])
+					}
 				}
 			}
 			if err != nil {

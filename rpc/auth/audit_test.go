@@ -58,6 +58,9 @@ func TestAuditLineReadsAsEncodingJSONWrites(t *testing.T) {
 		if i%3 == 0 {
 			r.Request = nil
 		}
+		if i%5 == 0 {
+			r.Request, r.RequestBytes, r.RequestSHA256 = nil, i*1000, s
+		}
 		want, err := json.Marshal(r)
 		require.NoError(t, err)
 		var expected AuditRecord

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -267,17 +268,40 @@ var readOnlyProcedures = map[string]bool{
 // NewInterceptor authenticates every call of the API and authorises it
 // by role (the Raft transport admits controllers only: see
 // AuthenticateController).
+//
+// An address whose calls fail authentication more often than
+// FailedAuthLimit allows is refused before its token is even looked at
+// (ResourceExhausted, wrapping ErrAuthThrottled) until its bucket refills:
+// unauthenticated calls are never rate-limited per principal (there is
+// none), and would otherwise cost a JWT check and an audit line each.
 func NewInterceptor(a *Authenticator) connect.Interceptor {
-	return authInterceptor{auth: a}
+	return authInterceptor{auth: a, failures: newLimiter(FailedAuthLimit)}
 }
+
+// FailedAuthLimit bounds the calls that fail authentication, per address.
+var FailedAuthLimit = RateLimit{PerSecond: 5, Burst: 20}
+
+// ErrAuthThrottled refuses a call from an address that failed
+// authentication too often; the audit log does not record such calls (the
+// refusals counted in metrics say how many).
+var ErrAuthThrottled = errors.New("too many calls from this address failed authentication: retry later")
 
 type authInterceptor struct {
-	auth *Authenticator
+	auth     *Authenticator
+	failures *limiter // a bucket per address, drawn from by failed authentications
 }
 
-func (i authInterceptor) check(ctx context.Context, header, procedure string, msg any) (context.Context, error) {
+func (i authInterceptor) check(ctx context.Context, peerAddr, header, procedure string, msg any) (context.Context, error) {
+	address := peerAddr
+	if host, _, err := net.SplitHostPort(peerAddr); err == nil {
+		address = host
+	}
+	if i.failures.exhausted(address, time.Now()) {
+		return ctx, connect.NewError(connect.CodeResourceExhausted, ErrAuthThrottled)
+	}
 	p, err := i.auth.Authenticate(header)
 	if err != nil {
+		i.failures.allow(address, time.Now())
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	if msg != nil {
@@ -290,7 +314,7 @@ func (i authInterceptor) check(ctx context.Context, header, procedure string, ms
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		ctx, err := i.check(ctx, req.Header().Get("Authorization"), req.Spec().Procedure, req.Any())
+		ctx, err := i.check(ctx, req.Peer().Addr, req.Header().Get("Authorization"), req.Spec().Procedure, req.Any())
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +331,7 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		// Streams are authorised on their procedure: WatchMetadata is a
 		// read; the Raft transport takes controllers only.
 		procedure := conn.Spec().Procedure
-		ctx, err := i.check(ctx, conn.RequestHeader().Get("Authorization"), procedure, nil)
+		ctx, err := i.check(ctx, conn.Peer().Addr, conn.RequestHeader().Get("Authorization"), procedure, nil)
 		if err != nil {
 			return err
 		}
