@@ -52,12 +52,15 @@ type pushTarget struct {
 	inFlight int64
 	retryAt  time.Time
 	backoff  time.Duration
+	// failing: the last push failed (said once, until one succeeds).
+	failing bool
 }
 
 func (n *Node) becomeActive() {
 	now := n.env.Clock.Now()
 	n.active = true
 	n.activeAt = now
+	n.emit(Event{Kind: EventBecameActive, Leader: n.cfg.ID})
 	n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
 	// The leadership's marker in the metadata log; nothing waits on it.
 	n.propose(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{LeaderId: n.cfg.ID, Term: n.term}}},
@@ -106,6 +109,9 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		delete(n.controller.unfenceTarget, id)
 	case *metadatav1.Record_UnfenceBroker:
 		delete(n.controller.unfenceTarget, body.UnfenceBroker.GetBrokerId())
+		n.emit(Event{Kind: EventBrokerUnfenced, Broker: body.UnfenceBroker.GetBrokerId(), Epoch: body.UnfenceBroker.GetBrokerEpoch()})
+	case *metadatav1.Record_FenceBroker:
+		n.emit(Event{Kind: EventBrokerFenced, Broker: body.FenceBroker.GetBrokerId(), Epoch: body.FenceBroker.GetBrokerEpoch()})
 	}
 }
 
@@ -311,8 +317,16 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 	t.inFlight = 0
 	now := n.env.Clock.Now()
 	if err != nil {
+		if !t.failing {
+			t.failing = true
+			n.emit(Event{Kind: EventPushFailing, Broker: id, Detail: err.Error()})
+		}
 		n.backOff(t, now)
 		return
+	}
+	if t.failing {
+		t.failing = false
+		n.emit(Event{Kind: EventPushRecovered, Broker: id})
 	}
 	t.known = resp.GetMetadataVersion()
 	t.full = t.known > n.sm.Version()

@@ -19,6 +19,8 @@ type Env struct {
 	// Observer, if set, sees every committed entry as it is applied (the
 	// simulator checks that all nodes apply the same entries).
 	Observer Observer
+	// Events, if set, hears of what an operator should (see EventKind).
+	Events Events
 }
 
 // Observer watches a node's applied entries. It must not modify them.

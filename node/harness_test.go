@@ -38,6 +38,13 @@ type cluster struct {
 	drop func(m *raftpb.Message) bool
 	// founders are the founding voters, with their directories.
 	founders []Peer
+	// events are every node's events, in order.
+	events []nodeEvent
+}
+
+type nodeEvent struct {
+	node uint64
+	Event
 }
 
 type pushCall struct {
@@ -64,6 +71,9 @@ func (e clusterEnv) RemovePeer(uint64)      {}
 func (e clusterEnv) Now() time.Time         { return e.c.now }
 func (e clusterEnv) Uint64() uint64         { return e.c.rng.Uint64() }
 func (e clusterEnv) CanPush(int32) bool     { return true }
+func (e clusterEnv) Event(ev Event) {
+	e.c.events = append(e.c.events, nodeEvent{node: e.id, Event: ev})
+}
 func (e clusterEnv) Push(broker int32, req *metadatav1.PushMetadataRequest) {
 	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: req})
 }
@@ -109,7 +119,7 @@ func (c *cluster) start(id uint64, store storage.Storage) {
 	cfg := c.cfg
 	cfg.ID = id
 	env := clusterEnv{c: c, id: id}
-	n, err := New(cfg, store, Env{Transport: env, Clock: env, Rand: env, Pusher: env})
+	n, err := New(cfg, store, Env{Transport: env, Clock: env, Rand: env, Pusher: env, Events: env})
 	require.NoError(c.t, err)
 	c.nodes[id] = n
 }

@@ -24,6 +24,7 @@ func (n *Node) observeGainedLeadership() {
 	}
 	n.failUnindexedReads(unavailable("leadership changed before the read was confirmed; retry"))
 	n.term, n.leader, n.isLeader = status.GetTerm(), status.Lead, true
+	n.emit(Event{Kind: EventLeaderChanged, Leader: status.Lead})
 	n.active = false
 	n.controller.reset()
 	n.stampBaseMs, n.stampFrom = n.sm.ClockMs(), n.env.Clock.Now()
@@ -64,7 +65,11 @@ func (n *Node) observeLeadership() {
 		n.active = false
 		n.controller.reset()
 	}
+	changed := term != n.term || leader != n.leader
 	n.term, n.leader, n.isLeader = term, leader, isLeader
+	if changed {
+		n.emit(Event{Kind: EventLeaderChanged, Term: term, Leader: leader})
+	}
 	if n.transfer != nil && leader == n.transfer.target {
 		t := n.transfer
 		n.transfer = nil

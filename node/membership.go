@@ -216,6 +216,11 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 		id := c.GetNodeId()
 		switch c.GetType() {
 		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+			detail := "added as a voter"
+			if c.GetType() == raftpb.ConfChangeAddLearnerNode {
+				detail = "added as a learner"
+			}
+			n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: detail})
 			n.snapshotForNewMember = true
 			if url != "" {
 				n.peers[id] = url
@@ -227,12 +232,15 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 				n.env.Transport.SetPeer(id, n.peers[id])
 			}
 		case raftpb.ConfChangeRemoveNode:
+			n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: "removed"})
 			delete(n.peers, id)
 			delete(n.directories, id)
 			delete(n.heardAt, id)
+			delete(n.unreachable, id)
 			n.removedIDs[id] = true
 			if id == n.cfg.ID {
 				n.removed = true
+				n.emit(Event{Kind: EventRemoved, Index: entry.GetIndex()})
 			} else {
 				n.env.Transport.RemovePeer(id)
 			}

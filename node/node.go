@@ -69,10 +69,13 @@ type Node struct {
 	// RecentActive will not do: with CheckQuorum the leader clears it at
 	// every election timeout, and a change proposed just after found no
 	// follower active (seed 20562: a lost voter could never be removed).
-	heardAt   map[uint64]uint64
-	nextSeq   uint64
-	proposals map[uint64]*proposal
-	reads     map[uint64]*read
+	heardAt map[uint64]uint64
+	// unreachable: peers reported unreachable and not heard from since
+	// (EventPeerUnreachable is said once per streak).
+	unreachable map[uint64]bool
+	nextSeq     uint64
+	proposals   map[uint64]*proposal
+	reads       map[uint64]*read
 	// readBatch is the ReadIndex request in flight (0: none) and
 	// readBatchDeadline when it is given up. Reads that arrive meanwhile
 	// queue for the next one: one heartbeat round serves a whole batch, and
@@ -157,6 +160,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		proposals:   map[uint64]*proposal{},
 		reads:       map[uint64]*read{},
 		heardAt:     map[uint64]uint64{},
+		unreachable: map[uint64]bool{},
 		life:        env.Rand.Uint64(),
 		addedInLog:  map[uint64]uint64{},
 		lostLogs:    map[uint64]int{},

@@ -58,6 +58,7 @@ func (n *Node) HandleReady() error {
 		if err := n.restoreSnapshot(rd.Snapshot); err != nil {
 			return err
 		}
+		n.emit(Event{Kind: EventSnapshotInstalled, Index: rd.Snapshot.GetMetadata().GetIndex(), Bytes: len(rd.Snapshot.GetData())})
 		n.serveReads()
 	}
 	if len(late) > 0 && !n.directoryReplaced() {

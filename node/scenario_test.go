@@ -703,3 +703,63 @@ func TestLoneControllerElectsItselfAtOnce(t *testing.T) {
 	three.process()
 	assert.Zero(t, three.leader(), "a controller with peers campaigned before its election timeout")
 }
+
+// eventsOf lists node id's events of kind since index from, as "kind
+// detail" strings.
+func (c *cluster) eventsOf(id uint64, kind EventKind, from int) []Event {
+	var out []Event
+	for _, e := range c.events[from:] {
+		if e.node == id && e.Kind == kind {
+			out = append(out, e.Event)
+		}
+	}
+	return out
+}
+
+// The node says what an operator should hear of, once per occurrence:
+// leadership, fencing, peers lost and back, strangers, membership.
+func TestEventsTellTheOperator(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.NotEmpty(t, c.eventsOf(1, EventBecameActive, 0))
+	changed := c.eventsOf(2, EventLeaderChanged, 0)
+	require.NotEmpty(t, changed)
+	assert.Equal(t, uint64(1), changed[len(changed)-1].Leader)
+
+	// A broker that never heartbeats is fenced once its session expires.
+	out := c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(7), done) })
+	require.Nil(t, out.Err)
+	mark := len(c.events)
+	c.tick(40)
+	fenced := c.eventsOf(1, EventBrokerFenced, mark)
+	require.Len(t, fenced, 1)
+	assert.Equal(t, int32(7), fenced[0].Broker)
+
+	// A peer reported unreachable is said once, and once when it is back.
+	mark = len(c.events)
+	leader.ReportUnreachable(3)
+	leader.ReportUnreachable(3)
+	assert.Len(t, c.eventsOf(1, EventPeerUnreachable, mark), 1)
+	c.tick(2)
+	back := c.eventsOf(1, EventPeerBack, mark)
+	require.Len(t, back, 1)
+	assert.Equal(t, uint64(3), back[0].Peer)
+
+	// A stranger's message.
+	mark = len(c.events)
+	_ = c.nodes[2].Step(&raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(99)), To: new(uint64(2)), Term: new(c.nodes[2].Term())})
+	strangers := c.eventsOf(2, EventStrangerRefused, mark)
+	require.Len(t, strangers, 1)
+	assert.Equal(t, uint64(99), strangers[0].Peer)
+
+	// Removing a controller: everyone hears of the change, it hears it
+	// was removed.
+	mark = len(c.events)
+	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 3}))
+	c.tick(3)
+	removal := c.eventsOf(1, EventMembershipChanged, mark)
+	require.Len(t, removal, 1)
+	assert.Equal(t, "removed", removal[0].Detail)
+	assert.Equal(t, uint64(3), removal[0].Peer)
+	assert.Len(t, c.eventsOf(3, EventRemoved, mark), 1)
+}

@@ -178,6 +178,7 @@ func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
 	}
 	n.snapshotIndex = applied
 	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
+	n.emit(Event{Kind: EventSnapshotTaken, Index: applied, Bytes: len(snap.GetData())})
 	first, err := n.store.FirstIndex()
 	if err != nil {
 		return nil, err

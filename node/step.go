@@ -34,9 +34,9 @@ func (n *Node) Step(m *raftpb.Message) error {
 	if from := m.GetFrom(); !n.mayStepFrom(from, m) {
 		n.strangerMessages++
 		if n.strangerMessages&(n.strangerMessages-1) == 0 {
-			// Logged at powers of two: a flood costs a few lines.
-			n.logger.Warningf("controller %d refused a %v from %d, which is not a member (%d refused so far)",
-				n.cfg.ID, m.GetType(), from, n.strangerMessages)
+			// Said at powers of two: a flood costs a few lines.
+			n.emit(Event{Kind: EventStrangerRefused, Peer: from,
+				Detail: fmt.Sprintf("%v (%d refused so far)", m.GetType(), n.strangerMessages)})
 		}
 		n.answerRefusedAppend(m)
 		return fmt.Errorf("%w: %v from %d", ErrNotMember, m.GetType(), from)
@@ -67,6 +67,10 @@ func (n *Node) Step(m *raftpb.Message) error {
 		return fmt.Errorf("%w: controller %d rejects appends at index %d below the %d it acknowledged", ErrLostLog, m.GetFrom(), m.GetRejectHint(), n.matchOf(m.GetFrom()))
 	}
 	n.heardAt[m.GetFrom()] = n.ticks
+	if n.unreachable[m.GetFrom()] {
+		delete(n.unreachable, m.GetFrom())
+		n.emit(Event{Kind: EventPeerBack, Peer: m.GetFrom()})
+	}
 	err := n.rn.Step(m)
 	if errors.Is(err, raft.ErrStepPeerNotFound) || errors.Is(err, raft.ErrStepLocalMsg) {
 		return nil
@@ -320,7 +324,13 @@ func (n *Node) hasConfiguration() bool {
 }
 
 // ReportUnreachable tells Raft a peer could not be reached.
-func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+func (n *Node) ReportUnreachable(id uint64) {
+	n.rn.ReportUnreachable(id)
+	if !n.unreachable[id] && n.isMember(id) {
+		n.unreachable[id] = true
+		n.emit(Event{Kind: EventPeerUnreachable, Peer: id})
+	}
+}
 
 // ReportSnapshot tells Raft whether a snapshot reached a peer.
 func (n *Node) ReportSnapshot(id uint64, delivered bool) {

@@ -158,8 +158,12 @@ func (c *Controller) start(ctx context.Context) error {
 		}
 	}
 	pusher := push.New(pushClient, cfg.PushURLs, c.metrics)
+	if cfg.Node.Logger == nil {
+		cfg.Node.Logger = newRaftLogger(cfg.Logger)
+	}
 	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
 		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
+		Events: newEventLog(cfg.Logger),
 	})
 	if err != nil {
 		c.transport.Close()

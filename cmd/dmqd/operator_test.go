@@ -149,31 +149,84 @@ func grpcHealth(t *testing.T, base, service string) string {
 // its peers not started) is alive but not ready, and its gRPC health is
 // NOT_SERVING (it answered SERVING whatever the state); once a quorum runs
 // and it has applied what it knows committed, it is ready and SERVING.
-func TestHealthReflectsTheQuorum(t *testing.T) {
-	bin := dmqdBinary(t)
-	dir := t.TempDir()
-	ports := []int{freePort(t), freePort(t), freePort(t)}
+// clusterOf3 is three controllers founded together (initial cluster state
+// new), started one by one by start(id).
+type clusterOf3 struct {
+	t     *testing.T
+	bin   string
+	dir   string
+	ports []int
+	cmds  map[int]*exec.Cmd
+	logs  map[int]*syncBuffer
+}
+
+func newClusterOf3(t *testing.T, bin string) *clusterOf3 {
+	c := &clusterOf3{t: t, bin: bin, dir: t.TempDir(), ports: []int{freePort(t), freePort(t), freePort(t)},
+		cmds: map[int]*exec.Cmd{}, logs: map[int]*syncBuffer{}}
 	var entries []string
-	for i, port := range ports {
+	for i, port := range c.ports {
 		entries = append(entries, fmt.Sprintf(`{"id": %d, "host": "127.0.0.1", "port": %d, "url": "http://127.0.0.1:%d"}`, i+1, port, port))
 	}
-	services := filepath.Join(dir, "services.json")
-	require.NoError(t, os.WriteFile(services, []byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
-	start := func(id int) {
-		cmd := exec.Command(bin, "--id", fmt.Sprint(id), "--server.host", "127.0.0.1", "--services.config-path", services,
-			"--metadata.data-dir", filepath.Join(dir, fmt.Sprintf("node-%d", id)), "--metadata.initial-cluster-state", "new")
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("controller %d:\n%s", id, logs.String())
+	require.NoError(t, os.WriteFile(filepath.Join(c.dir, "services.json"),
+		[]byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
+	return c
+}
+
+func (c *clusterOf3) base(id int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.ports[id-1]) }
+
+func (c *clusterOf3) start(id int) {
+	cmd := exec.Command(c.bin, "--id", fmt.Sprint(id), "--server.host", "127.0.0.1", "--services.config-path",
+		filepath.Join(c.dir, "services.json"), "--metadata.data-dir", filepath.Join(c.dir, fmt.Sprintf("node-%d", id)),
+		"--metadata.initial-cluster-state", "new")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	require.NoError(c.t, cmd.Start())
+	c.cmds[id], c.logs[id] = cmd, logs
+	c.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if c.t.Failed() {
+			c.t.Logf("controller %d:\n%s", id, logs.String())
+		}
+	})
+}
+
+// leader is the controller the first one that answers names as leader.
+func (c *clusterOf3) leader(except int) int {
+	for id := 1; id <= 3; id++ {
+		if id == except {
+			continue
+		}
+		status, body := curlQuiet(c.base(id) + "/api/v1/metadata/quorum")
+		if status == http.StatusOK {
+			if leader, ok := body["leaderId"].(string); ok && leader != "0" {
+				var n int
+				_, _ = fmt.Sscan(leader, &n)
+				if n != except {
+					return n
+				}
 			}
-		})
+		}
 	}
-	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	return 0
+}
+
+// curlQuiet is a GET that reports failure as status 0.
+func curlQuiet(url string) (int, map[string]any) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func TestHealthReflectsTheQuorum(t *testing.T) {
+	c := newClusterOf3(t, dmqdBinary(t))
+	start := c.start
+	base := c.base(1)
 	start(1)
 	require.Eventually(t, func() bool {
 		status, _ := probe(t, base+"/livez")
@@ -317,4 +370,60 @@ func TestAuditLogIsBounded(t *testing.T) {
 		require.NoError(t, err)
 		assert.LessOrEqual(t, info.Size(), int64(1<<20), f)
 	}
+}
+
+// logLines are the JSON lines of a controller's log whose msg contains
+// want.
+func logLines(logs string, want string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(logs, "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) == nil && strings.Contains(fmt.Sprint(entry["msg"]), want) {
+			out = append(out, entry)
+		}
+	}
+	return out
+}
+
+// At info level a controller says what an operator needs to hear: Raft's
+// own election lines (they were discarded), the leader it follows, that it
+// became the active controller, a peer lost. It used to log only start,
+// stop and a warning.
+func TestLogsTellTheOperator(t *testing.T) {
+	c := newClusterOf3(t, dmqdBinary(t))
+	for id := 1; id <= 3; id++ {
+		c.start(id)
+	}
+	var leader int
+	require.Eventually(t, func() bool { leader = c.leader(0); return leader != 0 }, 30*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return len(logLines(c.logs[leader].String(), "became the active controller")) > 0
+	}, 10*time.Second, 20*time.Millisecond, "the leader says it is active")
+	raftLines := 0
+	for _, entry := range logLines(c.logs[leader].String(), "") {
+		if entry["component"] == "raft" && entry["level"] == "INFO" {
+			raftLines++
+		}
+	}
+	assert.Positive(t, raftLines, "Raft's election lines reach the log")
+
+	require.NoError(t, c.cmds[leader].Process.Kill())
+	var next int
+	require.Eventually(t, func() bool { next = c.leader(leader); return next != 0 }, 30*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		for _, entry := range logLines(c.logs[next].String(), "leader changed") {
+			if entry["leader"] == float64(next) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the new leader says who leads")
+	require.Eventually(t, func() bool {
+		for _, entry := range logLines(c.logs[next].String(), "peer unreachable") {
+			if entry["peer"] == float64(leader) && entry["level"] == "WARN" {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the survivors say the old leader is unreachable")
 }
