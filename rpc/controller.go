@@ -22,6 +22,7 @@ import (
 	"github.com/dmq-project/metadata/storage"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // ControllerConfig is everything needed to run one controller process.
@@ -161,9 +162,10 @@ func (c *Controller) start(ctx context.Context) error {
 	if cfg.Node.Logger == nil {
 		cfg.Node.Logger = newRaftLogger(cfg.Logger)
 	}
-	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds}, node.Env{
+	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds,
+		snapshotSeconds: c.metrics.SnapshotPersistSeconds}, node.Env{
 		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
-		Events: newEventLog(cfg.Logger),
+		Events: bothEvents{newEventLog(cfg.Logger), c.metrics},
 	})
 	if err != nil {
 		c.transport.Close()
@@ -317,7 +319,15 @@ func (c *Controller) Stop() error {
 // timedStorage measures each Save: the fsync latency the metrics report.
 type timedStorage struct {
 	storage.Storage
-	seconds prometheus.Histogram
+	seconds         prometheus.Histogram
+	snapshotSeconds prometheus.Histogram
+}
+
+func (s timedStorage) CreateSnapshot(index uint64, cs *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error) {
+	started := time.Now()
+	snap, err := s.Storage.CreateSnapshot(index, cs, data)
+	s.snapshotSeconds.Observe(time.Since(started).Seconds())
+	return snap, err
 }
 
 func (s timedStorage) Save(u storage.Update) error {

@@ -128,3 +128,11 @@ func (l *eventLog) Event(e node.Event) {
 	}
 	l.logger.LogAttrs(context.Background(), eventLevel(e.Kind), e.Kind.String(), attrs...)
 }
+
+// bothEvents hands each event to the log and to the metrics.
+type bothEvents [2]node.Events
+
+func (b bothEvents) Event(e node.Event) {
+	b[0].Event(e)
+	b[1].Event(e)
+}

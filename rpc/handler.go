@@ -50,7 +50,7 @@ func (s Security) peerAdmission(peerTLS *auth.TLSMaterial) peer.Admission {
 // peer transport only callers with the cluster's client certificate.
 func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, logger *slog.Logger, security Security, peerTLS *auth.TLSMaterial) (http.Handler, error) {
 	mux := http.NewServeMux()
-	err := api.Mount(mux, srv, api.MountConfig{Logger: logger, Auth: security.Auth, RateLimit: security.RateLimit,
+	err := api.Mount(mux, srv, api.MountConfig{Logger: logger, Metrics: m, Auth: security.Auth, RateLimit: security.RateLimit,
 		MaxRequestBytes: security.MaxRequestBytes, Audit: security.Audit})
 	if err != nil {
 		return nil, err

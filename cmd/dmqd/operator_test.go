@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -426,4 +429,107 @@ func TestLogsTellTheOperator(t *testing.T) {
 		}
 		return false
 	}, 10*time.Second, 20*time.Millisecond, "the survivors say the old leader is unreachable")
+}
+
+// metric is the value of the first /metrics sample whose line starts with
+// prefix (name and labels as Prometheus prints them), and whether any did.
+func metric(t *testing.T, base, prefix string) (float64, bool) {
+	status, text := probe(t, base+"/metrics")
+	require.Equal(t, http.StatusOK, status)
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			var v float64
+			_, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
+			require.NoError(t, err, line)
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// /metrics has what an operator graphs and alerts on: per-procedure call
+// counts by code and latency, authentication failures, rate-limited calls,
+// open watch streams, leader changes and elections won, snapshots, the
+// leader's view of each member's match index and lag, and the build.
+func TestMetricsAnOperatorNeeds(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.json")
+	const token = "admin-token-0123456789"
+	require.NoError(t, os.WriteFile(tokens, []byte(`{"tokens":[{"token":"`+token+`","name":"ops","role":"ADMIN"}]}`), 0o600))
+	d := startOperatorDmqdWithoutWaiting(t, dmqdBinary(t), "--security.tokens-file", tokens,
+		"--security.rate-limit-rps", "5", "--security.rate-limit-burst", "5")
+	call := func(auth, method, path, body string) int {
+		req, err := http.NewRequest(method, d.base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool {
+		return call(token, "POST", "/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":9092}`) == http.StatusOK
+	}, 20*time.Second, 100*time.Millisecond, "dmqd serves")
+	require.Equal(t, http.StatusUnauthorized, call("", "GET", "/api/v1/metadata/topics", ""))
+	require.Equal(t, http.StatusOK, call(token, "POST", "/api/v1/metadata/quorum/snapshot", `{}`))
+	limited := 0
+	for range 20 {
+		if call(token, "GET", "/api/v1/metadata/topics", "") == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	require.Positive(t, limited, "the client's rate limit (5/s) refused some of 20 quick calls")
+
+	c, err := client.New(client.Config{Endpoints: []string{d.base}, Token: token})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	watching := make(chan struct{}, 1)
+	go func() {
+		_ = c.Watch(ctx, 0, func(*metadatav1.WatchMetadataResponse) error {
+			select {
+			case watching <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+	}()
+	<-watching
+
+	checks := map[string]func(float64) bool{
+		`dmq_rpc_requests_total{code="ok",procedure="/dmq.metadata.v1.MetadataService/RegisterBroker"}`:          func(v float64) bool { return v >= 1 },
+		`dmq_rpc_requests_total{code="unauthenticated",procedure="/dmq.metadata.v1.MetadataService/ListTopics"}`: func(v float64) bool { return v >= 1 },
+		`dmq_rpc_request_duration_seconds_count{procedure="/dmq.metadata.v1.MetadataService/RegisterBroker"}`:    func(v float64) bool { return v >= 1 },
+		`dmq_auth_failures_total{reason="unauthenticated"}`:                                                      func(v float64) bool { return v >= 1 },
+		`dmq_rate_limited_total{limit="client"}`:                                                                 func(v float64) bool { return v >= float64(limited) },
+		`dmq_watch_streams `:                                                                                     func(v float64) bool { return v == 1 },
+		`dmq_raft_leader_changes_total `:                                                                         func(v float64) bool { return v >= 1 },
+		`dmq_controller_elections_won_total `:                                                                    func(v float64) bool { return v == 1 },
+		`dmq_snapshots_total{kind="taken"}`:                                                                      func(v float64) bool { return v >= 1 },
+		`dmq_snapshot_bytes `:                                                                                    func(v float64) bool { return v > 0 },
+		`dmq_snapshot_persist_seconds_count `:                                                                    func(v float64) bool { return v >= 1 },
+		`dmq_raft_peer_match_index{peer="1"}`:                                                                    func(v float64) bool { return v >= 1 },
+		`dmq_raft_peer_lag_entries{peer="1"}`:                                                                    func(v float64) bool { return v == 0 },
+		`dmq_build_info{`:                                                                                        func(v float64) bool { return v == 1 },
+	}
+	require.Eventually(t, func() bool { // the gauges polled from the node refresh every second
+		v, ok := metric(t, d.base, `dmq_raft_peer_match_index{peer="1"}`)
+		return ok && v >= 1
+	}, 10*time.Second, 100*time.Millisecond)
+	for prefix, ok := range checks {
+		v, found := metric(t, d.base, prefix)
+		if assert.True(t, found, "no %s in /metrics", prefix) {
+			assert.True(t, ok(v), "%s is %v", prefix, v)
+		}
+	}
+	cancel()
+	require.Eventually(t, func() bool {
+		v, _ := metric(t, d.base, "dmq_watch_streams ")
+		return v == 0
+	}, 10*time.Second, 50*time.Millisecond, "the closed watch stream is no longer counted")
 }

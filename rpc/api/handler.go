@@ -15,6 +15,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/rpc/metrics"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -40,6 +41,9 @@ type MountConfig struct {
 	MaxRequestBytes int
 	// Audit, if set, receives one JSON line per mutating request.
 	Audit io.Writer
+	// Metrics, if set, counts every call by procedure and code, times the
+	// unary ones, and counts refusals and open watch streams.
+	Metrics *metrics.Metrics
 }
 
 // Mount serves srv on mux: MetadataService and QuorumService over
@@ -51,7 +55,11 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = maxRequestBytesDefault
 	}
-	interceptors := []connect.Interceptor{loggingInterceptor(cfg.Logger)}
+	var interceptors []connect.Interceptor
+	if cfg.Metrics != nil {
+		interceptors = append(interceptors, metricsInterceptor{cfg.Metrics})
+	}
+	interceptors = append(interceptors, loggingInterceptor(cfg.Logger))
 	if cfg.Audit != nil {
 		interceptors = append(interceptors, auth.NewAuditInterceptor(cfg.Audit, cfg.Auth))
 	}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -20,6 +21,9 @@ type RateLimit struct {
 	PerSecond float64
 	Burst     int
 }
+
+// ErrRateLimited refuses a call beyond its client's rate limit.
+var ErrRateLimited = errors.New("rate limit")
 
 // rateLimitClientsMax bounds the table of buckets; the least recently used
 // client's bucket goes first (it refills to full anyway).
@@ -114,7 +118,7 @@ func (i rateLimitInterceptor) check(ctx context.Context, peerAddr string) error 
 	}
 	seconds := int(math.Ceil(wait.Seconds()))
 	err := connect.NewError(connect.CodeResourceExhausted,
-		fmt.Errorf("rate limit of %.0f requests/s (burst %d) exceeded: retry in %d s", i.cfg.PerSecond, i.cfg.Burst, seconds))
+		fmt.Errorf("%w: %.0f requests/s (burst %d) exceeded: retry in %d s", ErrRateLimited, i.cfg.PerSecond, i.cfg.Burst, seconds))
 	err.Meta().Set("Retry-After", fmt.Sprint(seconds))
 	return err
 }

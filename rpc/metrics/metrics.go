@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -35,6 +36,21 @@ type Metrics struct {
 	peerRefused *prometheus.CounterVec
 	// SaveSeconds is the latency of persisting one Ready (the fsync).
 	SaveSeconds prometheus.Histogram
+	// SnapshotPersistSeconds is the time to write a snapshot to the store.
+	SnapshotPersistSeconds prometheus.Histogram
+
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	rateLimited  *prometheus.CounterVec
+	watchStreams prometheus.Gauge
+	leaderChange prometheus.Counter
+	becameActive prometheus.Counter
+	snapshots    *prometheus.CounterVec
+	snapshotSize prometheus.Gauge
+	peerMatch    *prometheus.GaugeVec
+	peerLag      *prometheus.GaugeVec
+	buildInfo    *prometheus.GaugeVec
 }
 
 // New registers every metric on a new registry.
@@ -65,11 +81,83 @@ func New() *Metrics {
 			Help: "Raft transport requests, streams and messages refused, by reason."}, []string{"reason"}),
 		SaveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_storage_save_seconds",
 			Help: "Time to persist one Raft Ready, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		SnapshotPersistSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dmq_snapshot_persist_seconds",
+			Help: "Time to write one snapshot to the store.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_rpc_requests_total",
+			Help: "API calls (Connect, gRPC, gRPC-Web, REST) by procedure and Connect code."}, []string{"procedure", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dmq_rpc_request_duration_seconds",
+			Help:    "Latency of unary API calls by procedure, from the first interceptor to the answer.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"procedure"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_auth_failures_total",
+			Help: "API calls refused by authentication or authorisation, by reason."}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_rate_limited_total",
+			Help: "API calls refused by a rate limit: a client's bucket, or an address's failed authentications."}, []string{"limit"}),
+		watchStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_watch_streams",
+			Help: "WatchMetadata streams open on this controller."}),
+		leaderChange: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_raft_leader_changes_total",
+			Help: "Changes of term or leader this controller has seen."}),
+		becameActive: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_controller_elections_won_total",
+			Help: "Times this controller became the active controller."}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_snapshots_total",
+			Help: "Snapshots taken here or installed from a leader."}, []string{"kind"}),
+		snapshotSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_snapshot_bytes",
+			Help: "Size of the latest snapshot taken or installed."}),
+		peerMatch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dmq_raft_peer_match_index",
+			Help: "On the leader: each member's highest log index known replicated."}, []string{"peer"}),
+		peerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dmq_raft_peer_lag_entries",
+			Help: "On the leader: each member's entries behind the leader's log."}, []string{"peer"}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dmq_build_info",
+			Help: "Always 1: the build of this dmqd, in its labels."}, []string{"version", "revision", "goversion"}),
 	}
+	build := wire.Build()
+	m.buildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
 		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
+		m.SnapshotPersistSeconds, m.requests, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
+		m.leaderChange, m.becameActive, m.snapshots, m.snapshotSize, m.peerMatch, m.peerLag, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveCall counts one API call by procedure and code, and its latency
+// (unary calls; a stream's duration is its life, not a latency).
+func (m *Metrics) ObserveCall(procedure string, err error, seconds float64, unary bool) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	m.requests.WithLabelValues(procedure, code).Inc()
+	if unary {
+		m.latency.WithLabelValues(procedure).Observe(seconds)
+	}
+}
+
+// ObserveAuthFailure counts a call refused by authentication
+// ("unauthenticated") or authorisation ("permission_denied").
+func (m *Metrics) ObserveAuthFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
+
+// ObserveRateLimited counts a call refused by a rate limit ("client": its
+// bucket; "failed_auth": its address failed authentication too often).
+func (m *Metrics) ObserveRateLimited(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+
+// WatchOpened and WatchClosed track the open WatchMetadata streams.
+func (m *Metrics) WatchOpened() { m.watchStreams.Inc() }
+func (m *Metrics) WatchClosed() { m.watchStreams.Dec() }
+
+// Event counts what the node's events say (node.Events).
+func (m *Metrics) Event(e node.Event) {
+	switch e.Kind {
+	case node.EventLeaderChanged:
+		m.leaderChange.Inc()
+	case node.EventBecameActive:
+		m.becameActive.Inc()
+	case node.EventSnapshotTaken:
+		m.snapshots.WithLabelValues("taken").Inc()
+		m.snapshotSize.Set(float64(e.Bytes))
+	case node.EventSnapshotInstalled:
+		m.snapshots.WithLabelValues("installed").Inc()
+		m.snapshotSize.Set(float64(e.Bytes))
+	}
 }
 
 // ObserveProposal counts one write request of the given kind by its
@@ -142,6 +230,17 @@ func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Dura
 				mayVote = 1
 			}
 			m.mayVote.Set(mayVote)
+			// Only the leader knows its peers' progress: elsewhere the
+			// series go away rather than show zeros that look healthy.
+			m.peerMatch.Reset()
+			m.peerLag.Reset()
+			if snap.st.Leader == snap.st.ID && snap.st.ID != 0 {
+				for _, member := range snap.st.Members {
+					peer := strconv.FormatUint(member.ID, 10)
+					m.peerMatch.WithLabelValues(peer).Set(float64(member.Match))
+					m.peerLag.WithLabelValues(peer).Set(float64(member.Lag))
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
