@@ -143,6 +143,9 @@ func topicCommand(g *globals) *cobra.Command {
 		})}
 	grow.Flags().Int32Var(&count, "count", 0, "the new total number of partitions")
 	_ = grow.MarkFlagRequired("count")
+	for _, c := range []*cobra.Command{describe, del, grow} {
+		c.ValidArgsFunction = g.completeTopics
+	}
 	cmd.AddCommand(create, list, describe, del, grow)
 	return cmd
 }
@@ -201,6 +204,7 @@ func brokerCommand(g *globals) *cobra.Command {
 			t.add(id, resp.GetMetadataVersion())
 			return g.print(resp, t)
 		})}
+	describe.ValidArgsFunction, unregister.ValidArgsFunction = g.completeBrokers, g.completeBrokers
 	cmd.AddCommand(list, describe, register, unregister)
 	return cmd
 }
@@ -513,4 +517,57 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// completionTimeout bounds the call a shell completion makes: a shell
+// waits for it at every TAB.
+const completionTimeout = 2 * time.Second
+
+// completeTopics completes a topic name from the cluster's topics (a stale
+// read: any controller answers at once).
+func (g *globals) completeTopics(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := g.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+	defer cancel()
+	resp, err := c.ListTopics(ctx, &metadatav1.ListTopicsRequest{AllowStale: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	for _, t := range resp.GetTopics() {
+		if strings.HasPrefix(t.GetName(), prefix) {
+			names = append(names, t.GetName())
+		}
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeBrokers completes a broker id from the cluster's brokers.
+func (g *globals) completeBrokers(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := g.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+	defer cancel()
+	resp, err := c.ListBrokers(ctx, &metadatav1.ListBrokersRequest{AllowStale: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var ids []string
+	for _, b := range resp.GetBrokers() {
+		if id := fmt.Sprint(b.GetId()); strings.HasPrefix(id, prefix) {
+			ids = append(ids, fmt.Sprintf("%s\t%s:%d", id, b.GetHost(), b.GetPort()))
+		}
+	}
+	return ids, cobra.ShellCompDirectiveNoFileComp
 }

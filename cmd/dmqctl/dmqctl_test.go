@@ -293,3 +293,22 @@ func TestStorageAgentSaysWhenItGetsNoPushes(t *testing.T) {
 	assert.Contains(t, out, "the controllers have no push URL for storage service 1")
 	assert.Equal(t, 1, strings.Count(out, "no push URL"), "said once")
 }
+
+// Shell completion offers the cluster's topic names and broker ids.
+func TestCompletionNamesTopicsAndBrokers(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: cluster.URLs()[0]}
+	c.ok("broker", "register", "--id", "7", "--host", "localhost", "--port", "9092")
+	c.ok("topic", "create", "orders", "--partitions", "1")
+	c.ok("topic", "create", "audit", "--partitions", "1")
+
+	out := c.ok("__complete", "topic", "describe", "or")
+	assert.Contains(t, out, "orders")
+	assert.NotContains(t, out, "audit")
+	out = c.ok("__complete", "topic", "delete", "")
+	assert.Contains(t, out, "orders")
+	assert.Contains(t, out, "audit")
+	out = c.ok("__complete", "broker", "describe", "")
+	assert.Contains(t, out, "7\tlocalhost:9092")
+}
