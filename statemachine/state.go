@@ -219,7 +219,12 @@ func (t *topic) toProto(withPartitions bool) *metadatav1.Topic {
 		TopicId:           t.id,
 		ReplicationFactor: t.replicationFactor,
 		Config:            proto.CloneOf(t.config),
-		PartitionCount:    int32(len(t.partitions)),
+	}
+	if !withPartitions {
+		// Only where the partitions are left out: in pushed states and
+		// deltas the list is the count (a delta's changed partitions
+		// would otherwise have to carry it too).
+		out.PartitionCount = int32(len(t.partitions))
 	}
 	if withPartitions {
 		out.Partitions = make([]*metadatav1.Partition, len(t.partitions))

@@ -53,7 +53,7 @@ func (g *globals) run(body func(ctx context.Context, c *client.Client, args []st
 func topicsTable(topics []*metadatav1.Topic) *table {
 	t := &table{header: []string{"NAME", "ID", "PARTITIONS", "RF", "MIN-ISR", "RETENTION-MS"}}
 	for _, topic := range topics {
-		t.add(topic.GetName(), topic.GetTopicId(), topic.GetPartitionCount(), topic.GetReplicationFactor(),
+		t.add(topic.GetName(), topic.GetTopicId(), max(topic.GetPartitionCount(), int32(len(topic.GetPartitions()))), topic.GetReplicationFactor(),
 			topic.GetConfig().GetMinInsyncReplicas(), topic.GetConfig().GetRetentionMs())
 	}
 	return t

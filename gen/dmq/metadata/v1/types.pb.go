@@ -472,7 +472,8 @@ type Topic struct {
 	ReplicationFactor int32        `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	Config            *TopicConfig `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
 	Partitions        []*Partition `protobuf:"bytes,5,rep,name=partitions,proto3" json:"partitions,omitempty"`
-	// The number of partitions, also where they are left out (ListTopics).
+	// The number of partitions where they are left out (ListTopics); 0
+	// where the partitions are listed.
 	PartitionCount int32 `protobuf:"varint,6,opt,name=partition_count,json=partitionCount,proto3" json:"partition_count,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
