@@ -313,8 +313,11 @@ func quorumCommand(g *globals) *cobra.Command {
 					return err
 				}
 				if g.output == "" || g.output == "table" {
-					fmt.Fprintf(g.out, "(match and lag are known only to the leader; controller %d answered and the leader could not be asked)\n",
-						resp.GetAnsweredBy())
+					why := "the leader could not be asked"
+					if resp.GetLeaderId() == 0 {
+						why = "it knows no leader: an election is in progress, or no quorum is reachable"
+					}
+					fmt.Fprintf(g.out, "(match and lag are known only to the leader; controller %d answered: %s)\n", resp.GetAnsweredBy(), why)
 				}
 				return nil
 			}
