@@ -374,6 +374,8 @@ type Status struct {
 	// whether the membership lets it vote (see Node.mayVote).
 	DirectoryID uint64
 	MayVote     bool
+	// ClusterID is the cluster this controller's directory belongs to.
+	ClusterID string
 }
 
 func (n *Node) Status() Status {
@@ -384,7 +386,7 @@ func (n *Node) Status() Status {
 		SnapshotIndex: n.snapshotIndex, Active: n.active, Removed: n.removed,
 		PendingProposals: len(n.proposals), PendingReads: len(n.reads),
 		MetadataVersion: n.sm.Version(), LastIndex: last, StrangerMessages: n.strangerMessages,
-		DirectoryID: n.directoryID, MayVote: n.mayVote(),
+		DirectoryID: n.directoryID, MayVote: n.mayVote(), ClusterID: n.cfg.ClusterID,
 	}
 	if n.active {
 		for _, id := range sortedKeys(n.controller.pushes) {

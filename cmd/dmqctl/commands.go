@@ -143,10 +143,33 @@ func topicCommand(g *globals) *cobra.Command {
 		})}
 	grow.Flags().Int32Var(&count, "count", 0, "the new total number of partitions")
 	_ = grow.MarkFlagRequired("count")
-	for _, c := range []*cobra.Command{describe, del, grow} {
+	elect := &cobra.Command{Use: "elect-leaders [TOPIC [PARTITION...]]",
+		Short: "Move partitions to their preferred leaders (all partitions, a topic's, or some of them)",
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			req := &metadatav1.ElectLeadersRequest{}
+			if len(args) > 0 {
+				target := &metadatav1.TopicPartitions{Topic: args[0]}
+				for _, arg := range args[1:] {
+					p, err := strconv.ParseInt(arg, 10, 32)
+					if err != nil || p < 0 {
+						return usagef("partition %q: want a partition number", arg)
+					}
+					target.Partitions = append(target.Partitions, int32(p))
+				}
+				req.Targets = []*metadatav1.TopicPartitions{target}
+			}
+			resp, err := c.ElectLeaders(ctx, req)
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"ELECTED", "VERSION"}}
+			t.add(resp.GetElected(), resp.GetMetadataVersion())
+			return g.print(resp, t)
+		})}
+	for _, c := range []*cobra.Command{describe, del, grow, elect} {
 		c.ValidArgsFunction = g.completeTopics
 	}
-	cmd.AddCommand(create, list, describe, del, grow)
+	cmd.AddCommand(create, list, describe, del, grow, elect)
 	return cmd
 }
 
@@ -226,7 +249,17 @@ func clusterCommand(g *globals) *cobra.Command {
 			t.add(state.GetMetadataVersion(), resp.GetControllerEpoch(), resp.GetLeaderId(), len(state.GetBrokers()), len(state.GetTopics()), parts)
 			return g.print(resp, t)
 		})}
-	cmd.AddCommand(metadata)
+	id := &cobra.Command{Use: "id", Short: "Show the cluster id (metadata.cluster-id) the controllers were founded with", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.DescribeQuorum(ctx)
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"CLUSTER-ID", "LEADER", "TERM"}}
+			t.add(resp.GetClusterId(), resp.GetLeaderId(), resp.GetTerm())
+			return g.print(resp, t)
+		})}
+	cmd.AddCommand(metadata, id)
 	return cmd
 }
 

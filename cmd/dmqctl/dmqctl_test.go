@@ -312,3 +312,26 @@ func TestCompletionNamesTopicsAndBrokers(t *testing.T) {
 	out = c.ok("__complete", "broker", "describe", "")
 	assert.Contains(t, out, "7\tlocalhost:9092")
 }
+
+// Commands an operator of Kafka or etcd reaches for: the cluster id, and
+// electing preferred leaders (the API had it; dmqctl did not).
+func TestClusterIDAndElectLeaders(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: cluster.URLs()[0]}
+	rows := lines(c.ok("cluster", "id"))
+	require.Len(t, rows, 2)
+	assert.Equal(t, "CLUSTER-ID", rows[0][0])
+	assert.Equal(t, "test-cluster", rows[1][0])
+
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+	c.ok("topic", "create", "orders", "--partitions", "2")
+	rows = lines(c.ok("topic", "elect-leaders"))
+	assert.Equal(t, []string{"ELECTED", "VERSION"}, rows[0])
+	assert.Equal(t, "0", rows[1][0], "every leader is preferred already")
+	c.ok("topic", "elect-leaders", "orders", "0", "1")
+	_, _, code := c.run("topic", "elect-leaders", "orders", "x")
+	assert.Equal(t, exitUsage, code)
+	_, errOut, code := c.run("topic", "elect-leaders", "missing")
+	assert.Equal(t, exitNotFound, code, errOut)
+}

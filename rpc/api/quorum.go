@@ -34,7 +34,7 @@ func (s *Server) DescribeQuorum(ctx context.Context, _ *connect.Request[metadata
 	st := r.value
 	return connect.NewResponse(&metadatav1.DescribeQuorumResponse{LeaderId: st.Leader, Term: st.Term,
 		CommitIndex: st.Commit, AppliedIndex: st.Applied, Members: members(st),
-		AnsweredBy: st.ID, ProgressKnown: st.Leader == st.ID && st.ID != 0}), nil
+		AnsweredBy: st.ID, ProgressKnown: st.Leader == st.ID && st.ID != 0, ClusterId: st.ClusterID}), nil
 }
 
 // statusResult completes a quorum operation with the node's status after

@@ -220,6 +220,8 @@ type DescribeQuorumResponse struct {
 	// Whether the members' match_index and lag are known: only the leader
 	// tracks them. From a follower they are 0 and mean nothing.
 	ProgressKnown bool `protobuf:"varint,7,opt,name=progress_known,json=progressKnown,proto3" json:"progress_known,omitempty"`
+	// The cluster id the controllers were founded with (metadata.cluster-id).
+	ClusterId     string `protobuf:"bytes,8,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +303,13 @@ func (x *DescribeQuorumResponse) GetProgressKnown() bool {
 		return x.ProgressKnown
 	}
 	return false
+}
+
+func (x *DescribeQuorumResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type AddVoterRequest struct {
@@ -872,7 +881,7 @@ const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\x03lag\x18\x05 \x01(\x04R\x03lag\x12\x1b\n" +
 	"\tis_leader\x18\x06 \x01(\bR\bisLeader\x12!\n" +
 	"\fdirectory_id\x18\a \x01(\x04R\vdirectoryId\"\x17\n" +
-	"\x15DescribeQuorumRequest\"\x92\x02\n" +
+	"\x15DescribeQuorumRequest\"\xb1\x02\n" +
 	"\x16DescribeQuorumResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
@@ -881,7 +890,9 @@ const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\amembers\x18\x05 \x03(\v2\x1d.dmq.metadata.v1.QuorumMemberR\amembers\x12\x1f\n" +
 	"\vanswered_by\x18\x06 \x01(\x04R\n" +
 	"answeredBy\x12%\n" +
-	"\x0eprogress_known\x18\a \x01(\bR\rprogressKnown\"<\n" +
+	"\x0eprogress_known\x18\a \x01(\bR\rprogressKnown\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\b \x01(\tR\tclusterId\"<\n" +
 	"\x0fAddVoterRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\"K\n" +
