@@ -441,3 +441,45 @@ func (c *Client) serverVersion(ctx context.Context, endpoint string) (wire.Build
 	}
 	return build, nil
 }
+
+// BackupPath is where a controller serves a consistent backup of the
+// metadata (GET; an admin's token when authentication is on).
+const BackupPath = "/api/v1/metadata/quorum/snapshot/data"
+
+// SaveBackup downloads a consistent backup of the metadata from the first
+// controller that serves one (any controller can: it takes it after a
+// linearizable read) and returns the file with the endpoint that served it.
+func (c *Client) SaveBackup(ctx context.Context) ([]byte, string, error) {
+	var last error
+	for _, endpoint := range c.cfg.Endpoints {
+		file, err := c.saveBackup(ctx, endpoint)
+		if err == nil {
+			return file, endpoint, nil
+		}
+		last = err
+	}
+	return nil, "", fmt.Errorf("no controller served a backup: %w", last)
+}
+
+func (c *Client) saveBackup(ctx context.Context, endpoint string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+BackupPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the backup: %w", endpoint, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d: %s", endpoint, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}

@@ -341,6 +341,15 @@ func checkIdentity(id storage.Identity, clusterID string, controllerID uint64) e
 // directory formatted after the cluster was founded (the one it replaces
 // was lost), and founding again would let it vote with an empty log.
 func Bootstrap(store storage.Storage, peers []Peer) error {
+	sm := statemachine.New()
+	sm.Advance(1)
+	return found(store, peers, 1, sm.Snapshot())
+}
+
+// found writes the founding snapshot of a cluster whose voters are peers:
+// the state machine bytes stateMachine at index, in term 1. An empty store
+// only; a store with state is left alone (founded before).
+func found(store storage.Storage, peers []Peer, index uint64, stateMachine []byte) error {
 	identity, formatted, err := store.Identity()
 	if err != nil {
 		return err
@@ -383,13 +392,11 @@ func Bootstrap(store storage.Storage, peers []Peer) error {
 			ErrNotFoundingDirectory, own, identity.ControllerID, identity.DirectoryID)
 	}
 	slices.Sort(voters)
-	sm := statemachine.New()
-	sm.Advance(1)
 	return store.Save(storage.Update{
-		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(uint64(1))},
+		HardState: &raftpb.HardState{Term: new(uint64(1)), Commit: new(index)},
 		Snapshot: &raftpb.Snapshot{
-			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
-			Data:     encodeSnapshot(urls, directories, nil, sm.Snapshot()),
+			Metadata: &raftpb.SnapshotMetadata{Index: new(index), Term: new(uint64(1)), ConfState: &raftpb.ConfState{Voters: voters}},
+			Data:     encodeSnapshot(urls, directories, nil, stateMachine),
 		},
 		MustSync: true,
 	})

@@ -81,6 +81,11 @@ func (e clusterEnv) Push(broker int32, req *metadatav1.PushMetadataRequest) {
 func peerURL(id uint64) string { return fmt.Sprintf("http://controller-%d:9090", id) }
 
 func newCluster(t *testing.T, size int, tweak func(*Config)) *cluster {
+	return newClusterFoundedBy(t, size, tweak, Bootstrap)
+}
+
+// newClusterFoundedBy is newCluster with found in Bootstrap's place.
+func newClusterFoundedBy(t *testing.T, size int, tweak func(*Config), found func(storage.Storage, []Peer) error) *cluster {
 	c := &cluster{
 		t: t, nodes: map[uint64]*Node{}, disks: map[uint64]*storage.Disk{},
 		now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), rng: rand.New(rand.NewPCG(7, 11)),
@@ -104,7 +109,7 @@ func newCluster(t *testing.T, size int, tweak func(*Config)) *cluster {
 	}
 	c.founders = peers
 	for id := uint64(1); id <= uint64(size); id++ {
-		require.NoError(t, Bootstrap(stores[id], peers))
+		require.NoError(t, found(stores[id], peers))
 		c.start(id, stores[id])
 	}
 	return c

@@ -73,6 +73,8 @@ func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, log
 	// admins only. Metrics stay open to scrapers (they hold counts, not
 	// metadata).
 	debug := func(h http.HandlerFunc) http.Handler { return auth.AdminOnly(security.Auth, h) }
+	// A backup is the whole metadata: admins only, like the profiles.
+	mux.Handle(api.BackupPath, debug(api.BackupHandler(srv).ServeHTTP))
 	mux.Handle("/debug/pprof/", debug(pprof.Index))
 	mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
 	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))

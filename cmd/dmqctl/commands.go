@@ -607,3 +607,40 @@ func (g *globals) completeBrokers(_ *cobra.Command, args []string, prefix string
 	}
 	return ids, cobra.ShellCompDirectiveNoFileComp
 }
+
+// snapshotCommand saves a consistent backup of the metadata to a file, for
+// `dmqd restore` (disaster recovery: a new cluster from the backup).
+func snapshotCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Back up the metadata (restore with dmqd restore)"}
+	save := &cobra.Command{Use: "save FILE", Short: "Save a consistent backup of the metadata to FILE", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			file, endpoint, err := c.SaveBackup(ctx)
+			if err != nil {
+				return connect.NewError(connect.CodeUnavailable, err)
+			}
+			// Written beside, synced, then renamed: FILE is whole or absent.
+			tmp := args[0] + ".part"
+			f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(file); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.Rename(tmp, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "saved a backup of %d bytes from %s to %s\n", len(file), endpoint, args[0])
+			return nil
+		})}
+	cmd.AddCommand(save)
+	return cmd
+}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/dmq-project/metadata/client"
+	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -334,4 +337,22 @@ func TestClusterIDAndElectLeaders(t *testing.T) {
 	assert.Equal(t, exitUsage, code)
 	_, errOut, code := c.run("topic", "elect-leaders", "missing")
 	assert.Equal(t, exitNotFound, code, errOut)
+}
+
+// snapshot save writes a whole backup file (for dmqd restore).
+func TestSnapshotSave(t *testing.T) {
+	cluster := rpctest.Start(t, 3, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+	path := filepath.Join(t.TempDir(), "backup.dmq")
+	out := c.ok("snapshot", "save", path)
+	assert.Contains(t, out, "saved a backup of")
+	file, err := os.ReadFile(path)
+	require.NoError(t, err)
+	backup, err := node.DecodeBackup(file)
+	require.NoError(t, err)
+	assert.Positive(t, backup.Index)
+	_, err = os.Stat(path + ".part")
+	assert.True(t, os.IsNotExist(err), "no partial file left behind")
 }

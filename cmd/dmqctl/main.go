@@ -91,7 +91,7 @@ func newRoot(g *globals) *cobra.Command {
 		return []string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	root.AddCommand(topicCommand(g), brokerCommand(g), clusterCommand(g), watchCommand(g), quorumCommand(g), agentCommand(g),
-		versionCommand(g))
+		versionCommand(g), snapshotCommand(g))
 	return root
 }
 

@@ -18,12 +18,16 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/rpc"
 	"github.com/dmq-project/metadata/rpc/auth"
+	"github.com/dmq-project/metadata/storage"
 	"github.com/dmq-project/metadata/wire"
 	"gopkg.in/natefinch/lumberjack.v2"
 )
@@ -41,6 +45,9 @@ func run(args []string) error {
 			fmt.Println("dmqd", wire.Build())
 			return nil
 		}
+	}
+	if len(args) > 0 && args[0] == "restore" {
+		return restore(args[1:])
 	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if err != nil {
@@ -215,4 +222,76 @@ func newLogger(level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// restore is `dmqd restore --from FILE [configuration]`: disaster
+// recovery. It founds a new cluster on this controller's empty data
+// directory from a backup (dmqctl snapshot save), with the configured
+// controllers (metadata-services) as its voters, and exits; start dmqd
+// with the same configuration afterwards. Every controller of the new
+// cluster restores the same backup (as etcd's snapshot restore does).
+// Metadata versions continue from the backup's.
+func restore(args []string) error {
+	var from string
+	rest := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "--from" && i+1 < len(args):
+			from = args[i+1]
+			i++
+		case strings.HasPrefix(args[i], "--from="):
+			from = strings.TrimPrefix(args[i], "--from=")
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	if from == "" {
+		return errors.New("restore: --from FILE names the backup (dmqctl snapshot save FILE)")
+	}
+	file, err := os.ReadFile(from)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	backup, err := node.DecodeBackup(file)
+	if err != nil {
+		return fmt.Errorf("restore: %s: %w", from, err)
+	}
+	cfg, err := loadConfig(rest, os.Getenv)
+	if err != nil {
+		return err
+	}
+	var services *Services
+	if cfg.Services.ConfigPath != "none" {
+		if services, err = loadServices(cfg.Services.ConfigPath, cfg.Services.ConfigPath != defaultConfig().Services.ConfigPath); err != nil {
+			return fmt.Errorf("loading services: %w", err)
+		}
+	}
+	peers, self, err := resolvePeers(&cfg, services)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Metadata.DataDir, 0o755); err != nil {
+		return err
+	}
+	store, err := storage.OpenPebble(cfg.Metadata.DataDir, vfs.Default)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	last, err := store.LastIndex()
+	if err != nil {
+		return err
+	}
+	if snap, err := store.Snapshot(); err != nil || last != 0 || snap.GetMetadata().GetIndex() != 0 {
+		return fmt.Errorf("restore: %s holds a controller's state already: restore into an empty data directory", cfg.Metadata.DataDir)
+	}
+	if _, err := node.Format(store, cfg.Metadata.ClusterID, self, runner.NewRand()); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := node.Restore(store, peers, backup); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	fmt.Printf("restored the backup at index %d into %s as controller %d of %d: start dmqd with the same configuration\n",
+		backup.Index, cfg.Metadata.DataDir, self, len(peers))
+	return nil
 }
