@@ -82,6 +82,9 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	// The handlers take Protobuf from the transcoder: had they taken JSON,
 	// vanguard would pass their Connect JSON through untouched, and the REST
 	// codec below (defaults emitted) would never run.
+	// Request bodies are bounded before the transcoder (limitREST); its own
+	// buffer bound would apply to responses too, which a large metadata
+	// state legitimately exceeds.
 	protoOnly := vanguard.WithTargetCodecs(vanguard.CodecProto)
 	transcoder, err := vanguard.NewTranscoder([]*vanguard.Service{
 		vanguard.NewService(metadataPath, metadataHandler, protoOnly),

@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -12,50 +14,88 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// codeResourceExhausted is google.rpc.Code RESOURCE_EXHAUSTED, the code a
-// REST error body carries beside its HTTP status.
-const codeResourceExhausted = 8
+// google.rpc.Code values a REST error body carries beside its HTTP status.
+const (
+	codeInvalidArgument   = 3
+	codeResourceExhausted = 8
+)
 
 // limitREST refuses a REST request whose body exceeds limit with HTTP 413
 // Content Too Large (RFC 9110 §15.5.14). Behind the transcoder the limit
 // would surface as ResourceExhausted, which REST renders as 429 Too Many
 // Requests: a client told to slow down retries a request that can never
 // succeed. A body of unknown length is read up to the limit first.
+//
+// A gzip body is decompressed here, up to the limit (the transcoder would
+// decompress it without a bound: half a megabyte can expand to gigabytes,
+// before any authentication); any other Content-Encoding is 415.
 func limitREST(limit int, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > int64(limit) {
-			writeTooLarge(w, fmt.Sprintf("the request body is %d bytes: the limit is %d", r.ContentLength, limit))
+			writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+				fmt.Sprintf("the request body is %d bytes: the limit is %d", r.ContentLength, limit))
 			return
 		}
-		if r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody {
-			body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+		encoding := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+		if r.Body == nil || r.Body == http.NoBody || (r.ContentLength >= 0 && (encoding == "" || encoding == "identity")) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+		if err != nil {
+			writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "reading the request body: "+err.Error())
+			return
+		}
+		if len(body) > limit {
+			writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+				fmt.Sprintf("the request body exceeds the limit of %d bytes", limit))
+			return
+		}
+		switch encoding {
+		case "", "identity":
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(bytes.NewReader(body))
 			if err != nil {
-				http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+				writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
+				return
+			}
+			body, err = io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+			if err != nil {
+				writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
 				return
 			}
 			if len(body) > limit {
-				writeTooLarge(w, fmt.Sprintf("the request body exceeds the limit of %d bytes", limit))
+				writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+					fmt.Sprintf("the request body expands to more than the limit of %d bytes", limit))
 				return
 			}
-			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+			r.Header.Del("Content-Encoding")
+		default:
+			writeRESTError(w, http.StatusUnsupportedMediaType, codeInvalidArgument,
+				fmt.Sprintf("Content-Encoding %q: the controller takes gzip or none", encoding))
+			return
 		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		next.ServeHTTP(w, r)
 	})
 }
 
-// writeTooLarge answers 413 with the body every REST error has: a
-// google.rpc.Status with the seed's ErrorDetail.
-func writeTooLarge(w http.ResponseWriter, message string) {
-	st := &status.Status{Code: codeResourceExhausted, Message: message}
+// writeRESTError answers httpStatus with the body every REST error has: a
+// google.rpc.Status (code is its google.rpc.Code) with the seed's
+// ErrorDetail.
+func writeRESTError(w http.ResponseWriter, httpStatus int, code int32, message string) {
+	st := &status.Status{Code: code, Message: message}
 	if detail, err := anypb.New(&metadatav1.ErrorDetail{ErrorCode: metadatav1.ErrorCode_INVALID_REQUEST}); err == nil {
 		st.Details = append(st.Details, detail)
 	}
 	body, err := protojson.Marshal(st)
 	if err != nil {
-		body = []byte(`{"code":8,"message":"request body too large"}`)
+		body = []byte(`{"code":3,"message":"the request was refused"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Connection", "close") // the rest of the body is not read
-	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	if httpStatus == http.StatusRequestEntityTooLarge && w.Header().Get("Connection") == "" {
+		w.Header().Set("Connection", "close") // HTTP/1.1: the rest of the body is not read
+	}
+	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
 }
