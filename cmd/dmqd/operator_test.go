@@ -332,7 +332,8 @@ func TestAuditLogIsBounded(t *testing.T) {
 	for range 40 {
 		statuses[post("", "/api/v1/metadata/topics", big)]++
 	}
-	// A burst of 20 failed authentications, then 5 more a second.
+	// A burst of 20 failed authentications, then 5 more a second; the rest
+	// are refused (and not audited).
 	refills := int(time.Since(started).Seconds()*5) + 1
 	assert.GreaterOrEqual(t, statuses[http.StatusUnauthorized], 20, "%v", statuses)
 	assert.LessOrEqual(t, statuses[http.StatusUnauthorized], 20+refills, "failed authentications beyond the budget: %v", statuses)
@@ -341,13 +342,10 @@ func TestAuditLogIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, info.Size(), int64(40*512), "40 unauthenticated megabyte calls left %d bytes of audit", info.Size())
 
-	// The address is throttled until its bucket refills (a token a fifth of
-	// a second), for every caller on it: the price of refusing before
-	// looking at tokens.
-	require.Eventually(t, func() bool {
-		return post("admin-token-0123456789", "/api/v1/metadata/topics",
-			`{"name":"t","partitions":1,"configs":{"x":"`+strings.Repeat("y", 8<<10)+`"}}`) == http.StatusBadRequest
-	}, 10*time.Second, 50*time.Millisecond, "an authenticated call once the address's bucket refilled")
+	// A valid token from the same address is not refused: another
+	// caller's failures do not lock it out (they did, found by review).
+	require.Equal(t, http.StatusBadRequest, post("admin-token-0123456789", "/api/v1/metadata/topics",
+		`{"name":"t","partitions":1,"configs":{"x":"`+strings.Repeat("y", 8<<10)+`"}}`))
 	data, err := os.ReadFile(auditPath)
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")

@@ -269,11 +269,13 @@ var readOnlyProcedures = map[string]bool{
 // by role (the Raft transport admits controllers only: see
 // AuthenticateController).
 //
-// An address whose calls fail authentication more often than
-// FailedAuthLimit allows is refused before its token is even looked at
-// (ResourceExhausted, wrapping ErrAuthThrottled) until its bucket refills:
-// unauthenticated calls are never rate-limited per principal (there is
-// none), and would otherwise cost a JWT check and an audit line each.
+// Calls whose authentication fails are limited per address
+// (FailedAuthLimit): beyond it they are refused with ResourceExhausted,
+// wrapping ErrAuthThrottled, and not audited. Unauthenticated calls have
+// no principal to be rate-limited by, and would otherwise cost an audit
+// line each. A valid token is never refused by this limit, whatever its
+// address: callers behind one proxy or NAT are not locked out by another
+// caller's bad token.
 func NewInterceptor(a *Authenticator) connect.Interceptor {
 	return authInterceptor{auth: a, failures: newLimiter(FailedAuthLimit)}
 }
@@ -284,7 +286,7 @@ var FailedAuthLimit = RateLimit{PerSecond: 5, Burst: 20}
 // ErrAuthThrottled refuses a call from an address that failed
 // authentication too often; the audit log does not record such calls (the
 // refusals counted in metrics say how many).
-var ErrAuthThrottled = errors.New("too many calls from this address failed authentication: retry later")
+var ErrAuthThrottled = errors.New("too many calls from this address failed authentication: check the token, and retry later")
 
 type authInterceptor struct {
 	auth     *Authenticator
@@ -296,12 +298,11 @@ func (i authInterceptor) check(ctx context.Context, peerAddr, header, procedure 
 	if host, _, err := net.SplitHostPort(peerAddr); err == nil {
 		address = host
 	}
-	if i.failures.exhausted(address, time.Now()) {
-		return ctx, connect.NewError(connect.CodeResourceExhausted, ErrAuthThrottled)
-	}
 	p, err := i.auth.Authenticate(header)
 	if err != nil {
-		i.failures.allow(address, time.Now())
+		if allowed, _ := i.failures.allow(address, time.Now()); !allowed {
+			return ctx, connect.NewError(connect.CodeResourceExhausted, ErrAuthThrottled)
+		}
 		return ctx, connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	if msg != nil {

@@ -45,14 +45,6 @@ func newLimiter(cfg RateLimit) *limiter {
 }
 
 // allow takes a token for client, or says how long until one is there.
-// exhausted says whether client's bucket is empty now, taking nothing.
-func (l *limiter) exhausted(client string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[client]
-	return ok && b.limiter.TokensAt(now) < 1
-}
-
 func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
