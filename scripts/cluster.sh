@@ -19,13 +19,22 @@ data=${DATA:-data/cluster}
 services=${SERVICES:-config/services.json}
 ids=${IDS:-1 2 3}
 
+# running_pid prints the pid of controller id if its pid file names a live
+# dmqd process (its command is dmqd, whatever else names dmqd).
+running_pid() {
+  pidfile="$logs/dmqd-$1.pid"
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  command=$(ps -o comm= -p "$pid" 2>/dev/null || true)
+  if [ "$command" = "dmqd" ]; then
+    echo "$pid"
+  fi
+}
+
 # running prints the ids whose pid file names a live dmqd process.
 running() {
   for id in $ids; do
-    pidfile="$logs/dmqd-$id.pid"
-    [ -f "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null && grep -q dmqd "/proc/$pid/cmdline" 2>/dev/null; then
+    if [ -n "$(running_pid "$id")" ]; then
       echo "$id"
     fi
   done
@@ -51,7 +60,9 @@ stop)
   for id in $ids; do
     pidfile="$logs/dmqd-$id.pid"
     [ -f "$pidfile" ] || continue
-    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    if [ -n "$(running_pid "$id")" ]; then # not a pid reused by another process
+      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    fi
     rm -f "$pidfile"
   done
   ;;

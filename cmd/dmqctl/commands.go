@@ -453,6 +453,9 @@ func agentCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.HeartbeatInterval <= 0 {
+				return usagef("--interval %v: the heartbeat interval must be positive", cfg.HeartbeatInterval)
+			}
 			out := &lockedWriter{w: g.out} // pushes and warnings arrive on their own goroutines
 			cfg.OnUpdate = func(version int64, full bool, state *metadatav1.ClusterState) {
 				kind := "delta"

@@ -356,3 +356,11 @@ func TestSnapshotSave(t *testing.T) {
 	_, err = os.Stat(path + ".part")
 	assert.True(t, os.IsNotExist(err), "no partial file left behind")
 }
+
+// storage-agent --interval 0 crashed (a ticker of 0); it is a usage error.
+func TestStorageAgentRefusesAZeroInterval(t *testing.T) {
+	c := ctl{t: t, endpoints: "http://127.0.0.1:1"}
+	_, errOut, code := c.run("storage-agent", "--id", "1", "--listen", "127.0.0.1:0", "--interval", "0")
+	assert.Equal(t, exitUsage, code, errOut)
+	assert.Contains(t, errOut, "interval")
+}

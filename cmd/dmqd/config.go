@@ -270,6 +270,10 @@ func (c Config) validate() error {
 		return errors.New("security.max-request-bytes must be at least 1024")
 	case c.Security.AuditLogMaxMB < 1:
 		return errors.New("security.audit-log-max-mb must be at least 1")
+	case c.Security.AuditLogKeep < 1:
+		// The rotation library reads 0 as "keep every file": the disk the
+		// Raft log needs would fill after all.
+		return errors.New("security.audit-log-keep must be at least 1")
 	}
 	state, err := rpc.ParseInitialClusterState(c.Metadata.InitialClusterState)
 	if err != nil {

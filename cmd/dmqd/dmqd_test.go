@@ -295,3 +295,11 @@ func TestFoundingControllerWaitsForItsPeers(t *testing.T) {
 	assert.Contains(t, logs.String(), "2 (", "the log names the peer it waits for")
 	assert.NotContains(t, logs.String(), "founding the cluster\"", "it never founded")
 }
+
+// Keeping no rotated audit log would mean keeping them all (the rotation
+// library reads 0 so): refused (found by review).
+func TestAuditLogKeepMustBePositive(t *testing.T) {
+	_, err := loadConfig([]string{"--security.audit-log-keep", "0"}, func(string) string { return "" })
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "security.audit-log-keep")
+}

@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -51,6 +52,9 @@ type Metrics struct {
 	peerMatch    *prometheus.GaugeVec
 	peerLag      *prometheus.GaugeVec
 	buildInfo    *prometheus.GaugeVec
+
+	mu         sync.Mutex
+	lastLeader uint64 // the last known leader, for leaderChange
 }
 
 // New registers every metric on a new registry.
@@ -95,7 +99,7 @@ func New() *Metrics {
 		watchStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dmq_watch_streams",
 			Help: "WatchMetadata streams open on this controller."}),
 		leaderChange: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_raft_leader_changes_total",
-			Help: "Changes of term or leader this controller has seen."}),
+			Help: "Changes to a known leader other than the last one this controller knew."}),
 		becameActive: prometheus.NewCounter(prometheus.CounterOpts{Name: "dmq_controller_elections_won_total",
 			Help: "Times this controller became the active controller."}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_snapshots_total",
@@ -148,7 +152,15 @@ func (m *Metrics) WatchClosed() { m.watchStreams.Dec() }
 func (m *Metrics) Event(e node.Event) {
 	switch e.Kind {
 	case node.EventLeaderChanged:
-		m.leaderChange.Inc()
+		// A change to a known leader other than the last known one, as
+		// etcd counts: an election's "no leader" step, or a follower that
+		// loses and finds the same leader again, is no change.
+		m.mu.Lock()
+		if e.Leader != 0 && e.Leader != m.lastLeader {
+			m.lastLeader = e.Leader
+			m.leaderChange.Inc()
+		}
+		m.mu.Unlock()
 	case node.EventBecameActive:
 		m.becameActive.Inc()
 	case node.EventSnapshotTaken:
