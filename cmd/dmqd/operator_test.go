@@ -634,3 +634,30 @@ func TestCompressedRESTBodyIsBounded(t *testing.T) {
 	status, text = send([]byte(`{}`), "br")
 	assert.Equal(t, http.StatusUnsupportedMediaType, status, text)
 }
+
+// REST error bodies are JSON and say so: the transcoder labelled them
+// application/proto (found by review), which a client that picks its
+// decoder by Content-Type cannot parse.
+func TestRESTErrorsAreLabelledJSON(t *testing.T) {
+	d := startOperatorDmqd(t, dmqdBinary(t))
+	for _, tc := range []struct{ method, path, body string }{
+		{"DELETE", "/api/v1/metadata/brokers/abc", ""},
+		{"POST", "/api/v1/metadata/brokers", `{"id":"x"}`},
+		{"GET", "/api/v1/metadata/topics/nope/partitions", ""},
+	} {
+		req, err := http.NewRequest(tc.method, d.base+tc.path, strings.NewReader(tc.body))
+		require.NoError(t, err)
+		if tc.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, resp.StatusCode, 400, "%s %s", tc.method, tc.path)
+		assert.Equal(t, "application/json", resp.Header.Get("Content-Type"), "%s %s: %s", tc.method, tc.path, data)
+		var status map[string]any
+		assert.NoError(t, json.Unmarshal(data, &status), "%s %s: %s", tc.method, tc.path, data)
+	}
+}

@@ -38,7 +38,7 @@ func limitREST(limit int, next http.Handler) http.Handler {
 		}
 		encoding := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
 		if r.Body == nil || r.Body == http.NoBody || (r.ContentLength >= 0 && (encoding == "" || encoding == "identity")) {
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(&restResponse{ResponseWriter: w}, r)
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
@@ -76,9 +76,48 @@ func limitREST(limit int, next http.Handler) http.Handler {
 			return
 		}
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(&restResponse{ResponseWriter: w}, r)
 	})
 }
+
+// restResponse labels the transcoder's REST error bodies as what they are.
+// vanguard writes them in JSON but names the codec it spoke to the
+// handlers (application/proto, or a bare application/), which a client
+// choosing its decoder by Content-Type cannot parse.
+type restResponse struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (r *restResponse) fixContentType() {
+	if r.wroteHeader {
+		return
+	}
+	r.wroteHeader = true
+	if ct := r.Header().Get("Content-Type"); ct == "application/" || strings.HasPrefix(ct, "application/proto") {
+		r.Header().Set("Content-Type", "application/json")
+	}
+}
+
+func (r *restResponse) WriteHeader(status int) {
+	r.fixContentType()
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *restResponse) Write(p []byte) (int, error) {
+	r.fixContentType()
+	return r.ResponseWriter.Write(p)
+}
+
+// Flush keeps server streams over REST flowing.
+func (r *restResponse) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *restResponse) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // writeRESTError answers httpStatus with the body every REST error has: a
 // google.rpc.Status (code is its google.rpc.Code) with the seed's
