@@ -51,13 +51,8 @@ func TestClusterScriptRefusesASecondStart(t *testing.T) {
 	build := exec.Command("go", "build", "-o", filepath.Join(bin, "dmqd"), ".")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	var entries []string
-	for id := 1; id <= 3; id++ {
-		port := freePort(t)
-		entries = append(entries, fmt.Sprintf(`{"id": %d, "host": "127.0.0.1", "port": %d, "url": "http://127.0.0.1:%d"}`, id, port, port))
-	}
 	services := filepath.Join(dir, "services.json")
-	require.NoError(t, os.WriteFile(services, []byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
+	writeServices(t, services, []int{freePort(t), freePort(t), freePort(t)})
 	logs := filepath.Join(dir, "logs")
 	script := func(action string) (string, error) {
 		cmd := exec.Command(filepath.Join(root, "scripts", "cluster.sh"), action)

@@ -167,13 +167,18 @@ type clusterOf3 struct {
 func newClusterOf3(t *testing.T, bin string) *clusterOf3 {
 	c := &clusterOf3{t: t, bin: bin, dir: t.TempDir(), ports: []int{freePort(t), freePort(t), freePort(t)},
 		cmds: map[int]*exec.Cmd{}, logs: map[int]*syncBuffer{}}
+	writeServices(t, filepath.Join(c.dir, "services.json"), c.ports)
+	return c
+}
+
+// writeServices writes a services.json at path naming controllers 1, 2, ...
+// on the loopback ports given.
+func writeServices(t *testing.T, path string, ports []int) {
 	var entries []string
-	for i, port := range c.ports {
+	for i, port := range ports {
 		entries = append(entries, fmt.Sprintf(`{"id": %d, "host": "127.0.0.1", "port": %d, "url": "http://127.0.0.1:%d"}`, i+1, port, port))
 	}
-	require.NoError(t, os.WriteFile(filepath.Join(c.dir, "services.json"),
-		[]byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
-	return c
+	require.NoError(t, os.WriteFile(path, []byte(`{"services": {"metadata-services": [`+strings.Join(entries, ",")+`]}}`), 0o644))
 }
 
 func (c *clusterOf3) base(id int) string { return fmt.Sprintf("http://127.0.0.1:%d", c.ports[id-1]) }
