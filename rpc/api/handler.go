@@ -104,7 +104,8 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle("/", limitREST(cfg.MaxRequestBytes, transcoder))
+	routes := restRoutes(metadatav1.File_dmq_metadata_v1_metadata_service_proto, metadatav1.File_dmq_metadata_v1_quorum_service_proto)
+	mux.Handle("/", checkQueryParameters(routes, limitREST(cfg.MaxRequestBytes, transcoder)))
 	return nil
 }
 

@@ -29,8 +29,9 @@ type AuditRecord struct {
 	From      string          `json:"from"`
 	Procedure string          `json:"procedure"`
 	Request   json.RawMessage `json:"request,omitempty"`
-	// A request over AuditRequestBytesMax is recorded by its size and
-	// SHA-256 instead; a call refused authentication, not at all.
+	// A request whose protobuf encoding is over AuditRequestBytesMax is
+	// recorded by the size and SHA-256 of its deterministic protobuf
+	// encoding instead; a call refused authentication, not at all.
 	RequestBytes    int    `json:"request_bytes,omitempty"`
 	RequestSHA256   string `json:"request_sha256,omitempty"`
 	Result          string `json:"result"`
@@ -222,14 +223,7 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 			// A caller that did not authenticate gets one short line: its
 			// body, which anyone can send, is not worth the disk.
 			if msg, ok := req.Any().(proto.Message); ok && connect.CodeOf(err) != connect.CodeUnauthenticated {
-				if data, merr := protojson.Marshal(msg); merr == nil {
-					if len(data) <= AuditRequestBytesMax {
-						record.Request = data
-					} else {
-						sum := sha256.Sum256(data)
-						record.RequestBytes, record.RequestSHA256 = len(data), hex.EncodeToString(sum[:])
-					}
-				}
+				record.Request, record.RequestBytes, record.RequestSHA256 = auditedRequest(msg)
 			}
 			if err != nil {
 				record.Result = connect.CodeOf(err).String()
@@ -244,6 +238,27 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 			return resp, err
 		}
 	}
+}
+
+// auditedRequest is how a request is recorded: whole, as JSON, when its
+// protobuf encoding is at most AuditRequestBytesMax; else by the size and
+// SHA-256 of its deterministic protobuf encoding, which anyone holding the
+// request can recompute (protojson's output varies on purpose, so a digest
+// of it would match nothing).
+func auditedRequest(msg proto.Message) (whole json.RawMessage, size int, digest string) {
+	encoded, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return nil, 0, ""
+	}
+	if len(encoded) > AuditRequestBytesMax {
+		sum := sha256.Sum256(encoded)
+		return nil, len(encoded), hex.EncodeToString(sum[:])
+	}
+	data, err := protojson.Marshal(msg)
+	if err != nil {
+		return nil, 0, ""
+	}
+	return data, 0, ""
 }
 
 // metadataVersionOf reads a response's metadata_version field, if it has one.

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -29,35 +30,55 @@ var ErrRateLimited = errors.New("rate limit")
 // client's bucket goes first (it refills to full anyway).
 const rateLimitClientsMax = 100_000
 
+// limiter holds one token bucket per client in a table bounded by
+// clientsMax. Recency is kept in a list so that admitting a new client when
+// the table is full costs O(1): a scan of the table under the lock would let
+// callers from many addresses (an IPv6 block) stall every call.
 type limiter struct {
-	cfg     RateLimit
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	cfg        RateLimit
+	clientsMax int
+	mu         sync.Mutex
+	buckets    map[string]*list.Element // of *bucket
+	recency    list.List                // front: most recently used
 }
 
 type bucket struct {
+	client  string
 	limiter *rate.Limiter
-	used    time.Time
 }
 
 func newLimiter(cfg RateLimit) *limiter {
-	return &limiter{cfg: cfg, buckets: map[string]*bucket{}}
+	return newLimiterOfSize(cfg, rateLimitClientsMax)
+}
+
+func newLimiterOfSize(cfg RateLimit, clientsMax int) *limiter {
+	if clientsMax < 1 {
+		panic(fmt.Sprintf("rate limiter table of %d clients", clientsMax))
+	}
+	return &limiter{cfg: cfg, clientsMax: clientsMax, buckets: map[string]*list.Element{}}
 }
 
 // allow takes a token for client, or says how long until one is there.
 func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.buckets[client]
-	if !ok {
-		if len(l.buckets) >= rateLimitClientsMax {
-			l.evictOldest()
+	e, ok := l.buckets[client]
+	if ok {
+		l.recency.MoveToFront(e)
+	} else {
+		if len(l.buckets) >= l.clientsMax {
+			oldest := l.recency.Back()
+			delete(l.buckets, oldest.Value.(*bucket).client)
+			l.recency.Remove(oldest)
 		}
-		b = &bucket{limiter: rate.NewLimiter(rate.Limit(l.cfg.PerSecond), l.cfg.Burst)}
-		l.buckets[client] = b
+		e = l.recency.PushFront(&bucket{client: client, limiter: rate.NewLimiter(rate.Limit(l.cfg.PerSecond), l.cfg.Burst)})
+		l.buckets[client] = e
 	}
-	b.used = now
-	r := b.limiter.ReserveN(now, 1)
+	if len(l.buckets) != l.recency.Len() || len(l.buckets) > l.clientsMax {
+		panic(fmt.Sprintf("rate limiter table holds %d clients, recency list %d, bound %d",
+			len(l.buckets), l.recency.Len(), l.clientsMax))
+	}
+	r := e.Value.(*bucket).limiter.ReserveN(now, 1)
 	if !r.OK() {
 		return false, time.Second
 	}
@@ -66,17 +87,6 @@ func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 		return false, delay
 	}
 	return true, 0
-}
-
-func (l *limiter) evictOldest() {
-	var oldest string
-	var when time.Time
-	for client, b := range l.buckets {
-		if oldest == "" || b.used.Before(when) {
-			oldest, when = client, b.used
-		}
-	}
-	delete(l.buckets, oldest)
 }
 
 // rateLimitInterceptor answers ResourceExhausted, with a Retry-After hint in
