@@ -745,6 +745,14 @@ func TestEventsTellTheOperator(t *testing.T) {
 	require.Len(t, back, 1)
 	assert.Equal(t, uint64(3), back[0].Peer)
 
+	// A full send queue is congestion, not loss: Raft probes, the operator
+	// is not told the peer is gone (it flapped unreachable/back under load).
+	mark = len(c.events)
+	leader.ReportCongested(2)
+	c.tick(2)
+	assert.Empty(t, c.eventsOf(1, EventPeerUnreachable, mark))
+	assert.Empty(t, c.eventsOf(1, EventPeerBack, mark))
+
 	// A stranger's message.
 	mark = len(c.events)
 	_ = c.nodes[2].Step(&raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(99)), To: new(uint64(2)), Term: new(c.nodes[2].Term())})

@@ -332,6 +332,15 @@ func (n *Node) ReportUnreachable(id uint64) {
 	}
 }
 
+// ReportCongested tells Raft that messages to a peer were dropped because
+// its send queue was full: Raft probes instead of streaming into the void,
+// as for an unreachable peer, but the operator is not told the peer is
+// unreachable: it answers, only slower than the leader sends, and saying
+// "unreachable" then "back" at every burst made the log flap under load.
+func (n *Node) ReportCongested(id uint64) {
+	n.rn.ReportUnreachable(id)
+}
+
 // ReportSnapshot tells Raft whether a snapshot reached a peer.
 func (n *Node) ReportSnapshot(id uint64, delivered bool) {
 	status := raft.SnapshotFinish

@@ -53,6 +53,7 @@ type Runner struct {
 	reportsMu   sync.Mutex
 	reports     []func(*node.Node)
 	unreachable []uint64
+	congested   []uint64
 	wake        chan struct{}
 
 	// persisted are the StepSnapshot callers to answer once the Readies
@@ -130,11 +131,14 @@ func (r *Runner) drain() {
 // runReports hands the node the reports made since the last call.
 func (r *Runner) runReports() {
 	r.reportsMu.Lock()
-	reports, unreachable := r.reports, r.unreachable
-	r.reports, r.unreachable = nil, nil
+	reports, unreachable, congested := r.reports, r.unreachable, r.congested
+	r.reports, r.unreachable, r.congested = nil, nil, nil
 	r.reportsMu.Unlock()
 	for _, id := range unreachable {
 		r.node.ReportUnreachable(id)
+	}
+	for _, id := range congested {
+		r.node.ReportCongested(id)
 	}
 	for _, fn := range reports {
 		fn(r.node)
@@ -177,6 +181,20 @@ func (r *Runner) ReportUnreachable(id uint64) {
 		return
 	}
 	r.unreachable = append(r.unreachable, id)
+	r.reportsMu.Unlock()
+	r.wakeUp()
+}
+
+// ReportCongested tells Raft, soon, that messages to a peer were dropped
+// on a full queue (node.Node.ReportCongested); it never blocks, and
+// reports of one peer made before the node hears coalesce.
+func (r *Runner) ReportCongested(id uint64) {
+	r.reportsMu.Lock()
+	if r.isStopped() || slices.Contains(r.congested, id) {
+		r.reportsMu.Unlock()
+		return
+	}
+	r.congested = append(r.congested, id)
 	r.reportsMu.Unlock()
 	r.wakeUp()
 }

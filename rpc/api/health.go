@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,23 +42,61 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }
 
-// readiness asks the node whether it is ready, and why not.
+// probeFreshness is how old a probe's answer may be. Probes need no
+// authentication and each asks the node goroutine; without a bound a flood
+// of them would queue in front of every request.
+const probeFreshness = 100 * time.Millisecond
+
+// probeCache holds the last readiness answer. Callers take turns under mu,
+// so concurrent probes share one node call.
+type probeCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	ready  bool
+	reason string
+	// calls counts node calls made for probes (tests read it).
+	calls int
+}
+
+// readiness says whether the node is ready, and why not, from an answer at
+// most probeFreshness old.
 func (s *Server) readiness(ctx context.Context) (bool, string) {
+	c := &s.probes
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < probeFreshness {
+		return c.ready, c.reason
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
+	c.calls++
 	st, err := runner.Call(ctx, s.runner, func(n *node.Node, done func(node.Status)) { done(n.Status()) })
 	if err != nil {
+		// Not cached: the caller's own context may have ended.
 		return false, "the node is not answering: " + err.Error()
 	}
-	return st.Ready()
+	c.ready, c.reason = st.Ready()
+	c.at = time.Now()
+	return c.ready, c.reason
 }
 
 // liveness asks whether the node's loop still runs: a stopped loop (a
-// storage failure) or one stuck past the probe's timeout is not alive.
+// storage failure) or one stuck past the probe's timeout is not alive. A
+// readiness answer at most probeFreshness old proves the loop ran.
 func (s *Server) liveness(ctx context.Context) error {
+	c := &s.probes
+	c.mu.Lock()
+	fresh := !c.at.IsZero() && time.Since(c.at) < probeFreshness
+	c.mu.Unlock()
+	if fresh && s.runner.Err() == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	_, err := runner.Call(ctx, s.runner, func(_ *node.Node, done func(struct{})) { done(struct{}{}) })
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, runner.ErrStopped) {
 		if cause := s.runner.Err(); cause != nil {
 			return fmt.Errorf("the node stopped: %w", cause)

@@ -31,6 +31,9 @@ type Server struct {
 	// askIdentity asks a controller at a URL who it is (its identity
 	// endpoint): an added controller's directory is recorded with it.
 	askIdentity func(ctx context.Context, p node.Peer) (node.FoundingAnswer, error)
+	// probes answers health checks, which anyone may send, from at most
+	// one node call per probeFreshness.
+	probes probeCache
 }
 
 var (

@@ -34,6 +34,7 @@ type snapshotReport struct {
 type reportLog struct {
 	mu          sync.Mutex
 	unreachable []uint64
+	congested   []uint64
 	snapshots   []snapshotReport
 	// installed, if set, says whether the receiver has installed the
 	// snapshot.
@@ -47,6 +48,12 @@ func (l *reportLog) ReportUnreachable(id uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.unreachable = append(l.unreachable, id)
+}
+
+func (l *reportLog) ReportCongested(id uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.congested = append(l.congested, id)
 }
 
 func (l *reportLog) ReportSnapshot(id uint64, delivered bool) {

@@ -81,6 +81,8 @@ const learnedMax = 64
 // calls them from the node's goroutine too. *runner.Runner is one.
 type Reporter interface {
 	ReportUnreachable(id uint64)
+	// ReportCongested: messages to id were dropped, its queue full.
+	ReportCongested(id uint64)
 	ReportSnapshot(id uint64, delivered bool)
 }
 
@@ -164,6 +166,7 @@ func (t *Transport) Attach(r Reporter) {
 type noReporter struct{}
 
 func (noReporter) ReportUnreachable(uint64)    {}
+func (noReporter) ReportCongested(uint64)      {}
 func (noReporter) ReportSnapshot(uint64, bool) {}
 
 func (t *Transport) reports() Reporter {
@@ -378,7 +381,7 @@ func (t *Transport) nextBatch(p *peer, idle *time.Timer, ended <-chan struct{}) 
 // afterBatch reports drops and restarts the idle timer.
 func (t *Transport) afterBatch(p *peer, idle *time.Timer) {
 	if p.dropped.Swap(false) {
-		t.reports().ReportUnreachable(p.id)
+		t.reports().ReportCongested(p.id)
 	}
 	idle.Reset(streamIdleTimeout)
 }
