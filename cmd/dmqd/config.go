@@ -80,7 +80,11 @@ type Config struct {
 		// PeerToken is the CONTROLLER token this controller sends to peers.
 		TokensFile string `yaml:"tokens-file"`
 		JWTSecret  string `yaml:"jwt-secret"`
-		PeerToken  string `yaml:"peer-token"`
+		// JWTIssuer and JWTAudience, when set, must be every JWT's iss
+		// and one of its aud.
+		JWTIssuer   string `yaml:"jwt-issuer"`
+		JWTAudience string `yaml:"jwt-audience"`
+		PeerToken   string `yaml:"peer-token"`
 		// TLS serves every API over TLS and the peer transport over mutual
 		// TLS; without CertFile the controller serves cleartext h2c.
 		TLS TLSConfig `yaml:"tls"`
@@ -179,6 +183,8 @@ func (c *Config) settings() []setting {
 		intSetting("security.max-request-bytes", "the largest API request accepted", &c.Security.MaxRequestBytes),
 		stringSetting("security.tokens-file", "static bearer tokens with roles (turns authentication on)", &c.Security.TokensFile),
 		stringSetting("security.jwt-secret", "HS256 secret for JWT bearer tokens (turns authentication on)", &c.Security.JWTSecret),
+		stringSetting("security.jwt-issuer", "the iss every JWT must carry (none required when empty)", &c.Security.JWTIssuer),
+		stringSetting("security.jwt-audience", "an aud every JWT must carry (none required when empty)", &c.Security.JWTAudience),
 		stringSetting("security.peer-token", "CONTROLLER token sent to peer controllers", &c.Security.PeerToken),
 		stringSetting("security.tls.cert-file", "PEM certificate served to clients and presented to peers (turns TLS on)", &c.Security.TLS.CertFile),
 		stringSetting("security.tls.key-file", "PEM key of security.tls.cert-file", &c.Security.TLS.KeyFile),
@@ -270,6 +276,8 @@ func (c Config) validate() error {
 		return errors.New("security.max-request-bytes must be at least 1024")
 	case c.Security.AuditLogMaxMB < 1:
 		return errors.New("security.audit-log-max-mb must be at least 1")
+	case (c.Security.JWTIssuer != "" || c.Security.JWTAudience != "") && c.Security.JWTSecret == "":
+		return errors.New("security.jwt-issuer and security.jwt-audience need security.jwt-secret: without it no JWT is accepted")
 	case c.Security.AuditLogKeep < 1:
 		// The rotation library reads 0 as "keep every file": the disk the
 		// Raft log needs would fill after all.

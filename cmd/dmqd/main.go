@@ -96,6 +96,9 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading tokens: %w", err)
 	}
+	if authenticator != nil {
+		authenticator.RequireJWTClaims(cfg.Security.JWTIssuer, cfg.Security.JWTAudience)
+	}
 	addr := net.JoinHostPort(cfg.Server.Host, strconv.Itoa(cfg.Server.Port))
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -54,7 +54,17 @@ type Principal struct {
 type Authenticator struct {
 	static    map[string]Principal
 	jwtSecret []byte
-	now       func() time.Time
+	// jwtIssuer and jwtAudience, when set, must be a JWT's iss and one of
+	// its aud: a token minted for another service with the same secret is
+	// refused.
+	jwtIssuer, jwtAudience string
+	now                    func() time.Time
+}
+
+// RequireJWTClaims makes every JWT name issuer as its iss and audience
+// among its aud (each only when not empty).
+func (a *Authenticator) RequireJWTClaims(issuer, audience string) {
+	a.jwtIssuer, a.jwtAudience = issuer, audience
 }
 
 // TokensFile is the static tokens file: {"tokens":[{"token","name","role","brokerId"}]}.
@@ -162,14 +172,24 @@ type jwtClaims struct {
 }
 
 func (a *Authenticator) verifyJWT(token string) (Principal, error) {
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
-		jwt.WithLeeway(jwtLeeway), jwt.WithTimeFunc(a.now))
+	options := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+		jwt.WithLeeway(jwtLeeway), jwt.WithTimeFunc(a.now)}
+	if a.jwtIssuer != "" {
+		options = append(options, jwt.WithIssuer(a.jwtIssuer))
+	}
+	if a.jwtAudience != "" {
+		options = append(options, jwt.WithAudience(a.jwtAudience))
+	}
 	var claims jwtClaims
-	_, err := parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.jwtSecret, nil })
+	_, err := jwt.NewParser(options...).ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.jwtSecret, nil })
 	switch {
 	case err == nil:
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && claims.ExpiresAt == nil:
 		return Principal{}, errors.New("the token has no exp claim: every token must expire")
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer) || (errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && claims.Issuer == "" && a.jwtIssuer != ""):
+		return Principal{}, fmt.Errorf("the token's issuer is %q: this controller accepts %q", claims.Issuer, a.jwtIssuer)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience) || errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return Principal{}, fmt.Errorf("the token's audience is %q: this controller accepts %q", []string(claims.Audience), a.jwtAudience)
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, fmt.Errorf("the token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
 	case errors.Is(err, jwt.ErrTokenNotValidYet):

@@ -80,3 +80,35 @@ func TestShortJWTSecretIsRefused(t *testing.T) {
 	_, err = auth.NewAuthenticator("", make([]byte, 32))
 	assert.NoError(t, err)
 }
+
+// With an issuer and an audience configured, a token minted with the same
+// secret for another service (another iss, or not for us) is refused, and
+// says which claim is wrong; a token without the claims too.
+func TestJWTIssuerAndAudience(t *testing.T) {
+	a := authenticator(t)
+	hour := time.Now().Add(time.Hour).Unix()
+	token := func(extra jwt.MapClaims) string {
+		claims := jwt.MapClaims{"sub": "ops", "role": "ADMIN", "exp": hour}
+		for k, v := range extra {
+			claims[k] = v
+		}
+		return "Bearer " + sign(t, jwt.SigningMethodHS256, jwtSecret, claims)
+	}
+	_, err := a.Authenticate(token(jwt.MapClaims{"iss": "elsewhere"}))
+	require.NoError(t, err, "without configured claims, iss and aud are not checked")
+
+	a.RequireJWTClaims("https://idp.example", "dmq-metadata")
+	_, err = a.Authenticate(token(jwt.MapClaims{"iss": "https://idp.example", "aud": []string{"other", "dmq-metadata"}}))
+	assert.NoError(t, err)
+	for name, claims := range map[string]jwt.MapClaims{
+		"issuer":            {"iss": "https://evil.example", "aud": "dmq-metadata"},
+		"issuer is \"\"":    {"aud": "dmq-metadata"},
+		"audience":          {"iss": "https://idp.example", "aud": "billing"},
+		"audience is []":    {"iss": "https://idp.example"},
+		"audience is [\"\"": {"iss": "https://idp.example", "aud": ""},
+	} {
+		_, err := a.Authenticate(token(claims))
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "the token's "+name, name)
+	}
+}
