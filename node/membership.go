@@ -212,6 +212,7 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 	n.sm.Advance(entry.GetIndex())
 	v2 := cc.AsV2()
 	proposer, seq, directory, url := decodeConfContext(v2.GetContext())
+	replayed := entry.GetIndex() <= n.committedAtStart
 	for _, c := range v2.GetChanges() {
 		id := c.GetNodeId()
 		switch c.GetType() {
@@ -220,7 +221,9 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 			if c.GetType() == raftpb.ConfChangeAddLearnerNode {
 				detail = "added as a learner"
 			}
-			n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: detail})
+			if !replayed {
+				n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: detail})
+			}
 			n.snapshotForNewMember = true
 			if url != "" {
 				n.peers[id] = url
@@ -232,7 +235,9 @@ func (n *Node) applyConfChange(entry *raftpb.Entry) {
 				n.env.Transport.SetPeer(id, n.peers[id])
 			}
 		case raftpb.ConfChangeRemoveNode:
-			n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: "removed"})
+			if !replayed {
+				n.emit(Event{Kind: EventMembershipChanged, Peer: id, Index: entry.GetIndex(), Detail: "removed"})
+			}
 			delete(n.peers, id)
 			delete(n.directories, id)
 			delete(n.heardAt, id)

@@ -73,9 +73,13 @@ type Node struct {
 	// unreachable: peers reported unreachable and not heard from since
 	// (EventPeerUnreachable is said once per streak).
 	unreachable map[uint64]bool
-	nextSeq     uint64
-	proposals   map[uint64]*proposal
-	reads       map[uint64]*read
+	// committedAtStart is the commit index of the HardState this node
+	// started from: entries up to it are a replay, announced (membership
+	// events) by the run that first applied them.
+	committedAtStart uint64
+	nextSeq          uint64
+	proposals        map[uint64]*proposal
+	reads            map[uint64]*read
 	// readBatch is the ReadIndex request in flight (0: none) and
 	// readBatchDeadline when it is given up. Reads that arrive meanwhile
 	// queue for the next one: one heartbeat round serves a whole batch, and
@@ -215,6 +219,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	}
 	n.term = hs.GetTerm()
 	n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
+	n.committedAtStart = hs.GetCommit()
 	if err := n.rememberAddsInLog(snap.GetMetadata().GetIndex()); err != nil {
 		return nil, err
 	}
