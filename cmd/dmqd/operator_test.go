@@ -502,6 +502,7 @@ func TestMetricsAnOperatorNeeds(t *testing.T) {
 		}
 	}
 	require.Positive(t, limited, "the client's rate limit (5/s) refused some of 20 quick calls")
+	require.Equal(t, http.StatusBadRequest, call(token, "GET", "/api/v1/metadata/topics?nope=1", ""))
 
 	c, err := client.New(client.Config{Endpoints: []string{d.base}, Token: token})
 	require.NoError(t, err)
@@ -524,6 +525,7 @@ func TestMetricsAnOperatorNeeds(t *testing.T) {
 		`dmq_rpc_request_duration_seconds_count{procedure="/dmq.metadata.v1.MetadataService/RegisterBroker"}`:    func(v float64) bool { return v >= 1 },
 		`dmq_auth_failures_total{reason="unauthenticated"}`:                                                      func(v float64) bool { return v >= 1 },
 		`dmq_rate_limited_total{limit="client"}`:                                                                 func(v float64) bool { return v >= float64(limited) },
+		`dmq_rest_refused_total{status="400"}`:                                                                   func(v float64) bool { return v == 1 },
 		`dmq_watch_streams `:                                                                                     func(v float64) bool { return v == 1 },
 		`dmq_raft_leader_changes_total `:                                                                         func(v float64) bool { return v >= 1 },
 		`dmq_controller_elections_won_total `:                                                                    func(v float64) bool { return v == 1 },

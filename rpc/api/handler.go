@@ -105,7 +105,11 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	routes := restRoutes(metadatav1.File_dmq_metadata_v1_metadata_service_proto, metadatav1.File_dmq_metadata_v1_quorum_service_proto)
-	mux.Handle("/", checkQueryParameters(routes, limitREST(cfg.MaxRequestBytes, transcoder)))
+	refused := func(int) {}
+	if cfg.Metrics != nil {
+		refused = cfg.Metrics.ObserveRESTRefused
+	}
+	mux.Handle("/", checkQueryParameters(routes, refused, limitREST(cfg.MaxRequestBytes, refused, transcoder)))
 	return nil
 }
 

@@ -29,10 +29,10 @@ const (
 // A gzip body is decompressed here, up to the limit (the transcoder would
 // decompress it without a bound: half a megabyte can expand to gigabytes,
 // before any authentication); any other Content-Encoding is 415.
-func limitREST(limit int, next http.Handler) http.Handler {
+func limitREST(limit int, refused func(httpStatus int), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > int64(limit) {
-			writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+			writeRESTError(w, refused, http.StatusRequestEntityTooLarge, codeResourceExhausted,
 				fmt.Sprintf("the request body is %d bytes: the limit is %d", r.ContentLength, limit))
 			return
 		}
@@ -43,11 +43,11 @@ func limitREST(limit int, next http.Handler) http.Handler {
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 		if err != nil {
-			writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "reading the request body: "+err.Error())
+			writeRESTError(w, refused, http.StatusBadRequest, codeInvalidArgument, "reading the request body: "+err.Error())
 			return
 		}
 		if len(body) > limit {
-			writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+			writeRESTError(w, refused, http.StatusRequestEntityTooLarge, codeResourceExhausted,
 				fmt.Sprintf("the request body exceeds the limit of %d bytes", limit))
 			return
 		}
@@ -56,22 +56,22 @@ func limitREST(limit int, next http.Handler) http.Handler {
 		case "gzip", "x-gzip":
 			zr, err := gzip.NewReader(bytes.NewReader(body))
 			if err != nil {
-				writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
+				writeRESTError(w, refused, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
 				return
 			}
 			body, err = io.ReadAll(io.LimitReader(zr, int64(limit)+1))
 			if err != nil {
-				writeRESTError(w, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
+				writeRESTError(w, refused, http.StatusBadRequest, codeInvalidArgument, "the gzip body does not decode: "+err.Error())
 				return
 			}
 			if len(body) > limit {
-				writeRESTError(w, http.StatusRequestEntityTooLarge, codeResourceExhausted,
+				writeRESTError(w, refused, http.StatusRequestEntityTooLarge, codeResourceExhausted,
 					fmt.Sprintf("the request body expands to more than the limit of %d bytes", limit))
 				return
 			}
 			r.Header.Del("Content-Encoding")
 		default:
-			writeRESTError(w, http.StatusUnsupportedMediaType, codeInvalidArgument,
+			writeRESTError(w, refused, http.StatusUnsupportedMediaType, codeInvalidArgument,
 				fmt.Sprintf("Content-Encoding %q: the controller takes gzip or none", encoding))
 			return
 		}
@@ -121,8 +121,10 @@ func (r *restResponse) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // writeRESTError answers httpStatus with the body every REST error has: a
 // google.rpc.Status (code is its google.rpc.Code) with the seed's
-// ErrorDetail.
-func writeRESTError(w http.ResponseWriter, httpStatus int, code int32, message string) {
+// ErrorDetail, and tells refused (the metrics: these requests reach no
+// procedure, so no interceptor counts them).
+func writeRESTError(w http.ResponseWriter, refused func(httpStatus int), httpStatus int, code int32, message string) {
+	refused(httpStatus)
 	st := &status.Status{Code: code, Message: message}
 	if detail, err := anypb.New(&metadatav1.ErrorDetail{ErrorCode: metadatav1.ErrorCode_INVALID_REQUEST}); err == nil {
 		st.Details = append(st.Details, detail)

@@ -90,7 +90,7 @@ func (r restRoute) matches(method string, segments []string) bool {
 // such a request 500 Internal Server Error, which blames the server for a
 // client's typo (found by review). Requests to no known route pass on:
 // the transcoder answers those 404 or 405.
-func checkQueryParameters(routes []restRoute, next http.Handler) http.Handler {
+func checkQueryParameters(routes []restRoute, refused func(httpStatus int), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery == "" {
 			next.ServeHTTP(w, r)
@@ -103,7 +103,7 @@ func checkQueryParameters(routes []restRoute, next http.Handler) http.Handler {
 			}
 			for name := range r.URL.Query() {
 				if !namesField(route.input, name) {
-					writeRESTError(w, http.StatusBadRequest, codeInvalidArgument,
+					writeRESTError(w, refused, http.StatusBadRequest, codeInvalidArgument,
 						fmt.Sprintf("unknown query parameter %q for %s %s; known parameters: %s",
 							name, r.Method, r.URL.Path, strings.Join(queryFieldNames(route.input), ", ")))
 					return

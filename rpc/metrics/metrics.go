@@ -41,6 +41,7 @@ type Metrics struct {
 	SnapshotPersistSeconds prometheus.Histogram
 
 	requests     *prometheus.CounterVec
+	restRefused  *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
@@ -89,6 +90,8 @@ func New() *Metrics {
 			Help: "Time to write one snapshot to the store.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_rpc_requests_total",
 			Help: "API calls (Connect, gRPC, gRPC-Web, REST) by procedure and Connect code."}, []string{"procedure", "code"}),
+		restRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_rest_refused_total",
+			Help: "REST requests refused before reaching a procedure (so not in dmq_rpc_requests_total), by HTTP status."}, []string{"status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dmq_rpc_request_duration_seconds",
 			Help:    "Latency of unary API calls by procedure, from the first interceptor to the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"procedure"}),
@@ -117,7 +120,7 @@ func New() *Metrics {
 	m.buildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
 		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
-		m.SnapshotPersistSeconds, m.requests, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
+		m.SnapshotPersistSeconds, m.requests, m.restRefused, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
 		m.leaderChange, m.becameActive, m.snapshots, m.snapshotSize, m.peerMatch, m.peerLag, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -134,6 +137,13 @@ func (m *Metrics) ObserveCall(procedure string, err error, seconds float64, unar
 	if unary {
 		m.latency.WithLabelValues(procedure).Observe(seconds)
 	}
+}
+
+// ObserveRESTRefused counts a REST request refused before it reached a
+// procedure (a body over the limit, an unknown encoding or query
+// parameter), by HTTP status.
+func (m *Metrics) ObserveRESTRefused(httpStatus int) {
+	m.restRefused.WithLabelValues(strconv.Itoa(httpStatus)).Inc()
 }
 
 // ObserveAuthFailure counts a call refused by authentication
