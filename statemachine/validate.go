@@ -269,6 +269,19 @@ func ParseTopicConfig(configs map[string]string, minISRDefault, replicationFacto
 	return config, nil
 }
 
+// TopicConfigEntries is a typed config as Kafka-style key/value pairs,
+// sorted by key: what ParseTopicConfig turns back into the same config.
+func TopicConfigEntries(config *metadatav1.TopicConfig) [][2]string {
+	return [][2]string{
+		{ConfigCompressionType, config.GetCompressionType()},
+		{ConfigMinInsyncReplica, strconv.FormatInt(int64(config.GetMinInsyncReplicas()), 10)},
+		{ConfigRetentionBytes, strconv.FormatInt(config.GetRetentionBytes(), 10)},
+		{ConfigRetentionMs, strconv.FormatInt(config.GetRetentionMs(), 10)},
+		{ConfigSegmentBytes, strconv.FormatInt(int64(config.GetSegmentBytes()), 10)},
+		{ConfigUncleanElection, strconv.FormatBool(config.GetUncleanLeaderElectionEnable())},
+	}
+}
+
 // validateTopicConfig checks a typed config, as carried in a record.
 func validateTopicConfig(config *metadatav1.TopicConfig, replicationFactor int32) *Error {
 	if config == nil {

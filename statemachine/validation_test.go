@@ -246,3 +246,25 @@ func TestIndexesMustBeContiguous(t *testing.T) {
 	assert.Panics(t, func() { sm.Apply(1, registerRecord(1, "")) })
 	assert.EqualValues(t, 1, sm.Version())
 }
+
+// A topic's config shown as Kafka keys parses back into the same config:
+// what dmqctl topic configs prints can be given to topic create.
+func TestTopicConfigEntriesRoundTrip(t *testing.T) {
+	parsed, err := ParseTopicConfig(map[string]string{
+		ConfigRetentionMs: "1000", ConfigCompressionType: "zstd", ConfigMinInsyncReplica: "2",
+		ConfigUncleanElection: "true", ConfigSegmentBytes: "1048576", ConfigRetentionBytes: "-1",
+	}, 1, 3)
+	require.Nil(t, err)
+	entries := TopicConfigEntries(parsed)
+	configs := map[string]string{}
+	for i, e := range entries {
+		if i > 0 {
+			require.Less(t, entries[i-1][0], e[0], "sorted by key")
+		}
+		configs[e[0]] = e[1]
+	}
+	again, err := ParseTopicConfig(configs, 1, 3)
+	require.Nil(t, err)
+	require.True(t, proto.Equal(parsed, again), "%v != %v", parsed, again)
+	require.Len(t, configs, 6)
+}

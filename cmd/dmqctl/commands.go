@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/spf13/cobra"
 )
@@ -122,6 +123,18 @@ func topicCommand(g *globals) *cobra.Command {
 			}
 			return g.print(resp, partitionsTable(resp.GetPartitions()))
 		})}
+	showConfigs := &cobra.Command{Use: "configs NAME", Short: "Show a topic's configuration (Kafka keys)", Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			resp, err := c.DescribeTopic(ctx, &metadatav1.DescribeTopicRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			t := &table{header: []string{"KEY", "VALUE"}}
+			for _, entry := range statemachine.TopicConfigEntries(resp.GetTopic().GetConfig()) {
+				t.add(entry[0], entry[1])
+			}
+			return g.print(resp.GetTopic().GetConfig(), t)
+		})}
 	del := &cobra.Command{Use: "delete NAME", Short: "Delete a topic", Args: cobra.ExactArgs(1),
 		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
 			resp, err := c.DeleteTopic(ctx, &metadatav1.DeleteTopicRequest{Name: args[0]})
@@ -166,10 +179,10 @@ func topicCommand(g *globals) *cobra.Command {
 			t.add(resp.GetElected(), resp.GetMetadataVersion())
 			return g.print(resp, t)
 		})}
-	for _, c := range []*cobra.Command{describe, del, grow, elect} {
+	for _, c := range []*cobra.Command{describe, showConfigs, del, grow, elect} {
 		c.ValidArgsFunction = g.completeTopics
 	}
-	cmd.AddCommand(create, list, describe, del, grow, elect)
+	cmd.AddCommand(create, list, describe, showConfigs, del, grow, elect)
 	return cmd
 }
 

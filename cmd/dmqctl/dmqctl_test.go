@@ -83,6 +83,12 @@ func TestEveryCommand(t *testing.T) {
 	for _, p := range partitions {
 		assert.Len(t, p.(map[string]any)["replicas"], 2)
 	}
+	rows = lines(c.ok("topic", "configs", "orders"))
+	assert.Equal(t, []string{"KEY", "VALUE"}, rows[0])
+	assert.Contains(t, rows, []string{"retention.ms", "1000"}, "the value set at creation")
+	assert.Contains(t, rows, []string{"compression.type", "producer"}, "a default")
+	assert.Len(t, rows, 7, "a header and the six topic configs")
+	assert.Equal(t, "1000", c.json("topic", "configs", "orders")["retentionMs"])
 	rows = lines(c.ok("topic", "add-partitions", "orders", "--count", "5"))
 	assert.Equal(t, "5", rows[1][2])
 	rows = lines(c.ok("topic", "describe", "orders"))
