@@ -64,6 +64,12 @@ type Config struct {
 	// PushBackoffMin and PushBackoffMax bound the retry delay of a push.
 	PushBackoffMin time.Duration
 	PushBackoffMax time.Duration
+	// SeedResyncInterval is how often a storage service speaking the
+	// seed's protocol gets a full state although nothing says it needs
+	// one: its receiver checks neither epochs nor versions, so a push of a
+	// deposed controller that arrives after the new leader's undoes it
+	// unseen. 0 means the default; negative disables it.
+	SeedResyncInterval time.Duration
 	// Logger receives Raft's log; nil discards it.
 	Logger raft.Logger
 }
@@ -82,6 +88,7 @@ const (
 	DefaultRebalanceElectionMax = 100
 	DefaultPushBackoffMin       = 100 * time.Millisecond
 	DefaultPushBackoffMax       = 5 * time.Second
+	DefaultSeedResyncInterval   = time.Minute
 	maxSizePerMsg               = 1 << 20
 	maxInflightMsgs             = 256
 )
@@ -131,6 +138,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PushBackoffMax == 0 {
 		c.PushBackoffMax = DefaultPushBackoffMax
+	}
+	if c.SeedResyncInterval == 0 {
+		c.SeedResyncInterval = DefaultSeedResyncInterval
 	}
 	if c.HeartbeatTicks >= c.ElectionTicks {
 		return c, fmt.Errorf("node: heartbeat ticks %d must be below election ticks %d", c.HeartbeatTicks, c.ElectionTicks)

@@ -2,10 +2,12 @@ package node
 
 import (
 	"fmt"
-	"github.com/dmq-project/metadata/internal/planted"
+	"maps"
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/internal/planted"
+	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/statemachine"
 )
 
@@ -54,6 +56,18 @@ type pushTarget struct {
 	backoff  time.Duration
 	// failing: the last push failed (said once, until one succeeds).
 	failing bool
+	// seed: the receiver speaks the seed's protocol. toldEpoch is the
+	// controller epoch it was last told of (CONTROLLER_CHANGED), and
+	// tellingEpoch the one the push in flight tells it, 0 if none.
+	seed                    bool
+	toldEpoch, tellingEpoch uint64
+	// resyncAt is when a seed receiver next gets a full state regardless
+	// (Config.SeedResyncInterval); fullInFlight: the push in flight is one.
+	resyncAt     time.Time
+	fullInFlight bool
+	// abandoned: the push in flight was sent before the target was
+	// forgotten; its outcome says nothing of what the receiver holds.
+	abandoned bool
 }
 
 func (n *Node) becomeActive() {
@@ -91,6 +105,9 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		return
 	}
 	n.controller.changed = true
+	if r := record.GetRegisterBroker(); r != nil {
+		n.brokersSeen[r.GetBrokerId()] = true
+	}
 	if !n.active {
 		return
 	}
@@ -101,11 +118,11 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		n.controller.lastSeen[id] = now
 		delete(n.controller.unfenceTarget, id)
 		// A new incarnation holds nothing it is known to hold.
-		delete(n.controller.pushes, id)
+		n.forgetTarget(id)
 	case *metadatav1.Record_UnregisterBroker:
 		id := body.UnregisterBroker.GetBrokerId()
 		delete(n.controller.lastSeen, id)
-		delete(n.controller.pushes, id)
+		n.forgetTarget(id)
 		delete(n.controller.unfenceTarget, id)
 	case *metadatav1.Record_UnfenceBroker:
 		delete(n.controller.unfenceTarget, body.UnfenceBroker.GetBrokerId())
@@ -119,7 +136,9 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 func (n *Node) controllerTick(now time.Time) {
 	n.expireSessions(now)
 	for _, id := range sortedKeys(n.controller.pushes) {
-		if t := n.controller.pushes[id]; t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
+		t := n.controller.pushes[id]
+		n.resyncDue(t, now)
+		if t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
 			n.sendPush(id, t, now)
 		}
 	}
@@ -174,7 +193,7 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	version := n.sm.Version()
 	resp := &metadatav1.StorageHeartbeatResponse{
 		MetadataVersion: version, ControllerEpoch: n.term, LeaderId: n.cfg.ID, LeaderUrl: n.peers[n.cfg.ID],
-		PushesConfigured: n.env.Pusher.CanPush(id),
+		PushesConfigured: n.env.Pusher.Protocol(id) != PushNone,
 	}
 	status := n.sm.BrokerStatus(id)
 	if !status.Registered {
@@ -192,7 +211,8 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	resp.Fenced, resp.InControlledShutdown = status.Fenced, status.ShuttingDown
 
 	reported := req.GetMetadataVersion()
-	if t := n.target(id); t != nil {
+	t := n.target(id)
+	if t != nil {
 		if t.inFlight == 0 {
 			// Never lowered: a heartbeat that arrives late reports an older
 			// version than a push since delivered. (A service that lost its
@@ -233,7 +253,13 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 		if planted.On(planted.UnfenceAtOnce) {
 			target, reported = 0, 0
 		}
-		if reported >= target && reported <= version && !n.controller.brokerOp[id] {
+		// What the service holds: what it reports, or what it accepted in
+		// pushes (a seed storage service's heartbeat reports nothing).
+		held := reported
+		if t != nil && t.inFlight == 0 {
+			held = max(held, t.known)
+		}
+		if held >= target && held <= version && !n.controller.brokerOp[id] {
 			n.proposeBrokerOp(id, &metadatav1.Record{Body: &metadatav1.Record_UnfenceBroker{
 				UnfenceBroker: &metadatav1.UnfenceBrokerRecord{BrokerId: id, BrokerEpoch: status.Epoch}}})
 		}
@@ -244,18 +270,37 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 // target returns the push state of a broker, or nil if it has no push
 // endpoint.
 func (n *Node) target(id int32) *pushTarget {
-	if !n.env.Pusher.CanPush(id) {
+	protocol := n.env.Pusher.Protocol(id)
+	if protocol == PushNone {
 		return nil
 	}
 	t, ok := n.controller.pushes[id]
 	if !ok {
-		t = &pushTarget{known: -1}
+		t = &pushTarget{known: -1, seed: protocol == PushSeed}
 		n.controller.pushes[id] = t
 	}
 	return t
 }
 
 func (n *Node) pushNeeded(t *pushTarget) bool { return t.full || t.known < n.sm.Version() }
+
+// forgetTarget forgets what a broker's storage service holds. A push in
+// flight to a seed receiver is waited for: that receiver takes pushes in
+// any order, so two in flight could leave it with the older.
+func (n *Node) forgetTarget(id int32) {
+	if t, ok := n.controller.pushes[id]; ok && t.seed && t.inFlight != 0 {
+		n.controller.pushes[id] = &pushTarget{known: -1, seed: true, inFlight: t.inFlight, abandoned: true}
+		return
+	}
+	delete(n.controller.pushes, id)
+}
+
+// resyncDue marks a seed receiver due for its periodic full state.
+func (n *Node) resyncDue(t *pushTarget, now time.Time) {
+	if t.seed && n.cfg.SeedResyncInterval > 0 && !t.resyncAt.IsZero() && !now.Before(t.resyncAt) {
+		t.full = true
+	}
+}
 
 // beyondCommit says whether a receiver's version is past this leader's
 // commit index. Once active, the leader has applied every entry committed
@@ -291,6 +336,12 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	ok := false
 	if !t.full && t.known >= 0 {
 		delta, ok = n.sm.DeltaSince(t.known)
+		// A seed receiver gets a full state as a leader's first push: it
+		// checks no delta's base, and a push of another controller may
+		// have reached it since this one last knew its version. And it
+		// deletes a topic by key prefix, taking the partitions of "a-b"
+		// with "a": such a deletion goes as a full state too.
+		ok = ok && !(t.seed && (t.toldEpoch != req.GetControllerEpoch() || seedwire.NeedsFullState(delta, n.sm)))
 	}
 	if ok {
 		req.Update = &metadatav1.PushMetadataRequest_Delta{Delta: delta}
@@ -303,8 +354,41 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 			req.RepairFromVersion = t.repairFrom
 		}
 	}
-	t.inFlight = version
-	n.env.Pusher.Push(id, req)
+	t.inFlight, t.fullInFlight = version, !ok
+	if !t.seed {
+		n.env.Pusher.Push(id, Push{Version: version, Request: req})
+		return
+	}
+	// The seed's receiver learns the controller only from CONTROLLER_CHANGED:
+	// every new leader's first push tells it, with the leader's term, and
+	// so does every full state (which repairs what a deposed controller's
+	// push may have undone, the controller it names included).
+	tell := t.toldEpoch != req.GetControllerEpoch() || !ok
+	t.tellingEpoch = 0
+	if tell {
+		t.tellingEpoch = req.GetControllerEpoch()
+	}
+	controller := seedwire.Controller{ID: int32(n.cfg.ID), URL: n.peers[n.cfg.ID], Term: int64(req.GetControllerEpoch()), NowMs: now.UnixMilli()}
+	// The seed's receiver never removes a broker: a full state lists as
+	// not alive the brokers gone since they registered, and those still
+	// named as replicas.
+	var gone []int32
+	if !ok {
+		candidates := maps.Clone(n.brokersSeen)
+		for _, t := range req.GetFullState().GetTopics() {
+			for _, p := range t.GetPartitions() {
+				for _, r := range p.GetReplicas() {
+					candidates[r] = true
+				}
+			}
+		}
+		for _, b := range sortedKeys(candidates) {
+			if !n.sm.BrokerStatus(b).Registered {
+				gone = append(gone, b)
+			}
+		}
+	}
+	n.env.Pusher.Push(id, Push{Version: version, SeedUpdates: seedwire.Updates(req, controller, tell, n.sm, gone)})
 }
 
 // OnPushResult reports how a push of version to a broker ended: the
@@ -316,6 +400,13 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 	}
 	t.inFlight = 0
 	now := n.env.Clock.Now()
+	if t.abandoned {
+		t.abandoned = false
+		if n.pushNeeded(t) && n.sessionLive(id, now) {
+			n.sendPush(id, t, now)
+		}
+		return
+	}
 	if err != nil {
 		if !t.failing {
 			t.failing = true
@@ -343,6 +434,12 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 		return
 	}
 	t.backoff = 0
+	if t.tellingEpoch != 0 {
+		t.toldEpoch, t.tellingEpoch = t.tellingEpoch, 0
+	}
+	if t.seed && t.fullInFlight {
+		t.resyncAt = now.Add(n.cfg.SeedResyncInterval)
+	}
 	if n.pushNeeded(t) && n.sessionLive(id, now) {
 		n.sendPush(id, t, now)
 	}

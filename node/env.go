@@ -4,6 +4,7 @@ import (
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/seedwire"
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -51,11 +52,35 @@ type Rand interface {
 
 // Pusher delivers a push to a storage service (a broker) and reports back
 // through Node.OnPushResult. Push must not block; it must not modify the
-// request, which may be shared between targets.
+// push, whose request may be shared between targets.
 type Pusher interface {
-	// CanPush says whether the broker has a push endpoint at all: a broker
-	// without one is never pushed to (its service learns by heartbeats and
-	// watches), rather than failing and retrying forever.
-	CanPush(brokerID int32) bool
-	Push(brokerID int32, request *metadatav1.PushMetadataRequest)
+	// Protocol says how the broker's storage service takes pushes, or
+	// PushNone when it has no push endpoint: such a broker is never pushed
+	// to (its service learns by heartbeats and watches), rather than
+	// failing and retrying forever.
+	Protocol(brokerID int32) PushProtocol
+	Push(brokerID int32, push Push)
+}
+
+// PushProtocol is how a storage service takes pushes.
+type PushProtocol int
+
+const (
+	// PushNone: the service has no push endpoint.
+	PushNone PushProtocol = iota
+	// PushConnect: StorageSyncService.PushMetadata (Connect, gRPC).
+	PushConnect
+	// PushSeed: the Java service's MetadataUpdateRequests, posted as JSON
+	// to /api/v1/storage/metadata in order (package seedwire).
+	PushSeed
+)
+
+// Push is one push to a storage service, in the protocol it speaks: a
+// PushMetadataRequest, or the seed's updates to send in order. The pusher
+// reports the seed's answers as one PushMetadataResponse: accepted at
+// Version when every update succeeded.
+type Push struct {
+	Version     int64
+	Request     *metadatav1.PushMetadataRequest
+	SeedUpdates []seedwire.MetadataUpdateRequest
 }

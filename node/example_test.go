@@ -19,13 +19,13 @@ type exampleEnv struct {
 	rng *rand.Rand
 }
 
-func (e *exampleEnv) Send([]*raftpb.Message)                      {} // a lone controller has no peers
-func (e *exampleEnv) SetPeer(uint64, string)                      {}
-func (e *exampleEnv) RemovePeer(uint64)                           {}
-func (e *exampleEnv) Now() time.Time                              { return e.now }
-func (e *exampleEnv) Uint64() uint64                              { return e.rng.Uint64() }
-func (e *exampleEnv) CanPush(int32) bool                          { return false }
-func (e *exampleEnv) Push(int32, *metadatav1.PushMetadataRequest) {}
+func (e *exampleEnv) Send([]*raftpb.Message)           {} // a lone controller has no peers
+func (e *exampleEnv) SetPeer(uint64, string)           {}
+func (e *exampleEnv) RemovePeer(uint64)                {}
+func (e *exampleEnv) Now() time.Time                   { return e.now }
+func (e *exampleEnv) Uint64() uint64                   { return e.rng.Uint64() }
+func (e *exampleEnv) Protocol(int32) node.PushProtocol { return node.PushNone }
+func (e *exampleEnv) Push(int32, node.Push)            {}
 
 // The event loop a driver runs: it ticks the node at a fixed period, hands
 // it messages from peers (Step) and reports from its environment, and after

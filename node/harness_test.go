@@ -66,16 +66,16 @@ func (e clusterEnv) Send(messages []*raftpb.Message) {
 	}
 	e.c.queue = append(e.c.queue, messages...)
 }
-func (e clusterEnv) SetPeer(uint64, string) {}
-func (e clusterEnv) RemovePeer(uint64)      {}
-func (e clusterEnv) Now() time.Time         { return e.c.now }
-func (e clusterEnv) Uint64() uint64         { return e.c.rng.Uint64() }
-func (e clusterEnv) CanPush(int32) bool     { return true }
+func (e clusterEnv) SetPeer(uint64, string)      {}
+func (e clusterEnv) RemovePeer(uint64)           {}
+func (e clusterEnv) Now() time.Time              { return e.c.now }
+func (e clusterEnv) Uint64() uint64              { return e.c.rng.Uint64() }
+func (e clusterEnv) Protocol(int32) PushProtocol { return PushConnect }
 func (e clusterEnv) Event(ev Event) {
 	e.c.events = append(e.c.events, nodeEvent{node: e.id, Event: ev})
 }
-func (e clusterEnv) Push(broker int32, req *metadatav1.PushMetadataRequest) {
-	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: req})
+func (e clusterEnv) Push(broker int32, push Push) {
+	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: push.Request})
 }
 
 func peerURL(id uint64) string { return fmt.Sprintf("http://controller-%d:9090", id) }

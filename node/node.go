@@ -73,6 +73,10 @@ type Node struct {
 	// unreachable: peers reported unreachable and not heard from since
 	// (EventPeerUnreachable is said once per streak).
 	unreachable map[uint64]bool
+	// brokersSeen are the brokers registered in the state this node
+	// started from or since: what a full state tells the seed's receivers,
+	// which never remove a broker, is no longer registered.
+	brokersSeen map[int32]bool
 	// committedAtStart is the commit index of the HardState this node
 	// started from: entries up to it are a replay, announced (membership
 	// events) by the run that first applied them.
@@ -165,6 +169,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		reads:       map[uint64]*read{},
 		heardAt:     map[uint64]uint64{},
 		unreachable: map[uint64]bool{},
+		brokersSeen: map[int32]bool{},
 		life:        env.Rand.Uint64(),
 		addedInLog:  map[uint64]uint64{},
 		lostLogs:    map[uint64]int{},

@@ -43,8 +43,10 @@ type ControllerConfig struct {
 	// handshake (auto, the default), founding at once (new), or waiting to
 	// be added (existing, as Join).
 	InitialClusterState InitialClusterState
-	// PushURLs maps broker ids to their StorageSyncService endpoints.
+	// PushURLs maps broker ids to their push endpoints: StorageSyncService,
+	// or the seed's /api/v1/storage/metadata for those in SeedPush.
 	PushURLs map[int32]string
+	SeedPush map[int32]bool
 	Tick     time.Duration
 	Listener net.Listener
 	Logger   *slog.Logger
@@ -108,6 +110,7 @@ func (c *Controller) start(ctx context.Context) error {
 		return err
 	}
 	peerClient, pushClient := wire.NewHTTPClient(nil), wire.NewHTTPClient(nil)
+	var seedPushTLS *tls.Config
 	// material is nil unless the controller serves TLS; its peer client
 	// configuration is the transport's, and every peer endpoint asks for
 	// the cluster's certificate.
@@ -119,6 +122,7 @@ func (c *Controller) start(ctx context.Context) error {
 		}
 		peerTLS = material.PeerClient()
 		peerClient, pushClient = wire.NewHTTPClient(peerTLS), wire.NewHTTPClient(material.PushClient())
+		seedPushTLS = material.PushClient()
 	}
 
 	// The listener serves the identity before the node exists (the
@@ -158,7 +162,11 @@ func (c *Controller) start(ctx context.Context) error {
 			c.transport.Advertise(p.URL)
 		}
 	}
-	pusher := push.New(pushClient, cfg.PushURLs, c.metrics)
+	targets := map[int32]push.Target{}
+	for id, url := range cfg.PushURLs {
+		targets[id] = push.Target{URL: url, Seed: cfg.SeedPush[id]}
+	}
+	pusher := push.New(pushClient, seedPushTLS, targets, c.metrics)
 	if cfg.Node.Logger == nil {
 		cfg.Node.Logger = newRaftLogger(cfg.Logger)
 	}

@@ -57,6 +57,8 @@ func (s *Sim) checkLiveness() {
 			s.violate("liveness: storage service %d is not registered after the heal", svc.id)
 		case b.Fenced || b.InControlledShutdown:
 			s.violate("liveness: storage service %d answers but is fenced after the heal", svc.id)
+		case svc.seed && svc.view.unsynced:
+			s.violate("liveness: seed service %d still holds what a deposed controller's push left: no full state repaired it", svc.id)
 		case svc.version() < sm.Version()-int64(5) && svc.version() != sm.Version():
 			// Pushes follow every change; a service far behind was forgotten.
 			s.violate("liveness: storage service %d holds version %d, the controller %d", svc.id, svc.version(), sm.Version())

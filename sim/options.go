@@ -78,6 +78,15 @@ type Options struct {
 	// SilentAtHeal keeps one storage service silent through the heal
 	// phase, so that its fencing is checked.
 	SilentAtHeal bool
+	// SeedServices makes every even-numbered storage service one of the
+	// Java system's: it takes pushes as the seed's typed JSON updates
+	// (package seedwire), checked by a model of the seed's receiver
+	// (seedView), and heartbeats without a body. The seed's receiver
+	// checks neither versions nor epochs, so pushes to it are never
+	// delayed past a newer controller's (DelayedPushes spares it): that
+	// is the one fault its protocol cannot survive, documented in the
+	// README.
+	SeedServices bool
 }
 
 // Timings of the simulated deployment, scaled down from production so
@@ -97,6 +106,8 @@ const (
 	// rebalanceInterval is how often the active controller moves leaders
 	// back to their preferred replicas.
 	rebalanceInterval = 10 * time.Second
+	// seedResyncInterval is how often seed receivers get a full state.
+	seedResyncInterval = 10 * time.Second
 )
 
 // OptionsFromSeed draws the options. nodes > 0 forces the cluster size.
@@ -149,6 +160,7 @@ func OptionsFromSeed(seed uint64, duration time.Duration, nodes int) Options {
 		o.Services = 6
 	}
 	o.GrowFromOne = chance(0.2)
+	o.SeedServices = chance(0.5)
 	return o
 }
 
@@ -193,6 +205,9 @@ func (o Options) String() string {
 	}
 	if o.GrowFromOne {
 		b.WriteString(" grow-from-one")
+	}
+	if o.SeedServices {
+		b.WriteString(" seed-services")
 	}
 	if o.FollowerReads > 0 {
 		fmt.Fprintf(&b, " follower-reads=%.1f", o.FollowerReads)

@@ -3,11 +3,14 @@ package sim
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/wire"
 	"google.golang.org/protobuf/proto"
 )
@@ -27,7 +30,12 @@ type service struct {
 	id          int32
 	incarnation int
 	agent       *client.AgentCore
-	caller      *caller
+	// seed: the service is one of the Java system's (Options.SeedServices):
+	// it takes the seed's pushes into view, heartbeats without a body, and
+	// neither watches, changes ISRs nor shuts down in a controlled way.
+	seed   bool
+	view   *seedView
+	caller *caller
 	// waiting, watching and altering: a beat (registration and
 	// heartbeat), a watch, an ISR change in flight.
 	waiting, watching, altering bool
@@ -43,7 +51,7 @@ type service struct {
 }
 
 func newService(s *Sim, id int32) *service {
-	v := &service{sim: s, id: id}
+	v := &service{sim: s, id: id, seed: s.opts.SeedServices && id%2 == 0}
 	v.start()
 	return v
 }
@@ -51,15 +59,27 @@ func newService(s *Sim, id int32) *service {
 // start starts the service's process: a new incarnation with an empty view.
 func (v *service) start() {
 	v.incarnation++
+	incarnation := fmt.Sprintf("inc-%d", v.incarnation)
+	if v.seed {
+		incarnation = "" // the seed's storage services register without one
+	}
 	v.agent = client.NewAgentCore(client.AgentConfig{BrokerID: v.id, Host: fmt.Sprintf("storage-%d.sim", v.id), Port: 9092,
-		Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationID: fmt.Sprintf("inc-%d", v.incarnation)})
+		Rack: fmt.Sprintf("rack-%d", v.id%3), IncarnationID: incarnation})
 	v.caller = newCaller(v.sim, uint64(v.id), fmt.Sprintf("storage-%d-inc-%d", v.id, v.incarnation))
+	if v.seed {
+		v.view = newSeedView()
+	}
 }
 
 func (v *service) silent() bool { return v.silentForever || v.silentUntil > v.sim.now }
 
 // version is the metadata version the service holds.
-func (v *service) version() int64 { return v.agent.Version() }
+func (v *service) version() int64 {
+	if v.seed {
+		return v.view.version
+	}
+	return v.agent.Version()
+}
 
 // beat runs every heartbeat interval, as StorageAgent.Run does: register
 // if needed, then heartbeat, within three intervals.
@@ -74,6 +94,9 @@ func (v *service) beat() {
 		// (or the operator's patience ran out), as StorageAgent.ShutDown.
 		v.restartWithNewIncarnation, v.shutdownDeadline = false, 0
 		v.start()
+	}
+	if v.shutdownFirst && v.seed {
+		v.shutdownFirst = false // the seed's services have no controlled shutdown
 	}
 	if v.shutdownFirst {
 		// A controlled shutdown before the restart: leadership moves away
@@ -107,10 +130,10 @@ func (v *service) beat() {
 	}
 	// Beside the heartbeats, as a storage service's other parts do: watch
 	// now and then, and change ISRs as a partition leader.
-	if !v.watching && s.rng.IntN(4) == 0 {
+	if !v.watching && !v.seed && s.rng.IntN(4) == 0 {
 		v.watch(s.randomNodeID())
 	}
-	if !v.altering && s.now < s.writesStopAt() && s.rng.IntN(5) == 0 {
+	if !v.altering && !v.seed && s.now < s.writesStopAt() && s.rng.IntN(5) == 0 {
 		v.alterISR(deadline)
 	}
 	v.heartbeat(deadline)
@@ -120,6 +143,10 @@ func (v *service) beat() {
 func (v *service) heartbeat(deadline time.Duration) {
 	agent := v.agent
 	req := agent.HeartbeatRequest()
+	if v.seed {
+		// POST /api/v1/metadata/heartbeat/{brokerId}, without a body.
+		req = &metadatav1.StorageHeartbeatRequest{ServiceId: strconv.Itoa(int(v.id))}
+	}
 	call(v.caller, deadline, "", func(n *node.Node, reply func(attemptReply[*metadatav1.StorageHeartbeatResponse])) {
 		resp, err := n.Heartbeat(req)
 		reply(attemptReply[*metadatav1.StorageHeartbeatResponse]{value: resp, err: err, leader: n.Leader()})
@@ -233,6 +260,65 @@ func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.
 		s.violate("service %d holds other metadata at version %d than the controllers", v.id, after)
 	}
 	return resp, nil
+}
+
+// receiveSeedPush applies the seed's updates of one push in order, as the
+// seed's receiver does, and checks that the view it ends with is what the
+// controllers hold at the push's version.
+func (v *service) receiveSeedPush(from uint64, push node.Push) (*metadatav1.PushMetadataResponse, error) {
+	s := v.sim
+	if v.silent() {
+		return nil, fmt.Errorf("storage service %d is not answering", v.id)
+	}
+	if len(push.SeedUpdates) == 0 {
+		s.violate("controller %d pushed no seed update to service %d", from, v.id)
+	}
+	before := v.view.version
+	if term := push.SeedUpdates[0].ControllerTerm; uint64(term) < s.newestPushTerm {
+		// A deposed controller's push, sent or arriving after its
+		// successor began to push: the seed's receiver takes it. Its
+		// protocol cannot refuse it; the controllers repair it with a full
+		// state within their resync interval, which the liveness check
+		// holds them to.
+		s.fault("seed-stale-push")
+		for _, u := range push.SeedUpdates {
+			v.view.apply(u)
+		}
+		v.view.unsynced = true
+		return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: push.Version}, nil
+	}
+	for _, u := range push.SeedUpdates {
+		v.view.apply(u)
+		if u.UpdateType == seedwire.FullSnapshot {
+			v.view.unsynced = false
+		}
+	}
+	if v.view.unsynced {
+		return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: push.Version}, nil
+	}
+	if v.view.version < before {
+		s.violate("controller %d moved seed service %d back from version %d to %d", from, v.id, before, v.view.version)
+	}
+	// A process that has heard of no controller found it itself (the
+	// seed's services ask GET /api/v1/metadata/controller at start);
+	// one that has, was told of each new leader by its first push.
+	if told := v.view.controller; told.id != 0 && (told.id != int32(from) || told.term != push.SeedUpdates[0].ControllerTerm) {
+		s.violate("seed service %d took a push from controller %d (term %d) but was told of controller %d (term %d): every new leader says so first",
+			v.id, from, push.SeedUpdates[0].ControllerTerm, v.view.controller.id, v.view.controller.term)
+	}
+	if digest, ok := s.seedStates[v.view.version]; ok && digest != v.view.digest() {
+		s.violate("seed service %d holds other metadata at version %d than the controllers (after %s)",
+			v.id, v.view.version, seedTypes(push.SeedUpdates))
+	}
+	return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: push.Version}, nil
+}
+
+func seedTypes(updates []seedwire.MetadataUpdateRequest) string {
+	types := make([]string, len(updates))
+	for i, u := range updates {
+		types[i] = string(u.UpdateType)
+	}
+	return strings.Join(types, ", ")
 }
 
 // rpc sends a request to a controller over the simulated network. handle

@@ -59,12 +59,16 @@ type Sim struct {
 	entries      map[uint64]entryDigest
 	hashes       map[uint64]uint64 // applied index -> state hash
 	pushedStates map[int64]uint64  // metadata version -> ClusterState digest
-	violations   []string
-	trace        hash.Hash64
-	events       int
-	recent       [traceKept]event
-	faults       map[string]int
-	membership   membershipOp
+	seedStates   map[int64]uint64  // metadata version -> what a seed receiver shows (seedDigest)
+	// newestPushTerm is the highest controller epoch any push was sent in:
+	// a push of an older one arriving after it is a deposed controller's.
+	newestPushTerm uint64
+	violations     []string
+	trace          hash.Hash64
+	events         int
+	recent         [traceKept]event
+	faults         map[string]int
+	membership     membershipOp
 	// replace is a controller whose disk is lost, to be removed and
 	// replaced by a new member; 0 if none.
 	replace       uint64
@@ -129,7 +133,7 @@ func Run(opts Options) Result {
 	s := &Sim{
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[uint64]entryDigest{},
-		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, trace: fnv.New64a(),
+		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, seedStates: map[int64]uint64{}, trace: fnv.New64a(),
 		faults: map[string]int{}, golden: newGolden(),
 	}
 	started := time.Now() // determinism: the wall time of the run, for the speed figure only; never reaches the trace
@@ -344,6 +348,8 @@ type simNode struct {
 	digest            uint64
 	digestVersion     int64
 	digestIncarnation uint64
+	// seedDigest is the same version's seedDigest, with SeedServices.
+	seedDigest uint64
 }
 
 func (n *simNode) Now() time.Time { return epoch.Add(n.sim.now + n.clockOffset) }
@@ -533,12 +539,20 @@ func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
 	}
 }
 
-// CanPush: the storage services answer pushes; brokers registered by
-// clients have no process behind them.
-func (n *simNode) CanPush(broker int32) bool { return int(broker) <= len(n.sim.services) }
+// Protocol: the storage services answer pushes, in their protocol;
+// brokers registered by clients have no process behind them.
+func (n *simNode) Protocol(broker int32) node.PushProtocol {
+	switch {
+	case int(broker) > len(n.sim.services):
+		return node.PushNone
+	case n.sim.services[broker-1].seed:
+		return node.PushSeed
+	}
+	return node.PushConnect
+}
 
-func (n *simNode) Push(broker int32, req *metadatav1.PushMetadataRequest) {
-	n.sim.push(n, broker, req)
+func (n *simNode) Push(broker int32, push node.Push) {
+	n.sim.push(n, broker, push)
 }
 
 // Applied checks that every node applies the same entry at each index.
@@ -582,7 +596,7 @@ func (n *simNode) start(store storage.Storage) {
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
 		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
-		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval,
+		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval, SeedResyncInterval: seedResyncInterval,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	n.peers, n.removedPeers = s.startingPeers(n.id), map[uint64]bool{}
@@ -759,11 +773,24 @@ func (s *Sim) restart(n *simNode) {
 }
 
 // push carries a push from a controller to a storage service.
-func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequest) {
-	version := req.GetMetadataVersion()
-	if !from.node.IsActive() || req.GetControllerEpoch() != from.node.Term() {
+func (s *Sim) push(from *simNode, broker int32, push node.Push) {
+	version, req := push.Version, push.Request
+	epoch := req.GetControllerEpoch()
+	if push.SeedUpdates != nil {
+		epoch = uint64(push.SeedUpdates[0].ControllerTerm)
+		for _, u := range push.SeedUpdates {
+			if u.Version != version || uint64(u.ControllerTerm) != epoch || u.ControllerID != int32(from.id) {
+				s.violate("controller %d pushed a seed update of version %d, term %d, controller %d in a push of version %d, term %d",
+					from.id, u.Version, u.ControllerTerm, u.ControllerID, version, epoch)
+			}
+		}
+	} else if req.GetMetadataVersion() != version {
+		s.violate("controller %d pushed version %d as version %d", from.id, req.GetMetadataVersion(), version)
+	}
+	s.newestPushTerm = max(s.newestPushTerm, epoch)
+	if !from.node.IsActive() || epoch != from.node.Term() {
 		s.violate("controller %d (active %v, term %d) pushed with controller epoch %d: a push carries the sender's current leader epoch",
-			from.id, from.node.IsActive(), from.node.Term(), req.GetControllerEpoch())
+			from.id, from.node.IsActive(), from.node.Term(), epoch)
 	}
 	s.recordState(from.id, from.node.StateMachine())
 	inc := from.incarnation
@@ -782,12 +809,18 @@ func (s *Sim) push(from *simNode, broker int32, req *metadatav1.PushMetadataRequ
 	}
 	svc := s.services[broker-1]
 	delay := s.latency()
-	if s.opts.DelayedPushes && !s.healed && s.rng.IntN(10) == 0 {
+	if s.opts.DelayedPushes && !s.healed && !svc.seed && s.rng.IntN(10) == 0 {
 		s.fault("delayed-push")
 		delay += s.between(500*time.Millisecond, 3*time.Second)
 	}
 	s.schedule(delay, evPush, from.id, uint64(broker), func() {
-		resp, err := svc.receivePush(req)
+		var resp *metadatav1.PushMetadataResponse
+		var err error
+		if svc.seed {
+			resp, err = svc.receiveSeedPush(from.id, push)
+		} else {
+			resp, err = svc.receivePush(req)
+		}
 		s.schedule(s.latency(), evPushReply, from.id, uint64(broker), func() {
 			if from.node != nil && from.incarnation == inc {
 				from.node.OnPushResult(broker, version, resp, err)
@@ -804,13 +837,20 @@ func (s *Sim) recordState(id uint64, sm *statemachine.StateMachine) {
 	n := s.nodes[id-1]
 	version := sm.Version()
 	if n.digestVersion != version || n.digestIncarnation != n.incarnation {
-		n.digest = stateDigest(sm.ClusterState())
+		state := sm.ClusterState()
+		n.digest = stateDigest(state)
+		if s.opts.SeedServices {
+			n.seedDigest = seedDigest(state)
+		}
 		n.digestVersion, n.digestIncarnation = version, n.incarnation
 	}
 	if seen, ok := s.pushedStates[version]; ok && seen != n.digest {
 		s.violate("controller %d holds other metadata at version %d than another controller", id, version)
 	}
 	s.pushedStates[version] = n.digest
+	if s.opts.SeedServices {
+		s.seedStates[version] = n.seedDigest
+	}
 }
 
 func stateDigest(state *metadatav1.ClusterState) uint64 {

@@ -523,6 +523,7 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) R
 		delete(s.offline, partitionKey{topic: t.name, index: int32(i)})
 	}
 	c.topics = append(c.topics, t.name)
+	c.deleted = append(c.deleted, t.name)
 	return Result{TopicID: t.id}
 }
 
@@ -548,9 +549,9 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 	}
 	t.partitions = placePartitions(t.partitions, eligible, int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)
-	for i := current; i < r.PartitionCount; i++ {
-		c.partitions = append(c.partitions, partitionKey{topic: t.name, index: i})
-	}
+	// The topic as a whole changed: a delta upserts it, so that changed
+	// partitions are always ones a receiver at the delta's base holds.
+	c.topics = append(c.topics, t.name)
 	return Result{TopicID: t.id}
 }
 

@@ -411,6 +411,32 @@ func TestDeltaSince(t *testing.T) {
 	assert.True(t, ok)
 }
 
+// A delta says what a receiver that applies only upserts and deletions
+// needs to know: a topic deleted and created again is deleted first (its
+// old partitions must not linger where the new topic has fewer), and a
+// topic that grew is upserted whole (its changed partitions are always
+// ones a receiver at the base holds). The seed's receivers rely on both.
+func TestDeltaSinceRecreatedAndGrownTopics(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(createTopicRecord("a", 4, 1, 0, 1))
+	h.mustApply(createTopicRecord("b", 1, 1, 0, 2))
+	base := h.sm.Version()
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "a"}}})
+	h.mustApply(createTopicRecord("a", 2, 1, 0, 3))
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_CreatePartitions{CreatePartitions: &metadatav1.CreatePartitionsRecord{Topic: "b", PartitionCount: 3}}})
+
+	delta, ok := h.sm.DeltaSince(base)
+	require.True(t, ok)
+	assert.Equal(t, []string{"a"}, delta.DeletedTopics, "deleted, though it exists again")
+	require.Len(t, delta.UpsertedTopics, 2)
+	assert.Equal(t, "a", delta.UpsertedTopics[0].Name)
+	assert.Len(t, delta.UpsertedTopics[0].Partitions, 2)
+	assert.Equal(t, "b", delta.UpsertedTopics[1].Name)
+	assert.Len(t, delta.UpsertedTopics[1].Partitions, 3, "a grown topic travels whole")
+	assert.Empty(t, delta.ChangedPartitions)
+}
+
 func TestHistoryIsBounded(t *testing.T) {
 	sm := New()
 	sm.Apply(1, registerRecord(1, ""))

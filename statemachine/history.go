@@ -26,9 +26,14 @@ type change struct {
 	brokers    []int32
 	topics     []string
 	partitions []partitionKey
+	// deleted names the topics deleted (also in topics): a topic deleted
+	// and created again is a deletion and an upsert in a delta.
+	deleted []string
 }
 
-func (c *change) keyCount() int { return len(c.brokers) + len(c.topics) + len(c.partitions) + 1 }
+func (c *change) keyCount() int {
+	return len(c.brokers) + len(c.topics) + len(c.partitions) + len(c.deleted) + 1
+}
 
 func (c *change) empty() bool {
 	return len(c.brokers) == 0 && len(c.topics) == 0 && len(c.partitions) == 0
@@ -71,6 +76,7 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 	delta := &metadatav1.MetadataDelta{FromVersion: since, ToVersion: s.Version()}
 	brokers := map[int32]bool{}
 	topics := map[string]bool{}
+	deleted := map[string]bool{}
 	partitions := map[partitionKey]bool{}
 	start, _ := slices.BinarySearchFunc(s.history.changes, since+1, func(c change, v int64) int {
 		switch {
@@ -87,6 +93,9 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 		}
 		for _, name := range c.topics {
 			topics[name] = true
+		}
+		for _, name := range c.deleted {
+			deleted[name] = true
 		}
 		for _, key := range c.partitions {
 			partitions[key] = true
@@ -110,10 +119,12 @@ func (s *StateMachine) DeltaSince(since int64) (*metadatav1.MetadataDelta, bool)
 	}
 	sortStrings(topicNames)
 	for _, name := range topicNames {
-		if t, ok := s.topics[name]; ok {
-			delta.UpsertedTopics = append(delta.UpsertedTopics, t.toProto(true))
-		} else {
+		t, ok := s.topics[name]
+		if !ok || deleted[name] {
 			delta.DeletedTopics = append(delta.DeletedTopics, name)
+		}
+		if ok {
+			delta.UpsertedTopics = append(delta.UpsertedTopics, t.toProto(true))
 		}
 	}
 	keys := make([]partitionKey, 0, len(partitions))

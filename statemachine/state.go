@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"google.golang.org/protobuf/proto"
@@ -169,6 +170,16 @@ func (s *StateMachine) Topics() []*metadatav1.Topic {
 		out = append(out, s.topics[name].toProto(false))
 	}
 	return out
+}
+
+// HasTopicWithPrefix says whether some topic's name starts with prefix.
+func (s *StateMachine) HasTopicWithPrefix(prefix string) bool {
+	for name := range s.topics { // determinism: an any-match, the same in every order
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // TopicCount and PartitionCount size the state.

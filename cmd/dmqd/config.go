@@ -320,12 +320,19 @@ func (c Config) requestTimeoutTicks() int {
 	return int(node.DefaultRequestTimeoutTicks * 100 * time.Millisecond / c.tick())
 }
 
-// Services is config/services.json in the seed's format.
+// Services is config/services.json in the seed's format. A key neither
+// this service nor the seed knows is an error (a misspelt key would
+// otherwise be a silent default); the seed's own settings for its Java
+// services (controller, metadata, jwt) are accepted and ignored, so that a
+// seed deployment's file works unchanged.
 type Services struct {
 	Services struct {
 		MetadataServices []ServiceEntry `json:"metadata-services"`
 		StorageServices  []ServiceEntry `json:"storage-services"`
 	} `json:"services"`
+	SeedController json.RawMessage `json:"controller,omitempty"`
+	SeedMetadata   json.RawMessage `json:"metadata,omitempty"`
+	SeedJWT        json.RawMessage `json:"jwt,omitempty"`
 }
 
 // ServiceEntry names one service.
@@ -334,7 +341,20 @@ type ServiceEntry struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
 	URL  string `json:"url"`
+	// Protocol is how a storage service takes pushes: "connect" (the
+	// default: StorageSyncService) or "seed-rest" (the Java service's
+	// MetadataUpdateRequests posted to /api/v1/storage/metadata).
+	Protocol string `json:"protocol,omitempty"`
+	// PairedMetadataServiceID is the seed's, accepted and ignored: every
+	// controller pushes to every storage service when it leads.
+	PairedMetadataServiceID int64 `json:"pairedMetadataServiceId,omitempty"`
 }
+
+// Push protocols a storage-services entry may name.
+const (
+	ProtocolConnect  = "connect"
+	ProtocolSeedREST = "seed-rest"
+)
 
 // Endpoint is the entry's URL, or http://host:port.
 func (e ServiceEntry) Endpoint() string {
@@ -370,6 +390,15 @@ func loadServices(path string, explicit bool) (*Services, error) {
 	for _, e := range s.Services.StorageServices {
 		if e.ID < 1 || e.ID > 1<<31-1 {
 			return nil, fmt.Errorf("%s: storage service id %d is not a broker id", path, e.ID)
+		}
+		if e.Protocol != "" && e.Protocol != ProtocolConnect && e.Protocol != ProtocolSeedREST {
+			return nil, fmt.Errorf("%s: storage service %d: protocol %q: want %q (the default) or %q",
+				path, e.ID, e.Protocol, ProtocolConnect, ProtocolSeedREST)
+		}
+	}
+	for _, e := range s.Services.MetadataServices {
+		if e.Protocol != "" {
+			return nil, fmt.Errorf("%s: metadata service %d: protocol applies to storage services only", path, e.ID)
 		}
 	}
 	return &s, nil

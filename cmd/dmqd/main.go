@@ -70,10 +70,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	pushURLs := map[int32]string{}
+	pushURLs, seedPush := map[int32]string{}, map[int32]bool{}
 	if services != nil {
 		for _, e := range services.Services.StorageServices {
 			pushURLs[int32(e.ID)] = e.Endpoint()
+			seedPush[int32(e.ID)] = e.Protocol == ProtocolSeedREST
 		}
 	}
 
@@ -130,6 +131,7 @@ func run(args []string) error {
 		Join:                cfg.Metadata.Join,
 		InitialClusterState: initialState,
 		PushURLs:            pushURLs,
+		SeedPush:            seedPush,
 		Tick:                cfg.tick(),
 		Listener:            listener,
 		Logger:              logger,

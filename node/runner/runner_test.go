@@ -27,12 +27,12 @@ type recordingPusher struct {
 	pushes []*metadatav1.PushMetadataRequest
 }
 
-func (p *recordingPusher) CanPush(int32) bool { return true }
+func (p *recordingPusher) Protocol(int32) node.PushProtocol { return node.PushConnect }
 
-func (p *recordingPusher) Push(_ int32, req *metadatav1.PushMetadataRequest) {
+func (p *recordingPusher) Push(_ int32, push node.Push) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pushes = append(p.pushes, req)
+	p.pushes = append(p.pushes, push.Request)
 }
 
 func startSingle(t *testing.T, dir string) (*Runner, *recordingPusher, storage.Storage) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/storage"
@@ -25,8 +24,8 @@ func (loneTransport) RemovePeer(uint64)      {}
 
 type noPusher struct{}
 
-func (noPusher) CanPush(int32) bool                          { return false }
-func (noPusher) Push(int32, *metadatav1.PushMetadataRequest) {}
+func (noPusher) Protocol(int32) node.PushProtocol { return node.PushNone }
+func (noPusher) Push(int32, node.Push)            {}
 
 // A flood of probes, which need no authentication, costs the node a call
 // per probeFreshness, not one each: every probe used to queue a call in

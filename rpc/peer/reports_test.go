@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/node/runner"
 	"github.com/dmq-project/metadata/rpc/peer"
@@ -178,11 +177,11 @@ func startRunner(t *testing.T, id uint64) *runner.Runner {
 // nowhere is a node's transport and pusher that deliver nothing.
 type nowhere struct{}
 
-func (nowhere) Send([]*raftpb.Message)                      {}
-func (nowhere) SetPeer(uint64, string)                      {}
-func (nowhere) RemovePeer(uint64)                           {}
-func (nowhere) CanPush(int32) bool                          { return false }
-func (nowhere) Push(int32, *metadatav1.PushMetadataRequest) {}
+func (nowhere) Send([]*raftpb.Message)           {}
+func (nowhere) SetPeer(uint64, string)           {}
+func (nowhere) RemovePeer(uint64)                {}
+func (nowhere) Protocol(int32) node.PushProtocol { return node.PushNone }
+func (nowhere) Push(int32, node.Push)            {}
 
 // overload keeps a runner's goroutine busy and fills both its queues,
 // until the returned function (also run at cleanup) lets it go.

@@ -616,7 +616,10 @@ func (x *ClusterState) GetTopics() []*Topic {
 // MetadataDelta is everything that changed after from_version up to and
 // including to_version, as the state at to_version: upserts carry the new
 // value, removals the key. A topic in upserted_topics carries all its
-// partitions; changed_partitions only names partitions of other topics.
+// partitions (a topic created, or grown by CreatePartitions, is upserted
+// whole); changed_partitions names partitions of other topics only, each of
+// which existed at from_version. A topic deleted and created again is in
+// deleted_topics and in upserted_topics: deletions apply first.
 type MetadataDelta struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	FromVersion       int64                  `protobuf:"varint,1,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
