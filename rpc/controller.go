@@ -47,6 +47,9 @@ type ControllerConfig struct {
 	// or the seed's /api/v1/storage/metadata for those in SeedPush.
 	PushURLs map[int32]string
 	SeedPush map[int32]bool
+	// SeedClusterView: GET /api/v1/metadata/cluster answers in the seed's
+	// shape by default (api.ServerConfig.SeedClusterView).
+	SeedClusterView bool
 	Tick     time.Duration
 	Listener net.Listener
 	Logger   *slog.Logger
@@ -198,7 +201,8 @@ func (c *Controller) start(ctx context.Context) error {
 	// busy it is: reports never block and are never dropped.
 	c.transport.Attach(c.runner)
 	pusher.Attach(c.runner.Report)
-	server := api.NewServer(c.runner, api.ServerConfig{Metrics: c.metrics, HTTPS: material != nil, AskIdentity: asker.ask})
+	server := api.NewServer(c.runner, api.ServerConfig{Metrics: c.metrics, HTTPS: material != nil, AskIdentity: asker.ask,
+		SeedClusterView: cfg.SeedClusterView})
 	// The Raft handler logs and counts its refusals apart from the
 	// identity's: each reason is logged once per interval on each.
 	c.raft = peer.NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner, peer.NewRefusals(cfg.Logger, c.metrics.PeerRefused()))

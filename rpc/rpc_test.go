@@ -151,10 +151,12 @@ func TestRESTWritesInAClientSession(t *testing.T) {
 
 	status, body = postJSON(t, base+"/api/v1/metadata/sessions", `{"clientId":"curl"}`)
 	require.Equal(t, http.StatusOK, status, "%v", body)
-	session := body["sessionId"].(string)
-	assert.Equal(t, "120000", body["timeoutMs"], "the default timeout is advertised")
+	// 64-bit integers are JSON numbers on the REST paths, as the Java
+	// service wrote them (protojson writes strings).
+	session := body["sessionId"].(float64)
+	assert.Equal(t, float64(120000), body["timeoutMs"], "the default timeout is advertised")
 
-	create := fmt.Sprintf(`{"name":"once","partitions":1,"requestId":{"sessionId":%q,"sequence":"1"}}`, session)
+	create := fmt.Sprintf(`{"name":"once","partitions":1,"requestId":{"sessionId":%d,"sequence":1}}`, int64(session))
 	status, body = postJSON(t, base+"/api/v1/metadata/topics", create)
 	require.Equal(t, http.StatusOK, status, "%v", body)
 	version := body["metadataVersion"]

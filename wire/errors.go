@@ -13,6 +13,8 @@ import (
 const (
 	LeaderIDHeader  = "Dmq-Leader-Id"
 	LeaderURLHeader = "Dmq-Leader-Url"
+	// SeedLeaderHeader is the Java service's hint: the leader's id.
+	SeedLeaderHeader = "X-Controller-Leader"
 )
 
 // CodeOf is the Connect code a seed error code travels with. Every code has
@@ -75,6 +77,9 @@ func NewError(code metadatav1.ErrorCode, message string, leaderID uint64, leader
 			ce.AddDetail(detail)
 		}
 		ce.Meta().Set(LeaderIDHeader, fmt.Sprint(leaderID))
+		if leaderID != 0 {
+			ce.Meta().Set(SeedLeaderHeader, fmt.Sprint(leaderID))
+		}
 		if leaderURL != "" {
 			ce.Meta().Set(LeaderURLHeader, leaderURL)
 		}

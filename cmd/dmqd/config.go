@@ -23,6 +23,10 @@ type Config struct {
 		Port int `yaml:"port"`
 		// Host is the address to listen on (all interfaces by default).
 		Host string `yaml:"host"`
+		// ClusterView is the shape of GET /api/v1/metadata/cluster when
+		// the caller does not ask (?view=): dmq (GetClusterMetadata) or
+		// seed (the Java service's, which its storage services parse).
+		ClusterView string `yaml:"cluster-view"`
 	} `yaml:"server"`
 	Metadata struct {
 		ClusterID string `yaml:"cluster-id"`
@@ -103,6 +107,7 @@ type TLSConfig struct {
 func defaultConfig() Config {
 	var c Config
 	c.Server.Port = 8080
+	c.Server.ClusterView = "dmq"
 	c.Metadata.ClusterID = "dmq-cluster-1"
 	c.Metadata.DataDir = "./data/metadata"
 	c.Metadata.InitialClusterState = string(rpc.ClusterStateAuto)
@@ -163,6 +168,7 @@ func (c *Config) settings() []setting {
 	list := []setting{
 		intSetting("server.port", "port to serve every API and the peer transport on", &c.Server.Port),
 		stringSetting("server.host", "address to listen on", &c.Server.Host),
+		stringSetting("server.cluster-view", "shape of GET /api/v1/metadata/cluster when not asked (?view=): dmq or seed", &c.Server.ClusterView),
 		stringSetting("metadata.cluster-id", "cluster id; peers from another cluster are refused", &c.Metadata.ClusterID),
 		stringSetting("metadata.data-dir", "directory of this controller's Pebble store", &c.Metadata.DataDir),
 		intSetting("metadata.node-id", "this controller's id among services.metadata-services", &c.Metadata.NodeID),
@@ -266,6 +272,8 @@ func (c Config) validate() error {
 	case c.Metadata.ClientSessionTimeoutMs < statemachine.SessionTimeoutMin || c.Metadata.ClientSessionTimeoutMs > statemachine.SessionTimeoutMax:
 		return fmt.Errorf("metadata.client-session-timeout-ms %d is outside %d-%d",
 			c.Metadata.ClientSessionTimeoutMs, statemachine.SessionTimeoutMin, statemachine.SessionTimeoutMax)
+	case c.Server.ClusterView != "dmq" && c.Server.ClusterView != "seed":
+		return fmt.Errorf("server.cluster-view is %q: want dmq or seed", c.Server.ClusterView)
 	case c.Services.HeartbeatTimeoutMs < 1:
 		return errors.New("services.heartbeat-timeout-ms must be at least 1")
 	case c.Security.RateLimitRPS > 0 && c.Security.RateLimitBurst < 1:

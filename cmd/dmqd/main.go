@@ -132,6 +132,7 @@ func run(args []string) error {
 		InitialClusterState: initialState,
 		PushURLs:            pushURLs,
 		SeedPush:            seedPush,
+		SeedClusterView:     cfg.Server.ClusterView == "seed",
 		Tick:                cfg.tick(),
 		Listener:            listener,
 		Logger:              logger,

@@ -211,10 +211,8 @@ func (c *clusterOf3) leader(except int) int {
 		}
 		status, body := curlQuiet(c.base(id) + "/api/v1/metadata/quorum")
 		if status == http.StatusOK {
-			if leader, ok := body["leaderId"].(string); ok && leader != "0" {
-				var n int
-				_, _ = fmt.Sscan(leader, &n)
-				if n != except {
+			if leader, ok := body["leaderId"].(float64); ok && leader != 0 {
+				if n := int(leader); n != except {
 					return n
 				}
 			}
@@ -564,9 +562,7 @@ func TestBackupAndRestore(t *testing.T) {
 	require.Equal(t, http.StatusOK, status, "%v", body)
 	status, body = curl(t, "POST", d.base+"/api/v1/metadata/topics", `{"name": "orders", "partitions": 3, "replicationFactor": 1}`)
 	require.Equal(t, http.StatusOK, status, "%v", body)
-	var created int64
-	_, err := fmt.Sscan(body["metadataVersion"].(string), &created)
-	require.NoError(t, err)
+	created := int64(body["metadataVersion"].(float64))
 
 	c, err := client.New(client.Config{Endpoints: []string{d.base}})
 	require.NoError(t, err)
@@ -604,9 +600,7 @@ func TestBackupAndRestore(t *testing.T) {
 	assert.Len(t, body["partitions"], 3)
 	status, body = curl(t, "POST", base+"/api/v1/metadata/topics", `{"name": "after", "partitions": 1, "replicationFactor": 1}`)
 	require.Equal(t, http.StatusOK, status, "%v", body)
-	var after int64
-	_, err = fmt.Sscan(body["metadataVersion"].(string), &after)
-	require.NoError(t, err)
+	after := int64(body["metadataVersion"].(float64))
 	assert.Greater(t, after, created, "versions continue past the backup's")
 }
 

@@ -109,14 +109,16 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	if cfg.Metrics != nil {
 		refused = cfg.Metrics.ObserveRESTRefused
 	}
-	mux.Handle("/", checkQueryParameters(routes, refused, limitREST(cfg.MaxRequestBytes, refused, transcoder)))
+	rest := checkQueryParameters(routes, refused, limitREST(cfg.MaxRequestBytes, refused, transcoder))
+	mux.Handle("/", chooseClusterView(srv.seedClusterView, refused, rest))
 	return nil
 }
 
 // restCodec is the JSON of the REST paths. Seed clients read fields that
 // exist: partition 0's "partition", a fenced broker's "isAlive": false, an
 // empty "isr": []. Scalars with their default values and empty lists and
-// maps are emitted; unset messages stay absent (not null). A misspelt
+// maps are emitted; unset messages stay absent (not null); 64-bit integers
+// are numbers, as the Java service wrote them (appendRESTJSON). A misspelt
 // field is an error, not a silent default, and a body that does not decode
 // is the caller's error (InvalidArgument, HTTP 400), not the server's.
 type restCodec struct{ *vanguard.JSONCodec }
@@ -127,6 +129,11 @@ func newRESTCodec(resolver vanguard.TypeResolver) vanguard.Codec {
 	codec.MarshalOptions.EmitDefaultValues = true
 	codec.UnmarshalOptions.DiscardUnknown = false
 	return restCodec{codec}
+}
+
+// MarshalAppend writes 64-bit integers as JSON numbers (appendRESTJSON).
+func (c restCodec) MarshalAppend(base []byte, msg proto.Message) ([]byte, error) {
+	return marshalREST(base, msg)
 }
 
 func (c restCodec) Unmarshal(data []byte, msg proto.Message) error {

@@ -135,3 +135,49 @@ func queryFieldNames(msg protoreflect.MessageDescriptor) []string {
 	slices.Sort(names)
 	return names
 }
+
+// Cluster views: GET /api/v1/metadata/cluster answers in this service's
+// shape (GetClusterMetadata) or the seed's (GetSeedClusterMetadata, also
+// at its own path), chosen by ?view=, else by the controller's default.
+const (
+	clusterPath     = "/api/v1/metadata/cluster"
+	seedClusterPath = "/api/v1/metadata/cluster/seed"
+	viewParameter   = "view"
+	viewDMQ         = "dmq"
+	viewSeed        = "seed"
+)
+
+// chooseClusterView routes GET /api/v1/metadata/cluster to the view asked
+// for (?view=dmq or ?view=seed), or to the default (seed when seedDefault):
+// the seed's storage services call the path unchanged and parse its shape,
+// while this service's REST clients keep theirs. Any other value is 400.
+func chooseClusterView(seedDefault bool, refused func(int), next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != clusterPath || r.Method != http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		query := r.URL.Query()
+		seed := seedDefault
+		if views, ok := query[viewParameter]; ok {
+			switch {
+			case len(views) == 1 && views[0] == viewDMQ:
+				seed = false
+			case len(views) == 1 && views[0] == viewSeed:
+				seed = true
+			default:
+				writeRESTError(w, refused, http.StatusBadRequest, codeInvalidArgument,
+					fmt.Sprintf("view=%s: want %s (this service's shape) or %s (the Java service's)",
+						strings.Join(views, ","), viewDMQ, viewSeed))
+				return
+			}
+			query.Del(viewParameter)
+		}
+		routed := r.Clone(r.Context())
+		routed.URL.RawQuery = query.Encode()
+		if seed {
+			routed.URL.Path, routed.URL.RawPath = seedClusterPath, ""
+		}
+		next.ServeHTTP(w, routed)
+	})
+}

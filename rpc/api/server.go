@@ -31,6 +31,8 @@ type Server struct {
 	// askIdentity asks a controller at a URL who it is (its identity
 	// endpoint): an added controller's directory is recorded with it.
 	askIdentity func(ctx context.Context, p node.Peer) (node.FoundingAnswer, error)
+	// seedClusterView: see ServerConfig.SeedClusterView.
+	seedClusterView bool
 	// probes answers health checks, which anyone may send, from at most
 	// one node call per probeFreshness.
 	probes probeCache
@@ -53,11 +55,16 @@ type ServerConfig struct {
 	// controller's directory with it. Without it, a controller is added
 	// without its directory.
 	AskIdentity func(ctx context.Context, p node.Peer) (node.FoundingAnswer, error)
+	// SeedClusterView makes GET /api/v1/metadata/cluster answer in the
+	// seed's shape (GetSeedClusterMetadata) unless asked ?view=dmq; else
+	// it answers GetClusterMetadata unless asked ?view=seed.
+	SeedClusterView bool
 }
 
 // NewServer serves the node run by r.
 func NewServer(r *runner.Runner, cfg ServerConfig) *Server {
-	return &Server{runner: r, requestTimeout: 10 * time.Second, metrics: cfg.Metrics, https: cfg.HTTPS, askIdentity: cfg.AskIdentity}
+	return &Server{runner: r, requestTimeout: 10 * time.Second, metrics: cfg.Metrics, https: cfg.HTTPS, askIdentity: cfg.AskIdentity,
+		seedClusterView: cfg.SeedClusterView}
 }
 
 func (s *Server) context(ctx context.Context) (context.Context, context.CancelFunc) {

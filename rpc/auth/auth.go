@@ -257,6 +257,10 @@ func Authorize(p Principal, procedure string, msg any) error {
 		if p.Role == RoleService && err == nil && id == p.BrokerID {
 			return nil
 		}
+	case *metadatav1.BrokerHeartbeatRequest:
+		if p.Role == RoleService && msg.GetBrokerId() == p.BrokerID {
+			return nil
+		}
 	case *metadatav1.RegisterBrokerRequest:
 		if p.Role == RoleService && msg.GetId() == p.BrokerID {
 			return nil
@@ -283,6 +287,7 @@ func Authorize(p Principal, procedure string, msg any) error {
 var readOnlyProcedures = map[string]bool{
 	"ListBrokers": true, "DescribeBroker": true, "ListTopics": true, "DescribeTopic": true,
 	"GetClusterMetadata": true, "WatchMetadata": true, "DescribeQuorum": true,
+	"GetSeedClusterMetadata": true, "GetController": true,
 }
 
 // NewInterceptor authenticates every call of the API and authorises it

@@ -2037,7 +2037,7 @@ var File_dmq_metadata_v1_metadata_service_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\n" +
-	"&dmq/metadata/v1/metadata_service.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"Q\n" +
+	"&dmq/metadata/v1/metadata_service.proto\x12\x0fdmq.metadata.v1\x1a\x1admq/metadata/v1/seed.proto\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"Q\n" +
 	"\x13NotControllerDetail\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x1d\n" +
 	"\n" +
@@ -2215,7 +2215,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xc7\x11\n" +
+	"\x06update2\xf7\x14\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -2232,7 +2232,10 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x0eAlterPartition\x12&.dmq.metadata.v1.AlterPartitionRequest\x1a'.dmq.metadata.v1.AlterPartitionResponse\"E\x82\xd3\xe4\x93\x02?:\x01*\":/api/v1/metadata/topics/{topic}/partitions/{partition}/isr\x12\x86\x01\n" +
 	"\fElectLeaders\x12$.dmq.metadata.v1.ElectLeadersRequest\x1a%.dmq.metadata.v1.ElectLeadersResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/api/v1/metadata/elect-leaders\x12~\n" +
 	"\vOpenSession\x12#.dmq.metadata.v1.OpenSessionRequest\x1a$.dmq.metadata.v1.OpenSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/api/v1/metadata/sessions\x12\x92\x01\n" +
-	"\x12GetClusterMetadata\x12*.dmq.metadata.v1.GetClusterMetadataRequest\x1a+.dmq.metadata.v1.GetClusterMetadataResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/metadata/cluster\x90\x02\x01\x12e\n" +
+	"\x12GetClusterMetadata\x12*.dmq.metadata.v1.GetClusterMetadataRequest\x1a+.dmq.metadata.v1.GetClusterMetadataResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/metadata/cluster\x90\x02\x01\x12\x94\x01\n" +
+	"\x16GetSeedClusterMetadata\x12*.dmq.metadata.v1.GetClusterMetadataRequest\x1a$.dmq.metadata.v1.SeedClusterMetadata\"(\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/metadata/cluster/seed\x90\x02\x01\x12\x7f\n" +
+	"\rGetController\x12%.dmq.metadata.v1.GetControllerRequest\x1a\x1f.dmq.metadata.v1.ControllerInfo\"&\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/metadata/controller\x90\x02\x01\x12\x95\x01\n" +
+	"\x0fBrokerHeartbeat\x12'.dmq.metadata.v1.BrokerHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"&/api/v1/metadata/heartbeat/{broker_id}\x12e\n" +
 	"\rWatchMetadata\x12%.dmq.metadata.v1.WatchMetadataRequest\x1a&.dmq.metadata.v1.WatchMetadataResponse\"\x03\x90\x02\x010\x01B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
@@ -2290,6 +2293,10 @@ var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
 	(*TopicPartitions)(nil),            // 38: dmq.metadata.v1.TopicPartitions
 	(*ClusterState)(nil),               // 39: dmq.metadata.v1.ClusterState
 	(*MetadataDelta)(nil),              // 40: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),       // 41: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),     // 42: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),        // 43: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),             // 44: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
 	33, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
@@ -2337,25 +2344,31 @@ var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
 	26, // 42: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
 	2,  // 43: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
 	28, // 44: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	30, // 45: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 46: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 47: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 48: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 49: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 50: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 51: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 52: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 53: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	19, // 54: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	21, // 55: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	23, // 56: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	25, // 57: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	27, // 58: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 59: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	29, // 60: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	31, // 61: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	46, // [46:62] is the sub-list for method output_type
-	30, // [30:46] is the sub-list for method input_type
+	28, // 45: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	41, // 46: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	42, // 47: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	30, // 48: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	5,  // 49: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	7,  // 50: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	9,  // 51: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	11, // 52: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	13, // 53: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 54: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	15, // 55: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	17, // 56: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	19, // 57: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	21, // 58: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	23, // 59: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	25, // 60: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	27, // 61: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	3,  // 62: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	29, // 63: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	43, // 64: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	44, // 65: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	13, // 66: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	31, // 67: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	49, // [49:68] is the sub-list for method output_type
+	30, // [30:49] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2366,6 +2379,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	if File_dmq_metadata_v1_metadata_service_proto != nil {
 		return
 	}
+	file_dmq_metadata_v1_seed_proto_init()
 	file_dmq_metadata_v1_types_proto_init()
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[5].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[7].OneofWrappers = []any{}

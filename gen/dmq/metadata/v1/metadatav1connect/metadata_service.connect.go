@@ -84,6 +84,15 @@ const (
 	// MetadataServiceGetClusterMetadataProcedure is the fully-qualified name of the MetadataService's
 	// GetClusterMetadata RPC.
 	MetadataServiceGetClusterMetadataProcedure = "/dmq.metadata.v1.MetadataService/GetClusterMetadata"
+	// MetadataServiceGetSeedClusterMetadataProcedure is the fully-qualified name of the
+	// MetadataService's GetSeedClusterMetadata RPC.
+	MetadataServiceGetSeedClusterMetadataProcedure = "/dmq.metadata.v1.MetadataService/GetSeedClusterMetadata"
+	// MetadataServiceGetControllerProcedure is the fully-qualified name of the MetadataService's
+	// GetController RPC.
+	MetadataServiceGetControllerProcedure = "/dmq.metadata.v1.MetadataService/GetController"
+	// MetadataServiceBrokerHeartbeatProcedure is the fully-qualified name of the MetadataService's
+	// BrokerHeartbeat RPC.
+	MetadataServiceBrokerHeartbeatProcedure = "/dmq.metadata.v1.MetadataService/BrokerHeartbeat"
 	// MetadataServiceWatchMetadataProcedure is the fully-qualified name of the MetadataService's
 	// WatchMetadata RPC.
 	MetadataServiceWatchMetadataProcedure = "/dmq.metadata.v1.MetadataService/WatchMetadata"
@@ -120,6 +129,17 @@ type MetadataServiceClient interface {
 	// never used expires.
 	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 	GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error)
+	// GetClusterMetadata in the shape the seed's storage services parse (see
+	// seed.proto). GET /api/v1/metadata/cluster answers it too with
+	// ?view=seed, or by default where server.cluster-view is seed.
+	GetSeedClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.SeedClusterMetadata], error)
+	// The seed's controller discovery, answered by any controller from what
+	// it knows: the leader's id, URL and term. Unavailable (HTTP 503) while
+	// no leader is known.
+	GetController(context.Context, *connect.Request[v1.GetControllerRequest]) (*connect.Response[v1.ControllerInfo], error)
+	// The seed's storage services' heartbeat: StorageHeartbeat for the
+	// broker in the path, sent without a body.
+	BrokerHeartbeat(context.Context, *connect.Request[v1.BrokerHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error)
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
 	WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest]) (*connect.ServerStreamForClient[v1.WatchMetadataResponse], error)
@@ -231,6 +251,26 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getSeedClusterMetadata: connect.NewClient[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata](
+			httpClient,
+			baseURL+MetadataServiceGetSeedClusterMetadataProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("GetSeedClusterMetadata")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getController: connect.NewClient[v1.GetControllerRequest, v1.ControllerInfo](
+			httpClient,
+			baseURL+MetadataServiceGetControllerProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("GetController")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		brokerHeartbeat: connect.NewClient[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse](
+			httpClient,
+			baseURL+MetadataServiceBrokerHeartbeatProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("BrokerHeartbeat")),
+			connect.WithClientOptions(opts...),
+		),
 		watchMetadata: connect.NewClient[v1.WatchMetadataRequest, v1.WatchMetadataResponse](
 			httpClient,
 			baseURL+MetadataServiceWatchMetadataProcedure,
@@ -243,22 +283,25 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // metadataServiceClient implements MetadataServiceClient.
 type metadataServiceClient struct {
-	registerBroker     *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
-	unregisterBroker   *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
-	listBrokers        *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
-	describeBroker     *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
-	storageHeartbeat   *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	storageHeartbeats  *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	createTopic        *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
-	deleteTopic        *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
-	listTopics         *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
-	describeTopic      *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
-	createPartitions   *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
-	alterPartition     *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
-	electLeaders       *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
-	openSession        *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
-	getClusterMetadata *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
-	watchMetadata      *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
+	registerBroker         *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
+	unregisterBroker       *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
+	listBrokers            *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
+	describeBroker         *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
+	storageHeartbeat       *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	storageHeartbeats      *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	createTopic            *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
+	deleteTopic            *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
+	listTopics             *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
+	describeTopic          *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
+	createPartitions       *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
+	alterPartition         *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
+	electLeaders           *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
+	openSession            *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
+	getClusterMetadata     *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
+	getSeedClusterMetadata *connect.Client[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata]
+	getController          *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
+	brokerHeartbeat        *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
+	watchMetadata          *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
 }
 
 // RegisterBroker calls dmq.metadata.v1.MetadataService.RegisterBroker.
@@ -336,6 +379,21 @@ func (c *metadataServiceClient) GetClusterMetadata(ctx context.Context, req *con
 	return c.getClusterMetadata.CallUnary(ctx, req)
 }
 
+// GetSeedClusterMetadata calls dmq.metadata.v1.MetadataService.GetSeedClusterMetadata.
+func (c *metadataServiceClient) GetSeedClusterMetadata(ctx context.Context, req *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.SeedClusterMetadata], error) {
+	return c.getSeedClusterMetadata.CallUnary(ctx, req)
+}
+
+// GetController calls dmq.metadata.v1.MetadataService.GetController.
+func (c *metadataServiceClient) GetController(ctx context.Context, req *connect.Request[v1.GetControllerRequest]) (*connect.Response[v1.ControllerInfo], error) {
+	return c.getController.CallUnary(ctx, req)
+}
+
+// BrokerHeartbeat calls dmq.metadata.v1.MetadataService.BrokerHeartbeat.
+func (c *metadataServiceClient) BrokerHeartbeat(ctx context.Context, req *connect.Request[v1.BrokerHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error) {
+	return c.brokerHeartbeat.CallUnary(ctx, req)
+}
+
 // WatchMetadata calls dmq.metadata.v1.MetadataService.WatchMetadata.
 func (c *metadataServiceClient) WatchMetadata(ctx context.Context, req *connect.Request[v1.WatchMetadataRequest]) (*connect.ServerStreamForClient[v1.WatchMetadataResponse], error) {
 	return c.watchMetadata.CallServerStream(ctx, req)
@@ -372,6 +430,17 @@ type MetadataServiceHandler interface {
 	// never used expires.
 	OpenSession(context.Context, *connect.Request[v1.OpenSessionRequest]) (*connect.Response[v1.OpenSessionResponse], error)
 	GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error)
+	// GetClusterMetadata in the shape the seed's storage services parse (see
+	// seed.proto). GET /api/v1/metadata/cluster answers it too with
+	// ?view=seed, or by default where server.cluster-view is seed.
+	GetSeedClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.SeedClusterMetadata], error)
+	// The seed's controller discovery, answered by any controller from what
+	// it knows: the leader's id, URL and term. Unavailable (HTTP 503) while
+	// no leader is known.
+	GetController(context.Context, *connect.Request[v1.GetControllerRequest]) (*connect.Response[v1.ControllerInfo], error)
+	// The seed's storage services' heartbeat: StorageHeartbeat for the
+	// broker in the path, sent without a body.
+	BrokerHeartbeat(context.Context, *connect.Request[v1.BrokerHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error)
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
 	WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest], *connect.ServerStream[v1.WatchMetadataResponse]) error
@@ -479,6 +548,26 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceGetSeedClusterMetadataHandler := connect.NewUnaryHandler(
+		MetadataServiceGetSeedClusterMetadataProcedure,
+		svc.GetSeedClusterMetadata,
+		connect.WithSchema(metadataServiceMethods.ByName("GetSeedClusterMetadata")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceGetControllerHandler := connect.NewUnaryHandler(
+		MetadataServiceGetControllerProcedure,
+		svc.GetController,
+		connect.WithSchema(metadataServiceMethods.ByName("GetController")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceBrokerHeartbeatHandler := connect.NewUnaryHandler(
+		MetadataServiceBrokerHeartbeatProcedure,
+		svc.BrokerHeartbeat,
+		connect.WithSchema(metadataServiceMethods.ByName("BrokerHeartbeat")),
+		connect.WithHandlerOptions(opts...),
+	)
 	metadataServiceWatchMetadataHandler := connect.NewServerStreamHandler(
 		MetadataServiceWatchMetadataProcedure,
 		svc.WatchMetadata,
@@ -518,6 +607,12 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceOpenSessionHandler.ServeHTTP(w, r)
 		case MetadataServiceGetClusterMetadataProcedure:
 			metadataServiceGetClusterMetadataHandler.ServeHTTP(w, r)
+		case MetadataServiceGetSeedClusterMetadataProcedure:
+			metadataServiceGetSeedClusterMetadataHandler.ServeHTTP(w, r)
+		case MetadataServiceGetControllerProcedure:
+			metadataServiceGetControllerHandler.ServeHTTP(w, r)
+		case MetadataServiceBrokerHeartbeatProcedure:
+			metadataServiceBrokerHeartbeatHandler.ServeHTTP(w, r)
 		case MetadataServiceWatchMetadataProcedure:
 			metadataServiceWatchMetadataHandler.ServeHTTP(w, r)
 		default:
@@ -587,6 +682,18 @@ func (UnimplementedMetadataServiceHandler) OpenSession(context.Context, *connect
 
 func (UnimplementedMetadataServiceHandler) GetClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.GetClusterMetadataResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.GetClusterMetadata is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) GetSeedClusterMetadata(context.Context, *connect.Request[v1.GetClusterMetadataRequest]) (*connect.Response[v1.SeedClusterMetadata], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.GetSeedClusterMetadata is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) GetController(context.Context, *connect.Request[v1.GetControllerRequest]) (*connect.Response[v1.ControllerInfo], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.GetController is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) BrokerHeartbeat(context.Context, *connect.Request[v1.BrokerHeartbeatRequest]) (*connect.Response[v1.StorageHeartbeatResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.BrokerHeartbeat is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest], *connect.ServerStream[v1.WatchMetadataResponse]) error {
