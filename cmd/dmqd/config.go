@@ -55,6 +55,9 @@ type Config struct {
 	Services struct {
 		ConfigPath         string `yaml:"config-path"`
 		HeartbeatTimeoutMs int    `yaml:"heartbeat-timeout-ms"`
+		// SeedResyncIntervalMs: how often a seed-rest storage service gets
+		// a full state regardless (0: never).
+		SeedResyncIntervalMs int `yaml:"seed-resync-interval-ms"`
 	} `yaml:"services"`
 	Log struct {
 		Level string `yaml:"level"`
@@ -119,6 +122,7 @@ func defaultConfig() Config {
 	c.Replication.MinISR = 1
 	c.Services.ConfigPath = "config/services.json"
 	c.Services.HeartbeatTimeoutMs = 30000
+	c.Services.SeedResyncIntervalMs = int(node.DefaultSeedResyncInterval / time.Millisecond)
 	c.Log.Level = "info"
 	c.Runtime.GCPercent = 400
 	c.Security.RateLimitRPS = 2000
@@ -182,6 +186,7 @@ func (c *Config) settings() []setting {
 		intSetting("replication.min-ISR", "default min.insync.replicas", &c.Replication.MinISR),
 		stringSetting("services.config-path", "services.json naming peers and storage services (none: a lone controller)", &c.Services.ConfigPath),
 		intSetting("services.heartbeat-timeout-ms", "session timeout after which a silent broker is fenced", &c.Services.HeartbeatTimeoutMs),
+		intSetting("services.seed-resync-interval-ms", "how often a seed-rest storage service gets a full state regardless (0: never)", &c.Services.SeedResyncIntervalMs),
 		stringSetting("log.level", "debug, info, warn or error", &c.Log.Level),
 		intSetting("runtime.gc-percent", "Go's GOGC for this process (the GOGC environment variable wins)", &c.Runtime.GCPercent),
 		intSetting("security.rate-limit-rps", "API requests per second per client (0: no limit)", &c.Security.RateLimitRPS),
@@ -274,6 +279,8 @@ func (c Config) validate() error {
 			c.Metadata.ClientSessionTimeoutMs, statemachine.SessionTimeoutMin, statemachine.SessionTimeoutMax)
 	case c.Server.ClusterView != "dmq" && c.Server.ClusterView != "seed":
 		return fmt.Errorf("server.cluster-view is %q: want dmq or seed", c.Server.ClusterView)
+	case c.Services.SeedResyncIntervalMs < 0:
+		return errors.New("services.seed-resync-interval-ms must not be negative (0 turns it off)")
 	case c.Services.HeartbeatTimeoutMs < 1:
 		return errors.New("services.heartbeat-timeout-ms must be at least 1")
 	case c.Security.RateLimitRPS > 0 && c.Security.RateLimitBurst < 1:

@@ -110,6 +110,24 @@ func TestLoadServices(t *testing.T) {
 	assert.Nil(t, missing)
 	_, err = loadServices(filepath.Join(dir, "absent.json"), true)
 	assert.Error(t, err, "a services file named explicitly must exist")
+
+	// The Java deployment's own file works as it is; a push protocol is
+	// one of two; a misspelt key is still an error.
+	for _, c := range []struct{ file, err string }{
+		{`{"services":{"metadata-services":[{"id":1,"url":"http://a:1"}],"storage-services":[{"id":101,"url":"http://s:1","pairedMetadataServiceId":1,"protocol":"seed-rest"}]},
+		  "controller":{"electionTimeoutMs":5000},"metadata":{"sync":{"syncTimeoutMs":30000}},"jwt":{"secret":"s","algorithm":"HS256"}}`, ""},
+		{`{"services":{"storage-services":[{"id":1,"url":"http://s:1","protocol":"grpc"}]}}`, `protocol "grpc"`},
+		{`{"services":{"metadata-services":[{"id":1,"url":"http://a:1","protocol":"seed-rest"}]}}`, "storage services only"},
+		{`{"services":{"storage-services":[{"id":1,"url":"http://s:1","protocoll":"seed-rest"}]}}`, "protocoll"},
+	} {
+		require.NoError(t, os.WriteFile(path, []byte(c.file), 0o644))
+		_, err := loadServices(path, true)
+		if c.err == "" {
+			assert.NoError(t, err)
+		} else {
+			assert.ErrorContains(t, err, c.err)
+		}
+	}
 }
 
 // dmqdBinary builds dmqd once for the process tests.

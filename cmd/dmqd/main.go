@@ -120,6 +120,7 @@ func run(args []string) error {
 			RequestTimeoutTicks:      cfg.requestTimeoutTicks(),
 			MaxLogEntries:            cfg.Raft.MaxLogEntries,
 			SessionTimeout:           time.Duration(cfg.Services.HeartbeatTimeoutMs) * time.Millisecond,
+			SeedResyncInterval:       seedResyncInterval(cfg.Services.SeedResyncIntervalMs),
 			ClientSessionTimeout:     time.Duration(cfg.Metadata.ClientSessionTimeoutMs) * time.Millisecond,
 			DefaultReplicationFactor: cfg.Replication.DefaultReplicationFactor,
 			DefaultMinISR:            cfg.Replication.MinISR,
@@ -300,4 +301,13 @@ func restore(args []string) error {
 	fmt.Printf("restored the backup at index %d into %s as controller %d of %d: start dmqd with the same configuration\n",
 		backup.Index, cfg.Metadata.DataDir, self, len(peers))
 	return nil
+}
+
+// seedResyncInterval is services.seed-resync-interval-ms for the node,
+// where 0 turns the resync off (the node reads 0 as its default).
+func seedResyncInterval(ms int) time.Duration {
+	if ms == 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
 }
