@@ -50,10 +50,10 @@ type ControllerConfig struct {
 	// SeedClusterView: GET /api/v1/metadata/cluster answers in the seed's
 	// shape by default (api.ServerConfig.SeedClusterView).
 	SeedClusterView bool
-	Tick     time.Duration
-	Listener net.Listener
-	Logger   *slog.Logger
-	Security Security
+	Tick            time.Duration
+	Listener        net.Listener
+	Logger          *slog.Logger
+	Security        Security
 	// TLS, if enabled, serves every API over TLS and the peer transport
 	// over mutual TLS; otherwise the controller serves cleartext HTTP/2.
 	TLS auth.TLS

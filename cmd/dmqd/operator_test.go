@@ -260,6 +260,43 @@ func TestHealthReflectsTheQuorum(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, status, "%v", body)
 }
 
+// The Java service's storage services find the controller by asking any
+// controller, which answers 503 while no leader is known, and follow the
+// X-Controller-Leader hint of a follower's 503.
+func TestSeedControllerDiscovery(t *testing.T) {
+	c := newClusterOf3(t, dmqdBinary(t))
+	c.start(1)
+	require.Eventually(t, func() bool {
+		status, _ := probe(t, c.base(1)+"/livez")
+		return status == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "alive")
+	status, body := curl(t, "GET", c.base(1)+"/api/v1/metadata/controller", "")
+	assert.Equal(t, http.StatusServiceUnavailable, status, "no leader without a quorum: %v", body)
+	assert.Contains(t, body["message"], "election")
+
+	c.start(2)
+	c.start(3)
+	var leader float64
+	require.Eventually(t, func() bool {
+		status, body = curlQuiet(c.base(1) + "/api/v1/metadata/controller")
+		leader, _ = body["controllerId"].(float64)
+		return status == http.StatusOK && leader != 0
+	}, 30*time.Second, 50*time.Millisecond, "a controller is named once a quorum runs")
+	assert.Equal(t, c.base(int(leader)), body["controllerUrl"])
+	assert.Positive(t, body["controllerTerm"])
+	assert.InDelta(t, float64(time.Now().UnixMilli()), body["timestamp"], 60_000)
+
+	follower := 1 + int(leader)%3
+	req, err := http.NewRequest(http.MethodPost, c.base(follower)+"/api/v1/metadata/heartbeat/7", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "a follower does not take heartbeats")
+	assert.Equal(t, fmt.Sprint(int(leader)), resp.Header.Get("X-Controller-Leader"))
+	assert.Equal(t, fmt.Sprint(int(leader)), resp.Header.Get("Dmq-Leader-Id"))
+}
+
 // A lone controller is ready as soon as it serves: it elects itself at
 // once instead of after an election timeout.
 func TestLoneControllerIsReadyAtOnce(t *testing.T) {
