@@ -62,9 +62,14 @@ type pushTarget struct {
 	seed                    bool
 	toldEpoch, tellingEpoch uint64
 	// resyncAt is when a seed receiver next gets a full state regardless
-	// (Config.SeedResyncInterval); fullInFlight: the push in flight is one.
-	resyncAt     time.Time
-	fullInFlight bool
+	// (Config.SeedResyncInterval); resyncPending: it is due one (kept until
+	// one is sent, whatever push results arrive meanwhile); fullInFlight:
+	// the push in flight is one; fullKnown: the version of the last full
+	// state it accepted (a fenced seed receiver is unfenced on it).
+	resyncAt      time.Time
+	resyncPending bool
+	fullInFlight  bool
+	fullKnown     int64
 	// abandoned: the push in flight was sent before the target was
 	// forgotten; its outcome says nothing of what the receiver holds.
 	abandoned bool
@@ -254,9 +259,20 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 			target, reported = 0, 0
 		}
 		// What the service holds: what it reports, or what it accepted in
-		// pushes (a seed storage service's heartbeat reports nothing).
+		// pushes. A seed storage service reports nothing, and takes any
+		// push a deposed controller still had on the wire: it is
+		// unfenced on a full state it accepted since its return.
 		held := reported
-		if t != nil && t.inFlight == 0 {
+		switch {
+		case t != nil && t.seed:
+			if !ok {
+				t.resyncPending = true
+				if t.inFlight == 0 && !now.Before(t.retryAt) {
+					n.sendPush(id, t, now)
+				}
+			}
+			held = t.fullKnown
+		case t != nil && t.inFlight == 0:
 			held = max(held, t.known)
 		}
 		if held >= target && held <= version && !n.controller.brokerOp[id] {
@@ -277,12 +293,19 @@ func (n *Node) target(id int32) *pushTarget {
 	t, ok := n.controller.pushes[id]
 	if !ok {
 		t = &pushTarget{known: -1, seed: protocol == PushSeed}
+		if version := n.seedInFlight[id]; version != 0 && t.seed {
+			// This controller's push of an earlier leadership is still on
+			// the wire: a seed receiver would take the two in any order.
+			t.inFlight, t.abandoned = version, true
+		}
 		n.controller.pushes[id] = t
 	}
 	return t
 }
 
-func (n *Node) pushNeeded(t *pushTarget) bool { return t.full || t.known < n.sm.Version() }
+func (n *Node) pushNeeded(t *pushTarget) bool {
+	return t.full || t.resyncPending || t.known < n.sm.Version()
+}
 
 // forgetTarget forgets what a broker's storage service holds. A push in
 // flight to a seed receiver is waited for: that receiver takes pushes in
@@ -298,7 +321,7 @@ func (n *Node) forgetTarget(id int32) {
 // resyncDue marks a seed receiver due for its periodic full state.
 func (n *Node) resyncDue(t *pushTarget, now time.Time) {
 	if t.seed && n.cfg.SeedResyncInterval > 0 && !t.resyncAt.IsZero() && !now.Before(t.resyncAt) {
-		t.full = true
+		t.resyncPending = true
 	}
 }
 
@@ -334,7 +357,7 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	}
 	var delta *metadatav1.MetadataDelta
 	ok := false
-	if !t.full && t.known >= 0 {
+	if !t.full && !(t.seed && t.resyncPending) && t.known >= 0 {
 		delta, ok = n.sm.DeltaSince(t.known)
 		// A seed receiver gets a full state as a leader's first push: it
 		// checks no delta's base, and a push of another controller may
@@ -359,6 +382,10 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 		n.env.Pusher.Push(id, Push{Version: version, Request: req})
 		return
 	}
+	if !ok {
+		t.resyncPending = false
+	}
+	n.seedInFlight[id] = version
 	// The seed's receiver learns the controller only from CONTROLLER_CHANGED:
 	// every new leader's first push tells it, with the leader's term, and
 	// so does every full state (which repairs what a deposed controller's
@@ -394,6 +421,9 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 // OnPushResult reports how a push of version to a broker ended: the
 // receiver's answer, or a delivery error (then it is retried with backoff).
 func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetadataResponse, err error) {
+	if n.seedInFlight[id] == version {
+		delete(n.seedInFlight, id)
+	}
 	t, ok := n.controller.pushes[id]
 	if !ok || t.inFlight != version || !n.active {
 		return // from an earlier leadership or an abandoned push
@@ -402,6 +432,10 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 	now := n.env.Clock.Now()
 	if t.abandoned {
 		t.abandoned = false
+		if !n.sm.BrokerStatus(id).Registered {
+			delete(n.controller.pushes, id)
+			return
+		}
 		if n.pushNeeded(t) && n.sessionLive(id, now) {
 			n.sendPush(id, t, now)
 		}
@@ -439,6 +473,7 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 	}
 	if t.seed && t.fullInFlight {
 		t.resyncAt = now.Add(n.cfg.SeedResyncInterval)
+		t.fullKnown = version
 	}
 	if n.pushNeeded(t) && n.sessionLive(id, now) {
 		n.sendPush(id, t, now)

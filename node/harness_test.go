@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/storage"
 	"github.com/stretchr/testify/require"
@@ -40,6 +41,8 @@ type cluster struct {
 	founders []Peer
 	// events are every node's events, in order.
 	events []nodeEvent
+	// seedBrokers take pushes in the seed's protocol.
+	seedBrokers map[int32]bool
 }
 
 type nodeEvent struct {
@@ -50,7 +53,18 @@ type nodeEvent struct {
 type pushCall struct {
 	from    uint64
 	broker  int32
+	version int64
 	request *metadatav1.PushMetadataRequest
+	seed    []seedwire.MetadataUpdateRequest
+}
+
+// seedTypes are the types of a seed push's updates.
+func (p pushCall) seedTypes() []seedwire.UpdateType {
+	var out []seedwire.UpdateType
+	for _, u := range p.seed {
+		out = append(out, u.UpdateType)
+	}
+	return out
 }
 
 type clusterEnv struct {
@@ -66,16 +80,21 @@ func (e clusterEnv) Send(messages []*raftpb.Message) {
 	}
 	e.c.queue = append(e.c.queue, messages...)
 }
-func (e clusterEnv) SetPeer(uint64, string)      {}
-func (e clusterEnv) RemovePeer(uint64)           {}
-func (e clusterEnv) Now() time.Time              { return e.c.now }
-func (e clusterEnv) Uint64() uint64              { return e.c.rng.Uint64() }
-func (e clusterEnv) Protocol(int32) PushProtocol { return PushConnect }
+func (e clusterEnv) SetPeer(uint64, string) {}
+func (e clusterEnv) RemovePeer(uint64)      {}
+func (e clusterEnv) Now() time.Time         { return e.c.now }
+func (e clusterEnv) Uint64() uint64         { return e.c.rng.Uint64() }
+func (e clusterEnv) Protocol(broker int32) PushProtocol {
+	if e.c.seedBrokers[broker] {
+		return PushSeed
+	}
+	return PushConnect
+}
 func (e clusterEnv) Event(ev Event) {
 	e.c.events = append(e.c.events, nodeEvent{node: e.id, Event: ev})
 }
 func (e clusterEnv) Push(broker int32, push Push) {
-	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, request: push.Request})
+	e.c.pushes = append(e.c.pushes, pushCall{from: e.id, broker: broker, version: push.Version, request: push.Request, seed: push.SeedUpdates})
 }
 
 func peerURL(id uint64) string { return fmt.Sprintf("http://controller-%d:9090", id) }

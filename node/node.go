@@ -77,6 +77,9 @@ type Node struct {
 	// started from or since: what a full state tells the seed's receivers,
 	// which never remove a broker, is no longer registered.
 	brokersSeen map[int32]bool
+	// seedInFlight is, per seed receiver, the version of this node's push
+	// on the wire, kept across leaderships (a new one waits for it).
+	seedInFlight map[int32]int64
 	// committedAtStart is the commit index of the HardState this node
 	// started from: entries up to it are a replay, announced (membership
 	// events) by the run that first applied them.
@@ -161,18 +164,19 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, env: env, store: store,
-		sm:          statemachine.New(),
-		peers:       map[uint64]string{},
-		directories: map[uint64]uint64{},
-		removedIDs:  map[uint64]bool{},
-		proposals:   map[uint64]*proposal{},
-		reads:       map[uint64]*read{},
-		heardAt:     map[uint64]uint64{},
-		unreachable: map[uint64]bool{},
-		brokersSeen: map[int32]bool{},
-		life:        env.Rand.Uint64(),
-		addedInLog:  map[uint64]uint64{},
-		lostLogs:    map[uint64]int{},
+		sm:           statemachine.New(),
+		peers:        map[uint64]string{},
+		directories:  map[uint64]uint64{},
+		removedIDs:   map[uint64]bool{},
+		proposals:    map[uint64]*proposal{},
+		reads:        map[uint64]*read{},
+		heardAt:      map[uint64]uint64{},
+		unreachable:  map[uint64]bool{},
+		brokersSeen:  map[int32]bool{},
+		seedInFlight: map[int32]int64{},
+		life:         env.Rand.Uint64(),
+		addedInLog:   map[uint64]uint64{},
+		lostLogs:     map[uint64]int{},
 	}
 	n.controller.reset()
 	identity, formatted, err := store.Identity()

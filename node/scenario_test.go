@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -784,4 +785,73 @@ func TestEventsTellTheOperator(t *testing.T) {
 	c.restart(2)
 	c.tick(5)
 	assert.Empty(t, c.eventsOf(2, EventMembershipChanged, mark))
+}
+
+// accepted answers a push as its receiver accepting it.
+func accepted(n *Node, p pushCall) {
+	n.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
+}
+
+// A seed storage service reports no version and takes any push a deposed
+// controller still had on the wire: back from a fence, it is unfenced only
+// once it accepted a full state sent after its return, not on the deltas
+// it accepted before (found by review: it was unfenced at once on them).
+func TestSeedReceiverUnfencedOnAFullStateAfterItsReturn(t *testing.T) {
+	c := newCluster(t, 3, nil) // session timeout 3 s = 30 ticks
+	c.seedBrokers = map[int32]bool{1: true}
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	first := c.pushesTo(1)
+	require.Len(t, first, 1)
+	assert.Equal(t, []seedwire.UpdateType{seedwire.ControllerChanged, seedwire.FullSnapshot}, first[0].seedTypes(),
+		"a leader's first push to a seed receiver tells it the controller, with a full state")
+	accepted(leader, first[0])
+
+	// Silent: fenced. The fence is pushed as a delta, which it accepts.
+	c.pushes = nil
+	c.tick(40)
+	require.True(t, leader.StateMachine().BrokerStatus(1).Fenced)
+	deltas := c.pushesTo(1)
+	require.NotEmpty(t, deltas)
+	assert.NotContains(t, deltas[len(deltas)-1].seedTypes(), seedwire.FullSnapshot)
+	accepted(leader, deltas[len(deltas)-1])
+
+	// Back: its heartbeat asks for a full state; until it accepts one,
+	// it stays fenced.
+	c.pushes = nil
+	heartbeat(t, leader, "1", 0)
+	c.process()
+	assert.True(t, leader.StateMachine().BrokerStatus(1).Fenced, "unfenced on deltas a deposed controller's push may have undone")
+	full := c.pushesTo(1)
+	require.Len(t, full, 1)
+	assert.Contains(t, full[0].seedTypes(), seedwire.FullSnapshot)
+	accepted(leader, full[0])
+	heartbeat(t, leader, "1", 0)
+	c.process()
+	assert.False(t, leader.StateMachine().BrokerStatus(1).Fenced, "a full state accepted since its return")
+}
+
+// A seed receiver's periodic full state is not lost to the push results
+// that arrive meanwhile: with a push always in flight at the tick, the
+// resync used to be overwritten by the result and never sent (review).
+func TestSeedResyncSurvivesAPushInFlight(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.SeedResyncInterval = time.Second })
+	c.seedBrokers = map[int32]bool{1: true}
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	accepted(leader, c.pushesTo(1)[0])
+
+	c.pushes = nil
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("t", 1, 1), done) }).Err)
+	inFlight := c.pushesTo(1)
+	require.Len(t, inFlight, 1)
+	assert.NotContains(t, inFlight[0].seedTypes(), seedwire.FullSnapshot)
+	heartbeat(t, leader, "1", 0) // keeps its session
+	c.tick(12)                   // the resync falls due while the delta is in flight
+	require.Len(t, c.pushesTo(1), 1, "one push in flight")
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("u", 1, 1), done) }).Err)
+	accepted(leader, inFlight[0])
+	next := c.pushesTo(1)
+	require.Len(t, next, 2)
+	assert.Contains(t, next[1].seedTypes(), seedwire.FullSnapshot, "the resync due is sent, not a delta")
 }

@@ -287,6 +287,17 @@ func (v *service) receiveSeedPush(from uint64, push node.Push) (*metadatav1.Push
 		v.view.unsynced = true
 		return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: push.Version}, nil
 	}
+	if n := len(push.SeedUpdates); n > 1 && !s.healed && s.rng.IntN(20) == 0 {
+		// The connection breaks between two updates: the receiver holds
+		// the first ones, and claims their version. The controller retries
+		// the push, whose updates are idempotent; the next push it gets is
+		// checked as any other.
+		s.fault("seed-push-broken-off")
+		for _, u := range push.SeedUpdates[:1+s.rng.IntN(n-1)] {
+			v.view.apply(u)
+		}
+		return nil, fmt.Errorf("connection to seed service %d reset between two updates", v.id)
+	}
 	for _, u := range push.SeedUpdates {
 		v.view.apply(u)
 		if u.UpdateType == seedwire.FullSnapshot {

@@ -19,6 +19,7 @@ import (
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc/metrics"
 	"github.com/dmq-project/metadata/seedwire"
+	"github.com/dmq-project/metadata/wire"
 )
 
 const (
@@ -46,11 +47,14 @@ type Target struct {
 type Pusher struct {
 	client     *http.Client
 	seedClient *http.Client
-	mu         sync.Mutex
-	targets    map[int32]Target
-	inFlight   chan struct{}
-	report     func(fn func(*node.Node))
-	metrics    *metrics.Metrics
+	// https: the controllers serve TLS, so the controller URL the seed's
+	// updates name is the https:// form of the configured one.
+	https    bool
+	mu       sync.Mutex
+	targets  map[int32]Target
+	inFlight chan struct{}
+	report   func(fn func(*node.Node))
+	metrics  *metrics.Metrics
 }
 
 var _ node.Pusher = (*Pusher)(nil)
@@ -70,7 +74,7 @@ func New(client *http.Client, seedTLS *tls.Config, targets map[int32]Target, m *
 	}
 	seedClient := &http.Client{Transport: &http.Transport{TLSClientConfig: seedTLS, MaxIdleConnsPerHost: 8,
 		ForceAttemptHTTP2: true}}
-	return &Pusher{client: client, seedClient: seedClient, targets: copied,
+	return &Pusher{client: client, seedClient: seedClient, https: seedTLS != nil, targets: copied,
 		inFlight: make(chan struct{}, pushesInFlightMax), metrics: m, report: func(func(*node.Node)) {}}
 }
 
@@ -151,6 +155,12 @@ func (p *Pusher) send(url string, req *metadatav1.PushMetadataRequest) (*metadat
 // retries the push, whose updates are idempotent, after a backoff).
 func (p *Pusher) sendSeed(url string, push node.Push) (*metadatav1.PushMetadataResponse, error) {
 	for i, update := range push.SeedUpdates {
+		if p.https {
+			// services.json gives controllers as host and port, which the
+			// node turns into http:// URLs; a receiver told one would send
+			// its heartbeats in clear text to a TLS port.
+			update.ControllerURL = wire.HTTPSURL(update.ControllerURL)
+		}
 		answer, err := p.postSeed(url+seedwire.Path, update)
 		if err != nil {
 			return nil, fmt.Errorf("%s update %d of %d: %w", update.UpdateType, i+1, len(push.SeedUpdates), err)
