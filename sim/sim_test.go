@@ -68,7 +68,9 @@ var regressionSeeds = []struct {
 	// intervals, less than one attempt's timeout) stayed fenced. Found when
 	// the simulator began to run client.Retrier; the guess now moves on
 	// with every failed attempt (client TestCallsMoveOnFromAControllerThatNeverAnswers).
-	{seed: 14, duration: 60 * time.Second, revert: "leader-guess-stuck"},
+	// Seed 14 held it until the seed storage services changed the course
+	// of seeds; 1 (among 209 of 1..1200, without seed services) fails now.
+	{seed: 1, duration: 60 * time.Second, revert: "leader-guess-stuck"},
 	// A lone controller could not grow: promoting its first learner was
 	// refused as leaving too few active voters, though the learner had
 	// caught up (defect 7 of issue 15, first held by node tests). Seeds
