@@ -37,6 +37,10 @@ check-generate-if-protoc:
 	elif [ -z "$$have" ]; then echo "*** SKIPPED check-generate: protoc is not installed (apt-get install -y protobuf-compiler) ***"; \
 	else echo "*** SKIPPED check-generate: protoc is '$$have', the generated code is pinned to '$(PROTOC_VERSION)' ***"; fi
 
+.PHONY: image
+image: ## Build the dmqd container image (deploy/Dockerfile) from static binaries; IMAGE=dmq/dmqd:dev.
+	scripts/image.sh $(or $(IMAGE),dmq/dmqd:dev)
+
 .PHONY: build
 build: ## Build every package and the binaries that exist into ./bin.
 	$(GO) build ./...

@@ -49,6 +49,9 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "restore" {
 		return restore(args[1:])
 	}
+	if len(args) > 0 && args[0] == "probe" {
+		return probeCommand(args[1:])
+	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if err != nil {
 		return err

@@ -737,3 +737,17 @@ func TestRESTUnknownQueryParameterIs400(t *testing.T) {
 	status, body := get("/api/v1/metadata/topics")
 	assert.Equal(t, http.StatusOK, status, body)
 }
+
+// dmqd probe answers a container's HEALTHCHECK from the binary itself: 0
+// when the controller is ready, 1 with the reason when it is not.
+func TestProbeCommand(t *testing.T) {
+	bin := dmqdBinary(t)
+	d := startOperatorDmqd(t, bin)
+	out, err := exec.Command(bin, "probe", "--url", d.base+"/readyz").CombinedOutput()
+	assert.NoError(t, err, "%s", out)
+	out, err = exec.Command(bin, "probe", "--url", d.base+"/no-such-probe").CombinedOutput()
+	assert.Error(t, err)
+	assert.Contains(t, string(out), "HTTP 404")
+	out, err = exec.Command(bin, "probe", "--url", "http://127.0.0.1:1/readyz", "--timeout", "1s").CombinedOutput()
+	assert.Error(t, err, "nothing listening: %s", out)
+}
