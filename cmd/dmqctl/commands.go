@@ -578,30 +578,33 @@ const completionTimeout = 2 * time.Second
 // completeTopics completes a topic name from the cluster's topics (a stale
 // read: any controller answers at once).
 func (g *globals) completeTopics(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	c, err := g.client()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-	defer cancel()
-	resp, err := c.ListTopics(ctx, &metadatav1.ListTopicsRequest{AllowStale: true})
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var names []string
-	for _, t := range resp.GetTopics() {
-		if strings.HasPrefix(t.GetName(), prefix) {
+	return g.complete(args, prefix, func(ctx context.Context, c *client.Client) ([]string, error) {
+		resp, err := c.ListTopics(ctx, &metadatav1.ListTopicsRequest{AllowStale: true})
+		var names []string
+		for _, t := range resp.GetTopics() {
 			names = append(names, t.GetName())
 		}
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+		return names, err
+	})
 }
 
-// completeBrokers completes a broker id from the cluster's brokers.
+// completeBrokers completes a broker id from the cluster's brokers, each
+// described by its endpoint.
 func (g *globals) completeBrokers(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	return g.complete(args, prefix, func(ctx context.Context, c *client.Client) ([]string, error) {
+		resp, err := c.ListBrokers(ctx, &metadatav1.ListBrokersRequest{AllowStale: true})
+		var ids []string
+		for _, b := range resp.GetBrokers() {
+			ids = append(ids, fmt.Sprintf("%d\t%s:%d", b.GetId(), b.GetHost(), b.GetPort()))
+		}
+		return ids, err
+	})
+}
+
+// complete completes the first argument from the candidates list gives
+// (each "value" or "value\tdescription") that begin with prefix; any
+// failure completes nothing rather than file names.
+func (g *globals) complete(args []string, prefix string, list func(context.Context, *client.Client) ([]string, error)) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -611,17 +614,17 @@ func (g *globals) completeBrokers(_ *cobra.Command, args []string, prefix string
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 	defer cancel()
-	resp, err := c.ListBrokers(ctx, &metadatav1.ListBrokersRequest{AllowStale: true})
+	candidates, err := list(ctx, c)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	var ids []string
-	for _, b := range resp.GetBrokers() {
-		if id := fmt.Sprint(b.GetId()); strings.HasPrefix(id, prefix) {
-			ids = append(ids, fmt.Sprintf("%s\t%s:%d", id, b.GetHost(), b.GetPort()))
+	var matches []string
+	for _, candidate := range candidates {
+		if strings.HasPrefix(candidate, prefix) {
+			matches = append(matches, candidate)
 		}
 	}
-	return ids, cobra.ShellCompDirectiveNoFileComp
+	return matches, cobra.ShellCompDirectiveNoFileComp
 }
 
 // snapshotCommand saves a consistent backup of the metadata to a file, for

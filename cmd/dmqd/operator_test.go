@@ -190,17 +190,23 @@ func (c *clusterOf3) start(id int) {
 	cmd := exec.Command(c.bin, "--id", fmt.Sprint(id), "--server.host", "127.0.0.1", "--services.config-path",
 		filepath.Join(c.dir, "services.json"), "--metadata.data-dir", filepath.Join(c.dir, fmt.Sprintf("node-%d", id)),
 		"--metadata.initial-cluster-state", "new")
+	c.cmds[id], c.logs[id] = cmd, startLogged(c.t, fmt.Sprintf("controller %d", id), cmd)
+}
+
+// startLogged starts cmd with its output captured, kills it when the test
+// ends, and then shows the output, under name, if the test failed.
+func startLogged(t *testing.T, name string, cmd *exec.Cmd) *syncBuffer {
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
-	require.NoError(c.t, cmd.Start())
-	c.cmds[id], c.logs[id] = cmd, logs
-	c.t.Cleanup(func() {
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		if c.t.Failed() {
-			c.t.Logf("controller %d:\n%s", id, logs.String())
+		if t.Failed() {
+			t.Logf("%s:\n%s", name, logs.String())
 		}
 	})
+	return logs
 }
 
 // leader is the controller the first one that answers names as leader.

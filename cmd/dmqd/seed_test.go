@@ -118,33 +118,15 @@ func TestSeedStorageServicesWorkUnchanged(t *testing.T) {
 			"--metadata.data-dir", filepath.Join(dir, fmt.Sprintf("node-%d", id)), "--metadata.initial-cluster-state", "new",
 			"--server.cluster-view", "seed", "--services.heartbeat-timeout-ms", "3000",
 			"--raft.election-timeout-ms", "500", "--raft.heartbeat-interval-ms", "50", "--log.level", "warn")
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		require.NoError(t, cmd.Start())
+		startLogged(t, fmt.Sprintf("controller %d", id), cmd)
 		procs[id] = cmd
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("controller %d:\n%s", id, logs.String())
-			}
-		})
 	}
 	standIns := map[int]*exec.Cmd{}
 	startStandIn := func(id int) {
 		cmd := exec.Command(standIn, "--id", fmt.Sprint(id), "--listen", fmt.Sprintf("127.0.0.1:%d", storages[id-1]),
 			"--metadata", strings.Join(urls, ","), "--heartbeat-interval", "200ms")
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		require.NoError(t, cmd.Start())
+		startLogged(t, fmt.Sprintf("seed storage service %d", id), cmd)
 		standIns[id] = cmd
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("seed storage service %d:\n%s", id, logs.String())
-			}
-		})
 	}
 	for id := 1; id <= 3; id++ {
 		start(id)

@@ -174,27 +174,22 @@ func (r *Runner) Report(fn func(*node.Node)) {
 // never blocks. Reports for a peer that arrive before the loop takes them
 // are one report: Raft only needs to know that the peer failed since it
 // last heard, so the queue holds at most one entry per peer.
-func (r *Runner) ReportUnreachable(id uint64) {
-	r.reportsMu.Lock()
-	if r.isStopped() || slices.Contains(r.unreachable, id) {
-		r.reportsMu.Unlock()
-		return
-	}
-	r.unreachable = append(r.unreachable, id)
-	r.reportsMu.Unlock()
-	r.wakeUp()
-}
+func (r *Runner) ReportUnreachable(id uint64) { r.reportPeer(&r.unreachable, id) }
 
 // ReportCongested tells Raft, soon, that messages to a peer were dropped
 // on a full queue (node.Node.ReportCongested); it never blocks, and
 // reports of one peer made before the node hears coalesce.
-func (r *Runner) ReportCongested(id uint64) {
+func (r *Runner) ReportCongested(id uint64) { r.reportPeer(&r.congested, id) }
+
+// reportPeer queues a report of a peer on one of the runner's lists,
+// unless one is queued already, and wakes the loop.
+func (r *Runner) reportPeer(queue *[]uint64, id uint64) {
 	r.reportsMu.Lock()
-	if r.isStopped() || slices.Contains(r.congested, id) {
+	if r.isStopped() || slices.Contains(*queue, id) {
 		r.reportsMu.Unlock()
 		return
 	}
-	r.congested = append(r.congested, id)
+	*queue = append(*queue, id)
 	r.reportsMu.Unlock()
 	r.wakeUp()
 }

@@ -62,24 +62,14 @@ func (s *Server) BrokerHeartbeat(ctx context.Context, req *connect.Request[metad
 // GetSeedClusterMetadata implements MetadataService: GetClusterMetadata in
 // the seed's shape.
 func (s *Server) GetSeedClusterMetadata(ctx context.Context, req *connect.Request[metadatav1.GetClusterMetadataRequest]) (*connect.Response[metadatav1.SeedClusterMetadata], error) {
-	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.SeedClusterMetadata])) {
-		serve := func(sm *statemachine.StateMachine, err *statemachine.Error) {
-			r := result[*metadatav1.SeedClusterMetadata]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())}
-			if err == nil {
-				r.value = seedClusterMetadata(sm.ClusterState(), s.controllerInfo(n), n.Status())
-			}
-			done(r)
-		}
-		if req.Msg.GetAllowStale() {
-			serve(n.StateMachine(), nil)
-		} else {
-			n.Read(serve)
-		}
-	})
+	resp, err := readNodeState(s, ctx, req.Msg.GetAllowStale(),
+		func(n *node.Node, sm *statemachine.StateMachine) (*metadatav1.SeedClusterMetadata, *statemachine.Error) {
+			return seedClusterMetadata(sm.ClusterState(), s.controllerInfo(n), n.Status()), nil
+		})
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(r.value), nil
+	return connect.NewResponse(resp), nil
 }
 
 // seedClusterMetadata is a state in the seed's shape: brokers alive when

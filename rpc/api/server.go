@@ -135,11 +135,17 @@ func propose[T any](s *Server, ctx context.Context, kind string, start func(n *n
 
 // readState serves a read: linearizable (ReadIndex) unless stale is allowed.
 func readState[T any](s *Server, ctx context.Context, stale bool, read func(sm *statemachine.StateMachine) (T, *statemachine.Error)) (T, error) {
+	return readNodeState(s, ctx, stale, func(_ *node.Node, sm *statemachine.StateMachine) (T, *statemachine.Error) { return read(sm) })
+}
+
+// readNodeState is readState for a reader that also asks the node (its
+// leader, its term), on the node's goroutine.
+func readNodeState[T any](s *Server, ctx context.Context, stale bool, read func(n *node.Node, sm *statemachine.StateMachine) (T, *statemachine.Error)) (T, error) {
 	r, err := callNode(s, ctx, func(n *node.Node, done func(result[T])) {
 		serve := func(sm *statemachine.StateMachine, err *statemachine.Error) {
 			r := result[T]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())}
 			if err == nil {
-				r.value, r.err = read(sm)
+				r.value, r.err = read(n, sm)
 			}
 			done(r)
 		}
@@ -372,24 +378,14 @@ func (s *Server) ElectLeaders(ctx context.Context, req *connect.Request[metadata
 
 // GetClusterMetadata implements MetadataService.
 func (s *Server) GetClusterMetadata(ctx context.Context, req *connect.Request[metadatav1.GetClusterMetadataRequest]) (*connect.Response[metadatav1.GetClusterMetadataResponse], error) {
-	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.GetClusterMetadataResponse])) {
-		serve := func(sm *statemachine.StateMachine, err *statemachine.Error) {
-			r := result[*metadatav1.GetClusterMetadataResponse]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())}
-			if err == nil {
-				r.value = &metadatav1.GetClusterMetadataResponse{State: sm.ClusterState(), ControllerEpoch: n.Term(), LeaderId: n.Leader()}
-			}
-			done(r)
-		}
-		if req.Msg.GetAllowStale() {
-			serve(n.StateMachine(), nil)
-		} else {
-			n.Read(serve)
-		}
-	})
+	resp, err := readNodeState(s, ctx, req.Msg.GetAllowStale(),
+		func(n *node.Node, sm *statemachine.StateMachine) (*metadatav1.GetClusterMetadataResponse, *statemachine.Error) {
+			return &metadatav1.GetClusterMetadataResponse{State: sm.ClusterState(), ControllerEpoch: n.Term(), LeaderId: n.Leader()}, nil
+		})
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(r.value), nil
+	return connect.NewResponse(resp), nil
 }
 
 // watchPollInterval is how often a watch looks for new versions.
