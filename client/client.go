@@ -254,6 +254,23 @@ func (c *Client) DeleteTopic(ctx context.Context, req *metadatav1.DeleteTopicReq
 	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.DeleteTopic)
 }
 
+// CreateTopics creates many topics in one request (see the RPC). A dry run
+// (ValidateOnly) writes nothing, so it needs no session.
+func (c *Client) CreateTopics(ctx context.Context, req *metadatav1.CreateTopicsRequest) (*metadatav1.CreateTopicsResponse, error) {
+	if req.GetValidateOnly() {
+		return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.CreateTopics)
+	}
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.CreateTopics)
+}
+
+// DeleteTopics deletes many topics in one request, as CreateTopics.
+func (c *Client) DeleteTopics(ctx context.Context, req *metadatav1.DeleteTopicsRequest) (*metadatav1.DeleteTopicsResponse, error) {
+	if req.GetValidateOnly() {
+		return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DeleteTopics)
+	}
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.DeleteTopics)
+}
+
 // ListTopics lists topics.
 func (c *Client) ListTopics(ctx context.Context, req *metadatav1.ListTopicsRequest) (*metadatav1.ListTopicsResponse, error) {
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListTopics)

@@ -34,11 +34,20 @@ func (k Kind) isTopic() bool { return k <= DescribeTopic }
 
 // Input is what the client asked. Topic operations name a topic; broker
 // operations a broker id. Count is the partition count of create and grow.
+//
+// An item of a batch (CreateTopics, DeleteTopics) is an operation of its
+// own, on its own topic, spanning the batch's call: Batch is the batch's
+// size. Atomic items may answer BATCH_ABORTED, which says the item alone
+// would have applied and did not. A DryRun item (validate_only) changes
+// nothing and answers what the item would have answered then.
 type Input struct {
 	Kind   Kind
 	Topic  string
 	Broker int32
 	Count  int32
+	Batch  int
+	Atomic bool
+	DryRun bool
 }
 
 // Output is what the client learned. Unknown marks an operation whose
@@ -86,6 +95,14 @@ func step(s state, in Input, out Output) []state {
 		return []state{s}
 	}
 	next, code := apply(s, in)
+	if in.DryRun {
+		// A check against the state, like a read: its answer is the one
+		// the write would have had.
+		if out.Unknown || answers(s, in, next, code, out.Code) {
+			return []state{s}
+		}
+		return nil
+	}
 	if out.Unknown {
 		states := []state{next}
 		if mayLackBrokers(in) && next != s {
@@ -96,12 +113,27 @@ func step(s state, in Input, out Output) []state {
 	if out.Code == code {
 		return []state{next}
 	}
-	// The state machine checks the replication factor last, so the error
-	// also says the earlier checks passed.
-	if out.Code == metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR && mayLackBrokers(in) && next != s {
+	if answers(s, in, next, code, out.Code) {
 		return []state{s}
 	}
 	return nil
+}
+
+// answers says whether got, an answer that changed nothing, is what in
+// could answer in state s besides its own code (whose state is next): a
+// failure for lack of brokers (the state machine checks the replication
+// factor last, so it also says the earlier checks passed), or, in an
+// atomic batch, BATCH_ABORTED for an item that alone would have applied.
+func answers(s state, in Input, next state, code, got metadatav1.ErrorCode) bool {
+	switch {
+	case got == code:
+		return true
+	case got == metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR:
+		return mayLackBrokers(in) && next != s
+	case got == metadatav1.ErrorCode_BATCH_ABORTED:
+		return in.Atomic && code == metadatav1.ErrorCode_NONE
+	}
+	return false
 }
 
 func mayLackBrokers(in Input) bool { return in.Kind == CreateTopic || in.Kind == CreatePartitions }
@@ -186,6 +218,10 @@ var Model = (&porcupine.NondeterministicModel{
 		args := ""
 		if i.Kind == CreateTopic || i.Kind == CreatePartitions {
 			args = fmt.Sprintf("(%d)", i.Count)
+		}
+		if i.Batch > 0 {
+			args += fmt.Sprintf(" [batch of %d%s%s]", i.Batch, map[bool]string{true: ", atomic"}[i.Atomic],
+				map[bool]string{true: ", dry run"}[i.DryRun])
 		}
 		switch {
 		case o.Unknown:

@@ -28,6 +28,14 @@ func seen(exists bool, n int32) Output   { return Output{Exists: exists, Partiti
 
 var unknown = Output{Unknown: true}
 
+const aborted = metadatav1.ErrorCode_BATCH_ABORTED
+
+// inBatch makes in an item of a batch of two.
+func inBatch(in Input, atomic, dryRun bool) Input {
+	in.Batch, in.Atomic, in.DryRun = 2, atomic, dryRun
+	return in
+}
+
 func check(history ...porcupine.Operation) porcupine.CheckResult {
 	result, _ := Check(history, 5*time.Second)
 	return result
@@ -65,6 +73,23 @@ func TestLegalHistories(t *testing.T) {
 		"a create refused for lack of brokers changes nothing": {
 			op(0, create("a", 1), 0, code(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR), 1),
 			op(0, describe("a"), 2, seen(false, 0), 3),
+		},
+		"an atomic batch refused for another topic leaves this one absent": {
+			op(0, inBatch(create("a", 1), true, false), 0, code(aborted), 1),
+			op(0, describe("a"), 2, seen(false, 0), 3),
+		},
+		"an atomic batch refused for this topic": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, inBatch(create("a", 2), true, false), 2, code(exists), 3),
+			op(0, describe("a"), 4, seen(true, 1), 5),
+		},
+		"a dry run answers what the write would, and changes nothing": {
+			op(0, inBatch(create("a", 1), false, true), 0, code(ok), 1),
+			op(0, inBatch(del("a"), true, true), 2, code(unknownTopic), 3),
+			op(0, describe("a"), 4, seen(false, 0), 5),
+			op(0, create("a", 1), 6, code(ok), 7),
+			op(0, inBatch(create("a", 1), true, true), 8, code(exists), 9),
+			op(0, inBatch(del("a"), true, true), 10, code(aborted), 11),
 		},
 		"keys are independent": {
 			op(0, create("a", 1), 0, code(ok), 1),
@@ -109,6 +134,25 @@ func TestIllegalHistories(t *testing.T) {
 			op(0, create("a", 1), 0, unknown, PendingForever),
 			op(1, describe("a"), 1, seen(true, 1), 2),
 			op(1, describe("a"), 3, seen(false, 0), 4),
+		},
+		"an atomic batch's item answered aborted applied anyway": {
+			op(0, inBatch(create("a", 1), true, false), 0, code(aborted), 1),
+			op(0, describe("a"), 2, seen(true, 1), 3),
+		},
+		"an item answered aborted that would have failed alone": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, inBatch(create("a", 2), true, false), 2, code(aborted), 3),
+		},
+		"aborted outside an atomic batch": {
+			op(0, inBatch(create("a", 1), false, false), 0, code(aborted), 1),
+		},
+		"a dry run that created the topic": {
+			op(0, inBatch(create("a", 1), false, true), 0, code(ok), 1),
+			op(0, describe("a"), 2, seen(true, 1), 3),
+		},
+		"a dry run that answered what the write would not": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, inBatch(create("a", 1), false, true), 2, code(ok), 3),
 		},
 		"unregistered broker still seen": {
 			op(0, Input{Kind: RegisterBroker, Broker: 7}, 0, code(ok), 1),

@@ -55,26 +55,44 @@ func (n *Node) UnregisterBroker(req *metadatav1.UnregisterBrokerRequest, done fu
 // CreateTopic creates a topic with all its partitions in one record. The
 // topic id and the placement offset are drawn here, by the proposer.
 func (n *Node) CreateTopic(req *metadatav1.CreateTopicRequest, done func(Outcome)) {
-	if err := statemachine.ValidateTopicName(req.GetName()); err != nil {
+	record, err := n.topicRecord(req)
+	if err != nil {
 		fail(done, n.leader, err)
 		return
 	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_CreateTopic{CreateTopic: record}}, done)
+}
+
+// ResolveTopic validates what a topic's creation can be checked for
+// without the state, and fills the controller's defaults: the replication
+// factor and the typed configuration a record would carry.
+func (n *Node) ResolveTopic(req *metadatav1.CreateTopicRequest) (int32, *metadatav1.TopicConfig, *statemachine.Error) {
+	if err := statemachine.ValidateTopicName(req.GetName()); err != nil {
+		return 0, nil, err
+	}
 	if err := statemachine.ValidatePartitionCount(req.GetPartitions()); err != nil {
-		fail(done, n.leader, err)
-		return
+		return 0, nil, err
 	}
 	rf := req.GetReplicationFactor()
 	if rf == 0 {
 		rf = n.cfg.DefaultReplicationFactor
 	}
 	if err := statemachine.ValidateReplicationFactor(rf); err != nil {
-		fail(done, n.leader, err)
-		return
+		return 0, nil, err
 	}
 	config, err := statemachine.ParseTopicConfig(req.GetConfigs(), n.cfg.DefaultMinISR, rf)
 	if err != nil {
-		fail(done, n.leader, err)
-		return
+		return 0, nil, err
+	}
+	return rf, config, nil
+}
+
+// topicRecord is the record that creates the requested topic, with a topic
+// id and a placement offset drawn by this proposer.
+func (n *Node) topicRecord(req *metadatav1.CreateTopicRequest) (*metadatav1.CreateTopicRecord, *statemachine.Error) {
+	rf, config, err := n.ResolveTopic(req)
+	if err != nil {
+		return nil, err
 	}
 	var raw [16]byte
 	for i := 0; i < 2; i++ {
@@ -84,10 +102,10 @@ func (n *Node) CreateTopic(req *metadatav1.CreateTopicRequest, done func(Outcome
 		}
 	}
 	raw[0] |= 1 // never all zero
-	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_CreateTopic{CreateTopic: &metadatav1.CreateTopicRecord{
+	return &metadatav1.CreateTopicRecord{
 		Name: req.GetName(), TopicId: statemachine.TopicIDFromBytes(raw), PartitionCount: req.GetPartitions(),
 		ReplicationFactor: rf, Config: config, PlacementOffset: uint32(n.env.Rand.Uint64()),
-	}}}, done)
+	}, nil
 }
 
 // DeleteTopic deletes a topic.

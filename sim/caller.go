@@ -109,6 +109,8 @@ func call[T any](c *caller, deadline time.Duration, first string,
 	}
 	attempt = func() {
 		end.attempts++
+		var none T
+		end.value = none
 		endpoint := retrier.Endpoint()
 		// An attempt is bounded by the attempt timeout and the deadline.
 		timeout := min(clientTimeout, max(deadline-s.now, time.Millisecond))
@@ -116,6 +118,9 @@ func call[T any](c *caller, deadline time.Duration, first string,
 			handle(n, func(r attemptReply[T]) {
 				reply(func() {
 					if r.err != nil {
+						// A refusal may carry a value too: the per-item
+						// answers of an atomic batch.
+						end.value = r.value
 						leaderURL := ""
 						if r.leader != 0 {
 							leaderURL = endpointOf(r.leader)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -30,9 +31,20 @@ type operator struct {
 	op     *clientOp
 }
 
+// clientOp is one logical operation: one input, or the items of a batch
+// (each recorded as an operation of its own on its topic).
 type clientOp struct {
 	input linearizability.Input
+	items []linearizability.Input
 	call  time.Duration
+}
+
+// inputs is what the operation records in the history, one per key.
+func (op *clientOp) inputs() []linearizability.Input {
+	if op.items != nil {
+		return op.items
+	}
+	return []linearizability.Input{op.input}
 }
 
 // sessionOutlivesFailover is the shortest client session that must carry
@@ -59,11 +71,18 @@ func (c *operator) start() {
 		return
 	}
 	in := linearizability.Input{Topic: simTopics[s.rng.IntN(len(simTopics))]}
+	var items []linearizability.Input
 	switch r := s.rng.IntN(100); {
 	case r < 22:
 		in.Kind, in.Count = linearizability.CreateTopic, int32(1+s.rng.IntN(4))
+		if s.rng.IntN(4) == 0 {
+			items = c.batchOf(in)
+		}
 	case r < 34:
 		in.Kind = linearizability.DeleteTopic
+		if s.rng.IntN(4) == 0 {
+			items = c.batchOf(in)
+		}
 	case r < 46:
 		in.Kind, in.Count = linearizability.CreatePartitions, int32(2+s.rng.IntN(6))
 	case r < 76:
@@ -75,9 +94,13 @@ func (c *operator) start() {
 	default:
 		in.Kind, in.Broker = linearizability.DescribeBroker, simBrokers[s.rng.IntN(len(simBrokers))]
 	}
-	op := &clientOp{input: in, call: s.now}
+	op := &clientOp{input: in, items: items, call: s.now}
 	c.op = op
 	deadline := s.now + callerPatience
+	if items != nil {
+		c.startBatch(op, deadline)
+		return
+	}
 	if in.Kind == linearizability.DescribeTopic || in.Kind == linearizability.DescribeBroker {
 		first := ""
 		if s.rng.Float64() < s.opts.FollowerReads {
@@ -119,6 +142,140 @@ func (c *operator) start() {
 			c.finish(op, linearizability.Output{NotApplied: true}, true, e.sessionTimeout)
 		}
 	})
+}
+
+// batchOf turns first into the first item of a batch of two or three
+// distinct topics, per topic or atomic, sometimes a dry run.
+func (c *operator) batchOf(first linearizability.Input) []linearizability.Input {
+	s := c.sim
+	size := 2 + s.rng.IntN(2)
+	atomic, dryRun := s.rng.IntN(2) == 0, s.rng.IntN(5) == 0
+	offset := 1 + s.rng.IntN(len(simTopics)-1)
+	start := slices.Index(simTopics, first.Topic)
+	items := make([]linearizability.Input, size)
+	for i := range items {
+		item := first
+		item.Topic = simTopics[(start+i*offset)%len(simTopics)]
+		if first.Kind == linearizability.CreateTopic {
+			item.Count = int32(1 + s.rng.IntN(4))
+		}
+		item.Batch, item.Atomic, item.DryRun = size, atomic, dryRun
+		items[i] = item
+	}
+	// offset and len(simTopics) may share a factor: keep the items distinct.
+	distinct := items[:0]
+	for _, item := range items {
+		if !slices.ContainsFunc(distinct, func(d linearizability.Input) bool { return d.Topic == item.Topic }) {
+			distinct = append(distinct, item)
+		}
+	}
+	for i := range distinct {
+		distinct[i].Batch = len(distinct)
+	}
+	return distinct
+}
+
+// startBatch runs a batch: a dry run as a read (answered, or absent from
+// the history), a real one as a write whose answer is per item.
+func (c *operator) startBatch(op *clientOp, deadline time.Duration) {
+	s := c.sim
+	first := op.items[0]
+	if first.DryRun {
+		call(c.caller, deadline, "", func(n *node.Node, reply func(attemptReply[node.Outcome])) {
+			c.handleBatch(n, op.items, nil, func(o node.Outcome) {
+				reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID})
+			})
+		}, func(e callEnd[node.Outcome]) {
+			switch {
+			case e.failure == nil:
+				c.finishBatch(op, c.itemOutputs(op, e.value, metadatav1.ErrorCode_NONE), true, 0)
+			case definite(e.failure.ErrorCode) && e.value.Items != nil:
+				c.finishBatch(op, c.itemOutputs(op, e.value, e.failure.ErrorCode), true, 0)
+			default:
+				c.finishBatch(op, nil, false, 0)
+			}
+		})
+		return
+	}
+	c.caller.write(deadline, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		c.handleBatch(n, op.items, id, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
+	}, func(e writeEnd) {
+		switch {
+		case e.requestID == nil:
+			c.finishBatch(op, nil, false, 0)
+		case e.verdict == client.WriteUnknown:
+			c.finishBatch(op, nil, true, e.sessionTimeout)
+		case e.failure == nil:
+			s.golden.checkAnswer(s, e.requestID, metadatav1.ErrorCode_NONE)
+			s.golden.checkItems(s, e.requestID, e.outcome.Items)
+			c.finishBatch(op, c.itemOutputs(op, e.outcome, metadatav1.ErrorCode_NONE), true, e.sessionTimeout)
+		case definite(e.failure.ErrorCode):
+			s.golden.checkAnswer(s, e.requestID, e.failure.ErrorCode)
+			c.finishBatch(op, c.itemOutputs(op, e.outcome, e.failure.ErrorCode), true, e.sessionTimeout)
+		default:
+			s.golden.checkNotApplied(s, e.requestID, *e.failure)
+			outs := make([]linearizability.Output, len(op.items))
+			for i := range outs {
+				outs[i].NotApplied = true
+			}
+			c.finishBatch(op, outs, true, e.sessionTimeout)
+		}
+	})
+}
+
+// itemOutputs are the answers of a batch's items. An answer without items
+// is a refusal of the whole batch, which the simulator never provokes: each
+// item records it, and the model finds it wrong. An atomic batch is
+// answered all NONE, or with no NONE and some item's own failure.
+func (c *operator) itemOutputs(op *clientOp, o node.Outcome, code metadatav1.ErrorCode) []linearizability.Output {
+	s := c.sim
+	outs := make([]linearizability.Output, len(op.items))
+	if len(o.Items) != len(op.items) {
+		if o.Items != nil {
+			s.violate("client %d: a batch of %d items answered with %d", c.id, len(op.items), len(o.Items))
+		}
+		for i := range outs {
+			outs[i].Code = code
+		}
+		return outs
+	}
+	succeeded, own := 0, 0
+	for i, item := range o.Items {
+		outs[i].Code = item.Err.GetCode()
+		switch outs[i].Code {
+		case metadatav1.ErrorCode_NONE:
+			succeeded++
+		case metadatav1.ErrorCode_BATCH_ABORTED:
+		default:
+			own++
+		}
+	}
+	if op.items[0].Atomic && succeeded != len(outs) && (succeeded > 0 || own == 0) {
+		s.violate("client %d: an atomic batch answered %d of %d items NONE and %d with their own failure", c.id, succeeded, len(outs), own)
+	}
+	if (code == metadatav1.ErrorCode_NONE) != (succeeded == len(outs) || !op.items[0].Atomic) {
+		s.violate("client %d: a batch answered %v with items %v", c.id, code, outs)
+	}
+	return outs
+}
+
+// handleBatch runs on the controller: the batch through the node's API.
+func (c *operator) handleBatch(n *node.Node, items []linearizability.Input, id *metadatav1.RequestId, done func(node.Outcome)) {
+	first := items[0]
+	if first.Kind == linearizability.CreateTopic {
+		req := &metadatav1.CreateTopicsRequest{Atomic: first.Atomic, ValidateOnly: first.DryRun, RequestId: id}
+		for _, item := range items {
+			req.Topics = append(req.Topics, &metadatav1.CreateTopicRequest{Name: item.Topic, Partitions: item.Count,
+				ReplicationFactor: max(c.sim.opts.ReplicationFactor, 1)})
+		}
+		n.CreateTopics(req, done)
+		return
+	}
+	req := &metadatav1.DeleteTopicsRequest{Atomic: first.Atomic, ValidateOnly: first.DryRun, RequestId: id}
+	for _, item := range items {
+		req.Names = append(req.Names, item.Topic)
+	}
+	n.DeleteTopics(req, done)
 }
 
 // definite says whether an error code is an answer about the operation
@@ -170,13 +327,26 @@ func (c *operator) read(n *node.Node, in linearizability.Input, reply func(attem
 // (a write sent, a read answered), and schedules the next one.
 // sessionTimeout is that of the session a write ran in.
 func (c *operator) finish(op *clientOp, out linearizability.Output, record bool, sessionTimeout time.Duration) {
+	c.finishBatch(op, []linearizability.Output{out}, record, sessionTimeout)
+}
+
+// finishBatch is finish with one output per input; nil outputs are
+// unknown.
+func (c *operator) finishBatch(op *clientOp, outs []linearizability.Output, record bool, sessionTimeout time.Duration) {
 	s := c.sim
 	if c.op != op {
 		panic("sim: a client finished an operation it is not running")
 	}
 	c.op = nil
+	inputs := op.inputs()
+	if outs == nil {
+		outs = make([]linearizability.Output, len(inputs))
+		for i := range outs {
+			outs[i].Unknown = true
+		}
+	}
 	ret := int64(s.now)
-	if out.Unknown {
+	if outs[0].Unknown {
 		ret = linearizability.PendingForever
 		shortSession := sessionTimeout > 0 && sessionTimeout < sessionOutlivesFailover
 		if s.healed && op.call > s.opts.HealAfter+5*time.Second && !shortSession {
@@ -184,9 +354,11 @@ func (c *operator) finish(op *clientOp, out linearizability.Output, record bool,
 		}
 	}
 	if record {
-		s.history = append(s.history, porcupine.Operation{
-			ClientId: c.id, Input: op.input, Call: int64(op.call), Output: out, Return: ret,
-		})
+		for i, in := range inputs {
+			s.history = append(s.history, porcupine.Operation{
+				ClientId: c.id, Input: in, Call: int64(op.call), Output: outs[i], Return: ret,
+			})
+		}
 	}
 	s.clientOpsDone++
 	s.schedule(s.between(10*time.Millisecond, 300*time.Millisecond), evClientStart, uint64(c.id), 0, c.start)

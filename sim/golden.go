@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -226,6 +227,19 @@ func (g *golden) checkAnswer(s *Sim, id *metadatav1.RequestId, code metadatav1.E
 	}
 }
 
+// checkItems checks the per-item answers a client got for a batch that
+// succeeded: they are those of the batch's application.
+func (g *golden) checkItems(s *Sim, id *metadatav1.RequestId, items []statemachine.ItemResult) {
+	if g.off {
+		return
+	}
+	key := keyOf(id)
+	if success, ok := g.succeeded[key]; ok && !sameItems(success.Items, items) {
+		s.violate("answers: request %d/%d was answered with items %s, its application gave %s",
+			key.session, key.sequence, describeItems(items), describeItems(success.Items))
+	}
+}
+
 // checkNotApplied checks a client's answer that a write was refused before
 // it was proposed (failure is the refusal): no application of its request
 // id may succeed, before or after.
@@ -257,12 +271,27 @@ func apply(sm *statemachine.StateMachine, entry *raftpb.Entry, record *metadatav
 
 func sameResult(a, b statemachine.Result) bool {
 	return a.Version == b.Version && a.Err.GetCode() == b.Err.GetCode() && errMessage(a.Err) == errMessage(b.Err) &&
-		a.BrokerEpoch == b.BrokerEpoch && a.TopicID == b.TopicID && a.Elected == b.Elected && a.Duplicate == b.Duplicate
+		a.BrokerEpoch == b.BrokerEpoch && a.TopicID == b.TopicID && a.Elected == b.Elected && a.Duplicate == b.Duplicate &&
+		sameItems(a.Items, b.Items)
+}
+
+func sameItems(a, b []statemachine.ItemResult) bool {
+	return slices.EqualFunc(a, b, func(x, y statemachine.ItemResult) bool {
+		return x.Err.GetCode() == y.Err.GetCode() && errMessage(x.Err) == errMessage(y.Err) && x.TopicID == y.TopicID
+	})
 }
 
 func describeResult(r statemachine.Result) string {
-	return fmt.Sprintf("{version %d err %v %q epoch %d topic %q elected %d duplicate %v}",
-		r.Version, r.Err.GetCode(), errMessage(r.Err), r.BrokerEpoch, r.TopicID, r.Elected, r.Duplicate)
+	return fmt.Sprintf("{version %d err %v %q epoch %d topic %q elected %d duplicate %v items %s}",
+		r.Version, r.Err.GetCode(), errMessage(r.Err), r.BrokerEpoch, r.TopicID, r.Elected, r.Duplicate, describeItems(r.Items))
+}
+
+func describeItems(items []statemachine.ItemResult) string {
+	parts := make([]string, len(items))
+	for i, item := range items {
+		parts[i] = fmt.Sprintf("%v %s", item.Err.GetCode(), item.TopicID)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 func errMessage(err *statemachine.Error) string {

@@ -1,12 +1,14 @@
 package sim
 
 import (
+	"fmt"
 	"hash/fnv"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dmq-project/metadata/linearizability"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -151,4 +153,41 @@ func TestOptionsFromSeed(t *testing.T) {
 	assert.Positive(t, calm, "some seeds are calm")
 	assert.Positive(t, brutal, "some seeds are brutal")
 	assert.Equal(t, 5, OptionsFromSeed(1, time.Minute, 5).Nodes)
+}
+
+// The default workload runs every kind of batch (per topic, atomic, dry
+// run; creates and deletes) and sees each of its answers: a model that
+// never meets BATCH_ABORTED checks nothing about atomicity.
+func TestWorkloadRunsBatches(t *testing.T) {
+	seen := map[string]int{}
+	for seed := uint64(1); seed <= 10; seed++ {
+		result := Run(OptionsFromSeed(seed, 60*time.Second, 3))
+		require.True(t, result.OK(), "seed %d: %v", seed, result.Violations)
+		for _, op := range result.History {
+			in, out := op.Input.(linearizability.Input), op.Output.(linearizability.Output)
+			if in.Batch == 0 {
+				continue
+			}
+			seen[fmt.Sprintf("%v atomic=%v dry=%v", in.Kind, in.Atomic, in.DryRun)]++
+			switch {
+			case out.Unknown:
+				seen["unknown"]++
+			case out.NotApplied:
+				seen["not applied"]++
+			default:
+				seen[out.Code.String()]++
+			}
+		}
+	}
+	t.Logf("batch items seen: %v", seen)
+	for _, kind := range []string{"create", "delete"} {
+		for _, atomic := range []bool{false, true} {
+			for _, dry := range []bool{false, true} {
+				assert.Positive(t, seen[fmt.Sprintf("%s atomic=%v dry=%v", kind, atomic, dry)], "%s atomic=%v dry=%v", kind, atomic, dry)
+			}
+		}
+	}
+	for _, code := range []string{"NONE", "BATCH_ABORTED", "TOPIC_ALREADY_EXISTS", "UNKNOWN_TOPIC"} {
+		assert.Positive(t, seen[code], code)
+	}
 }

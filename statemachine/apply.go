@@ -21,8 +21,15 @@ type Result struct {
 	TopicID string
 	// Elected counts partitions moved by ElectLeaders.
 	Elected int32
+	// Items are the outcomes of a batch's items, in the record's order. An
+	// atomic batch refused as a whole has Err set too.
+	Items []ItemResult
 	// Duplicate is true when the result came from the request-id table.
 	Duplicate bool
+}
+
+func (r Result) zero() bool {
+	return r.Version == 0 && r.Err == nil && r.BrokerEpoch == 0 && r.TopicID == "" && r.Elected == 0 && r.Items == nil && !r.Duplicate
 }
 
 // OK says whether the record was applied without error.
@@ -171,6 +178,10 @@ func (s *StateMachine) dispatch(record *metadatav1.Record, c *change) Result {
 		return s.createTopic(body.CreateTopic, c)
 	case *metadatav1.Record_DeleteTopic:
 		return s.deleteTopic(body.DeleteTopic, c)
+	case *metadatav1.Record_CreateTopics:
+		return s.createTopics(body.CreateTopics, c)
+	case *metadatav1.Record_DeleteTopics:
+		return s.deleteTopics(body.DeleteTopics, c)
 	case *metadatav1.Record_CreatePartitions:
 		return s.createPartitions(body.CreatePartitions, c)
 	case *metadatav1.Record_AlterPartition:
@@ -466,36 +477,61 @@ func (s *StateMachine) eligibleBrokers() []*broker {
 }
 
 func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change) Result {
-	if err := ValidateTopicName(r.Name); err != nil {
+	eligible := s.eligibleBrokers()
+	if err := s.checkCreateTopic(r, len(eligible), nil); err != nil {
 		return fail(err)
 	}
-	if _, ok := s.topics[r.Name]; ok {
-		return fail(errorf(metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, "topic %q already exists", r.Name))
+	return Result{TopicID: s.insertTopic(r, eligible, c)}
+}
+
+// checkCreateTopic decides whether r may be applied now, changing nothing.
+// batch holds what earlier items of the same batch would have created
+// (nil for a lone record). The replication factor is checked last, which
+// the linearizability model relies on: its failure says the others passed.
+func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligible int, batch *batchNames) *Error {
+	if err := ValidateTopicName(r.Name); err != nil {
+		return err
 	}
-	if other, ok := s.topicsByCollisionKey[collisionKey(r.Name)]; ok {
-		return fail(errorf(metadatav1.ErrorCode_TOPIC_NAME_COLLISION,
-			"topic %q collides with existing topic %q ('.' and '_' are interchangeable)", r.Name, other))
+	if _, ok := s.topics[r.Name]; ok || batch.hasName(r.Name) {
+		return errorf(metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, "topic %q already exists", r.Name)
+	}
+	key := collisionKey(r.Name)
+	if other, ok := s.topicsByCollisionKey[key]; ok {
+		return errorf(metadatav1.ErrorCode_TOPIC_NAME_COLLISION,
+			"topic %q collides with existing topic %q ('.' and '_' are interchangeable)", r.Name, other)
+	}
+	if other, ok := batch.collision(key); ok {
+		return errorf(metadatav1.ErrorCode_TOPIC_NAME_COLLISION,
+			"topic %q collides with topic %q of the same batch ('.' and '_' are interchangeable)", r.Name, other)
 	}
 	if err := ValidateTopicID(r.TopicId); err != nil {
-		return fail(err)
+		return err
 	}
 	if other, ok := s.topicIDs[r.TopicId]; ok {
-		return fail(errorf(metadatav1.ErrorCode_INVALID_RECORD, "topic id %s is already used by %q", r.TopicId, other))
+		return errorf(metadatav1.ErrorCode_INVALID_RECORD, "topic id %s is already used by %q", r.TopicId, other)
+	}
+	if other, ok := batch.idUser(r.TopicId); ok {
+		return errorf(metadatav1.ErrorCode_INVALID_RECORD, "topic id %s is used twice in one batch (also by %q)", r.TopicId, other)
 	}
 	if err := ValidatePartitionCount(r.PartitionCount); err != nil {
-		return fail(err)
+		return err
 	}
-	eligible := s.eligibleBrokers()
 	if err := ValidateReplicationFactor(r.ReplicationFactor); err != nil {
-		return fail(err)
-	}
-	if int(r.ReplicationFactor) > len(eligible) {
-		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"replication factor %d is larger than the %d live brokers", r.ReplicationFactor, len(eligible)))
+		return err
 	}
 	if err := validateTopicConfig(r.Config, r.ReplicationFactor); err != nil {
-		return fail(err)
+		return err
 	}
+	if int(r.ReplicationFactor) > eligible {
+		return errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
+			"replication factor %d is larger than the %d live brokers", r.ReplicationFactor, eligible)
+	}
+	return nil
+}
+
+// insertTopic creates a topic that checkCreateTopic accepted and returns
+// its id.
+func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, eligible []*broker, c *change) string {
 	t := &topic{
 		name:              r.Name,
 		id:                r.TopicId,
@@ -508,7 +544,7 @@ func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change) R
 	s.topicsByCollisionKey[collisionKey(t.name)] = t.name
 	s.topicIDs[t.id] = t.name
 	c.topics = append(c.topics, t.name)
-	return Result{TopicID: t.id}
+	return t.id
 }
 
 func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) Result {
@@ -516,6 +552,11 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) R
 	if !ok {
 		return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", r.Name))
 	}
+	s.removeTopic(t, c)
+	return Result{TopicID: t.id}
+}
+
+func (s *StateMachine) removeTopic(t *topic, c *change) {
 	delete(s.topics, t.name)
 	delete(s.topicsByCollisionKey, collisionKey(t.name))
 	delete(s.topicIDs, t.id)
@@ -524,7 +565,6 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) R
 	}
 	c.topics = append(c.topics, t.name)
 	c.deleted = append(c.deleted, t.name)
-	return Result{TopicID: t.id}
 }
 
 func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c *change) Result {

@@ -11,7 +11,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
 
-// Snapshot format, version 2. Everything is a varint (signed values zigzag)
+// Snapshot format, version 3. Everything is a varint (signed values zigzag)
 // or a length-prefixed string, in a fixed order with brokers sorted by id,
 // topics by name, partitions by index and sessions from the least to the
 // most recently active, so equal
@@ -23,15 +23,22 @@ import (
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
 //	nowMs
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
+//	          (version code message brokerEpoch topicID elected
+//	          items(count, then code message topicID))
 //	crc32c
 //
+// Version 2 is version 3 without the items of a result (it predates
+// batches), and is read as such.
 // Version 1 held a request table where version 2 holds the clock and the
 // sessions. It is refused: replaying the log after it without the table
 // would apply again retries that the table had answered, and controllers
 // restored from snapshots of different indexes would diverge.
 const (
 	snapshotMagic         = "DMQSNAP1"
-	snapshotFormatVersion = 2
+	snapshotFormatVersion = 3
+	// snapshotFormatNoItems is the last format whose results hold no batch
+	// items.
+	snapshotFormatNoItems = 2
 )
 
 // ErrCorruptSnapshot is returned (wrapped) for snapshot bytes that fail the
@@ -55,13 +62,13 @@ func (e *encoder) ids(ids []int32) {
 // Snapshot encodes the replicated state (not the soft change history).
 func (s *StateMachine) Snapshot() []byte {
 	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
-	s.encode(e)
+	s.encode(e, snapshotFormatVersion)
 	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli))
 }
 
-func (s *StateMachine) encode(e *encoder) {
+func (s *StateMachine) encode(e *encoder, format uint64) {
 	e.buf = append(e.buf, snapshotMagic...)
-	e.uvarint(snapshotFormatVersion)
+	e.uvarint(format)
 	e.uvarint(s.appliedIndex)
 	ids := s.sortedBrokerIDs()
 	e.uvarint(uint64(len(ids)))
@@ -121,11 +128,11 @@ func (s *StateMachine) encode(e *encoder) {
 		e.varint(ss.timeoutMs)
 		e.varint(ss.lastActiveMs)
 		e.uvarint(ss.lastSequence)
-		e.result(ss.result)
+		e.result(ss.result, format > snapshotFormatNoItems)
 	}
 }
 
-func (e *encoder) result(r Result) {
+func (e *encoder) result(r Result, withItems bool) {
 	e.varint(r.Version)
 	if r.Err != nil {
 		e.uvarint(uint64(r.Err.Code))
@@ -137,13 +144,27 @@ func (e *encoder) result(r Result) {
 	e.varint(r.BrokerEpoch)
 	e.str(r.TopicID)
 	e.varint(int64(r.Elected))
+	if !withItems {
+		return
+	}
+	e.uvarint(uint64(len(r.Items)))
+	for _, item := range r.Items {
+		if item.Err != nil {
+			e.uvarint(uint64(item.Err.Code))
+			e.str(item.Err.Message)
+		} else {
+			e.uvarint(0)
+			e.str("")
+		}
+		e.str(item.TopicID)
+	}
 }
 
 // Hash is a 64-bit digest of the replicated state, equal on two nodes
 // exactly when their snapshots are byte-identical (up to collisions).
 func (s *StateMachine) Hash() uint64 {
 	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
-	s.encode(e)
+	s.encode(e, snapshotFormatVersion)
 	h := fnv.New64a()
 	h.Write(e.buf)
 	return h.Sum64()
@@ -216,14 +237,33 @@ func (d *decoder) str() string {
 	return s
 }
 
-func (d *decoder) result() Result {
-	r := Result{Version: d.varint()}
-	code, message := d.uvarint(), d.str()
-	if code != 0 {
-		r.Err = &Error{Code: metadatav1.ErrorCode(code), Message: message}
-	}
+func (d *decoder) result(withItems bool) Result {
+	r := Result{Version: d.varint(), Err: d.errorValue()}
 	r.BrokerEpoch, r.TopicID, r.Elected = d.varint(), d.str(), d.int32()
+	if !withItems {
+		return r
+	}
+	n := d.count()
+	if n > TopicsPerBatchMax {
+		d.fail("a result of %d batch items", n)
+		return r
+	}
+	if n > 0 {
+		r.Items = make([]ItemResult, n)
+	}
+	for i := range r.Items {
+		r.Items[i] = ItemResult{Err: d.errorValue(), TopicID: d.str()}
+	}
 	return r
+}
+
+// errorValue decodes an error code and message; code 0 is no error.
+func (d *decoder) errorValue() *Error {
+	code, message := d.uvarint(), d.str()
+	if code == 0 {
+		return nil
+	}
+	return &Error{Code: metadatav1.ErrorCode(code), Message: message}
 }
 
 // idsInto decodes an id list into arena, returning the list (capped at its
@@ -264,7 +304,7 @@ func Restore(data []byte) (*StateMachine, error) {
 		return nil, fmt.Errorf("%w: format version 1 predates client sessions: its request table cannot be carried over safely; "+
 			"start this build on a new data directory (an in-place upgrade from it is not supported)", ErrCorruptSnapshot)
 	}
-	if format != snapshotFormatVersion {
+	if format != snapshotFormatVersion && format != snapshotFormatNoItems {
 		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorruptSnapshot, format, snapshotFormatVersion)
 	}
 	s := New()
@@ -316,7 +356,7 @@ func Restore(data []byte) (*StateMachine, error) {
 	s.nowMs = d.varint()
 	for i, n := 0, d.count(); i < n && d.err == nil; i++ {
 		ss := &session{id: d.uvarint(), clientID: d.str(), timeoutMs: d.varint(), lastActiveMs: d.varint(), lastSequence: d.uvarint()}
-		ss.result = d.result()
+		ss.result = d.result(format > snapshotFormatNoItems)
 		if d.err != nil {
 			break
 		}
@@ -324,7 +364,7 @@ func Restore(data []byte) (*StateMachine, error) {
 			(s.sessions.newest != nil && s.sessions.newest.lastActiveMs > ss.lastActiveMs) ||
 			ss.lastActiveMs > s.nowMs || ss.id == 0 || ss.id > s.appliedIndex ||
 			ss.timeoutMs < SessionTimeoutMin || ss.timeoutMs > SessionTimeoutMax || len(ss.clientID) > requestIDClientLengthMax ||
-			(ss.lastSequence == 0 && ss.result != Result{}) ||
+			(ss.lastSequence == 0 && !ss.result.zero()) ||
 			(ss.lastSequence != 0 && (ss.result.Version < int64(ss.id) || ss.result.Version > int64(s.appliedIndex))) {
 			d.fail("session %d twice, beyond capacity, out of order, active after the clock, opened after the state, "+
 				"or with a timeout, client id or result out of bounds", ss.id)
@@ -349,7 +389,7 @@ func Restore(data []byte) (*StateMachine, error) {
 	// varints, no unknown flag bits), so that equal states always have equal
 	// bytes and a restored node hashes like the node that wrote it.
 	canonical := &encoder{buf: make([]byte, 0, len(body))}
-	s.encode(canonical)
+	s.encode(canonical, format)
 	if string(canonical.buf) != string(body) {
 		return nil, fmt.Errorf("%w: not the canonical encoding of the state it holds", ErrCorruptSnapshot)
 	}

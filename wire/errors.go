@@ -53,6 +53,8 @@ func CodeOf(code metadatav1.ErrorCode) connect.Code {
 		metadatav1.ErrorCode_UNKNOWN_OUTCOME,
 		metadatav1.ErrorCode_UNAVAILABLE:
 		return connect.CodeUnavailable
+	case metadatav1.ErrorCode_BATCH_ABORTED:
+		return connect.CodeAborted
 	}
 	return connect.CodeInternal
 }

@@ -1173,6 +1173,372 @@ func (x *DeleteTopicResponse) GetMetadataVersion() int64 {
 	return 0
 }
 
+type CreateTopicsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topics, each as CreateTopic would take it; their request_id must
+	// be unset (the batch has one). Names must be distinct.
+	Topics []*CreateTopicRequest `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// All or none: when any topic would fail, none is created and the call
+	// fails with that topic's code, the results in a CreateTopicsResponse
+	// detail (the others marked BATCH_ABORTED).
+	Atomic bool `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	// Check everything against the current state and answer as a real run
+	// would, creating nothing.
+	ValidateOnly  bool       `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	RequestId     *RequestId `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTopicsRequest) Reset() {
+	*x = CreateTopicsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTopicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTopicsRequest) ProtoMessage() {}
+
+func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
+func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateTopicsRequest) GetTopics() []*CreateTopicRequest {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *CreateTopicsRequest) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+func (x *CreateTopicsRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *CreateTopicsRequest) GetRequestId() *RequestId {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+// The outcome of one topic of a batch.
+type TopicResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// NONE when the topic was (or, validating only, would be) created or
+	// deleted.
+	ErrorCode    ErrorCode `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3,enum=dmq.metadata.v1.ErrorCode" json:"error_code,omitempty"`
+	ErrorMessage string    `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// The created topic's id; the deleted topic's id.
+	TopicId    string `protobuf:"bytes,4,opt,name=topic_id,json=topicId,proto3" json:"topic_id,omitempty"`
+	Partitions int32  `protobuf:"varint,5,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// The replication factor with the cluster default applied.
+	ReplicationFactor int32 `protobuf:"varint,6,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	// The configuration with the defaults applied.
+	Config        *TopicConfig `protobuf:"bytes,7,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicResult) Reset() {
+	*x = TopicResult{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicResult) ProtoMessage() {}
+
+func (x *TopicResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
+func (*TopicResult) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TopicResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopicResult) GetErrorCode() ErrorCode {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ErrorCode_NONE
+}
+
+func (x *TopicResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *TopicResult) GetTopicId() string {
+	if x != nil {
+		return x.TopicId
+	}
+	return ""
+}
+
+func (x *TopicResult) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopicResult) GetReplicationFactor() int32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *TopicResult) GetConfig() *TopicConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type CreateTopicsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per requested topic, in request order.
+	Results []*TopicResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// How many topics were created (would be, validating only).
+	Created int32 `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// The version at which the batch applied; validating only, the version
+	// the check read.
+	MetadataVersion int64 `protobuf:"varint,3,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CreateTopicsResponse) Reset() {
+	*x = CreateTopicsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTopicsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTopicsResponse) ProtoMessage() {}
+
+func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
+func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateTopicsResponse) GetResults() []*TopicResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *CreateTopicsResponse) GetCreated() int32 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *CreateTopicsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
+type DeleteTopicsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Distinct topic names.
+	Names         []string   `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	Atomic        bool       `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	ValidateOnly  bool       `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	RequestId     *RequestId `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTopicsRequest) Reset() {
+	*x = DeleteTopicsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicsRequest) ProtoMessage() {}
+
+func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteTopicsRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *DeleteTopicsRequest) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+func (x *DeleteTopicsRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *DeleteTopicsRequest) GetRequestId() *RequestId {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+type DeleteTopicsResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Results         []*TopicResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Deleted         int32                  `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	MetadataVersion int64                  `protobuf:"varint,3,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DeleteTopicsResponse) Reset() {
+	*x = DeleteTopicsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicsResponse) ProtoMessage() {}
+
+func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *DeleteTopicsResponse) GetDeleted() int32 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *DeleteTopicsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
 type ListTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
@@ -1182,7 +1548,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1560,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1573,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{18}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTopicsRequest) GetAllowStale() bool {
@@ -1228,7 +1594,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1606,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1619,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{19}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -1280,7 +1646,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1658,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1671,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{20}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -1335,7 +1701,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1713,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1726,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{21}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -1396,7 +1762,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1774,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1787,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{22}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreatePartitionsRequest) GetTopic() string {
@@ -1457,7 +1823,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1835,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1848,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreatePartitionsResponse) GetTopic() *Topic {
@@ -1529,7 +1895,7 @@ type AlterPartitionRequest struct {
 
 func (x *AlterPartitionRequest) Reset() {
 	*x = AlterPartitionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1907,7 @@ func (x *AlterPartitionRequest) String() string {
 func (*AlterPartitionRequest) ProtoMessage() {}
 
 func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1920,7 @@ func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AlterPartitionRequest) GetBrokerId() int32 {
@@ -1625,7 +1991,7 @@ type AlterPartitionResponse struct {
 
 func (x *AlterPartitionResponse) Reset() {
 	*x = AlterPartitionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +2003,7 @@ func (x *AlterPartitionResponse) String() string {
 func (*AlterPartitionResponse) ProtoMessage() {}
 
 func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +2016,7 @@ func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AlterPartitionResponse) GetPartition() *Partition {
@@ -1692,7 +2058,7 @@ type ElectLeadersRequest struct {
 
 func (x *ElectLeadersRequest) Reset() {
 	*x = ElectLeadersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +2070,7 @@ func (x *ElectLeadersRequest) String() string {
 func (*ElectLeadersRequest) ProtoMessage() {}
 
 func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +2083,7 @@ func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRequest.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ElectLeadersRequest) GetTargets() []*TopicPartitions {
@@ -1747,7 +2113,7 @@ type ElectLeadersResponse struct {
 
 func (x *ElectLeadersResponse) Reset() {
 	*x = ElectLeadersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2125,7 @@ func (x *ElectLeadersResponse) String() string {
 func (*ElectLeadersResponse) ProtoMessage() {}
 
 func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2138,7 @@ func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersResponse.ProtoReflect.Descriptor instead.
 func (*ElectLeadersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ElectLeadersResponse) GetElected() int32 {
@@ -1812,7 +2178,7 @@ type GetClusterMetadataRequest struct {
 
 func (x *GetClusterMetadataRequest) Reset() {
 	*x = GetClusterMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2190,7 @@ func (x *GetClusterMetadataRequest) String() string {
 func (*GetClusterMetadataRequest) ProtoMessage() {}
 
 func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2203,7 @@ func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetClusterMetadataRequest) GetAllowStale() bool {
@@ -1858,7 +2224,7 @@ type GetClusterMetadataResponse struct {
 
 func (x *GetClusterMetadataResponse) Reset() {
 	*x = GetClusterMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2236,7 @@ func (x *GetClusterMetadataResponse) String() string {
 func (*GetClusterMetadataResponse) ProtoMessage() {}
 
 func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2249,7 @@ func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetClusterMetadataResponse) GetState() *ClusterState {
@@ -1916,7 +2282,7 @@ type WatchMetadataRequest struct {
 
 func (x *WatchMetadataRequest) Reset() {
 	*x = WatchMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2294,7 @@ func (x *WatchMetadataRequest) String() string {
 func (*WatchMetadataRequest) ProtoMessage() {}
 
 func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2307,7 @@ func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataRequest.ProtoReflect.Descriptor instead.
 func (*WatchMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchMetadataRequest) GetSinceVersion() int64 {
@@ -1964,7 +2330,7 @@ type WatchMetadataResponse struct {
 
 func (x *WatchMetadataResponse) Reset() {
 	*x = WatchMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2342,7 @@ func (x *WatchMetadataResponse) String() string {
 func (*WatchMetadataResponse) ProtoMessage() {}
 
 func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2355,7 @@ func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataResponse.ProtoReflect.Descriptor instead.
 func (*WatchMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchMetadataResponse) GetUpdate() isWatchMetadataResponse_Update {
@@ -2145,7 +2511,38 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\n" +
 	"error_code\x18\x02 \x01(\x0e2\x1a.dmq.metadata.v1.ErrorCodeH\x00R\terrorCode\x88\x01\x01\x12)\n" +
 	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersionB\r\n" +
-	"\v_error_code\"4\n" +
+	"\v_error_code\"\xca\x01\n" +
+	"\x13CreateTopicsRequest\x12;\n" +
+	"\x06topics\x18\x01 \x03(\v2#.dmq.metadata.v1.CreateTopicRequestR\x06topics\x12\x16\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\x129\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\"\xa1\x02\n" +
+	"\vTopicResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x0e2\x1a.dmq.metadata.v1.ErrorCodeR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12\x19\n" +
+	"\btopic_id\x18\x04 \x01(\tR\atopicId\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x05 \x01(\x05R\n" +
+	"partitions\x12-\n" +
+	"\x12replication_factor\x18\x06 \x01(\x05R\x11replicationFactor\x124\n" +
+	"\x06config\x18\a \x01(\v2\x1c.dmq.metadata.v1.TopicConfigR\x06config\"\x93\x01\n" +
+	"\x14CreateTopicsResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.dmq.metadata.v1.TopicResultR\aresults\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\x05R\acreated\x12)\n" +
+	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\"\xa3\x01\n" +
+	"\x13DeleteTopicsRequest\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\x12\x16\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\x129\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\"\x93\x01\n" +
+	"\x14DeleteTopicsResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.dmq.metadata.v1.TopicResultR\aresults\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\x05R\adeleted\x12)\n" +
+	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\"4\n" +
 	"\x11ListTopicsRequest\x12\x1f\n" +
 	"\vallow_stale\x18\x01 \x01(\bR\n" +
 	"allowStale\"o\n" +
@@ -2215,7 +2612,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xf7\x14\n" +
+	"\x06update2\x93\x17\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -2224,7 +2621,9 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x10StorageHeartbeat\x12(.dmq.metadata.v1.StorageHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v1/metadata/storage-heartbeat\x12n\n" +
 	"\x11StorageHeartbeats\x12(.dmq.metadata.v1.StorageHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\"\x00(\x010\x01\x12|\n" +
 	"\vCreateTopic\x12#.dmq.metadata.v1.CreateTopicRequest\x1a$.dmq.metadata.v1.CreateTopicResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/api/v1/metadata/topics\x12\x80\x01\n" +
-	"\vDeleteTopic\x12#.dmq.metadata.v1.DeleteTopicRequest\x1a$.dmq.metadata.v1.DeleteTopicResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/v1/metadata/topics/{name}\x12y\n" +
+	"\vDeleteTopic\x12#.dmq.metadata.v1.DeleteTopicRequest\x1a$.dmq.metadata.v1.DeleteTopicResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/v1/metadata/topics/{name}\x12\x8b\x01\n" +
+	"\fCreateTopics\x12$.dmq.metadata.v1.CreateTopicsRequest\x1a%.dmq.metadata.v1.CreateTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchCreate\x12\x8b\x01\n" +
+	"\fDeleteTopics\x12$.dmq.metadata.v1.DeleteTopicsRequest\x1a%.dmq.metadata.v1.DeleteTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchDelete\x12y\n" +
 	"\n" +
 	"ListTopics\x12\".dmq.metadata.v1.ListTopicsRequest\x1a#.dmq.metadata.v1.ListTopicsResponse\"\"\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/metadata/topics\x90\x02\x01\x12\xb6\x01\n" +
 	"\rDescribeTopic\x12%.dmq.metadata.v1.DescribeTopicRequest\x1a&.dmq.metadata.v1.DescribeTopicResponse\"V\x82\xd3\xe4\x93\x02MZ+\x12)/api/v1/metadata/topics/{name}/partitions\x12\x1e/api/v1/metadata/topics/{name}\x90\x02\x01\x12\x9e\x01\n" +
@@ -2250,7 +2649,7 @@ func file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_metadata_service_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
 	(*NotControllerDetail)(nil),        // 0: dmq.metadata.v1.NotControllerDetail
 	(*ErrorDetail)(nil),                // 1: dmq.metadata.v1.ErrorDetail
@@ -2270,108 +2669,125 @@ var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
 	(*CreateTopicResponse)(nil),        // 15: dmq.metadata.v1.CreateTopicResponse
 	(*DeleteTopicRequest)(nil),         // 16: dmq.metadata.v1.DeleteTopicRequest
 	(*DeleteTopicResponse)(nil),        // 17: dmq.metadata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),          // 18: dmq.metadata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),         // 19: dmq.metadata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),       // 20: dmq.metadata.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),      // 21: dmq.metadata.v1.DescribeTopicResponse
-	(*CreatePartitionsRequest)(nil),    // 22: dmq.metadata.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),   // 23: dmq.metadata.v1.CreatePartitionsResponse
-	(*AlterPartitionRequest)(nil),      // 24: dmq.metadata.v1.AlterPartitionRequest
-	(*AlterPartitionResponse)(nil),     // 25: dmq.metadata.v1.AlterPartitionResponse
-	(*ElectLeadersRequest)(nil),        // 26: dmq.metadata.v1.ElectLeadersRequest
-	(*ElectLeadersResponse)(nil),       // 27: dmq.metadata.v1.ElectLeadersResponse
-	(*GetClusterMetadataRequest)(nil),  // 28: dmq.metadata.v1.GetClusterMetadataRequest
-	(*GetClusterMetadataResponse)(nil), // 29: dmq.metadata.v1.GetClusterMetadataResponse
-	(*WatchMetadataRequest)(nil),       // 30: dmq.metadata.v1.WatchMetadataRequest
-	(*WatchMetadataResponse)(nil),      // 31: dmq.metadata.v1.WatchMetadataResponse
-	nil,                                // 32: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	(ErrorCode)(0),                     // 33: dmq.metadata.v1.ErrorCode
-	(*RequestId)(nil),                  // 34: dmq.metadata.v1.RequestId
-	(*Broker)(nil),                     // 35: dmq.metadata.v1.Broker
-	(*Topic)(nil),                      // 36: dmq.metadata.v1.Topic
-	(*Partition)(nil),                  // 37: dmq.metadata.v1.Partition
-	(*TopicPartitions)(nil),            // 38: dmq.metadata.v1.TopicPartitions
-	(*ClusterState)(nil),               // 39: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),              // 40: dmq.metadata.v1.MetadataDelta
-	(*GetControllerRequest)(nil),       // 41: dmq.metadata.v1.GetControllerRequest
-	(*BrokerHeartbeatRequest)(nil),     // 42: dmq.metadata.v1.BrokerHeartbeatRequest
-	(*SeedClusterMetadata)(nil),        // 43: dmq.metadata.v1.SeedClusterMetadata
-	(*ControllerInfo)(nil),             // 44: dmq.metadata.v1.ControllerInfo
+	(*CreateTopicsRequest)(nil),        // 18: dmq.metadata.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                // 19: dmq.metadata.v1.TopicResult
+	(*CreateTopicsResponse)(nil),       // 20: dmq.metadata.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),        // 21: dmq.metadata.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),       // 22: dmq.metadata.v1.DeleteTopicsResponse
+	(*ListTopicsRequest)(nil),          // 23: dmq.metadata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),         // 24: dmq.metadata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),       // 25: dmq.metadata.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),      // 26: dmq.metadata.v1.DescribeTopicResponse
+	(*CreatePartitionsRequest)(nil),    // 27: dmq.metadata.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),   // 28: dmq.metadata.v1.CreatePartitionsResponse
+	(*AlterPartitionRequest)(nil),      // 29: dmq.metadata.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),     // 30: dmq.metadata.v1.AlterPartitionResponse
+	(*ElectLeadersRequest)(nil),        // 31: dmq.metadata.v1.ElectLeadersRequest
+	(*ElectLeadersResponse)(nil),       // 32: dmq.metadata.v1.ElectLeadersResponse
+	(*GetClusterMetadataRequest)(nil),  // 33: dmq.metadata.v1.GetClusterMetadataRequest
+	(*GetClusterMetadataResponse)(nil), // 34: dmq.metadata.v1.GetClusterMetadataResponse
+	(*WatchMetadataRequest)(nil),       // 35: dmq.metadata.v1.WatchMetadataRequest
+	(*WatchMetadataResponse)(nil),      // 36: dmq.metadata.v1.WatchMetadataResponse
+	nil,                                // 37: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	(ErrorCode)(0),                     // 38: dmq.metadata.v1.ErrorCode
+	(*RequestId)(nil),                  // 39: dmq.metadata.v1.RequestId
+	(*Broker)(nil),                     // 40: dmq.metadata.v1.Broker
+	(*Topic)(nil),                      // 41: dmq.metadata.v1.Topic
+	(*TopicConfig)(nil),                // 42: dmq.metadata.v1.TopicConfig
+	(*Partition)(nil),                  // 43: dmq.metadata.v1.Partition
+	(*TopicPartitions)(nil),            // 44: dmq.metadata.v1.TopicPartitions
+	(*ClusterState)(nil),               // 45: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),              // 46: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),       // 47: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),     // 48: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),        // 49: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),             // 50: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
-	33, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	34, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	35, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	33, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	34, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	33, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	35, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
-	35, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	33, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	32, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	34, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	36, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	33, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	34, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	33, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	36, // 15: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
-	36, // 16: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	37, // 17: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
-	34, // 18: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	36, // 19: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
-	33, // 20: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	34, // 21: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	37, // 22: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
-	33, // 23: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	38, // 24: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	34, // 25: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	33, // 26: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	39, // 27: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
-	40, // 28: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
-	39, // 29: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
-	4,  // 30: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
-	6,  // 31: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
-	8,  // 32: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
-	10, // 33: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
-	12, // 34: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 35: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	14, // 36: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	16, // 37: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	18, // 38: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	20, // 39: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	22, // 40: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	24, // 41: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	26, // 42: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	2,  // 43: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
-	28, // 44: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	28, // 45: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	41, // 46: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
-	42, // 47: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
-	30, // 48: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 49: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 50: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 51: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 52: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 53: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 54: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 55: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 56: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	19, // 57: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	21, // 58: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	23, // 59: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	25, // 60: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	27, // 61: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 62: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	29, // 63: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	43, // 64: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
-	44, // 65: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
-	13, // 66: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	31, // 67: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	49, // [49:68] is the sub-list for method output_type
-	30, // [30:49] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	38, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	39, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	40, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	38, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	39, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	38, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	40, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
+	40, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	38, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	37, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	39, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	41, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	38, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	39, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	38, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	14, // 15: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
+	39, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	38, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	42, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
+	19, // 19: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
+	39, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	19, // 21: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
+	41, // 22: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
+	41, // 23: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	43, // 24: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
+	39, // 25: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	41, // 26: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
+	38, // 27: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	39, // 28: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	43, // 29: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
+	38, // 30: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	44, // 31: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	39, // 32: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	38, // 33: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	45, // 34: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
+	46, // 35: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
+	45, // 36: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
+	4,  // 37: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
+	6,  // 38: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
+	8,  // 39: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
+	10, // 40: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
+	12, // 41: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	12, // 42: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	14, // 43: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	16, // 44: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	18, // 45: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
+	21, // 46: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
+	23, // 47: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	25, // 48: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	27, // 49: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	29, // 50: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	31, // 51: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	2,  // 52: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
+	33, // 53: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	33, // 54: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	47, // 55: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	48, // 56: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	35, // 57: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	5,  // 58: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	7,  // 59: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	9,  // 60: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	11, // 61: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	13, // 62: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 63: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	15, // 64: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	17, // 65: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	20, // 66: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
+	22, // 67: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
+	24, // 68: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	26, // 69: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	28, // 70: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	30, // 71: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	32, // 72: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	3,  // 73: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	34, // 74: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	49, // 75: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	50, // 76: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	13, // 77: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	36, // 78: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	58, // [58:79] is the sub-list for method output_type
+	37, // [37:58] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_metadata_service_proto_init() }
@@ -2387,10 +2803,10 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[13].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[15].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[17].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[23].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[25].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[27].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[31].OneofWrappers = []any{
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[28].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[30].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[32].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[36].OneofWrappers = []any{
 		(*WatchMetadataResponse_Delta)(nil),
 		(*WatchMetadataResponse_FullState)(nil),
 	}
@@ -2400,7 +2816,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_metadata_service_proto_rawDesc), len(file_dmq_metadata_v1_metadata_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

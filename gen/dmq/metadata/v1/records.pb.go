@@ -54,6 +54,8 @@ type Record struct {
 	//	*Record_AlterPartition
 	//	*Record_ElectLeaders
 	//	*Record_OpenSession
+	//	*Record_CreateTopics
+	//	*Record_DeleteTopics
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -232,6 +234,24 @@ func (x *Record) GetOpenSession() *OpenSessionRecord {
 	return nil
 }
 
+func (x *Record) GetCreateTopics() *CreateTopicsRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_CreateTopics); ok {
+			return x.CreateTopics
+		}
+	}
+	return nil
+}
+
+func (x *Record) GetDeleteTopics() *DeleteTopicsRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_DeleteTopics); ok {
+			return x.DeleteTopics
+		}
+	}
+	return nil
+}
+
 type isRecord_Body interface {
 	isRecord_Body()
 }
@@ -284,6 +304,14 @@ type Record_OpenSession struct {
 	OpenSession *OpenSessionRecord `protobuf:"bytes,21,opt,name=open_session,json=openSession,proto3,oneof"`
 }
 
+type Record_CreateTopics struct {
+	CreateTopics *CreateTopicsRecord `protobuf:"bytes,22,opt,name=create_topics,json=createTopics,proto3,oneof"`
+}
+
+type Record_DeleteTopics struct {
+	DeleteTopics *DeleteTopicsRecord `protobuf:"bytes,23,opt,name=delete_topics,json=deleteTopics,proto3,oneof"`
+}
+
 func (*Record_NoOp) isRecord_Body() {}
 
 func (*Record_RegisterBroker) isRecord_Body() {}
@@ -307,6 +335,10 @@ func (*Record_AlterPartition) isRecord_Body() {}
 func (*Record_ElectLeaders) isRecord_Body() {}
 
 func (*Record_OpenSession) isRecord_Body() {}
+
+func (*Record_CreateTopics) isRecord_Body() {}
+
+func (*Record_DeleteTopics) isRecord_Body() {}
 
 // Opens a client session; its id is the index of this record. A session
 // expires when no request of it has been applied for timeout_ms of the state
@@ -825,6 +857,114 @@ func (x *DeleteTopicRecord) GetName() string {
 	return ""
 }
 
+// Many topics in one record. Each applies as CreateTopicRecord would, in
+// order; with atomic set, none applies unless all would.
+type CreateTopicsRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []*CreateTopicRecord   `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	Atomic        bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTopicsRecord) Reset() {
+	*x = CreateTopicsRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTopicsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTopicsRecord) ProtoMessage() {}
+
+func (x *CreateTopicsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTopicsRecord.ProtoReflect.Descriptor instead.
+func (*CreateTopicsRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateTopicsRecord) GetTopics() []*CreateTopicRecord {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *CreateTopicsRecord) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+// Many topics deleted in one record, in order; with atomic set, none unless
+// all exist.
+type DeleteTopicsRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	Atomic        bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTopicsRecord) Reset() {
+	*x = DeleteTopicsRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicsRecord) ProtoMessage() {}
+
+func (x *DeleteTopicsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicsRecord.ProtoReflect.Descriptor instead.
+func (*DeleteTopicsRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteTopicsRecord) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *DeleteTopicsRecord) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
 type CreatePartitionsRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -837,7 +977,7 @@ type CreatePartitionsRecord struct {
 
 func (x *CreatePartitionsRecord) Reset() {
 	*x = CreatePartitionsRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +989,7 @@ func (x *CreatePartitionsRecord) String() string {
 func (*CreatePartitionsRecord) ProtoMessage() {}
 
 func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1002,7 @@ func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRecord.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{10}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreatePartitionsRecord) GetTopic() string {
@@ -902,7 +1042,7 @@ type AlterPartitionRecord struct {
 
 func (x *AlterPartitionRecord) Reset() {
 	*x = AlterPartitionRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1054,7 @@ func (x *AlterPartitionRecord) String() string {
 func (*AlterPartitionRecord) ProtoMessage() {}
 
 func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1067,7 @@ func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRecord.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{11}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AlterPartitionRecord) GetBrokerId() int32 {
@@ -990,7 +1130,7 @@ type ElectLeadersRecord struct {
 
 func (x *ElectLeadersRecord) Reset() {
 	*x = ElectLeadersRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1142,7 @@ func (x *ElectLeadersRecord) String() string {
 func (*ElectLeadersRecord) ProtoMessage() {}
 
 func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1155,7 @@ func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRecord.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{12}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
@@ -1029,7 +1169,8 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xea\b\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\x82\n" +
+	"\n" +
 	"\x06Record\x129\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x12\x1f\n" +
@@ -1049,7 +1190,9 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\x11create_partitions\x18\x12 \x01(\v2'.dmq.metadata.v1.CreatePartitionsRecordH\x00R\x10createPartitions\x12P\n" +
 	"\x0falter_partition\x18\x13 \x01(\v2%.dmq.metadata.v1.AlterPartitionRecordH\x00R\x0ealterPartition\x12J\n" +
 	"\relect_leaders\x18\x14 \x01(\v2#.dmq.metadata.v1.ElectLeadersRecordH\x00R\felectLeaders\x12G\n" +
-	"\fopen_session\x18\x15 \x01(\v2\".dmq.metadata.v1.OpenSessionRecordH\x00R\vopenSessionB\x06\n" +
+	"\fopen_session\x18\x15 \x01(\v2\".dmq.metadata.v1.OpenSessionRecordH\x00R\vopenSession\x12J\n" +
+	"\rcreate_topics\x18\x16 \x01(\v2#.dmq.metadata.v1.CreateTopicsRecordH\x00R\fcreateTopics\x12J\n" +
+	"\rdelete_topics\x18\x17 \x01(\v2#.dmq.metadata.v1.DeleteTopicsRecordH\x00R\fdeleteTopicsB\x06\n" +
 	"\x04body\"O\n" +
 	"\x11OpenSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
@@ -1084,7 +1227,13 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x01(\v2\x1c.dmq.metadata.v1.TopicConfigR\x06config\x12)\n" +
 	"\x10placement_offset\x18\x06 \x01(\rR\x0fplacementOffset\"'\n" +
 	"\x11DeleteTopicRecord\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"h\n" +
+	"\x12CreateTopicsRecord\x12:\n" +
+	"\x06topics\x18\x01 \x03(\v2\".dmq.metadata.v1.CreateTopicRecordR\x06topics\x12\x16\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"B\n" +
+	"\x12DeleteTopicsRecord\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\x12\x16\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
@@ -1112,7 +1261,7 @@ func file_dmq_metadata_v1_records_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_records_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*Record)(nil),                        // 0: dmq.metadata.v1.Record
 	(*OpenSessionRecord)(nil),             // 1: dmq.metadata.v1.OpenSessionRecord
@@ -1124,15 +1273,17 @@ var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*BeginControlledShutdownRecord)(nil), // 7: dmq.metadata.v1.BeginControlledShutdownRecord
 	(*CreateTopicRecord)(nil),             // 8: dmq.metadata.v1.CreateTopicRecord
 	(*DeleteTopicRecord)(nil),             // 9: dmq.metadata.v1.DeleteTopicRecord
-	(*CreatePartitionsRecord)(nil),        // 10: dmq.metadata.v1.CreatePartitionsRecord
-	(*AlterPartitionRecord)(nil),          // 11: dmq.metadata.v1.AlterPartitionRecord
-	(*ElectLeadersRecord)(nil),            // 12: dmq.metadata.v1.ElectLeadersRecord
-	(*RequestId)(nil),                     // 13: dmq.metadata.v1.RequestId
-	(*TopicConfig)(nil),                   // 14: dmq.metadata.v1.TopicConfig
-	(*TopicPartitions)(nil),               // 15: dmq.metadata.v1.TopicPartitions
+	(*CreateTopicsRecord)(nil),            // 10: dmq.metadata.v1.CreateTopicsRecord
+	(*DeleteTopicsRecord)(nil),            // 11: dmq.metadata.v1.DeleteTopicsRecord
+	(*CreatePartitionsRecord)(nil),        // 12: dmq.metadata.v1.CreatePartitionsRecord
+	(*AlterPartitionRecord)(nil),          // 13: dmq.metadata.v1.AlterPartitionRecord
+	(*ElectLeadersRecord)(nil),            // 14: dmq.metadata.v1.ElectLeadersRecord
+	(*RequestId)(nil),                     // 15: dmq.metadata.v1.RequestId
+	(*TopicConfig)(nil),                   // 16: dmq.metadata.v1.TopicConfig
+	(*TopicPartitions)(nil),               // 17: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
-	13, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
+	15, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
 	2,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
 	3,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
 	4,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
@@ -1141,17 +1292,20 @@ var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
 	7,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
 	8,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
 	9,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
-	10, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
-	11, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
-	12, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
+	12, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
+	13, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
+	14, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
 	1,  // 12: dmq.metadata.v1.Record.open_session:type_name -> dmq.metadata.v1.OpenSessionRecord
-	14, // 13: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
-	15, // 14: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 13: dmq.metadata.v1.Record.create_topics:type_name -> dmq.metadata.v1.CreateTopicsRecord
+	11, // 14: dmq.metadata.v1.Record.delete_topics:type_name -> dmq.metadata.v1.DeleteTopicsRecord
+	16, // 15: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
+	8,  // 16: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
+	17, // 17: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_records_proto_init() }
@@ -1173,6 +1327,8 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_AlterPartition)(nil),
 		(*Record_ElectLeaders)(nil),
 		(*Record_OpenSession)(nil),
+		(*Record_CreateTopics)(nil),
+		(*Record_DeleteTopics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1180,7 +1336,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_records_proto_rawDesc), len(file_dmq_metadata_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

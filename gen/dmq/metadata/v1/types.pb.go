@@ -80,6 +80,9 @@ const (
 	// but an earlier attempt of it may have been: its outcome is unknown. A
 	// client opens a new session for its next request.
 	ErrorCode_SESSION_EXPIRED ErrorCode = 24
+	// The item of an atomic batch was valid, but another item was not, so
+	// nothing of the batch was applied.
+	ErrorCode_BATCH_ABORTED ErrorCode = 25
 )
 
 // Enum value maps for ErrorCode.
@@ -110,6 +113,7 @@ var (
 		22: "BROKER_STATE_UNCHANGED",
 		23: "UNAVAILABLE",
 		24: "SESSION_EXPIRED",
+		25: "BATCH_ABORTED",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                           0,
@@ -137,6 +141,7 @@ var (
 		"BROKER_STATE_UNCHANGED":         22,
 		"UNAVAILABLE":                    23,
 		"SESSION_EXPIRED":                24,
+		"BATCH_ABORTED":                  25,
 	}
 )
 
@@ -894,7 +899,7 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
-	"partitions*\xdd\x04\n" +
+	"partitions*\xf0\x04\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x13\n" +
 	"\x0fINVALID_REQUEST\x10\x01\x12\x16\n" +
@@ -921,7 +926,8 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x0eINVALID_RECORD\x10\x15\x12\x1a\n" +
 	"\x16BROKER_STATE_UNCHANGED\x10\x16\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x17\x12\x13\n" +
-	"\x0fSESSION_EXPIRED\x10\x18B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
+	"\x0fSESSION_EXPIRED\x10\x18\x12\x11\n" +
+	"\rBATCH_ABORTED\x10\x19B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_dmq_metadata_v1_types_proto_rawDescOnce sync.Once

@@ -63,6 +63,12 @@ const (
 	// MetadataServiceDeleteTopicProcedure is the fully-qualified name of the MetadataService's
 	// DeleteTopic RPC.
 	MetadataServiceDeleteTopicProcedure = "/dmq.metadata.v1.MetadataService/DeleteTopic"
+	// MetadataServiceCreateTopicsProcedure is the fully-qualified name of the MetadataService's
+	// CreateTopics RPC.
+	MetadataServiceCreateTopicsProcedure = "/dmq.metadata.v1.MetadataService/CreateTopics"
+	// MetadataServiceDeleteTopicsProcedure is the fully-qualified name of the MetadataService's
+	// DeleteTopics RPC.
+	MetadataServiceDeleteTopicsProcedure = "/dmq.metadata.v1.MetadataService/DeleteTopics"
 	// MetadataServiceListTopicsProcedure is the fully-qualified name of the MetadataService's
 	// ListTopics RPC.
 	MetadataServiceListTopicsProcedure = "/dmq.metadata.v1.MetadataService/ListTopics"
@@ -116,6 +122,14 @@ type MetadataServiceClient interface {
 	StorageHeartbeats(context.Context) *connect.BidiStreamForClient[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
 	CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
+	// Many topics in one request and one log record (Kafka's CreateTopics):
+	// each topic succeeds or fails on its own, or with atomic set all or
+	// none. validate_only answers exactly what the same request would,
+	// changing nothing. At most 10,000 topics and 100,000 partitions.
+	CreateTopics(context.Context, *connect.Request[v1.CreateTopicsRequest]) (*connect.Response[v1.CreateTopicsResponse], error)
+	// Many topics deleted in one record (Kafka's DeleteTopics), with the same
+	// per-topic or atomic semantics and validate_only. At most 10,000 topics.
+	DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -206,6 +220,18 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(metadataServiceMethods.ByName("DeleteTopic")),
 			connect.WithClientOptions(opts...),
 		),
+		createTopics: connect.NewClient[v1.CreateTopicsRequest, v1.CreateTopicsResponse](
+			httpClient,
+			baseURL+MetadataServiceCreateTopicsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("CreateTopics")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteTopics: connect.NewClient[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse](
+			httpClient,
+			baseURL+MetadataServiceDeleteTopicsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("DeleteTopics")),
+			connect.WithClientOptions(opts...),
+		),
 		listTopics: connect.NewClient[v1.ListTopicsRequest, v1.ListTopicsResponse](
 			httpClient,
 			baseURL+MetadataServiceListTopicsProcedure,
@@ -291,6 +317,8 @@ type metadataServiceClient struct {
 	storageHeartbeats      *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
 	createTopic            *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
 	deleteTopic            *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
+	createTopics           *connect.Client[v1.CreateTopicsRequest, v1.CreateTopicsResponse]
+	deleteTopics           *connect.Client[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse]
 	listTopics             *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
 	describeTopic          *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
 	createPartitions       *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
@@ -342,6 +370,16 @@ func (c *metadataServiceClient) CreateTopic(ctx context.Context, req *connect.Re
 // DeleteTopic calls dmq.metadata.v1.MetadataService.DeleteTopic.
 func (c *metadataServiceClient) DeleteTopic(ctx context.Context, req *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error) {
 	return c.deleteTopic.CallUnary(ctx, req)
+}
+
+// CreateTopics calls dmq.metadata.v1.MetadataService.CreateTopics.
+func (c *metadataServiceClient) CreateTopics(ctx context.Context, req *connect.Request[v1.CreateTopicsRequest]) (*connect.Response[v1.CreateTopicsResponse], error) {
+	return c.createTopics.CallUnary(ctx, req)
+}
+
+// DeleteTopics calls dmq.metadata.v1.MetadataService.DeleteTopics.
+func (c *metadataServiceClient) DeleteTopics(ctx context.Context, req *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error) {
+	return c.deleteTopics.CallUnary(ctx, req)
 }
 
 // ListTopics calls dmq.metadata.v1.MetadataService.ListTopics.
@@ -417,6 +455,14 @@ type MetadataServiceHandler interface {
 	StorageHeartbeats(context.Context, *connect.BidiStream[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]) error
 	CreateTopic(context.Context, *connect.Request[v1.CreateTopicRequest]) (*connect.Response[v1.CreateTopicResponse], error)
 	DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error)
+	// Many topics in one request and one log record (Kafka's CreateTopics):
+	// each topic succeeds or fails on its own, or with atomic set all or
+	// none. validate_only answers exactly what the same request would,
+	// changing nothing. At most 10,000 topics and 100,000 partitions.
+	CreateTopics(context.Context, *connect.Request[v1.CreateTopicsRequest]) (*connect.Response[v1.CreateTopicsResponse], error)
+	// Many topics deleted in one record (Kafka's DeleteTopics), with the same
+	// per-topic or atomic semantics and validate_only. At most 10,000 topics.
+	DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -501,6 +547,18 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		MetadataServiceDeleteTopicProcedure,
 		svc.DeleteTopic,
 		connect.WithSchema(metadataServiceMethods.ByName("DeleteTopic")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceCreateTopicsHandler := connect.NewUnaryHandler(
+		MetadataServiceCreateTopicsProcedure,
+		svc.CreateTopics,
+		connect.WithSchema(metadataServiceMethods.ByName("CreateTopics")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceDeleteTopicsHandler := connect.NewUnaryHandler(
+		MetadataServiceDeleteTopicsProcedure,
+		svc.DeleteTopics,
+		connect.WithSchema(metadataServiceMethods.ByName("DeleteTopics")),
 		connect.WithHandlerOptions(opts...),
 	)
 	metadataServiceListTopicsHandler := connect.NewUnaryHandler(
@@ -593,6 +651,10 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceCreateTopicHandler.ServeHTTP(w, r)
 		case MetadataServiceDeleteTopicProcedure:
 			metadataServiceDeleteTopicHandler.ServeHTTP(w, r)
+		case MetadataServiceCreateTopicsProcedure:
+			metadataServiceCreateTopicsHandler.ServeHTTP(w, r)
+		case MetadataServiceDeleteTopicsProcedure:
+			metadataServiceDeleteTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceListTopicsProcedure:
 			metadataServiceListTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceDescribeTopicProcedure:
@@ -654,6 +716,14 @@ func (UnimplementedMetadataServiceHandler) CreateTopic(context.Context, *connect
 
 func (UnimplementedMetadataServiceHandler) DeleteTopic(context.Context, *connect.Request[v1.DeleteTopicRequest]) (*connect.Response[v1.DeleteTopicResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DeleteTopic is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) CreateTopics(context.Context, *connect.Request[v1.CreateTopicsRequest]) (*connect.Response[v1.CreateTopicsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.CreateTopics is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DeleteTopics is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error) {

@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/node"
+	"github.com/dmq-project/metadata/statemachine"
+	"google.golang.org/protobuf/proto"
+)
+
+// proposeBatch runs a batch write. Its response is built from the per-item
+// results whenever there are any: on success, and on an atomic batch
+// refused as a whole, whose Connect error then carries the response as a
+// detail (so a client sees which topic failed and why the others did not
+// apply).
+func proposeBatch[R proto.Message](s *Server, ctx context.Context, kind string,
+	start func(n *node.Node, done func(node.Outcome)), build func(n *node.Node, o node.Outcome) R) (R, error) {
+	type built struct {
+		value R
+		ok    bool
+	}
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[built])) {
+		start(n, func(o node.Outcome) {
+			r := result[built]{err: o.Err, leaderID: o.LeaderID, leaderURL: n.PeerURL(o.LeaderID)}
+			if o.Items != nil {
+				r.value = built{value: build(n, o), ok: true}
+			}
+			done(r)
+		})
+	})
+	s.metrics.ObserveProposal(kind, err)
+	var ce *connect.Error
+	if err != nil && r.value.ok && errors.As(err, &ce) {
+		if detail, derr := connect.NewErrorDetail(r.value.value); derr == nil {
+			ce.AddDetail(detail)
+		}
+	}
+	if err == nil && !r.value.ok {
+		return r.value.value, connect.NewError(connect.CodeInternal, errors.New("a batch succeeded without per-topic results"))
+	}
+	return r.value.value, err
+}
+
+func itemError(item statemachine.ItemResult, res *metadatav1.TopicResult) {
+	if item.Err != nil {
+		res.ErrorCode, res.ErrorMessage = item.Err.Code, item.Err.Message
+	}
+}
+
+// CreateTopics implements MetadataService.
+func (s *Server) CreateTopics(ctx context.Context, req *connect.Request[metadatav1.CreateTopicsRequest]) (*connect.Response[metadatav1.CreateTopicsResponse], error) {
+	resp, err := proposeBatch(s, ctx, "create_topics", func(n *node.Node, done func(node.Outcome)) { n.CreateTopics(req.Msg, done) },
+		func(n *node.Node, o node.Outcome) *metadatav1.CreateTopicsResponse {
+			resp := &metadatav1.CreateTopicsResponse{MetadataVersion: o.Version,
+				Results: make([]*metadatav1.TopicResult, len(req.Msg.GetTopics()))}
+			for i, t := range req.Msg.GetTopics() {
+				item := o.Items[i]
+				res := &metadatav1.TopicResult{Name: t.GetName(), Partitions: t.GetPartitions()}
+				if rf, config, err := n.ResolveTopic(t); err == nil {
+					res.ReplicationFactor, res.Config = rf, config
+				}
+				itemError(item, res)
+				if item.Err == nil {
+					resp.Created++
+					if !req.Msg.GetValidateOnly() {
+						// A dry run's ids are drawn for the check only.
+						res.TopicId = item.TopicID
+					}
+				}
+				resp.Results[i] = res
+			}
+			return resp
+		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// DeleteTopics implements MetadataService.
+func (s *Server) DeleteTopics(ctx context.Context, req *connect.Request[metadatav1.DeleteTopicsRequest]) (*connect.Response[metadatav1.DeleteTopicsResponse], error) {
+	resp, err := proposeBatch(s, ctx, "delete_topics", func(n *node.Node, done func(node.Outcome)) { n.DeleteTopics(req.Msg, done) },
+		func(_ *node.Node, o node.Outcome) *metadatav1.DeleteTopicsResponse {
+			resp := &metadatav1.DeleteTopicsResponse{MetadataVersion: o.Version,
+				Results: make([]*metadatav1.TopicResult, len(req.Msg.GetNames()))}
+			for i, name := range req.Msg.GetNames() {
+				item := o.Items[i]
+				res := &metadatav1.TopicResult{Name: name}
+				itemError(item, res)
+				if item.Err == nil {
+					resp.Deleted++
+					res.TopicId = item.TopicID
+				}
+				resp.Results[i] = res
+			}
+			return resp
+		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
