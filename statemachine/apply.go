@@ -481,7 +481,7 @@ func (s *StateMachine) createTopic(r *metadatav1.CreateTopicRecord, c *change) R
 	if err := s.checkCreateTopic(r, len(eligible), nil); err != nil {
 		return fail(err)
 	}
-	return Result{TopicID: s.insertTopic(r, eligible, c)}
+	return Result{TopicID: s.insertTopic(r, newBrokerRing(eligible), c)}
 }
 
 // checkCreateTopic decides whether r may be applied now, changing nothing.
@@ -531,7 +531,7 @@ func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligibl
 
 // insertTopic creates a topic that checkCreateTopic accepted and returns
 // its id.
-func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, eligible []*broker, c *change) string {
+func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, ring *brokerRing, c *change) string {
 	t := &topic{
 		name:              r.Name,
 		id:                r.TopicId,
@@ -539,7 +539,7 @@ func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, eligible []*
 		config:            proto.CloneOf(r.Config),
 		partitions:        make([]partition, 0, r.PartitionCount),
 	}
-	t.partitions = placePartitions(t.partitions, eligible, 0, int(r.PartitionCount), int(r.ReplicationFactor), r.PlacementOffset)
+	t.partitions = placePartitions(t.partitions, ring, 0, int(r.PartitionCount), int(r.ReplicationFactor), r.PlacementOffset)
 	s.topics[t.name] = t
 	s.topicsByCollisionKey[collisionKey(t.name)] = t.name
 	s.topicIDs[t.id] = t.name
@@ -587,7 +587,7 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
 			"topic %q has replication factor %d but only %d brokers are live", r.Topic, t.replicationFactor, len(eligible)))
 	}
-	t.partitions = placePartitions(t.partitions, eligible, int(current), int(r.PartitionCount-current),
+	t.partitions = placePartitions(t.partitions, newBrokerRing(eligible), int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)
 	// The topic as a whole changed: a delta upserts it, so that changed
 	// partitions are always ones a receiver at the delta's base holds.

@@ -167,10 +167,10 @@ func (s *StateMachine) createTopics(r *metadatav1.CreateTopicsRecord, c *change)
 	if result.Err != nil {
 		return result
 	}
-	eligible := s.eligibleBrokers()
+	ring := newBrokerRing(s.eligibleBrokers())
 	for i, t := range r.Topics {
 		if result.Items[i].Err == nil {
-			s.insertTopic(t, eligible, c)
+			s.insertTopic(t, ring, c)
 		}
 	}
 	return result

@@ -75,6 +75,32 @@ func BenchmarkApply(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
+	// A batch of 1,000 one-partition topics in one record: the apply part
+	// of CreateTopics, per topic.
+	b.Run("create-topics-batch-of-1000", func(b *testing.B) {
+		sm := New()
+		for id := int32(1); id <= 9; id++ {
+			sm.Apply(sm.AppliedIndex()+1, registerRecord(id, fmt.Sprintf("r%d", id%3)))
+		}
+		const batch = 1000
+		records := make([][]byte, (b.N+batch-1)/batch)
+		for i := range records {
+			items := make([]*metadatav1.CreateTopicRecord, batch)
+			for j := range items {
+				n := i*batch + j
+				items[j] = batchItem(fmt.Sprintf("topic-%d", n), 1, 3, n+1)
+			}
+			records[i] = encode(createTopicsRecord(false, items...))
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i += batch {
+			if r := sm.ApplyEntry(sm.AppliedIndex()+1, records[i/batch]); r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "topics/s")
+	})
 }
 
 // bigState builds topics×partitionsPerTopic partitions, replication factor 3,

@@ -2,12 +2,36 @@ package statemachine
 
 import "sort"
 
+// brokerRing is the eligible brokers arranged for placement: rack-
+// alternated (first broker of each rack, then the second of each, ...), so
+// that consecutive positions are on different racks, with each position's
+// rack numbered. Built once per record: a batch places every topic on the
+// same ring.
+type brokerRing struct {
+	arranged []*broker
+	rackOf   []int
+	racks    int
+}
+
+func newBrokerRing(eligible []*broker) *brokerRing {
+	r := &brokerRing{arranged: rackAlternated(eligible), rackOf: make([]int, len(eligible))}
+	rackIndex := map[string]int{}
+	for i, b := range r.arranged {
+		index, ok := rackIndex[b.rack]
+		if !ok {
+			index = len(rackIndex)
+			rackIndex[b.rack] = index
+		}
+		r.rackOf[i] = index
+	}
+	r.racks = len(rackIndex)
+	return r
+}
+
 // placePartitions appends count partitions, numbered from first, to parts,
-// placing rf replicas each on the eligible brokers (sorted by id).
+// placing rf replicas each on the ring's brokers.
 //
-// The brokers are arranged rack-alternated (first broker of each rack, then
-// the second of each, ...), so that consecutive positions are on different
-// racks. Partition p's leader is the broker at position (offset + p) mod n:
+// Partition p's leader is the broker at position (offset + p) mod n:
 // leaders stripe across brokers and racks, and within one placement no
 // broker leads more than one partition more than any other. Followers are
 // taken from the positions after the leader, shifted once per full round so
@@ -16,23 +40,13 @@ import "sort"
 // evenly as the racks' sizes allow.
 //
 // Deterministic: the result depends only on the arguments.
-func placePartitions(parts []partition, eligible []*broker, first, count, rf int, offset uint32) []partition {
-	n := len(eligible)
+func placePartitions(parts []partition, ring *brokerRing, first, count, rf int, offset uint32) []partition {
+	arranged, rackOf := ring.arranged, ring.rackOf
+	n := len(arranged)
 	if rf < 1 || rf > n {
 		panic("statemachine: placement called with a replication factor the caller did not validate")
 	}
-	arranged := rackAlternated(eligible)
-	rackOf := make([]int, n)
-	rackIndex := map[string]int{}
-	for i, b := range arranged {
-		r, ok := rackIndex[b.rack]
-		if !ok {
-			r = len(rackIndex)
-			rackIndex[b.rack] = r
-		}
-		rackOf[i] = r
-	}
-	rackCount := make([]int, len(rackIndex))
+	rackCount := make([]int, ring.racks)
 	used := make([]bool, n)
 	candidates := make([]int, 0, n)
 	// One backing array for all replica lists of this placement keeps the

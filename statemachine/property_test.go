@@ -208,7 +208,7 @@ func TestPropertyPlacement(t *testing.T) {
 		}
 		rf := rapid.IntRange(1, len(brokers)).Draw(t, "rf")
 		count := rapid.IntRange(1, 60).Draw(t, "count")
-		parts := placePartitions(nil, brokers, 0, count, rf, rapid.Uint32().Draw(t, "offset"))
+		parts := placePartitions(nil, newBrokerRing(brokers), 0, count, rf, rapid.Uint32().Draw(t, "offset"))
 		require.Len(t, parts, count)
 
 		leaders := map[int32]int{}

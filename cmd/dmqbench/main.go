@@ -56,6 +56,9 @@ type Result struct {
 	// controllers' dmq_storage_save_seconds.
 	LeaderSaveMs   float64 `json:"leader_save_ms,omitempty"`
 	FollowerSaveMs float64 `json:"follower_save_ms,omitempty"`
+	// Items is the number of items (topics) each operation of a batch
+	// measurement carries; the table shows items/s and CPU per item.
+	Items int `json:"items_per_op,omitempty"`
 }
 
 // saveTotals reads a controller's dmq_storage_save_seconds sum and count.
@@ -413,8 +416,11 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 	client := clients[0]
 	on := func(worker int) metadatav1connect.MetadataServiceClient { return clients[worker%len(clients)] }
 	ctx := context.Background()
-	if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "127.0.0.1", Port: 9092})); err != nil {
-		fail(err)
+	// Three brokers, for the batches of replication factor 3.
+	for id := int32(1); id <= 3; id++ {
+		if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092})); err != nil {
+			fail(err)
+		}
 	}
 	phase := func(name string, concurrency int, op func(worker, n int) error) {
 		if !selected(name) {
@@ -476,7 +482,7 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 		}
 	}
 	var brokerSeq atomic.Int64
-	brokerSeq.Store(1)
+	brokerSeq.Store(3)
 	for _, concurrency := range []int{1, 16, 256, 1000} {
 		phase("RegisterBroker", concurrency, func(w, _ int) error {
 			id := int32(brokerSeq.Add(1))
@@ -543,11 +549,37 @@ func (c *cluster) measure(d time.Duration, failovers int) []Result {
 		}
 		cancel()
 	}
+	// Batches (Kafka's CreateTopics): one call, one record, a thousand
+	// one-partition topics. Last, because they grow the state most.
+	var batchSeq atomic.Int64
+	for _, rf := range []int32{3, 1} {
+		for _, concurrency := range []int{1, 4} {
+			name := fmt.Sprintf("CreateTopics (%d per batch, RF %d)", topicsPerBenchBatch, rf)
+			before := len(out)
+			phase(name, concurrency, func(w, _ int) error {
+				req := &metadatav1.CreateTopicsRequest{Topics: make([]*metadatav1.CreateTopicRequest, topicsPerBenchBatch)}
+				for i := range req.Topics {
+					req.Topics[i] = &metadatav1.CreateTopicRequest{Name: fmt.Sprintf("batch-%d", batchSeq.Add(1)), Partitions: 1, ReplicationFactor: rf}
+				}
+				resp, err := on(w).CreateTopics(ctx, connect.NewRequest(req))
+				if err == nil && resp.Msg.GetCreated() != topicsPerBenchBatch {
+					err = fmt.Errorf("a batch created %d of %d topics", resp.Msg.GetCreated(), topicsPerBenchBatch)
+				}
+				return err
+			})
+			if len(out) > before {
+				out[len(out)-1].Items = topicsPerBenchBatch
+			}
+		}
+	}
 	if len(c.procs) == 3 && failovers > 0 && selected("failover") {
 		out = append(out, c.failover(failovers))
 	}
 	return out
 }
+
+// topicsPerBenchBatch is the size of the CreateTopics batches measured.
+const topicsPerBenchBatch = 1000
 
 // failover kills the leader and measures the time until a write succeeds
 // through any controller, then restarts the killed one.
@@ -594,10 +626,15 @@ func (c *cluster) failover(trials int) Result {
 
 func printTable(results []Result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\tserver CPU us/op\tclient CPU us/op\tleader save ms\tfollower save ms\t")
+	fmt.Fprintln(w, "cluster\tmeasurement\tconcurrency\tops\tops/s\tmin ms\tp50 ms\tp99 ms\tp99.9 ms\terrors\tserver CPU us/op\tclient CPU us/op\tleader save ms\tfollower save ms\titems/s\tserver CPU us/item\t")
 	for _, r := range results {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\t%.2f\t%.2f\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
-			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors, r.ServerCPUUs, r.ClientCPUUs, r.LeaderSaveMs, r.FollowerSaveMs)
+		itemRate, itemCPU := "", ""
+		if r.Items > 0 {
+			itemRate = fmt.Sprintf("%.0f", r.PerSecond*float64(r.Items))
+			itemCPU = fmt.Sprintf("%.1f", r.ServerCPUUs/float64(r.Items))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\t%.2f\t%.2f\t%s\t%s\t\n", r.Cluster, r.Name, r.Concurrency, r.Operations,
+			r.PerSecond, r.MinMs, r.P50Ms, r.P99Ms, r.P999Ms, r.Errors, r.ServerCPUUs, r.ClientCPUUs, r.LeaderSaveMs, r.FollowerSaveMs, itemRate, itemCPU)
 	}
 	_ = w.Flush()
 }

@@ -183,6 +183,7 @@ func topicCommand(g *globals) *cobra.Command {
 		c.ValidArgsFunction = g.completeTopics
 	}
 	cmd.AddCommand(create, list, describe, showConfigs, del, grow, elect)
+	cmd.AddCommand(batchCommands(g)...)
 	return cmd
 }
 

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dmq-project/metadata/rpc/rpctest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTopicBatches(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+	c.ok("topic", "create", "taken")
+
+	file := filepath.Join(t.TempDir(), "topics.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+topics:
+  - name: orders
+    partitions: 3
+    configs: {retention.ms: 86400000, unclean.leader.election.enable: true}
+  - name: taken
+    partitions: 1
+  - name: wide
+    partitions: 1
+    replicationFactor: 2
+`), 0o644))
+
+	// A dry run: what would happen, and nothing happens.
+	out, _, code := c.run("topic", "create-batch", "--file", file, "--validate-only")
+	assert.Equal(t, exitConflict, code, "a topic would fail: the first failure's exit code")
+	rows := lines(out)
+	assert.Equal(t, []string{"NAME", "RESULT", "ID", "PARTITIONS", "RF", "MESSAGE"}, rows[0])
+	assert.Equal(t, []string{"orders", "NONE", "3", "1"}, rows[1])
+	assert.Equal(t, []string{"taken", "TOPIC_ALREADY_EXISTS"}, rows[2][:2])
+	assert.Equal(t, []string{"wide", "INVALID_REPLICATION_FACTOR"}, rows[3][:2])
+	_, _, code = c.run("topic", "describe", "orders")
+	assert.Equal(t, exitNotFound, code, "a dry run created a topic")
+
+	// Atomic: refused as a whole; the table still says why.
+	out, errOut, code := c.run("topic", "create-batch", "--file", file, "--atomic")
+	assert.Equal(t, exitConflict, code)
+	assert.Contains(t, errOut, "atomic batch of 3 topics refused")
+	assert.Equal(t, []string{"orders", "BATCH_ABORTED"}, lines(out)[1][:2])
+	_, _, code = c.run("topic", "describe", "orders")
+	assert.Equal(t, exitNotFound, code, "an atomic batch applied in part")
+
+	// Per topic, from stdin: the valid one is created with its configs.
+	stdin = strings.NewReader(`{"topics":[{"name":"orders","partitions":3,"configs":{"retention.ms":"86400000"}},{"name":"taken","partitions":1}]}`)
+	defer func() { stdin = os.Stdin }()
+	out, errOut, code = c.run("topic", "create-batch", "-f", "-")
+	assert.Equal(t, exitConflict, code)
+	assert.Contains(t, errOut, `1 of 2 topics were not created; the first, "taken"`)
+	assert.Len(t, lines(out)[1][2], 22, "the created topic's id")
+	assert.Contains(t, lines(c.ok("topic", "configs", "orders")), []string{"retention.ms", "86400000"})
+
+	rows = lines(c.ok("topic", "delete-batch", "orders", "taken"))
+	assert.Equal(t, []string{"orders", "NONE"}, rows[1][:2])
+	assert.Equal(t, []string{"taken", "NONE"}, rows[2][:2])
+	_, _, code = c.run("topic", "delete-batch", "orders")
+	assert.Equal(t, exitNotFound, code)
+
+	// A file that is not a batch is a usage error, naming what is wrong.
+	require.NoError(t, os.WriteFile(file, []byte("topics:\n  - name: x\n    partitionz: 1\n"), 0o644))
+	_, errOut, code = c.run("topic", "create-batch", "--file", file)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "partitionz")
+}
