@@ -271,6 +271,20 @@ func (c *Client) DeleteTopics(ctx context.Context, req *metadatav1.DeleteTopicsR
 	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.DeleteTopics)
 }
 
+// IncrementalAlterConfigs changes configs of topics and of the cluster's
+// defaults; a dry run (ValidateOnly) needs no session.
+func (c *Client) IncrementalAlterConfigs(ctx context.Context, req *metadatav1.IncrementalAlterConfigsRequest) (*metadatav1.IncrementalAlterConfigsResponse, error) {
+	if req.GetValidateOnly() {
+		return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.IncrementalAlterConfigs)
+	}
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.IncrementalAlterConfigs)
+}
+
+// DescribeConfigs describes configs with their sources.
+func (c *Client) DescribeConfigs(ctx context.Context, req *metadatav1.DescribeConfigsRequest) (*metadatav1.DescribeConfigsResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DescribeConfigs)
+}
+
 // ListTopics lists topics.
 func (c *Client) ListTopics(ctx context.Context, req *metadatav1.ListTopicsRequest) (*metadatav1.ListTopicsResponse, error) {
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListTopics)

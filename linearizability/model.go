@@ -21,16 +21,26 @@ const (
 	RegisterBroker
 	UnregisterBroker
 	DescribeBroker
+	// AlterTopicConfig sets a topic's retention.ms to Count seconds, or
+	// deletes it (back to the default) when Count is 0.
+	AlterTopicConfig
+	// AlterClusterConfig changes a cluster default no topic operation of
+	// the model observes: it always succeeds.
+	AlterClusterConfig
 )
 
 func (k Kind) String() string {
 	return map[Kind]string{
 		CreateTopic: "create", DeleteTopic: "delete", CreatePartitions: "grow", DescribeTopic: "describe",
 		RegisterBroker: "register", UnregisterBroker: "unregister", DescribeBroker: "describe-broker",
+		AlterTopicConfig: "alter-config", AlterClusterConfig: "alter-cluster-config",
 	}[k]
 }
 
-func (k Kind) isTopic() bool { return k <= DescribeTopic }
+func (k Kind) isTopic() bool { return k <= DescribeTopic || k == AlterTopicConfig }
+
+// DefaultRetentionMs is a topic's retention.ms when nothing set it.
+const DefaultRetentionMs = 7 * 24 * 60 * 60 * 1000
 
 // Input is what the client asked. Topic operations name a topic; broker
 // operations a broker id. Count is the partition count of create and grow.
@@ -62,12 +72,24 @@ type Output struct {
 	Code       metadatav1.ErrorCode
 	Exists     bool
 	Partitions int32
+	// RetentionMs is the retention.ms a describe saw; 0 where the history
+	// does not record it.
+	RetentionMs int64
 }
 
-// state of one key: a topic (exists, partition count) or a broker (exists).
+// state of one key: a topic (exists, partition count, retention.ms where
+// set, 0 for the default) or a broker (exists).
 type state struct {
-	exists     bool
-	partitions int32
+	exists      bool
+	partitions  int32
+	retentionMs int64
+}
+
+func (s state) retention() int64 {
+	if s.retentionMs == 0 {
+		return DefaultRetentionMs
+	}
+	return s.retentionMs
 }
 
 // PendingForever is the return time of an operation with an unknown outcome.
@@ -86,7 +108,8 @@ func step(s state, in Input, out Output) []state {
 		if out.Code != metadatav1.ErrorCode_NONE {
 			return nil
 		}
-		if out.Exists == s.exists && (!s.exists || in.Kind == DescribeBroker || out.Partitions == s.partitions) {
+		if out.Exists == s.exists && (!s.exists || in.Kind == DescribeBroker ||
+			(out.Partitions == s.partitions && (out.RetentionMs == 0 || out.RetentionMs == s.retention()))) {
 			return []state{s}
 		}
 		return nil
@@ -159,7 +182,18 @@ func apply(s state, in Input) (state, metadatav1.ErrorCode) {
 		if in.Count <= s.partitions {
 			return s, metadatav1.ErrorCode_INVALID_PARTITIONS
 		}
-		return state{exists: true, partitions: in.Count}, metadatav1.ErrorCode_NONE
+		grown := s
+		grown.partitions = in.Count
+		return grown, metadatav1.ErrorCode_NONE
+	case AlterTopicConfig:
+		if !s.exists {
+			return s, metadatav1.ErrorCode_UNKNOWN_TOPIC
+		}
+		altered := s
+		altered.retentionMs = int64(in.Count) * 1000
+		return altered, metadatav1.ErrorCode_NONE
+	case AlterClusterConfig:
+		return s, metadatav1.ErrorCode_NONE
 	case RegisterBroker:
 		// Clients register with one incarnation and one endpoint per id, so
 		// a registration of a registered broker is idempotent.
@@ -174,8 +208,11 @@ func apply(s state, in Input) (state, metadatav1.ErrorCode) {
 }
 
 func key(in Input) string {
-	if in.Kind.isTopic() {
+	switch {
+	case in.Kind.isTopic():
 		return "topic/" + in.Topic
+	case in.Kind == AlterClusterConfig:
+		return "cluster"
 	}
 	return fmt.Sprintf("broker/%d", in.Broker)
 }
@@ -215,8 +252,11 @@ var Model = (&porcupine.NondeterministicModel{
 		if !i.Kind.isTopic() {
 			target = fmt.Sprint(i.Broker)
 		}
+		if i.Kind == AlterClusterConfig {
+			target = "cluster"
+		}
 		args := ""
-		if i.Kind == CreateTopic || i.Kind == CreatePartitions {
+		if i.Kind == CreateTopic || i.Kind == CreatePartitions || i.Kind == AlterTopicConfig {
 			args = fmt.Sprintf("(%d)", i.Count)
 		}
 		if i.Batch > 0 {
@@ -229,7 +269,7 @@ var Model = (&porcupine.NondeterministicModel{
 		case o.NotApplied:
 			return fmt.Sprintf("%v %s%s -> not applied", i.Kind, target, args)
 		case i.Kind == DescribeTopic:
-			return fmt.Sprintf("describe %s -> exists=%v partitions=%d", target, o.Exists, o.Partitions)
+			return fmt.Sprintf("describe %s -> exists=%v partitions=%d retention.ms=%d", target, o.Exists, o.Partitions, o.RetentionMs)
 		case i.Kind == DescribeBroker:
 			return fmt.Sprintf("describe-broker %s -> exists=%v", target, o.Exists)
 		}
@@ -240,7 +280,7 @@ var Model = (&porcupine.NondeterministicModel{
 		if !st.exists {
 			return "absent"
 		}
-		return fmt.Sprintf("present, %d partitions", st.partitions)
+		return fmt.Sprintf("present, %d partitions, retention.ms %d", st.partitions, st.retention())
 	},
 }).ToModel()
 

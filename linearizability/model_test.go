@@ -24,7 +24,11 @@ func del(topic string) Input             { return Input{Kind: DeleteTopic, Topic
 func describe(topic string) Input        { return Input{Kind: DescribeTopic, Topic: topic} }
 func grow(topic string, n int32) Input   { return Input{Kind: CreatePartitions, Topic: topic, Count: n} }
 func code(c metadatav1.ErrorCode) Output { return Output{Code: c} }
-func seen(exists bool, n int32) Output   { return Output{Exists: exists, Partitions: n} }
+func alter(topic string, seconds int32) Input {
+	return Input{Kind: AlterTopicConfig, Topic: topic, Count: seconds}
+}
+func retained(n int32, ms int64) Output { return Output{Exists: true, Partitions: n, RetentionMs: ms} }
+func seen(exists bool, n int32) Output  { return Output{Exists: exists, Partitions: n} }
 
 var unknown = Output{Unknown: true}
 
@@ -91,6 +95,19 @@ func TestLegalHistories(t *testing.T) {
 			op(0, inBatch(create("a", 1), true, true), 8, code(exists), 9),
 			op(0, inBatch(del("a"), true, true), 10, code(aborted), 11),
 		},
+		"a topic's retention set, seen, deleted, recreated": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, alter("a", 5), 2, code(ok), 3),
+			op(0, grow("a", 2), 4, code(ok), 5),
+			op(1, describe("a"), 6, retained(2, 5000), 7),
+			op(0, alter("a", 0), 8, code(ok), 9),
+			op(1, describe("a"), 10, retained(2, DefaultRetentionMs), 11),
+			op(0, alter("a", 7), 12, code(ok), 13),
+			op(0, del("a"), 14, code(ok), 15),
+			op(0, create("a", 1), 16, code(ok), 17),
+			op(1, describe("a"), 18, retained(1, DefaultRetentionMs), 19),
+			op(0, Input{Kind: AlterClusterConfig}, 20, code(ok), 21),
+		},
 		"keys are independent": {
 			op(0, create("a", 1), 0, code(ok), 1),
 			op(1, describe("b"), 2, seen(false, 0), 3),
@@ -153,6 +170,14 @@ func TestIllegalHistories(t *testing.T) {
 		"a dry run that answered what the write would not": {
 			op(0, create("a", 1), 0, code(ok), 1),
 			op(0, inBatch(create("a", 1), false, true), 2, code(ok), 3),
+		},
+		"a config change acknowledged but not seen": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, alter("a", 5), 2, code(ok), 3),
+			op(1, describe("a"), 4, retained(1, DefaultRetentionMs), 5),
+		},
+		"a config change of a missing topic acknowledged": {
+			op(0, alter("a", 5), 0, code(ok), 1),
 		},
 		"unregistered broker still seen": {
 			op(0, Input{Kind: RegisterBroker, Broker: 7}, 0, code(ok), 1),

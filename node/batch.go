@@ -157,3 +157,62 @@ func (n *Node) DeleteTopics(req *metadatav1.DeleteTopicsRequest, done func(Outco
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_DeleteTopics{DeleteTopics: batch}},
 		func(sm *statemachine.StateMachine) statemachine.Result { return sm.CheckDeleteTopics(batch) }, done)
 }
+
+// BuiltInTopicConfig is the config a topic takes where neither its creation
+// nor the cluster's defaults set a key: the built-in values and this
+// controller's replication.min-isr (capped at a topic's replication
+// factor when it applies).
+func (n *Node) BuiltInTopicConfig() *metadatav1.TopicConfig {
+	return statemachine.DefaultTopicConfig(n.cfg.DefaultMinISR, statemachine.ReplicationFactorMax)
+}
+
+// IncrementalAlterConfigs changes configs of topics and the cluster's
+// defaults, each resource on its own, in one record; with validate_only it
+// changes nothing and answers what the request would now. A DELETE of a
+// topic's key carries this controller's built-in value for it.
+func (n *Node) IncrementalAlterConfigs(req *metadatav1.IncrementalAlterConfigsRequest, done func(Outcome)) {
+	resources := req.GetResources()
+	if len(resources) == 0 || len(resources) > statemachine.TopicsPerBatchMax {
+		fail(done, n.leader, invalidf("a config change names 1-%d resources, not %d", statemachine.TopicsPerBatchMax, len(resources)))
+		return
+	}
+	type resourceKey struct {
+		kind metadatav1.ConfigResource_Type
+		name string
+	}
+	seen := make(map[resourceKey]struct{}, len(resources))
+	for _, r := range resources {
+		key := resourceKey{r.GetResource().GetType(), r.GetResource().GetName()}
+		if _, dup := seen[key]; dup {
+			fail(done, n.leader, invalidf("%v %q is named twice", key.kind, key.name))
+			return
+		}
+		seen[key] = struct{}{}
+	}
+	builtIn := n.BuiltInTopicConfig()
+	p := &batchPlan{items: make([]statemachine.ItemResult, len(resources)),
+		name: func(i int) string { return resources[i].GetResource().GetName() }, verb: "changed"}
+	record := &metadatav1.AlterConfigsRecord{}
+	for i, r := range resources {
+		if err := statemachine.ValidateConfigChanges(r); err != nil {
+			p.items[i].Err = err
+			continue
+		}
+		changes := &metadatav1.ResourceConfigChanges{Resource: r.GetResource()}
+		for _, op := range r.GetOps() {
+			op = &metadatav1.AlterConfigOp{Key: op.GetKey(), Op: op.GetOp(), Value: op.GetValue()}
+			if op.Op == metadatav1.AlterConfigOp_DELETE {
+				op.Value = ""
+				if r.GetResource().GetType() == metadatav1.ConfigResource_TOPIC {
+					op.Value = statemachine.TopicConfigValue(builtIn, op.Key)
+				}
+			}
+			changes.Ops = append(changes.Ops, op)
+		}
+		record.Resources = append(record.Resources, changes)
+		p.index = append(p.index, i)
+	}
+	n.runBatch(p, req.GetValidateOnly(),
+		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterConfigs{AlterConfigs: record}},
+		func(sm *statemachine.StateMachine) statemachine.Result { return sm.CheckAlterConfigs(record) }, done)
+}

@@ -102,9 +102,15 @@ func (n *Node) topicRecord(req *metadatav1.CreateTopicRequest) (*metadatav1.Crea
 		}
 	}
 	raw[0] |= 1 // never all zero
+	var explicit []string
+	for _, key := range statemachine.ConfigKeys {
+		if _, ok := req.GetConfigs()[key]; ok {
+			explicit = append(explicit, key)
+		}
+	}
 	return &metadatav1.CreateTopicRecord{
 		Name: req.GetName(), TopicId: statemachine.TopicIDFromBytes(raw), PartitionCount: req.GetPartitions(),
-		ReplicationFactor: rf, Config: config, PlacementOffset: uint32(n.env.Rand.Uint64()),
+		ReplicationFactor: rf, Config: config, PlacementOffset: uint32(n.env.Rand.Uint64()), ExplicitConfigs: explicit,
 	}, nil
 }
 

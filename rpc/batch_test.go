@@ -101,3 +101,37 @@ func TestConnectAtomicBatchCarriesResults(t *testing.T) {
 	assert.Equal(t, metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS, results.Results[1].ErrorCode)
 	assert.Empty(t, results.Results[0].TopicId)
 }
+
+func TestRESTConfigs(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
+	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":8082}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	status, body = postJSON(t, base+"/api/v1/metadata/topics", `{"name":"orders","partitions":1}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+
+	status, body = postJSON(t, base+"/api/v1/metadata/configs:incrementalAlter", `{"resources":[
+		{"resource":{"type":"CLUSTER"},"ops":[{"key":"retention.ms","op":"SET","value":"60000"}]},
+		{"resource":{"type":"TOPIC","name":"orders"},"ops":[{"key":"compression.type","op":"SET","value":"lz4"}]},
+		{"resource":{"type":"TOPIC","name":"missing"},"ops":[{"key":"compression.type","op":"SET","value":"lz4"}]}]}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	assert.Equal(t, []string{"NONE", "NONE", "UNKNOWN_TOPIC"}, resultCodes(t, body))
+
+	status, body = getJSON(t, base+"/api/v1/metadata/configs")
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	entries := body["results"].([]any)[0].(map[string]any)["entries"].([]any)
+	assert.Contains(t, entries, map[string]any{"key": "retention.ms", "value": "60000", "source": "CLUSTER_DEFAULT_CONFIG", "isDefault": false})
+
+	status, body = postJSON(t, base+"/api/v1/metadata/configs:describe", `{"resources":[{"type":"TOPIC","name":"orders"}]}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	entries = body["results"].([]any)[0].(map[string]any)["entries"].([]any)
+	assert.Contains(t, entries, map[string]any{"key": "compression.type", "value": "lz4", "source": "TOPIC_CONFIG", "isDefault": false})
+	assert.Contains(t, entries, map[string]any{"key": "retention.ms", "value": "604800000", "source": "DEFAULT_CONFIG", "isDefault": true},
+		"the topic was created before the cluster default")
+
+	status, body = postJSON(t, base+"/api/v1/metadata/configs:incrementalAlter", `{"resources":[
+		{"resource":{"type":"TOPIC","name":"orders"},"ops":[{"key":"retention.ms","op":"SET","value":"1"}]},
+		{"resource":{"type":"TOPIC","name":"orders"},"ops":[{"key":"retention.ms","op":"SET","value":"2"}]}]}`)
+	assert.Equal(t, http.StatusBadRequest, status)
+	assert.Contains(t, body["message"], "named twice")
+}

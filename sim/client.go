@@ -85,6 +85,14 @@ func (c *operator) start() {
 		}
 	case r < 46:
 		in.Kind, in.Count = linearizability.CreatePartitions, int32(2+s.rng.IntN(6))
+		switch s.rng.IntN(12) {
+		case 0, 1, 2:
+			// retention.ms in seconds; 0 deletes it.
+			in.Kind, in.Count = linearizability.AlterTopicConfig, int32(s.rng.IntN(4))
+		case 3:
+			// Count picks the compression default it sets.
+			in = linearizability.Input{Kind: linearizability.AlterClusterConfig, Count: int32(s.rng.IntN(3))}
+		}
 	case r < 76:
 		in.Kind = linearizability.DescribeTopic
 	case r < 84:
@@ -131,7 +139,17 @@ func (c *operator) start() {
 			c.finish(op, linearizability.Output{Unknown: true}, true, e.sessionTimeout)
 		case e.failure == nil:
 			s.golden.checkAnswer(s, e.requestID, metadatav1.ErrorCode_NONE)
-			c.finish(op, linearizability.Output{Code: metadatav1.ErrorCode_NONE}, true, e.sessionTimeout)
+			code := metadatav1.ErrorCode_NONE
+			if in.Kind == linearizability.AlterTopicConfig || in.Kind == linearizability.AlterClusterConfig {
+				// A config change answers per resource; this one names one.
+				s.golden.checkItems(s, e.requestID, e.outcome.Items)
+				if len(e.outcome.Items) != 1 {
+					s.violate("client %d: a config change of one resource answered with %d results", c.id, len(e.outcome.Items))
+				} else {
+					code = e.outcome.Items[0].Err.GetCode()
+				}
+			}
+			c.finish(op, linearizability.Output{Code: code}, true, e.sessionTimeout)
 		case definite(e.failure.ErrorCode):
 			s.golden.checkAnswer(s, e.requestID, e.failure.ErrorCode)
 			c.finish(op, linearizability.Output{Code: e.failure.ErrorCode}, true, e.sessionTimeout)
@@ -298,6 +316,20 @@ func (c *operator) handleWrite(n *node.Node, in linearizability.Input, id *metad
 			Port: 9092, IncarnationId: "client", RequestId: id}, done)
 	case linearizability.UnregisterBroker:
 		n.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: in.Broker, RequestId: id}, done)
+	case linearizability.AlterTopicConfig:
+		op := &metadatav1.AlterConfigOp{Key: statemachine.ConfigRetentionMs, Op: metadatav1.AlterConfigOp_SET,
+			Value: fmt.Sprint(int64(in.Count) * 1000)}
+		if in.Count == 0 {
+			op = &metadatav1.AlterConfigOp{Key: statemachine.ConfigRetentionMs, Op: metadatav1.AlterConfigOp_DELETE}
+		}
+		n.IncrementalAlterConfigs(&metadatav1.IncrementalAlterConfigsRequest{RequestId: id, Resources: []*metadatav1.ResourceConfigChanges{{
+			Resource: &metadatav1.ConfigResource{Type: metadatav1.ConfigResource_TOPIC, Name: in.Topic}, Ops: []*metadatav1.AlterConfigOp{op}}}}, done)
+	case linearizability.AlterClusterConfig:
+		// A default no operation of the model observes: compression.
+		n.IncrementalAlterConfigs(&metadatav1.IncrementalAlterConfigsRequest{RequestId: id, Resources: []*metadatav1.ResourceConfigChanges{{
+			Resource: &metadatav1.ConfigResource{Type: metadatav1.ConfigResource_CLUSTER},
+			Ops: []*metadatav1.AlterConfigOp{{Key: statemachine.ConfigCompressionType, Op: metadatav1.AlterConfigOp_SET,
+				Value: []string{"lz4", "zstd", "gzip"}[in.Count]}}}}}, done)
 	default:
 		panic(fmt.Sprintf("sim: %v is not a write", in.Kind))
 	}
@@ -314,7 +346,7 @@ func (c *operator) read(n *node.Node, in linearizability.Input, reply func(attem
 		var out linearizability.Output
 		if in.Kind == linearizability.DescribeTopic {
 			if t := sm.Topic(in.Topic); t != nil {
-				out.Exists, out.Partitions = true, int32(len(t.Partitions))
+				out.Exists, out.Partitions, out.RetentionMs = true, int32(len(t.Partitions)), t.GetConfig().GetRetentionMs()
 			}
 		} else {
 			out.Exists = sm.Broker(in.Broker) != nil

@@ -182,6 +182,8 @@ func (s *StateMachine) dispatch(record *metadatav1.Record, c *change) Result {
 		return s.createTopics(body.CreateTopics, c)
 	case *metadatav1.Record_DeleteTopics:
 		return s.deleteTopics(body.DeleteTopics, c)
+	case *metadatav1.Record_AlterConfigs:
+		return s.alterConfigs(body.AlterConfigs, c)
 	case *metadatav1.Record_CreatePartitions:
 		return s.createPartitions(body.CreatePartitions, c)
 	case *metadatav1.Record_AlterPartition:
@@ -519,7 +521,11 @@ func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligibl
 	if err := ValidateReplicationFactor(r.ReplicationFactor); err != nil {
 		return err
 	}
-	if err := validateTopicConfig(r.Config, r.ReplicationFactor); err != nil {
+	config, _, err := s.topicConfig(r)
+	if err != nil {
+		return err
+	}
+	if err := validateTopicConfig(config, r.ReplicationFactor); err != nil {
 		return err
 	}
 	if int(r.ReplicationFactor) > eligible {
@@ -532,11 +538,16 @@ func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligibl
 // insertTopic creates a topic that checkCreateTopic accepted and returns
 // its id.
 func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, ring *brokerRing, c *change) string {
+	config, sources, err := s.topicConfig(r)
+	if err != nil {
+		panic(fmt.Sprintf("statemachine: inserting topic %q whose config the check refuses: %v", r.Name, err))
+	}
 	t := &topic{
 		name:              r.Name,
 		id:                r.TopicId,
 		replicationFactor: r.ReplicationFactor,
-		config:            proto.CloneOf(r.Config),
+		config:            cloneConfig(config),
+		sources:           sources,
 		partitions:        make([]partition, 0, r.PartitionCount),
 	}
 	t.partitions = placePartitions(t.partitions, ring, 0, int(r.PartitionCount), int(r.ReplicationFactor), r.PlacementOffset)

@@ -19,16 +19,18 @@ import (
 //
 //	magic "DMQSNAP1" | format | appliedIndex
 //	brokers:  count, then id host port rack incarnation epoch flags
-//	topics:   count, then name id rf config partitions(count, then
+//	topics:   count, then name id rf config sources partitions(count, then
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
+//	cluster config: count, then key value (keys in ConfigKeys order)
 //	nowMs
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
 //	          (version code message brokerEpoch topicID elected
 //	          items(count, then code message topicID))
 //	crc32c
 //
-// Version 2 is version 3 without the items of a result (it predates
-// batches), and is read as such.
+// Version 2 is version 3 without the items of a result, the topics' config
+// sources and the cluster config (it predates batches and config changes),
+// and is read as such: its topics' values are all taken for defaults.
 // Version 1 held a request table where version 2 holds the clock and the
 // sessions. It is refused: replaying the log after it without the table
 // would apply again retries that the table had answered, and controllers
@@ -106,6 +108,9 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 		} else {
 			e.uvarint(0)
 		}
+		if format > snapshotFormatNoItems {
+			e.uvarint(uint64(t.sources))
+		}
 		e.uvarint(uint64(len(t.partitions)))
 		for i := range t.partitions {
 			p := &t.partitions[i]
@@ -114,6 +119,15 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 			e.varint(int64(p.leader))
 			e.varint(int64(p.leaderEpoch))
 			e.varint(int64(p.partitionEpoch))
+		}
+	}
+	if format > snapshotFormatNoItems {
+		e.uvarint(uint64(len(s.clusterConfig)))
+		for _, key := range ConfigKeys {
+			if value, ok := s.clusterConfig[key]; ok {
+				e.str(key)
+				e.str(value)
+			}
 		}
 	}
 	e.varint(s.nowMs)
@@ -324,6 +338,18 @@ func Restore(data []byte) (*StateMachine, error) {
 			RetentionMs: d.varint(), RetentionBytes: d.varint(), SegmentBytes: d.int32(),
 			CompressionType: d.str(), MinInsyncReplicas: d.int32(), UncleanLeaderElectionEnable: d.uvarint() == 1,
 		}
+		if format > snapshotFormatNoItems {
+			sources := d.uvarint()
+			t.sources = configSources(sources)
+			if sources>>(2*len(ConfigKeys)) != 0 {
+				d.fail("topic %q has config sources %#x", t.name, sources)
+			}
+			for index := range ConfigKeys {
+				if t.sources.of(index) > sourceCluster {
+					d.fail("topic %q has config sources %#x", t.name, sources)
+				}
+			}
+		}
 		parts := d.count()
 		if t.replicationFactor < 1 || t.replicationFactor > ReplicationFactorMax {
 			d.fail("topic %q has replication factor %d", t.name, t.replicationFactor)
@@ -351,6 +377,16 @@ func Restore(data []byte) (*StateMachine, error) {
 			if t.partitions[j].leader == NoLeader {
 				s.offline[partitionKey{topic: t.name, index: int32(j)}] = struct{}{}
 			}
+		}
+	}
+	if format > snapshotFormatNoItems {
+		scratch := DefaultTopicConfig(1, ReplicationFactorMax)
+		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+			key, value := d.str(), d.str()
+			if _, known := configIndex(key); !known || setConfigValue(scratch, key, value) != nil {
+				d.fail("cluster config %s=%q", key, value)
+			}
+			s.clusterConfig[key] = value
 		}
 	}
 	s.nowMs = d.varint()

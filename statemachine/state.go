@@ -43,7 +43,9 @@ type topic struct {
 	id                string
 	replicationFactor int32
 	config            *metadatav1.TopicConfig
-	partitions        []partition
+	// sources says where each key's value came from.
+	sources    configSources
+	partitions []partition
 }
 
 // StateMachine is the replicated metadata. It is not safe for concurrent
@@ -64,6 +66,9 @@ type StateMachine struct {
 	nowMs    int64
 	sessions sessionTable
 	history  history
+	// clusterConfig is the cluster's defaults for new topics, by config
+	// key, each in the form ParseTopicConfig reads.
+	clusterConfig map[string]string
 }
 
 // New returns an empty state machine at version 0.
@@ -76,6 +81,7 @@ func New() *StateMachine {
 		offline:              make(map[partitionKey]struct{}),
 		sessions:             newSessionTable(),
 		history:              newHistory(0),
+		clusterConfig:        make(map[string]string),
 	}
 }
 

@@ -191,6 +191,11 @@ const (
 	ConfigUncleanElection  = "unclean.leader.election.enable"
 )
 
+// ConfigKeys are the topic config keys, sorted; a key's position is its
+// index in a topic's config sources.
+var ConfigKeys = []string{ConfigCompressionType, ConfigMinInsyncReplica, ConfigRetentionBytes,
+	ConfigRetentionMs, ConfigSegmentBytes, ConfigUncleanElection}
+
 var compressionTypes = []string{"producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"}
 
 // DefaultTopicConfig is Kafka's default topic configuration with the
@@ -218,55 +223,66 @@ func ParseTopicConfig(configs map[string]string, minISRDefault, replicationFacto
 	}
 	sortStrings(keys)
 	for _, key := range keys {
-		value := configs[key]
-		invalid := func(want string) *Error {
-			return errorf(metadatav1.ErrorCode_INVALID_CONFIG, "config %s=%q: want %s", key, value, want)
-		}
-		switch key {
-		case ConfigRetentionMs, ConfigRetentionBytes:
-			n, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || n < -1 {
-				return nil, invalid("an integer >= -1 (-1 means unlimited)")
-			}
-			if key == ConfigRetentionMs {
-				config.RetentionMs = n
-			} else {
-				config.RetentionBytes = n
-			}
-		case ConfigSegmentBytes:
-			n, err := strconv.ParseInt(value, 10, 32)
-			if err != nil || n < segmentBytesMin {
-				return nil, invalid("an integer between 14 and 2147483647")
-			}
-			config.SegmentBytes = int32(n)
-		case ConfigCompressionType:
-			if !containsString(compressionTypes, value) {
-				return nil, invalid("one of " + strings.Join(compressionTypes, ", "))
-			}
-			config.CompressionType = value
-		case ConfigMinInsyncReplica:
-			n, err := strconv.ParseInt(value, 10, 32)
-			if err != nil || n < 1 {
-				return nil, invalid("an integer >= 1")
-			}
-			config.MinInsyncReplicas = int32(n)
-		case ConfigUncleanElection:
-			b, err := strconv.ParseBool(value)
-			if err != nil {
-				return nil, invalid("true or false")
-			}
-			config.UncleanLeaderElectionEnable = b
-		default:
-			return nil, errorf(metadatav1.ErrorCode_INVALID_CONFIG,
-				"unknown config %q: known are %s, %s, %s, %s, %s, %s", key,
-				ConfigRetentionMs, ConfigRetentionBytes, ConfigSegmentBytes, ConfigCompressionType,
-				ConfigMinInsyncReplica, ConfigUncleanElection)
+		if err := setConfigValue(config, key, configs[key]); err != nil {
+			return nil, err
 		}
 	}
 	if err := validateTopicConfig(config, replicationFactor); err != nil {
 		return nil, err
 	}
 	return config, nil
+}
+
+// setConfigValue parses value into config's field for key. The config as a
+// whole (min.insync.replicas against the replication factor) is left to
+// validateTopicConfig.
+func setConfigValue(config *metadatav1.TopicConfig, key, value string) *Error {
+	invalid := func(want string) *Error {
+		return errorf(metadatav1.ErrorCode_INVALID_CONFIG, "config %s=%q: want %s", key, value, want)
+	}
+	switch key {
+	case ConfigRetentionMs, ConfigRetentionBytes:
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < -1 {
+			return invalid("an integer >= -1 (-1 means unlimited)")
+		}
+		if key == ConfigRetentionMs {
+			config.RetentionMs = n
+		} else {
+			config.RetentionBytes = n
+		}
+	case ConfigSegmentBytes:
+		n, err := strconv.ParseInt(value, 10, 32)
+		if err != nil || n < segmentBytesMin {
+			return invalid("an integer between 14 and 2147483647")
+		}
+		config.SegmentBytes = int32(n)
+	case ConfigCompressionType:
+		if !containsString(compressionTypes, value) {
+			return invalid("one of " + strings.Join(compressionTypes, ", "))
+		}
+		config.CompressionType = value
+	case ConfigMinInsyncReplica:
+		n, err := strconv.ParseInt(value, 10, 32)
+		if err != nil || n < 1 {
+			return invalid("an integer >= 1")
+		}
+		config.MinInsyncReplicas = int32(n)
+	case ConfigUncleanElection:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return invalid("true or false")
+		}
+		config.UncleanLeaderElectionEnable = b
+	default:
+		return unknownConfig(key)
+	}
+	return nil
+}
+
+func unknownConfig(key string) *Error {
+	return errorf(metadatav1.ErrorCode_INVALID_CONFIG,
+		"unknown config %q: known are %s", key, strings.Join(ConfigKeys, ", "))
 }
 
 // TopicConfigEntries is a typed config as Kafka-style key/value pairs,

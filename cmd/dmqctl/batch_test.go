@@ -71,3 +71,40 @@ topics:
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errOut, "partitionz")
 }
+
+func TestConfigCommands(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9092")
+
+	c.ok("config", "alter", "cluster", "--set", "compression.type=zstd", "--set", "retention.ms=3600000")
+	rows := lines(c.ok("config", "describe", "cluster"))
+	assert.Equal(t, []string{"KEY", "VALUE", "SOURCE", "DEFAULT"}, rows[0])
+	assert.Contains(t, rows, []string{"compression.type", "zstd", "CLUSTER_DEFAULT_CONFIG", "false"})
+	assert.Contains(t, rows, []string{"segment.bytes", "1073741824", "DEFAULT_CONFIG", "true"})
+
+	c.ok("topic", "create", "orders", "--config", "retention.ms=1000")
+	c.ok("config", "alter", "topic", "orders", "--set", "segment.bytes=1048576")
+	rows = lines(c.ok("config", "describe", "topic", "orders"))
+	assert.Contains(t, rows, []string{"compression.type", "zstd", "CLUSTER_DEFAULT_CONFIG", "true"})
+	assert.Contains(t, rows, []string{"retention.ms", "1000", "TOPIC_CONFIG", "false"})
+	assert.Contains(t, rows, []string{"segment.bytes", "1048576", "TOPIC_CONFIG", "false"})
+
+	c.ok("config", "alter", "topic", "orders", "--delete", "retention.ms")
+	assert.Contains(t, lines(c.ok("config", "describe", "topic", "orders")), []string{"retention.ms", "3600000", "CLUSTER_DEFAULT_CONFIG", "true"})
+
+	_, errOut, code := c.run("config", "alter", "topic", "orders", "--set", "min.insync.replicas=2")
+	assert.Equal(t, exitInvalid, code)
+	assert.Contains(t, errOut, "INVALID_CONFIG")
+	_, _, code = c.run("config", "alter", "topic", "missing", "--set", "retention.ms=1")
+	assert.Equal(t, exitNotFound, code)
+	_, _, code = c.run("config", "describe", "topic", "missing")
+	assert.Equal(t, exitNotFound, code)
+	_, _, code = c.run("config", "describe", "broker", "1")
+	assert.Equal(t, exitUsage, code)
+	_, _, code = c.run("config", "alter", "cluster")
+	assert.Equal(t, exitUsage, code)
+	c.ok("config", "alter", "topic", "orders", "--set", "retention.ms=5", "--validate-only")
+	assert.Contains(t, lines(c.ok("config", "describe", "topic", "orders")), []string{"retention.ms", "3600000", "CLUSTER_DEFAULT_CONFIG", "true"})
+}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -98,6 +99,52 @@ func (s *Server) DeleteTopics(ctx context.Context, req *connect.Request[metadata
 			}
 			return resp
 		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// IncrementalAlterConfigs implements MetadataService.
+func (s *Server) IncrementalAlterConfigs(ctx context.Context, req *connect.Request[metadatav1.IncrementalAlterConfigsRequest]) (*connect.Response[metadatav1.IncrementalAlterConfigsResponse], error) {
+	resp, err := proposeBatch(s, ctx, "alter_configs", func(n *node.Node, done func(node.Outcome)) { n.IncrementalAlterConfigs(req.Msg, done) },
+		func(_ *node.Node, o node.Outcome) *metadatav1.IncrementalAlterConfigsResponse {
+			resp := &metadatav1.IncrementalAlterConfigsResponse{MetadataVersion: o.Version,
+				Results: make([]*metadatav1.ConfigResourceResult, len(req.Msg.GetResources()))}
+			for i, r := range req.Msg.GetResources() {
+				res := &metadatav1.ConfigResourceResult{Resource: r.GetResource()}
+				if err := o.Items[i].Err; err != nil {
+					res.ErrorCode, res.ErrorMessage = err.Code, err.Message
+				}
+				resp.Results[i] = res
+			}
+			return resp
+		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// DescribeConfigs implements MetadataService. No resource means the
+// cluster's defaults.
+func (s *Server) DescribeConfigs(ctx context.Context, req *connect.Request[metadatav1.DescribeConfigsRequest]) (*connect.Response[metadatav1.DescribeConfigsResponse], error) {
+	resources := req.Msg.GetResources()
+	if len(resources) == 0 {
+		resources = []*metadatav1.ConfigResource{{Type: metadatav1.ConfigResource_CLUSTER}}
+	}
+	if len(resources) > statemachine.TopicsPerBatchMax {
+		return nil, toConnectError(&statemachine.Error{Code: metadatav1.ErrorCode_INVALID_REQUEST,
+			Message: fmt.Sprintf("at most %d resources per request", statemachine.TopicsPerBatchMax)}, 0, "")
+	}
+	resp, err := readNodeState(s, ctx, req.Msg.GetAllowStale(), func(n *node.Node, sm *statemachine.StateMachine) (*metadatav1.DescribeConfigsResponse, *statemachine.Error) {
+		builtIn := n.BuiltInTopicConfig()
+		resp := &metadatav1.DescribeConfigsResponse{MetadataVersion: sm.Version()}
+		for _, r := range resources {
+			resp.Results = append(resp.Results, sm.DescribeConfigs(r, builtIn))
+		}
+		return resp, nil
+	})
 	if err != nil {
 		return nil, err
 	}

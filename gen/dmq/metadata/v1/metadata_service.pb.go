@@ -1539,6 +1539,422 @@ func (x *DeleteTopicsResponse) GetMetadataVersion() int64 {
 	return 0
 }
 
+type IncrementalAlterConfigsRequest struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Resources     []*ResourceConfigChanges `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	ValidateOnly  bool                     `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	RequestId     *RequestId               `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncrementalAlterConfigsRequest) Reset() {
+	*x = IncrementalAlterConfigsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncrementalAlterConfigsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncrementalAlterConfigsRequest) ProtoMessage() {}
+
+func (x *IncrementalAlterConfigsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncrementalAlterConfigsRequest.ProtoReflect.Descriptor instead.
+func (*IncrementalAlterConfigsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *IncrementalAlterConfigsRequest) GetResources() []*ResourceConfigChanges {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *IncrementalAlterConfigsRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *IncrementalAlterConfigsRequest) GetRequestId() *RequestId {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+type ConfigResourceResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resource      *ConfigResource        `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	ErrorCode     ErrorCode              `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3,enum=dmq.metadata.v1.ErrorCode" json:"error_code,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigResourceResult) Reset() {
+	*x = ConfigResourceResult{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigResourceResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigResourceResult) ProtoMessage() {}
+
+func (x *ConfigResourceResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigResourceResult.ProtoReflect.Descriptor instead.
+func (*ConfigResourceResult) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ConfigResourceResult) GetResource() *ConfigResource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *ConfigResourceResult) GetErrorCode() ErrorCode {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ErrorCode_NONE
+}
+
+func (x *ConfigResourceResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+type IncrementalAlterConfigsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per resource, in request order.
+	Results         []*ConfigResourceResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	MetadataVersion int64                   `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *IncrementalAlterConfigsResponse) Reset() {
+	*x = IncrementalAlterConfigsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncrementalAlterConfigsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncrementalAlterConfigsResponse) ProtoMessage() {}
+
+func (x *IncrementalAlterConfigsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncrementalAlterConfigsResponse.ProtoReflect.Descriptor instead.
+func (*IncrementalAlterConfigsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *IncrementalAlterConfigsResponse) GetResults() []*ConfigResourceResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *IncrementalAlterConfigsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
+type DescribeConfigsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: the cluster-wide defaults.
+	Resources     []*ConfigResource `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	AllowStale    bool              `protobuf:"varint,2,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeConfigsRequest) Reset() {
+	*x = DescribeConfigsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeConfigsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeConfigsRequest) ProtoMessage() {}
+
+func (x *DescribeConfigsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeConfigsRequest.ProtoReflect.Descriptor instead.
+func (*DescribeConfigsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DescribeConfigsRequest) GetResources() []*ConfigResource {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *DescribeConfigsRequest) GetAllowStale() bool {
+	if x != nil {
+		return x.AllowStale
+	}
+	return false
+}
+
+type ConfigEntry struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value  string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Source ConfigSource           `protobuf:"varint,3,opt,name=source,proto3,enum=dmq.metadata.v1.ConfigSource" json:"source,omitempty"`
+	// True unless the value was set on this resource itself.
+	IsDefault     bool `protobuf:"varint,4,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigEntry) Reset() {
+	*x = ConfigEntry{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigEntry) ProtoMessage() {}
+
+func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
+func (*ConfigEntry) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConfigEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetSource() ConfigSource {
+	if x != nil {
+		return x.Source
+	}
+	return ConfigSource_CONFIG_SOURCE_UNSPECIFIED
+}
+
+func (x *ConfigEntry) GetIsDefault() bool {
+	if x != nil {
+		return x.IsDefault
+	}
+	return false
+}
+
+type DescribeConfigsResult struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Resource     *ConfigResource        `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	ErrorCode    ErrorCode              `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3,enum=dmq.metadata.v1.ErrorCode" json:"error_code,omitempty"`
+	ErrorMessage string                 `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// Sorted by key. For the cluster, the defaults that are set.
+	Entries       []*ConfigEntry `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeConfigsResult) Reset() {
+	*x = DescribeConfigsResult{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeConfigsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeConfigsResult) ProtoMessage() {}
+
+func (x *DescribeConfigsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeConfigsResult.ProtoReflect.Descriptor instead.
+func (*DescribeConfigsResult) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DescribeConfigsResult) GetResource() *ConfigResource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *DescribeConfigsResult) GetErrorCode() ErrorCode {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ErrorCode_NONE
+}
+
+func (x *DescribeConfigsResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *DescribeConfigsResult) GetEntries() []*ConfigEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type DescribeConfigsResponse struct {
+	state           protoimpl.MessageState   `protogen:"open.v1"`
+	Results         []*DescribeConfigsResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	MetadataVersion int64                    `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DescribeConfigsResponse) Reset() {
+	*x = DescribeConfigsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeConfigsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeConfigsResponse) ProtoMessage() {}
+
+func (x *DescribeConfigsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeConfigsResponse.ProtoReflect.Descriptor instead.
+func (*DescribeConfigsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DescribeConfigsResponse) GetResults() []*DescribeConfigsResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *DescribeConfigsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
 type ListTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
@@ -1548,7 +1964,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1976,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1989,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTopicsRequest) GetAllowStale() bool {
@@ -1594,7 +2010,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +2022,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +2035,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -1646,7 +2062,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +2074,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +2087,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -1701,7 +2117,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +2129,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +2142,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -1762,7 +2178,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +2190,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +2203,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreatePartitionsRequest) GetTopic() string {
@@ -1823,7 +2239,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2251,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2264,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreatePartitionsResponse) GetTopic() *Topic {
@@ -1895,7 +2311,7 @@ type AlterPartitionRequest struct {
 
 func (x *AlterPartitionRequest) Reset() {
 	*x = AlterPartitionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2323,7 @@ func (x *AlterPartitionRequest) String() string {
 func (*AlterPartitionRequest) ProtoMessage() {}
 
 func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2336,7 @@ func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AlterPartitionRequest) GetBrokerId() int32 {
@@ -1991,7 +2407,7 @@ type AlterPartitionResponse struct {
 
 func (x *AlterPartitionResponse) Reset() {
 	*x = AlterPartitionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2419,7 @@ func (x *AlterPartitionResponse) String() string {
 func (*AlterPartitionResponse) ProtoMessage() {}
 
 func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2432,7 @@ func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AlterPartitionResponse) GetPartition() *Partition {
@@ -2058,7 +2474,7 @@ type ElectLeadersRequest struct {
 
 func (x *ElectLeadersRequest) Reset() {
 	*x = ElectLeadersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2486,7 @@ func (x *ElectLeadersRequest) String() string {
 func (*ElectLeadersRequest) ProtoMessage() {}
 
 func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2499,7 @@ func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRequest.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ElectLeadersRequest) GetTargets() []*TopicPartitions {
@@ -2113,7 +2529,7 @@ type ElectLeadersResponse struct {
 
 func (x *ElectLeadersResponse) Reset() {
 	*x = ElectLeadersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2541,7 @@ func (x *ElectLeadersResponse) String() string {
 func (*ElectLeadersResponse) ProtoMessage() {}
 
 func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2554,7 @@ func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersResponse.ProtoReflect.Descriptor instead.
 func (*ElectLeadersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ElectLeadersResponse) GetElected() int32 {
@@ -2178,7 +2594,7 @@ type GetClusterMetadataRequest struct {
 
 func (x *GetClusterMetadataRequest) Reset() {
 	*x = GetClusterMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2606,7 @@ func (x *GetClusterMetadataRequest) String() string {
 func (*GetClusterMetadataRequest) ProtoMessage() {}
 
 func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2619,7 @@ func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetClusterMetadataRequest) GetAllowStale() bool {
@@ -2224,7 +2640,7 @@ type GetClusterMetadataResponse struct {
 
 func (x *GetClusterMetadataResponse) Reset() {
 	*x = GetClusterMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2652,7 @@ func (x *GetClusterMetadataResponse) String() string {
 func (*GetClusterMetadataResponse) ProtoMessage() {}
 
 func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2665,7 @@ func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetClusterMetadataResponse) GetState() *ClusterState {
@@ -2282,7 +2698,7 @@ type WatchMetadataRequest struct {
 
 func (x *WatchMetadataRequest) Reset() {
 	*x = WatchMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2710,7 @@ func (x *WatchMetadataRequest) String() string {
 func (*WatchMetadataRequest) ProtoMessage() {}
 
 func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2723,7 @@ func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataRequest.ProtoReflect.Descriptor instead.
 func (*WatchMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WatchMetadataRequest) GetSinceVersion() int64 {
@@ -2330,7 +2746,7 @@ type WatchMetadataResponse struct {
 
 func (x *WatchMetadataResponse) Reset() {
 	*x = WatchMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2758,7 @@ func (x *WatchMetadataResponse) String() string {
 func (*WatchMetadataResponse) ProtoMessage() {}
 
 func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2771,7 @@ func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataResponse.ProtoReflect.Descriptor instead.
 func (*WatchMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchMetadataResponse) GetUpdate() isWatchMetadataResponse_Update {
@@ -2542,7 +2958,39 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x14DeleteTopicsResponse\x126\n" +
 	"\aresults\x18\x01 \x03(\v2\x1c.dmq.metadata.v1.TopicResultR\aresults\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x05R\adeleted\x12)\n" +
-	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\"4\n" +
+	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\"\xc6\x01\n" +
+	"\x1eIncrementalAlterConfigsRequest\x12D\n" +
+	"\tresources\x18\x01 \x03(\v2&.dmq.metadata.v1.ResourceConfigChangesR\tresources\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\x129\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\"\xb3\x01\n" +
+	"\x14ConfigResourceResult\x12;\n" +
+	"\bresource\x18\x01 \x01(\v2\x1f.dmq.metadata.v1.ConfigResourceR\bresource\x129\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x0e2\x1a.dmq.metadata.v1.ErrorCodeR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"\x8d\x01\n" +
+	"\x1fIncrementalAlterConfigsResponse\x12?\n" +
+	"\aresults\x18\x01 \x03(\v2%.dmq.metadata.v1.ConfigResourceResultR\aresults\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"x\n" +
+	"\x16DescribeConfigsRequest\x12=\n" +
+	"\tresources\x18\x01 \x03(\v2\x1f.dmq.metadata.v1.ConfigResourceR\tresources\x12\x1f\n" +
+	"\vallow_stale\x18\x02 \x01(\bR\n" +
+	"allowStale\"\x8b\x01\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x125\n" +
+	"\x06source\x18\x03 \x01(\x0e2\x1d.dmq.metadata.v1.ConfigSourceR\x06source\x12\x1d\n" +
+	"\n" +
+	"is_default\x18\x04 \x01(\bR\tisDefault\"\xec\x01\n" +
+	"\x15DescribeConfigsResult\x12;\n" +
+	"\bresource\x18\x01 \x01(\v2\x1f.dmq.metadata.v1.ConfigResourceR\bresource\x129\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\x0e2\x1a.dmq.metadata.v1.ErrorCodeR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x126\n" +
+	"\aentries\x18\x04 \x03(\v2\x1c.dmq.metadata.v1.ConfigEntryR\aentries\"\x86\x01\n" +
+	"\x17DescribeConfigsResponse\x12@\n" +
+	"\aresults\x18\x01 \x03(\v2&.dmq.metadata.v1.DescribeConfigsResultR\aresults\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"4\n" +
 	"\x11ListTopicsRequest\x12\x1f\n" +
 	"\vallow_stale\x18\x01 \x01(\bR\n" +
 	"allowStale\"o\n" +
@@ -2612,7 +3060,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\x93\x17\n" +
+	"\x06update2\xfc\x19\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -2623,7 +3071,9 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\vCreateTopic\x12#.dmq.metadata.v1.CreateTopicRequest\x1a$.dmq.metadata.v1.CreateTopicResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/api/v1/metadata/topics\x12\x80\x01\n" +
 	"\vDeleteTopic\x12#.dmq.metadata.v1.DeleteTopicRequest\x1a$.dmq.metadata.v1.DeleteTopicResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/v1/metadata/topics/{name}\x12\x8b\x01\n" +
 	"\fCreateTopics\x12$.dmq.metadata.v1.CreateTopicsRequest\x1a%.dmq.metadata.v1.CreateTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchCreate\x12\x8b\x01\n" +
-	"\fDeleteTopics\x12$.dmq.metadata.v1.DeleteTopicsRequest\x1a%.dmq.metadata.v1.DeleteTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchDelete\x12y\n" +
+	"\fDeleteTopics\x12$.dmq.metadata.v1.DeleteTopicsRequest\x1a%.dmq.metadata.v1.DeleteTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchDelete\x12\xb2\x01\n" +
+	"\x17IncrementalAlterConfigs\x12/.dmq.metadata.v1.IncrementalAlterConfigsRequest\x1a0.dmq.metadata.v1.IncrementalAlterConfigsResponse\"4\x82\xd3\xe4\x93\x02.:\x01*\")/api/v1/metadata/configs:incrementalAlter\x12\xb1\x01\n" +
+	"\x0fDescribeConfigs\x12'.dmq.metadata.v1.DescribeConfigsRequest\x1a(.dmq.metadata.v1.DescribeConfigsResponse\"K\x82\xd3\xe4\x93\x02B:\x01*Z\x1a\x12\x18/api/v1/metadata/configs\"!/api/v1/metadata/configs:describe\x90\x02\x01\x12y\n" +
 	"\n" +
 	"ListTopics\x12\".dmq.metadata.v1.ListTopicsRequest\x1a#.dmq.metadata.v1.ListTopicsResponse\"\"\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/metadata/topics\x90\x02\x01\x12\xb6\x01\n" +
 	"\rDescribeTopic\x12%.dmq.metadata.v1.DescribeTopicRequest\x1a&.dmq.metadata.v1.DescribeTopicResponse\"V\x82\xd3\xe4\x93\x02MZ+\x12)/api/v1/metadata/topics/{name}/partitions\x12\x1e/api/v1/metadata/topics/{name}\x90\x02\x01\x12\x9e\x01\n" +
@@ -2649,145 +3099,170 @@ func file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_metadata_service_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
-	(*NotControllerDetail)(nil),        // 0: dmq.metadata.v1.NotControllerDetail
-	(*ErrorDetail)(nil),                // 1: dmq.metadata.v1.ErrorDetail
-	(*OpenSessionRequest)(nil),         // 2: dmq.metadata.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),        // 3: dmq.metadata.v1.OpenSessionResponse
-	(*RegisterBrokerRequest)(nil),      // 4: dmq.metadata.v1.RegisterBrokerRequest
-	(*RegisterBrokerResponse)(nil),     // 5: dmq.metadata.v1.RegisterBrokerResponse
-	(*UnregisterBrokerRequest)(nil),    // 6: dmq.metadata.v1.UnregisterBrokerRequest
-	(*UnregisterBrokerResponse)(nil),   // 7: dmq.metadata.v1.UnregisterBrokerResponse
-	(*ListBrokersRequest)(nil),         // 8: dmq.metadata.v1.ListBrokersRequest
-	(*ListBrokersResponse)(nil),        // 9: dmq.metadata.v1.ListBrokersResponse
-	(*DescribeBrokerRequest)(nil),      // 10: dmq.metadata.v1.DescribeBrokerRequest
-	(*DescribeBrokerResponse)(nil),     // 11: dmq.metadata.v1.DescribeBrokerResponse
-	(*StorageHeartbeatRequest)(nil),    // 12: dmq.metadata.v1.StorageHeartbeatRequest
-	(*StorageHeartbeatResponse)(nil),   // 13: dmq.metadata.v1.StorageHeartbeatResponse
-	(*CreateTopicRequest)(nil),         // 14: dmq.metadata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),        // 15: dmq.metadata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),         // 16: dmq.metadata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),        // 17: dmq.metadata.v1.DeleteTopicResponse
-	(*CreateTopicsRequest)(nil),        // 18: dmq.metadata.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                // 19: dmq.metadata.v1.TopicResult
-	(*CreateTopicsResponse)(nil),       // 20: dmq.metadata.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),        // 21: dmq.metadata.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),       // 22: dmq.metadata.v1.DeleteTopicsResponse
-	(*ListTopicsRequest)(nil),          // 23: dmq.metadata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),         // 24: dmq.metadata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),       // 25: dmq.metadata.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),      // 26: dmq.metadata.v1.DescribeTopicResponse
-	(*CreatePartitionsRequest)(nil),    // 27: dmq.metadata.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),   // 28: dmq.metadata.v1.CreatePartitionsResponse
-	(*AlterPartitionRequest)(nil),      // 29: dmq.metadata.v1.AlterPartitionRequest
-	(*AlterPartitionResponse)(nil),     // 30: dmq.metadata.v1.AlterPartitionResponse
-	(*ElectLeadersRequest)(nil),        // 31: dmq.metadata.v1.ElectLeadersRequest
-	(*ElectLeadersResponse)(nil),       // 32: dmq.metadata.v1.ElectLeadersResponse
-	(*GetClusterMetadataRequest)(nil),  // 33: dmq.metadata.v1.GetClusterMetadataRequest
-	(*GetClusterMetadataResponse)(nil), // 34: dmq.metadata.v1.GetClusterMetadataResponse
-	(*WatchMetadataRequest)(nil),       // 35: dmq.metadata.v1.WatchMetadataRequest
-	(*WatchMetadataResponse)(nil),      // 36: dmq.metadata.v1.WatchMetadataResponse
-	nil,                                // 37: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	(ErrorCode)(0),                     // 38: dmq.metadata.v1.ErrorCode
-	(*RequestId)(nil),                  // 39: dmq.metadata.v1.RequestId
-	(*Broker)(nil),                     // 40: dmq.metadata.v1.Broker
-	(*Topic)(nil),                      // 41: dmq.metadata.v1.Topic
-	(*TopicConfig)(nil),                // 42: dmq.metadata.v1.TopicConfig
-	(*Partition)(nil),                  // 43: dmq.metadata.v1.Partition
-	(*TopicPartitions)(nil),            // 44: dmq.metadata.v1.TopicPartitions
-	(*ClusterState)(nil),               // 45: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),              // 46: dmq.metadata.v1.MetadataDelta
-	(*GetControllerRequest)(nil),       // 47: dmq.metadata.v1.GetControllerRequest
-	(*BrokerHeartbeatRequest)(nil),     // 48: dmq.metadata.v1.BrokerHeartbeatRequest
-	(*SeedClusterMetadata)(nil),        // 49: dmq.metadata.v1.SeedClusterMetadata
-	(*ControllerInfo)(nil),             // 50: dmq.metadata.v1.ControllerInfo
+	(*NotControllerDetail)(nil),             // 0: dmq.metadata.v1.NotControllerDetail
+	(*ErrorDetail)(nil),                     // 1: dmq.metadata.v1.ErrorDetail
+	(*OpenSessionRequest)(nil),              // 2: dmq.metadata.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),             // 3: dmq.metadata.v1.OpenSessionResponse
+	(*RegisterBrokerRequest)(nil),           // 4: dmq.metadata.v1.RegisterBrokerRequest
+	(*RegisterBrokerResponse)(nil),          // 5: dmq.metadata.v1.RegisterBrokerResponse
+	(*UnregisterBrokerRequest)(nil),         // 6: dmq.metadata.v1.UnregisterBrokerRequest
+	(*UnregisterBrokerResponse)(nil),        // 7: dmq.metadata.v1.UnregisterBrokerResponse
+	(*ListBrokersRequest)(nil),              // 8: dmq.metadata.v1.ListBrokersRequest
+	(*ListBrokersResponse)(nil),             // 9: dmq.metadata.v1.ListBrokersResponse
+	(*DescribeBrokerRequest)(nil),           // 10: dmq.metadata.v1.DescribeBrokerRequest
+	(*DescribeBrokerResponse)(nil),          // 11: dmq.metadata.v1.DescribeBrokerResponse
+	(*StorageHeartbeatRequest)(nil),         // 12: dmq.metadata.v1.StorageHeartbeatRequest
+	(*StorageHeartbeatResponse)(nil),        // 13: dmq.metadata.v1.StorageHeartbeatResponse
+	(*CreateTopicRequest)(nil),              // 14: dmq.metadata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),             // 15: dmq.metadata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),              // 16: dmq.metadata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),             // 17: dmq.metadata.v1.DeleteTopicResponse
+	(*CreateTopicsRequest)(nil),             // 18: dmq.metadata.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                     // 19: dmq.metadata.v1.TopicResult
+	(*CreateTopicsResponse)(nil),            // 20: dmq.metadata.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),             // 21: dmq.metadata.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),            // 22: dmq.metadata.v1.DeleteTopicsResponse
+	(*IncrementalAlterConfigsRequest)(nil),  // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest
+	(*ConfigResourceResult)(nil),            // 24: dmq.metadata.v1.ConfigResourceResult
+	(*IncrementalAlterConfigsResponse)(nil), // 25: dmq.metadata.v1.IncrementalAlterConfigsResponse
+	(*DescribeConfigsRequest)(nil),          // 26: dmq.metadata.v1.DescribeConfigsRequest
+	(*ConfigEntry)(nil),                     // 27: dmq.metadata.v1.ConfigEntry
+	(*DescribeConfigsResult)(nil),           // 28: dmq.metadata.v1.DescribeConfigsResult
+	(*DescribeConfigsResponse)(nil),         // 29: dmq.metadata.v1.DescribeConfigsResponse
+	(*ListTopicsRequest)(nil),               // 30: dmq.metadata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),              // 31: dmq.metadata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),            // 32: dmq.metadata.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),           // 33: dmq.metadata.v1.DescribeTopicResponse
+	(*CreatePartitionsRequest)(nil),         // 34: dmq.metadata.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),        // 35: dmq.metadata.v1.CreatePartitionsResponse
+	(*AlterPartitionRequest)(nil),           // 36: dmq.metadata.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),          // 37: dmq.metadata.v1.AlterPartitionResponse
+	(*ElectLeadersRequest)(nil),             // 38: dmq.metadata.v1.ElectLeadersRequest
+	(*ElectLeadersResponse)(nil),            // 39: dmq.metadata.v1.ElectLeadersResponse
+	(*GetClusterMetadataRequest)(nil),       // 40: dmq.metadata.v1.GetClusterMetadataRequest
+	(*GetClusterMetadataResponse)(nil),      // 41: dmq.metadata.v1.GetClusterMetadataResponse
+	(*WatchMetadataRequest)(nil),            // 42: dmq.metadata.v1.WatchMetadataRequest
+	(*WatchMetadataResponse)(nil),           // 43: dmq.metadata.v1.WatchMetadataResponse
+	nil,                                     // 44: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	(ErrorCode)(0),                          // 45: dmq.metadata.v1.ErrorCode
+	(*RequestId)(nil),                       // 46: dmq.metadata.v1.RequestId
+	(*Broker)(nil),                          // 47: dmq.metadata.v1.Broker
+	(*Topic)(nil),                           // 48: dmq.metadata.v1.Topic
+	(*TopicConfig)(nil),                     // 49: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),           // 50: dmq.metadata.v1.ResourceConfigChanges
+	(*ConfigResource)(nil),                  // 51: dmq.metadata.v1.ConfigResource
+	(ConfigSource)(0),                       // 52: dmq.metadata.v1.ConfigSource
+	(*Partition)(nil),                       // 53: dmq.metadata.v1.Partition
+	(*TopicPartitions)(nil),                 // 54: dmq.metadata.v1.TopicPartitions
+	(*ClusterState)(nil),                    // 55: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),                   // 56: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),            // 57: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),          // 58: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),             // 59: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),                  // 60: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
-	38, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	39, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	40, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	38, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	39, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	38, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	40, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
-	40, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	38, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	37, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	39, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	41, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	38, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	39, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	38, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	45, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	46, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	47, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	45, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	46, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	45, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	47, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
+	47, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	45, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	44, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	46, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	48, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	45, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	46, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	45, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	14, // 15: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
-	39, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	38, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	42, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
+	46, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	45, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	49, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
 	19, // 19: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	39, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	46, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
 	19, // 21: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	41, // 22: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
-	41, // 23: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	43, // 24: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
-	39, // 25: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	41, // 26: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
-	38, // 27: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	39, // 28: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	43, // 29: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
-	38, // 30: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	44, // 31: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	39, // 32: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	38, // 33: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	45, // 34: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
-	46, // 35: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
-	45, // 36: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
-	4,  // 37: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
-	6,  // 38: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
-	8,  // 39: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
-	10, // 40: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
-	12, // 41: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 42: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	14, // 43: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	16, // 44: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	18, // 45: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
-	21, // 46: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
-	23, // 47: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	25, // 48: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	27, // 49: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	29, // 50: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	31, // 51: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	2,  // 52: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
-	33, // 53: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	33, // 54: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	47, // 55: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
-	48, // 56: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
-	35, // 57: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 58: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 59: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 60: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 61: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 62: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 63: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 64: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 65: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	20, // 66: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
-	22, // 67: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
-	24, // 68: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	26, // 69: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	28, // 70: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	30, // 71: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	32, // 72: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 73: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	34, // 74: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	49, // 75: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
-	50, // 76: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
-	13, // 77: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	36, // 78: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	58, // [58:79] is the sub-list for method output_type
-	37, // [37:58] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	50, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	46, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	51, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	45, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	24, // 26: dmq.metadata.v1.IncrementalAlterConfigsResponse.results:type_name -> dmq.metadata.v1.ConfigResourceResult
+	51, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
+	52, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
+	51, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	45, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	27, // 31: dmq.metadata.v1.DescribeConfigsResult.entries:type_name -> dmq.metadata.v1.ConfigEntry
+	28, // 32: dmq.metadata.v1.DescribeConfigsResponse.results:type_name -> dmq.metadata.v1.DescribeConfigsResult
+	48, // 33: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
+	48, // 34: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	53, // 35: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
+	46, // 36: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	48, // 37: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
+	45, // 38: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	46, // 39: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	53, // 40: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
+	45, // 41: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	54, // 42: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	46, // 43: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	45, // 44: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 45: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
+	56, // 46: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
+	55, // 47: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
+	4,  // 48: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
+	6,  // 49: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
+	8,  // 50: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
+	10, // 51: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
+	12, // 52: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	12, // 53: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	14, // 54: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	16, // 55: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	18, // 56: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
+	21, // 57: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
+	23, // 58: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
+	26, // 59: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
+	30, // 60: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	32, // 61: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	34, // 62: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	36, // 63: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	38, // 64: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	2,  // 65: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
+	40, // 66: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	40, // 67: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	57, // 68: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	58, // 69: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	42, // 70: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	5,  // 71: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	7,  // 72: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	9,  // 73: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	11, // 74: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	13, // 75: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 76: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	15, // 77: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	17, // 78: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	20, // 79: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
+	22, // 80: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
+	25, // 81: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
+	29, // 82: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
+	31, // 83: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	33, // 84: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	35, // 85: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	37, // 86: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	39, // 87: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	3,  // 88: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	41, // 89: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	59, // 90: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	60, // 91: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	13, // 92: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	43, // 93: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	71, // [71:94] is the sub-list for method output_type
+	48, // [48:71] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_metadata_service_proto_init() }
@@ -2803,10 +3278,10 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[13].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[15].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[17].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[28].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[30].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[32].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[36].OneofWrappers = []any{
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[35].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[37].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[39].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[43].OneofWrappers = []any{
 		(*WatchMetadataResponse_Delta)(nil),
 		(*WatchMetadataResponse_FullState)(nil),
 	}
@@ -2816,7 +3291,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_metadata_service_proto_rawDesc), len(file_dmq_metadata_v1_metadata_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

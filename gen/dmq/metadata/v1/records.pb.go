@@ -56,6 +56,7 @@ type Record struct {
 	//	*Record_OpenSession
 	//	*Record_CreateTopics
 	//	*Record_DeleteTopics
+	//	*Record_AlterConfigs
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -252,6 +253,15 @@ func (x *Record) GetDeleteTopics() *DeleteTopicsRecord {
 	return nil
 }
 
+func (x *Record) GetAlterConfigs() *AlterConfigsRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_AlterConfigs); ok {
+			return x.AlterConfigs
+		}
+	}
+	return nil
+}
+
 type isRecord_Body interface {
 	isRecord_Body()
 }
@@ -312,6 +322,10 @@ type Record_DeleteTopics struct {
 	DeleteTopics *DeleteTopicsRecord `protobuf:"bytes,23,opt,name=delete_topics,json=deleteTopics,proto3,oneof"`
 }
 
+type Record_AlterConfigs struct {
+	AlterConfigs *AlterConfigsRecord `protobuf:"bytes,24,opt,name=alter_configs,json=alterConfigs,proto3,oneof"`
+}
+
 func (*Record_NoOp) isRecord_Body() {}
 
 func (*Record_RegisterBroker) isRecord_Body() {}
@@ -339,6 +353,8 @@ func (*Record_OpenSession) isRecord_Body() {}
 func (*Record_CreateTopics) isRecord_Body() {}
 
 func (*Record_DeleteTopics) isRecord_Body() {}
+
+func (*Record_AlterConfigs) isRecord_Body() {}
 
 // Opens a client session; its id is the index of this record. A session
 // expires when no request of it has been applied for timeout_ms of the state
@@ -737,6 +753,9 @@ type CreateTopicRecord struct {
 	// Start position in the rack-alternated broker list, chosen at random by
 	// the proposer so that leaders spread across topics.
 	PlacementOffset uint32 `protobuf:"varint,6,opt,name=placement_offset,json=placementOffset,proto3" json:"placement_offset,omitempty"`
+	// The config keys the request set. Every other key takes the cluster's
+	// default at apply when one is set (config holds the built-in one).
+	ExplicitConfigs []string `protobuf:"bytes,7,rep,name=explicit_configs,json=explicitConfigs,proto3" json:"explicit_configs,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -811,6 +830,13 @@ func (x *CreateTopicRecord) GetPlacementOffset() uint32 {
 		return x.PlacementOffset
 	}
 	return 0
+}
+
+func (x *CreateTopicRecord) GetExplicitConfigs() []string {
+	if x != nil {
+		return x.ExplicitConfigs
+	}
+	return nil
 }
 
 type DeleteTopicRecord struct {
@@ -965,6 +991,52 @@ func (x *DeleteTopicsRecord) GetAtomic() bool {
 	return false
 }
 
+// Config changes of topics and of the cluster's defaults, each resource on
+// its own.
+type AlterConfigsRecord struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Resources     []*ResourceConfigChanges `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterConfigsRecord) Reset() {
+	*x = AlterConfigsRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterConfigsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterConfigsRecord) ProtoMessage() {}
+
+func (x *AlterConfigsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterConfigsRecord.ProtoReflect.Descriptor instead.
+func (*AlterConfigsRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AlterConfigsRecord) GetResources() []*ResourceConfigChanges {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
 type CreatePartitionsRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -977,7 +1049,7 @@ type CreatePartitionsRecord struct {
 
 func (x *CreatePartitionsRecord) Reset() {
 	*x = CreatePartitionsRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1061,7 @@ func (x *CreatePartitionsRecord) String() string {
 func (*CreatePartitionsRecord) ProtoMessage() {}
 
 func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1074,7 @@ func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRecord.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{12}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreatePartitionsRecord) GetTopic() string {
@@ -1042,7 +1114,7 @@ type AlterPartitionRecord struct {
 
 func (x *AlterPartitionRecord) Reset() {
 	*x = AlterPartitionRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1126,7 @@ func (x *AlterPartitionRecord) String() string {
 func (*AlterPartitionRecord) ProtoMessage() {}
 
 func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1139,7 @@ func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRecord.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{13}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AlterPartitionRecord) GetBrokerId() int32 {
@@ -1130,7 +1202,7 @@ type ElectLeadersRecord struct {
 
 func (x *ElectLeadersRecord) Reset() {
 	*x = ElectLeadersRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1214,7 @@ func (x *ElectLeadersRecord) String() string {
 func (*ElectLeadersRecord) ProtoMessage() {}
 
 func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1227,7 @@ func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRecord.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
@@ -1169,7 +1241,7 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\x82\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xce\n" +
 	"\n" +
 	"\x06Record\x129\n" +
 	"\n" +
@@ -1192,7 +1264,8 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\relect_leaders\x18\x14 \x01(\v2#.dmq.metadata.v1.ElectLeadersRecordH\x00R\felectLeaders\x12G\n" +
 	"\fopen_session\x18\x15 \x01(\v2\".dmq.metadata.v1.OpenSessionRecordH\x00R\vopenSession\x12J\n" +
 	"\rcreate_topics\x18\x16 \x01(\v2#.dmq.metadata.v1.CreateTopicsRecordH\x00R\fcreateTopics\x12J\n" +
-	"\rdelete_topics\x18\x17 \x01(\v2#.dmq.metadata.v1.DeleteTopicsRecordH\x00R\fdeleteTopicsB\x06\n" +
+	"\rdelete_topics\x18\x17 \x01(\v2#.dmq.metadata.v1.DeleteTopicsRecordH\x00R\fdeleteTopics\x12J\n" +
+	"\ralter_configs\x18\x18 \x01(\v2#.dmq.metadata.v1.AlterConfigsRecordH\x00R\falterConfigsB\x06\n" +
 	"\x04body\"O\n" +
 	"\x11OpenSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
@@ -1218,14 +1291,15 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\fbroker_epoch\x18\x02 \x01(\x03R\vbrokerEpoch\"_\n" +
 	"\x1dBeginControlledShutdownRecord\x12\x1b\n" +
 	"\tbroker_id\x18\x01 \x01(\x05R\bbrokerId\x12!\n" +
-	"\fbroker_epoch\x18\x02 \x01(\x03R\vbrokerEpoch\"\xfb\x01\n" +
+	"\fbroker_epoch\x18\x02 \x01(\x03R\vbrokerEpoch\"\xa6\x02\n" +
 	"\x11CreateTopicRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\tR\atopicId\x12'\n" +
 	"\x0fpartition_count\x18\x03 \x01(\x05R\x0epartitionCount\x12-\n" +
 	"\x12replication_factor\x18\x04 \x01(\x05R\x11replicationFactor\x124\n" +
 	"\x06config\x18\x05 \x01(\v2\x1c.dmq.metadata.v1.TopicConfigR\x06config\x12)\n" +
-	"\x10placement_offset\x18\x06 \x01(\rR\x0fplacementOffset\"'\n" +
+	"\x10placement_offset\x18\x06 \x01(\rR\x0fplacementOffset\x12)\n" +
+	"\x10explicit_configs\x18\a \x03(\tR\x0fexplicitConfigs\"'\n" +
 	"\x11DeleteTopicRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"h\n" +
 	"\x12CreateTopicsRecord\x12:\n" +
@@ -1233,7 +1307,9 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"B\n" +
 	"\x12DeleteTopicsRecord\x12\x14\n" +
 	"\x05names\x18\x01 \x03(\tR\x05names\x12\x16\n" +
-	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"\x82\x01\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"Z\n" +
+	"\x12AlterConfigsRecord\x12D\n" +
+	"\tresources\x18\x01 \x03(\v2&.dmq.metadata.v1.ResourceConfigChangesR\tresources\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
@@ -1261,7 +1337,7 @@ func file_dmq_metadata_v1_records_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_records_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*Record)(nil),                        // 0: dmq.metadata.v1.Record
 	(*OpenSessionRecord)(nil),             // 1: dmq.metadata.v1.OpenSessionRecord
@@ -1275,15 +1351,17 @@ var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*DeleteTopicRecord)(nil),             // 9: dmq.metadata.v1.DeleteTopicRecord
 	(*CreateTopicsRecord)(nil),            // 10: dmq.metadata.v1.CreateTopicsRecord
 	(*DeleteTopicsRecord)(nil),            // 11: dmq.metadata.v1.DeleteTopicsRecord
-	(*CreatePartitionsRecord)(nil),        // 12: dmq.metadata.v1.CreatePartitionsRecord
-	(*AlterPartitionRecord)(nil),          // 13: dmq.metadata.v1.AlterPartitionRecord
-	(*ElectLeadersRecord)(nil),            // 14: dmq.metadata.v1.ElectLeadersRecord
-	(*RequestId)(nil),                     // 15: dmq.metadata.v1.RequestId
-	(*TopicConfig)(nil),                   // 16: dmq.metadata.v1.TopicConfig
-	(*TopicPartitions)(nil),               // 17: dmq.metadata.v1.TopicPartitions
+	(*AlterConfigsRecord)(nil),            // 12: dmq.metadata.v1.AlterConfigsRecord
+	(*CreatePartitionsRecord)(nil),        // 13: dmq.metadata.v1.CreatePartitionsRecord
+	(*AlterPartitionRecord)(nil),          // 14: dmq.metadata.v1.AlterPartitionRecord
+	(*ElectLeadersRecord)(nil),            // 15: dmq.metadata.v1.ElectLeadersRecord
+	(*RequestId)(nil),                     // 16: dmq.metadata.v1.RequestId
+	(*TopicConfig)(nil),                   // 17: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),         // 18: dmq.metadata.v1.ResourceConfigChanges
+	(*TopicPartitions)(nil),               // 19: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
-	15, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
+	16, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
 	2,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
 	3,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
 	4,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
@@ -1292,20 +1370,22 @@ var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
 	7,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
 	8,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
 	9,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
-	12, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
-	13, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
-	14, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
+	13, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
+	14, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
+	15, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
 	1,  // 12: dmq.metadata.v1.Record.open_session:type_name -> dmq.metadata.v1.OpenSessionRecord
 	10, // 13: dmq.metadata.v1.Record.create_topics:type_name -> dmq.metadata.v1.CreateTopicsRecord
 	11, // 14: dmq.metadata.v1.Record.delete_topics:type_name -> dmq.metadata.v1.DeleteTopicsRecord
-	16, // 15: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
-	8,  // 16: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
-	17, // 17: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 15: dmq.metadata.v1.Record.alter_configs:type_name -> dmq.metadata.v1.AlterConfigsRecord
+	17, // 16: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
+	8,  // 17: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
+	18, // 18: dmq.metadata.v1.AlterConfigsRecord.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	19, // 19: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_records_proto_init() }
@@ -1329,6 +1409,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_OpenSession)(nil),
 		(*Record_CreateTopics)(nil),
 		(*Record_DeleteTopics)(nil),
+		(*Record_AlterConfigs)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1336,7 +1417,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_records_proto_rawDesc), len(file_dmq_metadata_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

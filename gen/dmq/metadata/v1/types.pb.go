@@ -172,6 +172,164 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{0}
 }
 
+// Where a config value comes from.
+type ConfigSource int32
+
+const (
+	ConfigSource_CONFIG_SOURCE_UNSPECIFIED ConfigSource = 0
+	// Set on the topic (at creation or by IncrementalAlterConfigs).
+	ConfigSource_TOPIC_CONFIG ConfigSource = 1
+	// The cluster-wide default, as it was when the topic took it.
+	ConfigSource_CLUSTER_DEFAULT_CONFIG ConfigSource = 2
+	// Built in, or the controllers' configuration (min.insync.replicas).
+	ConfigSource_DEFAULT_CONFIG ConfigSource = 3
+)
+
+// Enum value maps for ConfigSource.
+var (
+	ConfigSource_name = map[int32]string{
+		0: "CONFIG_SOURCE_UNSPECIFIED",
+		1: "TOPIC_CONFIG",
+		2: "CLUSTER_DEFAULT_CONFIG",
+		3: "DEFAULT_CONFIG",
+	}
+	ConfigSource_value = map[string]int32{
+		"CONFIG_SOURCE_UNSPECIFIED": 0,
+		"TOPIC_CONFIG":              1,
+		"CLUSTER_DEFAULT_CONFIG":    2,
+		"DEFAULT_CONFIG":            3,
+	}
+)
+
+func (x ConfigSource) Enum() *ConfigSource {
+	p := new(ConfigSource)
+	*p = x
+	return p
+}
+
+func (x ConfigSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConfigSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_dmq_metadata_v1_types_proto_enumTypes[1].Descriptor()
+}
+
+func (ConfigSource) Type() protoreflect.EnumType {
+	return &file_dmq_metadata_v1_types_proto_enumTypes[1]
+}
+
+func (x ConfigSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConfigSource.Descriptor instead.
+func (ConfigSource) EnumDescriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
+type ConfigResource_Type int32
+
+const (
+	ConfigResource_TYPE_UNSPECIFIED ConfigResource_Type = 0
+	ConfigResource_TOPIC            ConfigResource_Type = 1
+	ConfigResource_CLUSTER          ConfigResource_Type = 2
+)
+
+// Enum value maps for ConfigResource_Type.
+var (
+	ConfigResource_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "TOPIC",
+		2: "CLUSTER",
+	}
+	ConfigResource_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED": 0,
+		"TOPIC":            1,
+		"CLUSTER":          2,
+	}
+)
+
+func (x ConfigResource_Type) Enum() *ConfigResource_Type {
+	p := new(ConfigResource_Type)
+	*p = x
+	return p
+}
+
+func (x ConfigResource_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConfigResource_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_dmq_metadata_v1_types_proto_enumTypes[2].Descriptor()
+}
+
+func (ConfigResource_Type) Type() protoreflect.EnumType {
+	return &file_dmq_metadata_v1_types_proto_enumTypes[2]
+}
+
+func (x ConfigResource_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConfigResource_Type.Descriptor instead.
+func (ConfigResource_Type) EnumDescriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{2, 0}
+}
+
+type AlterConfigOp_Op int32
+
+const (
+	AlterConfigOp_OP_UNSPECIFIED AlterConfigOp_Op = 0
+	// Set the key's value on the resource.
+	AlterConfigOp_SET AlterConfigOp_Op = 1
+	// Remove the resource's own value: a topic's key falls back to the
+	// cluster default, or to the built-in one; a cluster default is
+	// removed.
+	AlterConfigOp_DELETE AlterConfigOp_Op = 2
+)
+
+// Enum value maps for AlterConfigOp_Op.
+var (
+	AlterConfigOp_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "SET",
+		2: "DELETE",
+	}
+	AlterConfigOp_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"SET":            1,
+		"DELETE":         2,
+	}
+)
+
+func (x AlterConfigOp_Op) Enum() *AlterConfigOp_Op {
+	p := new(AlterConfigOp_Op)
+	*p = x
+	return p
+}
+
+func (x AlterConfigOp_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlterConfigOp_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_dmq_metadata_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (AlterConfigOp_Op) Type() protoreflect.EnumType {
+	return &file_dmq_metadata_v1_types_proto_enumTypes[3]
+}
+
+func (x AlterConfigOp_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlterConfigOp_Op.Descriptor instead.
+func (AlterConfigOp_Op) EnumDescriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{3, 0}
+}
+
 // Broker is a registered storage service (a broker in Kafka's terms).
 type Broker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -375,6 +533,176 @@ func (x *TopicConfig) GetUncleanLeaderElectionEnable() bool {
 	return false
 }
 
+// A resource that has configs: a topic, or the cluster (its defaults for
+// new topics; name empty).
+type ConfigResource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          ConfigResource_Type    `protobuf:"varint,1,opt,name=type,proto3,enum=dmq.metadata.v1.ConfigResource_Type" json:"type,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigResource) Reset() {
+	*x = ConfigResource{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigResource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigResource) ProtoMessage() {}
+
+func (x *ConfigResource) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigResource.ProtoReflect.Descriptor instead.
+func (*ConfigResource) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ConfigResource) GetType() ConfigResource_Type {
+	if x != nil {
+		return x.Type
+	}
+	return ConfigResource_TYPE_UNSPECIFIED
+}
+
+func (x *ConfigResource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// One change of an IncrementalAlterConfigs request.
+type AlterConfigOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Op    AlterConfigOp_Op       `protobuf:"varint,2,opt,name=op,proto3,enum=dmq.metadata.v1.AlterConfigOp_Op" json:"op,omitempty"`
+	// SET: the value. In a record's DELETE of a topic key: the built-in
+	// default the proposer resolved (the controller's configuration), used
+	// when the cluster sets no default for the key.
+	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterConfigOp) Reset() {
+	*x = AlterConfigOp{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterConfigOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterConfigOp) ProtoMessage() {}
+
+func (x *AlterConfigOp) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterConfigOp.ProtoReflect.Descriptor instead.
+func (*AlterConfigOp) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AlterConfigOp) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *AlterConfigOp) GetOp() AlterConfigOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return AlterConfigOp_OP_UNSPECIFIED
+}
+
+func (x *AlterConfigOp) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ResourceConfigChanges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resource      *ConfigResource        `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Ops           []*AlterConfigOp       `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceConfigChanges) Reset() {
+	*x = ResourceConfigChanges{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceConfigChanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceConfigChanges) ProtoMessage() {}
+
+func (x *ResourceConfigChanges) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceConfigChanges.ProtoReflect.Descriptor instead.
+func (*ResourceConfigChanges) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResourceConfigChanges) GetResource() *ConfigResource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *ResourceConfigChanges) GetOps() []*AlterConfigOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
 type Partition struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -392,7 +720,7 @@ type Partition struct {
 
 func (x *Partition) Reset() {
 	*x = Partition{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +732,7 @@ func (x *Partition) String() string {
 func (*Partition) ProtoMessage() {}
 
 func (x *Partition) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +745,7 @@ func (x *Partition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partition.ProtoReflect.Descriptor instead.
 func (*Partition) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Partition) GetTopic() string {
@@ -486,7 +814,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +826,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +839,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Topic) GetName() string {
@@ -569,7 +897,7 @@ type ClusterState struct {
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +909,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +922,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClusterState) GetMetadataVersion() int64 {
@@ -640,7 +968,7 @@ type MetadataDelta struct {
 
 func (x *MetadataDelta) Reset() {
 	*x = MetadataDelta{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +980,7 @@ func (x *MetadataDelta) String() string {
 func (*MetadataDelta) ProtoMessage() {}
 
 func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +993,7 @@ func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataDelta.ProtoReflect.Descriptor instead.
 func (*MetadataDelta) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MetadataDelta) GetFromVersion() int64 {
@@ -736,7 +1064,7 @@ type RequestId struct {
 
 func (x *RequestId) Reset() {
 	*x = RequestId{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +1076,7 @@ func (x *RequestId) String() string {
 func (*RequestId) ProtoMessage() {}
 
 func (x *RequestId) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +1089,7 @@ func (x *RequestId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestId.ProtoReflect.Descriptor instead.
 func (*RequestId) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RequestId) GetClientId() string {
@@ -796,7 +1124,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1136,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1149,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TopicPartitions) GetTopic() string {
@@ -859,7 +1187,26 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\rsegment_bytes\x18\x03 \x01(\x05R\fsegmentBytes\x12)\n" +
 	"\x10compression_type\x18\x04 \x01(\tR\x0fcompressionType\x12.\n" +
 	"\x13min_insync_replicas\x18\x05 \x01(\x05R\x11minInsyncReplicas\x12C\n" +
-	"\x1eunclean_leader_election_enable\x18\x06 \x01(\bR\x1buncleanLeaderElectionEnable\"\xd1\x01\n" +
+	"\x1eunclean_leader_election_enable\x18\x06 \x01(\bR\x1buncleanLeaderElectionEnable\"\x94\x01\n" +
+	"\x0eConfigResource\x128\n" +
+	"\x04type\x18\x01 \x01(\x0e2$.dmq.metadata.v1.ConfigResource.TypeR\x04type\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"4\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05TOPIC\x10\x01\x12\v\n" +
+	"\aCLUSTER\x10\x02\"\x99\x01\n" +
+	"\rAlterConfigOp\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
+	"\x02op\x18\x02 \x01(\x0e2!.dmq.metadata.v1.AlterConfigOp.OpR\x02op\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"-\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\a\n" +
+	"\x03SET\x10\x01\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x02\"\x86\x01\n" +
+	"\x15ResourceConfigChanges\x12;\n" +
+	"\bresource\x18\x01 \x01(\v2\x1f.dmq.metadata.v1.ConfigResourceR\bresource\x120\n" +
+	"\x03ops\x18\x02 \x03(\v2\x1e.dmq.metadata.v1.AlterConfigOpR\x03ops\"\xd1\x01\n" +
 	"\tPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
@@ -927,7 +1274,12 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x16BROKER_STATE_UNCHANGED\x10\x16\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x17\x12\x13\n" +
 	"\x0fSESSION_EXPIRED\x10\x18\x12\x11\n" +
-	"\rBATCH_ABORTED\x10\x19B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
+	"\rBATCH_ABORTED\x10\x19*o\n" +
+	"\fConfigSource\x12\x1d\n" +
+	"\x19CONFIG_SOURCE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fTOPIC_CONFIG\x10\x01\x12\x1a\n" +
+	"\x16CLUSTER_DEFAULT_CONFIG\x10\x02\x12\x12\n" +
+	"\x0eDEFAULT_CONFIG\x10\x03B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_dmq_metadata_v1_types_proto_rawDescOnce sync.Once
@@ -941,32 +1293,42 @@ func file_dmq_metadata_v1_types_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_types_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_dmq_metadata_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dmq_metadata_v1_types_proto_goTypes = []any{
-	(ErrorCode)(0),          // 0: dmq.metadata.v1.ErrorCode
-	(*Broker)(nil),          // 1: dmq.metadata.v1.Broker
-	(*TopicConfig)(nil),     // 2: dmq.metadata.v1.TopicConfig
-	(*Partition)(nil),       // 3: dmq.metadata.v1.Partition
-	(*Topic)(nil),           // 4: dmq.metadata.v1.Topic
-	(*ClusterState)(nil),    // 5: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),   // 6: dmq.metadata.v1.MetadataDelta
-	(*RequestId)(nil),       // 7: dmq.metadata.v1.RequestId
-	(*TopicPartitions)(nil), // 8: dmq.metadata.v1.TopicPartitions
+	(ErrorCode)(0),                // 0: dmq.metadata.v1.ErrorCode
+	(ConfigSource)(0),             // 1: dmq.metadata.v1.ConfigSource
+	(ConfigResource_Type)(0),      // 2: dmq.metadata.v1.ConfigResource.Type
+	(AlterConfigOp_Op)(0),         // 3: dmq.metadata.v1.AlterConfigOp.Op
+	(*Broker)(nil),                // 4: dmq.metadata.v1.Broker
+	(*TopicConfig)(nil),           // 5: dmq.metadata.v1.TopicConfig
+	(*ConfigResource)(nil),        // 6: dmq.metadata.v1.ConfigResource
+	(*AlterConfigOp)(nil),         // 7: dmq.metadata.v1.AlterConfigOp
+	(*ResourceConfigChanges)(nil), // 8: dmq.metadata.v1.ResourceConfigChanges
+	(*Partition)(nil),             // 9: dmq.metadata.v1.Partition
+	(*Topic)(nil),                 // 10: dmq.metadata.v1.Topic
+	(*ClusterState)(nil),          // 11: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),         // 12: dmq.metadata.v1.MetadataDelta
+	(*RequestId)(nil),             // 13: dmq.metadata.v1.RequestId
+	(*TopicPartitions)(nil),       // 14: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_types_proto_depIdxs = []int32{
-	2, // 0: dmq.metadata.v1.Topic.config:type_name -> dmq.metadata.v1.TopicConfig
-	3, // 1: dmq.metadata.v1.Topic.partitions:type_name -> dmq.metadata.v1.Partition
-	1, // 2: dmq.metadata.v1.ClusterState.brokers:type_name -> dmq.metadata.v1.Broker
-	4, // 3: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
-	1, // 4: dmq.metadata.v1.MetadataDelta.upserted_brokers:type_name -> dmq.metadata.v1.Broker
-	4, // 5: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
-	3, // 6: dmq.metadata.v1.MetadataDelta.changed_partitions:type_name -> dmq.metadata.v1.Partition
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	2,  // 0: dmq.metadata.v1.ConfigResource.type:type_name -> dmq.metadata.v1.ConfigResource.Type
+	3,  // 1: dmq.metadata.v1.AlterConfigOp.op:type_name -> dmq.metadata.v1.AlterConfigOp.Op
+	6,  // 2: dmq.metadata.v1.ResourceConfigChanges.resource:type_name -> dmq.metadata.v1.ConfigResource
+	7,  // 3: dmq.metadata.v1.ResourceConfigChanges.ops:type_name -> dmq.metadata.v1.AlterConfigOp
+	5,  // 4: dmq.metadata.v1.Topic.config:type_name -> dmq.metadata.v1.TopicConfig
+	9,  // 5: dmq.metadata.v1.Topic.partitions:type_name -> dmq.metadata.v1.Partition
+	4,  // 6: dmq.metadata.v1.ClusterState.brokers:type_name -> dmq.metadata.v1.Broker
+	10, // 7: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
+	4,  // 8: dmq.metadata.v1.MetadataDelta.upserted_brokers:type_name -> dmq.metadata.v1.Broker
+	10, // 9: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
+	9,  // 10: dmq.metadata.v1.MetadataDelta.changed_partitions:type_name -> dmq.metadata.v1.Partition
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_types_proto_init() }
@@ -979,8 +1341,8 @@ func file_dmq_metadata_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_types_proto_rawDesc), len(file_dmq_metadata_v1_types_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   8,
+			NumEnums:      4,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

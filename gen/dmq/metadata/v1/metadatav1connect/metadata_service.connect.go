@@ -69,6 +69,12 @@ const (
 	// MetadataServiceDeleteTopicsProcedure is the fully-qualified name of the MetadataService's
 	// DeleteTopics RPC.
 	MetadataServiceDeleteTopicsProcedure = "/dmq.metadata.v1.MetadataService/DeleteTopics"
+	// MetadataServiceIncrementalAlterConfigsProcedure is the fully-qualified name of the
+	// MetadataService's IncrementalAlterConfigs RPC.
+	MetadataServiceIncrementalAlterConfigsProcedure = "/dmq.metadata.v1.MetadataService/IncrementalAlterConfigs"
+	// MetadataServiceDescribeConfigsProcedure is the fully-qualified name of the MetadataService's
+	// DescribeConfigs RPC.
+	MetadataServiceDescribeConfigsProcedure = "/dmq.metadata.v1.MetadataService/DescribeConfigs"
 	// MetadataServiceListTopicsProcedure is the fully-qualified name of the MetadataService's
 	// ListTopics RPC.
 	MetadataServiceListTopicsProcedure = "/dmq.metadata.v1.MetadataService/ListTopics"
@@ -130,6 +136,14 @@ type MetadataServiceClient interface {
 	// Many topics deleted in one record (Kafka's DeleteTopics), with the same
 	// per-topic or atomic semantics and validate_only. At most 10,000 topics.
 	DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error)
+	// Changes configs one key at a time (Kafka's IncrementalAlterConfigs):
+	// SET a value or DELETE an override, on topics or on the cluster-wide
+	// defaults for new topics. Each resource succeeds or fails on its own;
+	// validate_only answers what the request would, changing nothing.
+	IncrementalAlterConfigs(context.Context, *connect.Request[v1.IncrementalAlterConfigsRequest]) (*connect.Response[v1.IncrementalAlterConfigsResponse], error)
+	// Every config of the named resources with its value and its source
+	// (Kafka's DescribeConfigs).
+	DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -232,6 +246,19 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(metadataServiceMethods.ByName("DeleteTopics")),
 			connect.WithClientOptions(opts...),
 		),
+		incrementalAlterConfigs: connect.NewClient[v1.IncrementalAlterConfigsRequest, v1.IncrementalAlterConfigsResponse](
+			httpClient,
+			baseURL+MetadataServiceIncrementalAlterConfigsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("IncrementalAlterConfigs")),
+			connect.WithClientOptions(opts...),
+		),
+		describeConfigs: connect.NewClient[v1.DescribeConfigsRequest, v1.DescribeConfigsResponse](
+			httpClient,
+			baseURL+MetadataServiceDescribeConfigsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("DescribeConfigs")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listTopics: connect.NewClient[v1.ListTopicsRequest, v1.ListTopicsResponse](
 			httpClient,
 			baseURL+MetadataServiceListTopicsProcedure,
@@ -309,27 +336,29 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // metadataServiceClient implements MetadataServiceClient.
 type metadataServiceClient struct {
-	registerBroker         *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
-	unregisterBroker       *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
-	listBrokers            *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
-	describeBroker         *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
-	storageHeartbeat       *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	storageHeartbeats      *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	createTopic            *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
-	deleteTopic            *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
-	createTopics           *connect.Client[v1.CreateTopicsRequest, v1.CreateTopicsResponse]
-	deleteTopics           *connect.Client[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse]
-	listTopics             *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
-	describeTopic          *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
-	createPartitions       *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
-	alterPartition         *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
-	electLeaders           *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
-	openSession            *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
-	getClusterMetadata     *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
-	getSeedClusterMetadata *connect.Client[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata]
-	getController          *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
-	brokerHeartbeat        *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
-	watchMetadata          *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
+	registerBroker          *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
+	unregisterBroker        *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
+	listBrokers             *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
+	describeBroker          *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
+	storageHeartbeat        *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	storageHeartbeats       *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	createTopic             *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
+	deleteTopic             *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
+	createTopics            *connect.Client[v1.CreateTopicsRequest, v1.CreateTopicsResponse]
+	deleteTopics            *connect.Client[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse]
+	incrementalAlterConfigs *connect.Client[v1.IncrementalAlterConfigsRequest, v1.IncrementalAlterConfigsResponse]
+	describeConfigs         *connect.Client[v1.DescribeConfigsRequest, v1.DescribeConfigsResponse]
+	listTopics              *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
+	describeTopic           *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
+	createPartitions        *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
+	alterPartition          *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
+	electLeaders            *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
+	openSession             *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
+	getClusterMetadata      *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
+	getSeedClusterMetadata  *connect.Client[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata]
+	getController           *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
+	brokerHeartbeat         *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
+	watchMetadata           *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
 }
 
 // RegisterBroker calls dmq.metadata.v1.MetadataService.RegisterBroker.
@@ -380,6 +409,16 @@ func (c *metadataServiceClient) CreateTopics(ctx context.Context, req *connect.R
 // DeleteTopics calls dmq.metadata.v1.MetadataService.DeleteTopics.
 func (c *metadataServiceClient) DeleteTopics(ctx context.Context, req *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error) {
 	return c.deleteTopics.CallUnary(ctx, req)
+}
+
+// IncrementalAlterConfigs calls dmq.metadata.v1.MetadataService.IncrementalAlterConfigs.
+func (c *metadataServiceClient) IncrementalAlterConfigs(ctx context.Context, req *connect.Request[v1.IncrementalAlterConfigsRequest]) (*connect.Response[v1.IncrementalAlterConfigsResponse], error) {
+	return c.incrementalAlterConfigs.CallUnary(ctx, req)
+}
+
+// DescribeConfigs calls dmq.metadata.v1.MetadataService.DescribeConfigs.
+func (c *metadataServiceClient) DescribeConfigs(ctx context.Context, req *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error) {
+	return c.describeConfigs.CallUnary(ctx, req)
 }
 
 // ListTopics calls dmq.metadata.v1.MetadataService.ListTopics.
@@ -463,6 +502,14 @@ type MetadataServiceHandler interface {
 	// Many topics deleted in one record (Kafka's DeleteTopics), with the same
 	// per-topic or atomic semantics and validate_only. At most 10,000 topics.
 	DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error)
+	// Changes configs one key at a time (Kafka's IncrementalAlterConfigs):
+	// SET a value or DELETE an override, on topics or on the cluster-wide
+	// defaults for new topics. Each resource succeeds or fails on its own;
+	// validate_only answers what the request would, changing nothing.
+	IncrementalAlterConfigs(context.Context, *connect.Request[v1.IncrementalAlterConfigsRequest]) (*connect.Response[v1.IncrementalAlterConfigsResponse], error)
+	// Every config of the named resources with its value and its source
+	// (Kafka's DescribeConfigs).
+	DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -561,6 +608,19 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithSchema(metadataServiceMethods.ByName("DeleteTopics")),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceIncrementalAlterConfigsHandler := connect.NewUnaryHandler(
+		MetadataServiceIncrementalAlterConfigsProcedure,
+		svc.IncrementalAlterConfigs,
+		connect.WithSchema(metadataServiceMethods.ByName("IncrementalAlterConfigs")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceDescribeConfigsHandler := connect.NewUnaryHandler(
+		MetadataServiceDescribeConfigsProcedure,
+		svc.DescribeConfigs,
+		connect.WithSchema(metadataServiceMethods.ByName("DescribeConfigs")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	metadataServiceListTopicsHandler := connect.NewUnaryHandler(
 		MetadataServiceListTopicsProcedure,
 		svc.ListTopics,
@@ -655,6 +715,10 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceCreateTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceDeleteTopicsProcedure:
 			metadataServiceDeleteTopicsHandler.ServeHTTP(w, r)
+		case MetadataServiceIncrementalAlterConfigsProcedure:
+			metadataServiceIncrementalAlterConfigsHandler.ServeHTTP(w, r)
+		case MetadataServiceDescribeConfigsProcedure:
+			metadataServiceDescribeConfigsHandler.ServeHTTP(w, r)
 		case MetadataServiceListTopicsProcedure:
 			metadataServiceListTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceDescribeTopicProcedure:
@@ -724,6 +788,14 @@ func (UnimplementedMetadataServiceHandler) CreateTopics(context.Context, *connec
 
 func (UnimplementedMetadataServiceHandler) DeleteTopics(context.Context, *connect.Request[v1.DeleteTopicsRequest]) (*connect.Response[v1.DeleteTopicsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DeleteTopics is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) IncrementalAlterConfigs(context.Context, *connect.Request[v1.IncrementalAlterConfigsRequest]) (*connect.Response[v1.IncrementalAlterConfigsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.IncrementalAlterConfigs is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DescribeConfigs is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error) {
