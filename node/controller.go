@@ -2,7 +2,6 @@ package node
 
 import (
 	"fmt"
-	"maps"
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -110,9 +109,6 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		return
 	}
 	n.controller.changed = true
-	if r := record.GetRegisterBroker(); r != nil {
-		n.brokersSeen[r.GetBrokerId()] = true
-	}
 	if !n.active {
 		return
 	}
@@ -397,11 +393,14 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	}
 	controller := seedwire.Controller{ID: int32(n.cfg.ID), URL: n.peers[n.cfg.ID], Term: int64(req.GetControllerEpoch()), NowMs: now.UnixMilli()}
 	// The seed's receiver never removes a broker: a full state lists as
-	// not alive the brokers gone since they registered, and those still
-	// named as replicas.
+	// not alive the brokers that departed (replicated, so that any leader
+	// knows them), and those still named as replicas.
 	var gone []int32
 	if !ok {
-		candidates := maps.Clone(n.brokersSeen)
+		candidates := map[int32]bool{}
+		for _, id := range n.sm.DepartedBrokers() {
+			candidates[id] = true
+		}
 		for _, t := range req.GetFullState().GetTopics() {
 			for _, p := range t.GetPartitions() {
 				for _, r := range p.GetReplicas() {

@@ -73,10 +73,6 @@ type Node struct {
 	// unreachable: peers reported unreachable and not heard from since
 	// (EventPeerUnreachable is said once per streak).
 	unreachable map[uint64]bool
-	// brokersSeen are the brokers registered in the state this node
-	// started from or since: what a full state tells the seed's receivers,
-	// which never remove a broker, is no longer registered.
-	brokersSeen map[int32]bool
 	// seedInFlight is, per seed receiver, the version of this node's push
 	// on the wire, kept across leaderships (a new one waits for it).
 	seedInFlight map[int32]int64
@@ -172,7 +168,6 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		reads:        map[uint64]*read{},
 		heardAt:      map[uint64]uint64{},
 		unreachable:  map[uint64]bool{},
-		brokersSeen:  map[int32]bool{},
 		seedInFlight: map[int32]int64{},
 		life:         env.Rand.Uint64(),
 		addedInLog:   map[uint64]uint64{},

@@ -855,3 +855,47 @@ func TestSeedResyncSurvivesAPushInFlight(t *testing.T) {
 	require.Len(t, next, 2)
 	assert.Contains(t, next[1].seedTypes(), seedwire.FullSnapshot, "the resync due is sent, not a delta")
 }
+
+// A seed receiver never removes a broker: every full state lists the
+// brokers gone as not alive. A leader that started from a snapshot taken
+// after a broker left knew nothing of it, so its full states left the
+// broker alive on the receiver for good (found by simulator seed 229,
+// where an unregistered client broker stayed alive on a seed service).
+func TestSeedFullStateListsBrokersThatLeftBeforeTheSnapshot(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.seedBrokers = map[int32]bool{1: true}
+	leader := c.elect(1)
+	for _, id := range []int32{1, 7} {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: 7}, done) }).Err)
+	c.tick(2)
+	for _, id := range []uint64{2, 3} {
+		_, _, err := c.nodes[id].TakeSnapshot()
+		require.NoError(t, err)
+		c.crash(id)
+		c.restart(id)
+	}
+	c.tick(5)
+	c.pushes = nil
+	c.crash(1)
+	next := c.waitNewLeader(1, 200)
+	heartbeat(t, next, "1", 0)
+	c.process()
+	var full *pushCall
+	for _, p := range c.pushesTo(1) {
+		if slices.Contains(p.seedTypes(), seedwire.FullSnapshot) {
+			full = &p
+		}
+	}
+	require.NotNil(t, full, "the new leader sends the seed receiver a full state")
+	gone := false
+	for _, u := range full.seed {
+		for _, b := range u.Brokers {
+			if b.ID == 7 {
+				gone = !b.Alive
+			}
+		}
+	}
+	assert.True(t, gone, "broker 7 is listed as not alive")
+}

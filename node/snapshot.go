@@ -140,9 +140,6 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 		panic(fmt.Sprintf("node: snapshot at index %d holds a state machine at %d", meta.GetIndex(), sm.AppliedIndex()))
 	}
 	n.sm = sm
-	for _, id := range sm.BrokerIDs() {
-		n.brokersSeen[id] = true
-	}
 	for _, id := range sortedKeys(n.peers) {
 		if _, ok := peers[id]; !ok {
 			n.env.Transport.RemovePeer(id)

@@ -118,52 +118,87 @@ func (r Result) FaultSummary() string {
 	return strings.Join(parts, " ")
 }
 
-// preferredMark is what the active controller held imbalanced some time
-// before the end: partitions whose preferred replica could lead but does
-// not, with their partition epochs.
+// preferredMark is what was imbalanced at a moment after the heal, in the
+// golden replica's state (the newest): partitions whose preferred replica
+// could lead but does not, with their leader epochs and preferred replicas.
 type preferredMark struct {
+	at           time.Duration
 	leader, term uint64
-	partitions   map[string]int32
+	partitions   map[string]imbalance
 }
 
-// markPreferred notes the imbalanced partitions a rebalance interval and a
-// margin before the end, for checkPreferredLeaders.
+type imbalance struct {
+	leaderEpoch int32
+	preferred   int32
+}
+
+// preferredWindow is how long after a mark it is checked: a rebalance
+// interval and a margin.
+const preferredWindow = rebalanceInterval + 3*time.Second
+
+// markPreferred checks the marks a window old, then notes a new one, once a
+// second from two seconds after the heal until a window before the end:
+// every mark is a chance to see a partition left alone.
 func (s *Sim) markPreferred() {
 	if leader := s.leaderNode(); leader != nil {
-		s.preferred = &preferredMark{leader: leader.id, term: leader.node.Term(),
-			partitions: imbalanced(leader.node.StateMachine().ClusterState())}
+		s.checkPreferredLeaders(leader)
+		s.preferred = append(s.preferred, &preferredMark{at: s.now, leader: leader.id, term: leader.node.Term(),
+			partitions: imbalanced(s.golden.sm.ClusterState())})
+
+	}
+	if s.now+time.Second+preferredWindow <= s.opts.Duration {
+		s.schedule(time.Second, evHeal, 0, 1, s.markPreferred)
 	}
 }
 
 // checkPreferredLeaders: preferred leaders come back. A partition whose
-// preferred replica was in the ISR and eligible, but not leading, both at
-// the mark and at the end, under the same partition epoch, was left alone by
-// a controller that led throughout, though its rebalance ran in between.
+// preferred replica stayed in the ISR and eligible from a mark to a window
+// later (no record took it out in between), but did not lead at either,
+// under the same leader epoch, was left alone by a controller that led
+// throughout (the same term at both), though its rebalance ran in between.
 func (s *Sim) checkPreferredLeaders(leader *simNode) {
-	mark := s.preferred
-	if mark == nil || mark.leader != leader.id || mark.term != leader.node.Term() {
-		return
-	}
-	now := imbalanced(leader.node.StateMachine().ClusterState())
-	for _, key := range slices.Sorted(maps.Keys(now)) {
-		if was, ok := mark.partitions[key]; ok && was == now[key] {
-			epoch := now[key]
-			s.violate("preferred leaders come back: %s has kept partition epoch %d for %v with its preferred replica eligible and in the ISR",
-				key, epoch, s.now-(s.opts.Duration-rebalanceInterval-3*time.Second))
+	var now map[string]imbalance
+	for len(s.preferred) > 0 && s.preferred[0].at+preferredWindow <= s.now {
+		mark := s.preferred[0]
+		s.preferred = s.preferred[1:]
+		if mark.leader != leader.id || mark.term != leader.node.Term() || s.golden.off {
+			continue
+		}
+		if now == nil {
+			now = imbalanced(s.golden.sm.ClusterState())
+		}
+		for _, key := range slices.Sorted(maps.Keys(now)) {
+			was, ok := mark.partitions[key]
+			if !ok || was != now[key] {
+				continue
+			}
+			if out, dropped := s.golden.preferredOutAt[key]; dropped && out >= mark.at {
+				continue
+			}
+			if out, dropped := s.golden.brokerOutAt[was.preferred]; dropped && out >= mark.at {
+				continue
+			}
+			s.violate("preferred leaders come back: %s has kept leader epoch %d for %v with its preferred replica %d eligible and in the ISR",
+				key, was.leaderEpoch, s.now-mark.at, was.preferred)
 			return
 		}
 	}
 }
 
+// preferredKey names a partition of a topic incarnation.
+func preferredKey(t *metadatav1.Topic, p *metadatav1.Partition) string {
+	return fmt.Sprintf("%s-%d (%s)", t.GetName(), p.GetPartition(), t.GetTopicId())
+}
+
 // imbalanced computes, from the cluster state alone, the partitions whose
 // first replica is eligible (unfenced, not shutting down) and in the ISR
-// but not the leader, with their partition epochs.
-func imbalanced(state *metadatav1.ClusterState) map[string]int32 {
+// but not the leader.
+func imbalanced(state *metadatav1.ClusterState) map[string]imbalance {
 	eligible := map[int32]bool{}
 	for _, b := range state.GetBrokers() {
 		eligible[b.GetId()] = !b.GetFenced() && !b.GetInControlledShutdown()
 	}
-	out := map[string]int32{}
+	out := map[string]imbalance{}
 	for _, t := range state.GetTopics() {
 		for _, p := range t.GetPartitions() {
 			replicas := p.GetReplicas()
@@ -172,7 +207,7 @@ func imbalanced(state *metadatav1.ClusterState) map[string]int32 {
 			}
 			preferred := replicas[0]
 			if p.GetLeader() != preferred && slices.Contains(p.GetIsr(), preferred) && eligible[preferred] {
-				out[fmt.Sprintf("%s-%d", t.GetName(), p.GetPartition())] = p.GetPartitionEpoch()
+				out[preferredKey(t, p)] = imbalance{leaderEpoch: p.GetLeaderEpoch(), preferred: preferred}
 			}
 		}
 	}

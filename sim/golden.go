@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -40,6 +41,13 @@ type golden struct {
 	off bool
 	// fencedAt is the index of each fenced broker's last fence.
 	fencedAt map[int32]uint64
+	// preferredOutAt is when, in simulated time, each partition (by
+	// preferredKey) last had its preferred replica leave the ISR, and
+	// brokerOutAt when each broker last stopped being eligible (fenced,
+	// shutting down, unregistered): what checkPreferredLeaders needs to know
+	// that a preferred replica stayed in the ISR and eligible throughout.
+	preferredOutAt map[string]time.Duration
+	brokerOutAt    map[int32]time.Duration
 }
 
 type requestKey struct {
@@ -66,7 +74,7 @@ func newGolden() *golden {
 	sm.Advance(1) // the bootstrap snapshot's index
 	return &golden{sm: sm, succeeded: map[requestKey]statemachine.Result{},
 		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]string{},
-		fencedAt: map[int32]uint64{}}
+		fencedAt: map[int32]uint64{}, preferredOutAt: map[string]time.Duration{}, brokerOutAt: map[int32]time.Duration{}}
 }
 
 // applied sees an entry some controller applied; the first sighting of
@@ -105,6 +113,7 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 	}
 	if result.Err == nil {
 		g.checkUnfence(s, index, record)
+		g.notePreferredOut(s, record)
 	}
 	g.rollTwins(s, index)
 }
@@ -132,6 +141,27 @@ func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
 	if svc := s.services[id-1]; svc.agent.Epoch() == u.GetBrokerEpoch() && svc.version() < int64(fenced) {
 		s.violate("broker %d unfenced at index %d holding version %d, before its fence at %d: a returning broker is unfenced only once caught up",
 			id, index, svc.version(), fenced)
+	}
+}
+
+// notePreferredOut notes, for checkPreferredLeaders, a record that took a
+// preferred replica out of an ISR or a broker out of eligibility.
+func (g *golden) notePreferredOut(s *Sim, record *metadatav1.Record) {
+	switch body := record.GetBody().(type) {
+	case *metadatav1.Record_AlterPartition:
+		r := body.AlterPartition
+		if t := g.sm.Topic(r.GetTopic()); t != nil && int(r.GetPartition()) < len(t.GetPartitions()) {
+			p := t.GetPartitions()[r.GetPartition()]
+			if !slices.Contains(p.GetIsr(), p.GetReplicas()[0]) {
+				g.preferredOutAt[preferredKey(t, p)] = s.now
+			}
+		}
+	case *metadatav1.Record_FenceBroker:
+		g.brokerOutAt[body.FenceBroker.GetBrokerId()] = s.now
+	case *metadatav1.Record_BeginControlledShutdown:
+		g.brokerOutAt[body.BeginControlledShutdown.GetBrokerId()] = s.now
+	case *metadatav1.Record_UnregisterBroker:
+		g.brokerOutAt[body.UnregisterBroker.GetBrokerId()] = s.now
 	}
 }
 

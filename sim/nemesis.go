@@ -430,8 +430,8 @@ func (s *Sim) heal() {
 	if s.opts.SilentAtHeal {
 		s.services[0].silentForever = true
 	}
-	if mark := s.opts.Duration - rebalanceInterval - 3*time.Second; mark > s.now {
-		s.schedule(mark-s.now, evHeal, 0, 1, s.markPreferred)
+	if s.now+2*time.Second+preferredWindow <= s.opts.Duration {
+		s.schedule(2*time.Second, evHeal, 0, 1, s.markPreferred)
 	}
 	s.reconcileMembership()
 }

@@ -75,8 +75,9 @@ type Sim struct {
 	reconciling   bool
 	lastLeaderAt  time.Duration
 	clientOpsDone int
-	// preferred is the mark checkPreferredLeaders compares the end with.
-	preferred *preferredMark
+	// preferred are the marks checkPreferredLeaders compares later states
+	// with, oldest first.
+	preferred []*preferredMark
 	// growing: the cluster founded on one controller is still adding the
 	// others (GrowFromOne).
 	growing bool
@@ -273,6 +274,8 @@ func (s *Sim) setup() {
 		s.clients = append(s.clients, c)
 		s.schedule(s.between(200*time.Millisecond, time.Second), evClientStart, uint64(i), 0, c.start)
 	}
+	admin := newAdmin(s)
+	s.schedule(time.Second, evClientStart, 999, 0, admin.start)
 	s.scheduleNemeses()
 	s.schedule(s.opts.HealAfter, evHeal, 0, 0, s.heal)
 }

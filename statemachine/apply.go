@@ -255,6 +255,7 @@ func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *cha
 		epoch: int64(s.appliedIndex),
 	}
 	s.brokers[b.id] = b
+	s.departed = slices.DeleteFunc(s.departed, func(id int32) bool { return id == b.id })
 	c.brokers = append(c.brokers, b.id)
 	// A broker that comes back may be the only one left in the ISR of
 	// offline partitions: let it lead them again.
@@ -283,6 +284,10 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 	}
 	s.removeFromPartitions(b, c)
 	delete(s.brokers, b.id)
+	if len(s.departed) == DepartedBrokersMax {
+		s.departed = slices.Delete(s.departed, 0, 1)
+	}
+	s.departed = append(s.departed, b.id)
 	c.brokers = append(c.brokers, b.id)
 	return Result{}
 }

@@ -530,3 +530,31 @@ func TestSnapshotOfFormatOneIsRefusedClearly(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorruptSnapshot)
 	assert.Contains(t, err.Error(), "predates client sessions")
 }
+
+// The brokers that left are remembered (replicated, in snapshots), most
+// recent last, until they register again, and at most DepartedBrokersMax.
+func TestDepartedBrokersAreRemembered(t *testing.T) {
+	h := newHarness(t)
+	unregister := func(id int32) {
+		h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_UnregisterBroker{UnregisterBroker: &metadatav1.UnregisterBrokerRecord{BrokerId: id}}})
+	}
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	unregister(2)
+	unregister(1)
+	assert.Equal(t, []int32{2, 1}, h.sm.DepartedBrokers())
+	h.mustApply(registerRecord(2, ""))
+	assert.Equal(t, []int32{1}, h.sm.DepartedBrokers(), "a broker back is no longer departed")
+	restored, err := Restore(h.sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, []int32{1}, restored.DepartedBrokers())
+
+	for id := int32(100); id < 100+DepartedBrokersMax; id++ {
+		h.mustApply(registerRecord(id, ""))
+		unregister(id)
+	}
+	departed := h.sm.DepartedBrokers()
+	require.Len(t, departed, DepartedBrokersMax)
+	assert.Equal(t, int32(100), departed[0], "the oldest is forgotten first")
+}

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"hash/fnv"
 	"math"
+	"slices"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
@@ -21,6 +22,7 @@ import (
 //	brokers:  count, then id host port rack incarnation epoch flags
 //	topics:   count, then name id rf config sources partitions(count, then
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
+//	departed brokers: count, then ids (oldest first)
 //	cluster config: count, then key value (keys in ConfigKeys order)
 //	nowMs
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
@@ -29,7 +31,7 @@ import (
 //	crc32c
 //
 // Version 2 is version 3 without the items of a result, the topics' config
-// sources and the cluster config (it predates batches and config changes),
+// sources, the departed brokers and the cluster config (it predates batches and config changes),
 // and is read as such: its topics' values are all taken for defaults.
 // Version 1 held a request table where version 2 holds the clock and the
 // sessions. It is refused: replaying the log after it without the table
@@ -122,6 +124,7 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 		}
 	}
 	if format > snapshotFormatNoItems {
+		e.ids(s.departed)
 		e.uvarint(uint64(len(s.clusterConfig)))
 		for _, key := range ConfigKeys {
 			if value, ok := s.clusterConfig[key]; ok {
@@ -380,6 +383,17 @@ func Restore(data []byte) (*StateMachine, error) {
 		}
 	}
 	if format > snapshotFormatNoItems {
+		n := d.count()
+		if n > DepartedBrokersMax {
+			d.fail("%d departed brokers", n)
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			id := d.int32()
+			if _, registered := s.brokers[id]; registered || slices.Contains(s.departed, id) {
+				d.fail("departed broker %d registered or twice", id)
+			}
+			s.departed = append(s.departed, id)
+		}
 		scratch := DefaultTopicConfig(1, ReplicationFactorMax)
 		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
 			key, value := d.str(), d.str()

@@ -69,7 +69,20 @@ type StateMachine struct {
 	// clusterConfig is the cluster's defaults for new topics, by config
 	// key, each in the form ParseTopicConfig reads.
 	clusterConfig map[string]string
+	// departed are the ids of the brokers unregistered most recently and
+	// not registered since, oldest first, at most DepartedBrokersMax: the
+	// Java service's storage services never forget a broker, so every full
+	// state they get lists these as not alive, whichever controller sends
+	// it and whatever snapshot it started from.
+	departed []int32
 }
+
+// DepartedBrokersMax bounds the departed brokers a state remembers.
+const DepartedBrokersMax = 1024
+
+// DepartedBrokers are the brokers unregistered most recently and not
+// registered since, oldest first.
+func (s *StateMachine) DepartedBrokers() []int32 { return slices.Clone(s.departed) }
 
 // New returns an empty state machine at version 0.
 func New() *StateMachine {

@@ -1,0 +1,50 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dmq-project/metadata/client"
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/node"
+)
+
+// stableTopics are created once, early, by the admin, and never deleted:
+// the clients' topics come and go within seconds, and only partitions that
+// live through the chaos see leaders move away and come back, which the
+// preferred-leader check and the rebalance it guards need.
+var stableTopics = []string{"ledger", "inventory"}
+
+// admin creates the stable topics, retrying each until it exists. Its
+// writes are not in the client history: no client operation names these
+// topics.
+type admin struct {
+	sim    *Sim
+	caller *caller
+	next   int
+}
+
+func newAdmin(s *Sim) *admin {
+	return &admin{sim: s, caller: newCaller(s, 999, "admin")}
+}
+
+func (a *admin) start() {
+	s := a.sim
+	if a.next >= len(stableTopics) || s.now >= s.writesStopAt() {
+		return
+	}
+	name := stableTopics[a.next]
+	a.caller.write(s.now+callerPatience, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: name, Partitions: 3, ReplicationFactor: max(s.opts.ReplicationFactor, 1), RequestId: id},
+			func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
+	}, func(e writeEnd) {
+		done := e.failure == nil && e.verdict != client.WriteUnknown ||
+			e.failure != nil && e.failure.ErrorCode == metadatav1.ErrorCode_TOPIC_ALREADY_EXISTS
+		if done {
+			a.next++
+		}
+		s.schedule(time.Second, evClientStart, 999, 0, a.start)
+	})
+}
+
+func (a *admin) String() string { return fmt.Sprintf("admin (%d of %d stable topics)", a.next, len(stableTopics)) }
