@@ -47,4 +47,6 @@ func (a *admin) start() {
 	})
 }
 
-func (a *admin) String() string { return fmt.Sprintf("admin (%d of %d stable topics)", a.next, len(stableTopics)) }
+func (a *admin) String() string {
+	return fmt.Sprintf("admin (%d of %d stable topics)", a.next, len(stableTopics))
+}

@@ -25,7 +25,7 @@ func TestRegressionSeedsFailWithTheirBugs(t *testing.T) {
 	files := gitFiles(t, root)
 	for _, r := range regressionSeeds {
 		t.Run(r.revert, func(t *testing.T) {
-			require.NotEmpty(t, r.revert, "seed %d names no revert", r.seed)
+			require.NotEmpty(t, r.revert, "seeds %v name no revert", r.seeds)
 			tree := t.TempDir()
 			for _, f := range files {
 				data, err := os.ReadFile(filepath.Join(root, f))
@@ -35,21 +35,30 @@ func TestRegressionSeedsFailWithTheirBugs(t *testing.T) {
 			}
 			revert := filepath.Join(root, "sim", "testdata", "reverts", r.revert+".diff")
 			run(t, tree, "git", "apply", revert)
-			args := []string{"run", "./cmd/dmqsim", "run", "--seed", fmt.Sprint(r.seed), "--duration", r.duration.String()}
-			if r.nodes > 0 {
-				args = append(args, "--nodes", fmt.Sprint(r.nodes))
-			}
-			cmd := exec.Command("go", args...)
-			cmd.Dir = tree
-			out, err := cmd.CombinedOutput()
-			require.Error(t, err, "seed %d passes with %s reverted: find another seed or a deterministic test\n%s", r.seed, r.revert, out)
-			require.Contains(t, string(out), "VIOLATION", "seed %d failed to run rather than found the bug:\n%s", r.seed, out)
-			for _, line := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(line, "VIOLATION") {
-					t.Logf("seed %d with %s reverted: %s", r.seed, r.revert, line)
-					break
+			run(t, tree, "go", "build", "-o", "dmqsim.bin", "./cmd/dmqsim")
+			var passed []uint64
+			for _, seed := range r.seeds {
+				args := []string{"run", "--seed", fmt.Sprint(seed), "--duration", r.duration.String()}
+				if r.nodes > 0 {
+					args = append(args, "--nodes", fmt.Sprint(r.nodes))
 				}
+				cmd := exec.Command(filepath.Join(tree, "dmqsim.bin"), args...)
+				cmd.Dir = tree
+				out, err := cmd.CombinedOutput()
+				if err == nil {
+					passed = append(passed, seed)
+					continue
+				}
+				require.Contains(t, string(out), "VIOLATION", "seed %d failed to run rather than found the bug:\n%s", seed, out)
+				for _, line := range strings.Split(string(out), "\n") {
+					if strings.HasPrefix(line, "VIOLATION") {
+						t.Logf("seed %d with %s reverted: %s", seed, r.revert, line)
+						break
+					}
+				}
+				return
 			}
+			require.Failf(t, "stale regression seeds", "seeds %v all pass with %s reverted: find others or a deterministic test", passed, r.revert)
 		})
 	}
 }
