@@ -50,6 +50,13 @@ const DefaultRetentionMs = 7 * 24 * 60 * 60 * 1000
 // size. Atomic items may answer BATCH_ABORTED, which says the item alone
 // would have applied and did not. A DryRun item (validate_only) changes
 // nothing and answers what the item would have answered then.
+//
+// What this leaves unchecked: each key's history is checked on its own, so
+// the items of one batch may linearize at different points, and an atomic
+// batch whose outcome stayed unknown may be taken as applied in part. The
+// simulator's client checks every answered atomic batch (all NONE, or none
+// with some item's own failure) and the state machine's tests hold the
+// rest.
 type Input struct {
 	Kind   Kind
 	Topic  string
@@ -72,9 +79,10 @@ type Output struct {
 	Code       metadatav1.ErrorCode
 	Exists     bool
 	Partitions int32
-	// RetentionMs is the retention.ms a describe saw; 0 where the history
-	// does not record it.
-	RetentionMs int64
+	// RetentionMs is the retention.ms a describe saw, where RetentionSeen
+	// says the history records it.
+	RetentionMs   int64
+	RetentionSeen bool
 }
 
 // state of one key: a topic (exists, partition count, retention.ms where
@@ -109,7 +117,7 @@ func step(s state, in Input, out Output) []state {
 			return nil
 		}
 		if out.Exists == s.exists && (!s.exists || in.Kind == DescribeBroker ||
-			(out.Partitions == s.partitions && (out.RetentionMs == 0 || out.RetentionMs == s.retention()))) {
+			(out.Partitions == s.partitions && (!out.RetentionSeen || out.RetentionMs == s.retention()))) {
 			return []state{s}
 		}
 		return nil

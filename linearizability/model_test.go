@@ -27,8 +27,10 @@ func code(c metadatav1.ErrorCode) Output { return Output{Code: c} }
 func alter(topic string, seconds int32) Input {
 	return Input{Kind: AlterTopicConfig, Topic: topic, Count: seconds}
 }
-func retained(n int32, ms int64) Output { return Output{Exists: true, Partitions: n, RetentionMs: ms} }
-func seen(exists bool, n int32) Output  { return Output{Exists: exists, Partitions: n} }
+func retained(n int32, ms int64) Output {
+	return Output{Exists: true, Partitions: n, RetentionMs: ms, RetentionSeen: true}
+}
+func seen(exists bool, n int32) Output { return Output{Exists: exists, Partitions: n} }
 
 var unknown = Output{Unknown: true}
 
@@ -175,6 +177,10 @@ func TestIllegalHistories(t *testing.T) {
 			op(0, create("a", 1), 0, code(ok), 1),
 			op(0, alter("a", 5), 2, code(ok), 3),
 			op(1, describe("a"), 4, retained(1, DefaultRetentionMs), 5),
+		},
+		"a retention of 0 seen where none was set": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(1, describe("a"), 2, retained(1, 0), 3),
 		},
 		"a config change of a missing topic acknowledged": {
 			op(0, alter("a", 5), 0, code(ok), 1),

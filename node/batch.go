@@ -2,77 +2,103 @@ package node
 
 import (
 	"fmt"
+	"slices"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
+	"google.golang.org/protobuf/proto"
 )
 
-// Batches: many topics created or deleted in one record. What can be
-// checked without the state is checked here, per item; the items that pass
-// go into the record, whose result is mapped back to the request's order.
-// A dry run (validate_only) checks the same record against the state of a
-// linearizable read, so it answers what a real run at that moment would.
+// Batches: many topics created or deleted, or many configs changed, in one
+// record. What can be checked without the state is checked here, per item;
+// the items that pass go into the record, which names their positions in
+// the request, so that its result lists the request's items in order
+// whichever controller proposed it (a retry may reach another one, whose
+// configuration refuses other items). A dry run (validate_only) checks the
+// same record against the state of a linearizable read, so it answers what
+// a real run at that moment would.
 
 // batchPlan is a batch request split into the items that failed before the
 // state was consulted and the record of the rest.
 type batchPlan struct {
 	items []statemachine.ItemResult
-	// index maps a record item to its request item.
-	index  []int
+	// index holds the request positions of the record's items.
+	index  []int32
 	atomic bool
 	name   func(int) string
 	verb   string
 }
 
-// complete maps a result over the record's items to one over the request's.
+// positions are the record's request_size and request_indexes: none when
+// the record holds every item.
+func (p *batchPlan) positions() (int32, []int32) {
+	if len(p.index) == len(p.items) {
+		return 0, nil
+	}
+	return int32(len(p.items)), p.index
+}
+
+// complete gives a result of the record (in the request's order) the
+// reasons of the items this controller refused, where the record marks them
+// refused, and a message to items whose reason was not kept (a retry).
 func (p *batchPlan) complete(r statemachine.Result) statemachine.Result {
 	if r.Items == nil {
 		// Refused as a whole before the items were looked at (no leader,
 		// an expired session): the request's answer.
 		return r
 	}
-	items := make([]statemachine.ItemResult, len(p.items))
-	copy(items, p.items)
-	for j, item := range r.Items {
-		items[p.index[j]] = item
+	if len(r.Items) != len(p.items) {
+		return statemachine.Result{Version: r.Version, Err: invalidf(
+			"the request id was used before for a request of %d items; this one has %d: number each request anew", len(r.Items), len(p.items))}
+	}
+	items := make([]statemachine.ItemResult, len(r.Items))
+	for i, item := range r.Items {
+		switch {
+		case p.items[i].Err != nil && item.Err.GetCode() == metadatav1.ErrorCode_INVALID_REQUEST:
+			item = p.items[i]
+		case item.Err != nil && item.Err.Message == "":
+			item.Err = &statemachine.Error{Code: item.Err.Code,
+				Message: item.Err.Code.String() + " (the first answer to this request; its detail is not kept)"}
+		}
+		items[i] = item
 	}
 	r.Items = items
 	return r
 }
 
-// answerWithoutState answers a batch whose outcome the state cannot change:
-// an atomic one with an item that failed already, or one with no item left.
-func (p *batchPlan) answerWithoutState() (statemachine.Result, bool) {
-	failed := len(p.index) < len(p.items)
-	switch {
-	case p.atomic && failed:
-		items := make([]statemachine.ItemResult, len(p.items))
-		copy(items, p.items)
-		return statemachine.BatchResult(items, true, p.name, p.verb), true
-	case len(p.index) == 0:
-		return statemachine.Result{Items: p.items}, true
+// runBatch answers the plan: from the request table (a retry), from a
+// check against a linearizable read (a dry run, or an atomic batch with an
+// item refused here: every other item says whether it alone would
+// apply), or through the log.
+func (n *Node) runBatch(p *batchPlan, id *metadatav1.RequestId, validateOnly bool, record *metadatav1.Record,
+	check func(sm *statemachine.StateMachine, atomic bool) statemachine.Result, done func(Outcome)) {
+	if !validateOnly {
+		if first, ok := n.sm.LookupRequest(id); ok {
+			done(Outcome{Result: p.complete(first), LeaderID: n.leader})
+			return
+		}
 	}
-	return statemachine.Result{}, false
-}
-
-// run answers the plan: from itself, from a dry run against a linearizable
-// read, or through the log.
-func (n *Node) runBatch(p *batchPlan, validateOnly bool, record *metadatav1.Record,
-	check func(*statemachine.StateMachine) statemachine.Result, done func(Outcome)) {
-	if r, ok := p.answerWithoutState(); ok {
+	refused := len(p.index) < len(p.items)
+	if len(p.index) == 0 {
+		// Nothing for the state to decide.
+		r := statemachine.BatchResult(slices.Clone(p.items), p.atomic, p.name, p.verb)
 		r.Version = n.sm.Version()
 		done(Outcome{Result: r, LeaderID: n.leader})
 		return
 	}
-	if validateOnly {
+	if validateOnly || (p.atomic && refused) {
 		n.Read(func(sm *statemachine.StateMachine, err *statemachine.Error) {
 			if err != nil {
 				done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader})
 				return
 			}
-			r := check(sm)
+			r := check(sm, false)
+			r = p.complete(r)
+			if r.Err == nil && p.atomic {
+				r = statemachine.BatchResult(r.Items, true, p.name, p.verb)
+			}
 			r.Version = sm.Version()
-			done(Outcome{Result: p.complete(r), LeaderID: n.leader})
+			done(Outcome{Result: r, LeaderID: n.leader})
 		})
 		return
 	}
@@ -121,11 +147,16 @@ func (n *Node) CreateTopics(req *metadatav1.CreateTopicsRequest, done func(Outco
 			continue
 		}
 		batch.Topics = append(batch.Topics, r)
-		p.index = append(p.index, i)
+		p.index = append(p.index, int32(i))
 	}
-	n.runBatch(p, req.GetValidateOnly(),
+	batch.RequestSize, batch.RequestIndexes = p.positions()
+	n.runBatch(p, req.GetRequestId(), req.GetValidateOnly(),
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_CreateTopics{CreateTopics: batch}},
-		func(sm *statemachine.StateMachine) statemachine.Result { return sm.CheckCreateTopics(batch) }, done)
+		func(sm *statemachine.StateMachine, atomic bool) statemachine.Result {
+			check := proto.CloneOf(batch)
+			check.Atomic = atomic
+			return sm.CheckCreateTopics(check)
+		}, done)
 }
 
 // DeleteTopics deletes many topics in one record, as CreateTopics creates
@@ -151,11 +182,16 @@ func (n *Node) DeleteTopics(req *metadatav1.DeleteTopicsRequest, done func(Outco
 			continue
 		}
 		batch.Names = append(batch.Names, name)
-		p.index = append(p.index, i)
+		p.index = append(p.index, int32(i))
 	}
-	n.runBatch(p, req.GetValidateOnly(),
+	batch.RequestSize, batch.RequestIndexes = p.positions()
+	n.runBatch(p, req.GetRequestId(), req.GetValidateOnly(),
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_DeleteTopics{DeleteTopics: batch}},
-		func(sm *statemachine.StateMachine) statemachine.Result { return sm.CheckDeleteTopics(batch) }, done)
+		func(sm *statemachine.StateMachine, atomic bool) statemachine.Result {
+			check := proto.CloneOf(batch)
+			check.Atomic = atomic
+			return sm.CheckDeleteTopics(check)
+		}, done)
 }
 
 // BuiltInTopicConfig is the config a topic takes where neither its creation
@@ -210,9 +246,10 @@ func (n *Node) IncrementalAlterConfigs(req *metadatav1.IncrementalAlterConfigsRe
 			changes.Ops = append(changes.Ops, op)
 		}
 		record.Resources = append(record.Resources, changes)
-		p.index = append(p.index, i)
+		p.index = append(p.index, int32(i))
 	}
-	n.runBatch(p, req.GetValidateOnly(),
+	record.RequestSize, record.RequestIndexes = p.positions()
+	n.runBatch(p, req.GetRequestId(), req.GetValidateOnly(),
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterConfigs{AlterConfigs: record}},
-		func(sm *statemachine.StateMachine) statemachine.Result { return sm.CheckAlterConfigs(record) }, done)
+		func(sm *statemachine.StateMachine, _ bool) statemachine.Result { return sm.CheckAlterConfigs(record) }, done)
 }

@@ -87,6 +87,29 @@ func (n *Node) ResolveTopic(req *metadatav1.CreateTopicRequest) (int32, *metadat
 	return rf, config, nil
 }
 
+// NewTopicSettings is the replication factor and config a topic created
+// now by req would have, with this controller's defaults and the cluster's
+// (as this controller's state holds them); false if req is refused before
+// the state is consulted.
+func (n *Node) NewTopicSettings(req *metadatav1.CreateTopicRequest) (int32, *metadatav1.TopicConfig, bool) {
+	rf, config, err := n.ResolveTopic(req)
+	if err != nil {
+		return 0, nil, false
+	}
+	config = n.sm.NewTopicConfig(&metadatav1.CreateTopicRecord{ReplicationFactor: rf, Config: config, ExplicitConfigs: explicitConfigs(req)})
+	return rf, config, config != nil
+}
+
+func explicitConfigs(req *metadatav1.CreateTopicRequest) []string {
+	var explicit []string
+	for _, key := range statemachine.ConfigKeys {
+		if _, ok := req.GetConfigs()[key]; ok {
+			explicit = append(explicit, key)
+		}
+	}
+	return explicit
+}
+
 // topicRecord is the record that creates the requested topic, with a topic
 // id and a placement offset drawn by this proposer.
 func (n *Node) topicRecord(req *metadatav1.CreateTopicRequest) (*metadatav1.CreateTopicRecord, *statemachine.Error) {
@@ -102,12 +125,7 @@ func (n *Node) topicRecord(req *metadatav1.CreateTopicRequest) (*metadatav1.Crea
 		}
 	}
 	raw[0] |= 1 // never all zero
-	var explicit []string
-	for _, key := range statemachine.ConfigKeys {
-		if _, ok := req.GetConfigs()[key]; ok {
-			explicit = append(explicit, key)
-		}
-	}
+	explicit := explicitConfigs(req)
 	return &metadatav1.CreateTopicRecord{
 		Name: req.GetName(), TopicId: statemachine.TopicIDFromBytes(raw), PartitionCount: req.GetPartitions(),
 		ReplicationFactor: rf, Config: config, PlacementOffset: uint32(n.env.Rand.Uint64()), ExplicitConfigs: explicit,

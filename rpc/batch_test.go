@@ -135,3 +135,21 @@ func TestRESTConfigs(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, status)
 	assert.Contains(t, body["message"], "named twice")
 }
+
+// The per-topic results of a batch show the config the topic took, with
+// the cluster's defaults (found by review: the built-in ones were shown).
+func TestBatchResultsShowTheClusterDefaults(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
+	status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{"id":1,"host":"localhost","port":8082}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	status, body = postJSON(t, base+"/api/v1/metadata/configs:incrementalAlter",
+		`{"resources":[{"resource":{"type":"CLUSTER"},"ops":[{"key":"retention.ms","op":"SET","value":"3600000"}]}]}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	for _, dry := range []string{"true", "false"} {
+		status, body = postJSON(t, base+"/api/v1/metadata/topics:batchCreate", `{"validateOnly":`+dry+`,"topics":[{"name":"x","partitions":1}]}`)
+		require.Equal(t, http.StatusOK, status, "%v", body)
+		config := body["results"].([]any)[0].(map[string]any)["config"].(map[string]any)
+		assert.Equal(t, float64(3600000), config["retentionMs"], "validateOnly=%s", dry)
+	}
+}

@@ -346,7 +346,8 @@ func (c *operator) read(n *node.Node, in linearizability.Input, reply func(attem
 		var out linearizability.Output
 		if in.Kind == linearizability.DescribeTopic {
 			if t := sm.Topic(in.Topic); t != nil {
-				out.Exists, out.Partitions, out.RetentionMs = true, int32(len(t.Partitions)), t.GetConfig().GetRetentionMs()
+				out.Exists, out.Partitions = true, int32(len(t.Partitions))
+				out.RetentionMs, out.RetentionSeen = t.GetConfig().GetRetentionMs(), true
 			}
 		} else {
 			out.Exists = sm.Broker(in.Broker) != nil

@@ -103,7 +103,7 @@ func (s *StateMachine) apply(index uint64, record *metadatav1.Record) Result {
 		// Errors are remembered too: a request answered with a definite
 		// error must not apply later through a delayed retry.
 		sess.lastSequence = record.GetRequestId().GetSequence()
-		sess.result = result
+		s.sessions.remember(sess, result)
 		s.sessions.touch(sess, s.nowMs)
 	}
 	return result

@@ -81,6 +81,44 @@ func ValidateBatchSize(topics int, partitions int64) *Error {
 	return nil
 }
 
+// refusedBeforeLog stands for an item the proposer refused before the
+// log: the record does not hold it (request_size, request_indexes).
+var refusedBeforeLog = &Error{Code: metadatav1.ErrorCode_INVALID_REQUEST,
+	Message: "refused by the controller that proposed the batch, before the log"}
+
+// positions checks a record's request_size and request_indexes for n items.
+func positions(size int32, indexes []int32, n int) *Error {
+	if size == 0 && len(indexes) == 0 {
+		return nil
+	}
+	if int(size) < n || size > TopicsPerBatchMax || len(indexes) != n {
+		return errorf(metadatav1.ErrorCode_INVALID_RECORD, "a batch of %d items names %d positions in a request of %d", n, len(indexes), size)
+	}
+	for i, index := range indexes {
+		if index < 0 || index >= size || (i > 0 && index <= indexes[i-1]) {
+			return errorf(metadatav1.ErrorCode_INVALID_RECORD, "batch positions %v are not increasing within %d", indexes, size)
+		}
+	}
+	return nil
+}
+
+// inRequestOrder lays a record's item results out in its request's order,
+// the items the proposer refused marked refusedBeforeLog.
+func inRequestOrder(r Result, size int32, indexes []int32) Result {
+	if size == 0 || r.Items == nil {
+		return r
+	}
+	items := make([]ItemResult, size)
+	for i := range items {
+		items[i].Err = refusedBeforeLog
+	}
+	for i, item := range r.Items {
+		items[indexes[i]] = item
+	}
+	r.Items = items
+	return r
+}
+
 func batchPartitions(r *metadatav1.CreateTopicsRecord) int64 {
 	var total int64
 	for _, t := range r.Topics {
@@ -96,6 +134,9 @@ func (s *StateMachine) CheckCreateTopics(r *metadatav1.CreateTopicsRecord) Resul
 	if err := ValidateBatchSize(len(r.Topics), batchPartitions(r)); err != nil {
 		return fail(err)
 	}
+	if err := positions(r.RequestSize, r.RequestIndexes, len(r.Topics)); err != nil {
+		return fail(err)
+	}
 	eligible := len(s.eligibleBrokers())
 	batch := newBatchNames(len(r.Topics))
 	items := make([]ItemResult, len(r.Topics))
@@ -107,12 +148,16 @@ func (s *StateMachine) CheckCreateTopics(r *metadatav1.CreateTopicsRecord) Resul
 		items[i].TopicID = t.TopicId
 		batch.add(t)
 	}
-	return BatchResult(items, r.Atomic, func(i int) string { return r.Topics[i].Name }, "created")
+	return inRequestOrder(BatchResult(items, r.Atomic, func(i int) string { return r.Topics[i].Name }, "created"),
+		r.RequestSize, r.RequestIndexes)
 }
 
 // CheckDeleteTopics is CheckCreateTopics for DeleteTopics.
 func (s *StateMachine) CheckDeleteTopics(r *metadatav1.DeleteTopicsRecord) Result {
 	if err := ValidateBatchSize(len(r.Names), 0); err != nil {
+		return fail(err)
+	}
+	if err := positions(r.RequestSize, r.RequestIndexes, len(r.Names)); err != nil {
 		return fail(err)
 	}
 	deleted := make(map[string]struct{}, len(r.Names))
@@ -130,7 +175,8 @@ func (s *StateMachine) CheckDeleteTopics(r *metadatav1.DeleteTopicsRecord) Resul
 		deleted[name] = struct{}{}
 		items[i].TopicID = t.id
 	}
-	return BatchResult(items, r.Atomic, func(i int) string { return r.Names[i] }, "deleted")
+	return inRequestOrder(BatchResult(items, r.Atomic, func(i int) string { return r.Names[i] }, "deleted"),
+		r.RequestSize, r.RequestIndexes)
 }
 
 // BatchResult completes the items of a checked batch. An atomic batch with
@@ -169,7 +215,7 @@ func (s *StateMachine) createTopics(r *metadatav1.CreateTopicsRecord, c *change)
 	}
 	ring := newBrokerRing(s.eligibleBrokers())
 	for i, t := range r.Topics {
-		if result.Items[i].Err == nil {
+		if result.Items[requestIndex(i, r.RequestIndexes)].Err == nil {
 			s.insertTopic(t, ring, c)
 		}
 	}
@@ -182,9 +228,17 @@ func (s *StateMachine) deleteTopics(r *metadatav1.DeleteTopicsRecord, c *change)
 		return result
 	}
 	for i, name := range r.Names {
-		if result.Items[i].Err == nil {
+		if result.Items[requestIndex(i, r.RequestIndexes)].Err == nil {
 			s.removeTopic(s.topics[name], c)
 		}
 	}
 	return result
+}
+
+// requestIndex is the request position of a record's i-th item.
+func requestIndex(i int, indexes []int32) int {
+	if indexes == nil {
+		return i
+	}
+	return int(indexes[i])
 }

@@ -208,7 +208,10 @@ func TestRetriedBatchGetsItsFirstAnswer(t *testing.T) {
 	for _, sm := range []*StateMachine{h.sm, restored} {
 		retry := sm.Apply(sm.AppliedIndex()+1, withRequestID(createTopicsRecord(false, items...), session, 1))
 		assert.True(t, retry.Duplicate)
-		assert.Equal(t, first.Items, retry.Items)
+		assert.Equal(t, itemCodes(first.Items), itemCodes(retry.Items), "the first answer, item by item")
+		for i := range first.Items {
+			assert.Equal(t, first.Items[i].TopicID, retry.Items[i].TopicID)
+		}
 		assert.Nil(t, sm.Topic("b"), "a retry re-created a deleted topic")
 	}
 }
@@ -231,4 +234,33 @@ func TestSnapshotOfFormatTwoRestores(t *testing.T) {
 	again, err := Restore(sm.Snapshot())
 	require.NoError(t, err)
 	assert.Equal(t, sm.Hash(), again.Hash(), "re-encoded in the current format")
+}
+
+// Sessions keep their batch answers as codes and ids, and at most
+// SessionItemsMax items in all: beyond, the least recently active sessions
+// go (their retries are refused as expired, never applied twice).
+func TestSessionsHoldBoundedBatchAnswers(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	names := make([]string, TopicsPerBatchMax)
+	for i := range names {
+		names[i] = fmt.Sprintf("%0200d", i) // long names of topics that do not exist
+	}
+	sessions := make([]uint64, SessionItemsMax/TopicsPerBatchMax+1)
+	for i := range sessions {
+		sessions[i] = h.openSession("big")
+		r := h.sm.Apply(h.sm.AppliedIndex()+1, withRequestID(deleteTopicsRecord(false, names...), sessions[i], 1))
+		require.Len(t, r.Items, TopicsPerBatchMax)
+		require.NotEmpty(t, r.Items[0].Err.Message, "the first answer has its messages")
+	}
+	assert.LessOrEqual(t, h.sm.sessions.items, SessionItemsMax)
+	_, ok := h.sm.LookupRequest(&metadatav1.RequestId{ClientId: "big", SessionId: sessions[0], Sequence: 1})
+	assert.False(t, ok, "the oldest session was evicted")
+	last, ok := h.sm.LookupRequest(&metadatav1.RequestId{ClientId: "big", SessionId: sessions[len(sessions)-1], Sequence: 1})
+	require.True(t, ok)
+	assert.Empty(t, last.Items[0].Err.Message, "messages are not kept")
+	assert.Less(t, len(h.sm.Snapshot()), 4<<20, "the snapshot holds codes, not 2.5 MB of messages per session")
+	restored, err := Restore(h.sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, h.sm.sessions.items, restored.sessions.items)
 }

@@ -103,6 +103,17 @@ func (s *StateMachine) topicConfig(r *metadatav1.CreateTopicRecord) (*metadatav1
 	return config, sources, nil
 }
 
+// NewTopicConfig is the config a topic created now by r would have: r's,
+// with the cluster's defaults for the keys r does not set; nil if r's
+// config is refused.
+func (s *StateMachine) NewTopicConfig(r *metadatav1.CreateTopicRecord) *metadatav1.TopicConfig {
+	config, _, err := s.topicConfig(r)
+	if err != nil || validateTopicConfig(config, r.ReplicationFactor) != nil {
+		return nil
+	}
+	return cloneConfig(config)
+}
+
 func cloneConfig(c *metadatav1.TopicConfig) *metadatav1.TopicConfig {
 	return &metadatav1.TopicConfig{RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, SegmentBytes: c.SegmentBytes,
 		CompressionType: c.CompressionType, MinInsyncReplicas: c.MinInsyncReplicas, UncleanLeaderElectionEnable: c.UncleanLeaderElectionEnable}
@@ -140,6 +151,11 @@ func ValidateConfigChanges(r *metadatav1.ResourceConfigChanges) *Error {
 				return errorf(metadatav1.ErrorCode_INVALID_REQUEST, "config %s is changed twice", op.GetKey())
 			}
 		}
+		if op.GetOp() == metadatav1.AlterConfigOp_SET {
+			if err := setConfigValue(DefaultTopicConfig(1, ReplicationFactorMax), op.GetKey(), op.GetValue()); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -156,6 +172,9 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 	if len(r.Resources) == 0 || len(r.Resources) > TopicsPerBatchMax {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST, "a config change names 1-%d resources, not %d",
 			TopicsPerBatchMax, len(r.Resources)))
+	}
+	if err := positions(r.RequestSize, r.RequestIndexes, len(r.Resources)); err != nil {
+		return fail(err)
 	}
 	cluster := s.clusterConfig
 	if c == nil {
@@ -183,11 +202,38 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 		}
 		items[i].TopicID = t.id
 		if c != nil {
+			wasUnclean := t.config.UncleanLeaderElectionEnable
 			t.config, t.sources = config, sources
 			c.topics = append(c.topics, t.name)
+			if !wasUnclean && config.UncleanLeaderElectionEnable {
+				s.electUnclean(t, c)
+			}
 		}
 	}
-	return Result{Items: items}
+	return inRequestOrder(Result{Items: items}, r.RequestSize, r.RequestIndexes)
+}
+
+// electUnclean gives the offline partitions of a topic that now allows
+// unclean elections a leader among their live replicas, as a fence would
+// have: enabling it is how an operator brings such a partition back,
+// accepting the loss of what its last ISR member held.
+func (s *StateMachine) electUnclean(t *topic, c *change) {
+	for i := range t.partitions {
+		key := partitionKey{topic: t.name, index: int32(i)}
+		if _, offline := s.offline[key]; !offline {
+			continue
+		}
+		p := &t.partitions[i]
+		leader := s.pickUncleanLeader(p, NoLeader)
+		if leader == NoLeader {
+			continue
+		}
+		p.leader, p.isr = leader, []int32{leader}
+		p.leaderEpoch++
+		p.partitionEpoch++
+		delete(s.offline, key)
+		c.partitions = append(c.partitions, key)
+	}
 }
 
 // alterClusterConfig changes the cluster's defaults in place, all ops or

@@ -163,3 +163,38 @@ func TestConfigSourcesSurviveASnapshot(t *testing.T) {
 	_, err = Restore(h.sm.Snapshot())
 	assert.ErrorIs(t, err, ErrCorruptSnapshot)
 }
+
+// Enabling unclean election on a topic brings back its offline partitions
+// whose ISR is gone, from a live replica, as Kafka's operators expect of
+// the setting (found by review: they stayed offline until some replica
+// registered again).
+func TestEnablingUncleanElectionBringsOfflinePartitionsBack(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(registerRecord(2, ""))
+	h.mustApply(createTopicRecord("t", 1, 2, 0, 1))
+	p := h.sm.Topic("t").Partitions[0]
+	leader, follower := p.Leader, p.Replicas[1]
+	// The follower leaves the ISR, then the leader is fenced: offline.
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_AlterPartition{AlterPartition: &metadatav1.AlterPartitionRecord{
+		BrokerId: leader, BrokerEpoch: h.sm.Brokers()[leader-1].BrokerEpoch, Topic: "t", LeaderEpoch: p.LeaderEpoch,
+		PartitionEpoch: p.PartitionEpoch, NewIsr: []int32{leader}}}})
+	h.mustApply(fenceRecord(leader, 0))
+	require.EqualValues(t, NoLeader, h.sm.Topic("t").Partitions[0].Leader)
+
+	h.mustApply(alterRecord(changes(topicResource("t"), set(ConfigUncleanElection, "true"))))
+	p = h.sm.Topic("t").Partitions[0]
+	assert.Equal(t, follower, p.Leader, "the live replica leads")
+	assert.Equal(t, []int32{follower}, p.Isr)
+	assert.Zero(t, h.sm.OfflinePartitionCount())
+}
+
+// A cluster default in a snapshot must be in the form apply keeps, so that
+// equal states have equal bytes (found by review: "+100" was accepted).
+func TestSnapshotRefusesNonCanonicalClusterDefaults(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(alterRecord(changes(clusterResource, set(ConfigRetentionMs, "100"))))
+	h.sm.clusterConfig[ConfigRetentionMs] = "+100"
+	_, err := Restore(h.sm.Snapshot())
+	assert.ErrorIs(t, err, ErrCorruptSnapshot)
+}

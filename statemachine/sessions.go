@@ -16,6 +16,10 @@ const (
 	// OpenSession record may carry.
 	SessionTimeoutMin = 1_000
 	SessionTimeoutMax = 3_600_000
+	// SessionItemsMax bounds the batch items the table's results hold in
+	// all (each a code and a topic id; their messages are not kept).
+	// Storing a result beyond it evicts the least recently active sessions.
+	SessionItemsMax = 500_000
 )
 
 // session is one client session. Sessions form a list from the least to the
@@ -42,6 +46,8 @@ type sessionTable struct {
 	byID map[uint64]*session
 	// oldest and newest are the ends of the activity list.
 	oldest, newest *session
+	// items counts the batch items of the results held.
+	items int
 }
 
 func newSessionTable() sessionTable {
@@ -59,6 +65,7 @@ func (t *sessionTable) add(e *session) {
 		panic("statemachine: session activity list out of order")
 	}
 	t.byID[e.id] = e
+	t.items += len(e.result.Items)
 	e.older, e.newer = t.newest, nil
 	if t.newest != nil {
 		t.newest.newer = e
@@ -81,6 +88,34 @@ func (t *sessionTable) remove(e *session) {
 	}
 	e.older, e.newer = nil, nil
 	delete(t.byID, e.id)
+	t.items -= len(e.result.Items)
+}
+
+// remember records r as the answer of e's last request, without the
+// messages of its items (a retry gets their codes and topic ids), and
+// evicts the least recently active other sessions while the table holds
+// more than SessionItemsMax items.
+func (t *sessionTable) remember(e *session, r Result) {
+	if r.Items != nil {
+		items := make([]ItemResult, len(r.Items))
+		for i, item := range r.Items {
+			items[i] = ItemResult{Err: codeOnly(item.Err), TopicID: item.TopicID}
+		}
+		r.Items = items
+	}
+	t.items += len(r.Items) - len(e.result.Items)
+	e.result = r
+	for t.items > SessionItemsMax && t.oldest != nil && t.oldest != e {
+		t.remove(t.oldest)
+	}
+}
+
+// codeOnly is err without its message.
+func codeOnly(err *Error) *Error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: err.Code}
 }
 
 // touch marks a session active at nowMs.

@@ -397,7 +397,7 @@ func Restore(data []byte) (*StateMachine, error) {
 		scratch := DefaultTopicConfig(1, ReplicationFactorMax)
 		for i, n := 0, d.count(); i < n && d.err == nil; i++ {
 			key, value := d.str(), d.str()
-			if _, known := configIndex(key); !known || setConfigValue(scratch, key, value) != nil {
+			if _, known := configIndex(key); !known || setConfigValue(scratch, key, value) != nil || configValue(scratch, key) != value {
 				d.fail("cluster config %s=%q", key, value)
 			}
 			s.clusterConfig[key] = value
@@ -421,6 +421,9 @@ func Restore(data []byte) (*StateMachine, error) {
 			break
 		}
 		s.sessions.add(ss)
+		if s.sessions.items > SessionItemsMax {
+			d.fail("sessions hold %d batch items", s.sessions.items)
+		}
 	}
 
 	if d.err == nil && len(d.buf) != 0 {

@@ -24,6 +24,7 @@ const (
 	segmentBytesMin           = 14 // Kafka's lower bound for segment.bytes
 	requestIDClientLengthMax  = 128
 	electTargetsPerRequestMax = 10_000
+	configValueLengthMax      = 64
 )
 
 // ValidateTopicName applies Kafka's rules: 1–249 characters of
@@ -237,6 +238,9 @@ func ParseTopicConfig(configs map[string]string, minISRDefault, replicationFacto
 // whole (min.insync.replicas against the replication factor) is left to
 // validateTopicConfig.
 func setConfigValue(config *metadatav1.TopicConfig, key, value string) *Error {
+	if len(value) > configValueLengthMax {
+		return errorf(metadatav1.ErrorCode_INVALID_CONFIG, "config %s: a value of %d bytes, at most %d", key, len(value), configValueLengthMax)
+	}
 	invalid := func(want string) *Error {
 		return errorf(metadatav1.ErrorCode_INVALID_CONFIG, "config %s=%q: want %s", key, value, want)
 	}

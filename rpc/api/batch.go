@@ -60,14 +60,21 @@ func (s *Server) CreateTopics(ctx context.Context, req *connect.Request[metadata
 			for i, t := range req.Msg.GetTopics() {
 				item := o.Items[i]
 				res := &metadatav1.TopicResult{Name: t.GetName(), Partitions: t.GetPartitions()}
-				if rf, config, err := n.ResolveTopic(t); err == nil {
-					res.ReplicationFactor, res.Config = rf, config
-				}
 				itemError(item, res)
+				switch created := n.StateMachine().Topic(t.GetName()); {
+				case item.Err == nil && !req.Msg.GetValidateOnly() && created != nil && created.GetTopicId() == item.TopicID:
+					// As it applied (the state is read right after it).
+					res.ReplicationFactor, res.Config = created.GetReplicationFactor(), created.GetConfig()
+				default:
+					// As it would apply now (a dry run's ids are drawn for the
+					// check only, and not shown).
+					if rf, config, ok := n.NewTopicSettings(t); ok {
+						res.ReplicationFactor, res.Config = rf, config
+					}
+				}
 				if item.Err == nil {
 					resp.Created++
 					if !req.Msg.GetValidateOnly() {
-						// A dry run's ids are drawn for the check only.
 						res.TopicId = item.TopicID
 					}
 				}

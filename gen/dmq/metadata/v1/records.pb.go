@@ -886,11 +886,18 @@ func (x *DeleteTopicRecord) GetName() string {
 // Many topics in one record. Each applies as CreateTopicRecord would, in
 // order; with atomic set, none applies unless all would.
 type CreateTopicsRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topics        []*CreateTopicRecord   `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
-	Atomic        bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Topics []*CreateTopicRecord   `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	Atomic bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	// The proposer refused some items of the request before the log: the
+	// request had request_size items, and the record's i-th item is its
+	// request_indexes[i]-th. The result lists the request's items, the
+	// refused ones as INVALID_REQUEST (the proposer answers with why). Zero
+	// size: the record holds every item, in order.
+	RequestSize    int32   `protobuf:"varint,3,opt,name=request_size,json=requestSize,proto3" json:"request_size,omitempty"`
+	RequestIndexes []int32 `protobuf:"varint,4,rep,packed,name=request_indexes,json=requestIndexes,proto3" json:"request_indexes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateTopicsRecord) Reset() {
@@ -937,14 +944,35 @@ func (x *CreateTopicsRecord) GetAtomic() bool {
 	return false
 }
 
+func (x *CreateTopicsRecord) GetRequestSize() int32 {
+	if x != nil {
+		return x.RequestSize
+	}
+	return 0
+}
+
+func (x *CreateTopicsRecord) GetRequestIndexes() []int32 {
+	if x != nil {
+		return x.RequestIndexes
+	}
+	return nil
+}
+
 // Many topics deleted in one record, in order; with atomic set, none unless
 // all exist.
 type DeleteTopicsRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
-	Atomic        bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Names  []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	Atomic bool                   `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	// The proposer refused some items of the request before the log: the
+	// request had request_size items, and the record's i-th item is its
+	// request_indexes[i]-th. The result lists the request's items, the
+	// refused ones as INVALID_REQUEST (the proposer answers with why). Zero
+	// size: the record holds every item, in order.
+	RequestSize    int32   `protobuf:"varint,3,opt,name=request_size,json=requestSize,proto3" json:"request_size,omitempty"`
+	RequestIndexes []int32 `protobuf:"varint,4,rep,packed,name=request_indexes,json=requestIndexes,proto3" json:"request_indexes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeleteTopicsRecord) Reset() {
@@ -991,13 +1019,34 @@ func (x *DeleteTopicsRecord) GetAtomic() bool {
 	return false
 }
 
+func (x *DeleteTopicsRecord) GetRequestSize() int32 {
+	if x != nil {
+		return x.RequestSize
+	}
+	return 0
+}
+
+func (x *DeleteTopicsRecord) GetRequestIndexes() []int32 {
+	if x != nil {
+		return x.RequestIndexes
+	}
+	return nil
+}
+
 // Config changes of topics and of the cluster's defaults, each resource on
 // its own.
 type AlterConfigsRecord struct {
-	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Resources     []*ResourceConfigChanges `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState   `protogen:"open.v1"`
+	Resources []*ResourceConfigChanges `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// The proposer refused some items of the request before the log: the
+	// request had request_size items, and the record's i-th item is its
+	// request_indexes[i]-th. The result lists the request's items, the
+	// refused ones as INVALID_REQUEST (the proposer answers with why). Zero
+	// size: the record holds every item, in order.
+	RequestSize    int32   `protobuf:"varint,2,opt,name=request_size,json=requestSize,proto3" json:"request_size,omitempty"`
+	RequestIndexes []int32 `protobuf:"varint,3,rep,packed,name=request_indexes,json=requestIndexes,proto3" json:"request_indexes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AlterConfigsRecord) Reset() {
@@ -1033,6 +1082,20 @@ func (*AlterConfigsRecord) Descriptor() ([]byte, []int) {
 func (x *AlterConfigsRecord) GetResources() []*ResourceConfigChanges {
 	if x != nil {
 		return x.Resources
+	}
+	return nil
+}
+
+func (x *AlterConfigsRecord) GetRequestSize() int32 {
+	if x != nil {
+		return x.RequestSize
+	}
+	return 0
+}
+
+func (x *AlterConfigsRecord) GetRequestIndexes() []int32 {
+	if x != nil {
+		return x.RequestIndexes
 	}
 	return nil
 }
@@ -1301,15 +1364,21 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\x10placement_offset\x18\x06 \x01(\rR\x0fplacementOffset\x12)\n" +
 	"\x10explicit_configs\x18\a \x03(\tR\x0fexplicitConfigs\"'\n" +
 	"\x11DeleteTopicRecord\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"h\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb4\x01\n" +
 	"\x12CreateTopicsRecord\x12:\n" +
 	"\x06topics\x18\x01 \x03(\v2\".dmq.metadata.v1.CreateTopicRecordR\x06topics\x12\x16\n" +
-	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"B\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\x12!\n" +
+	"\frequest_size\x18\x03 \x01(\x05R\vrequestSize\x12'\n" +
+	"\x0frequest_indexes\x18\x04 \x03(\x05R\x0erequestIndexes\"\x8e\x01\n" +
 	"\x12DeleteTopicsRecord\x12\x14\n" +
 	"\x05names\x18\x01 \x03(\tR\x05names\x12\x16\n" +
-	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"Z\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\x12!\n" +
+	"\frequest_size\x18\x03 \x01(\x05R\vrequestSize\x12'\n" +
+	"\x0frequest_indexes\x18\x04 \x03(\x05R\x0erequestIndexes\"\xa6\x01\n" +
 	"\x12AlterConfigsRecord\x12D\n" +
-	"\tresources\x18\x01 \x03(\v2&.dmq.metadata.v1.ResourceConfigChangesR\tresources\"\x82\x01\n" +
+	"\tresources\x18\x01 \x03(\v2&.dmq.metadata.v1.ResourceConfigChangesR\tresources\x12!\n" +
+	"\frequest_size\x18\x02 \x01(\x05R\vrequestSize\x12'\n" +
+	"\x0frequest_indexes\x18\x03 \x03(\x05R\x0erequestIndexes\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
