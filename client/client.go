@@ -285,6 +285,16 @@ func (c *Client) DescribeConfigs(ctx context.Context, req *metadatav1.DescribeCo
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DescribeConfigs)
 }
 
+// AlterPartitionReassignments moves partitions to target replica lists.
+func (c *Client) AlterPartitionReassignments(ctx context.Context, req *metadatav1.AlterPartitionReassignmentsRequest) (*metadatav1.AlterPartitionReassignmentsResponse, error) {
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.AlterPartitionReassignments)
+}
+
+// ListPartitionReassignments lists the reassignments in progress.
+func (c *Client) ListPartitionReassignments(ctx context.Context, req *metadatav1.ListPartitionReassignmentsRequest) (*metadatav1.ListPartitionReassignmentsResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListPartitionReassignments)
+}
+
 // ListTopics lists topics.
 func (c *Client) ListTopics(ctx context.Context, req *metadatav1.ListTopicsRequest) (*metadatav1.ListTopicsResponse, error) {
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListTopics)

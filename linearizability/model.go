@@ -27,17 +27,24 @@ const (
 	// AlterClusterConfig changes a cluster default no topic operation of
 	// the model observes: it always succeeds.
 	AlterClusterConfig
+	// Reassign moves a topic's partition 0 to Replicas ("1,2,3"), or
+	// cancels its move when Replicas is empty. Whether a target is
+	// accepted depends on brokers and on the partition's ISR, which the
+	// model does not hold: on an existing topic it may answer NONE,
+	// INVALID_REPLICA_ASSIGNMENT or NO_REASSIGNMENT_IN_PROGRESS, and no
+	// answer changes what the model sees of the topic.
+	Reassign
 )
 
 func (k Kind) String() string {
 	return map[Kind]string{
 		CreateTopic: "create", DeleteTopic: "delete", CreatePartitions: "grow", DescribeTopic: "describe",
 		RegisterBroker: "register", UnregisterBroker: "unregister", DescribeBroker: "describe-broker",
-		AlterTopicConfig: "alter-config", AlterClusterConfig: "alter-cluster-config",
+		AlterTopicConfig: "alter-config", AlterClusterConfig: "alter-cluster-config", Reassign: "reassign",
 	}[k]
 }
 
-func (k Kind) isTopic() bool { return k <= DescribeTopic || k == AlterTopicConfig }
+func (k Kind) isTopic() bool { return k <= DescribeTopic || k == AlterTopicConfig || k == Reassign }
 
 // DefaultRetentionMs is a topic's retention.ms when nothing set it.
 const DefaultRetentionMs = 7 * 24 * 60 * 60 * 1000
@@ -65,6 +72,8 @@ type Input struct {
 	Batch  int
 	Atomic bool
 	DryRun bool
+	// Replicas is a reassignment's target, comma-separated.
+	Replicas string
 }
 
 // Output is what the client learned. Unknown marks an operation whose
@@ -163,6 +172,8 @@ func answers(s state, in Input, next state, code, got metadatav1.ErrorCode) bool
 		return mayLackBrokers(in) && next != s
 	case got == metadatav1.ErrorCode_BATCH_ABORTED:
 		return in.Atomic && code == metadatav1.ErrorCode_NONE
+	case got == metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT || got == metadatav1.ErrorCode_NO_REASSIGNMENT_IN_PROGRESS:
+		return in.Kind == Reassign && s.exists
 	}
 	return false
 }
@@ -201,6 +212,11 @@ func apply(s state, in Input) (state, metadatav1.ErrorCode) {
 		altered.retentionMs = int64(in.Count) * 1000
 		return altered, metadatav1.ErrorCode_NONE
 	case AlterClusterConfig:
+		return s, metadatav1.ErrorCode_NONE
+	case Reassign:
+		if !s.exists {
+			return s, metadatav1.ErrorCode_UNKNOWN_TOPIC
+		}
 		return s, metadatav1.ErrorCode_NONE
 	case RegisterBroker:
 		// Clients register with one incarnation and one endpoint per id, so
@@ -266,6 +282,9 @@ var Model = (&porcupine.NondeterministicModel{
 		args := ""
 		if i.Kind == CreateTopic || i.Kind == CreatePartitions || i.Kind == AlterTopicConfig {
 			args = fmt.Sprintf("(%d)", i.Count)
+		}
+		if i.Kind == Reassign {
+			args = "(" + i.Replicas + ")"
 		}
 		if i.Batch > 0 {
 			args += fmt.Sprintf(" [batch of %d%s%s]", i.Batch, map[bool]string{true: ", atomic"}[i.Atomic],

@@ -110,6 +110,13 @@ func TestLegalHistories(t *testing.T) {
 			op(1, describe("a"), 18, retained(1, DefaultRetentionMs), 19),
 			op(0, Input{Kind: AlterClusterConfig}, 20, code(ok), 21),
 		},
+		"a reassignment of an existing topic, refused or not, changes what is seen of it nothing": {
+			op(0, create("a", 1), 0, code(ok), 1),
+			op(0, Input{Kind: Reassign, Topic: "a", Replicas: "2"}, 2, code(ok), 3),
+			op(0, Input{Kind: Reassign, Topic: "a", Replicas: "9"}, 4, code(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT), 5),
+			op(0, Input{Kind: Reassign, Topic: "a"}, 6, code(metadatav1.ErrorCode_NO_REASSIGNMENT_IN_PROGRESS), 7),
+			op(1, describe("a"), 8, seen(true, 1), 9),
+		},
 		"keys are independent": {
 			op(0, create("a", 1), 0, code(ok), 1),
 			op(1, describe("b"), 2, seen(false, 0), 3),
@@ -181,6 +188,12 @@ func TestIllegalHistories(t *testing.T) {
 		"a retention of 0 seen where none was set": {
 			op(0, create("a", 1), 0, code(ok), 1),
 			op(1, describe("a"), 2, retained(1, 0), 3),
+		},
+		"a reassignment of a missing topic acknowledged": {
+			op(0, Input{Kind: Reassign, Topic: "a", Replicas: "2"}, 0, code(ok), 1),
+		},
+		"a reassignment refused for its brokers where the topic is missing": {
+			op(0, Input{Kind: Reassign, Topic: "a", Replicas: "9"}, 0, code(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT), 1),
 		},
 		"a config change of a missing topic acknowledged": {
 			op(0, alter("a", 5), 0, code(ok), 1),

@@ -253,3 +253,35 @@ func (n *Node) IncrementalAlterConfigs(req *metadatav1.IncrementalAlterConfigsRe
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterConfigs{AlterConfigs: record}},
 		func(sm *statemachine.StateMachine, _ bool) statemachine.Result { return sm.CheckAlterConfigs(record) }, done)
 }
+
+// AlterPartitionReassignments moves partitions to target replica lists, or
+// cancels their moves, each on its own, in one record. Every item goes into
+// the record (its checks are the state machine's, the same on any
+// controller), so the result is in the request's order.
+func (n *Node) AlterPartitionReassignments(req *metadatav1.AlterPartitionReassignmentsRequest, done func(Outcome)) {
+	items := req.GetReassignments()
+	if len(items) == 0 || len(items) > statemachine.TopicsPerBatchMax {
+		fail(done, n.leader, invalidf("a reassignment names 1-%d partitions, not %d", statemachine.TopicsPerBatchMax, len(items)))
+		return
+	}
+	type partitionKey struct {
+		topic     string
+		partition int32
+	}
+	seen := make(map[partitionKey]struct{}, len(items))
+	p := &batchPlan{items: make([]statemachine.ItemResult, len(items)),
+		name: func(i int) string { return items[i].GetTopic() }, verb: "moved"}
+	for i, ra := range items {
+		key := partitionKey{ra.GetTopic(), ra.GetPartition()}
+		if _, dup := seen[key]; dup {
+			fail(done, n.leader, invalidf("%s-%d is named twice", key.topic, key.partition))
+			return
+		}
+		seen[key] = struct{}{}
+		p.index = append(p.index, int32(i))
+	}
+	record := &metadatav1.AlterPartitionReassignmentsRecord{Reassignments: items}
+	n.runBatch(p, req.GetRequestId(), false,
+		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterPartitionReassignments{AlterPartitionReassignments: record}},
+		nil, done)
+}

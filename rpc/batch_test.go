@@ -153,3 +153,34 @@ func TestBatchResultsShowTheClusterDefaults(t *testing.T) {
 		assert.Equal(t, float64(3600000), config["retentionMs"], "validateOnly=%s", dry)
 	}
 }
+
+func TestRESTReassignments(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	base := cluster.WaitLeader(t).URL()
+	for _, id := range []string{"1", "2"} {
+		status, body := postJSON(t, base+"/api/v1/metadata/brokers", `{"id":`+id+`,"host":"localhost","port":8082}`)
+		require.Equal(t, http.StatusOK, status, "%v", body)
+	}
+	status, body := postJSON(t, base+"/api/v1/metadata/topics", `{"name":"orders","partitions":1,"replicationFactor":1}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	leader := body["topic"].(map[string]any)["partitions"].([]any)[0].(map[string]any)["leader"].(float64)
+	to := fmt.Sprint(3 - int(leader))
+
+	status, body = postJSON(t, base+"/api/v1/metadata/reassignments", `{"reassignments":[
+		{"topic":"orders","partition":0,"replicas":[`+to+`]},{"topic":"orders","partition":7,"replicas":[1]}]}`)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	codes := []string{}
+	for _, r := range body["results"].([]any) {
+		codes = append(codes, r.(map[string]any)["errorCode"].(string))
+	}
+	assert.Equal(t, []string{"NONE", "UNKNOWN_PARTITION"}, codes)
+	status, body = getJSON(t, base+"/api/v1/metadata/reassignments")
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	require.Len(t, body["reassignments"], 1)
+	ongoing := body["reassignments"].([]any)[0].(map[string]any)
+	assert.Equal(t, []any{float64(3 - int(leader))}, ongoing["addingReplicas"])
+	status, body = getJSON(t, base+"/api/v1/metadata/topics/orders")
+	require.Equal(t, http.StatusOK, status)
+	p := body["topic"].(map[string]any)["partitions"].([]any)[0].(map[string]any)
+	assert.Len(t, p["replicas"], 2, "the union while moving")
+}

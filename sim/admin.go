@@ -15,9 +15,12 @@ import (
 // preferred-leader check and the rebalance it guards need.
 var stableTopics = []string{"ledger", "inventory"}
 
-// admin creates the stable topics, retrying each until it exists. Its
-// writes are not in the client history: no client operation names these
-// topics.
+// admin creates the stable topics, retrying each until it exists, then
+// moves their partitions between brokers (reassignments, a few seconds
+// apart, some cancelled), through every fault: partitions that live long
+// enough for moves to complete. Its writes are not in the client history:
+// no client operation names these topics; the golden replica checks the
+// moves.
 type admin struct {
 	sim    *Sim
 	caller *caller
@@ -30,7 +33,11 @@ func newAdmin(s *Sim) *admin {
 
 func (a *admin) start() {
 	s := a.sim
-	if a.next >= len(stableTopics) || s.now >= s.writesStopAt() {
+	if s.now >= s.writesStopAt() {
+		return
+	}
+	if a.next >= len(stableTopics) {
+		a.reassign()
 		return
 	}
 	name := stableTopics[a.next]
@@ -49,4 +56,21 @@ func (a *admin) start() {
 
 func (a *admin) String() string {
 	return fmt.Sprintf("admin (%d of %d stable topics)", a.next, len(stableTopics))
+}
+
+// reassign moves a random partition of a stable topic to a random target,
+// or cancels its move, then waits a few seconds.
+func (a *admin) reassign() {
+	s := a.sim
+	ra := &metadatav1.PartitionReassignment{Topic: stableTopics[s.rng.IntN(len(stableTopics))], Partition: int32(s.rng.IntN(3))}
+	if s.rng.IntN(5) != 0 {
+		ra.Replicas = parseTarget(s.randomTarget())
+	}
+	a.caller.write(s.now+callerPatience, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		n.AlterPartitionReassignments(&metadatav1.AlterPartitionReassignmentsRequest{RequestId: id,
+			Reassignments: []*metadatav1.PartitionReassignment{ra}},
+			func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
+	}, func(writeEnd) {
+		s.schedule(s.between(2*time.Second, 6*time.Second), evClientStart, 999, 0, a.start)
+	})
 }

@@ -3,6 +3,8 @@ package sim
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -92,6 +94,11 @@ func (c *operator) start() {
 		case 3:
 			// Count picks the compression default it sets.
 			in = linearizability.Input{Kind: linearizability.AlterClusterConfig, Count: int32(s.rng.IntN(3))}
+		case 4, 5:
+			in.Kind, in.Count = linearizability.Reassign, 0
+			if s.rng.IntN(4) != 0 {
+				in.Replicas = s.randomTarget()
+			}
 		}
 	case r < 76:
 		in.Kind = linearizability.DescribeTopic
@@ -140,11 +147,12 @@ func (c *operator) start() {
 		case e.failure == nil:
 			s.golden.checkAnswer(s, e.requestID, metadatav1.ErrorCode_NONE)
 			code := metadatav1.ErrorCode_NONE
-			if in.Kind == linearizability.AlterTopicConfig || in.Kind == linearizability.AlterClusterConfig {
-				// A config change answers per resource; this one names one.
+			if in.Kind == linearizability.AlterTopicConfig || in.Kind == linearizability.AlterClusterConfig || in.Kind == linearizability.Reassign {
+				// A config change or a reassignment answers per item; this
+				// one names one.
 				s.golden.checkItems(s, e.requestID, e.outcome.Items)
 				if len(e.outcome.Items) != 1 {
-					s.violate("client %d: a config change of one resource answered with %d results", c.id, len(e.outcome.Items))
+					s.violate("client %d: a %v of one item answered with %d results", c.id, in.Kind, len(e.outcome.Items))
 				} else {
 					code = e.outcome.Items[0].Err.GetCode()
 				}
@@ -324,6 +332,9 @@ func (c *operator) handleWrite(n *node.Node, in linearizability.Input, id *metad
 		}
 		n.IncrementalAlterConfigs(&metadatav1.IncrementalAlterConfigsRequest{RequestId: id, Resources: []*metadatav1.ResourceConfigChanges{{
 			Resource: &metadatav1.ConfigResource{Type: metadatav1.ConfigResource_TOPIC, Name: in.Topic}, Ops: []*metadatav1.AlterConfigOp{op}}}}, done)
+	case linearizability.Reassign:
+		n.AlterPartitionReassignments(&metadatav1.AlterPartitionReassignmentsRequest{RequestId: id,
+			Reassignments: []*metadatav1.PartitionReassignment{{Topic: in.Topic, Replicas: parseTarget(in.Replicas)}}}, done)
 	case linearizability.AlterClusterConfig:
 		// A default no operation of the model observes: compression.
 		n.IncrementalAlterConfigs(&metadatav1.IncrementalAlterConfigsRequest{RequestId: id, Resources: []*metadatav1.ResourceConfigChanges{{
@@ -395,4 +406,29 @@ func (c *operator) finishBatch(op *clientOp, outs []linearizability.Output, reco
 	}
 	s.clientOpsDone++
 	s.schedule(s.between(10*time.Millisecond, 300*time.Millisecond), evClientStart, uint64(c.id), 0, c.start)
+}
+
+// randomTarget is a target replica list for a topic of the run's
+// replication factor: distinct storage services in random order.
+func (s *Sim) randomTarget() string {
+	ids := make([]string, 0, len(s.services))
+	for _, i := range s.rng.Perm(len(s.services))[:min(int(max(s.opts.ReplicationFactor, 1)), len(s.services))] {
+		ids = append(ids, strconv.Itoa(i+1))
+	}
+	return strings.Join(ids, ",")
+}
+
+func parseTarget(replicas string) []int32 {
+	if replicas == "" {
+		return nil
+	}
+	var out []int32
+	for _, part := range strings.Split(replicas, ",") {
+		id, err := strconv.Atoi(part)
+		if err != nil {
+			panic(fmt.Sprintf("sim: target %q", replicas))
+		}
+		out = append(out, int32(id))
+	}
+	return out
 }

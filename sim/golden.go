@@ -97,7 +97,9 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 			record = nil
 		}
 	}
+	watched := g.movesBefore(record)
 	result := apply(g.sm, entry, record)
+	g.checkMoves(s, index, record, watched)
 	for _, t := range g.twins {
 		var copied *metadatav1.Record
 		if record != nil {
@@ -141,6 +143,93 @@ func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
 	if svc := s.services[id-1]; svc.agent.Epoch() == u.GetBrokerEpoch() && svc.version() < int64(fenced) {
 		s.violate("broker %d unfenced at index %d holding version %d, before its fence at %d: a returning broker is unfenced only once caught up",
 			id, index, svc.version(), fenced)
+	}
+}
+
+// partitionMove is what a partition's reassignment looked like.
+type partitionMove struct {
+	topic     string
+	partition int32
+	moving    bool
+	target    []int32
+	isr       []int32
+	cancel    bool
+}
+
+func (g *golden) moveOf(topic string, partition int32) (partitionMove, bool) {
+	t := g.sm.Topic(topic)
+	if t == nil || partition < 0 || int(partition) >= len(t.GetPartitions()) {
+		return partitionMove{}, false
+	}
+	p := t.GetPartitions()[partition]
+	return partitionMove{topic: topic, partition: partition, moving: len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) > 0,
+		target: p.GetReplicas()[:len(p.GetReplicas())-len(p.GetRemovingReplicas())], isr: p.GetIsr()}, true
+}
+
+// movesBefore notes, before a record that may end a move (an ISR change,
+// a reassignment), the moves of the partitions it names.
+func (g *golden) movesBefore(record *metadatav1.Record) []partitionMove {
+	var out []partitionMove
+	switch body := record.GetBody().(type) {
+	case *metadatav1.Record_AlterPartition:
+		if m, ok := g.moveOf(body.AlterPartition.GetTopic(), body.AlterPartition.GetPartition()); ok {
+			out = append(out, m)
+		}
+	case *metadatav1.Record_AlterPartitionReassignments:
+		for _, ra := range body.AlterPartitionReassignments.GetReassignments() {
+			if m, ok := g.moveOf(ra.GetTopic(), ra.GetPartition()); ok {
+				m.cancel = len(ra.GetReplicas()) == 0 || !slices.Equal(ra.GetReplicas(), m.target)
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// checkMoves checks the rules of a move on the partitions a record named:
+// while it moves, the replicas are the target followed by the leaving
+// ones; and a move ends, other than by a cancellation or a new target,
+// only once every target replica is in the ISR (of the ISR change that
+// ends it, or of the partition when a reassignment finds it so).
+func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, before []partitionMove) {
+	for _, b := range before {
+		t := g.sm.Topic(b.topic)
+		if t == nil {
+			continue
+		}
+		p := t.GetPartitions()[b.partition]
+		removing, adding := p.GetRemovingReplicas(), p.GetAddingReplicas()
+		if len(adding)+len(removing) > 0 {
+			target := p.GetReplicas()[:len(p.GetReplicas())-len(removing)]
+			for _, id := range adding {
+				if !slices.Contains(target, id) {
+					s.violate("moves: %s-%d at %d adds %d outside its target %v", b.topic, b.partition, index, id, target)
+				}
+			}
+			for _, id := range removing {
+				if slices.Contains(target, id) {
+					s.violate("moves: %s-%d at %d removes %d of its target %v", b.topic, b.partition, index, id, target)
+				}
+			}
+			continue
+		}
+		if !b.moving || b.cancel {
+			continue
+		}
+		s.fault("move-completed")
+		isr := b.isr
+		if ap := record.GetAlterPartition(); ap != nil {
+			isr = ap.GetNewIsr()
+		}
+		for _, id := range b.target {
+			if !slices.Contains(isr, id) {
+				s.violate("moves: %s-%d finished its move to %v at %d, before %d was in the ISR %v",
+					b.topic, b.partition, b.target, index, id, isr)
+			}
+		}
+		if !slices.Equal(p.GetReplicas(), b.target) {
+			s.violate("moves: %s-%d finished its move to %v at %d with replicas %v", b.topic, b.partition, b.target, index, p.GetReplicas())
+		}
 	}
 }
 

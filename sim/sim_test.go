@@ -162,17 +162,18 @@ func TestOptionsFromSeed(t *testing.T) {
 }
 
 // The default workload runs every kind of batch (per topic, atomic, dry
-// run; creates and deletes) and config change, and sees each of their
-// answers: a model that never meets BATCH_ABORTED checks nothing about
+// run; creates and deletes), config change and reassignment (moves that
+// complete, some cancelled), and sees each of their answers: a model that never meets BATCH_ABORTED checks nothing about
 // atomicity.
 func TestWorkloadRunsBatchesAndConfigChanges(t *testing.T) {
 	seen := map[string]int{}
 	for seed := uint64(1); seed <= 10; seed++ {
 		result := Run(OptionsFromSeed(seed, 60*time.Second, 3))
 		require.True(t, result.OK(), "seed %d: %v", seed, result.Violations)
+		seen["moves completed"] += result.Faults["move-completed"]
 		for _, op := range result.History {
 			in, out := op.Input.(linearizability.Input), op.Output.(linearizability.Output)
-			if in.Kind == linearizability.AlterTopicConfig || in.Kind == linearizability.AlterClusterConfig {
+			if in.Kind == linearizability.AlterTopicConfig || in.Kind == linearizability.AlterClusterConfig || in.Kind == linearizability.Reassign {
 				seen[fmt.Sprintf("%v %v", in.Kind, out.Code)]++
 			}
 			if in.Kind == linearizability.DescribeTopic && out.Exists && out.RetentionMs != linearizability.DefaultRetentionMs {
@@ -201,7 +202,8 @@ func TestWorkloadRunsBatchesAndConfigChanges(t *testing.T) {
 		}
 	}
 	for _, code := range []string{"NONE", "BATCH_ABORTED", "TOPIC_ALREADY_EXISTS", "UNKNOWN_TOPIC",
-		"alter-config NONE", "alter-config UNKNOWN_TOPIC", "alter-cluster-config NONE", "describe saw a retention set"} {
+		"alter-config NONE", "alter-config UNKNOWN_TOPIC", "alter-cluster-config NONE", "describe saw a retention set",
+		"reassign NONE", "reassign UNKNOWN_TOPIC", "reassign NO_REASSIGNMENT_IN_PROGRESS", "moves completed"} {
 		assert.Positive(t, seen[code], code)
 	}
 }

@@ -184,6 +184,8 @@ func (s *StateMachine) dispatch(record *metadatav1.Record, c *change) Result {
 		return s.deleteTopics(body.DeleteTopics, c)
 	case *metadatav1.Record_AlterConfigs:
 		return s.alterConfigs(body.AlterConfigs, c)
+	case *metadatav1.Record_AlterPartitionReassignments:
+		return s.alterPartitionReassignments(body.AlterPartitionReassignments, c)
 	case *metadatav1.Record_CreatePartitions:
 		return s.createPartitions(body.CreatePartitions, c)
 	case *metadatav1.Record_AlterPartition:
@@ -646,6 +648,8 @@ func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *cha
 	p.isr = slices.Clone(r.NewIsr)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: r.Partition})
+	// A move completes when its last target replica joins the ISR.
+	s.completeMove(t, r.Partition, c)
 	return Result{}
 }
 

@@ -67,7 +67,10 @@ func (s *StateMachine) checkTopic(name string, t *topic) error {
 	for i := range t.partitions {
 		p := &t.partitions[i]
 		where := partitionName{name, i}
-		if len(p.replicas) != int(t.replicationFactor) {
+		if err := t.checkMove(int32(i)); err != nil {
+			return fmt.Errorf("%s: %v", where, err.Message)
+		}
+		if m := t.movingOf(int32(i)); m == nil && len(p.replicas) != int(t.replicationFactor) {
 			return fmt.Errorf("%s has %d replicas, the topic's factor is %d", where, len(p.replicas), t.replicationFactor)
 		}
 		for j, id := range p.replicas {

@@ -22,6 +22,7 @@ import (
 //	brokers:  count, then id host port rack incarnation epoch flags
 //	topics:   count, then name id rf config sources partitions(count, then
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
+//	          moves(count, then index original(count, ids))
 //	departed brokers: count, then ids (oldest first)
 //	cluster config: count, then key value (keys in ConfigKeys order)
 //	nowMs
@@ -31,7 +32,7 @@ import (
 //	crc32c
 //
 // Version 2 is version 3 without the items of a result, the topics' config
-// sources, the departed brokers and the cluster config (it predates batches and config changes),
+// sources and moves, the departed brokers and the cluster config (it predates batches and config changes),
 // and is read as such: its topics' values are all taken for defaults.
 // Version 1 held a request table where version 2 holds the clock and the
 // sessions. It is refused: replaying the log after it without the table
@@ -121,6 +122,15 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 			e.varint(int64(p.leader))
 			e.varint(int64(p.leaderEpoch))
 			e.varint(int64(p.partitionEpoch))
+		}
+		if format > snapshotFormatNoItems {
+			e.uvarint(uint64(len(t.moving)))
+			for i := range t.partitions {
+				if m := t.movingOf(int32(i)); m != nil {
+					e.uvarint(uint64(i))
+					e.ids(m.original)
+				}
+			}
 		}
 	}
 	if format > snapshotFormatNoItems {
@@ -369,6 +379,27 @@ func Restore(data []byte) (*StateMachine, error) {
 			p.replicas, replicaArena = d.idsInto(replicaArena)
 			p.isr, isrArena = d.idsInto(isrArena)
 			p.leader, p.leaderEpoch, p.partitionEpoch = d.int32(), d.int32(), d.int32()
+		}
+		if format > snapshotFormatNoItems {
+			last := -1
+			for j, moves := 0, d.count(); j < moves && d.err == nil; j++ {
+				index := d.count()
+				if index <= last || index >= len(t.partitions) {
+					d.fail("topic %q moves partition %d after %d of %d", t.name, index, last, len(t.partitions))
+					break
+				}
+				last = index
+				original, _ := d.idsInto(nil)
+				// The target is the first replicationFactor replicas; the
+				// invariants check the rest of the shape.
+				replicas := t.partitions[index].replicas
+				m := newMove(original, replicas[:min(len(replicas), int(t.replicationFactor))])
+				if m == nil {
+					d.fail("topic %q partition %d moves from %v to its own replicas", t.name, index, original)
+					break
+				}
+				t.setMoving(int32(index), m)
+			}
 		}
 		if _, dup := s.topics[t.name]; dup {
 			d.fail("topic %q twice", t.name)

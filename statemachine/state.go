@@ -46,6 +46,8 @@ type topic struct {
 	// sources says where each key's value came from.
 	sources    configSources
 	partitions []partition
+	// moving holds the partitions being reassigned; nil when none is.
+	moving map[int32]*move
 }
 
 // StateMachine is the replicated metadata. It is not safe for concurrent
@@ -266,6 +268,14 @@ func (t *topic) toProto(withPartitions bool) *metadatav1.Topic {
 }
 
 func (t *topic) partitionProto(index int32) *metadatav1.Partition {
+	out := t.partitionBase(index)
+	if m := t.movingOf(index); m != nil {
+		out.AddingReplicas, out.RemovingReplicas = slices.Clone(m.adding), slices.Clone(m.removing)
+	}
+	return out
+}
+
+func (t *topic) partitionBase(index int32) *metadatav1.Partition {
 	p := &t.partitions[index]
 	return &metadatav1.Partition{
 		Topic:          t.name,

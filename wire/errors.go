@@ -31,7 +31,8 @@ func CodeOf(code metadatav1.ErrorCode) connect.Code {
 		metadatav1.ErrorCode_INVALID_CONFIG,
 		metadatav1.ErrorCode_INVALID_BROKER_ENDPOINT,
 		metadatav1.ErrorCode_INVALID_ISR,
-		metadatav1.ErrorCode_INVALID_RECORD:
+		metadatav1.ErrorCode_INVALID_RECORD,
+		metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT:
 		return connect.CodeInvalidArgument
 	case metadatav1.ErrorCode_UNKNOWN_TOPIC,
 		metadatav1.ErrorCode_UNKNOWN_BROKER,
@@ -47,7 +48,8 @@ func CodeOf(code metadatav1.ErrorCode) connect.Code {
 		metadatav1.ErrorCode_PREFERRED_LEADER_NOT_AVAILABLE,
 		metadatav1.ErrorCode_BROKER_NOT_REGISTERED,
 		metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
-		metadatav1.ErrorCode_SESSION_EXPIRED:
+		metadatav1.ErrorCode_SESSION_EXPIRED,
+		metadatav1.ErrorCode_NO_REASSIGNMENT_IN_PROGRESS:
 		return connect.CodeFailedPrecondition
 	case metadatav1.ErrorCode_NOT_CONTROLLER,
 		metadatav1.ErrorCode_UNKNOWN_OUTCOME,

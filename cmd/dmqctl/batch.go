@@ -101,7 +101,7 @@ func resultsTable(results []*metadatav1.TopicResult) *table {
 
 // itemsFailed is the error of a batch some of whose topics failed: the
 // first failure's code decides the exit code.
-func itemsFailed(results []*metadatav1.TopicResult, verb string) error {
+func itemsFailed(results []*metadatav1.TopicResult, noun, verb string) error {
 	var first *metadatav1.TopicResult
 	failed := 0
 	for _, r := range results {
@@ -115,8 +115,8 @@ func itemsFailed(results []*metadatav1.TopicResult, verb string) error {
 	if first == nil {
 		return nil
 	}
-	return wire.NewError(first.GetErrorCode(), fmt.Sprintf("%d of %d topics were not %s; the first, %q: %s",
-		failed, len(results), verb, first.GetName(), first.GetErrorMessage()), 0, "")
+	return wire.NewError(first.GetErrorCode(), fmt.Sprintf("%d of %d %s were not %s; the first, %q: %s",
+		failed, len(results), noun, verb, first.GetName(), first.GetErrorMessage()), 0, "")
 }
 
 func batchCommands(g *globals) []*cobra.Command {
@@ -147,7 +147,7 @@ func batchCommands(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return itemsFailed(resp.GetResults(), map[bool]string{false: "created", true: "valid"}[req.ValidateOnly])
+			return itemsFailed(resp.GetResults(), "topics", map[bool]string{false: "created", true: "valid"}[req.ValidateOnly])
 		})}
 	create.Flags().StringVarP(&file, "file", "f", "", "the batch, YAML or JSON; - reads stdin")
 	create.Flags().BoolVar(&atomic, "atomic", false, "create all topics or none")
@@ -170,7 +170,7 @@ func batchCommands(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return itemsFailed(resp.GetResults(), map[bool]string{false: "deleted", true: "valid"}[delValidateOnly])
+			return itemsFailed(resp.GetResults(), "topics", map[bool]string{false: "deleted", true: "valid"}[delValidateOnly])
 		})}
 	del.Flags().BoolVar(&delAtomic, "atomic", false, "delete all topics or none")
 	del.Flags().BoolVar(&delValidateOnly, "validate-only", false, "check the batch against the cluster, deleting nothing")

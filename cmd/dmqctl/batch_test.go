@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,4 +108,34 @@ func TestConfigCommands(t *testing.T) {
 	assert.Equal(t, exitUsage, code)
 	c.ok("config", "alter", "topic", "orders", "--set", "retention.ms=5", "--validate-only")
 	assert.Contains(t, lines(c.ok("config", "describe", "topic", "orders")), []string{"retention.ms", "3600000", "CLUSTER_DEFAULT_CONFIG", "true"})
+}
+
+// A reassignment through dmqctl: started, listed while in progress (no
+// storage service reports the new replica caught up here), cancelled.
+func TestPartitionReassignCommands(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	for _, id := range []string{"1", "2"} {
+		c.ok("broker", "register", "--id", id, "--host", "localhost", "--port", "909"+id)
+	}
+	c.ok("topic", "create", "orders", "--partitions", "1", "--replication-factor", "1")
+	from := c.json("topic", "describe", "orders")["partitions"].([]any)[0].(map[string]any)["leader"].(float64)
+	to := 3 - int(from)
+
+	plan := filepath.Join(t.TempDir(), "plan.json")
+	require.NoError(t, os.WriteFile(plan, []byte(fmt.Sprintf(`{"version":1,"partitions":[{"topic":"orders","partition":0,"replicas":[%d]}]}`, to)), 0o644))
+	rows := lines(c.ok("partition", "reassign", "--file", plan))
+	assert.Equal(t, []string{"TOPIC", "PARTITION", "RESULT", "MESSAGE"}, rows[0])
+	assert.Equal(t, []string{"orders", "0", "NONE"}, rows[1])
+	rows = lines(c.ok("partition", "reassignments"))
+	require.Len(t, rows, 2, "one move in progress")
+	assert.Equal(t, []string{"orders", "0", fmt.Sprintf("[%d,%d]", to, int(from)), fmt.Sprintf("[%d]", to), fmt.Sprintf("[%d]", int(from))}, rows[1])
+
+	rows = lines(c.ok("partition", "reassign", "--file", plan, "--cancel"))
+	assert.Equal(t, []string{"orders", "0", "NONE"}, rows[1])
+	assert.Len(t, lines(c.ok("partition", "reassignments")), 1, "cancelled: none in progress")
+	_, errOut, code := c.run("partition", "reassign", "--file", plan, "--cancel")
+	assert.Equal(t, exitConflict, code)
+	assert.Contains(t, errOut, "NO_REASSIGNMENT_IN_PROGRESS")
 }

@@ -157,3 +157,35 @@ func (s *Server) DescribeConfigs(ctx context.Context, req *connect.Request[metad
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// AlterPartitionReassignments implements MetadataService.
+func (s *Server) AlterPartitionReassignments(ctx context.Context, req *connect.Request[metadatav1.AlterPartitionReassignmentsRequest]) (*connect.Response[metadatav1.AlterPartitionReassignmentsResponse], error) {
+	resp, err := proposeBatch(s, ctx, "reassign", func(n *node.Node, done func(node.Outcome)) { n.AlterPartitionReassignments(req.Msg, done) },
+		func(_ *node.Node, o node.Outcome) *metadatav1.AlterPartitionReassignmentsResponse {
+			resp := &metadatav1.AlterPartitionReassignmentsResponse{MetadataVersion: o.Version,
+				Results: make([]*metadatav1.ReassignmentResult, len(req.Msg.GetReassignments()))}
+			for i, ra := range req.Msg.GetReassignments() {
+				res := &metadatav1.ReassignmentResult{Topic: ra.GetTopic(), Partition: ra.GetPartition()}
+				if err := o.Items[i].Err; err != nil {
+					res.ErrorCode, res.ErrorMessage = err.Code, err.Message
+				}
+				resp.Results[i] = res
+			}
+			return resp
+		})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// ListPartitionReassignments implements MetadataService.
+func (s *Server) ListPartitionReassignments(ctx context.Context, req *connect.Request[metadatav1.ListPartitionReassignmentsRequest]) (*connect.Response[metadatav1.ListPartitionReassignmentsResponse], error) {
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.ListPartitionReassignmentsResponse, *statemachine.Error) {
+		return &metadatav1.ListPartitionReassignmentsResponse{Reassignments: sm.Reassignments(), MetadataVersion: sm.Version()}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}

@@ -1955,6 +1955,276 @@ func (x *DescribeConfigsResponse) GetMetadataVersion() int64 {
 	return 0
 }
 
+type AlterPartitionReassignmentsRequest struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Reassignments []*PartitionReassignment `protobuf:"bytes,1,rep,name=reassignments,proto3" json:"reassignments,omitempty"`
+	RequestId     *RequestId               `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionReassignmentsRequest) Reset() {
+	*x = AlterPartitionReassignmentsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionReassignmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionReassignmentsRequest) ProtoMessage() {}
+
+func (x *AlterPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionReassignmentsRequest.ProtoReflect.Descriptor instead.
+func (*AlterPartitionReassignmentsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AlterPartitionReassignmentsRequest) GetReassignments() []*PartitionReassignment {
+	if x != nil {
+		return x.Reassignments
+	}
+	return nil
+}
+
+func (x *AlterPartitionReassignmentsRequest) GetRequestId() *RequestId {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+type ReassignmentResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	ErrorCode     ErrorCode              `protobuf:"varint,3,opt,name=error_code,json=errorCode,proto3,enum=dmq.metadata.v1.ErrorCode" json:"error_code,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReassignmentResult) Reset() {
+	*x = ReassignmentResult{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReassignmentResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReassignmentResult) ProtoMessage() {}
+
+func (x *ReassignmentResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReassignmentResult.ProtoReflect.Descriptor instead.
+func (*ReassignmentResult) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReassignmentResult) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ReassignmentResult) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReassignmentResult) GetErrorCode() ErrorCode {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ErrorCode_NONE
+}
+
+func (x *ReassignmentResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+type AlterPartitionReassignmentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per reassignment, in request order.
+	Results         []*ReassignmentResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	MetadataVersion int64                 `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AlterPartitionReassignmentsResponse) Reset() {
+	*x = AlterPartitionReassignmentsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionReassignmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionReassignmentsResponse) ProtoMessage() {}
+
+func (x *AlterPartitionReassignmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionReassignmentsResponse.ProtoReflect.Descriptor instead.
+func (*AlterPartitionReassignmentsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AlterPartitionReassignmentsResponse) GetResults() []*ReassignmentResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *AlterPartitionReassignmentsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
+type ListPartitionReassignmentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPartitionReassignmentsRequest) Reset() {
+	*x = ListPartitionReassignmentsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPartitionReassignmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPartitionReassignmentsRequest) ProtoMessage() {}
+
+func (x *ListPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPartitionReassignmentsRequest.ProtoReflect.Descriptor instead.
+func (*ListPartitionReassignmentsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListPartitionReassignmentsRequest) GetAllowStale() bool {
+	if x != nil {
+		return x.AllowStale
+	}
+	return false
+}
+
+type ListPartitionReassignmentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by topic and partition.
+	Reassignments   []*OngoingReassignment `protobuf:"bytes,1,rep,name=reassignments,proto3" json:"reassignments,omitempty"`
+	MetadataVersion int64                  `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListPartitionReassignmentsResponse) Reset() {
+	*x = ListPartitionReassignmentsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPartitionReassignmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPartitionReassignmentsResponse) ProtoMessage() {}
+
+func (x *ListPartitionReassignmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPartitionReassignmentsResponse.ProtoReflect.Descriptor instead.
+func (*ListPartitionReassignmentsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListPartitionReassignmentsResponse) GetReassignments() []*OngoingReassignment {
+	if x != nil {
+		return x.Reassignments
+	}
+	return nil
+}
+
+func (x *ListPartitionReassignmentsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
 type ListTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
@@ -1964,7 +2234,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2246,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2259,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTopicsRequest) GetAllowStale() bool {
@@ -2010,7 +2280,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2292,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2305,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -2062,7 +2332,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2344,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2357,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -2117,7 +2387,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2399,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2412,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -2178,7 +2448,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2460,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2473,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreatePartitionsRequest) GetTopic() string {
@@ -2239,7 +2509,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2521,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2534,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreatePartitionsResponse) GetTopic() *Topic {
@@ -2311,7 +2581,7 @@ type AlterPartitionRequest struct {
 
 func (x *AlterPartitionRequest) Reset() {
 	*x = AlterPartitionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2593,7 @@ func (x *AlterPartitionRequest) String() string {
 func (*AlterPartitionRequest) ProtoMessage() {}
 
 func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2606,7 @@ func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AlterPartitionRequest) GetBrokerId() int32 {
@@ -2407,7 +2677,7 @@ type AlterPartitionResponse struct {
 
 func (x *AlterPartitionResponse) Reset() {
 	*x = AlterPartitionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2689,7 @@ func (x *AlterPartitionResponse) String() string {
 func (*AlterPartitionResponse) ProtoMessage() {}
 
 func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2702,7 @@ func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AlterPartitionResponse) GetPartition() *Partition {
@@ -2474,7 +2744,7 @@ type ElectLeadersRequest struct {
 
 func (x *ElectLeadersRequest) Reset() {
 	*x = ElectLeadersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2756,7 @@ func (x *ElectLeadersRequest) String() string {
 func (*ElectLeadersRequest) ProtoMessage() {}
 
 func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2769,7 @@ func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRequest.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ElectLeadersRequest) GetTargets() []*TopicPartitions {
@@ -2529,7 +2799,7 @@ type ElectLeadersResponse struct {
 
 func (x *ElectLeadersResponse) Reset() {
 	*x = ElectLeadersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2811,7 @@ func (x *ElectLeadersResponse) String() string {
 func (*ElectLeadersResponse) ProtoMessage() {}
 
 func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2824,7 @@ func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersResponse.ProtoReflect.Descriptor instead.
 func (*ElectLeadersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ElectLeadersResponse) GetElected() int32 {
@@ -2594,7 +2864,7 @@ type GetClusterMetadataRequest struct {
 
 func (x *GetClusterMetadataRequest) Reset() {
 	*x = GetClusterMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2876,7 @@ func (x *GetClusterMetadataRequest) String() string {
 func (*GetClusterMetadataRequest) ProtoMessage() {}
 
 func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2889,7 @@ func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetClusterMetadataRequest) GetAllowStale() bool {
@@ -2640,7 +2910,7 @@ type GetClusterMetadataResponse struct {
 
 func (x *GetClusterMetadataResponse) Reset() {
 	*x = GetClusterMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2922,7 @@ func (x *GetClusterMetadataResponse) String() string {
 func (*GetClusterMetadataResponse) ProtoMessage() {}
 
 func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2935,7 @@ func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetClusterMetadataResponse) GetState() *ClusterState {
@@ -2698,7 +2968,7 @@ type WatchMetadataRequest struct {
 
 func (x *WatchMetadataRequest) Reset() {
 	*x = WatchMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2980,7 @@ func (x *WatchMetadataRequest) String() string {
 func (*WatchMetadataRequest) ProtoMessage() {}
 
 func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2993,7 @@ func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataRequest.ProtoReflect.Descriptor instead.
 func (*WatchMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchMetadataRequest) GetSinceVersion() int64 {
@@ -2746,7 +3016,7 @@ type WatchMetadataResponse struct {
 
 func (x *WatchMetadataResponse) Reset() {
 	*x = WatchMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2758,7 +3028,7 @@ func (x *WatchMetadataResponse) String() string {
 func (*WatchMetadataResponse) ProtoMessage() {}
 
 func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2771,7 +3041,7 @@ func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataResponse.ProtoReflect.Descriptor instead.
 func (*WatchMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WatchMetadataResponse) GetUpdate() isWatchMetadataResponse_Update {
@@ -2990,6 +3260,25 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\aentries\x18\x04 \x03(\v2\x1c.dmq.metadata.v1.ConfigEntryR\aentries\"\x86\x01\n" +
 	"\x17DescribeConfigsResponse\x12@\n" +
 	"\aresults\x18\x01 \x03(\v2&.dmq.metadata.v1.DescribeConfigsResultR\aresults\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"\xad\x01\n" +
+	"\"AlterPartitionReassignmentsRequest\x12L\n" +
+	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\x129\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\"\xa8\x01\n" +
+	"\x12ReassignmentResult\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x129\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\x0e2\x1a.dmq.metadata.v1.ErrorCodeR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"\x8f\x01\n" +
+	"#AlterPartitionReassignmentsResponse\x12=\n" +
+	"\aresults\x18\x01 \x03(\v2#.dmq.metadata.v1.ReassignmentResultR\aresults\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"D\n" +
+	"!ListPartitionReassignmentsRequest\x12\x1f\n" +
+	"\vallow_stale\x18\x01 \x01(\bR\n" +
+	"allowStale\"\x9b\x01\n" +
+	"\"ListPartitionReassignmentsResponse\x12J\n" +
+	"\rreassignments\x18\x01 \x03(\v2$.dmq.metadata.v1.OngoingReassignmentR\rreassignments\x12)\n" +
 	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"4\n" +
 	"\x11ListTopicsRequest\x12\x1f\n" +
 	"\vallow_stale\x18\x01 \x01(\bR\n" +
@@ -3060,7 +3349,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xfc\x19\n" +
+	"\x06update2\xe5\x1c\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -3073,7 +3362,9 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\fCreateTopics\x12$.dmq.metadata.v1.CreateTopicsRequest\x1a%.dmq.metadata.v1.CreateTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchCreate\x12\x8b\x01\n" +
 	"\fDeleteTopics\x12$.dmq.metadata.v1.DeleteTopicsRequest\x1a%.dmq.metadata.v1.DeleteTopicsResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/api/v1/metadata/topics:batchDelete\x12\xb2\x01\n" +
 	"\x17IncrementalAlterConfigs\x12/.dmq.metadata.v1.IncrementalAlterConfigsRequest\x1a0.dmq.metadata.v1.IncrementalAlterConfigsResponse\"4\x82\xd3\xe4\x93\x02.:\x01*\")/api/v1/metadata/configs:incrementalAlter\x12\xb1\x01\n" +
-	"\x0fDescribeConfigs\x12'.dmq.metadata.v1.DescribeConfigsRequest\x1a(.dmq.metadata.v1.DescribeConfigsResponse\"K\x82\xd3\xe4\x93\x02B:\x01*Z\x1a\x12\x18/api/v1/metadata/configs\"!/api/v1/metadata/configs:describe\x90\x02\x01\x12y\n" +
+	"\x0fDescribeConfigs\x12'.dmq.metadata.v1.DescribeConfigsRequest\x1a(.dmq.metadata.v1.DescribeConfigsResponse\"K\x82\xd3\xe4\x93\x02B:\x01*Z\x1a\x12\x18/api/v1/metadata/configs\"!/api/v1/metadata/configs:describe\x90\x02\x01\x12\xb3\x01\n" +
+	"\x1bAlterPartitionReassignments\x123.dmq.metadata.v1.AlterPartitionReassignmentsRequest\x1a4.dmq.metadata.v1.AlterPartitionReassignmentsResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/api/v1/metadata/reassignments\x12\xb0\x01\n" +
+	"\x1aListPartitionReassignments\x122.dmq.metadata.v1.ListPartitionReassignmentsRequest\x1a3.dmq.metadata.v1.ListPartitionReassignmentsResponse\")\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/metadata/reassignments\x90\x02\x01\x12y\n" +
 	"\n" +
 	"ListTopics\x12\".dmq.metadata.v1.ListTopicsRequest\x1a#.dmq.metadata.v1.ListTopicsResponse\"\"\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/metadata/topics\x90\x02\x01\x12\xb6\x01\n" +
 	"\rDescribeTopic\x12%.dmq.metadata.v1.DescribeTopicRequest\x1a&.dmq.metadata.v1.DescribeTopicResponse\"V\x82\xd3\xe4\x93\x02MZ+\x12)/api/v1/metadata/topics/{name}/partitions\x12\x1e/api/v1/metadata/topics/{name}\x90\x02\x01\x12\x9e\x01\n" +
@@ -3099,170 +3390,186 @@ func file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_metadata_service_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
-	(*NotControllerDetail)(nil),             // 0: dmq.metadata.v1.NotControllerDetail
-	(*ErrorDetail)(nil),                     // 1: dmq.metadata.v1.ErrorDetail
-	(*OpenSessionRequest)(nil),              // 2: dmq.metadata.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),             // 3: dmq.metadata.v1.OpenSessionResponse
-	(*RegisterBrokerRequest)(nil),           // 4: dmq.metadata.v1.RegisterBrokerRequest
-	(*RegisterBrokerResponse)(nil),          // 5: dmq.metadata.v1.RegisterBrokerResponse
-	(*UnregisterBrokerRequest)(nil),         // 6: dmq.metadata.v1.UnregisterBrokerRequest
-	(*UnregisterBrokerResponse)(nil),        // 7: dmq.metadata.v1.UnregisterBrokerResponse
-	(*ListBrokersRequest)(nil),              // 8: dmq.metadata.v1.ListBrokersRequest
-	(*ListBrokersResponse)(nil),             // 9: dmq.metadata.v1.ListBrokersResponse
-	(*DescribeBrokerRequest)(nil),           // 10: dmq.metadata.v1.DescribeBrokerRequest
-	(*DescribeBrokerResponse)(nil),          // 11: dmq.metadata.v1.DescribeBrokerResponse
-	(*StorageHeartbeatRequest)(nil),         // 12: dmq.metadata.v1.StorageHeartbeatRequest
-	(*StorageHeartbeatResponse)(nil),        // 13: dmq.metadata.v1.StorageHeartbeatResponse
-	(*CreateTopicRequest)(nil),              // 14: dmq.metadata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),             // 15: dmq.metadata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),              // 16: dmq.metadata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),             // 17: dmq.metadata.v1.DeleteTopicResponse
-	(*CreateTopicsRequest)(nil),             // 18: dmq.metadata.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                     // 19: dmq.metadata.v1.TopicResult
-	(*CreateTopicsResponse)(nil),            // 20: dmq.metadata.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),             // 21: dmq.metadata.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),            // 22: dmq.metadata.v1.DeleteTopicsResponse
-	(*IncrementalAlterConfigsRequest)(nil),  // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest
-	(*ConfigResourceResult)(nil),            // 24: dmq.metadata.v1.ConfigResourceResult
-	(*IncrementalAlterConfigsResponse)(nil), // 25: dmq.metadata.v1.IncrementalAlterConfigsResponse
-	(*DescribeConfigsRequest)(nil),          // 26: dmq.metadata.v1.DescribeConfigsRequest
-	(*ConfigEntry)(nil),                     // 27: dmq.metadata.v1.ConfigEntry
-	(*DescribeConfigsResult)(nil),           // 28: dmq.metadata.v1.DescribeConfigsResult
-	(*DescribeConfigsResponse)(nil),         // 29: dmq.metadata.v1.DescribeConfigsResponse
-	(*ListTopicsRequest)(nil),               // 30: dmq.metadata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),              // 31: dmq.metadata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),            // 32: dmq.metadata.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),           // 33: dmq.metadata.v1.DescribeTopicResponse
-	(*CreatePartitionsRequest)(nil),         // 34: dmq.metadata.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),        // 35: dmq.metadata.v1.CreatePartitionsResponse
-	(*AlterPartitionRequest)(nil),           // 36: dmq.metadata.v1.AlterPartitionRequest
-	(*AlterPartitionResponse)(nil),          // 37: dmq.metadata.v1.AlterPartitionResponse
-	(*ElectLeadersRequest)(nil),             // 38: dmq.metadata.v1.ElectLeadersRequest
-	(*ElectLeadersResponse)(nil),            // 39: dmq.metadata.v1.ElectLeadersResponse
-	(*GetClusterMetadataRequest)(nil),       // 40: dmq.metadata.v1.GetClusterMetadataRequest
-	(*GetClusterMetadataResponse)(nil),      // 41: dmq.metadata.v1.GetClusterMetadataResponse
-	(*WatchMetadataRequest)(nil),            // 42: dmq.metadata.v1.WatchMetadataRequest
-	(*WatchMetadataResponse)(nil),           // 43: dmq.metadata.v1.WatchMetadataResponse
-	nil,                                     // 44: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	(ErrorCode)(0),                          // 45: dmq.metadata.v1.ErrorCode
-	(*RequestId)(nil),                       // 46: dmq.metadata.v1.RequestId
-	(*Broker)(nil),                          // 47: dmq.metadata.v1.Broker
-	(*Topic)(nil),                           // 48: dmq.metadata.v1.Topic
-	(*TopicConfig)(nil),                     // 49: dmq.metadata.v1.TopicConfig
-	(*ResourceConfigChanges)(nil),           // 50: dmq.metadata.v1.ResourceConfigChanges
-	(*ConfigResource)(nil),                  // 51: dmq.metadata.v1.ConfigResource
-	(ConfigSource)(0),                       // 52: dmq.metadata.v1.ConfigSource
-	(*Partition)(nil),                       // 53: dmq.metadata.v1.Partition
-	(*TopicPartitions)(nil),                 // 54: dmq.metadata.v1.TopicPartitions
-	(*ClusterState)(nil),                    // 55: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),                   // 56: dmq.metadata.v1.MetadataDelta
-	(*GetControllerRequest)(nil),            // 57: dmq.metadata.v1.GetControllerRequest
-	(*BrokerHeartbeatRequest)(nil),          // 58: dmq.metadata.v1.BrokerHeartbeatRequest
-	(*SeedClusterMetadata)(nil),             // 59: dmq.metadata.v1.SeedClusterMetadata
-	(*ControllerInfo)(nil),                  // 60: dmq.metadata.v1.ControllerInfo
+	(*NotControllerDetail)(nil),                 // 0: dmq.metadata.v1.NotControllerDetail
+	(*ErrorDetail)(nil),                         // 1: dmq.metadata.v1.ErrorDetail
+	(*OpenSessionRequest)(nil),                  // 2: dmq.metadata.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),                 // 3: dmq.metadata.v1.OpenSessionResponse
+	(*RegisterBrokerRequest)(nil),               // 4: dmq.metadata.v1.RegisterBrokerRequest
+	(*RegisterBrokerResponse)(nil),              // 5: dmq.metadata.v1.RegisterBrokerResponse
+	(*UnregisterBrokerRequest)(nil),             // 6: dmq.metadata.v1.UnregisterBrokerRequest
+	(*UnregisterBrokerResponse)(nil),            // 7: dmq.metadata.v1.UnregisterBrokerResponse
+	(*ListBrokersRequest)(nil),                  // 8: dmq.metadata.v1.ListBrokersRequest
+	(*ListBrokersResponse)(nil),                 // 9: dmq.metadata.v1.ListBrokersResponse
+	(*DescribeBrokerRequest)(nil),               // 10: dmq.metadata.v1.DescribeBrokerRequest
+	(*DescribeBrokerResponse)(nil),              // 11: dmq.metadata.v1.DescribeBrokerResponse
+	(*StorageHeartbeatRequest)(nil),             // 12: dmq.metadata.v1.StorageHeartbeatRequest
+	(*StorageHeartbeatResponse)(nil),            // 13: dmq.metadata.v1.StorageHeartbeatResponse
+	(*CreateTopicRequest)(nil),                  // 14: dmq.metadata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),                 // 15: dmq.metadata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),                  // 16: dmq.metadata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),                 // 17: dmq.metadata.v1.DeleteTopicResponse
+	(*CreateTopicsRequest)(nil),                 // 18: dmq.metadata.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                         // 19: dmq.metadata.v1.TopicResult
+	(*CreateTopicsResponse)(nil),                // 20: dmq.metadata.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),                 // 21: dmq.metadata.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),                // 22: dmq.metadata.v1.DeleteTopicsResponse
+	(*IncrementalAlterConfigsRequest)(nil),      // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest
+	(*ConfigResourceResult)(nil),                // 24: dmq.metadata.v1.ConfigResourceResult
+	(*IncrementalAlterConfigsResponse)(nil),     // 25: dmq.metadata.v1.IncrementalAlterConfigsResponse
+	(*DescribeConfigsRequest)(nil),              // 26: dmq.metadata.v1.DescribeConfigsRequest
+	(*ConfigEntry)(nil),                         // 27: dmq.metadata.v1.ConfigEntry
+	(*DescribeConfigsResult)(nil),               // 28: dmq.metadata.v1.DescribeConfigsResult
+	(*DescribeConfigsResponse)(nil),             // 29: dmq.metadata.v1.DescribeConfigsResponse
+	(*AlterPartitionReassignmentsRequest)(nil),  // 30: dmq.metadata.v1.AlterPartitionReassignmentsRequest
+	(*ReassignmentResult)(nil),                  // 31: dmq.metadata.v1.ReassignmentResult
+	(*AlterPartitionReassignmentsResponse)(nil), // 32: dmq.metadata.v1.AlterPartitionReassignmentsResponse
+	(*ListPartitionReassignmentsRequest)(nil),   // 33: dmq.metadata.v1.ListPartitionReassignmentsRequest
+	(*ListPartitionReassignmentsResponse)(nil),  // 34: dmq.metadata.v1.ListPartitionReassignmentsResponse
+	(*ListTopicsRequest)(nil),                   // 35: dmq.metadata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),                  // 36: dmq.metadata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),                // 37: dmq.metadata.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),               // 38: dmq.metadata.v1.DescribeTopicResponse
+	(*CreatePartitionsRequest)(nil),             // 39: dmq.metadata.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),            // 40: dmq.metadata.v1.CreatePartitionsResponse
+	(*AlterPartitionRequest)(nil),               // 41: dmq.metadata.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),              // 42: dmq.metadata.v1.AlterPartitionResponse
+	(*ElectLeadersRequest)(nil),                 // 43: dmq.metadata.v1.ElectLeadersRequest
+	(*ElectLeadersResponse)(nil),                // 44: dmq.metadata.v1.ElectLeadersResponse
+	(*GetClusterMetadataRequest)(nil),           // 45: dmq.metadata.v1.GetClusterMetadataRequest
+	(*GetClusterMetadataResponse)(nil),          // 46: dmq.metadata.v1.GetClusterMetadataResponse
+	(*WatchMetadataRequest)(nil),                // 47: dmq.metadata.v1.WatchMetadataRequest
+	(*WatchMetadataResponse)(nil),               // 48: dmq.metadata.v1.WatchMetadataResponse
+	nil,                                         // 49: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	(ErrorCode)(0),                              // 50: dmq.metadata.v1.ErrorCode
+	(*RequestId)(nil),                           // 51: dmq.metadata.v1.RequestId
+	(*Broker)(nil),                              // 52: dmq.metadata.v1.Broker
+	(*Topic)(nil),                               // 53: dmq.metadata.v1.Topic
+	(*TopicConfig)(nil),                         // 54: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),               // 55: dmq.metadata.v1.ResourceConfigChanges
+	(*ConfigResource)(nil),                      // 56: dmq.metadata.v1.ConfigResource
+	(ConfigSource)(0),                           // 57: dmq.metadata.v1.ConfigSource
+	(*PartitionReassignment)(nil),               // 58: dmq.metadata.v1.PartitionReassignment
+	(*OngoingReassignment)(nil),                 // 59: dmq.metadata.v1.OngoingReassignment
+	(*Partition)(nil),                           // 60: dmq.metadata.v1.Partition
+	(*TopicPartitions)(nil),                     // 61: dmq.metadata.v1.TopicPartitions
+	(*ClusterState)(nil),                        // 62: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),                       // 63: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),                // 64: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),              // 65: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),                 // 66: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),                      // 67: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
-	45, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	46, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	47, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	45, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	46, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	45, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	47, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
-	47, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	45, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	44, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	46, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	48, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	45, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	46, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	45, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	50, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	51, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	52, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	50, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	51, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	50, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	52, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
+	52, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	50, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	49, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	51, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	53, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	50, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	51, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	50, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	14, // 15: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
-	46, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	45, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	49, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
+	51, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	50, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	54, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
 	19, // 19: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	46, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	51, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
 	19, // 21: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	50, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
-	46, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	51, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	45, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	51, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	56, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	50, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	24, // 26: dmq.metadata.v1.IncrementalAlterConfigsResponse.results:type_name -> dmq.metadata.v1.ConfigResourceResult
-	51, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
-	52, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
-	51, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	45, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	56, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
+	57, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
+	56, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	50, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	27, // 31: dmq.metadata.v1.DescribeConfigsResult.entries:type_name -> dmq.metadata.v1.ConfigEntry
 	28, // 32: dmq.metadata.v1.DescribeConfigsResponse.results:type_name -> dmq.metadata.v1.DescribeConfigsResult
-	48, // 33: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
-	48, // 34: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	53, // 35: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
-	46, // 36: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	48, // 37: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
-	45, // 38: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	46, // 39: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	53, // 40: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
-	45, // 41: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	54, // 42: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	46, // 43: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	45, // 44: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	55, // 45: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
-	56, // 46: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
-	55, // 47: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
-	4,  // 48: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
-	6,  // 49: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
-	8,  // 50: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
-	10, // 51: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
-	12, // 52: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 53: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	14, // 54: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	16, // 55: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	18, // 56: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
-	21, // 57: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
-	23, // 58: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
-	26, // 59: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
-	30, // 60: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	32, // 61: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	34, // 62: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	36, // 63: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	38, // 64: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	2,  // 65: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
-	40, // 66: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	40, // 67: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	57, // 68: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
-	58, // 69: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
-	42, // 70: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 71: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 72: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 73: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 74: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 75: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 76: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 77: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 78: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	20, // 79: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
-	22, // 80: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
-	25, // 81: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
-	29, // 82: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
-	31, // 83: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	33, // 84: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	35, // 85: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	37, // 86: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	39, // 87: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 88: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	41, // 89: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	59, // 90: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
-	60, // 91: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
-	13, // 92: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	43, // 93: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	71, // [71:94] is the sub-list for method output_type
-	48, // [48:71] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	58, // 33: dmq.metadata.v1.AlterPartitionReassignmentsRequest.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
+	51, // 34: dmq.metadata.v1.AlterPartitionReassignmentsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	50, // 35: dmq.metadata.v1.ReassignmentResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	31, // 36: dmq.metadata.v1.AlterPartitionReassignmentsResponse.results:type_name -> dmq.metadata.v1.ReassignmentResult
+	59, // 37: dmq.metadata.v1.ListPartitionReassignmentsResponse.reassignments:type_name -> dmq.metadata.v1.OngoingReassignment
+	53, // 38: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
+	53, // 39: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	60, // 40: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
+	51, // 41: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	53, // 42: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
+	50, // 43: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	51, // 44: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	60, // 45: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
+	50, // 46: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	61, // 47: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	51, // 48: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	50, // 49: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	62, // 50: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
+	63, // 51: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
+	62, // 52: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
+	4,  // 53: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
+	6,  // 54: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
+	8,  // 55: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
+	10, // 56: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
+	12, // 57: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	12, // 58: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	14, // 59: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	16, // 60: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	18, // 61: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
+	21, // 62: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
+	23, // 63: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
+	26, // 64: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
+	30, // 65: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:input_type -> dmq.metadata.v1.AlterPartitionReassignmentsRequest
+	33, // 66: dmq.metadata.v1.MetadataService.ListPartitionReassignments:input_type -> dmq.metadata.v1.ListPartitionReassignmentsRequest
+	35, // 67: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	37, // 68: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	39, // 69: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	41, // 70: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	43, // 71: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	2,  // 72: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
+	45, // 73: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	45, // 74: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	64, // 75: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	65, // 76: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	47, // 77: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	5,  // 78: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	7,  // 79: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	9,  // 80: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	11, // 81: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	13, // 82: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 83: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	15, // 84: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	17, // 85: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	20, // 86: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
+	22, // 87: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
+	25, // 88: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
+	29, // 89: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
+	32, // 90: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:output_type -> dmq.metadata.v1.AlterPartitionReassignmentsResponse
+	34, // 91: dmq.metadata.v1.MetadataService.ListPartitionReassignments:output_type -> dmq.metadata.v1.ListPartitionReassignmentsResponse
+	36, // 92: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	38, // 93: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	40, // 94: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	42, // 95: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	44, // 96: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	3,  // 97: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	46, // 98: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	66, // 99: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	67, // 100: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	13, // 101: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	48, // 102: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	78, // [78:103] is the sub-list for method output_type
+	53, // [53:78] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_metadata_service_proto_init() }
@@ -3278,10 +3585,10 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[13].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[15].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[17].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[35].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[37].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[39].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[43].OneofWrappers = []any{
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[40].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[42].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[44].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[48].OneofWrappers = []any{
 		(*WatchMetadataResponse_Delta)(nil),
 		(*WatchMetadataResponse_FullState)(nil),
 	}
@@ -3291,7 +3598,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_metadata_service_proto_rawDesc), len(file_dmq_metadata_v1_metadata_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

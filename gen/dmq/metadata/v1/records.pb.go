@@ -57,6 +57,7 @@ type Record struct {
 	//	*Record_CreateTopics
 	//	*Record_DeleteTopics
 	//	*Record_AlterConfigs
+	//	*Record_AlterPartitionReassignments
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,6 +263,15 @@ func (x *Record) GetAlterConfigs() *AlterConfigsRecord {
 	return nil
 }
 
+func (x *Record) GetAlterPartitionReassignments() *AlterPartitionReassignmentsRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_AlterPartitionReassignments); ok {
+			return x.AlterPartitionReassignments
+		}
+	}
+	return nil
+}
+
 type isRecord_Body interface {
 	isRecord_Body()
 }
@@ -326,6 +336,10 @@ type Record_AlterConfigs struct {
 	AlterConfigs *AlterConfigsRecord `protobuf:"bytes,24,opt,name=alter_configs,json=alterConfigs,proto3,oneof"`
 }
 
+type Record_AlterPartitionReassignments struct {
+	AlterPartitionReassignments *AlterPartitionReassignmentsRecord `protobuf:"bytes,25,opt,name=alter_partition_reassignments,json=alterPartitionReassignments,proto3,oneof"`
+}
+
 func (*Record_NoOp) isRecord_Body() {}
 
 func (*Record_RegisterBroker) isRecord_Body() {}
@@ -355,6 +369,8 @@ func (*Record_CreateTopics) isRecord_Body() {}
 func (*Record_DeleteTopics) isRecord_Body() {}
 
 func (*Record_AlterConfigs) isRecord_Body() {}
+
+func (*Record_AlterPartitionReassignments) isRecord_Body() {}
 
 // Opens a client session; its id is the index of this record. A session
 // expires when no request of it has been applied for timeout_ms of the state
@@ -1100,6 +1116,51 @@ func (x *AlterConfigsRecord) GetRequestIndexes() []int32 {
 	return nil
 }
 
+// Partition reassignments, each on its own (Kafka's KIP-455).
+type AlterPartitionReassignmentsRecord struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Reassignments []*PartitionReassignment `protobuf:"bytes,1,rep,name=reassignments,proto3" json:"reassignments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionReassignmentsRecord) Reset() {
+	*x = AlterPartitionReassignmentsRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionReassignmentsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionReassignmentsRecord) ProtoMessage() {}
+
+func (x *AlterPartitionReassignmentsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionReassignmentsRecord.ProtoReflect.Descriptor instead.
+func (*AlterPartitionReassignmentsRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AlterPartitionReassignmentsRecord) GetReassignments() []*PartitionReassignment {
+	if x != nil {
+		return x.Reassignments
+	}
+	return nil
+}
+
 type CreatePartitionsRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -1112,7 +1173,7 @@ type CreatePartitionsRecord struct {
 
 func (x *CreatePartitionsRecord) Reset() {
 	*x = CreatePartitionsRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1185,7 @@ func (x *CreatePartitionsRecord) String() string {
 func (*CreatePartitionsRecord) ProtoMessage() {}
 
 func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1198,7 @@ func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRecord.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{13}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreatePartitionsRecord) GetTopic() string {
@@ -1177,7 +1238,7 @@ type AlterPartitionRecord struct {
 
 func (x *AlterPartitionRecord) Reset() {
 	*x = AlterPartitionRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1250,7 @@ func (x *AlterPartitionRecord) String() string {
 func (*AlterPartitionRecord) ProtoMessage() {}
 
 func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1263,7 @@ func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRecord.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AlterPartitionRecord) GetBrokerId() int32 {
@@ -1265,7 +1326,7 @@ type ElectLeadersRecord struct {
 
 func (x *ElectLeadersRecord) Reset() {
 	*x = ElectLeadersRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1338,7 @@ func (x *ElectLeadersRecord) String() string {
 func (*ElectLeadersRecord) ProtoMessage() {}
 
 func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1351,7 @@ func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRecord.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{15}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
@@ -1304,8 +1365,7 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xce\n" +
-	"\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xc8\v\n" +
 	"\x06Record\x129\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x12\x1f\n" +
@@ -1328,7 +1388,8 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\fopen_session\x18\x15 \x01(\v2\".dmq.metadata.v1.OpenSessionRecordH\x00R\vopenSession\x12J\n" +
 	"\rcreate_topics\x18\x16 \x01(\v2#.dmq.metadata.v1.CreateTopicsRecordH\x00R\fcreateTopics\x12J\n" +
 	"\rdelete_topics\x18\x17 \x01(\v2#.dmq.metadata.v1.DeleteTopicsRecordH\x00R\fdeleteTopics\x12J\n" +
-	"\ralter_configs\x18\x18 \x01(\v2#.dmq.metadata.v1.AlterConfigsRecordH\x00R\falterConfigsB\x06\n" +
+	"\ralter_configs\x18\x18 \x01(\v2#.dmq.metadata.v1.AlterConfigsRecordH\x00R\falterConfigs\x12x\n" +
+	"\x1dalter_partition_reassignments\x18\x19 \x01(\v22.dmq.metadata.v1.AlterPartitionReassignmentsRecordH\x00R\x1balterPartitionReassignmentsB\x06\n" +
 	"\x04body\"O\n" +
 	"\x11OpenSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
@@ -1378,7 +1439,9 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\x12AlterConfigsRecord\x12D\n" +
 	"\tresources\x18\x01 \x03(\v2&.dmq.metadata.v1.ResourceConfigChangesR\tresources\x12!\n" +
 	"\frequest_size\x18\x02 \x01(\x05R\vrequestSize\x12'\n" +
-	"\x0frequest_indexes\x18\x03 \x03(\x05R\x0erequestIndexes\"\x82\x01\n" +
+	"\x0frequest_indexes\x18\x03 \x03(\x05R\x0erequestIndexes\"q\n" +
+	"!AlterPartitionReassignmentsRecord\x12L\n" +
+	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
@@ -1406,31 +1469,33 @@ func file_dmq_metadata_v1_records_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_records_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_dmq_metadata_v1_records_proto_goTypes = []any{
-	(*Record)(nil),                        // 0: dmq.metadata.v1.Record
-	(*OpenSessionRecord)(nil),             // 1: dmq.metadata.v1.OpenSessionRecord
-	(*NoOpRecord)(nil),                    // 2: dmq.metadata.v1.NoOpRecord
-	(*RegisterBrokerRecord)(nil),          // 3: dmq.metadata.v1.RegisterBrokerRecord
-	(*UnregisterBrokerRecord)(nil),        // 4: dmq.metadata.v1.UnregisterBrokerRecord
-	(*FenceBrokerRecord)(nil),             // 5: dmq.metadata.v1.FenceBrokerRecord
-	(*UnfenceBrokerRecord)(nil),           // 6: dmq.metadata.v1.UnfenceBrokerRecord
-	(*BeginControlledShutdownRecord)(nil), // 7: dmq.metadata.v1.BeginControlledShutdownRecord
-	(*CreateTopicRecord)(nil),             // 8: dmq.metadata.v1.CreateTopicRecord
-	(*DeleteTopicRecord)(nil),             // 9: dmq.metadata.v1.DeleteTopicRecord
-	(*CreateTopicsRecord)(nil),            // 10: dmq.metadata.v1.CreateTopicsRecord
-	(*DeleteTopicsRecord)(nil),            // 11: dmq.metadata.v1.DeleteTopicsRecord
-	(*AlterConfigsRecord)(nil),            // 12: dmq.metadata.v1.AlterConfigsRecord
-	(*CreatePartitionsRecord)(nil),        // 13: dmq.metadata.v1.CreatePartitionsRecord
-	(*AlterPartitionRecord)(nil),          // 14: dmq.metadata.v1.AlterPartitionRecord
-	(*ElectLeadersRecord)(nil),            // 15: dmq.metadata.v1.ElectLeadersRecord
-	(*RequestId)(nil),                     // 16: dmq.metadata.v1.RequestId
-	(*TopicConfig)(nil),                   // 17: dmq.metadata.v1.TopicConfig
-	(*ResourceConfigChanges)(nil),         // 18: dmq.metadata.v1.ResourceConfigChanges
-	(*TopicPartitions)(nil),               // 19: dmq.metadata.v1.TopicPartitions
+	(*Record)(nil),                            // 0: dmq.metadata.v1.Record
+	(*OpenSessionRecord)(nil),                 // 1: dmq.metadata.v1.OpenSessionRecord
+	(*NoOpRecord)(nil),                        // 2: dmq.metadata.v1.NoOpRecord
+	(*RegisterBrokerRecord)(nil),              // 3: dmq.metadata.v1.RegisterBrokerRecord
+	(*UnregisterBrokerRecord)(nil),            // 4: dmq.metadata.v1.UnregisterBrokerRecord
+	(*FenceBrokerRecord)(nil),                 // 5: dmq.metadata.v1.FenceBrokerRecord
+	(*UnfenceBrokerRecord)(nil),               // 6: dmq.metadata.v1.UnfenceBrokerRecord
+	(*BeginControlledShutdownRecord)(nil),     // 7: dmq.metadata.v1.BeginControlledShutdownRecord
+	(*CreateTopicRecord)(nil),                 // 8: dmq.metadata.v1.CreateTopicRecord
+	(*DeleteTopicRecord)(nil),                 // 9: dmq.metadata.v1.DeleteTopicRecord
+	(*CreateTopicsRecord)(nil),                // 10: dmq.metadata.v1.CreateTopicsRecord
+	(*DeleteTopicsRecord)(nil),                // 11: dmq.metadata.v1.DeleteTopicsRecord
+	(*AlterConfigsRecord)(nil),                // 12: dmq.metadata.v1.AlterConfigsRecord
+	(*AlterPartitionReassignmentsRecord)(nil), // 13: dmq.metadata.v1.AlterPartitionReassignmentsRecord
+	(*CreatePartitionsRecord)(nil),            // 14: dmq.metadata.v1.CreatePartitionsRecord
+	(*AlterPartitionRecord)(nil),              // 15: dmq.metadata.v1.AlterPartitionRecord
+	(*ElectLeadersRecord)(nil),                // 16: dmq.metadata.v1.ElectLeadersRecord
+	(*RequestId)(nil),                         // 17: dmq.metadata.v1.RequestId
+	(*TopicConfig)(nil),                       // 18: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),             // 19: dmq.metadata.v1.ResourceConfigChanges
+	(*PartitionReassignment)(nil),             // 20: dmq.metadata.v1.PartitionReassignment
+	(*TopicPartitions)(nil),                   // 21: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
-	16, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
+	17, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
 	2,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
 	3,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
 	4,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
@@ -1439,22 +1504,24 @@ var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
 	7,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
 	8,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
 	9,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
-	13, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
-	14, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
-	15, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
+	14, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
+	15, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
+	16, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
 	1,  // 12: dmq.metadata.v1.Record.open_session:type_name -> dmq.metadata.v1.OpenSessionRecord
 	10, // 13: dmq.metadata.v1.Record.create_topics:type_name -> dmq.metadata.v1.CreateTopicsRecord
 	11, // 14: dmq.metadata.v1.Record.delete_topics:type_name -> dmq.metadata.v1.DeleteTopicsRecord
 	12, // 15: dmq.metadata.v1.Record.alter_configs:type_name -> dmq.metadata.v1.AlterConfigsRecord
-	17, // 16: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
-	8,  // 17: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
-	18, // 18: dmq.metadata.v1.AlterConfigsRecord.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
-	19, // 19: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	13, // 16: dmq.metadata.v1.Record.alter_partition_reassignments:type_name -> dmq.metadata.v1.AlterPartitionReassignmentsRecord
+	18, // 17: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
+	8,  // 18: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
+	19, // 19: dmq.metadata.v1.AlterConfigsRecord.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	20, // 20: dmq.metadata.v1.AlterPartitionReassignmentsRecord.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
+	21, // 21: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_records_proto_init() }
@@ -1479,6 +1546,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_CreateTopics)(nil),
 		(*Record_DeleteTopics)(nil),
 		(*Record_AlterConfigs)(nil),
+		(*Record_AlterPartitionReassignments)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1486,7 +1554,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_records_proto_rawDesc), len(file_dmq_metadata_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

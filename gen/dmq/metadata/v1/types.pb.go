@@ -83,6 +83,11 @@ const (
 	// The item of an atomic batch was valid, but another item was not, so
 	// nothing of the batch was applied.
 	ErrorCode_BATCH_ABORTED ErrorCode = 25
+	// A cancellation names a partition that is not being reassigned.
+	ErrorCode_NO_REASSIGNMENT_IN_PROGRESS ErrorCode = 26
+	// A target replica list that names a broker twice, an unknown broker, a
+	// new replica that is not live, or leaves no in-sync replica.
+	ErrorCode_INVALID_REPLICA_ASSIGNMENT ErrorCode = 27
 )
 
 // Enum value maps for ErrorCode.
@@ -114,6 +119,8 @@ var (
 		23: "UNAVAILABLE",
 		24: "SESSION_EXPIRED",
 		25: "BATCH_ABORTED",
+		26: "NO_REASSIGNMENT_IN_PROGRESS",
+		27: "INVALID_REPLICA_ASSIGNMENT",
 	}
 	ErrorCode_value = map[string]int32{
 		"NONE":                           0,
@@ -142,6 +149,8 @@ var (
 		"UNAVAILABLE":                    23,
 		"SESSION_EXPIRED":                24,
 		"BATCH_ABORTED":                  25,
+		"NO_REASSIGNMENT_IN_PROGRESS":    26,
+		"INVALID_REPLICA_ASSIGNMENT":     27,
 	}
 )
 
@@ -714,8 +723,13 @@ type Partition struct {
 	Leader         int32 `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	LeaderEpoch    int32 `protobuf:"varint,6,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	PartitionEpoch int32 `protobuf:"varint,7,opt,name=partition_epoch,json=partitionEpoch,proto3" json:"partition_epoch,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// While a reassignment moves the partition (Kafka's KIP-455): the
+	// replicas joining and leaving. replicas is then the target followed by
+	// the leaving ones.
+	AddingReplicas   []int32 `protobuf:"varint,8,rep,packed,name=adding_replicas,json=addingReplicas,proto3" json:"adding_replicas,omitempty"`
+	RemovingReplicas []int32 `protobuf:"varint,9,rep,packed,name=removing_replicas,json=removingReplicas,proto3" json:"removing_replicas,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Partition) Reset() {
@@ -797,6 +811,160 @@ func (x *Partition) GetPartitionEpoch() int32 {
 	return 0
 }
 
+func (x *Partition) GetAddingReplicas() []int32 {
+	if x != nil {
+		return x.AddingReplicas
+	}
+	return nil
+}
+
+func (x *Partition) GetRemovingReplicas() []int32 {
+	if x != nil {
+		return x.RemovingReplicas
+	}
+	return nil
+}
+
+// A partition's target replica list, in preferred order; none cancels the
+// partition's reassignment.
+type PartitionReassignment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Replicas      []int32                `protobuf:"varint,3,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionReassignment) Reset() {
+	*x = PartitionReassignment{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionReassignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionReassignment) ProtoMessage() {}
+
+func (x *PartitionReassignment) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionReassignment.ProtoReflect.Descriptor instead.
+func (*PartitionReassignment) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PartitionReassignment) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionReassignment) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionReassignment) GetReplicas() []int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// A reassignment in progress.
+type OngoingReassignment struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The target followed by the leaving replicas.
+	Replicas         []int32 `protobuf:"varint,3,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	AddingReplicas   []int32 `protobuf:"varint,4,rep,packed,name=adding_replicas,json=addingReplicas,proto3" json:"adding_replicas,omitempty"`
+	RemovingReplicas []int32 `protobuf:"varint,5,rep,packed,name=removing_replicas,json=removingReplicas,proto3" json:"removing_replicas,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *OngoingReassignment) Reset() {
+	*x = OngoingReassignment{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OngoingReassignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OngoingReassignment) ProtoMessage() {}
+
+func (x *OngoingReassignment) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OngoingReassignment.ProtoReflect.Descriptor instead.
+func (*OngoingReassignment) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OngoingReassignment) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *OngoingReassignment) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *OngoingReassignment) GetReplicas() []int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *OngoingReassignment) GetAddingReplicas() []int32 {
+	if x != nil {
+		return x.AddingReplicas
+	}
+	return nil
+}
+
+func (x *OngoingReassignment) GetRemovingReplicas() []int32 {
+	if x != nil {
+		return x.RemovingReplicas
+	}
+	return nil
+}
+
 type Topic struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -814,7 +982,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +994,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1007,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Topic) GetName() string {
@@ -897,7 +1065,7 @@ type ClusterState struct {
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1077,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1090,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterState) GetMetadataVersion() int64 {
@@ -968,7 +1136,7 @@ type MetadataDelta struct {
 
 func (x *MetadataDelta) Reset() {
 	*x = MetadataDelta{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1148,7 @@ func (x *MetadataDelta) String() string {
 func (*MetadataDelta) ProtoMessage() {}
 
 func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1161,7 @@ func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataDelta.ProtoReflect.Descriptor instead.
 func (*MetadataDelta) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MetadataDelta) GetFromVersion() int64 {
@@ -1064,7 +1232,7 @@ type RequestId struct {
 
 func (x *RequestId) Reset() {
 	*x = RequestId{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1244,7 @@ func (x *RequestId) String() string {
 func (*RequestId) ProtoMessage() {}
 
 func (x *RequestId) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1257,7 @@ func (x *RequestId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestId.ProtoReflect.Descriptor instead.
 func (*RequestId) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestId) GetClientId() string {
@@ -1124,7 +1292,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1304,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1317,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TopicPartitions) GetTopic() string {
@@ -1206,7 +1374,7 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x06DELETE\x10\x02\"\x86\x01\n" +
 	"\x15ResourceConfigChanges\x12;\n" +
 	"\bresource\x18\x01 \x01(\v2\x1f.dmq.metadata.v1.ConfigResourceR\bresource\x120\n" +
-	"\x03ops\x18\x02 \x03(\v2\x1e.dmq.metadata.v1.AlterConfigOpR\x03ops\"\xd1\x01\n" +
+	"\x03ops\x18\x02 \x03(\v2\x1e.dmq.metadata.v1.AlterConfigOpR\x03ops\"\xa7\x02\n" +
 	"\tPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
@@ -1214,7 +1382,19 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x03isr\x18\x04 \x03(\x05R\x03isr\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\x05R\x06leader\x12!\n" +
 	"\fleader_epoch\x18\x06 \x01(\x05R\vleaderEpoch\x12'\n" +
-	"\x0fpartition_epoch\x18\a \x01(\x05R\x0epartitionEpoch\"\x80\x02\n" +
+	"\x0fpartition_epoch\x18\a \x01(\x05R\x0epartitionEpoch\x12'\n" +
+	"\x0fadding_replicas\x18\b \x03(\x05R\x0eaddingReplicas\x12+\n" +
+	"\x11removing_replicas\x18\t \x03(\x05R\x10removingReplicas\"g\n" +
+	"\x15PartitionReassignment\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
+	"\breplicas\x18\x03 \x03(\x05R\breplicas\"\xbb\x01\n" +
+	"\x13OngoingReassignment\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
+	"\breplicas\x18\x03 \x03(\x05R\breplicas\x12'\n" +
+	"\x0fadding_replicas\x18\x04 \x03(\x05R\x0eaddingReplicas\x12+\n" +
+	"\x11removing_replicas\x18\x05 \x03(\x05R\x10removingReplicas\"\x80\x02\n" +
 	"\x05Topic\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btopic_id\x18\x02 \x01(\tR\atopicId\x12-\n" +
@@ -1246,7 +1426,7 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\x05R\n" +
-	"partitions*\xf0\x04\n" +
+	"partitions*\xb1\x05\n" +
 	"\tErrorCode\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x13\n" +
 	"\x0fINVALID_REQUEST\x10\x01\x12\x16\n" +
@@ -1274,7 +1454,9 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x16BROKER_STATE_UNCHANGED\x10\x16\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x17\x12\x13\n" +
 	"\x0fSESSION_EXPIRED\x10\x18\x12\x11\n" +
-	"\rBATCH_ABORTED\x10\x19*o\n" +
+	"\rBATCH_ABORTED\x10\x19\x12\x1f\n" +
+	"\x1bNO_REASSIGNMENT_IN_PROGRESS\x10\x1a\x12\x1e\n" +
+	"\x1aINVALID_REPLICA_ASSIGNMENT\x10\x1b*o\n" +
 	"\fConfigSource\x12\x1d\n" +
 	"\x19CONFIG_SOURCE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTOPIC_CONFIG\x10\x01\x12\x1a\n" +
@@ -1294,7 +1476,7 @@ func file_dmq_metadata_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_dmq_metadata_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_dmq_metadata_v1_types_proto_goTypes = []any{
 	(ErrorCode)(0),                // 0: dmq.metadata.v1.ErrorCode
 	(ConfigSource)(0),             // 1: dmq.metadata.v1.ConfigSource
@@ -1306,11 +1488,13 @@ var file_dmq_metadata_v1_types_proto_goTypes = []any{
 	(*AlterConfigOp)(nil),         // 7: dmq.metadata.v1.AlterConfigOp
 	(*ResourceConfigChanges)(nil), // 8: dmq.metadata.v1.ResourceConfigChanges
 	(*Partition)(nil),             // 9: dmq.metadata.v1.Partition
-	(*Topic)(nil),                 // 10: dmq.metadata.v1.Topic
-	(*ClusterState)(nil),          // 11: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),         // 12: dmq.metadata.v1.MetadataDelta
-	(*RequestId)(nil),             // 13: dmq.metadata.v1.RequestId
-	(*TopicPartitions)(nil),       // 14: dmq.metadata.v1.TopicPartitions
+	(*PartitionReassignment)(nil), // 10: dmq.metadata.v1.PartitionReassignment
+	(*OngoingReassignment)(nil),   // 11: dmq.metadata.v1.OngoingReassignment
+	(*Topic)(nil),                 // 12: dmq.metadata.v1.Topic
+	(*ClusterState)(nil),          // 13: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),         // 14: dmq.metadata.v1.MetadataDelta
+	(*RequestId)(nil),             // 15: dmq.metadata.v1.RequestId
+	(*TopicPartitions)(nil),       // 16: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_types_proto_depIdxs = []int32{
 	2,  // 0: dmq.metadata.v1.ConfigResource.type:type_name -> dmq.metadata.v1.ConfigResource.Type
@@ -1320,9 +1504,9 @@ var file_dmq_metadata_v1_types_proto_depIdxs = []int32{
 	5,  // 4: dmq.metadata.v1.Topic.config:type_name -> dmq.metadata.v1.TopicConfig
 	9,  // 5: dmq.metadata.v1.Topic.partitions:type_name -> dmq.metadata.v1.Partition
 	4,  // 6: dmq.metadata.v1.ClusterState.brokers:type_name -> dmq.metadata.v1.Broker
-	10, // 7: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
+	12, // 7: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
 	4,  // 8: dmq.metadata.v1.MetadataDelta.upserted_brokers:type_name -> dmq.metadata.v1.Broker
-	10, // 9: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
+	12, // 9: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
 	9,  // 10: dmq.metadata.v1.MetadataDelta.changed_partitions:type_name -> dmq.metadata.v1.Partition
 	11, // [11:11] is the sub-list for method output_type
 	11, // [11:11] is the sub-list for method input_type
@@ -1342,7 +1526,7 @@ func file_dmq_metadata_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_types_proto_rawDesc), len(file_dmq_metadata_v1_types_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -75,6 +75,12 @@ const (
 	// MetadataServiceDescribeConfigsProcedure is the fully-qualified name of the MetadataService's
 	// DescribeConfigs RPC.
 	MetadataServiceDescribeConfigsProcedure = "/dmq.metadata.v1.MetadataService/DescribeConfigs"
+	// MetadataServiceAlterPartitionReassignmentsProcedure is the fully-qualified name of the
+	// MetadataService's AlterPartitionReassignments RPC.
+	MetadataServiceAlterPartitionReassignmentsProcedure = "/dmq.metadata.v1.MetadataService/AlterPartitionReassignments"
+	// MetadataServiceListPartitionReassignmentsProcedure is the fully-qualified name of the
+	// MetadataService's ListPartitionReassignments RPC.
+	MetadataServiceListPartitionReassignmentsProcedure = "/dmq.metadata.v1.MetadataService/ListPartitionReassignments"
 	// MetadataServiceListTopicsProcedure is the fully-qualified name of the MetadataService's
 	// ListTopics RPC.
 	MetadataServiceListTopicsProcedure = "/dmq.metadata.v1.MetadataService/ListTopics"
@@ -144,6 +150,14 @@ type MetadataServiceClient interface {
 	// Every config of the named resources with its value and its source
 	// (Kafka's DescribeConfigs).
 	DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error)
+	// Moves partitions to target replica lists (Kafka's KIP-455): while a
+	// partition moves, its replicas are the union; the new replicas join the
+	// ISR as its leader reports them caught up (AlterPartition); once every
+	// target replica is in the ISR, leadership moves if it must and the
+	// leaving replicas go. An empty target cancels. Each partition succeeds
+	// or fails on its own.
+	AlterPartitionReassignments(context.Context, *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error)
+	ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -259,6 +273,19 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		alterPartitionReassignments: connect.NewClient[v1.AlterPartitionReassignmentsRequest, v1.AlterPartitionReassignmentsResponse](
+			httpClient,
+			baseURL+MetadataServiceAlterPartitionReassignmentsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("AlterPartitionReassignments")),
+			connect.WithClientOptions(opts...),
+		),
+		listPartitionReassignments: connect.NewClient[v1.ListPartitionReassignmentsRequest, v1.ListPartitionReassignmentsResponse](
+			httpClient,
+			baseURL+MetadataServiceListPartitionReassignmentsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("ListPartitionReassignments")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listTopics: connect.NewClient[v1.ListTopicsRequest, v1.ListTopicsResponse](
 			httpClient,
 			baseURL+MetadataServiceListTopicsProcedure,
@@ -336,29 +363,31 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // metadataServiceClient implements MetadataServiceClient.
 type metadataServiceClient struct {
-	registerBroker          *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
-	unregisterBroker        *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
-	listBrokers             *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
-	describeBroker          *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
-	storageHeartbeat        *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	storageHeartbeats       *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
-	createTopic             *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
-	deleteTopic             *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
-	createTopics            *connect.Client[v1.CreateTopicsRequest, v1.CreateTopicsResponse]
-	deleteTopics            *connect.Client[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse]
-	incrementalAlterConfigs *connect.Client[v1.IncrementalAlterConfigsRequest, v1.IncrementalAlterConfigsResponse]
-	describeConfigs         *connect.Client[v1.DescribeConfigsRequest, v1.DescribeConfigsResponse]
-	listTopics              *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
-	describeTopic           *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
-	createPartitions        *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
-	alterPartition          *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
-	electLeaders            *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
-	openSession             *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
-	getClusterMetadata      *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
-	getSeedClusterMetadata  *connect.Client[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata]
-	getController           *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
-	brokerHeartbeat         *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
-	watchMetadata           *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
+	registerBroker              *connect.Client[v1.RegisterBrokerRequest, v1.RegisterBrokerResponse]
+	unregisterBroker            *connect.Client[v1.UnregisterBrokerRequest, v1.UnregisterBrokerResponse]
+	listBrokers                 *connect.Client[v1.ListBrokersRequest, v1.ListBrokersResponse]
+	describeBroker              *connect.Client[v1.DescribeBrokerRequest, v1.DescribeBrokerResponse]
+	storageHeartbeat            *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	storageHeartbeats           *connect.Client[v1.StorageHeartbeatRequest, v1.StorageHeartbeatResponse]
+	createTopic                 *connect.Client[v1.CreateTopicRequest, v1.CreateTopicResponse]
+	deleteTopic                 *connect.Client[v1.DeleteTopicRequest, v1.DeleteTopicResponse]
+	createTopics                *connect.Client[v1.CreateTopicsRequest, v1.CreateTopicsResponse]
+	deleteTopics                *connect.Client[v1.DeleteTopicsRequest, v1.DeleteTopicsResponse]
+	incrementalAlterConfigs     *connect.Client[v1.IncrementalAlterConfigsRequest, v1.IncrementalAlterConfigsResponse]
+	describeConfigs             *connect.Client[v1.DescribeConfigsRequest, v1.DescribeConfigsResponse]
+	alterPartitionReassignments *connect.Client[v1.AlterPartitionReassignmentsRequest, v1.AlterPartitionReassignmentsResponse]
+	listPartitionReassignments  *connect.Client[v1.ListPartitionReassignmentsRequest, v1.ListPartitionReassignmentsResponse]
+	listTopics                  *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
+	describeTopic               *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
+	createPartitions            *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
+	alterPartition              *connect.Client[v1.AlterPartitionRequest, v1.AlterPartitionResponse]
+	electLeaders                *connect.Client[v1.ElectLeadersRequest, v1.ElectLeadersResponse]
+	openSession                 *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
+	getClusterMetadata          *connect.Client[v1.GetClusterMetadataRequest, v1.GetClusterMetadataResponse]
+	getSeedClusterMetadata      *connect.Client[v1.GetClusterMetadataRequest, v1.SeedClusterMetadata]
+	getController               *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
+	brokerHeartbeat             *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
+	watchMetadata               *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
 }
 
 // RegisterBroker calls dmq.metadata.v1.MetadataService.RegisterBroker.
@@ -419,6 +448,16 @@ func (c *metadataServiceClient) IncrementalAlterConfigs(ctx context.Context, req
 // DescribeConfigs calls dmq.metadata.v1.MetadataService.DescribeConfigs.
 func (c *metadataServiceClient) DescribeConfigs(ctx context.Context, req *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error) {
 	return c.describeConfigs.CallUnary(ctx, req)
+}
+
+// AlterPartitionReassignments calls dmq.metadata.v1.MetadataService.AlterPartitionReassignments.
+func (c *metadataServiceClient) AlterPartitionReassignments(ctx context.Context, req *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error) {
+	return c.alterPartitionReassignments.CallUnary(ctx, req)
+}
+
+// ListPartitionReassignments calls dmq.metadata.v1.MetadataService.ListPartitionReassignments.
+func (c *metadataServiceClient) ListPartitionReassignments(ctx context.Context, req *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error) {
+	return c.listPartitionReassignments.CallUnary(ctx, req)
 }
 
 // ListTopics calls dmq.metadata.v1.MetadataService.ListTopics.
@@ -510,6 +549,14 @@ type MetadataServiceHandler interface {
 	// Every config of the named resources with its value and its source
 	// (Kafka's DescribeConfigs).
 	DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error)
+	// Moves partitions to target replica lists (Kafka's KIP-455): while a
+	// partition moves, its replicas are the union; the new replicas join the
+	// ISR as its leader reports them caught up (AlterPartition); once every
+	// target replica is in the ISR, leadership moves if it must and the
+	// leaving replicas go. An empty target cancels. Each partition succeeds
+	// or fails on its own.
+	AlterPartitionReassignments(context.Context, *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error)
+	ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -621,6 +668,19 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceAlterPartitionReassignmentsHandler := connect.NewUnaryHandler(
+		MetadataServiceAlterPartitionReassignmentsProcedure,
+		svc.AlterPartitionReassignments,
+		connect.WithSchema(metadataServiceMethods.ByName("AlterPartitionReassignments")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceListPartitionReassignmentsHandler := connect.NewUnaryHandler(
+		MetadataServiceListPartitionReassignmentsProcedure,
+		svc.ListPartitionReassignments,
+		connect.WithSchema(metadataServiceMethods.ByName("ListPartitionReassignments")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	metadataServiceListTopicsHandler := connect.NewUnaryHandler(
 		MetadataServiceListTopicsProcedure,
 		svc.ListTopics,
@@ -719,6 +779,10 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceIncrementalAlterConfigsHandler.ServeHTTP(w, r)
 		case MetadataServiceDescribeConfigsProcedure:
 			metadataServiceDescribeConfigsHandler.ServeHTTP(w, r)
+		case MetadataServiceAlterPartitionReassignmentsProcedure:
+			metadataServiceAlterPartitionReassignmentsHandler.ServeHTTP(w, r)
+		case MetadataServiceListPartitionReassignmentsProcedure:
+			metadataServiceListPartitionReassignmentsHandler.ServeHTTP(w, r)
 		case MetadataServiceListTopicsProcedure:
 			metadataServiceListTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceDescribeTopicProcedure:
@@ -796,6 +860,14 @@ func (UnimplementedMetadataServiceHandler) IncrementalAlterConfigs(context.Conte
 
 func (UnimplementedMetadataServiceHandler) DescribeConfigs(context.Context, *connect.Request[v1.DescribeConfigsRequest]) (*connect.Response[v1.DescribeConfigsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DescribeConfigs is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) AlterPartitionReassignments(context.Context, *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.AlterPartitionReassignments is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.ListPartitionReassignments is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error) {
