@@ -147,7 +147,7 @@ func (n *Node) controllerTick(now time.Time) {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
 		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted.On(planted.NoRebalance) {
 			n.controller.rebalancing = true
-			n.propose(&metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: targets}}},
+			n.propose(&metadatav1.Record{Body: &metadatav1.Record_ElectLeaders{ElectLeaders: &metadatav1.ElectLeadersRecord{Targets: targets, SkipMissing: true}}},
 				func(Outcome) { n.controller.rebalancing = false })
 		}
 	}

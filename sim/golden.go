@@ -97,9 +97,12 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 			record = nil
 		}
 	}
-	watched := g.movesBefore(record)
+	moving := g.sm.Reassignments()
+	originals := g.originalsOf(record, moving)
 	result := apply(g.sm, entry, record)
-	g.checkMoves(s, index, record, watched)
+	if record != nil {
+		g.checkMoves(s, index, record, moving, originals)
+	}
 	for _, t := range g.twins {
 		var copied *metadatav1.Record
 		if record != nil {
@@ -146,89 +149,83 @@ func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
 	}
 }
 
-// partitionMove is what a partition's reassignment looked like.
-type partitionMove struct {
-	topic     string
-	partition int32
-	moving    bool
-	target    []int32
-	isr       []int32
-	cancel    bool
-}
-
-func (g *golden) moveOf(topic string, partition int32) (partitionMove, bool) {
-	t := g.sm.Topic(topic)
-	if t == nil || partition < 0 || int(partition) >= len(t.GetPartitions()) {
-		return partitionMove{}, false
+// originalsOf notes, before a reassignment, the replicas each partition it
+// names moves from (its move's original ones while it moves).
+func (g *golden) originalsOf(record *metadatav1.Record, moving []*metadatav1.OngoingReassignment) map[string][]int32 {
+	ra := record.GetAlterPartitionReassignments()
+	if ra == nil {
+		return nil
 	}
-	p := t.GetPartitions()[partition]
-	return partitionMove{topic: topic, partition: partition, moving: len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) > 0,
-		target: p.GetReplicas()[:len(p.GetReplicas())-len(p.GetRemovingReplicas())], isr: p.GetIsr()}, true
-}
-
-// movesBefore notes, before a record that may end a move (an ISR change,
-// a reassignment), the moves of the partitions it names.
-func (g *golden) movesBefore(record *metadatav1.Record) []partitionMove {
-	var out []partitionMove
-	switch body := record.GetBody().(type) {
-	case *metadatav1.Record_AlterPartition:
-		if m, ok := g.moveOf(body.AlterPartition.GetTopic(), body.AlterPartition.GetPartition()); ok {
-			out = append(out, m)
+	out := map[string][]int32{}
+	for _, item := range ra.GetReassignments() {
+		key := fmt.Sprintf("%s-%d", item.GetTopic(), item.GetPartition())
+		if t := g.sm.Topic(item.GetTopic()); t != nil && item.GetPartition() >= 0 && int(item.GetPartition()) < len(t.GetPartitions()) {
+			out[key] = t.GetPartitions()[item.GetPartition()].GetReplicas()
 		}
-	case *metadatav1.Record_AlterPartitionReassignments:
-		for _, ra := range body.AlterPartitionReassignments.GetReassignments() {
-			if m, ok := g.moveOf(ra.GetTopic(), ra.GetPartition()); ok {
-				m.cancel = len(ra.GetReplicas()) == 0 || !slices.Equal(ra.GetReplicas(), m.target)
-				out = append(out, m)
+		for _, m := range moving {
+			if m.GetTopic() == item.GetTopic() && m.GetPartition() == item.GetPartition() {
+				out[key] = slices.DeleteFunc(slices.Clone(m.GetReplicas()), func(id int32) bool { return slices.Contains(m.GetAddingReplicas(), id) })
 			}
 		}
 	}
 	return out
 }
 
-// checkMoves checks the rules of a move on the partitions a record named:
-// while it moves, the replicas are the target followed by the leaving
-// ones; and a move ends, other than by a cancellation or a new target,
-// only once every target replica is in the ISR (of the ISR change that
-// ends it, or of the partition when a reassignment finds it so).
-func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, before []partitionMove) {
-	for _, b := range before {
-		t := g.sm.Topic(b.topic)
-		if t == nil {
+// checkMoves checks the rules of a move, around every record: while a
+// partition moves, its replicas are the target followed by the leaving
+// ones; and a move ends only by a cancellation or a new target (a
+// reassignment naming the partition), with its topic, or complete: the
+// replicas are then the target, and every one of them in the ISR.
+func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, before []*metadatav1.OngoingReassignment, originals map[string][]int32) {
+	named := map[string]bool{}
+	if ra := record.GetAlterPartitionReassignments(); ra != nil {
+		for _, item := range ra.GetReassignments() {
+			key := fmt.Sprintf("%s-%d", item.GetTopic(), item.GetPartition())
+			named[key] = true
+			// A reassignment that moves data and leaves no move behind
+			// completed at once: its target must be in the ISR.
+			t := g.sm.Topic(item.GetTopic())
+			original, known := originals[key]
+			if t == nil || !known || len(item.GetReplicas()) == 0 || int(item.GetPartition()) >= len(t.GetPartitions()) {
+				continue
+			}
+			p := t.GetPartitions()[item.GetPartition()]
+			sameSet := len(original) == len(item.GetReplicas()) &&
+				!slices.ContainsFunc(original, func(id int32) bool { return !slices.Contains(item.GetReplicas(), id) })
+			if len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) == 0 && !sameSet && slices.Equal(p.GetReplicas(), item.GetReplicas()) &&
+				slices.ContainsFunc(item.GetReplicas(), func(id int32) bool { return !slices.Contains(p.GetIsr(), id) }) {
+				s.violate("moves: %s moved to %v at %d at once, with ISR %v: not every target replica in the ISR", key, item.GetReplicas(), index, p.GetIsr())
+			}
+		}
+	}
+	after := map[string]*metadatav1.OngoingReassignment{}
+	for _, m := range g.sm.Reassignments() {
+		key := fmt.Sprintf("%s-%d", m.GetTopic(), m.GetPartition())
+		after[key] = m
+		target := m.GetReplicas()[:len(m.GetReplicas())-len(m.GetRemovingReplicas())]
+		if !slices.Equal(m.GetReplicas()[len(target):], m.GetRemovingReplicas()) ||
+			slices.ContainsFunc(m.GetAddingReplicas(), func(id int32) bool { return !slices.Contains(target, id) }) ||
+			slices.ContainsFunc(m.GetRemovingReplicas(), func(id int32) bool { return slices.Contains(target, id) }) {
+			s.violate("moves: %s at %d has replicas %v adding %v removing %v: not the target followed by the leaving ones",
+				key, index, m.GetReplicas(), m.GetAddingReplicas(), m.GetRemovingReplicas())
+		}
+	}
+	for _, m := range before {
+		key := fmt.Sprintf("%s-%d", m.GetTopic(), m.GetPartition())
+		if after[key] != nil || named[key] {
 			continue
 		}
-		p := t.GetPartitions()[b.partition]
-		removing, adding := p.GetRemovingReplicas(), p.GetAddingReplicas()
-		if len(adding)+len(removing) > 0 {
-			target := p.GetReplicas()[:len(p.GetReplicas())-len(removing)]
-			for _, id := range adding {
-				if !slices.Contains(target, id) {
-					s.violate("moves: %s-%d at %d adds %d outside its target %v", b.topic, b.partition, index, id, target)
-				}
-			}
-			for _, id := range removing {
-				if slices.Contains(target, id) {
-					s.violate("moves: %s-%d at %d removes %d of its target %v", b.topic, b.partition, index, id, target)
-				}
-			}
-			continue
-		}
-		if !b.moving || b.cancel {
-			continue
+		t := g.sm.Topic(m.GetTopic())
+		if t == nil || int(m.GetPartition()) >= len(t.GetPartitions()) {
+			continue // deleted with its topic
 		}
 		s.fault("move-completed")
-		isr := b.isr
-		if ap := record.GetAlterPartition(); ap != nil {
-			isr = ap.GetNewIsr()
-		}
-		for _, id := range b.target {
-			if !slices.Contains(isr, id) {
-				s.violate("moves: %s-%d finished its move to %v at %d, before %d was in the ISR %v",
-					b.topic, b.partition, b.target, index, id, isr)
-			}
-		}
-		if !slices.Equal(p.GetReplicas(), b.target) {
-			s.violate("moves: %s-%d finished its move to %v at %d with replicas %v", b.topic, b.partition, b.target, index, p.GetReplicas())
+		p := t.GetPartitions()[m.GetPartition()]
+		target := m.GetReplicas()[:len(m.GetReplicas())-len(m.GetRemovingReplicas())]
+		if !slices.Equal(p.GetReplicas(), target) || len(p.GetIsr()) != len(target) ||
+			slices.ContainsFunc(target, func(id int32) bool { return !slices.Contains(p.GetIsr(), id) }) {
+			s.violate("moves: %s finished its move to %v at %d with replicas %v and ISR %v: not every target replica in the ISR",
+				key, target, index, p.GetReplicas(), p.GetIsr())
 		}
 	}
 }
@@ -243,6 +240,14 @@ func (g *golden) notePreferredOut(s *Sim, record *metadatav1.Record) {
 			p := t.GetPartitions()[r.GetPartition()]
 			if !slices.Contains(p.GetIsr(), p.GetReplicas()[0]) {
 				g.preferredOutAt[preferredKey(t, p)] = s.now
+			}
+		}
+	case *metadatav1.Record_AlterPartitionReassignments:
+		// A reassignment may change the preferred replica without a new
+		// leader epoch (a new order, a cancelled move).
+		for _, ra := range body.AlterPartitionReassignments.GetReassignments() {
+			if t := g.sm.Topic(ra.GetTopic()); t != nil && ra.GetPartition() >= 0 && int(ra.GetPartition()) < len(t.GetPartitions()) {
+				g.preferredOutAt[preferredKey(t, t.GetPartitions()[ra.GetPartition()])] = s.now
 			}
 		}
 	case *metadatav1.Record_FenceBroker:

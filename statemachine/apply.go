@@ -376,6 +376,8 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			if changed {
 				p.partitionEpoch++
 				c.partitions = append(c.partitions, partitionKey{topic: name, index: int32(i)})
+				// An unclean election may have put a move's target in the ISR.
+				s.completeMove(t, int32(i), c)
 			}
 		}
 	}
@@ -435,6 +437,7 @@ func (s *StateMachine) restoreLeadership(b *broker, c *change) {
 		p.partitionEpoch++
 		delete(s.offline, key)
 		c.partitions = append(c.partitions, key)
+		s.completeMove(t, key.index, c)
 	}
 }
 
@@ -693,14 +696,22 @@ func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change)
 	for _, tp := range r.Targets {
 		t, ok := s.topics[tp.Topic]
 		if !ok {
+			if r.SkipMissing {
+				continue
+			}
 			return fail(errorf(metadatav1.ErrorCode_UNKNOWN_TOPIC, "topic %q does not exist", tp.Topic))
 		}
+		indexes := tp.Partitions
 		for _, index := range tp.Partitions {
 			if index < 0 || int(index) >= len(t.partitions) {
+				if r.SkipMissing {
+					indexes = slices.DeleteFunc(slices.Clone(indexes), func(i int32) bool { return i < 0 || int(i) >= len(t.partitions) })
+					break
+				}
 				return fail(errorf(metadatav1.ErrorCode_UNKNOWN_PARTITION, "topic %q has no partition %d", tp.Topic, index))
 			}
 		}
-		targets = append(targets, target{t: t, indexes: tp.Partitions})
+		targets = append(targets, target{t: t, indexes: indexes})
 	}
 	var elected int32
 	elect := func(t *topic, index int32) {

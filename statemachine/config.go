@@ -233,6 +233,7 @@ func (s *StateMachine) electUnclean(t *topic, c *change) {
 		p.partitionEpoch++
 		delete(s.offline, key)
 		c.partitions = append(c.partitions, key)
+		s.completeMove(t, int32(i), c)
 	}
 }
 

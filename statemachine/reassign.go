@@ -164,10 +164,15 @@ func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, 
 		return errorf(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT,
 			"%s of %s-%d to %v refused: no member of its ISR %v would be left", what, t.name, index, replicas, p.isr)
 	}
+	dropped := len(without(p.replicas, replicas)) > 0
 	p.replicas, p.isr = slices.Clone(replicas), isr
 	t.setMoving(index, m)
-	if !slices.Contains(replicas, p.leader) {
+	switch {
+	case !slices.Contains(replicas, p.leader):
 		s.setLeader(t, index, s.pickLeader(p, NoLeader))
+	case dropped:
+		// A replica leaves: a new leader epoch fences its log.
+		p.leaderEpoch++
 	}
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})
@@ -223,6 +228,10 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 	p.replicas = slices.Clone(target)
 	p.isr = within(p.isr, target)
 	t.setMoving(index, nil)
+	if leader == p.leader {
+		// The leaving replicas go: a new leader epoch fences their logs.
+		p.leaderEpoch++
+	}
 	s.setLeader(t, index, leader)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})
@@ -257,6 +266,14 @@ func (t *topic) checkMove(index int32) *Error {
 		return nil
 	}
 	p := &t.partitions[index]
+	if len(m.original) != int(t.replicationFactor) {
+		return errorf(metadatav1.ErrorCode_INVALID_RECORD, "%s-%d moves from %v, not %d replicas", t.name, index, m.original, t.replicationFactor)
+	}
+	for i, id := range m.original {
+		if id < BrokerIDMin || slices.Contains(m.original[:i], id) {
+			return errorf(metadatav1.ErrorCode_INVALID_RECORD, "%s-%d moves from %v: ids from %d, each once", t.name, index, m.original, BrokerIDMin)
+		}
+	}
 	if len(m.adding) == 0 && len(m.removing) == 0 || len(p.replicas) != int(t.replicationFactor)+len(m.removing) {
 		return errorf(metadatav1.ErrorCode_INVALID_RECORD, "%s-%d moves with replicas %v adding %v removing %v", t.name, index, p.replicas, m.adding, m.removing)
 	}

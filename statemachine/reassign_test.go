@@ -145,3 +145,58 @@ func TestMoveSurvivesASnapshot(t *testing.T) {
 	assert.Equal(t, h.sm.Reassignments(), restored.Reassignments())
 	assert.Equal(t, h.sm.Hash(), restored.Hash())
 }
+
+// A move of a partition whose index is larger than the bytes that follow
+// it in the snapshot restores (found by review: the index was read as a
+// length and refused).
+func TestMoveOfAHighPartitionSurvivesASnapshot(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 4; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("zz", 200, 2, 0, 1))
+	p := h.sm.Topic("zz").Partitions[199]
+	newReplicas := []int32{}
+	for id := int32(1); id <= 4 && len(newReplicas) < 2; id++ {
+		if !contains(p.Replicas, id) {
+			newReplicas = append(newReplicas, id)
+		}
+	}
+	h.mustApply(reassignRecord(target("zz", 199, newReplicas...)))
+	restored, err := Restore(h.sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, h.sm.Reassignments(), restored.Reassignments())
+}
+
+// A move that drops a replica bumps the leader epoch even when the leader
+// stays, so that the dropped replica's log is fenced (Kafka's rule; found
+// by review).
+func TestDroppingAReplicaBumpsTheLeaderEpoch(t *testing.T) {
+	h := movingTopic(t)
+	epoch := h.sm.Topic("t").Partitions[0].LeaderEpoch
+	h.mustApply(reassignRecord(target("t", 0, 1, 3)))
+	require.Nil(t, h.isrChange("t", 0, 1, 2, 3).Err)
+	p := h.sm.Topic("t").Partitions[0]
+	require.Equal(t, []int32{1, 3}, p.Replicas)
+	require.EqualValues(t, 1, p.Leader, "the leader stays")
+	assert.Greater(t, p.LeaderEpoch, epoch)
+}
+
+// A move whose target an unclean election puts in the ISR completes then,
+// not only on the next ISR change (found by review).
+func TestUncleanElectionCompletesAMove(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(registerRecord(2, ""))
+	record := createTopicRecord("t", 1, 1, 0, 1)
+	record.GetCreateTopic().Config.UncleanLeaderElectionEnable = true
+	h.mustApply(record)
+	from := h.sm.Topic("t").Partitions[0].Leader
+	to := 3 - from
+	h.mustApply(reassignRecord(target("t", 0, to)))
+	h.mustApply(fenceRecord(from, 0))
+	p := h.sm.Topic("t").Partitions[0]
+	assert.Equal(t, to, p.Leader)
+	assert.Equal(t, []int32{to}, p.Replicas, "the move completed")
+	assert.Empty(t, h.sm.Reassignments())
+}

@@ -383,7 +383,7 @@ func Restore(data []byte) (*StateMachine, error) {
 		if format > snapshotFormatNoItems {
 			last := -1
 			for j, moves := 0, d.count(); j < moves && d.err == nil; j++ {
-				index := d.count()
+				index := int(min(d.uvarint(), uint64(len(t.partitions))))
 				if index <= last || index >= len(t.partitions) {
 					d.fail("topic %q moves partition %d after %d of %d", t.name, index, last, len(t.partitions))
 					break

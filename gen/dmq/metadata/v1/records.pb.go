@@ -1318,8 +1318,12 @@ func (x *AlterPartitionRecord) GetNewIsr() []int32 {
 // Moves leadership of the named partitions (all partitions when empty) to
 // their preferred replica where it is in the ISR and eligible.
 type ElectLeadersRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Targets       []*TopicPartitions     `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Targets []*TopicPartitions     `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	// Set by the controller's own rebalance, which names what its state held
+	// when it proposed: targets gone since (a topic deleted) are skipped
+	// rather than failing the whole record.
+	SkipMissing   bool `protobuf:"varint,2,opt,name=skip_missing,json=skipMissing,proto3" json:"skip_missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1359,6 +1363,13 @@ func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
 		return x.Targets
 	}
 	return nil
+}
+
+func (x *ElectLeadersRecord) GetSkipMissing() bool {
+	if x != nil {
+		return x.SkipMissing
+	}
+	return false
 }
 
 var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
@@ -1453,9 +1464,10 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\tpartition\x18\x04 \x01(\x05R\tpartition\x12!\n" +
 	"\fleader_epoch\x18\x05 \x01(\x05R\vleaderEpoch\x12'\n" +
 	"\x0fpartition_epoch\x18\x06 \x01(\x05R\x0epartitionEpoch\x12\x17\n" +
-	"\anew_isr\x18\a \x03(\x05R\x06newIsr\"P\n" +
+	"\anew_isr\x18\a \x03(\x05R\x06newIsr\"s\n" +
 	"\x12ElectLeadersRecord\x12:\n" +
-	"\atargets\x18\x01 \x03(\v2 .dmq.metadata.v1.TopicPartitionsR\atargetsB@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
+	"\atargets\x18\x01 \x03(\v2 .dmq.metadata.v1.TopicPartitionsR\atargets\x12!\n" +
+	"\fskip_missing\x18\x02 \x01(\bR\vskipMissingB@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_dmq_metadata_v1_records_proto_rawDescOnce sync.Once
