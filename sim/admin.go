@@ -42,7 +42,14 @@ func (a *admin) start() {
 	}
 	name := stableTopics[a.next]
 	a.caller.write(s.now+callerPatience, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
-		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: name, Partitions: 3, ReplicationFactor: max(s.opts.ReplicationFactor, 1), RequestId: id},
+		// With three replicas or more, min.insync.replicas 2: ISRs that
+		// shrink below it leave eligible leader replicas behind.
+		rf := max(s.opts.ReplicationFactor, 1)
+		configs := map[string]string{}
+		if rf >= 3 {
+			configs["min.insync.replicas"] = "2"
+		}
+		n.CreateTopic(&metadatav1.CreateTopicRequest{Name: name, Partitions: 3, ReplicationFactor: rf, Configs: configs, RequestId: id},
 			func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
 	}, func(e writeEnd) {
 		done := e.failure == nil && e.verdict != client.WriteUnknown ||

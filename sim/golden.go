@@ -48,6 +48,10 @@ type golden struct {
 	// that a preferred replica stayed in the ISR and eligible throughout.
 	preferredOutAt map[string]time.Duration
 	brokerOutAt    map[int32]time.Duration
+	// electable is, per partition (preferredKey), who may lead it after
+	// the last record that changed it: its leader, ISR and ELR.
+	electable map[string][]int32
+	elrOf     map[string][]int32
 }
 
 type requestKey struct {
@@ -74,7 +78,8 @@ func newGolden() *golden {
 	sm.Advance(1) // the bootstrap snapshot's index
 	return &golden{sm: sm, succeeded: map[requestKey]statemachine.Result{},
 		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]string{},
-		fencedAt: map[int32]uint64{}, preferredOutAt: map[string]time.Duration{}, brokerOutAt: map[int32]time.Duration{}}
+		fencedAt: map[int32]uint64{}, preferredOutAt: map[string]time.Duration{}, brokerOutAt: map[int32]time.Duration{},
+		electable: map[string][]int32{}, elrOf: map[string][]int32{}}
 }
 
 // applied sees an entry some controller applied; the first sighting of
@@ -103,6 +108,7 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 	if record != nil {
 		g.checkMoves(s, index, record, moving, originals)
 	}
+	g.checkElections(s, index, record)
 	for _, t := range g.twins {
 		var copied *metadatav1.Record
 		if record != nil {
@@ -146,6 +152,44 @@ func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
 	if svc := s.services[id-1]; svc.agent.Epoch() == u.GetBrokerEpoch() && svc.version() < int64(fenced) {
 		s.violate("broker %d unfenced at index %d holding version %d, before its fence at %d: a returning broker is unfenced only once caught up",
 			id, index, svc.version(), fenced)
+	}
+}
+
+// checkElections: a new leader comes from the partition's ISR or its
+// eligible leader replicas, unless its topic allows unclean elections.
+func (g *golden) checkElections(s *Sim, index uint64, record *metadatav1.Record) {
+	delta, ok := g.sm.DeltaSince(int64(index) - 1)
+	if !ok {
+		return
+	}
+	check := func(t *metadatav1.Topic, p *metadatav1.Partition) {
+		key := preferredKey(t, p)
+		was, known := g.electable[key]
+		if ap := record.GetAlterPartition(); ap != nil && ap.GetTopic() == t.GetName() && ap.GetPartition() == p.GetPartition() {
+			// The ISR the leader asked for, from which a move that it
+			// completes may take its new leader.
+			was = append(slices.Clone(was), ap.GetNewIsr()...)
+		}
+		if known && p.GetLeader() != statemachine.NoLeader && !slices.Contains(was, p.GetLeader()) && !t.GetConfig().GetUncleanLeaderElectionEnable() {
+			s.violate("elections: %s is led by %d at %d, which was neither its leader nor in its ISR or ELR %v",
+				key, p.GetLeader(), index, was)
+		}
+		if known && p.GetLeader() != statemachine.NoLeader && len(was) > 0 && p.GetLeader() != was[0] && g.elrOf[key] != nil &&
+			slices.Contains(g.elrOf[key], p.GetLeader()) {
+			s.fault("elr-election")
+		}
+		g.electable[key] = append(append([]int32{p.GetLeader()}, p.GetIsr()...), p.GetEligibleLeaderReplicas()...)
+		g.elrOf[key] = p.GetEligibleLeaderReplicas()
+	}
+	for _, t := range delta.GetUpsertedTopics() {
+		for _, p := range t.GetPartitions() {
+			check(t, p)
+		}
+	}
+	for _, p := range delta.GetChangedPartitions() {
+		if t := g.sm.Topic(p.GetTopic()); t != nil {
+			check(t, p)
+		}
 	}
 }
 

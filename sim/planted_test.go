@@ -35,7 +35,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{bug: planted.ApplyRetryTwice, name: "apply a retried request twice"},
 		{bug: planted.SnapshotForgetsRequests, name: "snapshots (and the state hash) forget the request table"},
 		{bug: planted.FenceLeavesOffline, name: "fencing leaves a partition offline beside an eligible ISR member",
-			caughtBy: "is offline though ISR member"},
+			caughtBy: "is offline though ISR or ELR member"},
 		{bug: planted.AcceptStalePush, name: "the agent accepts a stale push"},
 		{bug: planted.GivingUpIsDefinite, name: "the client takes a write it gave up on for failed"},
 	}

@@ -256,6 +256,10 @@ func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *cha
 		id: r.BrokerId, host: r.Host, port: r.Port, rack: r.Rack, incarnationID: r.IncarnationId,
 		epoch: int64(s.appliedIndex),
 	}
+	if !ok || existing.incarnationID != b.incarnationID {
+		// A new incarnation's log may not have survived its restart.
+		s.dropFromELRs(b.id, c)
+	}
 	s.brokers[b.id] = b
 	s.departed = slices.DeleteFunc(s.departed, func(id int32) bool { return id == b.id })
 	c.brokers = append(c.brokers, b.id)
@@ -285,6 +289,7 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 		return fail(err)
 	}
 	s.removeFromPartitions(b, c)
+	s.dropFromELRs(b.id, c)
 	delete(s.brokers, b.id)
 	if len(s.departed) == DepartedBrokersMax {
 		s.departed = slices.Delete(s.departed, 0, 1)
@@ -352,7 +357,9 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			}
 			changed := false
 			if len(p.isr) > 1 && slices.Contains(p.isr, b.id) {
+				old := p.isr
 				p.isr = removeID(p.isr, b.id)
+				t.isrChanged(int32(i), old)
 				changed = true
 			}
 			if p.leader == b.id {
@@ -360,10 +367,21 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 				if plantedFenceLeavesOffline() {
 					newLeader = NoLeader
 				}
+				if newLeader == NoLeader {
+					// No ISR member can lead: an eligible leader replica
+					// holds every committed record.
+					if leader := s.pickELRLeader(t, int32(i)); leader != NoLeader {
+						old := p.isr
+						p.isr = []int32{leader}
+						t.isrChanged(int32(i), old)
+						newLeader = leader
+					}
+				}
 				if newLeader == NoLeader && t.config.UncleanLeaderElectionEnable {
 					newLeader = s.pickUncleanLeader(p, b.id)
 					if newLeader != NoLeader {
 						p.isr = []int32{newLeader}
+						t.setELR(int32(i), nil)
 					}
 				}
 				p.leader = newLeader
@@ -401,7 +419,9 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 				}
 			}
 			if p.leader != b.id && len(p.isr) > 1 {
+				old := p.isr
 				p.isr = removeID(p.isr, b.id)
+				t.isrChanged(int32(i), old)
 				changed = true
 			}
 			if changed {
@@ -427,8 +447,15 @@ func (s *StateMachine) restoreLeadership(b *broker, c *change) {
 		}
 		switch {
 		case slices.Contains(p.isr, b.id):
+		case slices.Contains(t.elrOf(key.index), b.id):
+			// An eligible leader replica back: it holds every committed
+			// record.
+			old := p.isr
+			p.isr = []int32{b.id}
+			t.isrChanged(key.index, old)
 		case t.config.UncleanLeaderElectionEnable:
 			p.isr = []int32{b.id}
+			t.setELR(key.index, nil)
 		default:
 			continue
 		}
@@ -648,7 +675,9 @@ func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *cha
 	if err := s.validateISR(r.NewIsr, p); err != nil {
 		return fail(err)
 	}
+	old := p.isr
 	p.isr = slices.Clone(r.NewIsr)
+	t.isrChanged(r.Partition, old)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: r.Partition})
 	// A move completes when its last target replica joins the ISR.

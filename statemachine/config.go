@@ -202,9 +202,15 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 		}
 		items[i].TopicID = t.id
 		if c != nil {
-			wasUnclean := t.config.UncleanLeaderElectionEnable
+			wasUnclean, wasMinISR := t.config.UncleanLeaderElectionEnable, t.config.MinInsyncReplicas
 			t.config, t.sources = config, sources
 			c.topics = append(c.topics, t.name)
+			if config.MinInsyncReplicas < wasMinISR {
+				// An ELR is kept only while the ISR is below the minimum.
+				for index := range t.elr { // determinism: each partition changes on its own
+					t.isrChanged(index, nil)
+				}
+			}
 			if !wasUnclean && config.UncleanLeaderElectionEnable {
 				s.electUnclean(t, c)
 			}
@@ -229,6 +235,7 @@ func (s *StateMachine) electUnclean(t *topic, c *change) {
 			continue
 		}
 		p.leader, p.isr = leader, []int32{leader}
+		t.setELR(int32(i), nil)
 		p.leaderEpoch++
 		p.partitionEpoch++
 		delete(s.offline, key)

@@ -32,11 +32,12 @@ func (s *StateMachine) CheckInvariants() error {
 			}
 			if indexed {
 				offline++
-				// Offline only while no ISR member may lead: a partition
-				// must not stay offline beside an eligible in-sync replica.
-				for _, id := range t.partitions[i].isr {
+				// Offline only while no ISR or ELR member may lead: a
+				// partition must not stay offline beside an eligible
+				// in-sync or eligible leader replica.
+				for _, id := range append(slices.Clone(t.partitions[i].isr), t.elrOf(int32(i))...) {
 					if b, ok := s.brokers[id]; ok && b.eligible() {
-						return fmt.Errorf("%s-%d is offline though ISR member %d is eligible", name, i, id)
+						return fmt.Errorf("%s-%d is offline though ISR or ELR member %d is eligible", name, i, id)
 					}
 				}
 			}
@@ -84,6 +85,16 @@ func (s *StateMachine) checkTopic(name string, t *topic) error {
 		for j, id := range p.isr {
 			if slices.Contains(p.isr[:j], id) || !slices.Contains(p.replicas, id) {
 				return fmt.Errorf("%s has ISR %v that repeats a broker or is not within replicas %v", where, p.isr, p.replicas)
+			}
+		}
+		if elr := t.elrOf(int32(i)); elr != nil {
+			if len(p.isr) >= int(t.config.MinInsyncReplicas) {
+				return fmt.Errorf("%s has ELR %v with an ISR %v of at least min.insync.replicas %d", where, elr, p.isr, t.config.MinInsyncReplicas)
+			}
+			for j, id := range elr {
+				if slices.Contains(elr[:j], id) || slices.Contains(p.isr, id) || !slices.Contains(p.replicas, id) {
+					return fmt.Errorf("%s has ELR %v that repeats a broker, overlaps the ISR %v or is not within replicas %v", where, elr, p.isr, p.replicas)
+				}
 			}
 		}
 		if p.leaderEpoch < 0 || p.partitionEpoch < p.leaderEpoch {

@@ -165,8 +165,10 @@ func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, 
 			"%s of %s-%d to %v refused: no member of its ISR %v would be left", what, t.name, index, replicas, p.isr)
 	}
 	dropped := len(without(p.replicas, replicas)) > 0
+	old := p.isr
 	p.replicas, p.isr = slices.Clone(replicas), isr
 	t.setMoving(index, m)
+	t.isrChanged(index, old)
 	switch {
 	case !slices.Contains(replicas, p.leader):
 		s.setLeader(t, index, s.pickLeader(p, NoLeader))
@@ -225,9 +227,11 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 			return
 		}
 	}
+	old := p.isr
 	p.replicas = slices.Clone(target)
 	p.isr = within(p.isr, target)
 	t.setMoving(index, nil)
+	t.isrChanged(index, old)
 	if leader == p.leader {
 		// The leaving replicas go: a new leader epoch fences their logs.
 		p.leaderEpoch++

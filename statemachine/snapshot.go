@@ -23,6 +23,7 @@ import (
 //	topics:   count, then name id rf config sources partitions(count, then
 //	          replicas(count, ids) isr(count, ids) leader leaderEpoch partitionEpoch)
 //	          moves(count, then index original(count, ids))
+//	          elrs(count, then index ids)
 //	departed brokers: count, then ids (oldest first)
 //	cluster config: count, then key value (keys in ConfigKeys order)
 //	nowMs
@@ -129,6 +130,13 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 				if m := t.movingOf(int32(i)); m != nil {
 					e.uvarint(uint64(i))
 					e.ids(m.original)
+				}
+			}
+			e.uvarint(uint64(len(t.elr)))
+			for i := range t.partitions {
+				if elr := t.elrOf(int32(i)); elr != nil {
+					e.uvarint(uint64(i))
+					e.ids(elr)
 				}
 			}
 		}
@@ -399,6 +407,21 @@ func Restore(data []byte) (*StateMachine, error) {
 					break
 				}
 				t.setMoving(int32(index), m)
+			}
+			last = -1
+			for j, elrs := 0, d.count(); j < elrs && d.err == nil; j++ {
+				index := int(min(d.uvarint(), uint64(len(t.partitions))))
+				if index <= last || index >= len(t.partitions) {
+					d.fail("topic %q has an ELR for partition %d after %d of %d", t.name, index, last, len(t.partitions))
+					break
+				}
+				last = index
+				elr, _ := d.idsInto(nil)
+				if len(elr) == 0 {
+					d.fail("topic %q has an empty ELR entry", t.name)
+					break
+				}
+				t.setELR(int32(index), elr)
 			}
 		}
 		if _, dup := s.topics[t.name]; dup {

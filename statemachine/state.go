@@ -48,6 +48,9 @@ type topic struct {
 	partitions []partition
 	// moving holds the partitions being reassigned; nil when none is.
 	moving map[int32]*move
+	// elr holds the partitions' eligible leader replicas where there are
+	// some; nil when none has.
+	elr map[int32][]int32
 }
 
 // StateMachine is the replicated metadata. It is not safe for concurrent
@@ -272,6 +275,7 @@ func (t *topic) partitionProto(index int32) *metadatav1.Partition {
 	if m := t.movingOf(index); m != nil {
 		out.AddingReplicas, out.RemovingReplicas = slices.Clone(m.adding), slices.Clone(m.removing)
 	}
+	out.EligibleLeaderReplicas = slices.Clone(t.elrOf(index))
 	return out
 }
 

@@ -61,9 +61,10 @@ func topicsTable(topics []*metadatav1.Topic) *table {
 }
 
 func partitionsTable(partitions []*metadatav1.Partition) *table {
-	t := &table{header: []string{"TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "LEADER-EPOCH", "PARTITION-EPOCH"}}
+	t := &table{header: []string{"TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "ELR", "LEADER-EPOCH", "PARTITION-EPOCH"}}
 	for _, p := range partitions {
-		t.add(p.GetTopic(), p.GetPartition(), p.GetLeader(), ids(p.GetReplicas()), ids(p.GetIsr()), p.GetLeaderEpoch(), p.GetPartitionEpoch())
+		t.add(p.GetTopic(), p.GetPartition(), p.GetLeader(), ids(p.GetReplicas()), ids(p.GetIsr()), ids(p.GetEligibleLeaderReplicas()),
+			p.GetLeaderEpoch(), p.GetPartitionEpoch())
 	}
 	return t
 }

@@ -728,8 +728,13 @@ type Partition struct {
 	// the leaving ones.
 	AddingReplicas   []int32 `protobuf:"varint,8,rep,packed,name=adding_replicas,json=addingReplicas,proto3" json:"adding_replicas,omitempty"`
 	RemovingReplicas []int32 `protobuf:"varint,9,rep,packed,name=removing_replicas,json=removingReplicas,proto3" json:"removing_replicas,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Eligible leader replicas (Kafka's KIP-966): replicas that left the ISR
+	// while it was below min.insync.replicas, so that no record was
+	// committed without them. When no ISR member can lead, the first live one
+	// does; no other replica does unless unclean.leader.election.enable.
+	EligibleLeaderReplicas []int32 `protobuf:"varint,10,rep,packed,name=eligible_leader_replicas,json=eligibleLeaderReplicas,proto3" json:"eligible_leader_replicas,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Partition) Reset() {
@@ -821,6 +826,13 @@ func (x *Partition) GetAddingReplicas() []int32 {
 func (x *Partition) GetRemovingReplicas() []int32 {
 	if x != nil {
 		return x.RemovingReplicas
+	}
+	return nil
+}
+
+func (x *Partition) GetEligibleLeaderReplicas() []int32 {
+	if x != nil {
+		return x.EligibleLeaderReplicas
 	}
 	return nil
 }
@@ -1374,7 +1386,7 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x06DELETE\x10\x02\"\x86\x01\n" +
 	"\x15ResourceConfigChanges\x12;\n" +
 	"\bresource\x18\x01 \x01(\v2\x1f.dmq.metadata.v1.ConfigResourceR\bresource\x120\n" +
-	"\x03ops\x18\x02 \x03(\v2\x1e.dmq.metadata.v1.AlterConfigOpR\x03ops\"\xa7\x02\n" +
+	"\x03ops\x18\x02 \x03(\v2\x1e.dmq.metadata.v1.AlterConfigOpR\x03ops\"\xe1\x02\n" +
 	"\tPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
@@ -1384,7 +1396,9 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\fleader_epoch\x18\x06 \x01(\x05R\vleaderEpoch\x12'\n" +
 	"\x0fpartition_epoch\x18\a \x01(\x05R\x0epartitionEpoch\x12'\n" +
 	"\x0fadding_replicas\x18\b \x03(\x05R\x0eaddingReplicas\x12+\n" +
-	"\x11removing_replicas\x18\t \x03(\x05R\x10removingReplicas\"g\n" +
+	"\x11removing_replicas\x18\t \x03(\x05R\x10removingReplicas\x128\n" +
+	"\x18eligible_leader_replicas\x18\n" +
+	" \x03(\x05R\x16eligibleLeaderReplicas\"g\n" +
 	"\x15PartitionReassignment\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
