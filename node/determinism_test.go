@@ -15,7 +15,7 @@ import (
 // drives them (one goroutine, one seeded source; the same seed must give the
 // same trace). The production runner lives outside them (its own package),
 // by design.
-var coreDirs = []string{"../statemachine", ".", "../sim", "../seedwire"}
+var coreDirs = []string{"../statemachine", ".", "../sim", "../seedwire", "../balance"}
 
 func TestCorePackagesAreDeterministic(t *testing.T) {
 	for _, dir := range coreDirs {
