@@ -21,6 +21,19 @@ import (
 // stdin is where "--file -" reads; a variable so that tests can feed it.
 var stdin io.Reader = os.Stdin
 
+// readInput reads a --file argument: a path, or - for stdin.
+func readInput(path string) ([]byte, error) {
+	read := func() ([]byte, error) { return os.ReadFile(path) }
+	if path == "-" {
+		read = func() ([]byte, error) { return io.ReadAll(stdin) }
+	}
+	data, err := read()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return data, nil
+}
+
 // readBatchFile reads a CreateTopicsRequest from YAML or JSON: the body of
 // POST /api/v1/metadata/topics:batchCreate, e.g.
 //
@@ -34,15 +47,9 @@ var stdin io.Reader = os.Stdin
 // Config values may be written as numbers or booleans; unknown keys are
 // refused.
 func readBatchFile(path string) (*metadatav1.CreateTopicsRequest, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	data, err := readInput(path)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
 	var generic any
 	if err := yaml.Unmarshal(data, &generic); err != nil {
@@ -91,6 +98,25 @@ func batchResults[R proto.Message](resp R, err error) (R, bool) {
 	return resp, false
 }
 
+// printBatch prints a batch's per-topic results, those of a refused atomic
+// batch too (from the error's detail), and returns the error to exit with.
+func printBatch[R interface {
+	proto.Message
+	GetResults() []*metadatav1.TopicResult
+}](g *globals, resp R, err error, verb string) error {
+	resp, ok := batchResults(resp, err)
+	if !ok {
+		return err
+	}
+	if perr := g.print(resp, resultsTable(resp.GetResults())); perr != nil {
+		return perr
+	}
+	if err != nil {
+		return err
+	}
+	return itemsFailed(resp.GetResults(), "topics", verb)
+}
+
 func resultsTable(results []*metadatav1.TopicResult) *table {
 	t := &table{header: []string{"NAME", "RESULT", "ID", "PARTITIONS", "RF", "MESSAGE"}}
 	for _, r := range results {
@@ -137,17 +163,7 @@ func batchCommands(g *globals) []*cobra.Command {
 			req.Atomic = req.Atomic || atomic
 			req.ValidateOnly = req.ValidateOnly || validateOnly
 			resp, err := c.CreateTopics(ctx, req)
-			resp, ok := batchResults(resp, err)
-			if !ok {
-				return err
-			}
-			if perr := g.print(resp, resultsTable(resp.GetResults())); perr != nil {
-				return perr
-			}
-			if err != nil {
-				return err
-			}
-			return itemsFailed(resp.GetResults(), "topics", map[bool]string{false: "created", true: "valid"}[req.ValidateOnly])
+			return printBatch(g, resp, err, map[bool]string{false: "created", true: "valid"}[req.ValidateOnly])
 		})}
 	create.Flags().StringVarP(&file, "file", "f", "", "the batch, YAML or JSON; - reads stdin")
 	create.Flags().BoolVar(&atomic, "atomic", false, "create all topics or none")
@@ -160,17 +176,7 @@ func batchCommands(g *globals) []*cobra.Command {
 		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
 			req := &metadatav1.DeleteTopicsRequest{Names: args, Atomic: delAtomic, ValidateOnly: delValidateOnly}
 			resp, err := c.DeleteTopics(ctx, req)
-			resp, ok := batchResults(resp, err)
-			if !ok {
-				return err
-			}
-			if perr := g.print(resp, resultsTable(resp.GetResults())); perr != nil {
-				return perr
-			}
-			if err != nil {
-				return err
-			}
-			return itemsFailed(resp.GetResults(), "topics", map[bool]string{false: "deleted", true: "valid"}[delValidateOnly])
+			return printBatch(g, resp, err, map[bool]string{false: "deleted", true: "valid"}[delValidateOnly])
 		})}
 	del.Flags().BoolVar(&delAtomic, "atomic", false, "delete all topics or none")
 	del.Flags().BoolVar(&delValidateOnly, "validate-only", false, "check the batch against the cluster, deleting nothing")

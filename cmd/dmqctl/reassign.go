@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -28,15 +26,9 @@ type reassignmentPlan struct {
 }
 
 func readPlan(path string) (*reassignmentPlan, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	data, err := readInput(path)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
 	plan := &reassignmentPlan{}
 	if json.Unmarshal(data, plan) != nil {

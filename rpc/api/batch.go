@@ -82,10 +82,7 @@ func (s *Server) CreateTopics(ctx context.Context, req *connect.Request[metadata
 			}
 			return resp
 		})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return respond(resp, err)
 }
 
 // DeleteTopics implements MetadataService.
@@ -106,10 +103,7 @@ func (s *Server) DeleteTopics(ctx context.Context, req *connect.Request[metadata
 			}
 			return resp
 		})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return respond(resp, err)
 }
 
 // IncrementalAlterConfigs implements MetadataService.
@@ -127,10 +121,7 @@ func (s *Server) IncrementalAlterConfigs(ctx context.Context, req *connect.Reque
 			}
 			return resp
 		})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return respond(resp, err)
 }
 
 // DescribeConfigs implements MetadataService. No resource means the
@@ -152,10 +143,7 @@ func (s *Server) DescribeConfigs(ctx context.Context, req *connect.Request[metad
 		}
 		return resp, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return respond(resp, err)
 }
 
 // AlterPartitionReassignments implements MetadataService.
@@ -173,10 +161,7 @@ func (s *Server) AlterPartitionReassignments(ctx context.Context, req *connect.R
 			}
 			return resp
 		})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return respond(resp, err)
 }
 
 // ListPartitionReassignments implements MetadataService.
@@ -184,6 +169,11 @@ func (s *Server) ListPartitionReassignments(ctx context.Context, req *connect.Re
 	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.ListPartitionReassignmentsResponse, *statemachine.Error) {
 		return &metadatav1.ListPartitionReassignmentsResponse{Reassignments: sm.Reassignments(), MetadataVersion: sm.Version()}, nil
 	})
+	return respond(resp, err)
+}
+
+// respond wraps a handler's answer.
+func respond[T any](resp *T, err error) (*connect.Response[T], error) {
 	if err != nil {
 		return nil, err
 	}
