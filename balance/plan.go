@@ -32,9 +32,10 @@ type Options struct {
 }
 
 // Plan returns the moves that bring every broker's replica count within one
-// of the mean over the brokers (those not drained) as far as racks allow,
-// and within one of its rack's mean always, and every broker's
-// preferred-leader count within one of the mean, changing as few replicas
+// of the mean over the brokers (those not drained), or within one of its
+// rack's mean where every partition spans every rack, and every broker's
+// preferred-leader count within one of the mean as far as reordering the
+// replica lists allows, changing as few replicas
 // as it can: a replica moves from a broker above its share to one below
 // it, in the same position of the replica list, and only where the
 // receiving broker's rack does not then hold more of the partition's
@@ -44,13 +45,29 @@ type Options struct {
 // are sorted by partition.
 func Plan(brokers []Broker, partitions []Partition, opts Options) []Move {
 	p := newPlanner(brokers, partitions, opts)
-	p.balanceReplicas()
-	// Racks of unequal sizes cannot hold equal shares when every partition
-	// spreads across them: then each rack's brokers share its replicas.
-	p.target = p.rackShares()
+	if p.racksFixed(partitions) {
+		// Every partition spreads over every rack, so no move changes a
+		// rack's total: each rack's brokers share its replicas (racks of
+		// unequal sizes cannot hold equal shares of the cluster's).
+		p.target = p.rackShares()
+	}
 	p.balanceReplicas()
 	p.balanceLeaders()
 	return p.moves(partitions)
+}
+
+// racksFixed says whether there are several racks and every partition has
+// at least as many replicas as there are racks.
+func (p *planner) racksFixed(partitions []Partition) bool {
+	if p.racks <= 1 {
+		return false
+	}
+	for _, part := range partitions {
+		if len(part.Replicas) < p.racks {
+			return false
+		}
+	}
+	return true
 }
 
 // rackShares splits each rack's replicas over its brokers (not drained).
@@ -174,21 +191,29 @@ func (p *planner) writable(i int32) []int32 {
 
 // rackRoom says whether broker to may take a replica of partition i in
 // place of from: its rack then holds no more of the partition's replicas
-// than an even spread allows (and no more than from's rack did, when that
-// is already beyond).
+// than an even spread allows, and from's rack no fewer.
 func (p *planner) rackRoom(i int32, from, to int) bool {
 	if p.racks <= 1 || p.rack[from] == p.rack[to] {
 		return true
 	}
 	reps := p.replicas[i]
-	allowed := (len(reps) + p.racks - 1) / p.racks
-	inRack := 0
+	most, least := (len(reps)+p.racks-1)/p.racks, len(reps)/p.racks
+	inTo, inFrom := 0, 0
 	for _, id := range reps {
-		if b, ok := p.index[id]; ok && b != from && p.rack[b] == p.rack[to] {
-			inRack++
+		b, ok := p.index[id]
+		if !ok {
+			continue
+		}
+		if p.rack[b] == p.rack[to] {
+			inTo++
+		}
+		if p.rack[b] == p.rack[from] {
+			inFrom++
 		}
 	}
-	return inRack+1 <= allowed
+	// The receiving rack may not hold more than an even spread allows,
+	// nor the giving one fewer.
+	return inTo+1 <= most && inFrom-1 >= least
 }
 
 func (p *planner) holdsReplica(i int32, b int) bool {

@@ -51,19 +51,14 @@ func replicaMoves(before, after []Partition) int {
 	return n
 }
 
-// minimumMoves is the fewest replica moves that can bring every broker
-// within one of its rack's mean (where every partition spreads across the
-// racks, no move can change a rack's total): the excess over the best
-// shares within each rack.
-func minimumMoves(brokers []Broker, ps []Partition, drain []int32) int {
+// minimum is the fewest replica moves the balance a plan must reach
+// needs, from the input alone: rack shares where every partition spans
+// every rack, the cluster's shares otherwise.
+func minimum(brokers []Broker, ps []Partition, drain []int32) int {
 	p := newPlanner(brokers, ps, Options{Drain: drain})
-	return excess(p.count, p.rackShares())
-}
-
-// minimumMovesGlobally is the fewest replica moves that can bring every
-// broker within one of the cluster's mean.
-func minimumMovesGlobally(brokers []Broker, ps []Partition, drain []int32) int {
-	p := newPlanner(brokers, ps, Options{Drain: drain})
+	if p.racksFixed(ps) {
+		return excess(p.count, p.rackShares())
+	}
 	return excess(p.count, p.target)
 }
 
@@ -73,20 +68,6 @@ func excess(counts, target []int) int {
 		n += max(0, counts[b]-target[b])
 	}
 	return n
-}
-
-// globallyBalanced says whether every broker holds within one of the mean.
-func globallyBalanced(brokers []Broker, ps []Partition, drain []int32) bool {
-	p := newPlanner(brokers, ps, Options{Drain: drain})
-	return excess(p.count, p.target) == 0
-}
-
-// needed is the fewest moves that reach the balance the plan reached.
-func needed(brokers []Broker, before, after []Partition, drain []int32) int {
-	if globallyBalanced(brokers, after, drain) {
-		return minimumMovesGlobally(brokers, before, drain)
-	}
-	return minimumMoves(brokers, before, drain)
 }
 
 // checkBalanced checks a plan's outcome: counts within one of the mean,
@@ -112,9 +93,10 @@ func checkBalanced(t testing.TB, brokers []Broker, ps []Partition, drain []int32
 			inRack[rackOf[id]]++
 		}
 		leaders[p.Replicas[0]]++
-		allowed := (len(p.Replicas) + len(racks) - 1) / len(racks)
-		for rack, n := range inRack {
-			require.LessOrEqual(t, n, allowed, "partition %d has %d replicas in rack %s: %v", i, n, rack, p.Replicas)
+		most, least := (len(p.Replicas)+len(racks)-1)/len(racks), len(p.Replicas)/len(racks)
+		for rack := range racks {
+			require.LessOrEqual(t, inRack[rack], most, "partition %d has %d replicas in rack %s: %v", i, inRack[rack], rack, p.Replicas)
+			require.GreaterOrEqual(t, inRack[rack], least, "partition %d has %d replicas in rack %s: %v", i, inRack[rack], rack, p.Replicas)
 		}
 	}
 	spread := func(m map[int32]int, in func(int32) bool) (int, int) {
@@ -131,24 +113,18 @@ func checkBalanced(t testing.TB, brokers []Broker, ps []Partition, drain []int32
 		return lo, hi
 	}
 	all := func(int32) bool { return true }
-	// Within each rack always; across the cluster when the racks are of
-	// one size (every partition spreads across them, so a smaller rack's
-	// brokers hold more).
-	sizes := map[string]int{}
-	for _, b := range brokers {
-		if !slices.Contains(drain, b.ID) {
-			sizes[b.Rack]++
+	// Within each rack where every partition spans every rack (no move
+	// changes a rack's total), across the cluster otherwise.
+	fixed := len(racks) > 1
+	for _, p := range ps {
+		fixed = fixed && len(p.Replicas) >= len(racks)
+	}
+	if fixed {
+		for rack := range racks {
+			lo, hi := spread(count, func(id int32) bool { return rackOf[id] == rack })
+			assert.LessOrEqual(t, hi-lo, 1, "replicas per broker of rack %s from %d to %d", rack, lo, hi)
 		}
-	}
-	for rack := range racks {
-		lo, hi := spread(count, func(id int32) bool { return rackOf[id] == rack })
-		assert.LessOrEqual(t, hi-lo, 1, "replicas per broker of rack %s from %d to %d", rack, lo, hi)
-	}
-	equal := true
-	for _, n := range sizes {
-		equal = equal && n == sizes[brokers[0].Rack]
-	}
-	if equal || len(racks) == 1 {
+	} else {
 		lo, hi := spread(count, all)
 		assert.LessOrEqual(t, hi-lo, 1, "replicas per broker from %d to %d", lo, hi)
 	}
@@ -158,20 +134,49 @@ func checkBalanced(t testing.TB, brokers []Broker, ps []Partition, drain []int32
 
 func TestPlanAfterABrokerJoins(t *testing.T) {
 	for _, c := range []struct{ brokers, racks, partitions, rf int }{
-		{6, 3, 1000, 3}, {10, 1, 5000, 2}, {30, 3, 20000, 3}, {12, 4, 777, 1},
+		{6, 3, 1000, 3}, {10, 1, 5000, 2}, {30, 3, 20000, 3}, {12, 4, 777, 1}, {8, 4, 4000, 2}, {6, 3, 600, 4},
 	} {
 		t.Run(fmt.Sprintf("%d brokers %d racks %d partitions rf %d", c.brokers, c.racks, c.partitions, c.rf), func(t *testing.T) {
 			brokers, ps := cluster(c.brokers, c.racks, c.partitions, c.rf)
-			brokers = append(brokers, Broker{ID: int32(c.brokers + 1), Rack: fmt.Sprintf("rack-%d", (c.brokers+1)%c.racks)})
-			moves := Plan(brokers, ps, Options{})
-			after := applyMoves(ps, moves)
-			checkBalanced(t, brokers, after, nil)
-			minimum := needed(brokers, ps, after, nil)
-			assert.LessOrEqual(t, float64(replicaMoves(ps, after)), 1.1*float64(minimum), "replica moves against the %d needed", minimum)
-			assert.Equal(t, moves, Plan(brokers, ps, Options{}), "the same plan from the same state")
-			assert.Empty(t, Plan(brokers, after, Options{}), "a balanced cluster needs no move")
+			for _, rack := range []int{(c.brokers + 1) % c.racks, (c.brokers + 2) % c.racks} {
+				t.Run(fmt.Sprintf("joins rack %d", rack), func(t *testing.T) {
+					joined := append(slices.Clone(brokers), Broker{ID: int32(c.brokers + 1), Rack: fmt.Sprintf("rack-%d", rack)})
+					checkJoin(t, joined, ps)
+				})
+			}
 		})
 	}
+}
+
+// The review's case: a broker joins the smaller of two racks, where the
+// partitions span both; the plan moves no more than the minimum, not
+// first to the cluster's mean and then back.
+func TestPlanJoiningASmallRack(t *testing.T) {
+	var brokers []Broker
+	for id := int32(1); id <= 8; id++ {
+		rack := "b"
+		if id <= 2 {
+			rack = "a"
+		}
+		brokers = append(brokers, Broker{ID: id, Rack: rack})
+	}
+	ps := make([]Partition, 120)
+	for i := range ps {
+		ps[i] = Partition{Replicas: []int32{int32(1 + i%2), int32(3 + i%6)}}
+	}
+	brokers = append(brokers, Broker{ID: 9, Rack: "a"})
+	checkJoin(t, brokers, ps)
+}
+
+func checkJoin(t *testing.T, brokers []Broker, ps []Partition) {
+	t.Helper()
+	moves := Plan(brokers, ps, Options{})
+	after := applyMoves(ps, moves)
+	checkBalanced(t, brokers, after, nil)
+	least := minimum(brokers, ps, nil)
+	assert.LessOrEqual(t, float64(replicaMoves(ps, after)), 1.1*float64(least), "replica moves against the %d needed", least)
+	assert.Equal(t, moves, Plan(brokers, ps, Options{}), "the same plan from the same state")
+	assert.Empty(t, Plan(brokers, after, Options{}), "a balanced cluster needs no move")
 }
 
 func TestPlanDrainsABroker(t *testing.T) {
@@ -179,7 +184,7 @@ func TestPlanDrainsABroker(t *testing.T) {
 	drain := []int32{4}
 	after := applyMoves(ps, Plan(brokers, ps, Options{Drain: drain}))
 	checkBalanced(t, brokers, after, drain)
-	assert.LessOrEqual(t, float64(replicaMoves(ps, after)), 1.1*float64(needed(brokers, ps, after, drain)))
+	assert.LessOrEqual(t, float64(replicaMoves(ps, after)), 1.1*float64(minimum(brokers, ps, drain)))
 }
 
 // Replicas on brokers the plan is not given (gone) stay; the others
@@ -207,10 +212,10 @@ func BenchmarkPlanMillionPartitions(b *testing.B) {
 	b.StopTimer()
 	after := applyMoves(ps, moves)
 	checkBalanced(b, brokers, after, nil)
-	moved, minimum := replicaMoves(ps, after), needed(brokers, ps, after, nil)
-	if float64(moved) > 1.1*float64(minimum) {
-		b.Fatalf("%d replica moves against the %d needed", moved, minimum)
+	moved, least := replicaMoves(ps, after), minimum(brokers, ps, nil)
+	if float64(moved) > 1.1*float64(least) {
+		b.Fatalf("%d replica moves against the %d needed", moved, least)
 	}
 	b.ReportMetric(float64(len(moves)), "partitions-moved")
-	b.ReportMetric(float64(moved)/float64(minimum), "moves/minimum")
+	b.ReportMetric(float64(moved)/float64(least), "moves/minimum")
 }

@@ -48,10 +48,13 @@ type golden struct {
 	// that a preferred replica stayed in the ISR and eligible throughout.
 	preferredOutAt map[string]time.Duration
 	brokerOutAt    map[int32]time.Duration
-	// electable is, per partition (preferredKey), who may lead it after
-	// the last record that changed it: its leader, ISR and ELR.
+	// electable is, per partition (preferredKey), its leader after the last
+	// record that changed it.
 	electable map[string][]int32
 	elrOf     map[string][]int32
+	// clean is, per partition, the replicas known to hold every committed
+	// record (checkElections).
+	clean map[string][]int32
 }
 
 type requestKey struct {
@@ -79,7 +82,7 @@ func newGolden() *golden {
 	return &golden{sm: sm, succeeded: map[requestKey]statemachine.Result{},
 		rejected: map[requestKey]map[metadatav1.ErrorCode]bool{}, answeredError: map[requestKey]string{},
 		fencedAt: map[int32]uint64{}, preferredOutAt: map[string]time.Duration{}, brokerOutAt: map[int32]time.Duration{},
-		electable: map[string][]int32{}, elrOf: map[string][]int32{}}
+		electable: map[string][]int32{}, elrOf: map[string][]int32{}, clean: map[string][]int32{}}
 }
 
 // applied sees an entry some controller applied; the first sighting of
@@ -155,8 +158,14 @@ func (g *golden) checkUnfence(s *Sim, index uint64, record *metadatav1.Record) {
 	}
 }
 
-// checkElections: a new leader comes from the partition's ISR or its
-// eligible leader replicas, unless its topic allows unclean elections.
+// checkElections holds every partition's leader and ELR to a model of its
+// own: the replicas known to hold every committed record ("clean"). While
+// the ISR is at min.insync.replicas or more, records commit on it alone:
+// the clean ones are the ISR. Below it nothing commits: those clean stay
+// so, and the ISR's members (a replica the leader adds has caught up) join
+// them. A new leader must be clean (or, for the ISR change that completes
+// a move, in the ISR it asks for), and so must every ELR member, unless
+// the topic allows unclean elections, after which only the leader is.
 func (g *golden) checkElections(s *Sim, index uint64, record *metadatav1.Record) {
 	delta, ok := g.sm.DeltaSince(int64(index) - 1)
 	if !ok {
@@ -165,20 +174,46 @@ func (g *golden) checkElections(s *Sim, index uint64, record *metadatav1.Record)
 	check := func(t *metadatav1.Topic, p *metadatav1.Partition) {
 		key := preferredKey(t, p)
 		was, known := g.electable[key]
+		clean := g.clean[key]
+		allowed := slices.Clone(clean)
 		if ap := record.GetAlterPartition(); ap != nil && ap.GetTopic() == t.GetName() && ap.GetPartition() == p.GetPartition() {
-			// The ISR the leader asked for, from which a move that it
-			// completes may take its new leader.
-			was = append(slices.Clone(was), ap.GetNewIsr()...)
+			allowed = append(allowed, ap.GetNewIsr()...)
 		}
-		if known && p.GetLeader() != statemachine.NoLeader && !slices.Contains(was, p.GetLeader()) && !t.GetConfig().GetUncleanLeaderElectionEnable() {
-			s.violate("elections: %s is led by %d at %d, which was neither its leader nor in its ISR or ELR %v",
-				key, p.GetLeader(), index, was)
+		unclean := t.GetConfig().GetUncleanLeaderElectionEnable()
+		leader := p.GetLeader()
+		electedUnclean := false
+		if known && leader != statemachine.NoLeader && !slices.Contains(was, leader) && !slices.Contains(allowed, leader) {
+			if !unclean {
+				s.violate("elections: %s is led by %d at %d, which does not hold every committed record (those that do: %v)",
+					key, leader, index, clean)
+			}
+			electedUnclean = true
 		}
-		if known && p.GetLeader() != statemachine.NoLeader && len(was) > 0 && p.GetLeader() != was[0] && g.elrOf[key] != nil &&
-			slices.Contains(g.elrOf[key], p.GetLeader()) {
+		if known && !electedUnclean && !unclean {
+			for _, id := range p.GetEligibleLeaderReplicas() {
+				if !slices.Contains(allowed, id) {
+					s.violate("elections: %s has %d in its ELR at %d, which does not hold every committed record (those that do: %v)",
+						key, id, index, clean)
+				}
+			}
+		}
+		if known && leader != statemachine.NoLeader && len(was) > 0 && leader != was[0] && slices.Contains(g.elrOf[key], leader) {
 			s.fault("elr-election")
 		}
-		g.electable[key] = append(append([]int32{p.GetLeader()}, p.GetIsr()...), p.GetEligibleLeaderReplicas()...)
+		switch {
+		case !known || electedUnclean:
+			clean = slices.Clone(p.GetIsr())
+		case len(p.GetIsr()) >= int(t.GetConfig().GetMinInsyncReplicas()):
+			clean = slices.Clone(p.GetIsr())
+		default:
+			for _, id := range p.GetIsr() {
+				if !slices.Contains(clean, id) {
+					clean = append(clean, id)
+				}
+			}
+		}
+		g.clean[key] = clean
+		g.electable[key] = []int32{leader}
 		g.elrOf[key] = p.GetEligibleLeaderReplicas()
 	}
 	for _, t := range delta.GetUpsertedTopics() {

@@ -256,10 +256,6 @@ func (s *StateMachine) registerBroker(r *metadatav1.RegisterBrokerRecord, c *cha
 		id: r.BrokerId, host: r.Host, port: r.Port, rack: r.Rack, incarnationID: r.IncarnationId,
 		epoch: int64(s.appliedIndex),
 	}
-	if !ok || existing.incarnationID != b.incarnationID {
-		// A new incarnation's log may not have survived its restart.
-		s.dropFromELRs(b.id, c)
-	}
 	s.brokers[b.id] = b
 	s.departed = slices.DeleteFunc(s.departed, func(id int32) bool { return id == b.id })
 	c.brokers = append(c.brokers, b.id)
@@ -359,7 +355,7 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			if len(p.isr) > 1 && slices.Contains(p.isr, b.id) {
 				old := p.isr
 				p.isr = removeID(p.isr, b.id)
-				t.isrChanged(int32(i), old)
+				s.isrChanged(t, int32(i), old)
 				changed = true
 			}
 			if p.leader == b.id {
@@ -373,7 +369,7 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 					if leader := s.pickELRLeader(t, int32(i)); leader != NoLeader {
 						old := p.isr
 						p.isr = []int32{leader}
-						t.isrChanged(int32(i), old)
+						s.isrChanged(t, int32(i), old)
 						newLeader = leader
 					}
 				}
@@ -421,7 +417,7 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 			if p.leader != b.id && len(p.isr) > 1 {
 				old := p.isr
 				p.isr = removeID(p.isr, b.id)
-				t.isrChanged(int32(i), old)
+				s.isrChanged(t, int32(i), old)
 				changed = true
 			}
 			if changed {
@@ -452,7 +448,7 @@ func (s *StateMachine) restoreLeadership(b *broker, c *change) {
 			// record.
 			old := p.isr
 			p.isr = []int32{b.id}
-			t.isrChanged(key.index, old)
+			s.isrChanged(t, key.index, old)
 		case t.config.UncleanLeaderElectionEnable:
 			p.isr = []int32{b.id}
 			t.setELR(key.index, nil)
@@ -677,7 +673,7 @@ func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *cha
 	}
 	old := p.isr
 	p.isr = slices.Clone(r.NewIsr)
-	t.isrChanged(r.Partition, old)
+	s.isrChanged(t, r.Partition, old)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: r.Partition})
 	// A move completes when its last target replica joins the ISR.

@@ -208,7 +208,10 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 			if config.MinInsyncReplicas < wasMinISR {
 				// An ELR is kept only while the ISR is below the minimum.
 				for index := range t.elr { // determinism: each partition changes on its own
-					t.isrChanged(index, nil)
+					s.isrChanged(t, index, nil)
+					if t.elrOf(index) == nil {
+						t.partitions[index].partitionEpoch++
+					}
 				}
 			}
 			if !wasUnclean && config.UncleanLeaderElectionEnable {

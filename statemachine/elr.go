@@ -12,9 +12,10 @@ import "slices"
 // and ELR.
 //
 // The ELR is cleared when the ISR is back at min.insync.replicas, loses
-// the members that rejoin the ISR, and loses a broker that registers a new
-// incarnation (its log may not have survived the restart: nothing tells a
-// clean one from an unclean one) or unregisters.
+// the members that rejoin the ISR, and loses a broker that unregisters. A
+// broker's log is taken to survive its restarts, as an ISR member's is (a
+// new incarnation keeps its place in both): one whose disk was lost comes
+// back under a new id, or is unregistered first.
 
 func (t *topic) elrOf(index int32) []int32 {
 	if t.elr == nil {
@@ -41,7 +42,7 @@ func (t *topic) setELR(index int32, elr []int32) {
 // members back in the ISR and non-replicas leave it; the members that left
 // join it while the ISR is below min.insync.replicas; it empties once the
 // ISR is back at that size.
-func (t *topic) isrChanged(index int32, old []int32) {
+func (s *StateMachine) isrChanged(t *topic, index int32, old []int32) {
 	p := &t.partitions[index]
 	elr := t.elrOf(index)
 	if len(p.isr) >= int(t.config.MinInsyncReplicas) {
@@ -55,7 +56,8 @@ func (t *topic) isrChanged(index int32, old []int32) {
 		}
 	}
 	for _, id := range old {
-		if !slices.Contains(p.isr, id) && !slices.Contains(next, id) && slices.Contains(p.replicas, id) {
+		_, registered := s.brokers[id]
+		if registered && !slices.Contains(p.isr, id) && !slices.Contains(next, id) && slices.Contains(p.replicas, id) {
 			next = append(next, id)
 		}
 	}

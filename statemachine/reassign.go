@@ -168,7 +168,7 @@ func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, 
 	old := p.isr
 	p.replicas, p.isr = slices.Clone(replicas), isr
 	t.setMoving(index, m)
-	t.isrChanged(index, old)
+	s.isrChanged(t, index, old)
 	switch {
 	case !slices.Contains(replicas, p.leader):
 		s.setLeader(t, index, s.pickLeader(p, NoLeader))
@@ -231,7 +231,7 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 	p.replicas = slices.Clone(target)
 	p.isr = within(p.isr, target)
 	t.setMoving(index, nil)
-	t.isrChanged(index, old)
+	s.isrChanged(t, index, old)
 	if leader == p.leader {
 		// The leaving replicas go: a new leader epoch fences their logs.
 		p.leaderEpoch++

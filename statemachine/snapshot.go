@@ -305,7 +305,9 @@ func (d *decoder) errorValue() *Error {
 // length) and the rest of the arena.
 func (d *decoder) idsInto(arena []int32) ([]int32, []int32) {
 	n := d.count()
-	if n > ReplicationFactorMax {
+	if n > 2*ReplicationFactorMax {
+		// A moving partition's replicas are its target and the leaving
+		// ones: up to twice the largest factor.
 		d.fail("a replica list of %d brokers", n)
 		return nil, arena
 	}
