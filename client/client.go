@@ -295,6 +295,19 @@ func (c *Client) ListPartitionReassignments(ctx context.Context, req *metadatav1
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListPartitionReassignments)
 }
 
+// Rebalance plans a balancing of the cluster and, unless DryRun, runs it.
+func (c *Client) Rebalance(ctx context.Context, req *metadatav1.RebalanceRequest) (*metadatav1.RebalanceResponse, error) {
+	if req.GetDryRun() {
+		return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.Rebalance)
+	}
+	return write(ctx, c, &req.RequestId, req, metadatav1connect.MetadataServiceClient.Rebalance)
+}
+
+// DescribeBalance is the progress of the last balancing plan.
+func (c *Client) DescribeBalance(ctx context.Context, req *metadatav1.DescribeBalanceRequest) (*metadatav1.DescribeBalanceResponse, error) {
+	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.DescribeBalance)
+}
+
 // ListTopics lists topics.
 func (c *Client) ListTopics(ctx context.Context, req *metadatav1.ListTopicsRequest) (*metadatav1.ListTopicsResponse, error) {
 	return meta(ctx, c, req, metadatav1connect.MetadataServiceClient.ListTopics)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/dmq-project/metadata/balance"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/statemachine"
 	"google.golang.org/protobuf/proto"
@@ -284,4 +285,68 @@ func (n *Node) AlterPartitionReassignments(req *metadatav1.AlterPartitionReassig
 	n.runBatch(p, req.GetRequestId(), false,
 		&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_AlterPartitionReassignments{AlterPartitionReassignments: record}},
 		nil, done)
+}
+
+// Rebalance plans the moves that balance replicas and preferred leaders
+// across the eligible brokers (or empty those to decommission), from this
+// controller's state, and proposes the plan; with dry_run it answers the
+// plan only. Partitions moving already are left out of the plan. The plan
+// is computed on the node's goroutine (about 0.4 s for a million
+// partitions, docs/BENCHMARKS.md).
+func (n *Node) Rebalance(req *metadatav1.RebalanceRequest, done func(Outcome, []*metadatav1.PartitionReassignment)) {
+	maxMoving := req.GetMaxMoving()
+	if maxMoving == 0 {
+		maxMoving = statemachine.RebalanceMovingFirst
+	}
+	if err := statemachine.ValidateRebalance(0, int(maxMoving)); err != nil {
+		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader}, nil)
+		return
+	}
+	for _, id := range req.GetDecommission() {
+		if !n.sm.BrokerStatus(id).Registered {
+			done(Outcome{Result: statemachine.Result{Err: &statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_BROKER,
+				Message: fmt.Sprintf("broker %d is not registered", id)}}, LeaderID: n.leader}, nil)
+			return
+		}
+	}
+	moves := n.plan(req.GetDecommission())
+	if err := statemachine.ValidateRebalance(len(moves), int(maxMoving)); err != nil {
+		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader}, moves)
+		return
+	}
+	if req.GetDryRun() {
+		done(Outcome{Result: statemachine.Result{Version: n.sm.Version()}, LeaderID: n.leader}, moves)
+		return
+	}
+	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
+		Moves: moves, MaxMoving: maxMoving, Drain: req.GetDecommission()}}}, func(o Outcome) { done(o, moves) })
+}
+
+// plan is the balancing plan of this controller's state.
+func (n *Node) plan(drain []int32) []*metadatav1.PartitionReassignment {
+	var brokers []balance.Broker
+	for _, id := range n.sm.BrokerIDs() {
+		if b := n.sm.Broker(id); b != nil && b.GetIsAlive() {
+			brokers = append(brokers, balance.Broker{ID: id, Rack: b.GetRack()})
+		}
+	}
+	type ref struct {
+		topic     string
+		partition int32
+	}
+	var refs []ref
+	var parts []balance.Partition
+	n.sm.EachPartition(func(topic string, index int32, replicas []int32, moving bool) {
+		if moving {
+			return
+		}
+		refs = append(refs, ref{topic, index})
+		parts = append(parts, balance.Partition{Replicas: replicas})
+	})
+	var out []*metadatav1.PartitionReassignment
+	for _, m := range balance.Plan(brokers, parts, balance.Options{Drain: drain}) {
+		out = append(out, &metadatav1.PartitionReassignment{Topic: refs[m.Partition].topic, Partition: refs[m.Partition].partition,
+			Replicas: m.Replicas})
+	}
+	return out
 }

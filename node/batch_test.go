@@ -183,3 +183,50 @@ func TestAtomicBatchRefusedHereChecksTheOthersAgainstTheState(t *testing.T) {
 	assert.Equal(t, exists, out.Err.Code, "the first failure's code")
 	assert.Equal(t, []metadatav1.ErrorCode{exists, aborted, badName}, codesOf(out.Items))
 }
+
+// After a broker joins, a rebalance plans moves onto it (a dry run
+// changes nothing), then runs them in waves; a decommission empties a
+// broker.
+func TestRebalancePlansAndRuns(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	for _, name := range []string{"a", "b", "c", "d"} {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 2, 1), done) }).Err)
+	}
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	rebalance := func(req *metadatav1.RebalanceRequest) (Outcome, []*metadatav1.PartitionReassignment) {
+		var out *Outcome
+		var moves []*metadatav1.PartitionReassignment
+		leader.Rebalance(req, func(o Outcome, m []*metadatav1.PartitionReassignment) { out, moves = &o, m })
+		for i := 0; i < 50 && out == nil; i++ {
+			c.process()
+			c.tick(1)
+		}
+		require.NotNil(t, out)
+		return *out, moves
+	}
+	version := leader.StateMachine().Version()
+	out, moves := rebalance(&metadatav1.RebalanceRequest{DryRun: true})
+	require.Nil(t, out.Err)
+	assert.Len(t, moves, 2, "8 replicas on 3 brokers: 2 move to the new one")
+	for _, m := range moves {
+		assert.Equal(t, []int32{3}, m.Replicas)
+	}
+	assert.Equal(t, version, leader.StateMachine().Version(), "a dry run changes nothing")
+
+	out, _ = rebalance(&metadatav1.RebalanceRequest{MaxMoving: 1})
+	require.Nil(t, out.Err)
+	status := leader.StateMachine().BalanceStatus()
+	assert.Equal(t, []int32{2, 1, 1, 1}, []int32{status.Planned, status.Started, status.Pending, status.Moving})
+
+	out, moves = rebalance(&metadatav1.RebalanceRequest{DryRun: true, Decommission: []int32{1}})
+	require.Nil(t, out.Err)
+	for _, m := range moves {
+		assert.NotContains(t, m.Replicas, int32(1))
+	}
+	out, _ = rebalance(&metadatav1.RebalanceRequest{Decommission: []int32{9}})
+	assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_BROKER, out.Err.GetCode())
+}

@@ -37,7 +37,11 @@ func (a *admin) start() {
 		return
 	}
 	if a.next >= len(stableTopics) {
-		a.reassign()
+		if s.rng.IntN(4) == 0 {
+			a.rebalance()
+		} else {
+			a.reassign()
+		}
 		return
 	}
 	name := stableTopics[a.next]
@@ -78,6 +82,22 @@ func (a *admin) reassign() {
 			Reassignments: []*metadatav1.PartitionReassignment{ra}},
 			func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
 	}, func(writeEnd) {
+		s.schedule(s.between(2*time.Second, 6*time.Second), evClientStart, 999, 0, a.start)
+	})
+}
+
+// rebalance has the controllers plan and run a balancing of the cluster,
+// a few partitions moving at once, then waits a few seconds.
+func (a *admin) rebalance() {
+	s := a.sim
+	maxMoving := int32(1 + s.rng.IntN(3))
+	a.caller.write(s.now+callerPatience, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		n.Rebalance(&metadatav1.RebalanceRequest{RequestId: id, MaxMoving: maxMoving},
+			func(o node.Outcome, _ []*metadatav1.PartitionReassignment) {
+				reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID})
+			})
+	}, func(writeEnd) {
+		s.fault("rebalance")
 		s.schedule(s.between(2*time.Second, 6*time.Second), evClientStart, 999, 0, a.start)
 	})
 }

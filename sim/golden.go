@@ -257,6 +257,11 @@ func (g *golden) originalsOf(record *metadatav1.Record, moving []*metadatav1.Ong
 // replicas are then the target, and every one of them in the ISR.
 func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, before []*metadatav1.OngoingReassignment, originals map[string][]int32) {
 	named := map[string]bool{}
+	for _, m := range record.GetRebalance().GetMoves() {
+		// A plan's move may re-target a partition that began to move since
+		// it was planned.
+		named[fmt.Sprintf("%s-%d", m.GetTopic(), m.GetPartition())] = true
+	}
 	if ra := record.GetAlterPartitionReassignments(); ra != nil {
 		for _, item := range ra.GetReassignments() {
 			key := fmt.Sprintf("%s-%d", item.GetTopic(), item.GetPartition())

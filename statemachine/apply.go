@@ -186,6 +186,8 @@ func (s *StateMachine) dispatch(record *metadatav1.Record, c *change) Result {
 		return s.alterConfigs(body.AlterConfigs, c)
 	case *metadatav1.Record_AlterPartitionReassignments:
 		return s.alterPartitionReassignments(body.AlterPartitionReassignments, c)
+	case *metadatav1.Record_Rebalance:
+		return s.rebalance(body.Rebalance, c)
 	case *metadatav1.Record_CreatePartitions:
 		return s.createPartitions(body.CreatePartitions, c)
 	case *metadatav1.Record_AlterPartition:
@@ -601,6 +603,7 @@ func (s *StateMachine) deleteTopic(r *metadatav1.DeleteTopicRecord, c *change) R
 }
 
 func (s *StateMachine) removeTopic(t *topic, c *change) {
+	s.movingCount -= len(t.moving)
 	delete(s.topics, t.name)
 	delete(s.topicsByCollisionKey, collisionKey(t.name))
 	delete(s.topicIDs, t.id)

@@ -43,6 +43,13 @@ func (s *StateMachine) CheckInvariants() error {
 			}
 		}
 	}
+	moving := 0
+	for _, t := range s.topics { // determinism: a sum
+		moving += len(t.moving)
+	}
+	if moving != s.movingCount {
+		return fmt.Errorf("%d partitions move, the count says %d", moving, s.movingCount)
+	}
 	if offline != len(s.offline) {
 		return fmt.Errorf("the offline index holds %d partitions, %d are offline", len(s.offline), offline)
 	}

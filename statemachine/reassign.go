@@ -56,6 +56,19 @@ func (t *topic) setMoving(index int32, m *move) {
 	t.moving[index] = m
 }
 
+// setMoving sets a partition's move, counting the partitions moving; a
+// move that ends makes room for the balancing plan's next.
+func (s *StateMachine) setMoving(t *topic, index int32, m *move) {
+	was := t.movingOf(index) != nil
+	t.setMoving(index, m)
+	switch {
+	case was && m == nil:
+		s.movingCount--
+	case !was && m != nil:
+		s.movingCount++
+	}
+}
+
 // target is the replica list a moving partition goes to: its replicas
 // without the leaving tail.
 func (p *partition) target(m *move) []int32 { return p.replicas[:len(p.replicas)-len(m.removing)] }
@@ -89,6 +102,8 @@ func (s *StateMachine) alterPartitionReassignments(r *metadatav1.AlterPartitionR
 	for i, ra := range r.Reassignments {
 		items[i].Err = s.reassign(ra, c)
 	}
+	// A cancellation may have made room for the balancing plan's next.
+	s.advanceBalance(c)
 	return Result{Items: items}
 }
 
@@ -167,7 +182,7 @@ func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, 
 	dropped := len(without(p.replicas, replicas)) > 0
 	old := p.isr
 	p.replicas, p.isr = slices.Clone(replicas), isr
-	t.setMoving(index, m)
+	s.setMoving(t, index, m)
 	s.isrChanged(t, index, old)
 	switch {
 	case !slices.Contains(replicas, p.leader):
@@ -230,7 +245,7 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 	old := p.isr
 	p.replicas = slices.Clone(target)
 	p.isr = within(p.isr, target)
-	t.setMoving(index, nil)
+	s.setMoving(t, index, nil)
 	s.isrChanged(t, index, old)
 	if leader == p.leader {
 		// The leaving replicas go: a new leader epoch fences their logs.
@@ -239,6 +254,7 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 	s.setLeader(t, index, leader)
 	p.partitionEpoch++
 	c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})
+	s.advanceBalance(c)
 }
 
 // Reassignments lists the reassignments in progress, by topic and

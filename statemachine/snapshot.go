@@ -26,6 +26,8 @@ import (
 //	          elrs(count, then index ids)
 //	departed brokers: count, then ids (oldest first)
 //	cluster config: count, then key value (keys in ConfigKeys order)
+//	balancing plan: 0, or 1 then pending(count, then topic partition replicas)
+//	          maxMoving planned started skipped drain(count, ids) since
 //	nowMs
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
 //	          (version code message brokerEpoch topicID elected
@@ -149,6 +151,23 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 				e.str(key)
 				e.str(value)
 			}
+		}
+		if run := s.balance; run == nil {
+			e.uvarint(0)
+		} else {
+			e.uvarint(1)
+			e.uvarint(uint64(len(run.pending)))
+			for _, ra := range run.pending {
+				e.str(ra.Topic)
+				e.varint(int64(ra.Partition))
+				e.ids(ra.Replicas)
+			}
+			e.varint(int64(run.maxMoving))
+			e.varint(int64(run.planned))
+			e.varint(int64(run.started))
+			e.varint(int64(run.skipped))
+			e.ids(run.drain)
+			e.varint(run.since)
 		}
 	}
 	e.varint(s.nowMs)
@@ -409,6 +428,7 @@ func Restore(data []byte) (*StateMachine, error) {
 					break
 				}
 				t.setMoving(int32(index), m)
+				s.movingCount++
 			}
 			last = -1
 			for j, elrs := 0, d.count(); j < elrs && d.err == nil; j++ {
@@ -457,6 +477,30 @@ func Restore(data []byte) (*StateMachine, error) {
 				d.fail("cluster config %s=%q", key, value)
 			}
 			s.clusterConfig[key] = value
+		}
+		if present := d.uvarint(); present == 1 {
+			run := &balanceRun{}
+			for i, n := 0, d.count(); i < n && d.err == nil; i++ {
+				ra := &metadatav1.PartitionReassignment{Topic: d.str(), Partition: d.int32()}
+				ra.Replicas, _ = d.idsInto(nil)
+				if len(ra.Replicas) == 0 {
+					ra.Replicas = nil
+				}
+				run.pending = append(run.pending, ra)
+			}
+			run.maxMoving, run.planned, run.started, run.skipped = d.int32(), d.int32(), d.int32(), d.int32()
+			run.drain, _ = d.idsInto(nil)
+			if len(run.drain) == 0 {
+				run.drain = nil
+			}
+			run.since = d.varint()
+			if ValidateRebalance(len(run.pending), int(run.maxMoving)) != nil || run.planned < 0 || run.started < 0 || run.skipped < 0 ||
+				int(run.started)+int(run.skipped)+len(run.pending) != int(run.planned) || run.since < 0 || run.since > int64(s.appliedIndex) {
+				d.fail("a balancing plan out of bounds")
+			}
+			s.balance = run
+		} else if present != 0 {
+			d.fail("balancing plan flag %d", present)
 		}
 	}
 	s.nowMs = d.varint()

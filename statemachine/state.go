@@ -80,6 +80,10 @@ type StateMachine struct {
 	// state they get lists these as not alive, whichever controller sends
 	// it and whatever snapshot it started from.
 	departed []int32
+	// movingCount is the number of partitions moving; balance the last
+	// balancing plan, nil before any.
+	movingCount int
+	balance     *balanceRun
 }
 
 // DepartedBrokersMax bounds the departed brokers a state remembers.

@@ -139,3 +139,24 @@ func TestPartitionReassignCommands(t *testing.T) {
 	assert.Equal(t, exitConflict, code)
 	assert.Contains(t, errOut, "NO_REASSIGNMENT_IN_PROGRESS")
 }
+
+func TestRebalanceCommands(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: strings.Join(cluster.URLs(), ",")}
+	c.ok("broker", "register", "--id", "1", "--host", "localhost", "--port", "9091")
+	c.ok("topic", "create", "orders", "--partitions", "4", "--replication-factor", "1")
+	c.ok("broker", "register", "--id", "2", "--host", "localhost", "--port", "9092")
+
+	rows := lines(c.ok("rebalance", "--dry-run"))
+	assert.Equal(t, []string{"TOPIC", "PARTITION", "REPLICAS"}, rows[0])
+	assert.Len(t, rows, 3, "two of four partitions move to the new broker")
+	rows = lines(c.ok("broker", "decommission", "2", "--dry-run"))
+	assert.Len(t, rows, 1, "broker 2 holds nothing yet: nothing to move")
+	c.ok("rebalance", "--max-moving", "1")
+	rows = lines(c.ok("rebalance", "status"))
+	assert.Equal(t, []string{"PLANNED", "STARTED", "SKIPPED", "PENDING", "MOVING", "MAX-MOVING", "DRAINING", "SINCE"}, rows[0])
+	assert.Equal(t, []string{"2", "1", "0", "1", "1", "1", "[]"}, rows[1][:7])
+	_, _, code := c.run("broker", "decommission", "7")
+	assert.Equal(t, exitNotFound, code)
+}

@@ -243,7 +243,7 @@ func brokerCommand(g *globals) *cobra.Command {
 			return g.print(resp, t)
 		})}
 	describe.ValidArgsFunction, unregister.ValidArgsFunction = g.completeBrokers, g.completeBrokers
-	cmd.AddCommand(list, describe, register, unregister)
+	cmd.AddCommand(list, describe, register, unregister, decommissionCommand(g))
 	return cmd
 }
 

@@ -90,7 +90,7 @@ func newRoot(g *globals) *cobra.Command {
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp
 	})
-	root.AddCommand(topicCommand(g), configCommand(g), partitionCommand(g), brokerCommand(g), clusterCommand(g), watchCommand(g), quorumCommand(g), agentCommand(g),
+	root.AddCommand(topicCommand(g), configCommand(g), partitionCommand(g), rebalanceCommand(g), brokerCommand(g), clusterCommand(g), watchCommand(g), quorumCommand(g), agentCommand(g),
 		versionCommand(g), snapshotCommand(g))
 	return root
 }

@@ -101,3 +101,64 @@ func partitionCommand(g *globals) *cobra.Command {
 	cmd.AddCommand(reassign, list)
 	return cmd
 }
+
+func balanceTable(s *metadatav1.BalanceStatus) *table {
+	t := &table{header: []string{"PLANNED", "STARTED", "SKIPPED", "PENDING", "MOVING", "MAX-MOVING", "DRAINING", "SINCE"}}
+	t.add(s.GetPlanned(), s.GetStarted(), s.GetSkipped(), s.GetPending(), s.GetMoving(), s.GetMaxMoving(), ids(s.GetDraining()), s.GetSinceVersion())
+	return t
+}
+
+// rebalance runs (or, dry, shows) a plan and prints its moves.
+func rebalance(ctx context.Context, g *globals, c *client.Client, req *metadatav1.RebalanceRequest) error {
+	resp, err := c.Rebalance(ctx, req)
+	if err != nil {
+		return err
+	}
+	t := &table{header: []string{"TOPIC", "PARTITION", "REPLICAS"}}
+	for _, m := range resp.GetMoves() {
+		t.add(m.GetTopic(), m.GetPartition(), ids(m.GetReplicas()))
+	}
+	return g.print(resp, t)
+}
+
+func rebalanceCommand(g *globals) *cobra.Command {
+	var dryRun bool
+	var maxMoving int32
+	cmd := &cobra.Command{Use: "rebalance", Short: "Balance replicas and preferred leaders across the live brokers",
+		Long: "Plan the moves that balance replicas and preferred leaders across the live brokers within rack\n" +
+			"constraints, with few moves, and run them as reassignments, at most --max-moving partitions at once.\n" +
+			"--dry-run prints the plan only. `dmqctl rebalance status` shows the progress.",
+		Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			return rebalance(ctx, g, c, &metadatav1.RebalanceRequest{DryRun: dryRun, MaxMoving: maxMoving})
+		})}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan, move nothing")
+	cmd.Flags().Int32Var(&maxMoving, "max-moving", 0, "partitions moving at once (0: 100)")
+	status := &cobra.Command{Use: "status", Short: "The progress of the last plan", Args: cobra.NoArgs,
+		RunE: g.run(func(ctx context.Context, c *client.Client, _ []string) error {
+			resp, err := c.DescribeBalance(ctx, &metadatav1.DescribeBalanceRequest{})
+			if err != nil {
+				return err
+			}
+			return g.print(resp, balanceTable(resp.GetStatus()))
+		})}
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func decommissionCommand(g *globals) *cobra.Command {
+	var dryRun bool
+	var maxMoving int32
+	cmd := &cobra.Command{Use: "decommission ID", Short: "Move every replica off a broker (then unregister it)",
+		Args: cobra.ExactArgs(1),
+		RunE: g.run(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := brokerID(args[0])
+			if err != nil {
+				return err
+			}
+			return rebalance(ctx, g, c, &metadatav1.RebalanceRequest{DryRun: dryRun, MaxMoving: maxMoving, Decommission: []int32{id}})
+		})}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan, move nothing")
+	cmd.Flags().Int32Var(&maxMoving, "max-moving", 0, "partitions moving at once (0: 100)")
+	return cmd
+}

@@ -179,3 +179,25 @@ func respond[T any](resp *T, err error) (*connect.Response[T], error) {
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// Rebalance implements MetadataService.
+func (s *Server) Rebalance(ctx context.Context, req *connect.Request[metadatav1.RebalanceRequest]) (*connect.Response[metadatav1.RebalanceResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.RebalanceResponse])) {
+		n.Rebalance(req.Msg, func(o node.Outcome, moves []*metadatav1.PartitionReassignment) {
+			done(result[*metadatav1.RebalanceResponse]{err: o.Err, leaderID: o.LeaderID, leaderURL: n.PeerURL(o.LeaderID),
+				value: &metadatav1.RebalanceResponse{Moves: moves, Status: n.StateMachine().BalanceStatus(), MetadataVersion: o.Version}})
+		})
+	})
+	if !req.Msg.GetDryRun() {
+		s.metrics.ObserveProposal("rebalance", err)
+	}
+	return respond(r.value, err)
+}
+
+// DescribeBalance implements MetadataService.
+func (s *Server) DescribeBalance(ctx context.Context, req *connect.Request[metadatav1.DescribeBalanceRequest]) (*connect.Response[metadatav1.DescribeBalanceResponse], error) {
+	resp, err := readState(s, ctx, req.Msg.GetAllowStale(), func(sm *statemachine.StateMachine) (*metadatav1.DescribeBalanceResponse, *statemachine.Error) {
+		return &metadatav1.DescribeBalanceResponse{Status: sm.BalanceStatus(), MetadataVersion: sm.Version()}, nil
+	})
+	return respond(resp, err)
+}

@@ -2225,6 +2225,232 @@ func (x *ListPartitionReassignmentsResponse) GetMetadataVersion() int64 {
 	return 0
 }
 
+type RebalanceRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	DryRun bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Brokers to empty (decommission); the plan balances the others.
+	Decommission []int32 `protobuf:"varint,2,rep,packed,name=decommission,proto3" json:"decommission,omitempty"`
+	// At most this many partitions moving at once; 0: 100.
+	MaxMoving     int32      `protobuf:"varint,3,opt,name=max_moving,json=maxMoving,proto3" json:"max_moving,omitempty"`
+	RequestId     *RequestId `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRequest) Reset() {
+	*x = RebalanceRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRequest) ProtoMessage() {}
+
+func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RebalanceRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RebalanceRequest) GetDecommission() []int32 {
+	if x != nil {
+		return x.Decommission
+	}
+	return nil
+}
+
+func (x *RebalanceRequest) GetMaxMoving() int32 {
+	if x != nil {
+		return x.MaxMoving
+	}
+	return 0
+}
+
+func (x *RebalanceRequest) GetRequestId() *RequestId {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+type RebalanceResponse struct {
+	state           protoimpl.MessageState   `protogen:"open.v1"`
+	Moves           []*PartitionReassignment `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	Status          *BalanceStatus           `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	MetadataVersion int64                    `protobuf:"varint,3,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RebalanceResponse) Reset() {
+	*x = RebalanceResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceResponse) ProtoMessage() {}
+
+func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RebalanceResponse) GetMoves() []*PartitionReassignment {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetStatus() *BalanceStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
+type DescribeBalanceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeBalanceRequest) Reset() {
+	*x = DescribeBalanceRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeBalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeBalanceRequest) ProtoMessage() {}
+
+func (x *DescribeBalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeBalanceRequest.ProtoReflect.Descriptor instead.
+func (*DescribeBalanceRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DescribeBalanceRequest) GetAllowStale() bool {
+	if x != nil {
+		return x.AllowStale
+	}
+	return false
+}
+
+type DescribeBalanceResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Status          *BalanceStatus         `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	MetadataVersion int64                  `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DescribeBalanceResponse) Reset() {
+	*x = DescribeBalanceResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeBalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeBalanceResponse) ProtoMessage() {}
+
+func (x *DescribeBalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeBalanceResponse.ProtoReflect.Descriptor instead.
+func (*DescribeBalanceResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DescribeBalanceResponse) GetStatus() *BalanceStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *DescribeBalanceResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
 type ListTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AllowStale    bool                   `protobuf:"varint,1,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
@@ -2234,7 +2460,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2472,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2485,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTopicsRequest) GetAllowStale() bool {
@@ -2280,7 +2506,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2518,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2531,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -2332,7 +2558,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2570,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2583,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -2387,7 +2613,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2625,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2638,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -2448,7 +2674,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2686,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2699,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreatePartitionsRequest) GetTopic() string {
@@ -2509,7 +2735,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2747,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2760,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreatePartitionsResponse) GetTopic() *Topic {
@@ -2581,7 +2807,7 @@ type AlterPartitionRequest struct {
 
 func (x *AlterPartitionRequest) Reset() {
 	*x = AlterPartitionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2819,7 @@ func (x *AlterPartitionRequest) String() string {
 func (*AlterPartitionRequest) ProtoMessage() {}
 
 func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2832,7 @@ func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AlterPartitionRequest) GetBrokerId() int32 {
@@ -2677,7 +2903,7 @@ type AlterPartitionResponse struct {
 
 func (x *AlterPartitionResponse) Reset() {
 	*x = AlterPartitionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2915,7 @@ func (x *AlterPartitionResponse) String() string {
 func (*AlterPartitionResponse) ProtoMessage() {}
 
 func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2928,7 @@ func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AlterPartitionResponse) GetPartition() *Partition {
@@ -2744,7 +2970,7 @@ type ElectLeadersRequest struct {
 
 func (x *ElectLeadersRequest) Reset() {
 	*x = ElectLeadersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +2982,7 @@ func (x *ElectLeadersRequest) String() string {
 func (*ElectLeadersRequest) ProtoMessage() {}
 
 func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +2995,7 @@ func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRequest.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ElectLeadersRequest) GetTargets() []*TopicPartitions {
@@ -2799,7 +3025,7 @@ type ElectLeadersResponse struct {
 
 func (x *ElectLeadersResponse) Reset() {
 	*x = ElectLeadersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +3037,7 @@ func (x *ElectLeadersResponse) String() string {
 func (*ElectLeadersResponse) ProtoMessage() {}
 
 func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +3050,7 @@ func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersResponse.ProtoReflect.Descriptor instead.
 func (*ElectLeadersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{44}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ElectLeadersResponse) GetElected() int32 {
@@ -2864,7 +3090,7 @@ type GetClusterMetadataRequest struct {
 
 func (x *GetClusterMetadataRequest) Reset() {
 	*x = GetClusterMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3102,7 @@ func (x *GetClusterMetadataRequest) String() string {
 func (*GetClusterMetadataRequest) ProtoMessage() {}
 
 func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3115,7 @@ func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{45}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetClusterMetadataRequest) GetAllowStale() bool {
@@ -2910,7 +3136,7 @@ type GetClusterMetadataResponse struct {
 
 func (x *GetClusterMetadataResponse) Reset() {
 	*x = GetClusterMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3148,7 @@ func (x *GetClusterMetadataResponse) String() string {
 func (*GetClusterMetadataResponse) ProtoMessage() {}
 
 func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3161,7 @@ func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{46}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetClusterMetadataResponse) GetState() *ClusterState {
@@ -2968,7 +3194,7 @@ type WatchMetadataRequest struct {
 
 func (x *WatchMetadataRequest) Reset() {
 	*x = WatchMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3206,7 @@ func (x *WatchMetadataRequest) String() string {
 func (*WatchMetadataRequest) ProtoMessage() {}
 
 func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3219,7 @@ func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataRequest.ProtoReflect.Descriptor instead.
 func (*WatchMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{47}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *WatchMetadataRequest) GetSinceVersion() int64 {
@@ -3016,7 +3242,7 @@ type WatchMetadataResponse struct {
 
 func (x *WatchMetadataResponse) Reset() {
 	*x = WatchMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3254,7 @@ func (x *WatchMetadataResponse) String() string {
 func (*WatchMetadataResponse) ProtoMessage() {}
 
 func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3267,7 @@ func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataResponse.ProtoReflect.Descriptor instead.
 func (*WatchMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{48}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *WatchMetadataResponse) GetUpdate() isWatchMetadataResponse_Update {
@@ -3279,6 +3505,23 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"allowStale\"\x9b\x01\n" +
 	"\"ListPartitionReassignmentsResponse\x12J\n" +
 	"\rreassignments\x18\x01 \x03(\v2$.dmq.metadata.v1.OngoingReassignmentR\rreassignments\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"\xa9\x01\n" +
+	"\x10RebalanceRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\"\n" +
+	"\fdecommission\x18\x02 \x03(\x05R\fdecommission\x12\x1d\n" +
+	"\n" +
+	"max_moving\x18\x03 \x01(\x05R\tmaxMoving\x129\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\"\xb4\x01\n" +
+	"\x11RebalanceResponse\x12<\n" +
+	"\x05moves\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\x05moves\x126\n" +
+	"\x06status\x18\x02 \x01(\v2\x1e.dmq.metadata.v1.BalanceStatusR\x06status\x12)\n" +
+	"\x10metadata_version\x18\x03 \x01(\x03R\x0fmetadataVersion\"9\n" +
+	"\x16DescribeBalanceRequest\x12\x1f\n" +
+	"\vallow_stale\x18\x01 \x01(\bR\n" +
+	"allowStale\"|\n" +
+	"\x17DescribeBalanceResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.BalanceStatusR\x06status\x12)\n" +
 	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\"4\n" +
 	"\x11ListTopicsRequest\x12\x1f\n" +
 	"\vallow_stale\x18\x01 \x01(\bR\n" +
@@ -3349,7 +3592,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xe5\x1c\n" +
+	"\x06update2\xee\x1e\n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -3365,6 +3608,8 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x0fDescribeConfigs\x12'.dmq.metadata.v1.DescribeConfigsRequest\x1a(.dmq.metadata.v1.DescribeConfigsResponse\"K\x82\xd3\xe4\x93\x02B:\x01*Z\x1a\x12\x18/api/v1/metadata/configs\"!/api/v1/metadata/configs:describe\x90\x02\x01\x12\xb3\x01\n" +
 	"\x1bAlterPartitionReassignments\x123.dmq.metadata.v1.AlterPartitionReassignmentsRequest\x1a4.dmq.metadata.v1.AlterPartitionReassignmentsResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/api/v1/metadata/reassignments\x12\xb0\x01\n" +
 	"\x1aListPartitionReassignments\x122.dmq.metadata.v1.ListPartitionReassignmentsRequest\x1a3.dmq.metadata.v1.ListPartitionReassignmentsResponse\")\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/metadata/reassignments\x90\x02\x01\x12y\n" +
+	"\tRebalance\x12!.dmq.metadata.v1.RebalanceRequest\x1a\".dmq.metadata.v1.RebalanceResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/api/v1/metadata/rebalance\x12\x8b\x01\n" +
+	"\x0fDescribeBalance\x12'.dmq.metadata.v1.DescribeBalanceRequest\x1a(.dmq.metadata.v1.DescribeBalanceResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/metadata/rebalance\x90\x02\x01\x12y\n" +
 	"\n" +
 	"ListTopics\x12\".dmq.metadata.v1.ListTopicsRequest\x1a#.dmq.metadata.v1.ListTopicsResponse\"\"\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/metadata/topics\x90\x02\x01\x12\xb6\x01\n" +
 	"\rDescribeTopic\x12%.dmq.metadata.v1.DescribeTopicRequest\x1a&.dmq.metadata.v1.DescribeTopicResponse\"V\x82\xd3\xe4\x93\x02MZ+\x12)/api/v1/metadata/topics/{name}/partitions\x12\x1e/api/v1/metadata/topics/{name}\x90\x02\x01\x12\x9e\x01\n" +
@@ -3390,7 +3635,7 @@ func file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_metadata_service_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
 	(*NotControllerDetail)(nil),                 // 0: dmq.metadata.v1.NotControllerDetail
 	(*ErrorDetail)(nil),                         // 1: dmq.metadata.v1.ErrorDetail
@@ -3427,149 +3672,162 @@ var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
 	(*AlterPartitionReassignmentsResponse)(nil), // 32: dmq.metadata.v1.AlterPartitionReassignmentsResponse
 	(*ListPartitionReassignmentsRequest)(nil),   // 33: dmq.metadata.v1.ListPartitionReassignmentsRequest
 	(*ListPartitionReassignmentsResponse)(nil),  // 34: dmq.metadata.v1.ListPartitionReassignmentsResponse
-	(*ListTopicsRequest)(nil),                   // 35: dmq.metadata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),                  // 36: dmq.metadata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),                // 37: dmq.metadata.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),               // 38: dmq.metadata.v1.DescribeTopicResponse
-	(*CreatePartitionsRequest)(nil),             // 39: dmq.metadata.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),            // 40: dmq.metadata.v1.CreatePartitionsResponse
-	(*AlterPartitionRequest)(nil),               // 41: dmq.metadata.v1.AlterPartitionRequest
-	(*AlterPartitionResponse)(nil),              // 42: dmq.metadata.v1.AlterPartitionResponse
-	(*ElectLeadersRequest)(nil),                 // 43: dmq.metadata.v1.ElectLeadersRequest
-	(*ElectLeadersResponse)(nil),                // 44: dmq.metadata.v1.ElectLeadersResponse
-	(*GetClusterMetadataRequest)(nil),           // 45: dmq.metadata.v1.GetClusterMetadataRequest
-	(*GetClusterMetadataResponse)(nil),          // 46: dmq.metadata.v1.GetClusterMetadataResponse
-	(*WatchMetadataRequest)(nil),                // 47: dmq.metadata.v1.WatchMetadataRequest
-	(*WatchMetadataResponse)(nil),               // 48: dmq.metadata.v1.WatchMetadataResponse
-	nil,                                         // 49: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	(ErrorCode)(0),                              // 50: dmq.metadata.v1.ErrorCode
-	(*RequestId)(nil),                           // 51: dmq.metadata.v1.RequestId
-	(*Broker)(nil),                              // 52: dmq.metadata.v1.Broker
-	(*Topic)(nil),                               // 53: dmq.metadata.v1.Topic
-	(*TopicConfig)(nil),                         // 54: dmq.metadata.v1.TopicConfig
-	(*ResourceConfigChanges)(nil),               // 55: dmq.metadata.v1.ResourceConfigChanges
-	(*ConfigResource)(nil),                      // 56: dmq.metadata.v1.ConfigResource
-	(ConfigSource)(0),                           // 57: dmq.metadata.v1.ConfigSource
-	(*PartitionReassignment)(nil),               // 58: dmq.metadata.v1.PartitionReassignment
-	(*OngoingReassignment)(nil),                 // 59: dmq.metadata.v1.OngoingReassignment
-	(*Partition)(nil),                           // 60: dmq.metadata.v1.Partition
-	(*TopicPartitions)(nil),                     // 61: dmq.metadata.v1.TopicPartitions
-	(*ClusterState)(nil),                        // 62: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),                       // 63: dmq.metadata.v1.MetadataDelta
-	(*GetControllerRequest)(nil),                // 64: dmq.metadata.v1.GetControllerRequest
-	(*BrokerHeartbeatRequest)(nil),              // 65: dmq.metadata.v1.BrokerHeartbeatRequest
-	(*SeedClusterMetadata)(nil),                 // 66: dmq.metadata.v1.SeedClusterMetadata
-	(*ControllerInfo)(nil),                      // 67: dmq.metadata.v1.ControllerInfo
+	(*RebalanceRequest)(nil),                    // 35: dmq.metadata.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),                   // 36: dmq.metadata.v1.RebalanceResponse
+	(*DescribeBalanceRequest)(nil),              // 37: dmq.metadata.v1.DescribeBalanceRequest
+	(*DescribeBalanceResponse)(nil),             // 38: dmq.metadata.v1.DescribeBalanceResponse
+	(*ListTopicsRequest)(nil),                   // 39: dmq.metadata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),                  // 40: dmq.metadata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),                // 41: dmq.metadata.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),               // 42: dmq.metadata.v1.DescribeTopicResponse
+	(*CreatePartitionsRequest)(nil),             // 43: dmq.metadata.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),            // 44: dmq.metadata.v1.CreatePartitionsResponse
+	(*AlterPartitionRequest)(nil),               // 45: dmq.metadata.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),              // 46: dmq.metadata.v1.AlterPartitionResponse
+	(*ElectLeadersRequest)(nil),                 // 47: dmq.metadata.v1.ElectLeadersRequest
+	(*ElectLeadersResponse)(nil),                // 48: dmq.metadata.v1.ElectLeadersResponse
+	(*GetClusterMetadataRequest)(nil),           // 49: dmq.metadata.v1.GetClusterMetadataRequest
+	(*GetClusterMetadataResponse)(nil),          // 50: dmq.metadata.v1.GetClusterMetadataResponse
+	(*WatchMetadataRequest)(nil),                // 51: dmq.metadata.v1.WatchMetadataRequest
+	(*WatchMetadataResponse)(nil),               // 52: dmq.metadata.v1.WatchMetadataResponse
+	nil,                                         // 53: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	(ErrorCode)(0),                              // 54: dmq.metadata.v1.ErrorCode
+	(*RequestId)(nil),                           // 55: dmq.metadata.v1.RequestId
+	(*Broker)(nil),                              // 56: dmq.metadata.v1.Broker
+	(*Topic)(nil),                               // 57: dmq.metadata.v1.Topic
+	(*TopicConfig)(nil),                         // 58: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),               // 59: dmq.metadata.v1.ResourceConfigChanges
+	(*ConfigResource)(nil),                      // 60: dmq.metadata.v1.ConfigResource
+	(ConfigSource)(0),                           // 61: dmq.metadata.v1.ConfigSource
+	(*PartitionReassignment)(nil),               // 62: dmq.metadata.v1.PartitionReassignment
+	(*OngoingReassignment)(nil),                 // 63: dmq.metadata.v1.OngoingReassignment
+	(*BalanceStatus)(nil),                       // 64: dmq.metadata.v1.BalanceStatus
+	(*Partition)(nil),                           // 65: dmq.metadata.v1.Partition
+	(*TopicPartitions)(nil),                     // 66: dmq.metadata.v1.TopicPartitions
+	(*ClusterState)(nil),                        // 67: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),                       // 68: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),                // 69: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),              // 70: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),                 // 71: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),                      // 72: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
-	50, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	51, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	52, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	50, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	51, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	50, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	52, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
-	52, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	50, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	49, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	51, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	53, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	50, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	51, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	50, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	54, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	56, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	54, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	54, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	56, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
+	56, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	54, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	53, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	55, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	54, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	54, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	14, // 15: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
-	51, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	50, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	54, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
+	55, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	54, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	58, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
 	19, // 19: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	51, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	55, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
 	19, // 21: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	55, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
-	51, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	56, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	50, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	59, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	55, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	60, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	54, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	24, // 26: dmq.metadata.v1.IncrementalAlterConfigsResponse.results:type_name -> dmq.metadata.v1.ConfigResourceResult
-	56, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
-	57, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
-	56, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	50, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	60, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
+	61, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
+	60, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	54, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	27, // 31: dmq.metadata.v1.DescribeConfigsResult.entries:type_name -> dmq.metadata.v1.ConfigEntry
 	28, // 32: dmq.metadata.v1.DescribeConfigsResponse.results:type_name -> dmq.metadata.v1.DescribeConfigsResult
-	58, // 33: dmq.metadata.v1.AlterPartitionReassignmentsRequest.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
-	51, // 34: dmq.metadata.v1.AlterPartitionReassignmentsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	50, // 35: dmq.metadata.v1.ReassignmentResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	62, // 33: dmq.metadata.v1.AlterPartitionReassignmentsRequest.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
+	55, // 34: dmq.metadata.v1.AlterPartitionReassignmentsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	54, // 35: dmq.metadata.v1.ReassignmentResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
 	31, // 36: dmq.metadata.v1.AlterPartitionReassignmentsResponse.results:type_name -> dmq.metadata.v1.ReassignmentResult
-	59, // 37: dmq.metadata.v1.ListPartitionReassignmentsResponse.reassignments:type_name -> dmq.metadata.v1.OngoingReassignment
-	53, // 38: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
-	53, // 39: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	60, // 40: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
-	51, // 41: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	53, // 42: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
-	50, // 43: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	51, // 44: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	60, // 45: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
-	50, // 46: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	61, // 47: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	51, // 48: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	50, // 49: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	62, // 50: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
-	63, // 51: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
-	62, // 52: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
-	4,  // 53: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
-	6,  // 54: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
-	8,  // 55: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
-	10, // 56: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
-	12, // 57: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 58: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	14, // 59: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	16, // 60: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	18, // 61: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
-	21, // 62: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
-	23, // 63: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
-	26, // 64: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
-	30, // 65: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:input_type -> dmq.metadata.v1.AlterPartitionReassignmentsRequest
-	33, // 66: dmq.metadata.v1.MetadataService.ListPartitionReassignments:input_type -> dmq.metadata.v1.ListPartitionReassignmentsRequest
-	35, // 67: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	37, // 68: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	39, // 69: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	41, // 70: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	43, // 71: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	2,  // 72: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
-	45, // 73: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	45, // 74: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	64, // 75: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
-	65, // 76: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
-	47, // 77: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 78: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 79: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 80: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 81: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 82: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 83: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 84: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 85: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	20, // 86: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
-	22, // 87: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
-	25, // 88: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
-	29, // 89: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
-	32, // 90: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:output_type -> dmq.metadata.v1.AlterPartitionReassignmentsResponse
-	34, // 91: dmq.metadata.v1.MetadataService.ListPartitionReassignments:output_type -> dmq.metadata.v1.ListPartitionReassignmentsResponse
-	36, // 92: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	38, // 93: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	40, // 94: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	42, // 95: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	44, // 96: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 97: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	46, // 98: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	66, // 99: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
-	67, // 100: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
-	13, // 101: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	48, // 102: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	78, // [78:103] is the sub-list for method output_type
-	53, // [53:78] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	63, // 37: dmq.metadata.v1.ListPartitionReassignmentsResponse.reassignments:type_name -> dmq.metadata.v1.OngoingReassignment
+	55, // 38: dmq.metadata.v1.RebalanceRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	62, // 39: dmq.metadata.v1.RebalanceResponse.moves:type_name -> dmq.metadata.v1.PartitionReassignment
+	64, // 40: dmq.metadata.v1.RebalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
+	64, // 41: dmq.metadata.v1.DescribeBalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
+	57, // 42: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
+	57, // 43: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	65, // 44: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
+	55, // 45: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 46: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
+	54, // 47: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	55, // 48: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	65, // 49: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
+	54, // 50: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	66, // 51: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	55, // 52: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	54, // 53: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	67, // 54: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
+	68, // 55: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
+	67, // 56: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
+	4,  // 57: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
+	6,  // 58: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
+	8,  // 59: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
+	10, // 60: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
+	12, // 61: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	12, // 62: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	14, // 63: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	16, // 64: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	18, // 65: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
+	21, // 66: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
+	23, // 67: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
+	26, // 68: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
+	30, // 69: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:input_type -> dmq.metadata.v1.AlterPartitionReassignmentsRequest
+	33, // 70: dmq.metadata.v1.MetadataService.ListPartitionReassignments:input_type -> dmq.metadata.v1.ListPartitionReassignmentsRequest
+	35, // 71: dmq.metadata.v1.MetadataService.Rebalance:input_type -> dmq.metadata.v1.RebalanceRequest
+	37, // 72: dmq.metadata.v1.MetadataService.DescribeBalance:input_type -> dmq.metadata.v1.DescribeBalanceRequest
+	39, // 73: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	41, // 74: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	43, // 75: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	45, // 76: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	47, // 77: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	2,  // 78: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
+	49, // 79: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	49, // 80: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	69, // 81: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	70, // 82: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	51, // 83: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	5,  // 84: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	7,  // 85: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	9,  // 86: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	11, // 87: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	13, // 88: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	13, // 89: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	15, // 90: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	17, // 91: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	20, // 92: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
+	22, // 93: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
+	25, // 94: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
+	29, // 95: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
+	32, // 96: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:output_type -> dmq.metadata.v1.AlterPartitionReassignmentsResponse
+	34, // 97: dmq.metadata.v1.MetadataService.ListPartitionReassignments:output_type -> dmq.metadata.v1.ListPartitionReassignmentsResponse
+	36, // 98: dmq.metadata.v1.MetadataService.Rebalance:output_type -> dmq.metadata.v1.RebalanceResponse
+	38, // 99: dmq.metadata.v1.MetadataService.DescribeBalance:output_type -> dmq.metadata.v1.DescribeBalanceResponse
+	40, // 100: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	42, // 101: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	44, // 102: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	46, // 103: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	48, // 104: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	3,  // 105: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	50, // 106: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	71, // 107: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	72, // 108: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	13, // 109: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	52, // 110: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	84, // [84:111] is the sub-list for method output_type
+	57, // [57:84] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_metadata_service_proto_init() }
@@ -3585,10 +3843,10 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[13].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[15].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[17].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[40].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[42].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[44].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[48].OneofWrappers = []any{
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[46].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[48].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[52].OneofWrappers = []any{
 		(*WatchMetadataResponse_Delta)(nil),
 		(*WatchMetadataResponse_FullState)(nil),
 	}
@@ -3598,7 +3856,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_metadata_service_proto_rawDesc), len(file_dmq_metadata_v1_metadata_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

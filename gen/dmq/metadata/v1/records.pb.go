@@ -58,6 +58,7 @@ type Record struct {
 	//	*Record_DeleteTopics
 	//	*Record_AlterConfigs
 	//	*Record_AlterPartitionReassignments
+	//	*Record_Rebalance
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -272,6 +273,15 @@ func (x *Record) GetAlterPartitionReassignments() *AlterPartitionReassignmentsRe
 	return nil
 }
 
+func (x *Record) GetRebalance() *RebalanceRecord {
+	if x != nil {
+		if x, ok := x.Body.(*Record_Rebalance); ok {
+			return x.Rebalance
+		}
+	}
+	return nil
+}
+
 type isRecord_Body interface {
 	isRecord_Body()
 }
@@ -340,6 +350,10 @@ type Record_AlterPartitionReassignments struct {
 	AlterPartitionReassignments *AlterPartitionReassignmentsRecord `protobuf:"bytes,25,opt,name=alter_partition_reassignments,json=alterPartitionReassignments,proto3,oneof"`
 }
 
+type Record_Rebalance struct {
+	Rebalance *RebalanceRecord `protobuf:"bytes,26,opt,name=rebalance,proto3,oneof"`
+}
+
 func (*Record_NoOp) isRecord_Body() {}
 
 func (*Record_RegisterBroker) isRecord_Body() {}
@@ -371,6 +385,8 @@ func (*Record_DeleteTopics) isRecord_Body() {}
 func (*Record_AlterConfigs) isRecord_Body() {}
 
 func (*Record_AlterPartitionReassignments) isRecord_Body() {}
+
+func (*Record_Rebalance) isRecord_Body() {}
 
 // Opens a client session; its id is the index of this record. A session
 // expires when no request of it has been applied for timeout_ms of the state
@@ -1161,6 +1177,72 @@ func (x *AlterPartitionReassignmentsRecord) GetReassignments() []*PartitionReass
 	return nil
 }
 
+// A balancing plan, computed by the proposing controller from its state
+// (package balance) and carried here so that every controller executes the
+// same moves: reassignments started in order, at most max_moving
+// partitions moving at once, the next started as one completes. It
+// replaces any plan still running.
+type RebalanceRecord struct {
+	state     protoimpl.MessageState   `protogen:"open.v1"`
+	Moves     []*PartitionReassignment `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	MaxMoving int32                    `protobuf:"varint,2,opt,name=max_moving,json=maxMoving,proto3" json:"max_moving,omitempty"`
+	// Brokers the plan empties (decommissioned).
+	Drain         []int32 `protobuf:"varint,3,rep,packed,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRecord) Reset() {
+	*x = RebalanceRecord{}
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRecord) ProtoMessage() {}
+
+func (x *RebalanceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRecord.ProtoReflect.Descriptor instead.
+func (*RebalanceRecord) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RebalanceRecord) GetMoves() []*PartitionReassignment {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *RebalanceRecord) GetMaxMoving() int32 {
+	if x != nil {
+		return x.MaxMoving
+	}
+	return 0
+}
+
+func (x *RebalanceRecord) GetDrain() []int32 {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
 type CreatePartitionsRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -1173,7 +1255,7 @@ type CreatePartitionsRecord struct {
 
 func (x *CreatePartitionsRecord) Reset() {
 	*x = CreatePartitionsRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1267,7 @@ func (x *CreatePartitionsRecord) String() string {
 func (*CreatePartitionsRecord) ProtoMessage() {}
 
 func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1280,7 @@ func (x *CreatePartitionsRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRecord.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{14}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreatePartitionsRecord) GetTopic() string {
@@ -1238,7 +1320,7 @@ type AlterPartitionRecord struct {
 
 func (x *AlterPartitionRecord) Reset() {
 	*x = AlterPartitionRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1332,7 @@ func (x *AlterPartitionRecord) String() string {
 func (*AlterPartitionRecord) ProtoMessage() {}
 
 func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1345,7 @@ func (x *AlterPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRecord.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{15}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AlterPartitionRecord) GetBrokerId() int32 {
@@ -1330,7 +1412,7 @@ type ElectLeadersRecord struct {
 
 func (x *ElectLeadersRecord) Reset() {
 	*x = ElectLeadersRecord{}
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1424,7 @@ func (x *ElectLeadersRecord) String() string {
 func (*ElectLeadersRecord) ProtoMessage() {}
 
 func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_records_proto_msgTypes[16]
+	mi := &file_dmq_metadata_v1_records_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1437,7 @@ func (x *ElectLeadersRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRecord.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRecord) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{16}
+	return file_dmq_metadata_v1_records_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ElectLeadersRecord) GetTargets() []*TopicPartitions {
@@ -1376,7 +1458,7 @@ var File_dmq_metadata_v1_records_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\xc8\v\n" +
+	"\x1ddmq/metadata/v1/records.proto\x12\x0fdmq.metadata.v1\x1a\x1bdmq/metadata/v1/types.proto\"\x8a\f\n" +
 	"\x06Record\x129\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\v2\x1a.dmq.metadata.v1.RequestIdR\trequestId\x12\x1f\n" +
@@ -1400,7 +1482,8 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\rcreate_topics\x18\x16 \x01(\v2#.dmq.metadata.v1.CreateTopicsRecordH\x00R\fcreateTopics\x12J\n" +
 	"\rdelete_topics\x18\x17 \x01(\v2#.dmq.metadata.v1.DeleteTopicsRecordH\x00R\fdeleteTopics\x12J\n" +
 	"\ralter_configs\x18\x18 \x01(\v2#.dmq.metadata.v1.AlterConfigsRecordH\x00R\falterConfigs\x12x\n" +
-	"\x1dalter_partition_reassignments\x18\x19 \x01(\v22.dmq.metadata.v1.AlterPartitionReassignmentsRecordH\x00R\x1balterPartitionReassignmentsB\x06\n" +
+	"\x1dalter_partition_reassignments\x18\x19 \x01(\v22.dmq.metadata.v1.AlterPartitionReassignmentsRecordH\x00R\x1balterPartitionReassignments\x12@\n" +
+	"\trebalance\x18\x1a \x01(\v2 .dmq.metadata.v1.RebalanceRecordH\x00R\trebalanceB\x06\n" +
 	"\x04body\"O\n" +
 	"\x11OpenSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1d\n" +
@@ -1452,7 +1535,12 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\frequest_size\x18\x02 \x01(\x05R\vrequestSize\x12'\n" +
 	"\x0frequest_indexes\x18\x03 \x03(\x05R\x0erequestIndexes\"q\n" +
 	"!AlterPartitionReassignmentsRecord\x12L\n" +
-	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\"\x82\x01\n" +
+	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\"\x84\x01\n" +
+	"\x0fRebalanceRecord\x12<\n" +
+	"\x05moves\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\x05moves\x12\x1d\n" +
+	"\n" +
+	"max_moving\x18\x02 \x01(\x05R\tmaxMoving\x12\x14\n" +
+	"\x05drain\x18\x03 \x03(\x05R\x05drain\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
@@ -1481,7 +1569,7 @@ func file_dmq_metadata_v1_records_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_records_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_dmq_metadata_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*Record)(nil),                            // 0: dmq.metadata.v1.Record
 	(*OpenSessionRecord)(nil),                 // 1: dmq.metadata.v1.OpenSessionRecord
@@ -1497,17 +1585,18 @@ var file_dmq_metadata_v1_records_proto_goTypes = []any{
 	(*DeleteTopicsRecord)(nil),                // 11: dmq.metadata.v1.DeleteTopicsRecord
 	(*AlterConfigsRecord)(nil),                // 12: dmq.metadata.v1.AlterConfigsRecord
 	(*AlterPartitionReassignmentsRecord)(nil), // 13: dmq.metadata.v1.AlterPartitionReassignmentsRecord
-	(*CreatePartitionsRecord)(nil),            // 14: dmq.metadata.v1.CreatePartitionsRecord
-	(*AlterPartitionRecord)(nil),              // 15: dmq.metadata.v1.AlterPartitionRecord
-	(*ElectLeadersRecord)(nil),                // 16: dmq.metadata.v1.ElectLeadersRecord
-	(*RequestId)(nil),                         // 17: dmq.metadata.v1.RequestId
-	(*TopicConfig)(nil),                       // 18: dmq.metadata.v1.TopicConfig
-	(*ResourceConfigChanges)(nil),             // 19: dmq.metadata.v1.ResourceConfigChanges
-	(*PartitionReassignment)(nil),             // 20: dmq.metadata.v1.PartitionReassignment
-	(*TopicPartitions)(nil),                   // 21: dmq.metadata.v1.TopicPartitions
+	(*RebalanceRecord)(nil),                   // 14: dmq.metadata.v1.RebalanceRecord
+	(*CreatePartitionsRecord)(nil),            // 15: dmq.metadata.v1.CreatePartitionsRecord
+	(*AlterPartitionRecord)(nil),              // 16: dmq.metadata.v1.AlterPartitionRecord
+	(*ElectLeadersRecord)(nil),                // 17: dmq.metadata.v1.ElectLeadersRecord
+	(*RequestId)(nil),                         // 18: dmq.metadata.v1.RequestId
+	(*TopicConfig)(nil),                       // 19: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),             // 20: dmq.metadata.v1.ResourceConfigChanges
+	(*PartitionReassignment)(nil),             // 21: dmq.metadata.v1.PartitionReassignment
+	(*TopicPartitions)(nil),                   // 22: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
-	17, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
+	18, // 0: dmq.metadata.v1.Record.request_id:type_name -> dmq.metadata.v1.RequestId
 	2,  // 1: dmq.metadata.v1.Record.no_op:type_name -> dmq.metadata.v1.NoOpRecord
 	3,  // 2: dmq.metadata.v1.Record.register_broker:type_name -> dmq.metadata.v1.RegisterBrokerRecord
 	4,  // 3: dmq.metadata.v1.Record.unregister_broker:type_name -> dmq.metadata.v1.UnregisterBrokerRecord
@@ -1516,24 +1605,26 @@ var file_dmq_metadata_v1_records_proto_depIdxs = []int32{
 	7,  // 6: dmq.metadata.v1.Record.begin_controlled_shutdown:type_name -> dmq.metadata.v1.BeginControlledShutdownRecord
 	8,  // 7: dmq.metadata.v1.Record.create_topic:type_name -> dmq.metadata.v1.CreateTopicRecord
 	9,  // 8: dmq.metadata.v1.Record.delete_topic:type_name -> dmq.metadata.v1.DeleteTopicRecord
-	14, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
-	15, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
-	16, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
+	15, // 9: dmq.metadata.v1.Record.create_partitions:type_name -> dmq.metadata.v1.CreatePartitionsRecord
+	16, // 10: dmq.metadata.v1.Record.alter_partition:type_name -> dmq.metadata.v1.AlterPartitionRecord
+	17, // 11: dmq.metadata.v1.Record.elect_leaders:type_name -> dmq.metadata.v1.ElectLeadersRecord
 	1,  // 12: dmq.metadata.v1.Record.open_session:type_name -> dmq.metadata.v1.OpenSessionRecord
 	10, // 13: dmq.metadata.v1.Record.create_topics:type_name -> dmq.metadata.v1.CreateTopicsRecord
 	11, // 14: dmq.metadata.v1.Record.delete_topics:type_name -> dmq.metadata.v1.DeleteTopicsRecord
 	12, // 15: dmq.metadata.v1.Record.alter_configs:type_name -> dmq.metadata.v1.AlterConfigsRecord
 	13, // 16: dmq.metadata.v1.Record.alter_partition_reassignments:type_name -> dmq.metadata.v1.AlterPartitionReassignmentsRecord
-	18, // 17: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
-	8,  // 18: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
-	19, // 19: dmq.metadata.v1.AlterConfigsRecord.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
-	20, // 20: dmq.metadata.v1.AlterPartitionReassignmentsRecord.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
-	21, // 21: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	14, // 17: dmq.metadata.v1.Record.rebalance:type_name -> dmq.metadata.v1.RebalanceRecord
+	19, // 18: dmq.metadata.v1.CreateTopicRecord.config:type_name -> dmq.metadata.v1.TopicConfig
+	8,  // 19: dmq.metadata.v1.CreateTopicsRecord.topics:type_name -> dmq.metadata.v1.CreateTopicRecord
+	20, // 20: dmq.metadata.v1.AlterConfigsRecord.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	21, // 21: dmq.metadata.v1.AlterPartitionReassignmentsRecord.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
+	21, // 22: dmq.metadata.v1.RebalanceRecord.moves:type_name -> dmq.metadata.v1.PartitionReassignment
+	22, // 23: dmq.metadata.v1.ElectLeadersRecord.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_records_proto_init() }
@@ -1559,6 +1650,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_DeleteTopics)(nil),
 		(*Record_AlterConfigs)(nil),
 		(*Record_AlterPartitionReassignments)(nil),
+		(*Record_Rebalance)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1566,7 +1658,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_records_proto_rawDesc), len(file_dmq_metadata_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -899,6 +899,111 @@ func (x *PartitionReassignment) GetReplicas() []int32 {
 	return nil
 }
 
+// The progress of the last balancing plan.
+type BalanceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Moves in the plan; started as reassignments; skipped (refused when
+	// their turn came: a broker gone, the partition deleted); waiting.
+	Planned   int32   `protobuf:"varint,1,opt,name=planned,proto3" json:"planned,omitempty"`
+	Started   int32   `protobuf:"varint,2,opt,name=started,proto3" json:"started,omitempty"`
+	Skipped   int32   `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Pending   int32   `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`
+	MaxMoving int32   `protobuf:"varint,5,opt,name=max_moving,json=maxMoving,proto3" json:"max_moving,omitempty"`
+	Draining  []int32 `protobuf:"varint,6,rep,packed,name=draining,proto3" json:"draining,omitempty"`
+	// The version at which the plan was recorded; 0 when there is none.
+	SinceVersion int64 `protobuf:"varint,7,opt,name=since_version,json=sinceVersion,proto3" json:"since_version,omitempty"`
+	// Partitions moving now, by any reassignment.
+	Moving        int32 `protobuf:"varint,8,opt,name=moving,proto3" json:"moving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BalanceStatus) Reset() {
+	*x = BalanceStatus{}
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BalanceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BalanceStatus) ProtoMessage() {}
+
+func (x *BalanceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BalanceStatus.ProtoReflect.Descriptor instead.
+func (*BalanceStatus) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BalanceStatus) GetPlanned() int32 {
+	if x != nil {
+		return x.Planned
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetStarted() int32 {
+	if x != nil {
+		return x.Started
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetSkipped() int32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetMaxMoving() int32 {
+	if x != nil {
+		return x.MaxMoving
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetDraining() []int32 {
+	if x != nil {
+		return x.Draining
+	}
+	return nil
+}
+
+func (x *BalanceStatus) GetSinceVersion() int64 {
+	if x != nil {
+		return x.SinceVersion
+	}
+	return 0
+}
+
+func (x *BalanceStatus) GetMoving() int32 {
+	if x != nil {
+		return x.Moving
+	}
+	return 0
+}
+
 // A reassignment in progress.
 type OngoingReassignment struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -914,7 +1019,7 @@ type OngoingReassignment struct {
 
 func (x *OngoingReassignment) Reset() {
 	*x = OngoingReassignment{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1031,7 @@ func (x *OngoingReassignment) String() string {
 func (*OngoingReassignment) ProtoMessage() {}
 
 func (x *OngoingReassignment) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1044,7 @@ func (x *OngoingReassignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OngoingReassignment.ProtoReflect.Descriptor instead.
 func (*OngoingReassignment) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OngoingReassignment) GetTopic() string {
@@ -994,7 +1099,7 @@ type Topic struct {
 
 func (x *Topic) Reset() {
 	*x = Topic{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1111,7 @@ func (x *Topic) String() string {
 func (*Topic) ProtoMessage() {}
 
 func (x *Topic) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1124,7 @@ func (x *Topic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topic.ProtoReflect.Descriptor instead.
 func (*Topic) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Topic) GetName() string {
@@ -1077,7 +1182,7 @@ type ClusterState struct {
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1194,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1207,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClusterState) GetMetadataVersion() int64 {
@@ -1148,7 +1253,7 @@ type MetadataDelta struct {
 
 func (x *MetadataDelta) Reset() {
 	*x = MetadataDelta{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1265,7 @@ func (x *MetadataDelta) String() string {
 func (*MetadataDelta) ProtoMessage() {}
 
 func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1278,7 @@ func (x *MetadataDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataDelta.ProtoReflect.Descriptor instead.
 func (*MetadataDelta) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MetadataDelta) GetFromVersion() int64 {
@@ -1244,7 +1349,7 @@ type RequestId struct {
 
 func (x *RequestId) Reset() {
 	*x = RequestId{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1361,7 @@ func (x *RequestId) String() string {
 func (*RequestId) ProtoMessage() {}
 
 func (x *RequestId) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1374,7 @@ func (x *RequestId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestId.ProtoReflect.Descriptor instead.
 func (*RequestId) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestId) GetClientId() string {
@@ -1304,7 +1409,7 @@ type TopicPartitions struct {
 
 func (x *TopicPartitions) Reset() {
 	*x = TopicPartitions{}
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1421,7 @@ func (x *TopicPartitions) String() string {
 func (*TopicPartitions) ProtoMessage() {}
 
 func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_types_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1434,7 @@ func (x *TopicPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitions.ProtoReflect.Descriptor instead.
 func (*TopicPartitions) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_dmq_metadata_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TopicPartitions) GetTopic() string {
@@ -1402,7 +1507,17 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x15PartitionReassignment\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
-	"\breplicas\x18\x03 \x03(\x05R\breplicas\"\xbb\x01\n" +
+	"\breplicas\x18\x03 \x03(\x05R\breplicas\"\xef\x01\n" +
+	"\rBalanceStatus\x12\x18\n" +
+	"\aplanned\x18\x01 \x01(\x05R\aplanned\x12\x18\n" +
+	"\astarted\x18\x02 \x01(\x05R\astarted\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\x05R\askipped\x12\x18\n" +
+	"\apending\x18\x04 \x01(\x05R\apending\x12\x1d\n" +
+	"\n" +
+	"max_moving\x18\x05 \x01(\x05R\tmaxMoving\x12\x1a\n" +
+	"\bdraining\x18\x06 \x03(\x05R\bdraining\x12#\n" +
+	"\rsince_version\x18\a \x01(\x03R\fsinceVersion\x12\x16\n" +
+	"\x06moving\x18\b \x01(\x05R\x06moving\"\xbb\x01\n" +
 	"\x13OngoingReassignment\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
@@ -1490,7 +1605,7 @@ func file_dmq_metadata_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_dmq_metadata_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_dmq_metadata_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_dmq_metadata_v1_types_proto_goTypes = []any{
 	(ErrorCode)(0),                // 0: dmq.metadata.v1.ErrorCode
 	(ConfigSource)(0),             // 1: dmq.metadata.v1.ConfigSource
@@ -1503,12 +1618,13 @@ var file_dmq_metadata_v1_types_proto_goTypes = []any{
 	(*ResourceConfigChanges)(nil), // 8: dmq.metadata.v1.ResourceConfigChanges
 	(*Partition)(nil),             // 9: dmq.metadata.v1.Partition
 	(*PartitionReassignment)(nil), // 10: dmq.metadata.v1.PartitionReassignment
-	(*OngoingReassignment)(nil),   // 11: dmq.metadata.v1.OngoingReassignment
-	(*Topic)(nil),                 // 12: dmq.metadata.v1.Topic
-	(*ClusterState)(nil),          // 13: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),         // 14: dmq.metadata.v1.MetadataDelta
-	(*RequestId)(nil),             // 15: dmq.metadata.v1.RequestId
-	(*TopicPartitions)(nil),       // 16: dmq.metadata.v1.TopicPartitions
+	(*BalanceStatus)(nil),         // 11: dmq.metadata.v1.BalanceStatus
+	(*OngoingReassignment)(nil),   // 12: dmq.metadata.v1.OngoingReassignment
+	(*Topic)(nil),                 // 13: dmq.metadata.v1.Topic
+	(*ClusterState)(nil),          // 14: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),         // 15: dmq.metadata.v1.MetadataDelta
+	(*RequestId)(nil),             // 16: dmq.metadata.v1.RequestId
+	(*TopicPartitions)(nil),       // 17: dmq.metadata.v1.TopicPartitions
 }
 var file_dmq_metadata_v1_types_proto_depIdxs = []int32{
 	2,  // 0: dmq.metadata.v1.ConfigResource.type:type_name -> dmq.metadata.v1.ConfigResource.Type
@@ -1518,9 +1634,9 @@ var file_dmq_metadata_v1_types_proto_depIdxs = []int32{
 	5,  // 4: dmq.metadata.v1.Topic.config:type_name -> dmq.metadata.v1.TopicConfig
 	9,  // 5: dmq.metadata.v1.Topic.partitions:type_name -> dmq.metadata.v1.Partition
 	4,  // 6: dmq.metadata.v1.ClusterState.brokers:type_name -> dmq.metadata.v1.Broker
-	12, // 7: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
+	13, // 7: dmq.metadata.v1.ClusterState.topics:type_name -> dmq.metadata.v1.Topic
 	4,  // 8: dmq.metadata.v1.MetadataDelta.upserted_brokers:type_name -> dmq.metadata.v1.Broker
-	12, // 9: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
+	13, // 9: dmq.metadata.v1.MetadataDelta.upserted_topics:type_name -> dmq.metadata.v1.Topic
 	9,  // 10: dmq.metadata.v1.MetadataDelta.changed_partitions:type_name -> dmq.metadata.v1.Partition
 	11, // [11:11] is the sub-list for method output_type
 	11, // [11:11] is the sub-list for method input_type
@@ -1540,7 +1656,7 @@ func file_dmq_metadata_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_types_proto_rawDesc), len(file_dmq_metadata_v1_types_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

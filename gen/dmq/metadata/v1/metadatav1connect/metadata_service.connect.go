@@ -81,6 +81,12 @@ const (
 	// MetadataServiceListPartitionReassignmentsProcedure is the fully-qualified name of the
 	// MetadataService's ListPartitionReassignments RPC.
 	MetadataServiceListPartitionReassignmentsProcedure = "/dmq.metadata.v1.MetadataService/ListPartitionReassignments"
+	// MetadataServiceRebalanceProcedure is the fully-qualified name of the MetadataService's Rebalance
+	// RPC.
+	MetadataServiceRebalanceProcedure = "/dmq.metadata.v1.MetadataService/Rebalance"
+	// MetadataServiceDescribeBalanceProcedure is the fully-qualified name of the MetadataService's
+	// DescribeBalance RPC.
+	MetadataServiceDescribeBalanceProcedure = "/dmq.metadata.v1.MetadataService/DescribeBalance"
 	// MetadataServiceListTopicsProcedure is the fully-qualified name of the MetadataService's
 	// ListTopics RPC.
 	MetadataServiceListTopicsProcedure = "/dmq.metadata.v1.MetadataService/ListTopics"
@@ -158,6 +164,12 @@ type MetadataServiceClient interface {
 	// or fails on its own.
 	AlterPartitionReassignments(context.Context, *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error)
 	ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error)
+	// Computes a plan that balances replicas and preferred leaders across the
+	// live brokers within rack constraints (or empties the brokers to
+	// decommission) and executes it as reassignments, at most max_moving
+	// partitions at once. dry_run answers the plan, changing nothing.
+	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceResponse], error)
+	DescribeBalance(context.Context, *connect.Request[v1.DescribeBalanceRequest]) (*connect.Response[v1.DescribeBalanceResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -286,6 +298,19 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		rebalance: connect.NewClient[v1.RebalanceRequest, v1.RebalanceResponse](
+			httpClient,
+			baseURL+MetadataServiceRebalanceProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("Rebalance")),
+			connect.WithClientOptions(opts...),
+		),
+		describeBalance: connect.NewClient[v1.DescribeBalanceRequest, v1.DescribeBalanceResponse](
+			httpClient,
+			baseURL+MetadataServiceDescribeBalanceProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("DescribeBalance")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listTopics: connect.NewClient[v1.ListTopicsRequest, v1.ListTopicsResponse](
 			httpClient,
 			baseURL+MetadataServiceListTopicsProcedure,
@@ -377,6 +402,8 @@ type metadataServiceClient struct {
 	describeConfigs             *connect.Client[v1.DescribeConfigsRequest, v1.DescribeConfigsResponse]
 	alterPartitionReassignments *connect.Client[v1.AlterPartitionReassignmentsRequest, v1.AlterPartitionReassignmentsResponse]
 	listPartitionReassignments  *connect.Client[v1.ListPartitionReassignmentsRequest, v1.ListPartitionReassignmentsResponse]
+	rebalance                   *connect.Client[v1.RebalanceRequest, v1.RebalanceResponse]
+	describeBalance             *connect.Client[v1.DescribeBalanceRequest, v1.DescribeBalanceResponse]
 	listTopics                  *connect.Client[v1.ListTopicsRequest, v1.ListTopicsResponse]
 	describeTopic               *connect.Client[v1.DescribeTopicRequest, v1.DescribeTopicResponse]
 	createPartitions            *connect.Client[v1.CreatePartitionsRequest, v1.CreatePartitionsResponse]
@@ -458,6 +485,16 @@ func (c *metadataServiceClient) AlterPartitionReassignments(ctx context.Context,
 // ListPartitionReassignments calls dmq.metadata.v1.MetadataService.ListPartitionReassignments.
 func (c *metadataServiceClient) ListPartitionReassignments(ctx context.Context, req *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error) {
 	return c.listPartitionReassignments.CallUnary(ctx, req)
+}
+
+// Rebalance calls dmq.metadata.v1.MetadataService.Rebalance.
+func (c *metadataServiceClient) Rebalance(ctx context.Context, req *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceResponse], error) {
+	return c.rebalance.CallUnary(ctx, req)
+}
+
+// DescribeBalance calls dmq.metadata.v1.MetadataService.DescribeBalance.
+func (c *metadataServiceClient) DescribeBalance(ctx context.Context, req *connect.Request[v1.DescribeBalanceRequest]) (*connect.Response[v1.DescribeBalanceResponse], error) {
+	return c.describeBalance.CallUnary(ctx, req)
 }
 
 // ListTopics calls dmq.metadata.v1.MetadataService.ListTopics.
@@ -557,6 +594,12 @@ type MetadataServiceHandler interface {
 	// or fails on its own.
 	AlterPartitionReassignments(context.Context, *connect.Request[v1.AlterPartitionReassignmentsRequest]) (*connect.Response[v1.AlterPartitionReassignmentsResponse], error)
 	ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error)
+	// Computes a plan that balances replicas and preferred leaders across the
+	// live brokers within rack constraints (or empties the brokers to
+	// decommission) and executes it as reassignments, at most max_moving
+	// partitions at once. dry_run answers the plan, changing nothing.
+	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceResponse], error)
+	DescribeBalance(context.Context, *connect.Request[v1.DescribeBalanceRequest]) (*connect.Response[v1.DescribeBalanceResponse], error)
 	ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error)
 	DescribeTopic(context.Context, *connect.Request[v1.DescribeTopicRequest]) (*connect.Response[v1.DescribeTopicResponse], error)
 	CreatePartitions(context.Context, *connect.Request[v1.CreatePartitionsRequest]) (*connect.Response[v1.CreatePartitionsResponse], error)
@@ -681,6 +724,19 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceRebalanceHandler := connect.NewUnaryHandler(
+		MetadataServiceRebalanceProcedure,
+		svc.Rebalance,
+		connect.WithSchema(metadataServiceMethods.ByName("Rebalance")),
+		connect.WithHandlerOptions(opts...),
+	)
+	metadataServiceDescribeBalanceHandler := connect.NewUnaryHandler(
+		MetadataServiceDescribeBalanceProcedure,
+		svc.DescribeBalance,
+		connect.WithSchema(metadataServiceMethods.ByName("DescribeBalance")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	metadataServiceListTopicsHandler := connect.NewUnaryHandler(
 		MetadataServiceListTopicsProcedure,
 		svc.ListTopics,
@@ -783,6 +839,10 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceAlterPartitionReassignmentsHandler.ServeHTTP(w, r)
 		case MetadataServiceListPartitionReassignmentsProcedure:
 			metadataServiceListPartitionReassignmentsHandler.ServeHTTP(w, r)
+		case MetadataServiceRebalanceProcedure:
+			metadataServiceRebalanceHandler.ServeHTTP(w, r)
+		case MetadataServiceDescribeBalanceProcedure:
+			metadataServiceDescribeBalanceHandler.ServeHTTP(w, r)
 		case MetadataServiceListTopicsProcedure:
 			metadataServiceListTopicsHandler.ServeHTTP(w, r)
 		case MetadataServiceDescribeTopicProcedure:
@@ -868,6 +928,14 @@ func (UnimplementedMetadataServiceHandler) AlterPartitionReassignments(context.C
 
 func (UnimplementedMetadataServiceHandler) ListPartitionReassignments(context.Context, *connect.Request[v1.ListPartitionReassignmentsRequest]) (*connect.Response[v1.ListPartitionReassignmentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.ListPartitionReassignments is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) Rebalance(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.Rebalance is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) DescribeBalance(context.Context, *connect.Request[v1.DescribeBalanceRequest]) (*connect.Response[v1.DescribeBalanceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DescribeBalance is not implemented"))
 }
 
 func (UnimplementedMetadataServiceHandler) ListTopics(context.Context, *connect.Request[v1.ListTopicsRequest]) (*connect.Response[v1.ListTopicsResponse], error) {

@@ -1,0 +1,49 @@
+package statemachine
+
+import (
+	"testing"
+
+	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func rebalanceRecord(maxMoving int32, moves ...*metadatav1.PartitionReassignment) *metadatav1.Record {
+	return &metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{Moves: moves, MaxMoving: maxMoving}}}
+}
+
+// A plan runs in waves: at most maxMoving partitions move at once, the
+// next starts in the apply that ends one, and a move refused when its turn
+// comes is skipped.
+func TestRebalanceRunsInWaves(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	h.mustApply(createTopicRecord("b", 1, 1, 1, 2))
+	h.mustApply(createTopicRecord("gone", 1, 1, 2, 3))
+	to := map[string]int32{}
+	for _, name := range []string{"a", "b", "gone"} {
+		to[name] = h.sm.Topic(name).Partitions[0].Replicas[0]%3 + 1
+	}
+	other := func(name string) int32 { return to[name] }
+	moves := []*metadatav1.PartitionReassignment{target("a", 0, other("a")), target("gone", 0, other("gone")), target("b", 0, other("b"))}
+	h.mustApply(rebalanceRecord(1, moves...))
+	status := h.sm.BalanceStatus()
+	assert.Equal(t, []int32{3, 1, 0, 2, 1}, []int32{status.Planned, status.Started, status.Skipped, status.Pending, status.Moving})
+
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "gone"}}})
+	restored, err := Restore(h.sm.Snapshot())
+	require.NoError(t, err)
+	assert.Equal(t, h.sm.BalanceStatus(), restored.BalanceStatus(), "a plan in progress survives a snapshot")
+
+	// a's new replica catches up: a completes, "gone" is skipped, b starts.
+	p := h.sm.Topic("a").Partitions[0]
+	require.Nil(t, h.isrChange("a", 0, append(p.Isr, other("a"))...).Err)
+	status = h.sm.BalanceStatus()
+	assert.Equal(t, []int32{3, 2, 1, 0, 1}, []int32{status.Planned, status.Started, status.Skipped, status.Pending, status.Moving})
+	assert.Equal(t, []int32{other("b")}, h.sm.Topic("b").Partitions[0].AddingReplicas)
+
+	h.mustFail(rebalanceRecord(0, moves...), metadatav1.ErrorCode_INVALID_REQUEST)
+}
