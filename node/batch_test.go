@@ -230,3 +230,31 @@ func TestRebalancePlansAndRuns(t *testing.T) {
 	out, _ = rebalance(&metadatav1.RebalanceRequest{Decommission: []int32{9}})
 	assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_BROKER, out.Err.GetCode())
 }
+
+// A broker that registers for the first time gets its share through a
+// plan the active controller proposes on its own (RebalanceOnJoin); one
+// that comes back does not start another.
+func TestBrokerJoiningForTheFirstTimeIsGivenItsShare(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 2, 2), done) }).Err)
+	}
+	require.Zero(t, leader.StateMachine().BalanceStatus().GetPlanned(), "brokers that join an empty cluster need no move")
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	c.process()
+	c.tick(2)
+	status := leader.StateMachine().BalanceStatus()
+	assert.Equal(t, int32(4), status.GetPlanned(), "12 replicas on 3 brokers: 4 move to the new one")
+	assert.Contains(t, c.eventsOf(1, EventRebalance, 0)[0].Detail, "4 moves")
+
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: 3}, done) }).Err)
+	since := status.GetSinceVersion()
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	c.process()
+	c.tick(2)
+	assert.Equal(t, since, leader.StateMachine().BalanceStatus().GetSinceVersion(), "a broker that comes back starts no plan")
+}

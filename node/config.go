@@ -61,6 +61,9 @@ type Config struct {
 	// bounds the partitions moved per pass.
 	RebalanceInterval     time.Duration
 	RebalanceElectionsMax int
+	// RebalanceOnJoin has the active controller plan and run a balancing
+	// (package balance) when a broker registers for the first time.
+	RebalanceOnJoin bool
 	// PushBackoffMin and PushBackoffMax bound the retry delay of a push.
 	PushBackoffMin time.Duration
 	PushBackoffMax time.Duration

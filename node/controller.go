@@ -104,7 +104,7 @@ func (n *Node) sessionLive(id int32, now time.Time) bool {
 // afterApply keeps the controller's soft state in step with applied
 // records, on every node (so that a future leader needs no catch-up), and
 // marks the metadata changed.
-func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
+func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result, joined bool) {
 	if _, noop := record.Body.(*metadatav1.Record_NoOp); noop {
 		return
 	}
@@ -120,6 +120,9 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result) {
 		delete(n.controller.unfenceTarget, id)
 		// A new incarnation holds nothing it is known to hold.
 		n.forgetTarget(id)
+		if joined && n.cfg.RebalanceOnJoin {
+			n.rebalanceOnJoin(id)
+		}
 	case *metadatav1.Record_UnregisterBroker:
 		id := body.UnregisterBroker.GetBrokerId()
 		delete(n.controller.lastSeen, id)
@@ -505,4 +508,20 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 	default:
 		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}}
 	}
+}
+
+// rebalanceOnJoin proposes a plan that gives a broker that joined for the
+// first time its share, unless a plan is still running (an operator's
+// decommission, say: a new plan would replace it).
+func (n *Node) rebalanceOnJoin(id int32) {
+	if status := n.sm.BalanceStatus(); status.GetPending() > 0 {
+		return
+	}
+	moves := n.plan(nil)
+	if len(moves) == 0 || statemachine.ValidateRebalance(len(moves), statemachine.RebalanceMovingFirst) != nil {
+		return
+	}
+	n.emit(Event{Kind: EventRebalance, Broker: id, Detail: fmt.Sprintf("%d moves", len(moves))})
+	n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
+		Moves: moves, MaxMoving: statemachine.RebalanceMovingFirst}}}, func(Outcome) {})
 }

@@ -35,6 +35,9 @@ const (
 	// EventStrangerRefused: a Raft message from Peer, which is not a member,
 	// was refused.
 	EventStrangerRefused
+	// EventRebalance: the active controller planned a balancing when
+	// Broker joined (Detail says how many moves).
+	EventRebalance
 )
 
 var eventNames = map[EventKind]string{
@@ -45,6 +48,7 @@ var eventNames = map[EventKind]string{
 	EventMembershipChanged: "membership changed", EventRemoved: "this controller was removed from the cluster",
 	EventSnapshotTaken: "snapshot taken", EventSnapshotInstalled: "snapshot installed",
 	EventStrangerRefused: "message from a non-member refused",
+	EventRebalance:       "balancing planned for a broker that joined",
 }
 
 func (k EventKind) String() string {

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"github.com/dmq-project/metadata/internal/planted"
+	"slices"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/storage"
@@ -134,6 +135,11 @@ func (n *Node) applyEntry(entry *raftpb.Entry) {
 			n.sm.ApplyEntry(index, entry.GetData())
 			break
 		}
+		joined := false
+		if r := record.GetRegisterBroker(); r != nil {
+			// A broker never seen before (not registered, not departed).
+			joined = !n.sm.BrokerStatus(r.GetBrokerId()).Registered && !slices.Contains(n.sm.DepartedBrokers(), r.GetBrokerId())
+		}
 		result := n.sm.Apply(index, record)
 		if record.GetProposerId() == n.cfg.ID {
 			if p, ok := n.proposals[record.GetProposalSeq()]; ok && p.term == entry.GetTerm() {
@@ -142,7 +148,7 @@ func (n *Node) applyEntry(entry *raftpb.Entry) {
 			}
 		}
 		if result.Err == nil && !result.Duplicate {
-			n.afterApply(record, result)
+			n.afterApply(record, result, joined)
 		}
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
 		n.applyConfChange(entry)

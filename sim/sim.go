@@ -599,7 +599,7 @@ func (n *simNode) start(store storage.Storage) {
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
 		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
-		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval, SeedResyncInterval: seedResyncInterval,
+		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval, SeedResyncInterval: seedResyncInterval, RebalanceOnJoin: true,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	n.peers, n.removedPeers = s.startingPeers(n.id), map[uint64]bool{}

@@ -286,6 +286,13 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 	if err != nil {
 		return fail(err)
 	}
+	if run := s.balance; run != nil && slices.Contains(run.drain, b.id) {
+		if held := s.replicasOn(b.id); held > 0 {
+			return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
+				"broker %d is being decommissioned and still holds %d replicas: unregister it once dmqctl rebalance status shows none pending and it holds none, or run another plan",
+				b.id, held))
+		}
+	}
 	s.removeFromPartitions(b, c)
 	s.dropFromELRs(b.id, c)
 	delete(s.brokers, b.id)

@@ -90,3 +90,16 @@ func (s *StateMachine) EachPartition(fn func(topic string, index int32, replicas
 		}
 	}
 }
+
+// replicasOn counts the replicas a broker holds.
+func (s *StateMachine) replicasOn(id int32) int {
+	n := 0
+	for _, t := range s.topics { // determinism: a sum
+		for i := range t.partitions {
+			if slices.Contains(t.partitions[i].replicas, id) {
+				n++
+			}
+		}
+	}
+	return n
+}

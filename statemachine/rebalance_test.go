@@ -47,3 +47,23 @@ func TestRebalanceRunsInWaves(t *testing.T) {
 
 	h.mustFail(rebalanceRecord(0, moves...), metadatav1.ErrorCode_INVALID_REQUEST)
 }
+
+// A broker being decommissioned may not unregister while it holds
+// replicas; once emptied, it may.
+func TestDecommissionedBrokerUnregistersOnceEmpty(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(registerRecord(2, ""))
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	from := h.sm.Topic("a").Partitions[0].Replicas[0]
+	to := 3 - from
+	plan := rebalanceRecord(10, target("a", 0, to))
+	plan.GetRebalance().Drain = []int32{from}
+	h.mustApply(plan)
+	unregister := &metadatav1.Record{Body: &metadatav1.Record_UnregisterBroker{UnregisterBroker: &metadatav1.UnregisterBrokerRecord{BrokerId: from}}}
+	err := h.mustFail(unregister, metadatav1.ErrorCode_BROKER_STATE_UNCHANGED)
+	assert.Contains(t, err.Message, "still holds 1 replicas")
+	require.Nil(t, h.isrChange("a", 0, from, to).Err)
+	require.Equal(t, []int32{to}, h.sm.Topic("a").Partitions[0].Replicas)
+	h.mustApply(unregister)
+}

@@ -51,6 +51,9 @@ type Config struct {
 	Replication struct {
 		DefaultReplicationFactor int32 `yaml:"default-replication-factor"`
 		MinISR                   int32 `yaml:"min-ISR"`
+		// RebalanceOnJoin: a broker registering for the first time gets
+		// its share through a balancing plan.
+		RebalanceOnJoin bool `yaml:"rebalance-on-join"`
 	} `yaml:"replication"`
 	Services struct {
 		ConfigPath         string `yaml:"config-path"`
@@ -120,6 +123,7 @@ func defaultConfig() Config {
 	c.Raft.MaxLogEntries = 1000
 	c.Replication.DefaultReplicationFactor = 1
 	c.Replication.MinISR = 1
+	c.Replication.RebalanceOnJoin = true
 	c.Services.ConfigPath = "config/services.json"
 	c.Services.HeartbeatTimeoutMs = 30000
 	c.Services.SeedResyncIntervalMs = int(node.DefaultSeedResyncInterval / time.Millisecond)
@@ -184,6 +188,7 @@ func (c *Config) settings() []setting {
 		intSetting("raft.max-log-entries", "applied entries between snapshots", &c.Raft.MaxLogEntries),
 		intSetting("replication.default-replication-factor", "replication factor of topics that do not say", &c.Replication.DefaultReplicationFactor),
 		intSetting("replication.min-ISR", "default min.insync.replicas", &c.Replication.MinISR),
+		boolSetting("replication.rebalance-on-join", "a broker registering for the first time gets its share of replicas and leaders (a balancing plan)", &c.Replication.RebalanceOnJoin),
 		stringSetting("services.config-path", "services.json naming peers and storage services (none: a lone controller)", &c.Services.ConfigPath),
 		intSetting("services.heartbeat-timeout-ms", "session timeout after which a silent broker is fenced", &c.Services.HeartbeatTimeoutMs),
 		intSetting("services.seed-resync-interval-ms", "how often a seed-rest storage service gets a full state regardless (0: never)", &c.Services.SeedResyncIntervalMs),

@@ -128,6 +128,7 @@ func run(args []string) error {
 			DefaultReplicationFactor: cfg.Replication.DefaultReplicationFactor,
 			DefaultMinISR:            cfg.Replication.MinISR,
 			RebalanceInterval:        node.DefaultRebalanceInterval,
+			RebalanceOnJoin:          cfg.Replication.RebalanceOnJoin,
 		},
 		ClusterID:           cfg.Metadata.ClusterID,
 		DataDir:             cfg.Metadata.DataDir,
