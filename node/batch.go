@@ -291,42 +291,56 @@ func (n *Node) AlterPartitionReassignments(req *metadatav1.AlterPartitionReassig
 // across the eligible brokers (or empty those to decommission), from this
 // controller's state, and proposes the plan; with dry_run it answers the
 // plan only. Partitions moving already are left out of the plan. The plan
-// is computed on the node's goroutine (about 0.4 s for a million
-// partitions, docs/BENCHMARKS.md).
+// is computed off the node's goroutine (Env.Worker): a million partitions
+// take a good fraction of a second (docs/BENCHMARKS.md).
 func (n *Node) Rebalance(req *metadatav1.RebalanceRequest, done func(Outcome, []*metadatav1.PartitionReassignment)) {
+	fail := func(err *statemachine.Error, moves []*metadatav1.PartitionReassignment) {
+		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader}, moves)
+	}
 	maxMoving := req.GetMaxMoving()
 	if maxMoving == 0 {
 		maxMoving = statemachine.RebalanceMovingFirst
 	}
 	if err := statemachine.ValidateRebalance(0, int(maxMoving)); err != nil {
-		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader}, nil)
+		fail(err, nil)
 		return
 	}
 	for _, id := range req.GetDecommission() {
 		if !n.sm.BrokerStatus(id).Registered {
-			done(Outcome{Result: statemachine.Result{Err: &statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_BROKER,
-				Message: fmt.Sprintf("broker %d is not registered", id)}}, LeaderID: n.leader}, nil)
+			fail(&statemachine.Error{Code: metadatav1.ErrorCode_UNKNOWN_BROKER, Message: fmt.Sprintf("broker %d is not registered", id)}, nil)
 			return
 		}
 	}
-	moves := n.plan(req.GetDecommission())
-	if err := statemachine.ValidateRebalance(len(moves), int(maxMoving)); err != nil {
-		done(Outcome{Result: statemachine.Result{Err: err}, LeaderID: n.leader}, moves)
+	if first, ok := n.sm.LookupRequest(req.GetRequestId()); ok && !req.GetDryRun() {
+		// A retry of a plan already applied: its answer, not a new plan.
+		done(Outcome{Result: first, LeaderID: n.leader}, nil)
 		return
 	}
-	if req.GetDryRun() {
-		done(Outcome{Result: statemachine.Result{Version: n.sm.Version()}, LeaderID: n.leader}, moves)
-		return
-	}
-	n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
-		Moves: moves, MaxMoving: maxMoving, Drain: req.GetDecommission()}}}, func(o Outcome) { done(o, moves) })
+	n.planThen(req.GetDecommission(), func(moves []*metadatav1.PartitionReassignment) {
+		if err := statemachine.ValidateRebalance(len(moves), int(maxMoving)); err != nil {
+			fail(err, moves)
+			return
+		}
+		if req.GetDryRun() {
+			done(Outcome{Result: statemachine.Result{Version: n.sm.Version()}, LeaderID: n.leader}, moves)
+			return
+		}
+		n.propose(&metadatav1.Record{RequestId: req.GetRequestId(), Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
+			Moves: moves, MaxMoving: maxMoving, Drain: req.GetDecommission()}}}, func(o Outcome) { done(o, moves) })
+	})
 }
 
-// plan is the balancing plan of this controller's state.
-func (n *Node) plan(drain []int32) []*metadatav1.PartitionReassignment {
+// planThen computes the balancing plan of this controller's state (the
+// partitions not moving, and with no replica on a broker that is gone) off
+// the node's goroutine, then calls then with it
+// on the node's goroutine. The state may have changed by then: apply skips
+// a move that no longer applies.
+func (n *Node) planThen(drain []int32, then func([]*metadatav1.PartitionReassignment)) {
+	// The brokers that may take replicas, and those to drain even when
+	// fenced: the planner moves replicas only off brokers it is given.
 	var brokers []balance.Broker
 	for _, id := range n.sm.BrokerIDs() {
-		if b := n.sm.Broker(id); b != nil && b.GetIsAlive() {
+		if b := n.sm.Broker(id); b != nil && (b.GetIsAlive() || slices.Contains(drain, id)) {
 			brokers = append(brokers, balance.Broker{ID: id, Rack: b.GetRack()})
 		}
 	}
@@ -336,17 +350,38 @@ func (n *Node) plan(drain []int32) []*metadatav1.PartitionReassignment {
 	}
 	var refs []ref
 	var parts []balance.Partition
+	// The replica lists are shared, not copied: apply replaces a
+	// partition's list, never changes it in place.
+	registered := map[int32]bool{}
+	for _, id := range n.sm.BrokerIDs() {
+		registered[id] = true
+	}
 	n.sm.EachPartition(func(topic string, index int32, replicas []int32, moving bool) {
-		if moving {
+		// A partition keeping a replica on a broker that unregistered
+		// cannot complete a move (that replica never rejoins its ISR).
+		if moving || slices.ContainsFunc(replicas, func(id int32) bool { return !registered[id] }) {
 			return
 		}
 		refs = append(refs, ref{topic, index})
 		parts = append(parts, balance.Partition{Replicas: replicas})
 	})
-	var out []*metadatav1.PartitionReassignment
-	for _, m := range balance.Plan(brokers, parts, balance.Options{Drain: drain}) {
-		out = append(out, &metadatav1.PartitionReassignment{Topic: refs[m.Partition].topic, Partition: refs[m.Partition].partition,
-			Replicas: m.Replicas})
+	drain = slices.Clone(drain)
+	n.offload(func() func() {
+		var out []*metadatav1.PartitionReassignment
+		for _, m := range balance.Plan(brokers, parts, balance.Options{Drain: drain}) {
+			out = append(out, &metadatav1.PartitionReassignment{Topic: refs[m.Partition].topic, Partition: refs[m.Partition].partition,
+				Replicas: m.Replicas, ExpectedReplicas: parts[m.Partition].Replicas})
+		}
+		return func() { then(out) }
+	})
+}
+
+// offload runs work through the environment's Worker, or inline without
+// one, and then what it returns on the node's goroutine.
+func (n *Node) offload(work func() func()) {
+	if n.env.Worker == nil {
+		work()()
+		return
 	}
-	return out
+	n.env.Worker.Run(work)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -24,6 +25,18 @@ type controller struct {
 	unfenceTarget map[int32]int64
 	nextRebalance time.Time
 	rebalancing   bool
+	// planning: a balancing plan the controller started itself is being
+	// computed (on joining, or to finish a decommission); nextDrainPlan
+	// is the earliest time to plan again for a decommission.
+	planning      bool
+	nextDrainPlan time.Time
+	// planElected is the version of the last balancing plan whose moves
+	// this controller saw all started, movingSeen the partitions moving
+	// when it last looked, and nextPlanElection the earliest time for the
+	// next election electAfterPlan calls.
+	planElected      int64
+	movingSeen       int32
+	nextPlanElection time.Time
 	// changed: a record applied in this Ready changed the metadata.
 	changed bool
 	// fullState caches the full state of one version: every target that
@@ -80,6 +93,7 @@ func (n *Node) becomeActive() {
 	n.activeAt = now
 	n.emit(Event{Kind: EventBecameActive, Leader: n.cfg.ID})
 	n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
+	n.controller.planElected = n.sm.BalanceStatus().GetSinceVersion()
 	// The leadership's marker in the metadata log; nothing waits on it.
 	n.propose(&metadatav1.Record{Body: &metadatav1.Record_NoOp{NoOp: &metadatav1.NoOpRecord{LeaderId: n.cfg.ID, Term: n.term}}},
 		func(Outcome) {})
@@ -146,6 +160,7 @@ func (n *Node) controllerTick(now time.Time) {
 			n.sendPush(id, t, now)
 		}
 	}
+	n.electAfterPlan(now)
 	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
 		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted.On(planted.NoRebalance) {
@@ -154,6 +169,25 @@ func (n *Node) controllerTick(now time.Time) {
 				func(Outcome) { n.controller.rebalancing = false })
 		}
 	}
+	n.finishDrain(now)
+}
+
+// electAfterPlan brings the next preferred-leader election forward when a
+// balancing plan has started its last move, and as its moves end (at most
+// once a second): the plan balanced preferred leaders, and they should
+// lead now, not a rebalance interval later.
+func (n *Node) electAfterPlan(now time.Time) {
+	status := n.sm.BalanceStatus()
+	c := &n.controller
+	ended := status.GetMoving() < c.movingSeen
+	c.movingSeen = max(c.movingSeen, status.GetMoving())
+	if status.GetSinceVersion() == 0 || status.GetPending() > 0 || now.Before(c.nextPlanElection) ||
+		status.GetSinceVersion() == c.planElected && !ended {
+		return
+	}
+	c.planElected, c.movingSeen = status.GetSinceVersion(), status.GetMoving()
+	c.nextPlanElection = now.Add(time.Second)
+	c.nextRebalance = now
 }
 
 // expireSessions fences every unfenced broker silent past the timeout.
@@ -511,17 +545,73 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 }
 
 // rebalanceOnJoin proposes a plan that gives a broker that joined for the
-// first time its share, unless a plan is still running (an operator's
-// decommission, say: a new plan would replace it).
+// first time its share, unless a plan is still starting moves, being
+// computed, or recorded before this one is ready. A decommission in progress goes on in the new plan: it drains
+// the same brokers.
 func (n *Node) rebalanceOnJoin(id int32) {
-	if status := n.sm.BalanceStatus(); status.GetPending() > 0 {
+	if n.controller.planning || n.sm.BalanceStatus().GetPending() > 0 {
 		return
 	}
-	moves := n.plan(nil)
-	if len(moves) == 0 || statemachine.ValidateRebalance(len(moves), statemachine.RebalanceMovingFirst) != nil {
+	var drain []int32
+	for _, d := range n.sm.BalanceStatus().GetDraining() {
+		if n.sm.BrokerStatus(d).Registered {
+			drain = append(drain, d)
+		}
+	}
+	n.controller.planning = true
+	since := n.sm.BalanceStatus().GetSinceVersion()
+	n.planThen(drain, func(moves []*metadatav1.PartitionReassignment) {
+		n.controller.planning = false
+		// A plan recorded while this one was computed (an operator's
+		// decommission, say) stands.
+		if !n.active || n.sm.BalanceStatus().GetSinceVersion() != since || len(moves) == 0 ||
+			statemachine.ValidateRebalance(len(moves), statemachine.RebalanceMovingFirst) != nil {
+			return
+		}
+		n.emit(Event{Kind: EventRebalance, Broker: id, Detail: fmt.Sprintf("%d moves", len(moves))})
+		n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
+			Moves: moves, MaxMoving: statemachine.RebalanceMovingFirst, Drain: drain}}}, func(Outcome) {})
+	})
+}
+
+// finishDrain plans again for a decommission whose plan has started every
+// move but left replicas on a drained broker (moves skipped or cancelled),
+// keeping the drain and its pace, until the brokers are empty or no move
+// can empty them (too few other brokers: then it looks again a rebalance
+// interval later). At most one such plan a second.
+func (n *Node) finishDrain(now time.Time) {
+	if n.controller.planning || now.Before(n.controller.nextDrainPlan) {
 		return
 	}
-	n.emit(Event{Kind: EventRebalance, Broker: id, Detail: fmt.Sprintf("%d moves", len(moves))})
-	n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
-		Moves: moves, MaxMoving: statemachine.RebalanceMovingFirst}}}, func(Outcome) {})
+	drain := n.sm.UnfinishedDrain()
+	if drain == nil {
+		return
+	}
+	n.controller.planning = true
+	n.controller.nextDrainPlan = now.Add(time.Second)
+	since := n.sm.BalanceStatus().GetSinceVersion()
+	n.planThen(drain, func(moves []*metadatav1.PartitionReassignment) {
+		n.controller.planning = false
+		// Only moves that take a replica off a drained broker, and that
+		// apply will take (a replica that is its partition's only in-sync
+		// one stays): anything else, planned again and again, would only
+		// churn the log.
+		moves = slices.DeleteFunc(moves, func(m *metadatav1.PartitionReassignment) bool {
+			return !slices.ContainsFunc(m.GetExpectedReplicas(), func(id int32) bool {
+				return slices.Contains(drain, id) && !slices.Contains(m.GetReplicas(), id)
+			}) || !n.sm.KeepsInSync(m.GetTopic(), m.GetPartition(), m.GetReplicas())
+		})
+		status := n.sm.BalanceStatus()
+		if !n.active || status.GetSinceVersion() != since ||
+			statemachine.ValidateRebalance(len(moves), int(status.GetMaxMoving())) != nil {
+			return
+		}
+		if len(moves) == 0 {
+			n.controller.nextDrainPlan = n.env.Clock.Now().Add(n.cfg.RebalanceInterval)
+			return
+		}
+		n.emit(Event{Kind: EventDrainReplanned, Broker: drain[0], Detail: fmt.Sprintf("%d moves", len(moves))})
+		n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
+			Moves: moves, MaxMoving: status.GetMaxMoving(), Drain: drain}}}, func(Outcome) {})
+	})
 }

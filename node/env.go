@@ -22,6 +22,18 @@ type Env struct {
 	Observer Observer
 	// Events, if set, hears of what an operator should (see EventKind).
 	Events Events
+	// Worker, if set, runs computations too long for the node's goroutine
+	// (balancing plans); without one they run inline.
+	Worker Worker
+}
+
+// Worker runs pure computations off the node's goroutine. Run must not
+// block: it calls work elsewhere, then the function work returns on the
+// node's goroutine, and never drops it while the node runs. work reads
+// only what it captured, which nobody changes, and touches no node state;
+// what it returns does the rest on the node's goroutine.
+type Worker interface {
+	Run(work func() (then func()))
 }
 
 // Observer watches a node's applied entries. It must not modify them.

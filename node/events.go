@@ -38,6 +38,10 @@ const (
 	// EventRebalance: the active controller planned a balancing when
 	// Broker joined (Detail says how many moves).
 	EventRebalance
+	// EventDrainReplanned: a decommission's plan ran but left replicas on
+	// the drained brokers (Broker is the first); the active controller
+	// planned again (Detail says how many moves).
+	EventDrainReplanned
 )
 
 var eventNames = map[EventKind]string{
@@ -49,6 +53,7 @@ var eventNames = map[EventKind]string{
 	EventSnapshotTaken: "snapshot taken", EventSnapshotInstalled: "snapshot installed",
 	EventStrangerRefused: "message from a non-member refused",
 	EventRebalance:       "balancing planned for a broker that joined",
+	EventDrainReplanned:  "decommission planned again for replicas left behind",
 }
 
 func (k EventKind) String() string {

@@ -170,13 +170,14 @@ func (c *Controller) start(ctx context.Context) error {
 		targets[id] = push.Target{URL: url, Seed: cfg.SeedPush[id]}
 	}
 	pusher := push.New(pushClient, seedPushTLS, targets, c.metrics)
+	worker := &runner.Worker{}
 	if cfg.Node.Logger == nil {
 		cfg.Node.Logger = newRaftLogger(cfg.Logger)
 	}
 	n, err := node.New(cfg.Node, timedStorage{Storage: c.store, seconds: c.metrics.SaveSeconds,
 		snapshotSeconds: c.metrics.SnapshotPersistSeconds}, node.Env{
 		Transport: c.transport, Clock: runner.WallClock{}, Rand: runner.NewRand(), Pusher: pusher,
-		Events: bothEvents{newEventLog(cfg.Logger), c.metrics},
+		Events: bothEvents{newEventLog(cfg.Logger), c.metrics}, Worker: worker,
 	})
 	if err != nil {
 		c.transport.Close()
@@ -201,6 +202,7 @@ func (c *Controller) start(ctx context.Context) error {
 	// busy it is: reports never block and are never dropped.
 	c.transport.Attach(c.runner)
 	pusher.Attach(c.runner.Report)
+	worker.Attach(c.runner.Report)
 	server := api.NewServer(c.runner, api.ServerConfig{Metrics: c.metrics, HTTPS: material != nil, AskIdentity: asker.ask,
 		SeedClusterView: cfg.SeedClusterView})
 	// The Raft handler logs and counts its refusals apart from the

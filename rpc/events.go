@@ -111,7 +111,7 @@ func (l *eventLog) Event(e node.Event) {
 		attrs = append(attrs, slog.Uint64("peer", e.Peer))
 	case node.EventBrokerFenced, node.EventBrokerUnfenced:
 		attrs = append(attrs, slog.Int("broker", int(e.Broker)), slog.Int64("broker_epoch", e.Epoch))
-	case node.EventPushFailing, node.EventPushRecovered, node.EventRebalance:
+	case node.EventPushFailing, node.EventPushRecovered, node.EventRebalance, node.EventDrainReplanned:
 		attrs = append(attrs, slog.Int("broker", int(e.Broker)))
 	case node.EventMembershipChanged:
 		attrs = append(attrs, slog.Uint64("controller", e.Peer), slog.Uint64("index", e.Index))

@@ -65,6 +65,7 @@ func (s *Sim) checkLiveness() {
 		}
 	}
 	s.checkPreferredLeaders(leader)
+	s.checkFinalPlan(leader, s.admin)
 	for _, c := range s.clients {
 		if c.op != nil {
 			s.violate("liveness: client %d's %v is still outstanding at the end", c.id, c.op.input.Kind)

@@ -39,6 +39,8 @@ type golden struct {
 	answeredError map[requestKey]string
 	// off: an index arrived out of order (the check reports it once).
 	off bool
+	// plans are the balancing plans applied, in order.
+	plans []appliedPlan
 	// fencedAt is the index of each fenced broker's last fence.
 	fencedAt map[int32]uint64
 	// preferredOutAt is when, in simulated time, each partition (by
@@ -55,6 +57,16 @@ type golden struct {
 	// clean is, per partition, the replicas known to hold every committed
 	// record (checkElections).
 	clean map[string][]int32
+}
+
+// appliedPlan is a balancing plan the golden replica applied: when, at
+// which index, whether an operator requested it (else the controller made it
+// itself), which brokers it drains.
+type appliedPlan struct {
+	at        time.Duration
+	index     uint64
+	requested bool
+	drain     []int32
 }
 
 type requestKey struct {
@@ -110,6 +122,9 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 	result := apply(g.sm, entry, record)
 	if record != nil {
 		g.checkMoves(s, index, record, moving, originals)
+		if record.GetRebalance() != nil && result.Err == nil {
+			g.plans = append(g.plans, appliedPlan{at: s.now, index: index, requested: record.GetRequestId() != nil, drain: record.GetRebalance().GetDrain()})
+		}
 	}
 	g.checkElections(s, index, record)
 	for _, t := range g.twins {
@@ -257,11 +272,6 @@ func (g *golden) originalsOf(record *metadatav1.Record, moving []*metadatav1.Ong
 // replicas are then the target, and every one of them in the ISR.
 func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, before []*metadatav1.OngoingReassignment, originals map[string][]int32) {
 	named := map[string]bool{}
-	for _, m := range record.GetRebalance().GetMoves() {
-		// A plan's move may re-target a partition that began to move since
-		// it was planned.
-		named[fmt.Sprintf("%s-%d", m.GetTopic(), m.GetPartition())] = true
-	}
 	if ra := record.GetAlterPartitionReassignments(); ra != nil {
 		for _, item := range ra.GetReassignments() {
 			key := fmt.Sprintf("%s-%d", item.GetTopic(), item.GetPartition())
@@ -308,8 +318,8 @@ func (g *golden) checkMoves(s *Sim, index uint64, record *metadatav1.Record, bef
 		target := m.GetReplicas()[:len(m.GetReplicas())-len(m.GetRemovingReplicas())]
 		if !slices.Equal(p.GetReplicas(), target) || len(p.GetIsr()) != len(target) ||
 			slices.ContainsFunc(target, func(id int32) bool { return !slices.Contains(p.GetIsr(), id) }) {
-			s.violate("moves: %s finished its move to %v at %d with replicas %v and ISR %v: not every target replica in the ISR",
-				key, target, index, p.GetReplicas(), p.GetIsr())
+			s.violate("moves: %s finished its move to %v at %d (%T) with replicas %v and ISR %v: not every target replica in the ISR",
+				key, target, index, record.GetBody(), p.GetReplicas(), p.GetIsr())
 		}
 	}
 }

@@ -96,7 +96,10 @@ const (
 	electionTicks     = 10
 	sessionTimeout    = 3 * time.Second
 	heartbeatInterval = 300 * time.Millisecond
-	clientTimeout     = 2 * time.Second
+	// settlingQuiet is how long before the end the services stop
+	// reporting ISR changes, so that the controllers agree at the end.
+	settlingQuiet = 3 * time.Second
+	clientTimeout = 2 * time.Second
 	// callerPatience is the deadline a simulated caller gives one call.
 	callerPatience = 12 * time.Second
 	// clientBackoffMin and clientBackoffMax are client.Config's defaults.

@@ -35,13 +35,14 @@ const (
 	evResume
 	evHeal
 	evSnapshotReport
+	evWork
 )
 
 var eventNames = map[eventKind]string{
 	evDeliver: "deliver", evTick: "tick", evRPC: "rpc", evRPCReply: "rpc-reply", evPush: "push",
 	evPushReply: "push-reply", evServiceBeat: "service-beat", evClientStart: "client-start",
 	evClientTimeout: "client-timeout", evNemesis: "nemesis", evRestart: "restart", evResume: "resume",
-	evHeal: "heal", evSnapshotReport: "snapshot-report",
+	evHeal: "heal", evSnapshotReport: "snapshot-report", evWork: "work",
 }
 
 type eventQueue []*event

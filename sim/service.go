@@ -133,8 +133,13 @@ func (v *service) beat() {
 	if !v.watching && !v.seed && s.rng.IntN(4) == 0 {
 		v.watch(s.randomNodeID())
 	}
-	if !v.altering && !v.seed && s.now < s.writesStopAt() && s.rng.IntN(5) == 0 {
-		v.alterISR(deadline)
+	settling := s.now >= s.writesStopAt()
+	if quiet := s.now >= s.opts.Duration-settlingQuiet; !v.altering && !v.seed && !quiet && (settling || s.rng.IntN(5) == 0) {
+		// Once the writes stop, only changes a follower's state calls
+		// for, at every beat: the ISRs settle, and moves whose targets
+		// catch up end; none in the last seconds, which the controllers
+		// need to agree for the final checks.
+		v.alterISR(deadline, settling)
 	}
 	v.heartbeat(deadline)
 }
@@ -168,8 +173,9 @@ func (v *service) heartbeat(deadline time.Duration) {
 // again (a service that answers) or to shrink it by one that stopped,
 // naming the epochs it holds; a share of changes is random, as lag spikes
 // make them. Stale epochs are refused, which is the point: the controllers
-// decide. It returns false if the service leads nothing to change.
-func (v *service) alterISR(deadline time.Duration) bool {
+// decide. With plannedOnly, no change is by chance. It returns false if the
+// service leads nothing to change.
+func (v *service) alterISR(deadline time.Duration, plannedOnly bool) bool {
 	s := v.sim
 	fetching := func(r int32) bool { return int(r) <= len(s.services) && !s.services[r-1].silent() }
 	type change struct {
@@ -193,7 +199,7 @@ func (v *service) alterISR(deadline time.Duration) bool {
 					changes = append(changes, change{t.GetName(), p, append(slices.Clone(isr), r), true, true})
 				case in && r != v.id && !fetching(r):
 					changes = append(changes, change{t.GetName(), p, slices.DeleteFunc(slices.Clone(isr), func(x int32) bool { return x == r }), false, true})
-				case in && r != v.id && s.rng.IntN(8) == 0:
+				case in && r != v.id && !plannedOnly && s.rng.IntN(8) == 0:
 					changes = append(changes, change{t.GetName(), p, slices.DeleteFunc(slices.Clone(isr), func(x int32) bool { return x == r }), false, false})
 				}
 			}

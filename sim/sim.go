@@ -40,6 +40,8 @@ type Sim struct {
 	now   time.Duration
 	queue eventQueue
 	seq   uint64
+	// admin moves the stable topics and issues the last balancing plan.
+	admin *admin
 
 	nodes    []*simNode
 	services []*service
@@ -274,8 +276,8 @@ func (s *Sim) setup() {
 		s.clients = append(s.clients, c)
 		s.schedule(s.between(200*time.Millisecond, time.Second), evClientStart, uint64(i), 0, c.start)
 	}
-	admin := newAdmin(s)
-	s.schedule(time.Second, evClientStart, 999, 0, admin.start)
+	s.admin = newAdmin(s)
+	s.schedule(time.Second, evClientStart, 999, 0, s.admin.start)
 	s.scheduleNemeses()
 	s.schedule(s.opts.HealAfter, evHeal, 0, 0, s.heal)
 }
@@ -558,6 +560,19 @@ func (n *simNode) Push(broker int32, push node.Push) {
 	n.sim.push(n, broker, push)
 }
 
+// Run is node.Worker: the computation takes a while of simulated time,
+// during which the node goes on and the state moves; its result reaches
+// the process that asked, unless it crashed meanwhile.
+func (n *simNode) Run(work func() func()) {
+	s, inc := n.sim, n.incarnation
+	s.schedule(s.between(time.Millisecond, 300*time.Millisecond), evWork, n.id, 0, func() {
+		if n.node != nil && n.incarnation == inc {
+			work()()
+			n.process()
+		}
+	})
+}
+
 // Applied checks that every node applies the same entry at each index.
 func (n *simNode) Applied(entry *raftpb.Entry) {
 	h := fnv.New64a()
@@ -603,7 +618,7 @@ func (n *simNode) start(store storage.Storage) {
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	n.peers, n.removedPeers = s.startingPeers(n.id), map[uint64]bool{}
-	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n})
+	nd, err := node.New(cfg, store, node.Env{Transport: n, Clock: n, Rand: n, Pusher: n, Observer: n, Worker: n})
 	if err != nil {
 		s.violate("node %d cannot restart from its disk: %v", n.id, err)
 		return

@@ -286,7 +286,7 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 	if err != nil {
 		return fail(err)
 	}
-	if run := s.balance; run != nil && slices.Contains(run.drain, b.id) {
+	if s.draining(b.id) {
 		if held := s.replicasOn(b.id); held > 0 {
 			return fail(errorf(metadatav1.ErrorCode_BROKER_STATE_UNCHANGED,
 				"broker %d is being decommissioned and still holds %d replicas: unregister it once dmqctl rebalance status shows none pending and it holds none, or run another plan",
@@ -509,11 +509,12 @@ func removeID(ids []int32, id int32) []int32 {
 	return out
 }
 
-// eligibleBrokers returns the brokers that may take new replicas, by id.
+// eligibleBrokers returns the brokers that may take new replicas, by id:
+// a broker being decommissioned takes none, or its drain would never end.
 func (s *StateMachine) eligibleBrokers() []*broker {
 	var out []*broker
 	for _, id := range s.sortedBrokerIDs() {
-		if b := s.brokers[id]; b.eligible() {
+		if b := s.brokers[id]; b.eligible() && !s.draining(id) {
 			out = append(out, b)
 		}
 	}
@@ -572,7 +573,7 @@ func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligibl
 	}
 	if int(r.ReplicationFactor) > eligible {
 		return errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"replication factor %d is larger than the %d live brokers", r.ReplicationFactor, eligible)
+			"replication factor %d is larger than the %d live brokers not being decommissioned", r.ReplicationFactor, eligible)
 	}
 	return nil
 }
@@ -619,6 +620,10 @@ func (s *StateMachine) removeTopic(t *topic, c *change) {
 	}
 	c.topics = append(c.topics, t.name)
 	c.deleted = append(c.deleted, t.name)
+	if len(t.moving) > 0 {
+		// Its moves ended with it: room for the plan's next.
+		s.advanceBalance(c)
+	}
 }
 
 func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c *change) Result {
@@ -639,7 +644,7 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 	eligible := s.eligibleBrokers()
 	if int(t.replicationFactor) > len(eligible) {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"topic %q has replication factor %d but only %d brokers are live", r.Topic, t.replicationFactor, len(eligible)))
+			"topic %q has replication factor %d but only %d brokers are live and not being decommissioned", r.Topic, t.replicationFactor, len(eligible)))
 	}
 	t.partitions = placePartitions(t.partitions, newBrokerRing(eligible), int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)

@@ -56,14 +56,16 @@ func (t *topic) setMoving(index int32, m *move) {
 	t.moving[index] = m
 }
 
-// setMoving sets a partition's move, counting the partitions moving; a
-// move that ends makes room for the balancing plan's next.
+// setMoving sets a partition's move (after its replicas), counting the
+// partitions moving; a move that ends makes room for the balancing plan's
+// next, and may leave a replica on a broker being decommissioned.
 func (s *StateMachine) setMoving(t *topic, index int32, m *move) {
 	was := t.movingOf(index) != nil
 	t.setMoving(index, m)
 	switch {
 	case was && m == nil:
 		s.movingCount--
+		s.moveEnded(t.partitions[index].replicas)
 	case !was && m != nil:
 		s.movingCount++
 	}
@@ -137,6 +139,10 @@ func (s *StateMachine) reassign(ra *metadatav1.PartitionReassignment, c *change)
 	}
 	p := &t.partitions[ra.Partition]
 	m := t.movingOf(ra.Partition)
+	if len(ra.ExpectedReplicas) > 0 && (m != nil || !slices.Equal(p.replicas, ra.ExpectedReplicas)) {
+		return errorf(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT, "%s-%d has replicas %v (moving: %v), not the expected %v",
+			ra.Topic, ra.Partition, p.replicas, m != nil, ra.ExpectedReplicas)
+	}
 	original := p.replicas
 	if m != nil {
 		original = m.original
@@ -158,6 +164,9 @@ func (s *StateMachine) reassign(ra *metadatav1.PartitionReassignment, c *change)
 			return errorf(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT, "broker %d is not registered", id)
 		case !slices.Contains(original, id) && !b.eligible():
 			return errorf(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT, "broker %d would join but is fenced or shutting down", id)
+		case !slices.Contains(original, id) && s.draining(id):
+			return errorf(metadatav1.ErrorCode_INVALID_REPLICA_ASSIGNMENT,
+				"broker %d would join but is being decommissioned (dmqctl rebalance status); a plan without it ends that", id)
 		}
 	}
 	next := newMove(original, ra.Replicas)

@@ -67,3 +67,77 @@ func TestDecommissionedBrokerUnregistersOnceEmpty(t *testing.T) {
 	require.Equal(t, []int32{to}, h.sm.Topic("a").Partitions[0].Replicas)
 	h.mustApply(unregister)
 }
+
+// Deleting a topic whose partition is moving makes room for the plan's
+// next move, in that apply: nothing else would start it.
+func TestDeletingAMovingTopicStartsThePlansNextMove(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	h.mustApply(createTopicRecord("b", 1, 1, 1, 2))
+	other := func(name string) int32 { return h.sm.Topic(name).Partitions[0].Replicas[0]%3 + 1 }
+	h.mustApply(rebalanceRecord(1, target("a", 0, other("a")), target("b", 0, other("b"))))
+	require.Equal(t, int32(1), h.sm.BalanceStatus().Pending)
+
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_DeleteTopic{DeleteTopic: &metadatav1.DeleteTopicRecord{Name: "a"}}})
+	status := h.sm.BalanceStatus()
+	assert.Equal(t, []int32{2, 0, 0, 1}, []int32{status.Started, status.Skipped, status.Pending, status.Moving})
+	assert.NotEmpty(t, h.sm.Topic("b").Partitions[0].AddingReplicas)
+}
+
+// While a broker is being decommissioned no new replica lands on it; a
+// later plan without it ends the decommission. A plan that has started
+// every move but left a replica on the broker (the partition was moving
+// when its turn came) is unfinished: the controller plans again.
+func TestDecommissionedBrokerTakesNoNewReplicas(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 3, 2, 0, 1))
+	plan := rebalanceRecord(10)
+	plan.GetRebalance().Drain = []int32{2}
+	h.mustApply(plan)
+	assert.Equal(t, []int32{2}, h.sm.UnfinishedDrain(), "broker 2 holds replicas the empty plan left")
+
+	h.mustApply(createTopicRecord("b", 6, 2, 0, 2))
+	for _, p := range h.sm.Topic("b").Partitions {
+		assert.NotContains(t, p.Replicas, int32(2), "partition %d", p.Partition)
+	}
+	h.mustFail(createTopicRecord("c", 1, 3, 0, 3), metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR)
+
+	h.mustApply(rebalanceRecord(10))
+	assert.Nil(t, h.sm.UnfinishedDrain())
+	h.mustApply(createTopicRecord("c", 1, 3, 0, 4))
+}
+
+// A plan's move names the replicas it was planned from; a partition that
+// moved since (here: reassigned while an earlier move held the plan's only
+// slot, and reassigned back in another order) is left alone, its move
+// skipped, rather than moved from replicas the plan never saw.
+func TestPlanSkipsAPartitionMovedSincePlanned(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	h.mustApply(createTopicRecord("b", 1, 1, 1, 2))
+	a, b := h.sm.Topic("a").Partitions[0].Replicas[0], h.sm.Topic("b").Partitions[0].Replicas[0]
+	moveA := target("a", 0, a%3+1)
+	moveA.ExpectedReplicas = []int32{a}
+	moveB := target("b", 0, b%3+1)
+	moveB.ExpectedReplicas = []int32{b}
+	h.mustApply(rebalanceRecord(1, moveB, moveA))
+
+	elsewhere := (a+1)%3 + 1
+	h.mustApply(reassignRecord(target("a", 0, elsewhere)))
+	require.Nil(t, h.isrChange("a", 0, a, elsewhere).Err)
+	require.Equal(t, []int32{elsewhere}, h.sm.Topic("a").Partitions[0].Replicas)
+
+	require.Nil(t, h.isrChange("b", 0, b, b%3+1).Err, "b's move ends: a's turn")
+	status := h.sm.BalanceStatus()
+	assert.Equal(t, []int32{1, 1, 0, 0}, []int32{status.Started, status.Skipped, status.Pending, status.Moving})
+	assert.Equal(t, []int32{elsewhere}, h.sm.Topic("a").Partitions[0].Replicas)
+}

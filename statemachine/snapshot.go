@@ -26,7 +26,8 @@ import (
 //	          elrs(count, then index ids)
 //	departed brokers: count, then ids (oldest first)
 //	cluster config: count, then key value (keys in ConfigKeys order)
-//	balancing plan: 0, or 1 then pending(count, then topic partition replicas)
+//	balancing plan: 0, or 1 (2 if it left replicas on a drained broker) then
+//	          pending(count, then topic partition replicas expectedReplicas)
 //	          maxMoving planned started skipped drain(count, ids) since
 //	nowMs
 //	sessions: count, then id clientID timeoutMs lastActiveMs lastSequence result
@@ -155,12 +156,17 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 		if run := s.balance; run == nil {
 			e.uvarint(0)
 		} else {
-			e.uvarint(1)
+			if run.leftBehind {
+				e.uvarint(2)
+			} else {
+				e.uvarint(1)
+			}
 			e.uvarint(uint64(len(run.pending)))
 			for _, ra := range run.pending {
 				e.str(ra.Topic)
 				e.varint(int64(ra.Partition))
 				e.ids(ra.Replicas)
+				e.ids(ra.ExpectedReplicas)
 			}
 			e.varint(int64(run.maxMoving))
 			e.varint(int64(run.planned))
@@ -478,13 +484,16 @@ func Restore(data []byte) (*StateMachine, error) {
 			}
 			s.clusterConfig[key] = value
 		}
-		if present := d.uvarint(); present == 1 {
-			run := &balanceRun{}
+		if present := d.uvarint(); present == 1 || present == 2 {
+			run := &balanceRun{leftBehind: present == 2}
 			for i, n := 0, d.count(); i < n && d.err == nil; i++ {
 				ra := &metadatav1.PartitionReassignment{Topic: d.str(), Partition: d.int32()}
 				ra.Replicas, _ = d.idsInto(nil)
 				if len(ra.Replicas) == 0 {
 					ra.Replicas = nil
+				}
+				if ra.ExpectedReplicas, _ = d.idsInto(nil); len(ra.ExpectedReplicas) == 0 {
+					ra.ExpectedReplicas = nil
 				}
 				run.pending = append(run.pending, ra)
 			}

@@ -157,8 +157,9 @@ func (r *Runner) runReports() {
 // flight per broker in a leadership, and each ends within its timeout)
 // and the outcomes of snapshots (one per snapshot the transport was given,
 // and Raft sends a peer no new snapshot until it hears how the last one
-// ended); unreachable peers go through ReportUnreachable, coalesced per
-// peer. The loop empties the queue on every turn.
+// ended), and balancing plans computed off the loop (Worker: one per
+// Rebalance call in flight, one the controller starts itself); unreachable
+// peers go through ReportUnreachable, coalesced per peer. The loop empties the queue on every turn.
 func (r *Runner) Report(fn func(*node.Node)) {
 	r.reportsMu.Lock()
 	if r.isStopped() {
@@ -340,4 +341,46 @@ func NewRand() node.Rand {
 		binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano())) // determinism: ok — the runner is outside the core
 	}
 	return rand.NewChaCha8(seed)
+}
+
+// Worker is node.Worker for production: each computation runs on a
+// goroutine of its own, and what it returns reaches the node through the
+// runner's reports (never dropped while the runner runs). Computations
+// finished before Attach wait for it. What it runs is bounded by its
+// callers: a balancing plan per Rebalance call in flight, and at most one
+// the active controller starts itself.
+type Worker struct {
+	mu      sync.Mutex
+	report  func(func(*node.Node))
+	waiting []func(*node.Node)
+}
+
+// Attach sets how continuations reach the node (Runner.Report) and hands
+// over those that finished before.
+func (w *Worker) Attach(report func(fn func(*node.Node))) {
+	w.mu.Lock()
+	w.report = report
+	waiting := w.waiting
+	w.waiting = nil
+	w.mu.Unlock()
+	for _, fn := range waiting {
+		report(fn)
+	}
+}
+
+// Run implements node.Worker.
+func (w *Worker) Run(work func() func()) {
+	go func() {
+		then := work()
+		fn := func(*node.Node) { then() }
+		w.mu.Lock()
+		report := w.report
+		if report == nil {
+			w.waiting = append(w.waiting, fn)
+		}
+		w.mu.Unlock()
+		if report != nil {
+			report(fn)
+		}
+	}()
 }

@@ -840,12 +840,18 @@ func (x *Partition) GetEligibleLeaderReplicas() []int32 {
 // A partition's target replica list, in preferred order; none cancels the
 // partition's reassignment.
 type PartitionReassignment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
-	Replicas      []int32                `protobuf:"varint,3,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Replicas  []int32                `protobuf:"varint,3,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	// If set, the reassignment is refused (INVALID_REPLICA_ASSIGNMENT)
+	// unless the partition's replicas are these, in this order, and it is
+	// not moving: a compare-and-set. A balancing plan's moves carry the
+	// replicas they were planned from, so that a partition moved since is
+	// left alone.
+	ExpectedReplicas []int32 `protobuf:"varint,4,rep,packed,name=expected_replicas,json=expectedReplicas,proto3" json:"expected_replicas,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PartitionReassignment) Reset() {
@@ -895,6 +901,13 @@ func (x *PartitionReassignment) GetPartition() int32 {
 func (x *PartitionReassignment) GetReplicas() []int32 {
 	if x != nil {
 		return x.Replicas
+	}
+	return nil
+}
+
+func (x *PartitionReassignment) GetExpectedReplicas() []int32 {
+	if x != nil {
+		return x.ExpectedReplicas
 	}
 	return nil
 }
@@ -1503,11 +1516,12 @@ const file_dmq_metadata_v1_types_proto_rawDesc = "" +
 	"\x0fadding_replicas\x18\b \x03(\x05R\x0eaddingReplicas\x12+\n" +
 	"\x11removing_replicas\x18\t \x03(\x05R\x10removingReplicas\x128\n" +
 	"\x18eligible_leader_replicas\x18\n" +
-	" \x03(\x05R\x16eligibleLeaderReplicas\"g\n" +
+	" \x03(\x05R\x16eligibleLeaderReplicas\"\x94\x01\n" +
 	"\x15PartitionReassignment\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x1a\n" +
-	"\breplicas\x18\x03 \x03(\x05R\breplicas\"\xef\x01\n" +
+	"\breplicas\x18\x03 \x03(\x05R\breplicas\x12+\n" +
+	"\x11expected_replicas\x18\x04 \x03(\x05R\x10expectedReplicas\"\xef\x01\n" +
 	"\rBalanceStatus\x12\x18\n" +
 	"\aplanned\x18\x01 \x01(\x05R\aplanned\x12\x18\n" +
 	"\astarted\x18\x02 \x01(\x05R\astarted\x12\x18\n" +
