@@ -357,33 +357,59 @@ func (p *planner) balanceLeaders() {
 			}
 		}
 	}
+	// The shares above the mean (the mean's ceiling) may go to any
+	// broker: spare is a broker holding one it does not fill, whose share
+	// can pass to a broker a chain reaches, or to a donor that keeps one
+	// leadership more than its share.
+	spare := func(not int) int {
+		for c := range target {
+			if c != not && !p.drained[c] && target[c] > 0 && p.leaders[c] < target[c] && target[c] > minShare(target, p.drained) {
+				return c
+			}
+		}
+		return -1
+	}
 	from := make([]int, n)
+	search := func(donor int, reaches func(b int) bool) int {
+		// Breadth first from the donor to a broker that may take one.
+		for b := range from {
+			from[b] = -1
+		}
+		from[donor] = donor
+		queue := []int{donor}
+		for len(queue) > 0 {
+			a := queue[0]
+			queue = queue[1:]
+			for b := 0; b < n; b++ {
+				if from[b] >= 0 || len(led[a][b]) == 0 {
+					continue
+				}
+				from[b] = a
+				if reaches(b) {
+					return b
+				}
+				queue = append(queue, b)
+			}
+		}
+		return -1
+	}
 	for donor := 0; donor < n; donor++ {
 		for p.leaders[donor] > target[donor] {
-			// Breadth first from the donor to a broker below its share.
-			for b := range from {
-				from[b] = -1
+			if c := spare(donor); c >= 0 && p.leaders[donor] == target[donor]+1 && target[donor] == minShare(target, p.drained) {
+				target[c]--
+				target[donor]++
+				continue
 			}
-			from[donor] = donor
-			queue := []int{donor}
-			end := -1
-			for len(queue) > 0 && end < 0 {
-				a := queue[0]
-				queue = queue[1:]
-				for b := 0; b < n; b++ {
-					if from[b] >= 0 || len(led[a][b]) == 0 {
-						continue
-					}
-					from[b] = a
-					if p.leaders[b] < target[b] {
-						end = b
-						break
-					}
-					queue = append(queue, b)
-				}
-			}
+			end := search(donor, func(b int) bool { return p.leaders[b] < target[b] })
 			if end < 0 {
-				break
+				floor := minShare(target, p.drained)
+				end = search(donor, func(b int) bool { return target[b] == floor && p.leaders[b] == floor && spare(b) >= 0 })
+				if end < 0 {
+					break
+				}
+				c := spare(end)
+				target[c]--
+				target[end]++
 			}
 			// Swap along the chain, from its end back to the donor.
 			for b := end; b != donor; b = from[b] {
@@ -404,4 +430,15 @@ func (p *planner) moves(partitions []Partition) []Move {
 		}
 	}
 	return out
+}
+
+// minShare is the smallest share of a broker not drained.
+func minShare(target []int, drained []bool) int {
+	least := -1
+	for b, t := range target {
+		if !drained[b] && (least < 0 || t < least) {
+			least = t
+		}
+	}
+	return max(least, 0)
 }

@@ -208,14 +208,14 @@ func (s *Sim) checkFinalPlan(leader *simNode, admin *admin) {
 }
 
 // canMove says whether a moving partition's move can end: it has a leader
-// that reports ISR changes, and knows of the move and its leadership (a
-// service's view may lag the controllers' by a few versions), and every
-// target outside the ISR fetches.
+// that reports ISR changes, and, if topic is given, knows of the move and
+// its leadership (a service's view may lag the controllers' by a few
+// versions), and every target outside the ISR fetches.
 func (s *Sim) canMove(topic string, p *metadatav1.Partition) bool {
 	answers := func(id int32) bool {
 		return id >= 1 && int(id) <= len(s.services) && !s.services[id-1].silent() && !s.services[id-1].silentForever
 	}
-	if !answers(p.GetLeader()) || s.services[p.GetLeader()-1].seed || !s.services[p.GetLeader()-1].leadsInView(topic, p) {
+	if !answers(p.GetLeader()) || s.services[p.GetLeader()-1].seed || topic != "" && !s.services[p.GetLeader()-1].leadsInView(topic, p) {
 		return false
 	}
 	// It ends when every target (the replicas not leaving) is in the ISR.
@@ -353,7 +353,7 @@ func describeMoving(state *metadatav1.ClusterState) string {
 func (s *Sim) movesUnderway() bool {
 	for _, t := range s.golden.sm.ClusterState().GetTopics() {
 		for _, p := range t.GetPartitions() {
-			if len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) > 0 && s.canMove(t.GetName(), p) {
+			if len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) > 0 && s.canMove("", p) {
 				return true
 			}
 		}
