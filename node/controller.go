@@ -580,7 +580,7 @@ func (n *Node) rebalanceOnJoin(id int32) {
 // can empty them (too few other brokers: then it looks again a rebalance
 // interval later). At most one such plan a second.
 func (n *Node) finishDrain(now time.Time) {
-	if n.controller.planning || now.Before(n.controller.nextDrainPlan) {
+	if n.controller.planning || now.Before(n.controller.nextDrainPlan) || planted.On(planted.NoDrainReplan) {
 		return
 	}
 	drain := n.sm.UnfinishedDrain()

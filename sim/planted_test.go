@@ -32,6 +32,7 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{bug: planted.PushOldEpoch, name: "push with an older epoch"},
 		{bug: planted.UnfenceAtOnce, name: "unfence a returning broker before it caught up", caughtBy: "only once caught up"},
 		{bug: planted.NoRebalance, name: "never move leaders back to preferred replicas", caughtBy: "preferred leaders come back"},
+		{bug: planted.NoDrainReplan, name: "never plan again for replicas a decommission left", caughtBy: "decommissioned at version"},
 		{bug: planted.ApplyRetryTwice, name: "apply a retried request twice"},
 		{bug: planted.SnapshotForgetsRequests, name: "snapshots (and the state hash) forget the request table"},
 		{bug: planted.FenceLeavesOffline, name: "fencing leaves a partition offline beside an eligible ISR member",

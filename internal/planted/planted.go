@@ -40,6 +40,9 @@ const (
 	UnfenceAtOnce
 	// NoRebalance never moves leaders back to preferred replicas.
 	NoRebalance
+	// NoDrainReplan never plans again for a decommission whose plan left
+	// replicas on the drained broker.
+	NoDrainReplan
 
 	// statemachine
 
