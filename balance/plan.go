@@ -395,7 +395,7 @@ func (p *planner) balanceLeaders() {
 	}
 	for donor := 0; donor < n; donor++ {
 		for p.leaders[donor] > target[donor] {
-			if c := spare(donor); c >= 0 && p.leaders[donor] == target[donor]+1 && target[donor] == minShare(target, p.drained) {
+			if c := spare(donor); c >= 0 && !p.drained[donor] && p.leaders[donor] == target[donor]+1 && target[donor] == minShare(target, p.drained) {
 				target[c]--
 				target[donor]++
 				continue

@@ -316,6 +316,10 @@ func (n *Node) Rebalance(req *metadatav1.RebalanceRequest, done func(Outcome, []
 		done(Outcome{Result: first, LeaderID: n.leader}, nil)
 		return
 	}
+	if n.plansInFlight >= PlansInFlightMax {
+		fail(unavailable("%d balancing plans are being computed: retry when one is done", n.plansInFlight), nil)
+		return
+	}
 	n.planThen(req.GetDecommission(), func(moves []*metadatav1.PartitionReassignment) {
 		if err := statemachine.ValidateRebalance(len(moves), int(maxMoving)); err != nil {
 			fail(err, moves)
@@ -344,37 +348,31 @@ func (n *Node) planThen(drain []int32, then func([]*metadatav1.PartitionReassign
 			brokers = append(brokers, balance.Broker{ID: id, Rack: b.GetRack()})
 		}
 	}
-	type ref struct {
-		topic     string
-		partition int32
-	}
-	var refs []ref
-	var parts []balance.Partition
-	// The replica lists are shared, not copied: apply replaces a
-	// partition's list, never changes it in place.
-	registered := map[int32]bool{}
-	for _, id := range n.sm.BrokerIDs() {
-		registered[id] = true
-	}
-	n.sm.EachPartition(func(topic string, index int32, replicas []int32, moving bool) {
-		// A partition keeping a replica on a broker that unregistered
-		// cannot complete a move (that replica never rejoins its ISR).
-		if moving || slices.ContainsFunc(replicas, func(id int32) bool { return !registered[id] }) {
-			return
-		}
-		refs = append(refs, ref{topic, index})
-		parts = append(parts, balance.Partition{Replicas: replicas})
-	})
+	inputs := n.sm.PlanInputs()
 	drain = slices.Clone(drain)
+	n.plansInFlight++
 	n.offload(func() func() {
+		parts := make([]balance.Partition, len(inputs.Refs))
+		for i := range parts {
+			parts[i].Replicas = inputs.Replicas(i)
+		}
 		var out []*metadatav1.PartitionReassignment
 		for _, m := range balance.Plan(brokers, parts, balance.Options{Drain: drain}) {
-			out = append(out, &metadatav1.PartitionReassignment{Topic: refs[m.Partition].topic, Partition: refs[m.Partition].partition,
+			r := inputs.Refs[m.Partition]
+			out = append(out, &metadatav1.PartitionReassignment{Topic: inputs.Topics[r.Topic], Partition: r.Index,
 				Replicas: m.Replicas, ExpectedReplicas: parts[m.Partition].Replicas})
 		}
-		return func() { then(out) }
+		return func() {
+			n.plansInFlight--
+			then(out)
+		}
 	})
 }
+
+// PlansInFlightMax bounds the balancing plans a controller computes at
+// once for Rebalance calls (each holds a copy of the partitions' replica
+// lists); one more is refused as unavailable, for the client to retry.
+const PlansInFlightMax = 2
 
 // offload runs work through the environment's Worker, or inline without
 // one, and then what it returns on the node's goroutine.

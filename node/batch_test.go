@@ -258,3 +258,77 @@ func TestBrokerJoiningForTheFirstTimeIsGivenItsShare(t *testing.T) {
 	c.tick(2)
 	assert.Equal(t, since, leader.StateMachine().BalanceStatus().GetSinceVersion(), "a broker that comes back starts no plan")
 }
+
+// An operator's decommission committed while the controller computed a
+// plan of its own (for a broker that joined) stands: the controller's
+// plan names the plan it was computed against, and apply refuses it
+// (found in review).
+func TestDecommissionCommittedWhileAJoinPlanIsComputedStands(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 2, 2), done) }).Err)
+	}
+	c.holdWork = true
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	require.Len(t, c.held, 1, "the join's plan is being computed")
+	var decommissioned *Outcome
+	leader.Rebalance(&metadatav1.RebalanceRequest{Decommission: []int32{2}}, func(o Outcome, _ []*metadatav1.PartitionReassignment) { decommissioned = &o })
+	require.Len(t, c.held, 2)
+	c.runHeld(1) // the decommission's plan: proposed
+	c.runHeld(0) // the join's, before the decommission is applied
+	c.process()
+	c.tick(2)
+	require.NotNil(t, decommissioned)
+	require.Nil(t, decommissioned.Err)
+	assert.Equal(t, []int32{2}, leader.StateMachine().BalanceStatus().GetDraining(), "the decommission stands")
+}
+
+// A broker that joins while a plan is being computed is not forgotten:
+// its plan follows once that one is done (found in review).
+func TestJoinWhilePlanningIsPlannedAfter(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
+	leader := c.elect(1)
+	for id := int32(1); id <= 2; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	for _, name := range []string{"a", "b", "c", "d"} {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 3, 1), done) }).Err)
+	}
+	c.holdWork = true
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(4), done) }).Err)
+	require.Len(t, c.held, 1, "one plan at a time")
+	c.releaseWork()
+	c.tick(2)
+	require.Len(t, c.held, 1, "the second join's plan follows")
+	c.releaseWork()
+	c.tick(2)
+	events := c.eventsOf(1, EventRebalance, 0)
+	require.Len(t, events, 2)
+	assert.Equal(t, int32(4), events[1].Broker)
+}
+
+// At most PlansInFlightMax plans for Rebalance calls are computed at once;
+// one more is refused as unavailable (found in review: every retry of a
+// client started another copy of the state's replica lists).
+func TestRebalanceCallsBeyondThePlansInFlightAreRefused(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	c.holdWork = true
+	var outcomes []Outcome
+	for i := 0; i <= PlansInFlightMax; i++ {
+		leader.Rebalance(&metadatav1.RebalanceRequest{DryRun: true}, func(o Outcome, _ []*metadatav1.PartitionReassignment) { outcomes = append(outcomes, o) })
+	}
+	require.Len(t, outcomes, 1)
+	assert.Equal(t, metadatav1.ErrorCode_UNAVAILABLE, outcomes[0].Err.GetCode())
+	c.releaseWork()
+	require.Len(t, outcomes, PlansInFlightMax+1)
+	leader.Rebalance(&metadatav1.RebalanceRequest{DryRun: true}, func(o Outcome, _ []*metadatav1.PartitionReassignment) { outcomes = append(outcomes, o) })
+	c.releaseWork()
+	assert.Nil(t, outcomes[len(outcomes)-1].Err)
+}

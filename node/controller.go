@@ -30,6 +30,9 @@ type controller struct {
 	// is the earliest time to plan again for a decommission.
 	planning      bool
 	nextDrainPlan time.Time
+	// joinWaiting is a broker that joined (the last, if several) while a
+	// plan was starting its moves or being computed; 0 if none.
+	joinWaiting int32
 	// planElected is the version of the last balancing plan whose moves
 	// this controller saw all started, movingSeen the partitions moving
 	// when it last looked, and nextPlanElection the earliest time for the
@@ -161,6 +164,9 @@ func (n *Node) controllerTick(now time.Time) {
 		}
 	}
 	n.electAfterPlan(now)
+	if id := n.controller.joinWaiting; id != 0 && n.cfg.RebalanceOnJoin {
+		n.rebalanceOnJoin(id)
+	}
 	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
 		if targets := n.sm.ImbalancedPartitions(n.cfg.RebalanceElectionsMax); len(targets) > 0 && !planted.On(planted.NoRebalance) {
@@ -544,34 +550,32 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 	}
 }
 
-// rebalanceOnJoin proposes a plan that gives a broker that joined for the
-// first time its share, unless a plan is still starting moves, being
-// computed, or recorded before this one is ready. A decommission in progress goes on in the new plan: it drains
-// the same brokers.
+// rebalanceOnJoin has the active controller plan, on its own, the moves
+// that give a broker that joined for the first time its share. A
+// decommission in progress goes on in the new plan, at its pace. While a
+// plan is still starting its moves or being computed, the join waits
+// (joinWaiting): controllerTick plans for it once they are done, with
+// every broker that joined meanwhile.
 func (n *Node) rebalanceOnJoin(id int32) {
-	if n.controller.planning || n.sm.BalanceStatus().GetPending() > 0 {
+	status := n.sm.BalanceStatus()
+	if n.controller.planning || status.GetPending() > 0 {
+		n.controller.joinWaiting = id
 		return
 	}
+	n.controller.joinWaiting = 0
 	var drain []int32
-	for _, d := range n.sm.BalanceStatus().GetDraining() {
+	for _, d := range status.GetDraining() {
 		if n.sm.BrokerStatus(d).Registered {
 			drain = append(drain, d)
 		}
 	}
-	n.controller.planning = true
-	since := n.sm.BalanceStatus().GetSinceVersion()
-	n.planThen(drain, func(moves []*metadatav1.PartitionReassignment) {
-		n.controller.planning = false
-		// A plan recorded while this one was computed (an operator's
-		// decommission, say) stands.
-		if !n.active || n.sm.BalanceStatus().GetSinceVersion() != since || len(moves) == 0 ||
-			statemachine.ValidateRebalance(len(moves), statemachine.RebalanceMovingFirst) != nil {
-			return
-		}
-		n.emit(Event{Kind: EventRebalance, Broker: id, Detail: fmt.Sprintf("%d moves", len(moves))})
-		n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
-			Moves: moves, MaxMoving: statemachine.RebalanceMovingFirst, Drain: drain}}}, func(Outcome) {})
-	})
+	maxMoving := int32(statemachine.RebalanceMovingFirst)
+	if len(drain) > 0 {
+		maxMoving = status.GetMaxMoving()
+	}
+	n.controllerPlan(drain, maxMoving, nil, func(moves int) {
+		n.emit(Event{Kind: EventRebalance, Broker: id, Detail: fmt.Sprintf("%d moves", moves)})
+	}, func() {})
 }
 
 // finishDrain plans again for a decommission whose plan has started every
@@ -587,31 +591,48 @@ func (n *Node) finishDrain(now time.Time) {
 	if drain == nil {
 		return
 	}
-	n.controller.planning = true
 	n.controller.nextDrainPlan = now.Add(time.Second)
-	since := n.sm.BalanceStatus().GetSinceVersion()
-	n.planThen(drain, func(moves []*metadatav1.PartitionReassignment) {
-		n.controller.planning = false
-		// Only moves that take a replica off a drained broker, and that
-		// apply will take (a replica that is its partition's only in-sync
-		// one stays): anything else, planned again and again, would only
-		// churn the log.
-		moves = slices.DeleteFunc(moves, func(m *metadatav1.PartitionReassignment) bool {
-			return !slices.ContainsFunc(m.GetExpectedReplicas(), func(id int32) bool {
-				return slices.Contains(drain, id) && !slices.Contains(m.GetReplicas(), id)
-			}) || !n.sm.KeepsInSync(m.GetTopic(), m.GetPartition(), m.GetReplicas())
+	// Only moves that take a replica off a drained broker, of partitions
+	// that have an in-sync replica (apply refuses the others): anything
+	// else, planned again and again, would only churn the log.
+	keep := func(m *metadatav1.PartitionReassignment) bool {
+		return n.sm.HasInSync(m.GetTopic(), m.GetPartition()) && slices.ContainsFunc(m.GetExpectedReplicas(), func(id int32) bool {
+			return slices.Contains(drain, id) && !slices.Contains(m.GetReplicas(), id)
 		})
-		status := n.sm.BalanceStatus()
-		if !n.active || status.GetSinceVersion() != since ||
-			statemachine.ValidateRebalance(len(moves), int(status.GetMaxMoving())) != nil {
+	}
+	n.controllerPlan(drain, n.sm.BalanceStatus().GetMaxMoving(), keep, func(moves int) {
+		n.emit(Event{Kind: EventDrainReplanned, Broker: drain[0], Detail: fmt.Sprintf("%d moves", moves)})
+	}, func() {
+		n.controller.nextDrainPlan = n.env.Clock.Now().Add(n.cfg.RebalanceInterval)
+	})
+}
+
+// controllerPlan computes a plan the active controller makes on its own,
+// one at a time, and proposes the moves keep keeps (all if nil) against
+// the plan it was computed from: apply refuses it if another plan was
+// recorded meanwhile (expected_since), so that it never replaces an
+// operator's plan committed while it was computed. proposed hears how many
+// moves went into the record; none, that there was nothing to propose.
+func (n *Node) controllerPlan(drain []int32, maxMoving int32, keep func(*metadatav1.PartitionReassignment) bool, proposed func(int), none func()) {
+	n.controller.planning = true
+	term, since := n.term, n.sm.BalanceStatus().GetSinceVersion()
+	n.planThen(drain, func(moves []*metadatav1.PartitionReassignment) {
+		if n.term != term || !n.active {
+			return // a leadership since has its own flags
+		}
+		n.controller.planning = false
+		if keep != nil {
+			moves = slices.DeleteFunc(moves, func(m *metadatav1.PartitionReassignment) bool { return !keep(m) })
+		}
+		if n.sm.BalanceStatus().GetSinceVersion() != since {
+			return // another plan was recorded: it stands
+		}
+		if len(moves) == 0 || statemachine.ValidateRebalance(len(moves), int(maxMoving)) != nil {
+			none()
 			return
 		}
-		if len(moves) == 0 {
-			n.controller.nextDrainPlan = n.env.Clock.Now().Add(n.cfg.RebalanceInterval)
-			return
-		}
-		n.emit(Event{Kind: EventDrainReplanned, Broker: drain[0], Detail: fmt.Sprintf("%d moves", len(moves))})
+		proposed(len(moves))
 		n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
-			Moves: moves, MaxMoving: status.GetMaxMoving(), Drain: drain}}}, func(Outcome) {})
+			Moves: moves, MaxMoving: maxMoving, Drain: drain, ExpectedSince: &since}}}, func(Outcome) {})
 	})
 }

@@ -33,6 +33,10 @@ type cluster struct {
 	cut map[[2]uint64]bool
 	// tickDuration is the clock time one tick advances.
 	tickDuration time.Duration
+	// holdWork keeps the work nodes hand their Worker in held until
+	// releaseWork; otherwise it runs at once.
+	holdWork bool
+	held     []heldWork
 	// onSend, if set, sees each message as its sender hands it over.
 	onSend func(from *Node, m *raftpb.Message)
 	// drop, if set, loses the messages it returns true for.
@@ -143,9 +147,43 @@ func (c *cluster) start(id uint64, store storage.Storage) {
 	cfg := c.cfg
 	cfg.ID = id
 	env := clusterEnv{c: c, id: id}
-	n, err := New(cfg, store, Env{Transport: env, Clock: env, Rand: env, Pusher: env, Events: env})
+	n, err := New(cfg, store, Env{Transport: env, Clock: env, Rand: env, Pusher: env, Events: env, Worker: env})
 	require.NoError(c.t, err)
 	c.nodes[id] = n
+}
+
+type heldWork struct {
+	node *Node
+	work func() func()
+}
+
+// Run is Worker: held, or run at once.
+func (e clusterEnv) Run(work func() func()) {
+	if e.c.holdWork {
+		e.c.held = append(e.c.held, heldWork{node: e.c.nodes[e.id], work: work})
+		return
+	}
+	work()()
+}
+
+// releaseWork runs the held work, oldest first, each result on its node
+// (if that node still runs), then processes.
+func (c *cluster) releaseWork() {
+	for len(c.held) > 0 {
+		c.runHeld(0)
+	}
+	c.process()
+}
+
+// runHeld runs the i-th held work and its result, and processes nothing.
+func (c *cluster) runHeld(i int) {
+	h := c.held[i]
+	c.held = slices.Delete(c.held, i, i+1)
+	for _, n := range c.nodes { // determinism: an existence test
+		if n == h.node {
+			h.work()()
+		}
+	}
 }
 
 // addEmpty starts a node with an empty, newly formatted store, as a new

@@ -23,6 +23,9 @@ type Node struct {
 	rn    *raft.RawNode
 	store storage.Storage
 	sm    *statemachine.StateMachine
+	// plansInFlight counts the balancing plans handed to the worker whose
+	// results have not come back.
+	plansInFlight int
 
 	confState *raftpb.ConfState
 	peers     map[uint64]string

@@ -22,9 +22,6 @@ const decommissionBeforeHeal = 10 * time.Second
 // the cluster balanced. Both are checked at the end (checkFinalPlan).
 type finalPlan struct {
 	drain int32 // the broker decommissioned; 0 for a rebalance
-	// issuedAt is the golden replica's version when the plan was asked
-	// for: a run recorded after it is this plan's (or a re-plan of it).
-	issuedAt int64
 	// alive are the brokers the controllers count as alive when the plan
 	// is asked for: a rebalance balances over them.
 	alive []int32
@@ -32,6 +29,9 @@ type finalPlan struct {
 	// (moves that cannot end): the plan leaves them out.
 	stuckBefore map[string]bool
 	acked       bool
+	// requestIDs are the ids its attempts were sent under (one per
+	// session it ran in).
+	requestIDs []*metadatav1.RequestId
 }
 
 // drainList is what the plan drains, as a plan record names it.
@@ -56,7 +56,7 @@ func (p *finalPlan) String() string {
 // the caller's patience; the admin then moves nothing more.
 func (a *admin) decommission() {
 	s := a.sim
-	plan := &finalPlan{drain: s.services[s.rng.IntN(len(s.services))].id, issuedAt: s.golden.sm.Version()}
+	plan := &finalPlan{drain: s.services[s.rng.IntN(len(s.services))].id}
 	a.final = plan
 	s.fault("decommission")
 	// A few at once: moves stuck for good (to brokers that never fetch)
@@ -81,7 +81,7 @@ func (a *admin) rebalanceLast() {
 		}
 		return
 	}
-	plan := &finalPlan{issuedAt: s.golden.sm.Version(), stuckBefore: map[string]bool{}}
+	plan := &finalPlan{stuckBefore: map[string]bool{}}
 	for _, m := range s.golden.sm.Reassignments() {
 		plan.stuckBefore[fmt.Sprintf("%s-%d", m.GetTopic(), m.GetPartition())] = true
 	}
@@ -99,6 +99,9 @@ func (a *admin) issue(req *metadatav1.RebalanceRequest) {
 	a.write(s.now+callerPatience, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
 		sent := proto.CloneOf(req)
 		sent.RequestId = id
+		if !slices.ContainsFunc(a.final.requestIDs, func(seen *metadatav1.RequestId) bool { return proto.Equal(seen, id) }) {
+			a.final.requestIDs = append(a.final.requestIDs, proto.CloneOf(id))
+		}
 		n.Rebalance(sent, func(o node.Outcome, _ []*metadatav1.PartitionReassignment) {
 			reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID})
 		})
@@ -124,17 +127,13 @@ func (s *Sim) checkFinalPlan(leader *simNode, admin *admin) {
 	if plan == nil {
 		return
 	}
-	// The admin's plan is the first requested one applied after it was
-	// issued (a rebalance), or the first draining its broker (a
-	// decommission); the last one applied must be it or a re-plan the
-	// controller made of it.
+	// The admin's plan is the one applied under its request id; the last
+	// one applied must be it or a plan the controller made of itself
+	// keeping its drain.
 	var ours, last *appliedPlan
 	for i := range s.golden.plans {
 		p := &s.golden.plans[i]
-		if int64(p.index) <= plan.issuedAt {
-			continue
-		}
-		if ours == nil && p.requested && slices.Equal(p.drain, plan.drainList()) {
+		if p.requestID != nil && slices.ContainsFunc(plan.requestIDs, func(id *metadatav1.RequestId) bool { return proto.Equal(id, p.requestID) }) {
 			ours = p
 		}
 		last = p
@@ -145,8 +144,8 @@ func (s *Sim) checkFinalPlan(leader *simNode, admin *admin) {
 		}
 		return
 	}
-	if last != ours && (last.requested || !slices.Equal(last.drain, plan.drainList())) {
-		if !last.requested {
+	if last != ours && (last.requestID != nil || !slices.Equal(last.drain, plan.drainList())) {
+		if last.requestID == nil {
 			s.violate("balancing: the admin's %v was replaced by a plan of the controller's draining %v", plan, last.drain)
 		}
 		return // an earlier request of the admin's, applied late, replaced it
@@ -229,9 +228,8 @@ func (s *Sim) canMove(topic string, p *metadatav1.Partition) bool {
 
 // checkDrained: a decommissioned broker holds no replica of a partition
 // that is not moving, unless too few other brokers are alive to take it,
-// it is the partition's only in-sync replica, another replica is on a
-// broker fenced or gone (a move keeping it waits for it), or the plan's
-// moves are blocked behind stuck ones.
+// another replica is on a broker fenced or gone (a move keeping it waits
+// for it), or the plan's moves are blocked behind stuck ones.
 func (s *Sim) checkDrained(state *metadatav1.ClusterState, plan *finalPlan, status *metadatav1.BalanceStatus, blocked bool) {
 	if blocked {
 		return
@@ -249,9 +247,6 @@ func (s *Sim) checkDrained(state *metadatav1.ClusterState, plan *finalPlan, stat
 			if !slices.Contains(p.GetReplicas(), plan.drain) || len(p.GetReplicas()) > alive ||
 				len(p.GetAddingReplicas())+len(p.GetRemovingReplicas()) > 0 {
 				continue
-			}
-			if !slices.ContainsFunc(p.GetIsr(), func(id int32) bool { return id != plan.drain }) {
-				continue // its only in-sync replica is the drained broker: moving it off would lose data
 			}
 			if slices.ContainsFunc(p.GetReplicas(), func(id int32) bool { return id != plan.drain && !isAlive[id] }) {
 				continue // a replica on a broker fenced or gone: no move keeping it can complete

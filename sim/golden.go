@@ -60,12 +60,12 @@ type golden struct {
 }
 
 // appliedPlan is a balancing plan the golden replica applied: when, at
-// which index, whether an operator requested it (else the controller made it
-// itself), which brokers it drains.
+// which index, the request that asked for it (nil for a plan the
+// controller made itself), which brokers it drains.
 type appliedPlan struct {
 	at        time.Duration
 	index     uint64
-	requested bool
+	requestID *metadatav1.RequestId
 	drain     []int32
 }
 
@@ -123,7 +123,7 @@ func (g *golden) applied(s *Sim, entry *raftpb.Entry) {
 	if record != nil {
 		g.checkMoves(s, index, record, moving, originals)
 		if record.GetRebalance() != nil && result.Err == nil {
-			g.plans = append(g.plans, appliedPlan{at: s.now, index: index, requested: record.GetRequestId() != nil, drain: record.GetRebalance().GetDrain()})
+			g.plans = append(g.plans, appliedPlan{at: s.now, index: index, requestID: record.GetRequestId(), drain: record.GetRebalance().GetDrain()})
 		}
 	}
 	g.checkElections(s, index, record)

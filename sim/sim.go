@@ -562,15 +562,24 @@ func (n *simNode) Push(broker int32, push node.Push) {
 
 // Run is node.Worker: the computation takes a while of simulated time,
 // during which the node goes on and the state moves; its result reaches
-// the process that asked, unless it crashed meanwhile.
+// the process that asked once it runs (not while it is paused), unless it
+// crashed meanwhile.
 func (n *simNode) Run(work func() func()) {
 	s, inc := n.sim, n.incarnation
-	s.schedule(s.between(time.Millisecond, 300*time.Millisecond), evWork, n.id, 0, func() {
-		if n.node != nil && n.incarnation == inc {
-			work()()
-			n.process()
+	var deliver func()
+	deliver = func() {
+		if n.node == nil || n.incarnation != inc {
+			return
 		}
-	})
+		if n.pausedUntil > s.now {
+			// A paused process runs nothing: the result waits for it.
+			s.schedule(n.pausedUntil-s.now, evWork, n.id, 0, deliver)
+			return
+		}
+		work()()
+		n.process()
+	}
+	s.schedule(s.between(time.Millisecond, 300*time.Millisecond), evWork, n.id, 0, deliver)
 }
 
 // Applied checks that every node applies the same entry at each index.

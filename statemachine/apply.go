@@ -296,6 +296,14 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 	s.removeFromPartitions(b, c)
 	s.dropFromELRs(b.id, c)
 	delete(s.brokers, b.id)
+	if run := s.balance; run != nil && slices.Contains(run.drain, b.id) {
+		// Decommissioned and gone: a broker registering later under its
+		// id is a new one, which takes replicas.
+		run.drain = slices.DeleteFunc(slices.Clone(run.drain), func(id int32) bool { return id == b.id })
+		if len(run.drain) == 0 {
+			run.drain = nil
+		}
+	}
 	if len(s.departed) == DepartedBrokersMax {
 		s.departed = slices.Delete(s.departed, 0, 1)
 	}

@@ -227,3 +227,15 @@ func BenchmarkRegisterInBigCluster(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlanInputs is what the node goroutine does before a balancing
+// plan goes to its worker (a million partitions in 10,000 topics).
+func BenchmarkPlanInputs(b *testing.B) {
+	sm := bigState(b, 10_000, 100)
+	b.ResetTimer()
+	for b.Loop() {
+		if in := sm.PlanInputs(); len(in.Refs) != 1_000_000 || len(in.IDs) != 3_000_000 {
+			b.Fatalf("%d partitions, %d replicas", len(in.Refs), len(in.IDs))
+		}
+	}
+}

@@ -48,6 +48,16 @@ func (s *StateMachine) rebalance(r *metadatav1.RebalanceRecord, c *change) Resul
 	if err := ValidateRebalance(len(r.Moves), int(r.MaxMoving)); err != nil {
 		return fail(err)
 	}
+	if r.ExpectedSince != nil {
+		since := int64(0)
+		if s.balance != nil {
+			since = s.balance.since
+		}
+		if since != *r.ExpectedSince {
+			return fail(errorf(metadatav1.ErrorCode_INVALID_REQUEST,
+				"a plan computed against the plan of version %d, but the last plan is of version %d", *r.ExpectedSince, since))
+		}
+	}
 	s.balance = &balanceRun{pending: slices.Clone(r.Moves), maxMoving: r.MaxMoving, planned: int32(len(r.Moves)),
 		drain: slices.Clone(r.Drain), since: int64(s.appliedIndex)}
 	if len(r.Drain) > 0 {
@@ -71,11 +81,16 @@ func (s *StateMachine) advanceBalance(c *change) {
 		// partition moved since, or moving, is left alone.
 		if err := s.reassign(next, c); err != nil {
 			run.skipped++
-			if t, ok := s.topics[next.Topic]; ok && next.Partition >= 0 && int(next.Partition) < len(t.partitions) {
+			// A partition moving ends its move later (moveEnded looks
+			// then); one that stays as it is may keep a drained replica.
+			if t, ok := s.topics[next.Topic]; ok && next.Partition >= 0 && int(next.Partition) < len(t.partitions) && t.movingOf(next.Partition) == nil {
 				s.moveEnded(t.partitions[next.Partition].replicas)
 			}
 		} else {
 			run.started++
+			// A target keeping a drained broker (a reorder, where nothing
+			// could take its replica) leaves it behind.
+			s.moveEnded(next.Replicas)
 		}
 	}
 	run.advancing = false
@@ -106,7 +121,14 @@ func (s *StateMachine) UnfinishedDrain() []int32 {
 	if run == nil || !run.leftBehind || len(run.pending) > 0 {
 		return nil
 	}
-	return slices.Clone(run.drain)
+	// The replica may have left since (an operator's reassignment): then
+	// there is nothing to plan. Linear, but only while the mark is set.
+	for _, id := range run.drain {
+		if s.replicasOn(id) > 0 {
+			return slices.Clone(run.drain)
+		}
+	}
+	return nil
 }
 
 // drainLeavesBehind says whether a partition the plan does not move, and
@@ -128,15 +150,11 @@ func (s *StateMachine) drainLeavesBehind(moves []*metadatav1.PartitionReassignme
 	return false
 }
 
-// KeepsInSync says whether moving a partition to target would keep one of
-// its in-sync replicas (a move that keeps none is refused: it would lose
-// the committed records).
-func (s *StateMachine) KeepsInSync(topic string, index int32, target []int32) bool {
+// HasInSync says whether a partition has an in-sync replica: a move of
+// one that has none is refused (its replicas would learn nothing).
+func (s *StateMachine) HasInSync(topic string, index int32) bool {
 	t, ok := s.topics[topic]
-	if !ok || index < 0 || int(index) >= len(t.partitions) {
-		return false
-	}
-	return slices.ContainsFunc(t.partitions[index].isr, func(id int32) bool { return slices.Contains(target, id) })
+	return ok && index >= 0 && int(index) < len(t.partitions) && len(t.partitions[index].isr) > 0
 }
 
 // moveEnded notes a move that ended with these replicas: if the plan
@@ -145,6 +163,77 @@ func (s *StateMachine) moveEnded(replicas []int32) {
 	if run := s.balance; run != nil && slices.ContainsFunc(replicas, s.draining) {
 		run.leftBehind = true
 	}
+}
+
+// PlanInputs is what a balancing plan reads of the partitions: those not
+// moving and with every replica on a registered broker (a move keeping a
+// replica on a broker that unregistered could never complete), in topic
+// order, their replica lists packed into one array. Flat, with no pointer
+// but the topic names: gathering a million partitions on the node's
+// goroutine is a copy (BenchmarkPlanInputs), not a million slice headers
+// for the garbage collector to scan.
+type PlanInputs struct {
+	Topics []string
+	// Refs[i] names the i-th partition: its topic's position in Topics
+	// and its index.
+	Refs []PartitionRef
+	IDs  []int32
+	// Ends[i] is where the i-th partition's replicas end in IDs.
+	Ends []int32
+}
+
+// PartitionRef names a partition of PlanInputs.
+type PartitionRef struct{ Topic, Index int32 }
+
+// Replicas is the i-th partition's replica list (shared: not to change).
+func (in *PlanInputs) Replicas(i int) []int32 {
+	from := int32(0)
+	if i > 0 {
+		from = in.Ends[i-1]
+	}
+	return in.IDs[from:in.Ends[i]:in.Ends[i]]
+}
+
+// PlanInputs gathers the partitions a balancing plan moves.
+func (s *StateMachine) PlanInputs() *PlanInputs {
+	n := s.PartitionCount()
+	in := &PlanInputs{Refs: make([]PartitionRef, 0, n), IDs: make([]int32, 0, 3*n), Ends: make([]int32, 0, n)}
+	registered := s.registeredSet()
+	for _, name := range s.sortedTopicNames() {
+		t := s.topics[name]
+		topic := int32(-1)
+		for i := range t.partitions {
+			replicas := t.partitions[i].replicas
+			if t.movingOf(int32(i)) != nil || slices.ContainsFunc(replicas, func(id int32) bool { return !registered(id) }) {
+				continue
+			}
+			if topic < 0 {
+				in.Topics = append(in.Topics, name)
+				topic = int32(len(in.Topics) - 1)
+			}
+			in.Refs = append(in.Refs, PartitionRef{Topic: topic, Index: int32(i)})
+			in.IDs = append(in.IDs, replicas...)
+			in.Ends = append(in.Ends, int32(len(in.IDs)))
+		}
+	}
+	return in
+}
+
+// registeredSet is a fast membership test of the registered brokers: a
+// table by id where the ids are small, as they are in practice.
+func (s *StateMachine) registeredSet() func(int32) bool {
+	largest := int32(0)
+	for id := range s.brokers { // determinism: a maximum
+		largest = max(largest, id)
+	}
+	if largest >= 1<<20 {
+		return func(id int32) bool { _, ok := s.brokers[id]; return ok }
+	}
+	table := make([]bool, largest+1)
+	for id := range s.brokers { // determinism: a set
+		table[id] = true
+	}
+	return func(id int32) bool { return id >= 0 && id <= largest && table[id] }
 }
 
 // EachPartition calls fn for every partition, by topic name and index,

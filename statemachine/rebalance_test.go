@@ -1,6 +1,7 @@
 package statemachine
 
 import (
+	"slices"
 	"testing"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -140,4 +141,93 @@ func TestPlanSkipsAPartitionMovedSincePlanned(t *testing.T) {
 	status := h.sm.BalanceStatus()
 	assert.Equal(t, []int32{1, 1, 0, 0}, []int32{status.Started, status.Skipped, status.Pending, status.Moving})
 	assert.Equal(t, []int32{elsewhere}, h.sm.Topic("a").Partitions[0].Replicas)
+}
+
+func drainRecord(maxMoving int32, drain []int32, moves ...*metadatav1.PartitionReassignment) *metadatav1.Record {
+	r := rebalanceRecord(maxMoving, moves...)
+	r.GetRebalance().Drain = drain
+	return r
+}
+
+// A plan's move that keeps a drained broker (a reorder, where no broker
+// could take its replica) leaves the replica behind: the drain is
+// unfinished, for the controller to plan again once a broker can take it
+// (found in review).
+func TestDrainReorderLeavesTheReplicaBehind(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 3, 0, 1))
+	replicas := h.sm.Topic("a").Partitions[0].Replicas
+	reordered := append(slices.Clone(replicas[1:2]), replicas[0], replicas[2])
+	move := target("a", 0, reordered...)
+	move.ExpectedReplicas = replicas
+	h.mustApply(drainRecord(10, []int32{replicas[0]}, move))
+	require.Equal(t, reordered, h.sm.Topic("a").Partitions[0].Replicas)
+	assert.Equal(t, []int32{replicas[0]}, h.sm.UnfinishedDrain())
+}
+
+// A plan the controller made itself names the plan it was computed
+// against; one recorded meanwhile (an operator's decommission) stands
+// (found in review: the controller's join plan replaced a decommission
+// committed while it was computed).
+func TestControllerPlanRefusedAfterAnotherPlan(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	h.mustApply(drainRecord(10, []int32{3}))
+	since := h.sm.BalanceStatus().SinceVersion
+	stale := rebalanceRecord(10)
+	none := int64(0)
+	stale.GetRebalance().ExpectedSince = &none
+	h.mustFail(stale, metadatav1.ErrorCode_INVALID_REQUEST)
+	assert.Equal(t, []int32{3}, h.sm.BalanceStatus().Draining)
+	current := rebalanceRecord(10)
+	current.GetRebalance().ExpectedSince = &since
+	h.mustApply(current)
+	assert.Empty(t, h.sm.BalanceStatus().Draining)
+}
+
+// A move skipped because its partition is moving marks nothing: the move
+// under way ends later and is looked at then. And once no drained broker
+// holds a replica (an operator moved it), the drain is finished whatever
+// was marked (found in review: a mark never cleared had the controller
+// plan forever).
+func TestDrainMarksOnlyReplicasLeft(t *testing.T) {
+	h := newHarness(t)
+	for id := int32(1); id <= 3; id++ {
+		h.mustApply(registerRecord(id, ""))
+	}
+	h.mustApply(createTopicRecord("a", 1, 1, 0, 1))
+	from := h.sm.Topic("a").Partitions[0].Replicas[0]
+	to := from%3 + 1
+	h.mustApply(reassignRecord(target("a", 0, to)))
+	planned := target("a", 0, to%3+1)
+	planned.ExpectedReplicas = []int32{from}
+	h.mustApply(drainRecord(10, []int32{from}, planned))
+	require.Equal(t, int32(1), h.sm.BalanceStatus().Skipped)
+	assert.Nil(t, h.sm.UnfinishedDrain(), "the move under way takes the replica off")
+
+	h.mustApply(reassignRecord(target("a", 0)))
+	require.Equal(t, []int32{from}, h.sm.Topic("a").Partitions[0].Replicas, "cancelled back onto the drained broker")
+	assert.Equal(t, []int32{from}, h.sm.UnfinishedDrain())
+	h.mustApply(reassignRecord(target("a", 0, to)))
+	require.Nil(t, h.isrChange("a", 0, from, to).Err)
+	assert.Nil(t, h.sm.UnfinishedDrain(), "the operator emptied it")
+}
+
+// A decommissioned broker that unregistered is no longer drained: one
+// registering later under its id takes replicas (found in review).
+func TestUnregisteredBrokerLeavesTheDrain(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(registerRecord(1, ""))
+	h.mustApply(registerRecord(2, ""))
+	h.mustApply(drainRecord(10, []int32{2}))
+	h.mustApply(&metadatav1.Record{Body: &metadatav1.Record_UnregisterBroker{UnregisterBroker: &metadatav1.UnregisterBrokerRecord{BrokerId: 2}}})
+	assert.Empty(t, h.sm.BalanceStatus().Draining)
+	h.mustApply(registerRecord(2, ""))
+	h.mustApply(createTopicRecord("a", 1, 2, 0, 1))
 }

@@ -1187,7 +1187,13 @@ type RebalanceRecord struct {
 	Moves     []*PartitionReassignment `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
 	MaxMoving int32                    `protobuf:"varint,2,opt,name=max_moving,json=maxMoving,proto3" json:"max_moving,omitempty"`
 	// Brokers the plan empties (decommissioned).
-	Drain         []int32 `protobuf:"varint,3,rep,packed,name=drain,proto3" json:"drain,omitempty"`
+	Drain []int32 `protobuf:"varint,3,rep,packed,name=drain,proto3" json:"drain,omitempty"`
+	// Set on a plan the controller made itself (a broker joined, a
+	// decommission left replicas behind): the version of the plan it was
+	// computed against (0: none). Apply refuses it if another plan was
+	// recorded since, so that it never replaces an operator's plan committed
+	// while it was computed.
+	ExpectedSince *int64 `protobuf:"varint,4,opt,name=expected_since,json=expectedSince,proto3,oneof" json:"expected_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1241,6 +1247,13 @@ func (x *RebalanceRecord) GetDrain() []int32 {
 		return x.Drain
 	}
 	return nil
+}
+
+func (x *RebalanceRecord) GetExpectedSince() int64 {
+	if x != nil && x.ExpectedSince != nil {
+		return *x.ExpectedSince
+	}
+	return 0
 }
 
 type CreatePartitionsRecord struct {
@@ -1535,12 +1548,14 @@ const file_dmq_metadata_v1_records_proto_rawDesc = "" +
 	"\frequest_size\x18\x02 \x01(\x05R\vrequestSize\x12'\n" +
 	"\x0frequest_indexes\x18\x03 \x03(\x05R\x0erequestIndexes\"q\n" +
 	"!AlterPartitionReassignmentsRecord\x12L\n" +
-	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\"\x84\x01\n" +
+	"\rreassignments\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\rreassignments\"\xc3\x01\n" +
 	"\x0fRebalanceRecord\x12<\n" +
 	"\x05moves\x18\x01 \x03(\v2&.dmq.metadata.v1.PartitionReassignmentR\x05moves\x12\x1d\n" +
 	"\n" +
 	"max_moving\x18\x02 \x01(\x05R\tmaxMoving\x12\x14\n" +
-	"\x05drain\x18\x03 \x03(\x05R\x05drain\"\x82\x01\n" +
+	"\x05drain\x18\x03 \x03(\x05R\x05drain\x12*\n" +
+	"\x0eexpected_since\x18\x04 \x01(\x03H\x00R\rexpectedSince\x88\x01\x01B\x11\n" +
+	"\x0f_expected_since\"\x82\x01\n" +
 	"\x16CreatePartitionsRecord\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
 	"\x0fpartition_count\x18\x02 \x01(\x05R\x0epartitionCount\x12)\n" +
@@ -1652,6 +1667,7 @@ func file_dmq_metadata_v1_records_proto_init() {
 		(*Record_AlterPartitionReassignments)(nil),
 		(*Record_Rebalance)(nil),
 	}
+	file_dmq_metadata_v1_records_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
