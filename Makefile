@@ -78,6 +78,14 @@ test: ## Run the whole suite: tree and lint gates, unit, property, crash, scenar
 RACE_PACKAGES := ./node/runner ./rpc/... ./client ./wire
 
 E2E_ROUNDS ?= 100
+.PHONY: test-ui
+test-ui: ## The web console in headless Chromium against a real dmqd; fails when Chromium is missing (make test skips, loudly).
+	DMQ_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -v -run '^TestConsole$$' ./ui
+
+.PHONY: screenshots
+screenshots: ## Regenerate the console's screenshots in docs/ (1440×900, headless Chromium).
+	DMQ_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -run '^TestConsoleScreenshots$$' ./ui -ui.screenshots=$(CURDIR)/docs
+
 .PHONY: e2e
 e2e: ## Real dmqd processes under E2E_ROUNDS rounds of SIGKILL/SIGSTOP faults (make test runs one round).
 	$(GO) test -count=1 -timeout 90m -run '^TestRealProcessFaults$$' -v ./cmd/dmqd -e2e.rounds=$(E2E_ROUNDS)

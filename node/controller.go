@@ -23,6 +23,9 @@ type controller struct {
 	brokerOp map[int32]bool
 	// unfenceTarget is the version a returning fenced broker must reach.
 	unfenceTarget map[int32]int64
+	// reported is the version each broker's last heartbeat reported (what
+	// the console shows for a service that takes no pushes).
+	reported      map[int32]int64
 	nextRebalance time.Time
 	rebalancing   bool
 	// planning: a balancing plan the controller started itself is being
@@ -54,6 +57,7 @@ func (c *controller) reset() {
 		pushes:        map[int32]*pushTarget{},
 		brokerOp:      map[int32]bool{},
 		unfenceTarget: map[int32]int64{},
+		reported:      map[int32]int64{},
 	}
 }
 
@@ -143,6 +147,7 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result, join
 	case *metadatav1.Record_UnregisterBroker:
 		id := body.UnregisterBroker.GetBrokerId()
 		delete(n.controller.lastSeen, id)
+		delete(n.controller.reported, id)
 		n.forgetTarget(id)
 		delete(n.controller.unfenceTarget, id)
 	case *metadatav1.Record_UnfenceBroker:
@@ -255,6 +260,7 @@ func (n *Node) Heartbeat(req *metadatav1.StorageHeartbeatRequest) (*metadatav1.S
 	resp.Fenced, resp.InControlledShutdown = status.Fenced, status.ShuttingDown
 
 	reported := req.GetMetadataVersion()
+	n.controller.reported[id] = reported
 	t := n.target(id)
 	if t != nil {
 		if t.inFlight == 0 {
@@ -635,4 +641,30 @@ func (n *Node) controllerPlan(drain []int32, maxMoving int32, keep func(*metadat
 		n.propose(&metadatav1.Record{Body: &metadatav1.Record_Rebalance{Rebalance: &metadatav1.RebalanceRecord{
 			Moves: moves, MaxMoving: maxMoving, Drain: drain, ExpectedSince: &since}}}, func(Outcome) {})
 	})
+}
+
+// BrokerSessions is the active controller's view of each registered
+// broker: since when it is silent, what version it holds, how far pushes
+// to it lag (DescribeBrokerSessions). Another controller has no such view.
+func (n *Node) BrokerSessions() ([]*metadatav1.BrokerSession, *statemachine.Error) {
+	if !n.active {
+		return nil, n.errNotController()
+	}
+	now := n.env.Clock.Now()
+	version := n.sm.Version()
+	var out []*metadatav1.BrokerSession
+	for _, id := range n.sm.BrokerIDs() {
+		s := &metadatav1.BrokerSession{BrokerId: id, HeartbeatAgeMs: now.Sub(n.sessionStart(id)).Milliseconds(), HeldVersion: -1}
+		if v, ok := n.controller.reported[id]; ok && v > 0 {
+			s.HeldVersion, s.Lag = v, max(version-v, 0)
+		}
+		if t, ok := n.controller.pushes[id]; ok {
+			s.PushInFlight, s.PushFailing = t.inFlight != 0, t.failing
+			if t.known >= 0 {
+				s.HeldVersion, s.Lag = t.known, max(version-t.known, 0)
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }

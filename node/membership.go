@@ -355,6 +355,9 @@ type Member struct {
 	Match       uint64
 	Lag         uint64
 	IsLeader    bool
+	// RecentActive: the leader heard from it within an election timeout
+	// (known on the leader only).
+	RecentActive bool
 }
 
 // Status describes the quorum from this node's view. Match and lag are
@@ -403,7 +406,7 @@ func (n *Node) Status() Status {
 	add := func(id uint64, learner bool) {
 		m := Member{ID: id, URL: n.peers[id], DirectoryID: n.directories[id], Learner: learner, IsLeader: id == st.Lead}
 		if pr, ok := st.Progress[id]; ok {
-			m.Match = pr.Match
+			m.Match, m.RecentActive = pr.Match, pr.RecentActive || id == n.cfg.ID
 			if last > pr.Match {
 				m.Lag = last - pr.Match
 			}

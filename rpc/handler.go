@@ -13,6 +13,7 @@ import (
 	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/rpc/metrics"
 	"github.com/dmq-project/metadata/rpc/peer"
+	"github.com/dmq-project/metadata/ui"
 	"github.com/dmq-project/metadata/wire"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -59,6 +60,11 @@ func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, log
 		return nil, err
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	// The console's files hold no metadata: open to anyone who reaches
+	// the port, like the metrics; every call the page makes is authorised
+	// as any other (the page asks for a token when refused).
+	mux.Handle(ui.Path, ui.Handler())
+	mux.Handle("GET /ui", http.RedirectHandler(ui.Path, http.StatusMovedPermanently))
 	// The build, like the metrics (dmq_build_info), is open to anyone who
 	// reaches the port: it tells an operator which binary answers.
 	build, err := json.Marshal(wire.Build())

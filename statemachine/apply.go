@@ -581,7 +581,7 @@ func (s *StateMachine) checkCreateTopic(r *metadatav1.CreateTopicRecord, eligibl
 	}
 	if int(r.ReplicationFactor) > eligible {
 		return errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"replication factor %d is larger than the %d live brokers not being decommissioned", r.ReplicationFactor, eligible)
+			"replication factor %d is larger than the %d live brokers%s", r.ReplicationFactor, eligible, s.drainingNote())
 	}
 	return nil
 }
@@ -652,7 +652,7 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 	eligible := s.eligibleBrokers()
 	if int(t.replicationFactor) > len(eligible) {
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
-			"topic %q has replication factor %d but only %d brokers are live and not being decommissioned", r.Topic, t.replicationFactor, len(eligible)))
+			"topic %q has replication factor %d but only %d brokers are live%s", r.Topic, t.replicationFactor, len(eligible), s.drainingNote()))
 	}
 	t.partitions = placePartitions(t.partitions, newBrokerRing(eligible), int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)

@@ -1,6 +1,7 @@
 package statemachine
 
 import (
+	"fmt"
 	"slices"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -109,6 +110,15 @@ func (s *StateMachine) BalanceStatus() *metadatav1.BalanceStatus {
 // draining says whether the running plan decommissions broker id.
 func (s *StateMachine) draining(id int32) bool {
 	return s.balance != nil && slices.Contains(s.balance.drain, id)
+}
+
+// drainingNote qualifies a count of brokers that may take replicas when
+// some are being decommissioned (they take none).
+func (s *StateMachine) drainingNote() string {
+	if s.balance == nil || len(s.balance.drain) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (besides %v, being decommissioned)", s.balance.drain)
 }
 
 // UnfinishedDrain returns the brokers the last plan decommissions, once it

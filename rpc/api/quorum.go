@@ -18,7 +18,8 @@ func members(st node.Status) []*metadatav1.QuorumMember {
 		if m.Learner {
 			role = metadatav1.QuorumRole_QUORUM_ROLE_LEARNER
 		}
-		out = append(out, &metadatav1.QuorumMember{NodeId: m.ID, Url: m.URL, Role: role, MatchIndex: m.Match, Lag: m.Lag, IsLeader: m.IsLeader, DirectoryId: m.DirectoryID})
+		out = append(out, &metadatav1.QuorumMember{NodeId: m.ID, Url: m.URL, Role: role, MatchIndex: m.Match, Lag: m.Lag, IsLeader: m.IsLeader, DirectoryId: m.DirectoryID,
+			RecentActive: m.RecentActive})
 	}
 	return out
 }
@@ -158,4 +159,18 @@ func (s *Server) Snapshot(ctx context.Context, _ *connect.Request[metadatav1.Sna
 		return nil, err
 	}
 	return connect.NewResponse(&metadatav1.SnapshotResponse{Index: r.value.index, SizeBytes: uint64(r.value.size)}), nil
+}
+
+// DescribeBrokerSessions implements MetadataService, on the active
+// controller.
+func (s *Server) DescribeBrokerSessions(ctx context.Context, _ *connect.Request[metadatav1.DescribeBrokerSessionsRequest]) (*connect.Response[metadatav1.DescribeBrokerSessionsResponse], error) {
+	r, err := callNode(s, ctx, func(n *node.Node, done func(result[*metadatav1.DescribeBrokerSessionsResponse])) {
+		sessions, serr := n.BrokerSessions()
+		done(result[*metadatav1.DescribeBrokerSessionsResponse]{err: serr, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader()),
+			value: &metadatav1.DescribeBrokerSessionsResponse{Sessions: sessions, MetadataVersion: n.StateMachine().Version(), AnsweredBy: n.ID()}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(r.value), nil
 }

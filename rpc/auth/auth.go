@@ -288,6 +288,7 @@ var readOnlyProcedures = map[string]bool{
 	"ListBrokers": true, "DescribeBroker": true, "ListTopics": true, "DescribeTopic": true,
 	"GetClusterMetadata": true, "WatchMetadata": true, "DescribeQuorum": true,
 	"GetSeedClusterMetadata": true, "GetController": true,
+	"DescribeConfigs": true, "ListPartitionReassignments": true, "DescribeBalance": true, "DescribeBrokerSessions": true,
 }
 
 // NewInterceptor authenticates every call of the API and authorises it

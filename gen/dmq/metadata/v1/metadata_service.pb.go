@@ -29,6 +29,193 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DescribeBrokerSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeBrokerSessionsRequest) Reset() {
+	*x = DescribeBrokerSessionsRequest{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeBrokerSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeBrokerSessionsRequest) ProtoMessage() {}
+
+func (x *DescribeBrokerSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeBrokerSessionsRequest.ProtoReflect.Descriptor instead.
+func (*DescribeBrokerSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{0}
+}
+
+type BrokerSession struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BrokerId int32                  `protobuf:"varint,1,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
+	// Since the last heartbeat (or registration, or the start of this
+	// leadership), in milliseconds.
+	HeartbeatAgeMs int64 `protobuf:"varint,2,opt,name=heartbeat_age_ms,json=heartbeatAgeMs,proto3" json:"heartbeat_age_ms,omitempty"`
+	// The metadata version the broker's storage service holds, as it last
+	// reported or accepted a push; -1 when unknown.
+	HeldVersion int64 `protobuf:"varint,3,opt,name=held_version,json=heldVersion,proto3" json:"held_version,omitempty"`
+	// The controller's version minus held_version (0 when unknown).
+	Lag int64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	// A push to it awaits its result.
+	PushInFlight bool `protobuf:"varint,5,opt,name=push_in_flight,json=pushInFlight,proto3" json:"push_in_flight,omitempty"`
+	// The last push to it failed.
+	PushFailing   bool `protobuf:"varint,6,opt,name=push_failing,json=pushFailing,proto3" json:"push_failing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrokerSession) Reset() {
+	*x = BrokerSession{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrokerSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrokerSession) ProtoMessage() {}
+
+func (x *BrokerSession) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrokerSession.ProtoReflect.Descriptor instead.
+func (*BrokerSession) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BrokerSession) GetBrokerId() int32 {
+	if x != nil {
+		return x.BrokerId
+	}
+	return 0
+}
+
+func (x *BrokerSession) GetHeartbeatAgeMs() int64 {
+	if x != nil {
+		return x.HeartbeatAgeMs
+	}
+	return 0
+}
+
+func (x *BrokerSession) GetHeldVersion() int64 {
+	if x != nil {
+		return x.HeldVersion
+	}
+	return 0
+}
+
+func (x *BrokerSession) GetLag() int64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *BrokerSession) GetPushInFlight() bool {
+	if x != nil {
+		return x.PushInFlight
+	}
+	return false
+}
+
+func (x *BrokerSession) GetPushFailing() bool {
+	if x != nil {
+		return x.PushFailing
+	}
+	return false
+}
+
+type DescribeBrokerSessionsResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Sessions        []*BrokerSession       `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	MetadataVersion int64                  `protobuf:"varint,2,opt,name=metadata_version,json=metadataVersion,proto3" json:"metadata_version,omitempty"`
+	AnsweredBy      uint64                 `protobuf:"varint,3,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DescribeBrokerSessionsResponse) Reset() {
+	*x = DescribeBrokerSessionsResponse{}
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeBrokerSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeBrokerSessionsResponse) ProtoMessage() {}
+
+func (x *DescribeBrokerSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeBrokerSessionsResponse.ProtoReflect.Descriptor instead.
+func (*DescribeBrokerSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DescribeBrokerSessionsResponse) GetSessions() []*BrokerSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *DescribeBrokerSessionsResponse) GetMetadataVersion() int64 {
+	if x != nil {
+		return x.MetadataVersion
+	}
+	return 0
+}
+
+func (x *DescribeBrokerSessionsResponse) GetAnsweredBy() uint64 {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return 0
+}
+
 // Attached to Unavailable errors from a controller that is not the leader.
 type NotControllerDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +228,7 @@ type NotControllerDetail struct {
 
 func (x *NotControllerDetail) Reset() {
 	*x = NotControllerDetail{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[0]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +240,7 @@ func (x *NotControllerDetail) String() string {
 func (*NotControllerDetail) ProtoMessage() {}
 
 func (x *NotControllerDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[0]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +253,7 @@ func (x *NotControllerDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotControllerDetail.ProtoReflect.Descriptor instead.
 func (*NotControllerDetail) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{0}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NotControllerDetail) GetLeaderId() uint64 {
@@ -93,7 +280,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[1]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +292,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[1]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +305,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{1}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ErrorDetail) GetErrorCode() ErrorCode {
@@ -138,7 +325,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +337,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[2]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +350,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{2}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OpenSessionRequest) GetClientId() string {
@@ -187,7 +374,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +386,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[3]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +399,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{3}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpenSessionResponse) GetSessionId() uint64 {
@@ -250,7 +437,7 @@ type RegisterBrokerRequest struct {
 
 func (x *RegisterBrokerRequest) Reset() {
 	*x = RegisterBrokerRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +449,7 @@ func (x *RegisterBrokerRequest) String() string {
 func (*RegisterBrokerRequest) ProtoMessage() {}
 
 func (x *RegisterBrokerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[4]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +462,7 @@ func (x *RegisterBrokerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBrokerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterBrokerRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{4}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterBrokerRequest) GetId() int32 {
@@ -332,7 +519,7 @@ type RegisterBrokerResponse struct {
 
 func (x *RegisterBrokerResponse) Reset() {
 	*x = RegisterBrokerResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +531,7 @@ func (x *RegisterBrokerResponse) String() string {
 func (*RegisterBrokerResponse) ProtoMessage() {}
 
 func (x *RegisterBrokerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[5]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +544,7 @@ func (x *RegisterBrokerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBrokerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterBrokerResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{5}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterBrokerResponse) GetBroker() *Broker {
@@ -398,7 +585,7 @@ type UnregisterBrokerRequest struct {
 
 func (x *UnregisterBrokerRequest) Reset() {
 	*x = UnregisterBrokerRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +597,7 @@ func (x *UnregisterBrokerRequest) String() string {
 func (*UnregisterBrokerRequest) ProtoMessage() {}
 
 func (x *UnregisterBrokerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[6]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +610,7 @@ func (x *UnregisterBrokerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterBrokerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterBrokerRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{6}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UnregisterBrokerRequest) GetId() int32 {
@@ -451,7 +638,7 @@ type UnregisterBrokerResponse struct {
 
 func (x *UnregisterBrokerResponse) Reset() {
 	*x = UnregisterBrokerResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +650,7 @@ func (x *UnregisterBrokerResponse) String() string {
 func (*UnregisterBrokerResponse) ProtoMessage() {}
 
 func (x *UnregisterBrokerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[7]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +663,7 @@ func (x *UnregisterBrokerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterBrokerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterBrokerResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{7}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UnregisterBrokerResponse) GetSuccess() bool {
@@ -509,7 +696,7 @@ type ListBrokersRequest struct {
 
 func (x *ListBrokersRequest) Reset() {
 	*x = ListBrokersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +708,7 @@ func (x *ListBrokersRequest) String() string {
 func (*ListBrokersRequest) ProtoMessage() {}
 
 func (x *ListBrokersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[8]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +721,7 @@ func (x *ListBrokersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBrokersRequest.ProtoReflect.Descriptor instead.
 func (*ListBrokersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{8}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListBrokersRequest) GetAllowStale() bool {
@@ -554,7 +741,7 @@ type ListBrokersResponse struct {
 
 func (x *ListBrokersResponse) Reset() {
 	*x = ListBrokersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +753,7 @@ func (x *ListBrokersResponse) String() string {
 func (*ListBrokersResponse) ProtoMessage() {}
 
 func (x *ListBrokersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[9]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +766,7 @@ func (x *ListBrokersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBrokersResponse.ProtoReflect.Descriptor instead.
 func (*ListBrokersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{9}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListBrokersResponse) GetBrokers() []*Broker {
@@ -606,7 +793,7 @@ type DescribeBrokerRequest struct {
 
 func (x *DescribeBrokerRequest) Reset() {
 	*x = DescribeBrokerRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +805,7 @@ func (x *DescribeBrokerRequest) String() string {
 func (*DescribeBrokerRequest) ProtoMessage() {}
 
 func (x *DescribeBrokerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[10]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +818,7 @@ func (x *DescribeBrokerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeBrokerRequest.ProtoReflect.Descriptor instead.
 func (*DescribeBrokerRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{10}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DescribeBrokerRequest) GetId() int32 {
@@ -658,7 +845,7 @@ type DescribeBrokerResponse struct {
 
 func (x *DescribeBrokerResponse) Reset() {
 	*x = DescribeBrokerResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +857,7 @@ func (x *DescribeBrokerResponse) String() string {
 func (*DescribeBrokerResponse) ProtoMessage() {}
 
 func (x *DescribeBrokerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[11]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +870,7 @@ func (x *DescribeBrokerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeBrokerResponse.ProtoReflect.Descriptor instead.
 func (*DescribeBrokerResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{11}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DescribeBrokerResponse) GetBroker() *Broker {
@@ -720,7 +907,7 @@ type StorageHeartbeatRequest struct {
 
 func (x *StorageHeartbeatRequest) Reset() {
 	*x = StorageHeartbeatRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +919,7 @@ func (x *StorageHeartbeatRequest) String() string {
 func (*StorageHeartbeatRequest) ProtoMessage() {}
 
 func (x *StorageHeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[12]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +932,7 @@ func (x *StorageHeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageHeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*StorageHeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{12}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StorageHeartbeatRequest) GetServiceId() string {
@@ -808,7 +995,7 @@ type StorageHeartbeatResponse struct {
 
 func (x *StorageHeartbeatResponse) Reset() {
 	*x = StorageHeartbeatResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1007,7 @@ func (x *StorageHeartbeatResponse) String() string {
 func (*StorageHeartbeatResponse) ProtoMessage() {}
 
 func (x *StorageHeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[13]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1020,7 @@ func (x *StorageHeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageHeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*StorageHeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{13}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StorageHeartbeatResponse) GetRegistered() bool {
@@ -930,7 +1117,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1129,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[14]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1142,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{14}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTopicRequest) GetName() string {
@@ -1005,7 +1192,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1204,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[15]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1217,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{15}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateTopicResponse) GetTopic() *Topic {
@@ -1071,7 +1258,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[16]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1270,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[16]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1283,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{16}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -1124,7 +1311,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[17]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1323,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[17]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1336,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{17}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteTopicResponse) GetSuccess() bool {
@@ -1192,7 +1379,7 @@ type CreateTopicsRequest struct {
 
 func (x *CreateTopicsRequest) Reset() {
 	*x = CreateTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1391,7 @@ func (x *CreateTopicsRequest) String() string {
 func (*CreateTopicsRequest) ProtoMessage() {}
 
 func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[18]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1404,7 @@ func (x *CreateTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{18}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateTopicsRequest) GetTopics() []*CreateTopicRequest {
@@ -1269,7 +1456,7 @@ type TopicResult struct {
 
 func (x *TopicResult) Reset() {
 	*x = TopicResult{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1468,7 @@ func (x *TopicResult) String() string {
 func (*TopicResult) ProtoMessage() {}
 
 func (x *TopicResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[19]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1481,7 @@ func (x *TopicResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicResult.ProtoReflect.Descriptor instead.
 func (*TopicResult) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{19}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TopicResult) GetName() string {
@@ -1361,7 +1548,7 @@ type CreateTopicsResponse struct {
 
 func (x *CreateTopicsResponse) Reset() {
 	*x = CreateTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1560,7 @@ func (x *CreateTopicsResponse) String() string {
 func (*CreateTopicsResponse) ProtoMessage() {}
 
 func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[20]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1573,7 @@ func (x *CreateTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicsResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{20}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateTopicsResponse) GetResults() []*TopicResult {
@@ -1423,7 +1610,7 @@ type DeleteTopicsRequest struct {
 
 func (x *DeleteTopicsRequest) Reset() {
 	*x = DeleteTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1622,7 @@ func (x *DeleteTopicsRequest) String() string {
 func (*DeleteTopicsRequest) ProtoMessage() {}
 
 func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[21]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1635,7 @@ func (x *DeleteTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{21}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteTopicsRequest) GetNames() []string {
@@ -1490,7 +1677,7 @@ type DeleteTopicsResponse struct {
 
 func (x *DeleteTopicsResponse) Reset() {
 	*x = DeleteTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1689,7 @@ func (x *DeleteTopicsResponse) String() string {
 func (*DeleteTopicsResponse) ProtoMessage() {}
 
 func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[22]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1702,7 @@ func (x *DeleteTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{22}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteTopicsResponse) GetResults() []*TopicResult {
@@ -1550,7 +1737,7 @@ type IncrementalAlterConfigsRequest struct {
 
 func (x *IncrementalAlterConfigsRequest) Reset() {
 	*x = IncrementalAlterConfigsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1749,7 @@ func (x *IncrementalAlterConfigsRequest) String() string {
 func (*IncrementalAlterConfigsRequest) ProtoMessage() {}
 
 func (x *IncrementalAlterConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[23]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1762,7 @@ func (x *IncrementalAlterConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncrementalAlterConfigsRequest.ProtoReflect.Descriptor instead.
 func (*IncrementalAlterConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{23}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IncrementalAlterConfigsRequest) GetResources() []*ResourceConfigChanges {
@@ -1610,7 +1797,7 @@ type ConfigResourceResult struct {
 
 func (x *ConfigResourceResult) Reset() {
 	*x = ConfigResourceResult{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1809,7 @@ func (x *ConfigResourceResult) String() string {
 func (*ConfigResourceResult) ProtoMessage() {}
 
 func (x *ConfigResourceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[24]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1822,7 @@ func (x *ConfigResourceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigResourceResult.ProtoReflect.Descriptor instead.
 func (*ConfigResourceResult) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{24}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfigResourceResult) GetResource() *ConfigResource {
@@ -1670,7 +1857,7 @@ type IncrementalAlterConfigsResponse struct {
 
 func (x *IncrementalAlterConfigsResponse) Reset() {
 	*x = IncrementalAlterConfigsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1869,7 @@ func (x *IncrementalAlterConfigsResponse) String() string {
 func (*IncrementalAlterConfigsResponse) ProtoMessage() {}
 
 func (x *IncrementalAlterConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[25]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1882,7 @@ func (x *IncrementalAlterConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncrementalAlterConfigsResponse.ProtoReflect.Descriptor instead.
 func (*IncrementalAlterConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{25}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *IncrementalAlterConfigsResponse) GetResults() []*ConfigResourceResult {
@@ -1723,7 +1910,7 @@ type DescribeConfigsRequest struct {
 
 func (x *DescribeConfigsRequest) Reset() {
 	*x = DescribeConfigsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1922,7 @@ func (x *DescribeConfigsRequest) String() string {
 func (*DescribeConfigsRequest) ProtoMessage() {}
 
 func (x *DescribeConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[26]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1935,7 @@ func (x *DescribeConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeConfigsRequest.ProtoReflect.Descriptor instead.
 func (*DescribeConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{26}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DescribeConfigsRequest) GetResources() []*ConfigResource {
@@ -1778,7 +1965,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1977,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[27]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1990,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{27}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConfigEntry) GetKey() string {
@@ -1847,7 +2034,7 @@ type DescribeConfigsResult struct {
 
 func (x *DescribeConfigsResult) Reset() {
 	*x = DescribeConfigsResult{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2046,7 @@ func (x *DescribeConfigsResult) String() string {
 func (*DescribeConfigsResult) ProtoMessage() {}
 
 func (x *DescribeConfigsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[28]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2059,7 @@ func (x *DescribeConfigsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeConfigsResult.ProtoReflect.Descriptor instead.
 func (*DescribeConfigsResult) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{28}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DescribeConfigsResult) GetResource() *ConfigResource {
@@ -1913,7 +2100,7 @@ type DescribeConfigsResponse struct {
 
 func (x *DescribeConfigsResponse) Reset() {
 	*x = DescribeConfigsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2112,7 @@ func (x *DescribeConfigsResponse) String() string {
 func (*DescribeConfigsResponse) ProtoMessage() {}
 
 func (x *DescribeConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[29]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2125,7 @@ func (x *DescribeConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeConfigsResponse.ProtoReflect.Descriptor instead.
 func (*DescribeConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{29}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DescribeConfigsResponse) GetResults() []*DescribeConfigsResult {
@@ -1965,7 +2152,7 @@ type AlterPartitionReassignmentsRequest struct {
 
 func (x *AlterPartitionReassignmentsRequest) Reset() {
 	*x = AlterPartitionReassignmentsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2164,7 @@ func (x *AlterPartitionReassignmentsRequest) String() string {
 func (*AlterPartitionReassignmentsRequest) ProtoMessage() {}
 
 func (x *AlterPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[30]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2177,7 @@ func (x *AlterPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use AlterPartitionReassignmentsRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionReassignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{30}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AlterPartitionReassignmentsRequest) GetReassignments() []*PartitionReassignment {
@@ -2019,7 +2206,7 @@ type ReassignmentResult struct {
 
 func (x *ReassignmentResult) Reset() {
 	*x = ReassignmentResult{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2218,7 @@ func (x *ReassignmentResult) String() string {
 func (*ReassignmentResult) ProtoMessage() {}
 
 func (x *ReassignmentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[31]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2231,7 @@ func (x *ReassignmentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReassignmentResult.ProtoReflect.Descriptor instead.
 func (*ReassignmentResult) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{31}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReassignmentResult) GetTopic() string {
@@ -2086,7 +2273,7 @@ type AlterPartitionReassignmentsResponse struct {
 
 func (x *AlterPartitionReassignmentsResponse) Reset() {
 	*x = AlterPartitionReassignmentsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2285,7 @@ func (x *AlterPartitionReassignmentsResponse) String() string {
 func (*AlterPartitionReassignmentsResponse) ProtoMessage() {}
 
 func (x *AlterPartitionReassignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[32]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2298,7 @@ func (x *AlterPartitionReassignmentsResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use AlterPartitionReassignmentsResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionReassignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{32}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AlterPartitionReassignmentsResponse) GetResults() []*ReassignmentResult {
@@ -2137,7 +2324,7 @@ type ListPartitionReassignmentsRequest struct {
 
 func (x *ListPartitionReassignmentsRequest) Reset() {
 	*x = ListPartitionReassignmentsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2336,7 @@ func (x *ListPartitionReassignmentsRequest) String() string {
 func (*ListPartitionReassignmentsRequest) ProtoMessage() {}
 
 func (x *ListPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[33]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2349,7 @@ func (x *ListPartitionReassignmentsRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ListPartitionReassignmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionReassignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{33}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListPartitionReassignmentsRequest) GetAllowStale() bool {
@@ -2183,7 +2370,7 @@ type ListPartitionReassignmentsResponse struct {
 
 func (x *ListPartitionReassignmentsResponse) Reset() {
 	*x = ListPartitionReassignmentsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2382,7 @@ func (x *ListPartitionReassignmentsResponse) String() string {
 func (*ListPartitionReassignmentsResponse) ProtoMessage() {}
 
 func (x *ListPartitionReassignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[34]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2395,7 @@ func (x *ListPartitionReassignmentsResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use ListPartitionReassignmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionReassignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{34}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListPartitionReassignmentsResponse) GetReassignments() []*OngoingReassignment {
@@ -2239,7 +2426,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2438,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[35]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2451,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{35}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -2306,7 +2493,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2505,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[36]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2518,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{36}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RebalanceResponse) GetMoves() []*PartitionReassignment {
@@ -2364,7 +2551,7 @@ type DescribeBalanceRequest struct {
 
 func (x *DescribeBalanceRequest) Reset() {
 	*x = DescribeBalanceRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2563,7 @@ func (x *DescribeBalanceRequest) String() string {
 func (*DescribeBalanceRequest) ProtoMessage() {}
 
 func (x *DescribeBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[37]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2576,7 @@ func (x *DescribeBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeBalanceRequest.ProtoReflect.Descriptor instead.
 func (*DescribeBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{37}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DescribeBalanceRequest) GetAllowStale() bool {
@@ -2409,7 +2596,7 @@ type DescribeBalanceResponse struct {
 
 func (x *DescribeBalanceResponse) Reset() {
 	*x = DescribeBalanceResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2608,7 @@ func (x *DescribeBalanceResponse) String() string {
 func (*DescribeBalanceResponse) ProtoMessage() {}
 
 func (x *DescribeBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[38]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2621,7 @@ func (x *DescribeBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeBalanceResponse.ProtoReflect.Descriptor instead.
 func (*DescribeBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{38}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DescribeBalanceResponse) GetStatus() *BalanceStatus {
@@ -2460,7 +2647,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2659,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[39]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2672,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{39}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListTopicsRequest) GetAllowStale() bool {
@@ -2506,7 +2693,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2705,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[40]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2718,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{40}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*Topic {
@@ -2558,7 +2745,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2757,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[41]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2770,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{41}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -2613,7 +2800,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2812,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[42]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2825,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{42}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DescribeTopicResponse) GetTopic() *Topic {
@@ -2674,7 +2861,7 @@ type CreatePartitionsRequest struct {
 
 func (x *CreatePartitionsRequest) Reset() {
 	*x = CreatePartitionsRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2873,7 @@ func (x *CreatePartitionsRequest) String() string {
 func (*CreatePartitionsRequest) ProtoMessage() {}
 
 func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[43]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2886,7 @@ func (x *CreatePartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{43}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreatePartitionsRequest) GetTopic() string {
@@ -2735,7 +2922,7 @@ type CreatePartitionsResponse struct {
 
 func (x *CreatePartitionsResponse) Reset() {
 	*x = CreatePartitionsResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2934,7 @@ func (x *CreatePartitionsResponse) String() string {
 func (*CreatePartitionsResponse) ProtoMessage() {}
 
 func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[44]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2947,7 @@ func (x *CreatePartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionsResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{44}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreatePartitionsResponse) GetTopic() *Topic {
@@ -2807,7 +2994,7 @@ type AlterPartitionRequest struct {
 
 func (x *AlterPartitionRequest) Reset() {
 	*x = AlterPartitionRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +3006,7 @@ func (x *AlterPartitionRequest) String() string {
 func (*AlterPartitionRequest) ProtoMessage() {}
 
 func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[45]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +3019,7 @@ func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{45}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AlterPartitionRequest) GetBrokerId() int32 {
@@ -2903,7 +3090,7 @@ type AlterPartitionResponse struct {
 
 func (x *AlterPartitionResponse) Reset() {
 	*x = AlterPartitionResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3102,7 @@ func (x *AlterPartitionResponse) String() string {
 func (*AlterPartitionResponse) ProtoMessage() {}
 
 func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[46]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3115,7 @@ func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{46}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AlterPartitionResponse) GetPartition() *Partition {
@@ -2970,7 +3157,7 @@ type ElectLeadersRequest struct {
 
 func (x *ElectLeadersRequest) Reset() {
 	*x = ElectLeadersRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3169,7 @@ func (x *ElectLeadersRequest) String() string {
 func (*ElectLeadersRequest) ProtoMessage() {}
 
 func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[47]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3182,7 @@ func (x *ElectLeadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersRequest.ProtoReflect.Descriptor instead.
 func (*ElectLeadersRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{47}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ElectLeadersRequest) GetTargets() []*TopicPartitions {
@@ -3025,7 +3212,7 @@ type ElectLeadersResponse struct {
 
 func (x *ElectLeadersResponse) Reset() {
 	*x = ElectLeadersResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3224,7 @@ func (x *ElectLeadersResponse) String() string {
 func (*ElectLeadersResponse) ProtoMessage() {}
 
 func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[48]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3237,7 @@ func (x *ElectLeadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ElectLeadersResponse.ProtoReflect.Descriptor instead.
 func (*ElectLeadersResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{48}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ElectLeadersResponse) GetElected() int32 {
@@ -3090,7 +3277,7 @@ type GetClusterMetadataRequest struct {
 
 func (x *GetClusterMetadataRequest) Reset() {
 	*x = GetClusterMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3289,7 @@ func (x *GetClusterMetadataRequest) String() string {
 func (*GetClusterMetadataRequest) ProtoMessage() {}
 
 func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[49]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3302,7 @@ func (x *GetClusterMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{49}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetClusterMetadataRequest) GetAllowStale() bool {
@@ -3136,7 +3323,7 @@ type GetClusterMetadataResponse struct {
 
 func (x *GetClusterMetadataResponse) Reset() {
 	*x = GetClusterMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3335,7 @@ func (x *GetClusterMetadataResponse) String() string {
 func (*GetClusterMetadataResponse) ProtoMessage() {}
 
 func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[50]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3348,7 @@ func (x *GetClusterMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{50}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetClusterMetadataResponse) GetState() *ClusterState {
@@ -3194,7 +3381,7 @@ type WatchMetadataRequest struct {
 
 func (x *WatchMetadataRequest) Reset() {
 	*x = WatchMetadataRequest{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3393,7 @@ func (x *WatchMetadataRequest) String() string {
 func (*WatchMetadataRequest) ProtoMessage() {}
 
 func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[51]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3406,7 @@ func (x *WatchMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataRequest.ProtoReflect.Descriptor instead.
 func (*WatchMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{51}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WatchMetadataRequest) GetSinceVersion() int64 {
@@ -3242,7 +3429,7 @@ type WatchMetadataResponse struct {
 
 func (x *WatchMetadataResponse) Reset() {
 	*x = WatchMetadataResponse{}
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3441,7 @@ func (x *WatchMetadataResponse) String() string {
 func (*WatchMetadataResponse) ProtoMessage() {}
 
 func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[52]
+	mi := &file_dmq_metadata_v1_metadata_service_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3454,7 @@ func (x *WatchMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMetadataResponse.ProtoReflect.Descriptor instead.
 func (*WatchMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{52}
+	return file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WatchMetadataResponse) GetUpdate() isWatchMetadataResponse_Update {
@@ -3315,7 +3502,20 @@ var File_dmq_metadata_v1_metadata_service_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\n" +
-	"&dmq/metadata/v1/metadata_service.proto\x12\x0fdmq.metadata.v1\x1a\x1admq/metadata/v1/seed.proto\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"Q\n" +
+	"&dmq/metadata/v1/metadata_service.proto\x12\x0fdmq.metadata.v1\x1a\x1admq/metadata/v1/seed.proto\x1a\x1bdmq/metadata/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\"\x1f\n" +
+	"\x1dDescribeBrokerSessionsRequest\"\xd4\x01\n" +
+	"\rBrokerSession\x12\x1b\n" +
+	"\tbroker_id\x18\x01 \x01(\x05R\bbrokerId\x12(\n" +
+	"\x10heartbeat_age_ms\x18\x02 \x01(\x03R\x0eheartbeatAgeMs\x12!\n" +
+	"\fheld_version\x18\x03 \x01(\x03R\vheldVersion\x12\x10\n" +
+	"\x03lag\x18\x04 \x01(\x03R\x03lag\x12$\n" +
+	"\x0epush_in_flight\x18\x05 \x01(\bR\fpushInFlight\x12!\n" +
+	"\fpush_failing\x18\x06 \x01(\bR\vpushFailing\"\xa8\x01\n" +
+	"\x1eDescribeBrokerSessionsResponse\x12:\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1e.dmq.metadata.v1.BrokerSessionR\bsessions\x12)\n" +
+	"\x10metadata_version\x18\x02 \x01(\x03R\x0fmetadataVersion\x12\x1f\n" +
+	"\vanswered_by\x18\x03 \x01(\x04R\n" +
+	"answeredBy\"Q\n" +
 	"\x13NotControllerDetail\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x1d\n" +
 	"\n" +
@@ -3592,7 +3792,7 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x05delta\x18\x01 \x01(\v2\x1e.dmq.metadata.v1.MetadataDeltaH\x00R\x05delta\x12>\n" +
 	"\n" +
 	"full_state\x18\x02 \x01(\v2\x1d.dmq.metadata.v1.ClusterStateH\x00R\tfullStateB\b\n" +
-	"\x06update2\xee\x1e\n" +
+	"\x06update2\x97 \n" +
 	"\x0fMetadataService\x12\x86\x01\n" +
 	"\x0eRegisterBroker\x12&.dmq.metadata.v1.RegisterBrokerRequest\x1a'.dmq.metadata.v1.RegisterBrokerResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/api/v1/metadata/brokers\x12\x8e\x01\n" +
 	"\x10UnregisterBroker\x12(.dmq.metadata.v1.UnregisterBrokerRequest\x1a).dmq.metadata.v1.UnregisterBrokerResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v1/metadata/brokers/{id}\x12}\n" +
@@ -3621,7 +3821,8 @@ const file_dmq_metadata_v1_metadata_service_proto_rawDesc = "" +
 	"\x16GetSeedClusterMetadata\x12*.dmq.metadata.v1.GetClusterMetadataRequest\x1a$.dmq.metadata.v1.SeedClusterMetadata\"(\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/metadata/cluster/seed\x90\x02\x01\x12\x7f\n" +
 	"\rGetController\x12%.dmq.metadata.v1.GetControllerRequest\x1a\x1f.dmq.metadata.v1.ControllerInfo\"&\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/metadata/controller\x90\x02\x01\x12\x95\x01\n" +
 	"\x0fBrokerHeartbeat\x12'.dmq.metadata.v1.BrokerHeartbeatRequest\x1a).dmq.metadata.v1.StorageHeartbeatResponse\".\x82\xd3\xe4\x93\x02(\"&/api/v1/metadata/heartbeat/{broker_id}\x12e\n" +
-	"\rWatchMetadata\x12%.dmq.metadata.v1.WatchMetadataRequest\x1a&.dmq.metadata.v1.WatchMetadataResponse\"\x03\x90\x02\x010\x01B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
+	"\rWatchMetadata\x12%.dmq.metadata.v1.WatchMetadataRequest\x1a&.dmq.metadata.v1.WatchMetadataResponse\"\x03\x90\x02\x010\x01\x12\xa6\x01\n" +
+	"\x16DescribeBrokerSessions\x12..dmq.metadata.v1.DescribeBrokerSessionsRequest\x1a/.dmq.metadata.v1.DescribeBrokerSessionsResponse\"+\x82\xd3\xe4\x93\x02\"\x12 /api/v1/metadata/broker-sessions\x90\x02\x01B@Z>github.com/dmq-project/metadata/gen/dmq/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_dmq_metadata_v1_metadata_service_proto_rawDescOnce sync.Once
@@ -3635,199 +3836,205 @@ func file_dmq_metadata_v1_metadata_service_proto_rawDescGZIP() []byte {
 	return file_dmq_metadata_v1_metadata_service_proto_rawDescData
 }
 
-var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_dmq_metadata_v1_metadata_service_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_dmq_metadata_v1_metadata_service_proto_goTypes = []any{
-	(*NotControllerDetail)(nil),                 // 0: dmq.metadata.v1.NotControllerDetail
-	(*ErrorDetail)(nil),                         // 1: dmq.metadata.v1.ErrorDetail
-	(*OpenSessionRequest)(nil),                  // 2: dmq.metadata.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),                 // 3: dmq.metadata.v1.OpenSessionResponse
-	(*RegisterBrokerRequest)(nil),               // 4: dmq.metadata.v1.RegisterBrokerRequest
-	(*RegisterBrokerResponse)(nil),              // 5: dmq.metadata.v1.RegisterBrokerResponse
-	(*UnregisterBrokerRequest)(nil),             // 6: dmq.metadata.v1.UnregisterBrokerRequest
-	(*UnregisterBrokerResponse)(nil),            // 7: dmq.metadata.v1.UnregisterBrokerResponse
-	(*ListBrokersRequest)(nil),                  // 8: dmq.metadata.v1.ListBrokersRequest
-	(*ListBrokersResponse)(nil),                 // 9: dmq.metadata.v1.ListBrokersResponse
-	(*DescribeBrokerRequest)(nil),               // 10: dmq.metadata.v1.DescribeBrokerRequest
-	(*DescribeBrokerResponse)(nil),              // 11: dmq.metadata.v1.DescribeBrokerResponse
-	(*StorageHeartbeatRequest)(nil),             // 12: dmq.metadata.v1.StorageHeartbeatRequest
-	(*StorageHeartbeatResponse)(nil),            // 13: dmq.metadata.v1.StorageHeartbeatResponse
-	(*CreateTopicRequest)(nil),                  // 14: dmq.metadata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),                 // 15: dmq.metadata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),                  // 16: dmq.metadata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),                 // 17: dmq.metadata.v1.DeleteTopicResponse
-	(*CreateTopicsRequest)(nil),                 // 18: dmq.metadata.v1.CreateTopicsRequest
-	(*TopicResult)(nil),                         // 19: dmq.metadata.v1.TopicResult
-	(*CreateTopicsResponse)(nil),                // 20: dmq.metadata.v1.CreateTopicsResponse
-	(*DeleteTopicsRequest)(nil),                 // 21: dmq.metadata.v1.DeleteTopicsRequest
-	(*DeleteTopicsResponse)(nil),                // 22: dmq.metadata.v1.DeleteTopicsResponse
-	(*IncrementalAlterConfigsRequest)(nil),      // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest
-	(*ConfigResourceResult)(nil),                // 24: dmq.metadata.v1.ConfigResourceResult
-	(*IncrementalAlterConfigsResponse)(nil),     // 25: dmq.metadata.v1.IncrementalAlterConfigsResponse
-	(*DescribeConfigsRequest)(nil),              // 26: dmq.metadata.v1.DescribeConfigsRequest
-	(*ConfigEntry)(nil),                         // 27: dmq.metadata.v1.ConfigEntry
-	(*DescribeConfigsResult)(nil),               // 28: dmq.metadata.v1.DescribeConfigsResult
-	(*DescribeConfigsResponse)(nil),             // 29: dmq.metadata.v1.DescribeConfigsResponse
-	(*AlterPartitionReassignmentsRequest)(nil),  // 30: dmq.metadata.v1.AlterPartitionReassignmentsRequest
-	(*ReassignmentResult)(nil),                  // 31: dmq.metadata.v1.ReassignmentResult
-	(*AlterPartitionReassignmentsResponse)(nil), // 32: dmq.metadata.v1.AlterPartitionReassignmentsResponse
-	(*ListPartitionReassignmentsRequest)(nil),   // 33: dmq.metadata.v1.ListPartitionReassignmentsRequest
-	(*ListPartitionReassignmentsResponse)(nil),  // 34: dmq.metadata.v1.ListPartitionReassignmentsResponse
-	(*RebalanceRequest)(nil),                    // 35: dmq.metadata.v1.RebalanceRequest
-	(*RebalanceResponse)(nil),                   // 36: dmq.metadata.v1.RebalanceResponse
-	(*DescribeBalanceRequest)(nil),              // 37: dmq.metadata.v1.DescribeBalanceRequest
-	(*DescribeBalanceResponse)(nil),             // 38: dmq.metadata.v1.DescribeBalanceResponse
-	(*ListTopicsRequest)(nil),                   // 39: dmq.metadata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),                  // 40: dmq.metadata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),                // 41: dmq.metadata.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil),               // 42: dmq.metadata.v1.DescribeTopicResponse
-	(*CreatePartitionsRequest)(nil),             // 43: dmq.metadata.v1.CreatePartitionsRequest
-	(*CreatePartitionsResponse)(nil),            // 44: dmq.metadata.v1.CreatePartitionsResponse
-	(*AlterPartitionRequest)(nil),               // 45: dmq.metadata.v1.AlterPartitionRequest
-	(*AlterPartitionResponse)(nil),              // 46: dmq.metadata.v1.AlterPartitionResponse
-	(*ElectLeadersRequest)(nil),                 // 47: dmq.metadata.v1.ElectLeadersRequest
-	(*ElectLeadersResponse)(nil),                // 48: dmq.metadata.v1.ElectLeadersResponse
-	(*GetClusterMetadataRequest)(nil),           // 49: dmq.metadata.v1.GetClusterMetadataRequest
-	(*GetClusterMetadataResponse)(nil),          // 50: dmq.metadata.v1.GetClusterMetadataResponse
-	(*WatchMetadataRequest)(nil),                // 51: dmq.metadata.v1.WatchMetadataRequest
-	(*WatchMetadataResponse)(nil),               // 52: dmq.metadata.v1.WatchMetadataResponse
-	nil,                                         // 53: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	(ErrorCode)(0),                              // 54: dmq.metadata.v1.ErrorCode
-	(*RequestId)(nil),                           // 55: dmq.metadata.v1.RequestId
-	(*Broker)(nil),                              // 56: dmq.metadata.v1.Broker
-	(*Topic)(nil),                               // 57: dmq.metadata.v1.Topic
-	(*TopicConfig)(nil),                         // 58: dmq.metadata.v1.TopicConfig
-	(*ResourceConfigChanges)(nil),               // 59: dmq.metadata.v1.ResourceConfigChanges
-	(*ConfigResource)(nil),                      // 60: dmq.metadata.v1.ConfigResource
-	(ConfigSource)(0),                           // 61: dmq.metadata.v1.ConfigSource
-	(*PartitionReassignment)(nil),               // 62: dmq.metadata.v1.PartitionReassignment
-	(*OngoingReassignment)(nil),                 // 63: dmq.metadata.v1.OngoingReassignment
-	(*BalanceStatus)(nil),                       // 64: dmq.metadata.v1.BalanceStatus
-	(*Partition)(nil),                           // 65: dmq.metadata.v1.Partition
-	(*TopicPartitions)(nil),                     // 66: dmq.metadata.v1.TopicPartitions
-	(*ClusterState)(nil),                        // 67: dmq.metadata.v1.ClusterState
-	(*MetadataDelta)(nil),                       // 68: dmq.metadata.v1.MetadataDelta
-	(*GetControllerRequest)(nil),                // 69: dmq.metadata.v1.GetControllerRequest
-	(*BrokerHeartbeatRequest)(nil),              // 70: dmq.metadata.v1.BrokerHeartbeatRequest
-	(*SeedClusterMetadata)(nil),                 // 71: dmq.metadata.v1.SeedClusterMetadata
-	(*ControllerInfo)(nil),                      // 72: dmq.metadata.v1.ControllerInfo
+	(*DescribeBrokerSessionsRequest)(nil),       // 0: dmq.metadata.v1.DescribeBrokerSessionsRequest
+	(*BrokerSession)(nil),                       // 1: dmq.metadata.v1.BrokerSession
+	(*DescribeBrokerSessionsResponse)(nil),      // 2: dmq.metadata.v1.DescribeBrokerSessionsResponse
+	(*NotControllerDetail)(nil),                 // 3: dmq.metadata.v1.NotControllerDetail
+	(*ErrorDetail)(nil),                         // 4: dmq.metadata.v1.ErrorDetail
+	(*OpenSessionRequest)(nil),                  // 5: dmq.metadata.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),                 // 6: dmq.metadata.v1.OpenSessionResponse
+	(*RegisterBrokerRequest)(nil),               // 7: dmq.metadata.v1.RegisterBrokerRequest
+	(*RegisterBrokerResponse)(nil),              // 8: dmq.metadata.v1.RegisterBrokerResponse
+	(*UnregisterBrokerRequest)(nil),             // 9: dmq.metadata.v1.UnregisterBrokerRequest
+	(*UnregisterBrokerResponse)(nil),            // 10: dmq.metadata.v1.UnregisterBrokerResponse
+	(*ListBrokersRequest)(nil),                  // 11: dmq.metadata.v1.ListBrokersRequest
+	(*ListBrokersResponse)(nil),                 // 12: dmq.metadata.v1.ListBrokersResponse
+	(*DescribeBrokerRequest)(nil),               // 13: dmq.metadata.v1.DescribeBrokerRequest
+	(*DescribeBrokerResponse)(nil),              // 14: dmq.metadata.v1.DescribeBrokerResponse
+	(*StorageHeartbeatRequest)(nil),             // 15: dmq.metadata.v1.StorageHeartbeatRequest
+	(*StorageHeartbeatResponse)(nil),            // 16: dmq.metadata.v1.StorageHeartbeatResponse
+	(*CreateTopicRequest)(nil),                  // 17: dmq.metadata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),                 // 18: dmq.metadata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),                  // 19: dmq.metadata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),                 // 20: dmq.metadata.v1.DeleteTopicResponse
+	(*CreateTopicsRequest)(nil),                 // 21: dmq.metadata.v1.CreateTopicsRequest
+	(*TopicResult)(nil),                         // 22: dmq.metadata.v1.TopicResult
+	(*CreateTopicsResponse)(nil),                // 23: dmq.metadata.v1.CreateTopicsResponse
+	(*DeleteTopicsRequest)(nil),                 // 24: dmq.metadata.v1.DeleteTopicsRequest
+	(*DeleteTopicsResponse)(nil),                // 25: dmq.metadata.v1.DeleteTopicsResponse
+	(*IncrementalAlterConfigsRequest)(nil),      // 26: dmq.metadata.v1.IncrementalAlterConfigsRequest
+	(*ConfigResourceResult)(nil),                // 27: dmq.metadata.v1.ConfigResourceResult
+	(*IncrementalAlterConfigsResponse)(nil),     // 28: dmq.metadata.v1.IncrementalAlterConfigsResponse
+	(*DescribeConfigsRequest)(nil),              // 29: dmq.metadata.v1.DescribeConfigsRequest
+	(*ConfigEntry)(nil),                         // 30: dmq.metadata.v1.ConfigEntry
+	(*DescribeConfigsResult)(nil),               // 31: dmq.metadata.v1.DescribeConfigsResult
+	(*DescribeConfigsResponse)(nil),             // 32: dmq.metadata.v1.DescribeConfigsResponse
+	(*AlterPartitionReassignmentsRequest)(nil),  // 33: dmq.metadata.v1.AlterPartitionReassignmentsRequest
+	(*ReassignmentResult)(nil),                  // 34: dmq.metadata.v1.ReassignmentResult
+	(*AlterPartitionReassignmentsResponse)(nil), // 35: dmq.metadata.v1.AlterPartitionReassignmentsResponse
+	(*ListPartitionReassignmentsRequest)(nil),   // 36: dmq.metadata.v1.ListPartitionReassignmentsRequest
+	(*ListPartitionReassignmentsResponse)(nil),  // 37: dmq.metadata.v1.ListPartitionReassignmentsResponse
+	(*RebalanceRequest)(nil),                    // 38: dmq.metadata.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),                   // 39: dmq.metadata.v1.RebalanceResponse
+	(*DescribeBalanceRequest)(nil),              // 40: dmq.metadata.v1.DescribeBalanceRequest
+	(*DescribeBalanceResponse)(nil),             // 41: dmq.metadata.v1.DescribeBalanceResponse
+	(*ListTopicsRequest)(nil),                   // 42: dmq.metadata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),                  // 43: dmq.metadata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),                // 44: dmq.metadata.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),               // 45: dmq.metadata.v1.DescribeTopicResponse
+	(*CreatePartitionsRequest)(nil),             // 46: dmq.metadata.v1.CreatePartitionsRequest
+	(*CreatePartitionsResponse)(nil),            // 47: dmq.metadata.v1.CreatePartitionsResponse
+	(*AlterPartitionRequest)(nil),               // 48: dmq.metadata.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),              // 49: dmq.metadata.v1.AlterPartitionResponse
+	(*ElectLeadersRequest)(nil),                 // 50: dmq.metadata.v1.ElectLeadersRequest
+	(*ElectLeadersResponse)(nil),                // 51: dmq.metadata.v1.ElectLeadersResponse
+	(*GetClusterMetadataRequest)(nil),           // 52: dmq.metadata.v1.GetClusterMetadataRequest
+	(*GetClusterMetadataResponse)(nil),          // 53: dmq.metadata.v1.GetClusterMetadataResponse
+	(*WatchMetadataRequest)(nil),                // 54: dmq.metadata.v1.WatchMetadataRequest
+	(*WatchMetadataResponse)(nil),               // 55: dmq.metadata.v1.WatchMetadataResponse
+	nil,                                         // 56: dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	(ErrorCode)(0),                              // 57: dmq.metadata.v1.ErrorCode
+	(*RequestId)(nil),                           // 58: dmq.metadata.v1.RequestId
+	(*Broker)(nil),                              // 59: dmq.metadata.v1.Broker
+	(*Topic)(nil),                               // 60: dmq.metadata.v1.Topic
+	(*TopicConfig)(nil),                         // 61: dmq.metadata.v1.TopicConfig
+	(*ResourceConfigChanges)(nil),               // 62: dmq.metadata.v1.ResourceConfigChanges
+	(*ConfigResource)(nil),                      // 63: dmq.metadata.v1.ConfigResource
+	(ConfigSource)(0),                           // 64: dmq.metadata.v1.ConfigSource
+	(*PartitionReassignment)(nil),               // 65: dmq.metadata.v1.PartitionReassignment
+	(*OngoingReassignment)(nil),                 // 66: dmq.metadata.v1.OngoingReassignment
+	(*BalanceStatus)(nil),                       // 67: dmq.metadata.v1.BalanceStatus
+	(*Partition)(nil),                           // 68: dmq.metadata.v1.Partition
+	(*TopicPartitions)(nil),                     // 69: dmq.metadata.v1.TopicPartitions
+	(*ClusterState)(nil),                        // 70: dmq.metadata.v1.ClusterState
+	(*MetadataDelta)(nil),                       // 71: dmq.metadata.v1.MetadataDelta
+	(*GetControllerRequest)(nil),                // 72: dmq.metadata.v1.GetControllerRequest
+	(*BrokerHeartbeatRequest)(nil),              // 73: dmq.metadata.v1.BrokerHeartbeatRequest
+	(*SeedClusterMetadata)(nil),                 // 74: dmq.metadata.v1.SeedClusterMetadata
+	(*ControllerInfo)(nil),                      // 75: dmq.metadata.v1.ControllerInfo
 }
 var file_dmq_metadata_v1_metadata_service_proto_depIdxs = []int32{
-	54, // 0: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	55, // 1: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	56, // 2: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	54, // 3: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	55, // 4: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	54, // 5: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	56, // 6: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
-	56, // 7: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
-	54, // 8: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	53, // 9: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
-	55, // 10: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	57, // 11: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	54, // 12: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	55, // 13: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	54, // 14: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	14, // 15: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
-	55, // 16: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	54, // 17: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	58, // 18: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
-	19, // 19: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	55, // 20: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	19, // 21: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
-	59, // 22: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
-	55, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	60, // 24: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	54, // 25: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	24, // 26: dmq.metadata.v1.IncrementalAlterConfigsResponse.results:type_name -> dmq.metadata.v1.ConfigResourceResult
-	60, // 27: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
-	61, // 28: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
-	60, // 29: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
-	54, // 30: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	27, // 31: dmq.metadata.v1.DescribeConfigsResult.entries:type_name -> dmq.metadata.v1.ConfigEntry
-	28, // 32: dmq.metadata.v1.DescribeConfigsResponse.results:type_name -> dmq.metadata.v1.DescribeConfigsResult
-	62, // 33: dmq.metadata.v1.AlterPartitionReassignmentsRequest.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
-	55, // 34: dmq.metadata.v1.AlterPartitionReassignmentsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	54, // 35: dmq.metadata.v1.ReassignmentResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	31, // 36: dmq.metadata.v1.AlterPartitionReassignmentsResponse.results:type_name -> dmq.metadata.v1.ReassignmentResult
-	63, // 37: dmq.metadata.v1.ListPartitionReassignmentsResponse.reassignments:type_name -> dmq.metadata.v1.OngoingReassignment
-	55, // 38: dmq.metadata.v1.RebalanceRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	62, // 39: dmq.metadata.v1.RebalanceResponse.moves:type_name -> dmq.metadata.v1.PartitionReassignment
-	64, // 40: dmq.metadata.v1.RebalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
-	64, // 41: dmq.metadata.v1.DescribeBalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
-	57, // 42: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
-	57, // 43: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
-	65, // 44: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
-	55, // 45: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	57, // 46: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
-	54, // 47: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	55, // 48: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	65, // 49: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
-	54, // 50: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	66, // 51: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
-	55, // 52: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
-	54, // 53: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
-	67, // 54: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
-	68, // 55: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
-	67, // 56: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
-	4,  // 57: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
-	6,  // 58: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
-	8,  // 59: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
-	10, // 60: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
-	12, // 61: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	12, // 62: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
-	14, // 63: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
-	16, // 64: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
-	18, // 65: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
-	21, // 66: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
-	23, // 67: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
-	26, // 68: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
-	30, // 69: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:input_type -> dmq.metadata.v1.AlterPartitionReassignmentsRequest
-	33, // 70: dmq.metadata.v1.MetadataService.ListPartitionReassignments:input_type -> dmq.metadata.v1.ListPartitionReassignmentsRequest
-	35, // 71: dmq.metadata.v1.MetadataService.Rebalance:input_type -> dmq.metadata.v1.RebalanceRequest
-	37, // 72: dmq.metadata.v1.MetadataService.DescribeBalance:input_type -> dmq.metadata.v1.DescribeBalanceRequest
-	39, // 73: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
-	41, // 74: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
-	43, // 75: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
-	45, // 76: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
-	47, // 77: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
-	2,  // 78: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
-	49, // 79: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	49, // 80: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
-	69, // 81: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
-	70, // 82: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
-	51, // 83: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
-	5,  // 84: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
-	7,  // 85: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
-	9,  // 86: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
-	11, // 87: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
-	13, // 88: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	13, // 89: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	15, // 90: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
-	17, // 91: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
-	20, // 92: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
-	22, // 93: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
-	25, // 94: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
-	29, // 95: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
-	32, // 96: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:output_type -> dmq.metadata.v1.AlterPartitionReassignmentsResponse
-	34, // 97: dmq.metadata.v1.MetadataService.ListPartitionReassignments:output_type -> dmq.metadata.v1.ListPartitionReassignmentsResponse
-	36, // 98: dmq.metadata.v1.MetadataService.Rebalance:output_type -> dmq.metadata.v1.RebalanceResponse
-	38, // 99: dmq.metadata.v1.MetadataService.DescribeBalance:output_type -> dmq.metadata.v1.DescribeBalanceResponse
-	40, // 100: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
-	42, // 101: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
-	44, // 102: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
-	46, // 103: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
-	48, // 104: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
-	3,  // 105: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
-	50, // 106: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
-	71, // 107: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
-	72, // 108: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
-	13, // 109: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
-	52, // 110: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
-	84, // [84:111] is the sub-list for method output_type
-	57, // [57:84] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	1,  // 0: dmq.metadata.v1.DescribeBrokerSessionsResponse.sessions:type_name -> dmq.metadata.v1.BrokerSession
+	57, // 1: dmq.metadata.v1.ErrorDetail.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	58, // 2: dmq.metadata.v1.RegisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	59, // 3: dmq.metadata.v1.RegisterBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	57, // 4: dmq.metadata.v1.RegisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	58, // 5: dmq.metadata.v1.UnregisterBrokerRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 6: dmq.metadata.v1.UnregisterBrokerResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	59, // 7: dmq.metadata.v1.ListBrokersResponse.brokers:type_name -> dmq.metadata.v1.Broker
+	59, // 8: dmq.metadata.v1.DescribeBrokerResponse.broker:type_name -> dmq.metadata.v1.Broker
+	57, // 9: dmq.metadata.v1.StorageHeartbeatResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	56, // 10: dmq.metadata.v1.CreateTopicRequest.configs:type_name -> dmq.metadata.v1.CreateTopicRequest.ConfigsEntry
+	58, // 11: dmq.metadata.v1.CreateTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	60, // 12: dmq.metadata.v1.CreateTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	57, // 13: dmq.metadata.v1.CreateTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	58, // 14: dmq.metadata.v1.DeleteTopicRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 15: dmq.metadata.v1.DeleteTopicResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	17, // 16: dmq.metadata.v1.CreateTopicsRequest.topics:type_name -> dmq.metadata.v1.CreateTopicRequest
+	58, // 17: dmq.metadata.v1.CreateTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 18: dmq.metadata.v1.TopicResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	61, // 19: dmq.metadata.v1.TopicResult.config:type_name -> dmq.metadata.v1.TopicConfig
+	22, // 20: dmq.metadata.v1.CreateTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
+	58, // 21: dmq.metadata.v1.DeleteTopicsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	22, // 22: dmq.metadata.v1.DeleteTopicsResponse.results:type_name -> dmq.metadata.v1.TopicResult
+	62, // 23: dmq.metadata.v1.IncrementalAlterConfigsRequest.resources:type_name -> dmq.metadata.v1.ResourceConfigChanges
+	58, // 24: dmq.metadata.v1.IncrementalAlterConfigsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	63, // 25: dmq.metadata.v1.ConfigResourceResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	57, // 26: dmq.metadata.v1.ConfigResourceResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	27, // 27: dmq.metadata.v1.IncrementalAlterConfigsResponse.results:type_name -> dmq.metadata.v1.ConfigResourceResult
+	63, // 28: dmq.metadata.v1.DescribeConfigsRequest.resources:type_name -> dmq.metadata.v1.ConfigResource
+	64, // 29: dmq.metadata.v1.ConfigEntry.source:type_name -> dmq.metadata.v1.ConfigSource
+	63, // 30: dmq.metadata.v1.DescribeConfigsResult.resource:type_name -> dmq.metadata.v1.ConfigResource
+	57, // 31: dmq.metadata.v1.DescribeConfigsResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	30, // 32: dmq.metadata.v1.DescribeConfigsResult.entries:type_name -> dmq.metadata.v1.ConfigEntry
+	31, // 33: dmq.metadata.v1.DescribeConfigsResponse.results:type_name -> dmq.metadata.v1.DescribeConfigsResult
+	65, // 34: dmq.metadata.v1.AlterPartitionReassignmentsRequest.reassignments:type_name -> dmq.metadata.v1.PartitionReassignment
+	58, // 35: dmq.metadata.v1.AlterPartitionReassignmentsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 36: dmq.metadata.v1.ReassignmentResult.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	34, // 37: dmq.metadata.v1.AlterPartitionReassignmentsResponse.results:type_name -> dmq.metadata.v1.ReassignmentResult
+	66, // 38: dmq.metadata.v1.ListPartitionReassignmentsResponse.reassignments:type_name -> dmq.metadata.v1.OngoingReassignment
+	58, // 39: dmq.metadata.v1.RebalanceRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	65, // 40: dmq.metadata.v1.RebalanceResponse.moves:type_name -> dmq.metadata.v1.PartitionReassignment
+	67, // 41: dmq.metadata.v1.RebalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
+	67, // 42: dmq.metadata.v1.DescribeBalanceResponse.status:type_name -> dmq.metadata.v1.BalanceStatus
+	60, // 43: dmq.metadata.v1.ListTopicsResponse.topics:type_name -> dmq.metadata.v1.Topic
+	60, // 44: dmq.metadata.v1.DescribeTopicResponse.topic:type_name -> dmq.metadata.v1.Topic
+	68, // 45: dmq.metadata.v1.DescribeTopicResponse.partitions:type_name -> dmq.metadata.v1.Partition
+	58, // 46: dmq.metadata.v1.CreatePartitionsRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	60, // 47: dmq.metadata.v1.CreatePartitionsResponse.topic:type_name -> dmq.metadata.v1.Topic
+	57, // 48: dmq.metadata.v1.CreatePartitionsResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	58, // 49: dmq.metadata.v1.AlterPartitionRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	68, // 50: dmq.metadata.v1.AlterPartitionResponse.partition:type_name -> dmq.metadata.v1.Partition
+	57, // 51: dmq.metadata.v1.AlterPartitionResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	69, // 52: dmq.metadata.v1.ElectLeadersRequest.targets:type_name -> dmq.metadata.v1.TopicPartitions
+	58, // 53: dmq.metadata.v1.ElectLeadersRequest.request_id:type_name -> dmq.metadata.v1.RequestId
+	57, // 54: dmq.metadata.v1.ElectLeadersResponse.error_code:type_name -> dmq.metadata.v1.ErrorCode
+	70, // 55: dmq.metadata.v1.GetClusterMetadataResponse.state:type_name -> dmq.metadata.v1.ClusterState
+	71, // 56: dmq.metadata.v1.WatchMetadataResponse.delta:type_name -> dmq.metadata.v1.MetadataDelta
+	70, // 57: dmq.metadata.v1.WatchMetadataResponse.full_state:type_name -> dmq.metadata.v1.ClusterState
+	7,  // 58: dmq.metadata.v1.MetadataService.RegisterBroker:input_type -> dmq.metadata.v1.RegisterBrokerRequest
+	9,  // 59: dmq.metadata.v1.MetadataService.UnregisterBroker:input_type -> dmq.metadata.v1.UnregisterBrokerRequest
+	11, // 60: dmq.metadata.v1.MetadataService.ListBrokers:input_type -> dmq.metadata.v1.ListBrokersRequest
+	13, // 61: dmq.metadata.v1.MetadataService.DescribeBroker:input_type -> dmq.metadata.v1.DescribeBrokerRequest
+	15, // 62: dmq.metadata.v1.MetadataService.StorageHeartbeat:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	15, // 63: dmq.metadata.v1.MetadataService.StorageHeartbeats:input_type -> dmq.metadata.v1.StorageHeartbeatRequest
+	17, // 64: dmq.metadata.v1.MetadataService.CreateTopic:input_type -> dmq.metadata.v1.CreateTopicRequest
+	19, // 65: dmq.metadata.v1.MetadataService.DeleteTopic:input_type -> dmq.metadata.v1.DeleteTopicRequest
+	21, // 66: dmq.metadata.v1.MetadataService.CreateTopics:input_type -> dmq.metadata.v1.CreateTopicsRequest
+	24, // 67: dmq.metadata.v1.MetadataService.DeleteTopics:input_type -> dmq.metadata.v1.DeleteTopicsRequest
+	26, // 68: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:input_type -> dmq.metadata.v1.IncrementalAlterConfigsRequest
+	29, // 69: dmq.metadata.v1.MetadataService.DescribeConfigs:input_type -> dmq.metadata.v1.DescribeConfigsRequest
+	33, // 70: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:input_type -> dmq.metadata.v1.AlterPartitionReassignmentsRequest
+	36, // 71: dmq.metadata.v1.MetadataService.ListPartitionReassignments:input_type -> dmq.metadata.v1.ListPartitionReassignmentsRequest
+	38, // 72: dmq.metadata.v1.MetadataService.Rebalance:input_type -> dmq.metadata.v1.RebalanceRequest
+	40, // 73: dmq.metadata.v1.MetadataService.DescribeBalance:input_type -> dmq.metadata.v1.DescribeBalanceRequest
+	42, // 74: dmq.metadata.v1.MetadataService.ListTopics:input_type -> dmq.metadata.v1.ListTopicsRequest
+	44, // 75: dmq.metadata.v1.MetadataService.DescribeTopic:input_type -> dmq.metadata.v1.DescribeTopicRequest
+	46, // 76: dmq.metadata.v1.MetadataService.CreatePartitions:input_type -> dmq.metadata.v1.CreatePartitionsRequest
+	48, // 77: dmq.metadata.v1.MetadataService.AlterPartition:input_type -> dmq.metadata.v1.AlterPartitionRequest
+	50, // 78: dmq.metadata.v1.MetadataService.ElectLeaders:input_type -> dmq.metadata.v1.ElectLeadersRequest
+	5,  // 79: dmq.metadata.v1.MetadataService.OpenSession:input_type -> dmq.metadata.v1.OpenSessionRequest
+	52, // 80: dmq.metadata.v1.MetadataService.GetClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	52, // 81: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:input_type -> dmq.metadata.v1.GetClusterMetadataRequest
+	72, // 82: dmq.metadata.v1.MetadataService.GetController:input_type -> dmq.metadata.v1.GetControllerRequest
+	73, // 83: dmq.metadata.v1.MetadataService.BrokerHeartbeat:input_type -> dmq.metadata.v1.BrokerHeartbeatRequest
+	54, // 84: dmq.metadata.v1.MetadataService.WatchMetadata:input_type -> dmq.metadata.v1.WatchMetadataRequest
+	0,  // 85: dmq.metadata.v1.MetadataService.DescribeBrokerSessions:input_type -> dmq.metadata.v1.DescribeBrokerSessionsRequest
+	8,  // 86: dmq.metadata.v1.MetadataService.RegisterBroker:output_type -> dmq.metadata.v1.RegisterBrokerResponse
+	10, // 87: dmq.metadata.v1.MetadataService.UnregisterBroker:output_type -> dmq.metadata.v1.UnregisterBrokerResponse
+	12, // 88: dmq.metadata.v1.MetadataService.ListBrokers:output_type -> dmq.metadata.v1.ListBrokersResponse
+	14, // 89: dmq.metadata.v1.MetadataService.DescribeBroker:output_type -> dmq.metadata.v1.DescribeBrokerResponse
+	16, // 90: dmq.metadata.v1.MetadataService.StorageHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	16, // 91: dmq.metadata.v1.MetadataService.StorageHeartbeats:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	18, // 92: dmq.metadata.v1.MetadataService.CreateTopic:output_type -> dmq.metadata.v1.CreateTopicResponse
+	20, // 93: dmq.metadata.v1.MetadataService.DeleteTopic:output_type -> dmq.metadata.v1.DeleteTopicResponse
+	23, // 94: dmq.metadata.v1.MetadataService.CreateTopics:output_type -> dmq.metadata.v1.CreateTopicsResponse
+	25, // 95: dmq.metadata.v1.MetadataService.DeleteTopics:output_type -> dmq.metadata.v1.DeleteTopicsResponse
+	28, // 96: dmq.metadata.v1.MetadataService.IncrementalAlterConfigs:output_type -> dmq.metadata.v1.IncrementalAlterConfigsResponse
+	32, // 97: dmq.metadata.v1.MetadataService.DescribeConfigs:output_type -> dmq.metadata.v1.DescribeConfigsResponse
+	35, // 98: dmq.metadata.v1.MetadataService.AlterPartitionReassignments:output_type -> dmq.metadata.v1.AlterPartitionReassignmentsResponse
+	37, // 99: dmq.metadata.v1.MetadataService.ListPartitionReassignments:output_type -> dmq.metadata.v1.ListPartitionReassignmentsResponse
+	39, // 100: dmq.metadata.v1.MetadataService.Rebalance:output_type -> dmq.metadata.v1.RebalanceResponse
+	41, // 101: dmq.metadata.v1.MetadataService.DescribeBalance:output_type -> dmq.metadata.v1.DescribeBalanceResponse
+	43, // 102: dmq.metadata.v1.MetadataService.ListTopics:output_type -> dmq.metadata.v1.ListTopicsResponse
+	45, // 103: dmq.metadata.v1.MetadataService.DescribeTopic:output_type -> dmq.metadata.v1.DescribeTopicResponse
+	47, // 104: dmq.metadata.v1.MetadataService.CreatePartitions:output_type -> dmq.metadata.v1.CreatePartitionsResponse
+	49, // 105: dmq.metadata.v1.MetadataService.AlterPartition:output_type -> dmq.metadata.v1.AlterPartitionResponse
+	51, // 106: dmq.metadata.v1.MetadataService.ElectLeaders:output_type -> dmq.metadata.v1.ElectLeadersResponse
+	6,  // 107: dmq.metadata.v1.MetadataService.OpenSession:output_type -> dmq.metadata.v1.OpenSessionResponse
+	53, // 108: dmq.metadata.v1.MetadataService.GetClusterMetadata:output_type -> dmq.metadata.v1.GetClusterMetadataResponse
+	74, // 109: dmq.metadata.v1.MetadataService.GetSeedClusterMetadata:output_type -> dmq.metadata.v1.SeedClusterMetadata
+	75, // 110: dmq.metadata.v1.MetadataService.GetController:output_type -> dmq.metadata.v1.ControllerInfo
+	16, // 111: dmq.metadata.v1.MetadataService.BrokerHeartbeat:output_type -> dmq.metadata.v1.StorageHeartbeatResponse
+	55, // 112: dmq.metadata.v1.MetadataService.WatchMetadata:output_type -> dmq.metadata.v1.WatchMetadataResponse
+	2,  // 113: dmq.metadata.v1.MetadataService.DescribeBrokerSessions:output_type -> dmq.metadata.v1.DescribeBrokerSessionsResponse
+	86, // [86:114] is the sub-list for method output_type
+	58, // [58:86] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_dmq_metadata_v1_metadata_service_proto_init() }
@@ -3837,16 +4044,16 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 	}
 	file_dmq_metadata_v1_seed_proto_init()
 	file_dmq_metadata_v1_types_proto_init()
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[5].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[7].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[12].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[13].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[8].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[10].OneofWrappers = []any{}
 	file_dmq_metadata_v1_metadata_service_proto_msgTypes[15].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[17].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[44].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[46].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[48].OneofWrappers = []any{}
-	file_dmq_metadata_v1_metadata_service_proto_msgTypes[52].OneofWrappers = []any{
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[16].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[18].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[20].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[47].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[49].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[51].OneofWrappers = []any{}
+	file_dmq_metadata_v1_metadata_service_proto_msgTypes[55].OneofWrappers = []any{
 		(*WatchMetadataResponse_Delta)(nil),
 		(*WatchMetadataResponse_FullState)(nil),
 	}
@@ -3856,7 +4063,7 @@ func file_dmq_metadata_v1_metadata_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dmq_metadata_v1_metadata_service_proto_rawDesc), len(file_dmq_metadata_v1_metadata_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   54,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

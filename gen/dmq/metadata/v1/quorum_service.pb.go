@@ -88,7 +88,10 @@ type QuorumMember struct {
 	// its directory, so that a controller whose disk was wiped cannot vote
 	// under its old id. 0 for a member that joined without one (a cluster
 	// founded with initial-cluster-state new, or before directories).
-	DirectoryId   uint64 `protobuf:"varint,7,opt,name=directory_id,json=directoryId,proto3" json:"directory_id,omitempty"`
+	DirectoryId uint64 `protobuf:"varint,7,opt,name=directory_id,json=directoryId,proto3" json:"directory_id,omitempty"`
+	// The leader heard from the member within the last election timeout
+	// (leader's view; false elsewhere): a voter that is not is unreachable.
+	RecentActive  bool `protobuf:"varint,8,opt,name=recent_active,json=recentActive,proto3" json:"recent_active,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,6 +173,13 @@ func (x *QuorumMember) GetDirectoryId() uint64 {
 		return x.DirectoryId
 	}
 	return 0
+}
+
+func (x *QuorumMember) GetRecentActive() bool {
+	if x != nil {
+		return x.RecentActive
+	}
+	return false
 }
 
 type DescribeQuorumRequest struct {
@@ -871,7 +881,7 @@ var File_dmq_metadata_v1_quorum_service_proto protoreflect.FileDescriptor
 
 const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"\n" +
-	"$dmq/metadata/v1/quorum_service.proto\x12\x0fdmq.metadata.v1\x1a\x1cgoogle/api/annotations.proto\"\xdd\x01\n" +
+	"$dmq/metadata/v1/quorum_service.proto\x12\x0fdmq.metadata.v1\x1a\x1cgoogle/api/annotations.proto\"\x82\x02\n" +
 	"\fQuorumMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12/\n" +
@@ -880,7 +890,8 @@ const file_dmq_metadata_v1_quorum_service_proto_rawDesc = "" +
 	"matchIndex\x12\x10\n" +
 	"\x03lag\x18\x05 \x01(\x04R\x03lag\x12\x1b\n" +
 	"\tis_leader\x18\x06 \x01(\bR\bisLeader\x12!\n" +
-	"\fdirectory_id\x18\a \x01(\x04R\vdirectoryId\"\x17\n" +
+	"\fdirectory_id\x18\a \x01(\x04R\vdirectoryId\x12#\n" +
+	"\rrecent_active\x18\b \x01(\bR\frecentActive\"\x17\n" +
 	"\x15DescribeQuorumRequest\"\xb1\x02\n" +
 	"\x16DescribeQuorumResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\x04R\bleaderId\x12\x12\n" +

@@ -120,6 +120,9 @@ const (
 	// MetadataServiceWatchMetadataProcedure is the fully-qualified name of the MetadataService's
 	// WatchMetadata RPC.
 	MetadataServiceWatchMetadataProcedure = "/dmq.metadata.v1.MetadataService/WatchMetadata"
+	// MetadataServiceDescribeBrokerSessionsProcedure is the fully-qualified name of the
+	// MetadataService's DescribeBrokerSessions RPC.
+	MetadataServiceDescribeBrokerSessionsProcedure = "/dmq.metadata.v1.MetadataService/DescribeBrokerSessions"
 )
 
 // MetadataServiceClient is a client for the dmq.metadata.v1.MetadataService service.
@@ -197,6 +200,11 @@ type MetadataServiceClient interface {
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
 	WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest]) (*connect.ServerStreamForClient[v1.WatchMetadataResponse], error)
+	// The active controller's view of each registered broker: how long ago it
+	// was last heard from, the metadata version it holds, how far pushes to it
+	// lag. This soft state is not replicated: another controller answers
+	// NOT_CONTROLLER, naming the leader.
+	DescribeBrokerSessions(context.Context, *connect.Request[v1.DescribeBrokerSessionsRequest]) (*connect.Response[v1.DescribeBrokerSessionsResponse], error)
 }
 
 // NewMetadataServiceClient constructs a client for the dmq.metadata.v1.MetadataService service. By
@@ -383,6 +391,13 @@ func NewMetadataServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		describeBrokerSessions: connect.NewClient[v1.DescribeBrokerSessionsRequest, v1.DescribeBrokerSessionsResponse](
+			httpClient,
+			baseURL+MetadataServiceDescribeBrokerSessionsProcedure,
+			connect.WithSchema(metadataServiceMethods.ByName("DescribeBrokerSessions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -415,6 +430,7 @@ type metadataServiceClient struct {
 	getController               *connect.Client[v1.GetControllerRequest, v1.ControllerInfo]
 	brokerHeartbeat             *connect.Client[v1.BrokerHeartbeatRequest, v1.StorageHeartbeatResponse]
 	watchMetadata               *connect.Client[v1.WatchMetadataRequest, v1.WatchMetadataResponse]
+	describeBrokerSessions      *connect.Client[v1.DescribeBrokerSessionsRequest, v1.DescribeBrokerSessionsResponse]
 }
 
 // RegisterBroker calls dmq.metadata.v1.MetadataService.RegisterBroker.
@@ -552,6 +568,11 @@ func (c *metadataServiceClient) WatchMetadata(ctx context.Context, req *connect.
 	return c.watchMetadata.CallServerStream(ctx, req)
 }
 
+// DescribeBrokerSessions calls dmq.metadata.v1.MetadataService.DescribeBrokerSessions.
+func (c *metadataServiceClient) DescribeBrokerSessions(ctx context.Context, req *connect.Request[v1.DescribeBrokerSessionsRequest]) (*connect.Response[v1.DescribeBrokerSessionsResponse], error) {
+	return c.describeBrokerSessions.CallUnary(ctx, req)
+}
+
 // MetadataServiceHandler is an implementation of the dmq.metadata.v1.MetadataService service.
 type MetadataServiceHandler interface {
 	RegisterBroker(context.Context, *connect.Request[v1.RegisterBrokerRequest]) (*connect.Response[v1.RegisterBrokerResponse], error)
@@ -627,6 +648,11 @@ type MetadataServiceHandler interface {
 	// Streams what changed after since_version: a delta when the controller
 	// still has the history, a full state otherwise, then one delta per change.
 	WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest], *connect.ServerStream[v1.WatchMetadataResponse]) error
+	// The active controller's view of each registered broker: how long ago it
+	// was last heard from, the metadata version it holds, how far pushes to it
+	// lag. This soft state is not replicated: another controller answers
+	// NOT_CONTROLLER, naming the leader.
+	DescribeBrokerSessions(context.Context, *connect.Request[v1.DescribeBrokerSessionsRequest]) (*connect.Response[v1.DescribeBrokerSessionsResponse], error)
 }
 
 // NewMetadataServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -809,6 +835,13 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	metadataServiceDescribeBrokerSessionsHandler := connect.NewUnaryHandler(
+		MetadataServiceDescribeBrokerSessionsProcedure,
+		svc.DescribeBrokerSessions,
+		connect.WithSchema(metadataServiceMethods.ByName("DescribeBrokerSessions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/dmq.metadata.v1.MetadataService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MetadataServiceRegisterBrokerProcedure:
@@ -865,6 +898,8 @@ func NewMetadataServiceHandler(svc MetadataServiceHandler, opts ...connect.Handl
 			metadataServiceBrokerHeartbeatHandler.ServeHTTP(w, r)
 		case MetadataServiceWatchMetadataProcedure:
 			metadataServiceWatchMetadataHandler.ServeHTTP(w, r)
+		case MetadataServiceDescribeBrokerSessionsProcedure:
+			metadataServiceDescribeBrokerSessionsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -980,4 +1015,8 @@ func (UnimplementedMetadataServiceHandler) BrokerHeartbeat(context.Context, *con
 
 func (UnimplementedMetadataServiceHandler) WatchMetadata(context.Context, *connect.Request[v1.WatchMetadataRequest], *connect.ServerStream[v1.WatchMetadataResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.WatchMetadata is not implemented"))
+}
+
+func (UnimplementedMetadataServiceHandler) DescribeBrokerSessions(context.Context, *connect.Request[v1.DescribeBrokerSessionsRequest]) (*connect.Response[v1.DescribeBrokerSessionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("dmq.metadata.v1.MetadataService.DescribeBrokerSessions is not implemented"))
 }
