@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
+	"github.com/dmq-project/metadata/ui"
 	"github.com/stretchr/testify/require"
 )
 
@@ -168,10 +171,11 @@ func (c *controller) createTopic(t *testing.T, name string, partitions int32) {
 	require.NoError(t, err)
 }
 
-func (c *controller) fenced(t *testing.T, id int32) bool {
+// fenced says whether the controller has fenced the broker (false when
+// it cannot tell: it runs in require.Eventually's goroutine).
+func (c *controller) fenced(id int32) bool {
 	resp, err := c.admin.DescribeBroker(context.Background(), connect.NewRequest(&metadatav1.DescribeBrokerRequest{Id: id}))
-	require.NoError(t, err)
-	return resp.Msg.GetBroker().GetFenced()
+	return err == nil && resp.Msg.GetBroker().GetFenced()
 }
 
 // page is the console in a headless Chromium at 1440×900.
@@ -184,8 +188,15 @@ func page(t *testing.T, exec string) context.Context {
 		cancel()
 		cancelAlloc()
 	})
+	// The first run starts the browser, with no deadline (a deadline on it
+	// would stop the browser); every later step has one (run).
+	require.NoError(t, chromedp.Do(ctx))
 	return ctx
 }
+
+// stepTimeout bounds each step, so that a page that never shows something
+// fails the test rather than hanging it.
+const stepTimeout = 30 * time.Second
 
 // textWithin waits until the element's text contains want, at most
 // within; it fails with the text seen last.
@@ -207,14 +218,34 @@ func textWithin(t *testing.T, ctx context.Context, selector, want string, within
 
 func run(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	require.NoError(t, chromedp.Do(ctx, steps...))
 }
 
 func evaluate[T any](t *testing.T, ctx context.Context, expression string) T {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expression))
 	require.NoError(t, err)
 	return v
+}
+
+// textGone waits until the element's text no longer contains gone.
+func textGone(t *testing.T, ctx context.Context, selector, gone string, within time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		text := evaluate[string](t, ctx, fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, selector))
+		if !strings.Contains(text, gone) {
+			return
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s still shows %q after %v: %q", selector, gone, within, text)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func useToken(t *testing.T, ctx context.Context, token string) {
@@ -280,8 +311,8 @@ func TestConsole(t *testing.T) {
 	run(t, ctx, chromedp.Navigate(c.url+"/ui/#/brokers"))
 	textWithin(t, ctx, "#brokers", "storage-3.example", 5*time.Second)
 	beats.stop(3)
-	require.Eventually(t, func() bool { return c.fenced(t, 3) }, 10*time.Second, 10*time.Millisecond, "broker 3 was never fenced")
-	took = textWithin(t, ctx, "#brokers", "fenced", updateWithin)
+	require.Eventually(t, func() bool { return c.fenced(3) }, 10*time.Second, 50*time.Millisecond, "broker 3 was never fenced")
+	took = textWithin(t, ctx, `#brokers tr[data-key="3"]`, "fenced", updateWithin)
 	t.Logf("a fenced broker showed after %v", took)
 
 	// An admin action with a reader's token: refused, with the server's
@@ -303,13 +334,14 @@ func TestConsole(t *testing.T) {
 
 	// Delete, after a confirmation.
 	run(t, ctx, chromedp.Navigate(c.url+"/ui/#/topics/console-made"))
-	textWithin(t, ctx, "#partitions", "0", 5*time.Second)
+	textWithin(t, ctx, "#h-detail", "Topic console-made", 5*time.Second)
 	run(t, ctx, chromedp.Click(chromedp.CSS("#delete-topic")), chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")))
 	textWithin(t, ctx, "#confirm-text", "Delete topic console-made", time.Second)
 	run(t, ctx, chromedp.Click(chromedp.CSS("#confirm-yes")))
 	textWithin(t, ctx, "#notice", "Deleting topic console-made: done", 5*time.Second)
 	_, err = c.admin.DescribeTopic(context.Background(), connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: "console-made"}))
 	require.Error(t, err, "the page deleted the topic")
+	textGone(t, ctx, "#topics", "console-made", updateWithin)
 
 	// Without a token: the page asks for one again; cancelled, an action
 	// is refused as unauthenticated.
@@ -321,6 +353,11 @@ func TestConsole(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#token-form button[value="cancel"]`)), chromedp.WaitNotVisible(chromedp.CSS("#token-dialog")),
 		chromedp.Click(chromedp.CSS("#elect-all")))
 	textWithin(t, ctx, "#notice", "unauthenticated", 5*time.Second)
+
+	// Nothing the page did was blocked by its Content-Security-Policy, and
+	// it kept nothing in the browser's storage.
+	require.Zero(t, evaluate[int](t, ctx, "window.consoleViolations"), "CSP violations")
+	require.Equal(t, "0 0 ", evaluate[string](t, ctx, "`${localStorage.length} ${sessionStorage.length} ${document.cookie}`"), "storage")
 }
 
 // The main views at 1440×900 for the README (make screenshots), on a
@@ -336,9 +373,22 @@ func TestConsoleScreenshots(t *testing.T) {
 		c.createTopic(t, name, int32(3+i))
 	}
 	beats.stop(4)
-	require.Eventually(t, func() bool { return c.fenced(t, 4) }, 10*time.Second, 10*time.Millisecond)
-	_, err := c.admin.AlterPartitionReassignments(context.Background(), connect.NewRequest(&metadatav1.AlterPartitionReassignmentsRequest{
-		Reassignments: []*metadatav1.PartitionReassignment{{Topic: "orders", Partition: 0, Replicas: []int32{1, 2}}, {Topic: "clicks", Partition: 1, Replicas: []int32{3, 1}}}}))
+	require.Eventually(t, func() bool { return c.fenced(4) }, 10*time.Second, 50*time.Millisecond)
+	// Two moves that wait: each to a live broker the partition is not on
+	// (no storage service here reports it caught up).
+	var moves []*metadatav1.PartitionReassignment
+	for _, name := range []string{"orders", "clicks"} {
+		resp, err := c.admin.DescribeTopic(context.Background(), connect.NewRequest(&metadatav1.DescribeTopicRequest{Name: name}))
+		require.NoError(t, err)
+		replicas := resp.Msg.GetTopic().GetPartitions()[0].GetReplicas()
+		for _, id := range []int32{1, 2, 3} {
+			if !slices.Contains(replicas, id) {
+				moves = append(moves, &metadatav1.PartitionReassignment{Topic: name, Replicas: []int32{id, replicas[0]}})
+				break
+			}
+		}
+	}
+	_, err := c.admin.AlterPartitionReassignments(context.Background(), connect.NewRequest(&metadatav1.AlterPartitionReassignmentsRequest{Reassignments: moves}))
 	require.NoError(t, err)
 	ctx := page(t, chromium)
 	run(t, ctx, chromedp.Navigate(c.url+"/ui/#/overview"))
@@ -353,5 +403,28 @@ func TestConsoleScreenshots(t *testing.T) {
 	save(t, ctx, "console-topic.png")
 	run(t, ctx, chromedp.Navigate(c.url+"/ui/#/balancing"))
 	textWithin(t, ctx, "#moves", "orders-0", 5*time.Second)
+	textWithin(t, ctx, "#moves", "clicks-0", time.Second)
 	save(t, ctx, "console-balancing.png")
+}
+
+// The console's modules in the browser: Connect's stream framing whatever
+// the chunks (one byte at a time, several messages in one, a large one,
+// an error at the end, a stream cut short) and the delta rules (a topic
+// deleted and created again, an unknown topic's partition, a delta out of
+// order, an older full state). testdata/modules.js lists what failed.
+func TestConsoleModules(t *testing.T) {
+	chromium := browser(t)
+	mux := http.NewServeMux()
+	mux.Handle(ui.Path, ui.Handler())
+	server := httptest.NewServer(mux)
+	t.Cleanup(server.Close)
+	checks, err := os.ReadFile("testdata/modules.js")
+	require.NoError(t, err)
+	ctx := page(t, chromium)
+	run(t, ctx, chromedp.Navigate(server.URL+"/ui/"))
+	ctx2, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	failures, err := chromedp.Run(ctx2, chromedp.Evaluate[[]string](string(checks), chromedp.EvalAwaitPromise))
+	require.NoError(t, err)
+	require.Empty(t, failures)
 }

@@ -32,12 +32,27 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// setRows replaces a table body's rows; each row is {cells, class}. A
-// placeholder row keeps an empty table from collapsing.
+// setRows brings a table body to rows, each {key, cells, class}: a row
+// whose content did not change keeps its element, in place, so that
+// focus, a click in progress and a selection survive updates; only the
+// rows that changed are replaced. A placeholder row keeps an empty table
+// from collapsing.
 function setRows(tbody, rows, empty, columns) {
-  const out = rows.map((r) => el("tr", { class: r.class }, r.cells.map((c, i) => (i === 0 && r.header ? el("th", { scope: "row" }, c) : el("td", {}, c)))));
-  if (out.length === 0) out.push(el("tr", {}, el("td", { colspan: columns, class: "note" }, empty)));
-  tbody.replaceChildren(...out);
+  const want = rows.map((r) => {
+    const tr = el("tr", { class: r.class, "data-key": r.key },
+      r.cells.map((c, i) => (i === 0 && r.header ? el("th", { scope: "row" }, c) : el("td", {}, c))));
+    return tr;
+  });
+  if (want.length === 0) want.push(el("tr", { "data-key": "" }, el("td", { colspan: columns, class: "note" }, empty)));
+  const existing = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
+  want.forEach((tr, i) => {
+    const old = existing.get(tr.dataset.key);
+    const node = old && old.outerHTML === tr.outerHTML ? old : tr;
+    if (old && node !== old) old.replaceWith(node);
+    const at = tbody.children[i];
+    if (at !== node) tbody.insertBefore(node, at || null);
+  });
+  while (tbody.children.length > want.length) tbody.lastElementChild.remove();
 }
 
 const list = (xs) => (xs.length ? xs.join(", ") : "—");
@@ -62,15 +77,20 @@ function refused(what, err) {
 
 // --- rendering ----------------------------------------------------------------
 
+// render draws at most every renderGap: a busy cluster's changes are
+// drawn together, not one full pass each.
+const renderGap = 150;
 let scheduled = false;
+let lastRender = 0;
 function render() {
   if (scheduled) return;
   scheduled = true;
-  requestAnimationFrame(() => {
+  setTimeout(() => requestAnimationFrame(() => {
     scheduled = false;
+    lastRender = performance.now();
     renderHeader();
     renderView();
-  });
+  }), Math.max(0, renderGap - (performance.now() - lastRender)));
 }
 
 function renderHeader() {
@@ -81,13 +101,20 @@ function renderHeader() {
   $("term").textContent = q ? String(q.term || 0) : "—";
   $("self").textContent = q ? String(q.answeredBy || "—") : "—";
   const conn = $("conn");
-  conn.textContent = page.connected ? `live · version ${state.version}` : page.connText || "connecting…";
+  // Announced on change only (it is a live region): no version in it.
+  const text = page.connected ? "live" : page.connText || "connecting…";
+  if (conn.textContent !== text) conn.textContent = text;
   conn.className = page.connected ? "conn live" : "conn down";
 }
 
+// currentView reads the route from the hash (#/view/arg); another hash
+// (the skip link's #main) keeps the view shown.
+let shown = { view: "overview", arg: "" };
 function currentView() {
+  if (!location.hash.startsWith("#/")) return shown;
   const [, view = "overview", ...rest] = location.hash.split("/");
-  return { view: ["overview", "brokers", "topics", "balancing"].includes(view) ? view : "overview", arg: decodeURIComponent(rest.join("/")) };
+  shown = { view: ["overview", "brokers", "topics", "balancing"].includes(view) ? view : "overview", arg: decodeURIComponent(rest.join("/")) };
+  return shown;
 }
 
 function renderView() {
@@ -130,9 +157,10 @@ function renderOverview() {
     const known = q.progressKnown;
     const role = `${voter ? "voter" : "learner"}${m.isLeader ? " · leader" : ""}`;
     const action = voter && !m.isLeader
-      ? el("button", { type: "button", class: "admin", onclick: () => transferLeader(id), "aria-label": `Make controller ${id} the leader` }, "Make leader")
+      ? el("button", { type: "button", class: "admin", "data-id": id, "aria-label": `Make leader: controller ${id}` }, "Make leader")
       : "";
     return {
+      key: String(id),
       cells: [String(id), m.url || "", role, known ? String(m.matchIndex || 0) : "—", known ? String(m.lag || 0) : "—",
         known ? (m.recentActive ? "yes" : el("span", { class: "bad" }, "unreachable")) : "—", action],
     };
@@ -200,13 +228,15 @@ function renderBrokers() {
   const c = counts();
   const rows = state.sortedBrokers().map((b) => {
     const s = page.sessions.get(b.id);
-    const held = s ? (Number(s.heldVersion) >= 0 ? String(s.heldVersion) : "unknown") : "—";
-    const lag = s ? (Number(s.heldVersion) >= 0 ? String(s.lag || 0) : "—") + (s.pushFailing ? " (failing)" : "") : "—";
+    // Protobuf's JSON leaves a 0 out: absent is 0, -1 is unknown.
+    const version = s ? Number(s.heldVersion ?? 0) : -1;
+    const held = s ? (version >= 0 ? String(version) : "unknown") : "—";
+    const lag = s ? (version >= 0 ? String(Number(s.lag ?? 0)) : "—") + (s.pushFailing ? " (pushes failing)" : "") : "—";
     return {
-      class: b.fenced ? "offline-broker" : undefined,
+      key: String(b.id),
       cells: [String(b.id), `${b.host}:${b.port}`, b.rack || "—", brokerState(b), String(b.epoch),
         String(c.replicas.get(b.id) || 0), String(c.leaders.get(b.id) || 0),
-        s ? age(Number(s.heartbeatAgeMs || 0)) : "—", held, lag],
+        s ? age(Number(s.heartbeatAgeMs ?? 0)) : "—", held, lag],
     };
   });
   setRows($("brokers"), rows, "no broker registered", 10);
@@ -217,6 +247,8 @@ function configSummary(t) {
   const parts = [];
   const c = t.config;
   if (c.retentionMs) parts.push(`retention.ms=${c.retentionMs}`);
+  if (c.retentionBytes) parts.push(`retention.bytes=${c.retentionBytes}`);
+  if (c.segmentBytes) parts.push(`segment.bytes=${c.segmentBytes}`);
   if (c.minIsr) parts.push(`min.insync.replicas=${c.minIsr}`);
   if (c.compression) parts.push(`compression.type=${c.compression}`);
   if (c.unclean) parts.push("unclean.leader.election.enable=true");
@@ -232,8 +264,9 @@ function renderTopics(selected) {
     const off = ps.filter(offline).length;
     const under = ps.filter((p) => !offline(p) && underReplicated(p)).length;
     return {
+      key: t.name,
       class: t.name === selected ? "selected" : undefined,
-      cells: [el("a", { href: `#/topics/${encodeURIComponent(t.name)}` }, t.name), String(ps.length), String(t.rf), configSummary(t),
+      cells: [el("a", { href: `#/topics/${encodeURIComponent(t.name)}`, "aria-current": t.name === selected ? "true" : undefined }, t.name), String(ps.length), String(t.rf), configSummary(t),
         off ? el("span", { class: "bad" }, String(off)) : "0", under ? el("span", { class: "warn" }, String(under)) : "0"],
     };
   });
@@ -242,10 +275,15 @@ function renderTopics(selected) {
 
   const t = selected ? state.topics.get(selected) : null;
   $("topic-detail").hidden = !t;
-  if (!t) return;
+  if (!t) {
+    detailShown = "";
+    return;
+  }
   $("h-detail").textContent = `Topic ${t.name}`;
   $("detail-facts").textContent = `id ${t.id} · replication factor ${t.rf} · ${configSummary(t)}`;
-  const prows = t.partitions.filter(Boolean).map((p) => ({
+  const all = t.partitions.filter(Boolean);
+  const prows = all.slice(0, partitionRowsMax).map((p) => ({
+    key: String(p.index),
     header: true,
     class: offline(p) ? "offline" : underReplicated(p) ? "under" : undefined,
     cells: [String(p.index), p.leader > 0 ? String(p.leader) : "none", list(p.replicas), list(p.isr), list(p.elr),
@@ -253,7 +291,14 @@ function renderTopics(selected) {
       moving(p) ? `adding ${list(p.adding)}; removing ${list(p.removing)}` : "—"],
   }));
   setRows($("partitions"), prows, "no partitions", 8);
+  $("partitions-more").textContent = all.length > partitionRowsMax ? `first ${partitionRowsMax} of ${all.length} partitions shown` : "";
+  if (detailShown !== t.name) {
+    detailShown = t.name;
+    $("topic-detail").scrollIntoView({ block: "start" });
+  }
 }
+const partitionRowsMax = 1000;
+let detailShown = "";
 
 function renderBalancing() {
   const b = page.balance;
@@ -270,7 +315,7 @@ function renderBalancing() {
   for (const t of state.sortedTopics()) {
     for (const p of t.partitions) {
       if (p && moving(p)) {
-        rows.push({ cells: [`${t.name}-${p.index}`, list(p.replicas), list(p.adding), list(p.removing), list(p.isr), p.leader > 0 ? String(p.leader) : "none"] });
+        rows.push({ key: `${t.name}-${p.index}`, cells: [`${t.name}-${p.index}`, list(p.replicas), list(p.adding), list(p.removing), list(p.isr), p.leader > 0 ? String(p.leader) : "none"] });
       }
     }
   }
@@ -279,11 +324,25 @@ function renderBalancing() {
 
 // --- the controllers' state, asked for every two seconds ---------------------
 
+let polling = false;
 async function poll() {
+  if (polling) return;
+  polling = true;
+  try {
+    await pollOnce();
+  } finally {
+    polling = false;
+  }
+}
+
+async function pollOnce() {
   try {
     const q = await call(services.quorum, "DescribeQuorum");
-    page.quorum = q;
     const leader = Number(q.leaderId || 0), term = Number(q.term || 0);
+    // A controller answering from an older term (partitioned) says nothing
+    // newer than what was seen.
+    if (page.lastLeader && term < page.lastLeader.term) throw new ApiError("stale", "an older term");
+    page.quorum = q;
     if (!page.lastLeader || page.lastLeader.leader !== leader || page.lastLeader.term !== term) {
       page.lastLeader = { leader, term };
       page.leaderChanges.push({ at: new Date(), leader, term });
@@ -321,14 +380,18 @@ async function follow() {
     watchAbort = new AbortController();
     try {
       await watch(state.version, (msg) => {
+        if (msg.delta && !state.applyDelta(msg.delta)) {
+          // Not the delta after the version held: start again from a
+          // full state.
+          state.version = 0;
+          throw new ApiError("out_of_order", "a delta out of order");
+        }
         if (msg.fullState) state.applyFull(msg.fullState);
-        else if (msg.delta) state.applyDelta(msg.delta);
         page.connected = true;
         render();
       }, watchAbort.signal);
-      page.connText = "the watch ended: reconnecting…";
     } catch (e) {
-      if (e.name === "AbortError") {
+      if (e.name === "AbortError" || e.code === "out_of_order") {
         page.connText = "reconnecting…";
       } else if (e instanceof ApiError && e.code === "unauthenticated") {
         page.connText = "a token is needed";
@@ -365,6 +428,7 @@ function confirm(text, yes) {
   const dialog = $("confirm-dialog");
   $("confirm-text").textContent = text;
   $("confirm-yes").textContent = yes;
+  dialog.returnValue = ""; // Esc leaves it as it is: no answer
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
     dialog.showModal();
@@ -376,6 +440,11 @@ function askToken() {
   const dialog = $("token-dialog");
   if (tokenAsked || dialog.open) return;
   tokenAsked = true;
+  openTokenDialog();
+}
+
+function openTokenDialog() {
+  const dialog = $("token-dialog");
   $("token-input").value = "";
   dialog.showModal();
 }
@@ -383,12 +452,16 @@ function askToken() {
 function wire() {
   window.addEventListener("hashchange", () => { render(); $("main").focus({ preventScroll: true }); });
   $("topic-search").addEventListener("input", (e) => { page.search = e.target.value; render(); });
-  $("token-button").addEventListener("click", () => {
-    $("token-input").value = "";
-    $("token-dialog").showModal();
+  $("token-button").addEventListener("click", openTokenDialog);
+  $("controllers").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-id]");
+    if (button) transferLeader(Number(button.dataset.id));
   });
-  $("token-dialog").addEventListener("close", () => {
-    const choice = $("token-dialog").returnValue;
+  // The choice is taken when the form is submitted, before the dialog
+  // closes (its close event comes later, as a task of its own): a call
+  // made right after already carries the new token. Esc submits nothing.
+  $("token-form").addEventListener("submit", (e) => {
+    const choice = e.submitter?.value;
     if (choice === "use") setToken($("token-input").value);
     if (choice === "forget") setToken("");
     $("token-input").value = "";
@@ -421,6 +494,11 @@ function wire() {
   $("elect-all").addEventListener("click", () =>
     act("Electing preferred leaders everywhere", () => call(services.metadata, "ElectLeaders", {})));
 }
+
+// The page's own count of what its Content-Security-Policy blocked: none,
+// ever (ui/console_test.go checks it).
+window.consoleViolations = 0;
+document.addEventListener("securitypolicyviolation", () => { window.consoleViolations++; });
 
 wire();
 render();

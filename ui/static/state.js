@@ -41,14 +41,20 @@ export class ClusterState {
     this.topics = new Map();
   }
 
+  // applyFull takes a full state, unless it is older than the one held
+  // (a lagging controller answering a reconnect): false then.
   applyFull(state) {
+    if (num(state.metadataVersion) < this.version) return false;
     this.version = num(state.metadataVersion);
     this.brokers = new Map((state.brokers || []).map((b) => [num(b.id), broker(b)]));
     this.topics = new Map((state.topics || []).map((t) => [t.name, topic(t)]));
+    return true;
   }
 
+  // applyDelta applies a delta that follows the version held; one that
+  // does not is refused (false): the caller watches afresh from scratch.
   applyDelta(d) {
-    this.version = num(d.toVersion);
+    if (num(d.fromVersion) !== this.version) return false;
     for (const b of d.upsertedBrokers || []) this.brokers.set(num(b.id), broker(b));
     for (const id of d.removedBrokerIds || []) this.brokers.delete(num(id));
     for (const name of d.deletedTopics || []) this.topics.delete(name);
@@ -58,6 +64,8 @@ export class ClusterState {
       const t = this.topics.get(p.topic);
       if (t) t.partitions[p.index] = p;
     }
+    this.version = num(d.toVersion);
+    return true;
   }
 
   sortedBrokers() { return [...this.brokers.values()].sort((a, b) => a.id - b.id); }
