@@ -86,6 +86,10 @@ test-ui: ## The web console in headless Chromium against a real dmqd; fails when
 screenshots: ## Regenerate the console's screenshots in docs/ (1440×900, headless Chromium).
 	DMQ_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -run '^TestConsoleScreenshots$$' ./ui -ui.screenshots=$(CURDIR)/docs
 
+.PHONY: e2e-docker
+e2e-docker: ## deploy/compose.yaml (3 controllers over mutual TLS, 2 storage agents, a container each) under E2E_DOCKER_ROUNDS (20) rounds of docker kill/pause/network disconnect, rolling restarts, agent restarts.
+	DMQ_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 90m -run '^TestComposeCluster$$' -v ./cmd/dmqd -e2e.compose-rounds=$(or $(E2E_DOCKER_ROUNDS),20)
+
 .PHONY: e2e
 e2e: ## Real dmqd processes under E2E_ROUNDS rounds of SIGKILL/SIGSTOP faults (make test runs one round).
 	$(GO) test -count=1 -timeout 90m -run '^TestRealProcessFaults$$' -v ./cmd/dmqd -e2e.rounds=$(E2E_ROUNDS)

@@ -374,6 +374,26 @@ func (c *Client) DescribeQuorumAt(ctx context.Context, endpoint string) (*metada
 	return resp.Msg, nil
 }
 
+// ListTopicsAt lists the topics one controller holds, from its own
+// applied state (a stale read: no leader, no retries elsewhere): what an
+// operator checks when asking whether every controller caught up.
+func (c *Client) ListTopicsAt(ctx context.Context, endpoint string) (*metadatav1.ListTopicsResponse, error) {
+	if c.cfg.TLS != nil {
+		endpoint = wire.HTTPSURL(endpoint)
+	}
+	resp, err := c.metadataClient(endpoint).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{AllowStale: true}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// DescribeBrokerSessions is the active controller's view of each broker:
+// heartbeat age, the version its storage service holds, push lag.
+func (c *Client) DescribeBrokerSessions(ctx context.Context) (*metadatav1.DescribeBrokerSessionsResponse, error) {
+	return meta(ctx, c, &metadatav1.DescribeBrokerSessionsRequest{}, metadatav1connect.MetadataServiceClient.DescribeBrokerSessions)
+}
+
 // AddVoter adds a voter.
 func (c *Client) AddVoter(ctx context.Context, req *metadatav1.AddVoterRequest) (*metadatav1.AddVoterResponse, error) {
 	return quorum(ctx, c, req, metadatav1connect.QuorumServiceClient.AddVoter)
