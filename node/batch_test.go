@@ -235,14 +235,7 @@ func TestRebalancePlansAndRuns(t *testing.T) {
 // plan the active controller proposes on its own (RebalanceOnJoin); one
 // that comes back does not start another.
 func TestBrokerJoiningForTheFirstTimeIsGivenItsShare(t *testing.T) {
-	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
-	leader := c.elect(1)
-	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
-	}
-	for _, name := range []string{"a", "b", "c"} {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 2, 2), done) }).Err)
-	}
+	c, leader := joiningCluster(t, 2, []string{"a", "b", "c"}, 2, 2)
 	require.Zero(t, leader.StateMachine().BalanceStatus().GetPlanned(), "brokers that join an empty cluster need no move")
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
 	c.process()
@@ -264,14 +257,7 @@ func TestBrokerJoiningForTheFirstTimeIsGivenItsShare(t *testing.T) {
 // plan names the plan it was computed against, and apply refuses it
 // (found in review).
 func TestDecommissionCommittedWhileAJoinPlanIsComputedStands(t *testing.T) {
-	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
-	leader := c.elect(1)
-	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
-	}
-	for _, name := range []string{"a", "b", "c"} {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 2, 2), done) }).Err)
-	}
+	c, leader := joiningCluster(t, 2, []string{"a", "b", "c"}, 2, 2)
 	c.holdWork = true
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
 	require.Len(t, c.held, 1, "the join's plan is being computed")
@@ -290,14 +276,7 @@ func TestDecommissionCommittedWhileAJoinPlanIsComputedStands(t *testing.T) {
 // A broker that joins while a plan is being computed is not forgotten:
 // its plan follows once that one is done (found in review).
 func TestJoinWhilePlanningIsPlannedAfter(t *testing.T) {
-	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
-	leader := c.elect(1)
-	for id := int32(1); id <= 2; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
-	}
-	for _, name := range []string{"a", "b", "c", "d"} {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, 3, 1), done) }).Err)
-	}
+	c, leader := joiningCluster(t, 2, []string{"a", "b", "c", "d"}, 3, 1)
 	c.holdWork = true
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(4), done) }).Err)
@@ -331,4 +310,19 @@ func TestRebalanceCallsBeyondThePlansInFlightAreRefused(t *testing.T) {
 	leader.Rebalance(&metadatav1.RebalanceRequest{DryRun: true}, func(o Outcome, _ []*metadatav1.PartitionReassignment) { outcomes = append(outcomes, o) })
 	c.releaseWork()
 	assert.Nil(t, outcomes[len(outcomes)-1].Err)
+}
+
+// joiningCluster is a lone controller that plans for brokers joining
+// (RebalanceOnJoin), with brokers 1..brokers registered and the topics
+// created.
+func joiningCluster(t *testing.T, brokers int32, topics []string, partitions, rf int32) (*cluster, *Node) {
+	c := newCluster(t, 1, func(cfg *Config) { cfg.RebalanceOnJoin = true })
+	leader := c.elect(1)
+	for id := int32(1); id <= brokers; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+	}
+	for _, name := range topics {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(name, partitions, rf), done) }).Err)
+	}
+	return c, leader
 }

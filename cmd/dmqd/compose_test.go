@@ -2,17 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +20,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/dmq-project/metadata/client"
 	"github.com/dmq-project/metadata/linearizability"
+	"github.com/dmq-project/metadata/rpc/rpctest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -119,7 +113,7 @@ func (c *composeCluster) ready(id int, bound time.Duration) time.Duration {
 
 // caughtUp waits until every controller lists every acknowledged topic
 // (stale reads: each its own applied state) and both storage agents hold
-// the leader's version.
+// the leader's version as of the check (all of it once writes stop).
 func (c *composeCluster) caughtUp(ctx context.Context, w *workload, bound time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(bound)
@@ -163,14 +157,20 @@ func (c *composeCluster) caughtUp(ctx context.Context, w *workload, bound time.D
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	// The agents reach the version the controllers had when this check
+	// began (with writes going on they stay a push or two behind).
+	target := int64(-1)
 	for {
 		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		sessions, err := c.client.DescribeBrokerSessions(callCtx)
 		cancel()
 		if err == nil {
+			if target < 0 {
+				target = sessions.GetMetadataVersion()
+			}
 			held := 0
 			for _, s := range sessions.GetSessions() {
-				if s.GetHeldVersion() == sessions.GetMetadataVersion() {
+				if s.GetHeldVersion() >= target {
 					held++
 				}
 			}
@@ -179,46 +179,34 @@ func (c *composeCluster) caughtUp(ctx context.Context, w *workload, bound time.D
 			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("the storage agents do not hold the controllers' version %v after the heal: %v (err %v)", bound, sessions, err)
+			c.t.Fatalf("the storage agents do not hold the controllers' version %d %v after the round: %v (err %v)", target, bound, sessions, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// writeCerts writes a CA and each controller's certificate (its host name,
-// localhost and 127.0.0.1; server and client usage), readable by the
-// image's user.
+// writeCerts writes a CA (ca.pem) and each controller's certificate and
+// key (controller-N.pem, controller-N-key.pem: its host name, localhost
+// and 127.0.0.1; server and client usage) into dir, readable by the
+// image's user through the bind mount.
 func writeCerts(t *testing.T, dir string) *x509.CertPool {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTemplate := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dmq-e2e-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	caCert, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	write := func(name, kind string, der []byte) {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o644))
+	ca := rpctest.NewCA(t, "dmq-e2e")
+	copyFile := func(from, to string) {
+		data, err := os.ReadFile(from)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, to), data, 0o644))
 	}
-	write("ca.pem", "CERTIFICATE", caDER)
+	copyFile(ca.CertFile, "ca.pem")
 	for id := 1; id <= 3; id++ {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
 		name := fmt.Sprintf("controller-%d", id)
-		template := &x509.Certificate{SerialNumber: big.NewInt(int64(id + 1)), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			DNSNames:    []string{name, "localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, template, caCert, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		require.NoError(t, err)
-		write(name+".pem", "CERTIFICATE", der)
-		write(name+"-key.pem", "PRIVATE KEY", keyDER)
+		pair := ca.IssueFor(t, name, name)
+		copyFile(pair.CertFile, name+".pem")
+		copyFile(pair.KeyFile, name+"-key.pem")
 	}
+	pem, err := os.ReadFile(ca.CertFile)
+	require.NoError(t, err)
 	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
+	require.True(t, pool.AppendCertsFromPEM(pem))
 	return pool
 }
 

@@ -60,6 +60,12 @@ type KeyPair struct {
 // Issue signs a certificate for loopback (127.0.0.1, localhost) usable
 // both as a server and as a client certificate, as a controller's is.
 func (ca *CA) Issue(t testing.TB, commonName string) KeyPair {
+	return ca.IssueFor(t, commonName)
+}
+
+// IssueFor is Issue for loopback and these host names too (controllers in
+// containers, each its own host name).
+func (ca *CA) IssueFor(t testing.TB, commonName string, hosts ...string) KeyPair {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	ca.serial++
@@ -71,7 +77,7 @@ func (ca *CA) Issue(t testing.TB, commonName string) KeyPair {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, hosts...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, ca.cert, &key.PublicKey, ca.key)
 	require.NoError(t, err)
