@@ -370,7 +370,7 @@ func (w *Worker) Attach(report func(fn func(*node.Node))) {
 
 // Run implements node.Worker.
 func (w *Worker) Run(work func() func()) {
-	go func() {
+	go func() { // determinism: ok — the runner is outside the core; the node gets the result through Report
 		then := work()
 		fn := func(*node.Node) { then() }
 		w.mu.Lock()
