@@ -209,7 +209,14 @@ func (c *Controller) start(ctx context.Context) error {
 	// identity's: each reason is logged once per interval on each.
 	c.raft = peer.NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner, peer.NewRefusals(cfg.Logger, c.metrics.PeerRefused()))
 	c.raft.LearnAddresses(c.transport)
-	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security, material)
+	// Forwarded calls get a client of their own: they never queue behind
+	// the Raft messages on the transport's connections.
+	forwardClient := wire.NewHTTPClient(nil)
+	if peerTLS != nil {
+		forwardClient = wire.NewHTTPClient(peerTLS)
+	}
+	forward := &api.Forwarder{Self: cfg.Node.ID, Client: forwardClient, HTTPS: material != nil, Observe: c.metrics.ObserveForward}
+	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security, material, forward)
 	if err != nil {
 		_ = c.runner.Stop()
 		c.transport.Close()

@@ -49,10 +49,12 @@ func (s Security) peerAdmission(peerTLS *auth.TLSMaterial) peer.Admission {
 // (peer.RaftHandler.Mount); Prometheus metrics at /metrics; profiles at
 // /debug/pprof; the build at /version. peerTLS, set when the controller serves TLS, admits to the
 // peer transport only callers with the cluster's client certificate.
-func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, logger *slog.Logger, security Security, peerTLS *auth.TLSMaterial) (http.Handler, error) {
+// forward, if set, passes calls refused NOT_CONTROLLER to the leader.
+func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, logger *slog.Logger, security Security, peerTLS *auth.TLSMaterial,
+	forward *api.Forwarder) (http.Handler, error) {
 	mux := http.NewServeMux()
 	err := api.Mount(mux, srv, api.MountConfig{Logger: logger, Metrics: m, Auth: security.Auth, RateLimit: security.RateLimit,
-		MaxRequestBytes: security.MaxRequestBytes, Audit: security.Audit})
+		MaxRequestBytes: security.MaxRequestBytes, Audit: security.Audit, Forward: forward})
 	if err != nil {
 		return nil, err
 	}

@@ -148,7 +148,7 @@ func TestShortPeerTokenRefused(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	m := metrics.New()
 	_, err := rpc.NewHandler(api.NewServer(nil, api.ServerConfig{Metrics: m}), peer.NewRaftHandler("c", 1, nil, nil), m, logger,
-		rpc.Security{Auth: authenticator(t), PeerToken: "hunter2"}, nil)
+		rpc.Security{Auth: authenticator(t), PeerToken: "hunter2"}, nil, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "peer token")
 }

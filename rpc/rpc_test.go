@@ -273,12 +273,32 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 	_, err := metadataClient(leader.URL()).RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 1, Host: "localhost", Port: 9092}))
 	require.NoError(t, err)
 
-	// A follower answers writes with "not the leader", naming it.
+	// A follower passes a write to the leader and answers with the
+	// leader's answer, over Connect and over REST; a call another
+	// controller forwarded already it answers "not the leader", naming it.
 	for _, tc := range cluster {
 		if tc.ID == leader.ID {
 			continue
 		}
-		_, err := metadataClient(tc.URL()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
+		created, err := metadataClient(tc.URL()).CreateTopic(ctx, connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "x", Partitions: 1}))
+		require.NoError(t, err)
+		assert.Equal(t, "x", created.Msg.GetTopic().GetName())
+		resp, err := http.Post(tc.URL()+"/api/v1/metadata/topics", "application/json", strings.NewReader(`{"name": "y", "partitions": 2}`))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		listed, err := metadataClient(leader.URL()).ListTopics(ctx, connect.NewRequest(&metadatav1.ListTopicsRequest{}))
+		require.NoError(t, err)
+		var names []string
+		for _, topic := range listed.Msg.GetTopics() {
+			names = append(names, topic.GetName())
+		}
+		assert.ElementsMatch(t, []string{"x", "y"}, names)
+
+		again := connect.NewRequest(&metadatav1.CreateTopicRequest{Name: "z", Partitions: 1})
+		again.Header().Set(wire.ForwardedByHeader, "9")
+		_, err = metadataClient(tc.URL()).CreateTopic(ctx, again)
 		require.Equal(t, connect.CodeUnavailable, connect.CodeOf(err))
 		id, url, ok := wire.LeaderOf(err)
 		require.True(t, ok)
@@ -304,6 +324,7 @@ func TestThreeControllersSurviveLeaderLoss(t *testing.T) {
 		create(i)
 	}
 	leader.Start(t)
+	acknowledged = append(acknowledged, "x", "y") // the forwarded ones
 
 	// Every controller converges on every acknowledged topic.
 	for _, tc := range cluster {

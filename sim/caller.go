@@ -10,6 +10,7 @@ import (
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/statemachine"
+	"github.com/dmq-project/metadata/wire"
 )
 
 // caller makes the calls of one simulated client process (an operator's
@@ -76,7 +77,12 @@ func newCaller(s *Sim, from uint64, clientID string) *caller {
 // up, or deadline (a simulated time) passes, as client's call does. handle
 // runs an attempt on the controller. first, if set, is where the first
 // attempt goes instead of the believed leader.
-func call[T any](c *caller, deadline time.Duration, first string,
+//
+// procedure names the call for the forwarding rule (wire.Forwards): a
+// controller that refuses an attempt NOT_CONTROLLER passes it to the
+// leader, as api.Forwarder does, unless it is a heartbeat; anyCall is any
+// other.
+func call[T any](c *caller, deadline time.Duration, first, procedure string,
 	handle func(n *node.Node, reply func(attemptReply[T])), done func(callEnd[T])) {
 	s := c.sim
 	retrier := client.NewRetrier(s.endpoints(), c.leader, clientBackoffMin, clientBackoffMax)
@@ -114,8 +120,9 @@ func call[T any](c *caller, deadline time.Duration, first string,
 		endpoint := retrier.Endpoint()
 		// An attempt is bounded by the attempt timeout and the deadline.
 		timeout := min(clientTimeout, max(deadline-s.now, time.Millisecond))
+		ends := s.now + timeout
 		s.rpcWithin(timeout, nodeOf(endpoint), c.from, func(n *node.Node, reply func(func())) {
-			handle(n, func(r attemptReply[T]) {
+			answer := func(r attemptReply[T]) {
 				reply(func() {
 					if r.err != nil {
 						// A refusal may carry a value too: the per-item
@@ -132,10 +139,59 @@ func call[T any](c *caller, deadline time.Duration, first string,
 					end.value, end.failure = r.value, nil
 					done(end)
 				})
+			}
+			handle(n, func(r attemptReply[T]) {
+				if r.err != nil && wire.Forwards(procedure, r.err.Code, n.ID(), r.leader, false) {
+					forward(s, n.ID(), r.leader, ends-s.now, handle, answer, r)
+					return
+				}
+				answer(r)
 			})
 		}, func() { failed(client.TimedOut()) })
 	}
 	attempt()
+}
+
+// anyCall is the procedure of a call that is not a heartbeat: every such
+// call is forwarded alike.
+const anyCall = ""
+
+// forward passes an attempt the controller from refused NOT_CONTROLLER
+// to the leader it names, as api.Forwarder does: over the controllers'
+// network (loss and partitions apply), the leader's answer relayed by
+// from if the same process still runs there; no answer within the
+// client's time left (less wire.ForwardTimeout's margin) is an unknown
+// outcome (wire.ForwardFailed: the call may have reached the leader).
+func forward[T any](s *Sim, from, leader uint64, left time.Duration, handle func(n *node.Node, reply func(attemptReply[T])),
+	answer func(attemptReply[T]), refusal attemptReply[T]) {
+	timeout := wire.ForwardTimeout(left)
+	forwarder := s.node(from)
+	if timeout <= 0 || forwarder == nil {
+		answer(refusal)
+		return
+	}
+	s.forwards++
+	incarnation := forwarder.incarnation
+	relay := func(r attemptReply[T]) {
+		if n := s.node(from); n != nil && n.incarnation == incarnation && n.pausedUntil <= s.now {
+			answer(r)
+		}
+	}
+	reached := false
+	s.peerRPC(timeout, leader, from, func(n *node.Node, reply func(func())) {
+		reached = true
+		handle(n, func(r attemptReply[T]) { reply(func() { relay(r) }) })
+	}, func() {
+		s.forwardsUnanswered++
+		// Once sent, the call may reach the leader: the answer may not be
+		// NOT_CONTROLLER, which clients take for "proposed nowhere".
+		code := wire.ForwardFailed(true)
+		if reached && code == metadatav1.ErrorCode_NOT_CONTROLLER {
+			s.violate("controller %d answered NOT_CONTROLLER to a call it forwarded to controller %d, which took it", from, leader)
+		}
+		relay(attemptReply[T]{err: &statemachine.Error{Code: code,
+			Message: fmt.Sprintf("forwarded to controller %d, which did not answer", leader)}})
+	})
 }
 
 // writeEnd is how a write ended: its verdict, the answer, and the request
@@ -169,7 +225,7 @@ func (c *caller) writeInSession(deadline time.Duration, reopened bool,
 		id := session.NextRequestID(c.clientID)
 		horizon := session.Horizon().Sub(epoch)
 		sent := s.now
-		call(c, min(deadline, horizon), "", func(n *node.Node, reply func(attemptReply[node.Outcome])) {
+		call(c, min(deadline, horizon), "", anyCall, func(n *node.Node, reply func(attemptReply[node.Outcome])) {
 			handle(n, id, reply)
 		}, func(e callEnd[node.Outcome]) {
 			judged := client.WriteEnd{Last: e.failure, Attempts: e.attempts, Reopened: reopened}
@@ -203,7 +259,7 @@ func (c *caller) session(deadline time.Duration, next func(*client.Session)) {
 		return
 	}
 	sent := epoch.Add(s.now)
-	call(c, deadline, "", func(n *node.Node, reply func(attemptReply[*metadatav1.OpenSessionResponse])) {
+	call(c, deadline, "", anyCall, func(n *node.Node, reply func(attemptReply[*metadatav1.OpenSessionResponse])) {
 		n.OpenSession(&metadatav1.OpenSessionRequest{ClientId: c.clientID}, func(o node.Outcome) {
 			// As the RPC layer answers: the session id is the outcome's version.
 			resp := &metadatav1.OpenSessionResponse{SessionId: uint64(o.Version), TimeoutMs: n.ClientSessionTimeout().Milliseconds()}

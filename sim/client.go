@@ -122,7 +122,7 @@ func (c *operator) start() {
 			// A client whose endpoint list starts at a follower.
 			first = endpointOf(s.randomNodeID())
 		}
-		call(c.caller, deadline, first, func(n *node.Node, reply func(attemptReply[linearizability.Output])) {
+		call(c.caller, deadline, first, anyCall, func(n *node.Node, reply func(attemptReply[linearizability.Output])) {
 			c.read(n, in, reply)
 		}, func(e callEnd[linearizability.Output]) {
 			if e.failure != nil {
@@ -207,7 +207,7 @@ func (c *operator) startBatch(op *clientOp, deadline time.Duration) {
 	s := c.sim
 	first := op.items[0]
 	if first.DryRun {
-		call(c.caller, deadline, "", func(n *node.Node, reply func(attemptReply[node.Outcome])) {
+		call(c.caller, deadline, "", anyCall, func(n *node.Node, reply func(attemptReply[node.Outcome])) {
 			c.handleBatch(n, op.items, nil, func(o node.Outcome) {
 				reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID})
 			})

@@ -39,6 +39,8 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 			caughtBy: "is offline though ISR or ELR member"},
 		{bug: planted.AcceptStalePush, name: "the agent accepts a stale push"},
 		{bug: planted.GivingUpIsDefinite, name: "the client takes a write it gave up on for failed"},
+		{bug: planted.ForwardLossIsRefusal, name: "a forward the leader never answered is answered not the controller",
+			caughtBy: "answered NOT_CONTROLLER to a call it forwarded"},
 	}
 	covered := map[planted.Bug]bool{}
 	for _, b := range bugs {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmq-project/metadata/client"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
+	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/wire"
@@ -152,7 +153,11 @@ func (v *service) heartbeat(deadline time.Duration) {
 		// POST /api/v1/metadata/heartbeat/{brokerId}, without a body.
 		req = &metadatav1.StorageHeartbeatRequest{ServiceId: strconv.Itoa(int(v.id))}
 	}
-	call(v.caller, deadline, "", func(n *node.Node, reply func(attemptReply[*metadatav1.StorageHeartbeatResponse])) {
+	procedure := metadatav1connect.MetadataServiceStorageHeartbeatProcedure
+	if v.seed {
+		procedure = metadatav1connect.MetadataServiceBrokerHeartbeatProcedure
+	}
+	call(v.caller, deadline, "", procedure, func(n *node.Node, reply func(attemptReply[*metadatav1.StorageHeartbeatResponse])) {
 		resp, err := n.Heartbeat(req)
 		reply(attemptReply[*metadatav1.StorageHeartbeatResponse]{value: resp, err: err, leader: n.Leader()})
 	}, func(e callEnd[*metadatav1.StorageHeartbeatResponse]) {
@@ -348,6 +353,19 @@ func (s *Sim) rpc(target, from uint64, handle func(n *node.Node, reply func(func
 
 // rpcWithin is rpc with the caller's timeout given.
 func (s *Sim) rpcWithin(timeout time.Duration, target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
+	s.rpcOver(false, timeout, target, from, handle, lost)
+}
+
+// peerRPC is an API call from one controller (from) to another, as a
+// forwarded call is: the partitions between controllers cut it too.
+func (s *Sim) peerRPC(timeout time.Duration, target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
+	s.rpcOver(true, timeout, target, from, handle, lost)
+}
+
+// rpcOver is rpcWithin; betweenControllers: both ends are controllers,
+// and a cut link drops either leg.
+func (s *Sim) rpcOver(betweenControllers bool, timeout time.Duration, target, from uint64, handle func(n *node.Node, reply func(func())), lost func()) {
+	cut := func(a, b uint64) bool { return betweenControllers && s.cut[[2]uint64{a, b}] }
 	answered := false
 	s.schedule(timeout, evClientTimeout, from, target, func() {
 		if !answered {
@@ -361,7 +379,7 @@ func (s *Sim) rpcWithin(timeout time.Duration, target, from uint64, handle func(
 	var arrive func()
 	arrive = func() {
 		n := s.node(target)
-		if n == nil {
+		if n == nil || cut(from, target) {
 			return
 		}
 		if n.pausedUntil > s.now {
@@ -375,7 +393,7 @@ func (s *Sim) rpcWithin(timeout time.Duration, target, from uint64, handle func(
 				return
 			}
 			s.schedule(s.latency(), evRPCReply, target, from, func() {
-				if !answered {
+				if !answered && !cut(target, from) {
 					answered = true
 					continuation()
 				}

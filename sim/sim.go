@@ -77,6 +77,9 @@ type Sim struct {
 	reconciling   bool
 	lastLeaderAt  time.Duration
 	clientOpsDone int
+	// forwards counts attempts a follower passed to the leader, and
+	// forwardsUnanswered those the leader's answer never came back for.
+	forwards, forwardsUnanswered int
 	// preferred are the marks checkPreferredLeaders compares later states
 	// with, oldest first.
 	preferred []*preferredMark
@@ -165,8 +168,8 @@ func Run(opts Options) Result {
 	for term := range s.leaders { // determinism: a maximum does not depend on order
 		maxTerm = max(maxTerm, term)
 	}
-	result.Summary = fmt.Sprintf("terms=%d terms-with-leader=%d unknown-outcomes=%d client-ops=%d version=%d",
-		maxTerm, len(s.leaders), unknown, s.clientOpsDone, s.lastVersion())
+	result.Summary = fmt.Sprintf("terms=%d terms-with-leader=%d unknown-outcomes=%d client-ops=%d version=%d forwarded=%d forwards-unanswered=%d",
+		maxTerm, len(s.leaders), unknown, s.clientOpsDone, s.lastVersion(), s.forwards, s.forwardsUnanswered)
 	for i := 0; i < traceKept && i < s.events; i++ {
 		e := s.recent[(s.events-min(s.events, traceKept)+i)%traceKept]
 		result.Recent = append(result.Recent, fmt.Sprintf("%12v %-15s %d %d", e.at, eventNames[e.kind], e.a, e.b))

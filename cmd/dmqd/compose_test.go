@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -264,6 +265,40 @@ func TestComposeCluster(t *testing.T) {
 	ctx := context.Background()
 	for id := 1; id <= 3; id++ {
 		c.ready(id, time.Minute)
+	}
+
+	// The README's curl examples against any controller: a follower
+	// passes a write to the leader (whose address on the compose network
+	// the host cannot reach) and answers with its answer.
+	var follower int
+	require.Eventually(t, func() bool {
+		leader := c.leader(ctx)
+		follower = 1 + leader%3
+		return leader != 0
+	}, 30*time.Second, 100*time.Millisecond, "a leader")
+	for start := time.Now(); ; time.Sleep(200 * time.Millisecond) { // once the agents have registered
+		resp, err := c.https.Post(c.url(follower)+"/api/v1/metadata/topics", "application/json",
+			strings.NewReader(`{"name": "test-topic", "partitions": 3, "replicationFactor": 1}`))
+		answer := fmt.Sprint(err)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			answer = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		}
+		require.Less(t, time.Since(start), 30*time.Second, "a write to follower %d: %s", follower, answer)
+	}
+	for id := 1; id <= 3; id++ {
+		require.Eventually(t, func() bool {
+			resp, err := c.https.Get(c.url(id) + "/api/v1/metadata/topics/test-topic/partitions")
+			if err != nil {
+				return false
+			}
+			_ = resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}, 10*time.Second, 100*time.Millisecond, "controller %d serves the topic created through follower %d", id, follower)
 	}
 
 	w := &workload{start: time.Now(), created: map[string]int32{}}

@@ -65,6 +65,12 @@ const (
 	// deadline ended as failed, though an attempt may yet commit.
 	GivingUpIsDefinite
 
+	// wire
+
+	// ForwardLossIsRefusal answers a forwarded call the leader never
+	// answered NOT_CONTROLLER, as if nothing had reached the leader.
+	ForwardLossIsRefusal
+
 	// Count is one past the last bug: every Bug b has 0 < b < Count.
 	Count
 )

@@ -44,13 +44,17 @@ type MountConfig struct {
 	// Metrics, if set, counts every call by procedure and code, times the
 	// unary ones, and counts refusals and open watch streams.
 	Metrics *metrics.Metrics
+	// Forward, if set, passes unary calls refused NOT_CONTROLLER to the
+	// leader (innermost: after authentication and the rate limit).
+	Forward *Forwarder
 }
 
 // Mount serves srv on mux: MetadataService and QuorumService over
 // Connect, gRPC and gRPC-Web, and over REST/JSON at the seed's paths
 // (vanguard, from the protos' google.api.http annotations, at "/"); gRPC
 // health and server reflection. Every call passes, in order, the logging,
-// audit, authentication and rate-limit interceptors that cfg enables.
+// audit, authentication, rate-limit and forwarding interceptors that cfg
+// enables.
 func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = maxRequestBytesDefault
@@ -68,6 +72,9 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	}
 	if cfg.RateLimit.PerSecond > 0 {
 		interceptors = append(interceptors, auth.NewRateLimitInterceptor(cfg.RateLimit))
+	}
+	if cfg.Forward != nil {
+		interceptors = append(interceptors, cfg.Forward)
 	}
 	options := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),

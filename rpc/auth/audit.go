@@ -38,6 +38,10 @@ type AuditRecord struct {
 	ErrorCode       string `json:"error_code,omitempty"`
 	Message         string `json:"message,omitempty"`
 	MetadataVersion int64  `json:"metadata_version,omitempty"`
+	// ForwardedBy is the controller that passed the call on to this one
+	// (the leader), its client's call refused there NOT_CONTROLLER; From
+	// is then that controller's address.
+	ForwardedBy string `json:"forwarded_by,omitempty"`
 }
 
 // auditLog writes one JSON line per record; safe for concurrent use. A
@@ -213,7 +217,7 @@ func auditInterceptor(log *auditLog, auth *Authenticator) connect.UnaryIntercept
 				return resp, err
 			}
 			record := AuditRecord{Time: time.Now().UTC(), Who: "anonymous", From: req.Peer().Addr,
-				Procedure: req.Spec().Procedure, Result: "ok"}
+				Procedure: req.Spec().Procedure, Result: "ok", ForwardedBy: req.Header().Get(wire.ForwardedByHeader)}
 			if auth != nil {
 				record.Who = "unauthenticated"
 				if p, aerr := auth.Authenticate(req.Header().Get("Authorization")); aerr == nil {

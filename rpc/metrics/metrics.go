@@ -42,6 +42,7 @@ type Metrics struct {
 
 	requests     *prometheus.CounterVec
 	restRefused  *prometheus.CounterVec
+	forwarded    *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
@@ -92,6 +93,8 @@ func New() *Metrics {
 			Help: "API calls (Connect, gRPC, gRPC-Web, REST) by procedure and Connect code."}, []string{"procedure", "code"}),
 		restRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_rest_refused_total",
 			Help: "REST requests refused before reaching a procedure (so not in dmq_rpc_requests_total), by HTTP status."}, []string{"status"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dmq_forwarded_requests_total",
+			Help: "Calls refused NOT_CONTROLLER here and passed on to the leader, by result: answered (the leader's answer relayed), unsent (the leader not reached; the refusal stands), unknown_outcome."}, []string{"result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dmq_rpc_request_duration_seconds",
 			Help:    "Latency of unary API calls by procedure, from the first interceptor to the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"procedure"}),
@@ -120,7 +123,7 @@ func New() *Metrics {
 	m.buildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
 		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
-		m.SnapshotPersistSeconds, m.requests, m.restRefused, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
+		m.SnapshotPersistSeconds, m.requests, m.restRefused, m.forwarded, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
 		m.leaderChange, m.becameActive, m.snapshots, m.snapshotSize, m.peerMatch, m.peerLag, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -145,6 +148,9 @@ func (m *Metrics) ObserveCall(procedure string, err error, seconds float64, unar
 func (m *Metrics) ObserveRESTRefused(httpStatus int) {
 	m.restRefused.WithLabelValues(strconv.Itoa(httpStatus)).Inc()
 }
+
+// ObserveForward counts a call passed on to the leader, by result.
+func (m *Metrics) ObserveForward(result string) { m.forwarded.WithLabelValues(result).Inc() }
 
 // ObserveAuthFailure counts a call refused by authentication
 // ("unauthenticated") or authorisation ("permission_denied").
