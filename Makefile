@@ -87,7 +87,7 @@ screenshots: ## Regenerate the console's screenshots in docs/ (1440×900, headle
 	DMQ_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -run '^TestConsoleScreenshots$$' ./ui -ui.screenshots=$(CURDIR)/docs
 
 .PHONY: e2e-docker
-e2e-docker: ## deploy/compose.yaml (3 controllers over mutual TLS, 2 storage agents, a container each) under E2E_DOCKER_ROUNDS (20) rounds of docker kill/pause/network disconnect, rolling restarts, agent restarts.
+e2e-docker: ## deploy/compose.yaml (3 controllers over mutual TLS, 2 storage agents, a container each) under E2E_DOCKER_ROUNDS (20) rounds of docker kill/pause/network disconnect, a cut link, rolling restarts, agent restarts, a wiped volume.
 	DMQ_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 90m -run '^TestComposeCluster$$' -v ./cmd/dmqd -e2e.compose-rounds=$(or $(E2E_DOCKER_ROUNDS),20)
 
 .PHONY: e2e
@@ -108,9 +108,10 @@ check-regressions: ## Check that each regression seed fails with its bug brought
 .PHONY: sim
 SIM_SEEDS ?= 1..1000
 SIM_DURATION ?= 120s
-sim: ## Run a long sweep of seeded simulations (SIM_SEEDS, SIM_DURATION).
+SIM_SHARD ?= 0/1
+sim: ## Run a long sweep of seeded simulations (SIM_SEEDS, SIM_DURATION, SIM_SHARD K/N, SIM_SUMMARY file).
 	$(GO) build -o $(BIN)/dmqsim ./cmd/dmqsim
-	$(BIN)/dmqsim sweep --seeds $(SIM_SEEDS) --duration $(SIM_DURATION)
+	$(BIN)/dmqsim sweep --seeds $(SIM_SEEDS) --duration $(SIM_DURATION) --shard $(SIM_SHARD) $(if $(SIM_SUMMARY),--summary $(SIM_SUMMARY))
 
 .PHONY: bench
 bench: build ## Go benchmarks (state machine, storage), then dmqbench on 1- and 3-controller clusters (docs/BENCHMARKS.md).

@@ -3,15 +3,10 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/dmq-project/metadata/linearizability"
@@ -21,8 +16,16 @@ import (
 func usage() {
 	fmt.Fprintf(os.Stderr, `dmqsim: the DMQ metadata service's deterministic simulator
 
-  dmqsim run --seed N [--duration 60s] [--nodes 3|5] [--viz out.html] [--trace] [--check-determinism]
-  dmqsim sweep --seeds A..B [--duration 60s] [--jobs J] [--nodes 3|5]
+  dmqsim run --seed N [--duration 60s] [--nodes 3|5] [--viz out.html] [--trace] [--check-determinism] [--json]
+  dmqsim sweep --seeds A..B [--duration 60s] [--jobs J] [--nodes 3|5] [--shard K/N] [--summary FILE]
+  dmqsim merge [--json] SUMMARY...
+
+A sweep runs each seed in a process of its own; --shard K/N runs only the
+K-th of N disjoint slices of the seeds (K from 0 to N-1, as a Kubernetes
+Indexed Job's JOB_COMPLETION_INDEX), and --summary writes one JSON line per
+seed (seed, verdict, trace hash, simulated and CPU seconds, rate, the
+reproduce command). merge combines the shards' summaries into one report:
+it fails on a failing seed, and on a seed of the range that no shard ran.
 
 Every choice of a run — cluster, faults, timings, workload — is drawn from
 its seed: the same seed gives the same trace hash, on any machine.
@@ -39,6 +42,8 @@ func main() {
 		os.Exit(run(os.Args[2:]))
 	case "sweep":
 		os.Exit(sweep(os.Args[2:]))
+	case "merge":
+		os.Exit(merge(os.Args[2:], os.Stdout))
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -56,12 +61,26 @@ func run(args []string) int {
 	trace := fs.Bool("trace", false, "print the last events even when the run passes")
 	determinism := fs.Bool("check-determinism", false, "run twice and compare the trace hashes")
 	quiet := fs.Bool("quiet", false, "print only the verdict line")
+	asJSON := fs.Bool("json", false, "print only the run's record, one JSON line (what sweep reads)")
 	_ = fs.Parse(args)
 	if *nodes != 0 && *nodes != 3 && *nodes != 5 {
 		fmt.Fprintln(os.Stderr, "dmqsim: --nodes must be 3 or 5")
 		return 2
 	}
 	opts := sim.OptionsFromSeed(*seed, *duration, *nodes)
+	if *asJSON {
+		result := sim.Run(opts)
+		line, err := json.Marshal(recordOf(result, *duration))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dmqsim:", err)
+			return 2
+		}
+		fmt.Println(string(line))
+		if !result.OK() {
+			return 1
+		}
+		return 0
+	}
 	if !*quiet {
 		fmt.Println("options:", opts)
 	}
@@ -102,93 +121,7 @@ func run(args []string) int {
 		for _, v := range result.Violations {
 			fmt.Println("VIOLATION:", v)
 		}
-		fmt.Printf("reproduce: go run ./cmd/dmqsim run --seed %d --duration %v --nodes %d\n", *seed, *duration, opts.Nodes)
-		return 1
-	}
-	return 0
-}
-
-func parseSeeds(spec string) (uint64, uint64, error) {
-	lo, hi, ok := strings.Cut(spec, "..")
-	if !ok {
-		return 0, 0, fmt.Errorf("--seeds wants A..B, got %q", spec)
-	}
-	a, err1 := strconv.ParseUint(lo, 10, 64)
-	b, err2 := strconv.ParseUint(hi, 10, 64)
-	if err1 != nil || err2 != nil || b < a {
-		return 0, 0, fmt.Errorf("--seeds wants A..B with A <= B, got %q", spec)
-	}
-	return a, b, nil
-}
-
-// sweep runs each seed in its own process (a run owns crypto/rand.Reader),
-// jobs at a time.
-func sweep(args []string) int {
-	fs := flag.NewFlagSet("sweep", flag.ExitOnError)
-	seeds := fs.String("seeds", "1..100", "the seed range, inclusive")
-	duration := fs.Duration("duration", 60*time.Second, "simulated time per seed")
-	jobs := fs.Int("jobs", runtime.NumCPU(), "parallel processes")
-	nodes := fs.Int("nodes", 0, "cluster size (default: drawn from each seed)")
-	_ = fs.Parse(args)
-	lo, hi, err := parseSeeds(*seeds)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dmqsim:", err)
-		return 2
-	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dmqsim:", err)
-		return 2
-	}
-	total := int(hi - lo + 1)
-	type outcome struct {
-		seed    uint64
-		ok      bool
-		verdict string
-	}
-	results := make(chan outcome, total)
-	work := make(chan uint64)
-	var wg sync.WaitGroup
-	for j := 0; j < max(1, *jobs); j++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for seed := range work {
-				cmd := exec.Command(self, "run", "--quiet", "--seed", strconv.FormatUint(seed, 10),
-					"--duration", duration.String(), "--nodes", strconv.Itoa(*nodes))
-				out, err := cmd.Output()
-				first, _, _ := strings.Cut(string(out), "\n")
-				results <- outcome{seed: seed, ok: err == nil, verdict: first}
-			}
-		}()
-	}
-	go func() {
-		for seed := lo; seed <= hi; seed++ {
-			work <- seed
-		}
-		close(work)
-		wg.Wait()
-		close(results)
-	}()
-	started := time.Now()
-	var failed []outcome
-	done := 0
-	for r := range results {
-		done++
-		if !r.ok {
-			failed = append(failed, r)
-		}
-		bar := strings.Repeat("#", done*40/total) + strings.Repeat(".", 40-done*40/total)
-		fmt.Fprintf(os.Stderr, "\r[%s] %d/%d seeds, %d failed", bar, done, total, len(failed))
-	}
-	fmt.Fprintln(os.Stderr)
-	sort.Slice(failed, func(i, j int) bool { return failed[i].seed < failed[j].seed })
-	fmt.Printf("%-10s %d\n%-10s %d\n%-10s %d\n%-10s %v\n", "seeds", total, "passed", total-len(failed), "failed", len(failed),
-		"wall", time.Since(started).Round(time.Second))
-	for _, f := range failed {
-		fmt.Printf("FAIL %s\n  reproduce: go run ./cmd/dmqsim run --seed %d --duration %v\n", f.verdict, f.seed, *duration)
-	}
-	if len(failed) > 0 {
+		fmt.Println("reproduce:", reproduce(*seed, *duration, opts.Nodes))
 		return 1
 	}
 	return 0
