@@ -282,8 +282,7 @@ func (n *Node) checkQuorumAfter(change MembershipChange, kind raftpb.ConfChangeT
 	}
 	active := 0
 	for _, id := range sortedKeys(voters) {
-		heard, ok := n.heardAt[id]
-		recent := ok && n.ticks-heard <= uint64(n.cfg.ElectionTicks)
+		recent := n.heardRecently(id)
 		if id == change.NodeID && kind == raftpb.ConfChangeAddNode {
 			// A learner being promoted counts once it has caught up (the
 			// promotion is refused before): a lone controller can grow.
@@ -360,6 +359,15 @@ type Member struct {
 	RecentActive bool
 }
 
+// heardRecently says whether a message from peer id arrived within an
+// election timeout. (Raft's Progress.RecentActive will not do: with
+// CheckQuorum the leader clears it at every election timeout, and a peer
+// that answers every heartbeat reads inactive just after.)
+func (n *Node) heardRecently(id uint64) bool {
+	heard, ok := n.heardAt[id]
+	return ok && n.ticks-heard <= uint64(n.cfg.ElectionTicks)
+}
+
 // Status describes the quorum from this node's view. Match and lag are
 // known only on the leader.
 type Status struct {
@@ -406,7 +414,7 @@ func (n *Node) Status() Status {
 	add := func(id uint64, learner bool) {
 		m := Member{ID: id, URL: n.peers[id], DirectoryID: n.directories[id], Learner: learner, IsLeader: id == st.Lead}
 		if pr, ok := st.Progress[id]; ok {
-			m.Match, m.RecentActive = pr.Match, pr.RecentActive || id == n.cfg.ID
+			m.Match, m.RecentActive = pr.Match, id == n.cfg.ID || n.heardRecently(id)
 			if last > pr.Match {
 				m.Lag = last - pr.Match
 			}

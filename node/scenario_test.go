@@ -688,6 +688,27 @@ func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
 	assert.Equal(t, []uint64{1, 2}, voters(leader))
 }
 
+// The leader's view of who is active (DescribeQuorum, the console) holds
+// through Raft's reset of RecentActive at each election timeout: a
+// follower heard from moments ago is active.
+func TestQuorumActivityHoldsThroughTheQuorumCheck(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	c.tick(3)
+	forgotten := false
+	for i := 0; i < 3*c.nodes[1].cfg.ElectionTicks && !forgotten; i++ {
+		leader.Tick()
+		forgotten = !leader.rn.Status().Progress[2].RecentActive
+		if !forgotten {
+			c.process()
+		}
+	}
+	require.True(t, forgotten, "the leader clears RecentActive within an election timeout")
+	for _, m := range leader.Status().Members {
+		assert.True(t, m.RecentActive, "controller %d answered within the last election timeout", m.ID)
+	}
+}
+
 // A lone voter campaigns as it starts: no one else votes, and waiting an
 // election timeout kept `make run` answering "an election is in progress"
 // for its first one or two seconds. Controllers with peers still wait.

@@ -103,6 +103,10 @@ func StartController(ctx context.Context, cfg ControllerConfig) (*Controller, er
 	return c, nil
 }
 
+// forwardConnectTimeout bounds connecting to the leader for a forwarded
+// call (dial and TLS handshake).
+const forwardConnectTimeout = time.Second
+
 func (c *Controller) start(ctx context.Context) error {
 	cfg := c.cfg
 	cfg.Node.ClusterID = cfg.ClusterID
@@ -210,12 +214,16 @@ func (c *Controller) start(ctx context.Context) error {
 	c.raft = peer.NewRaftHandler(cfg.ClusterID, cfg.Node.ID, c.runner, peer.NewRefusals(cfg.Logger, c.metrics.PeerRefused()))
 	c.raft.LearnAddresses(c.transport)
 	// Forwarded calls get a client of their own: they never queue behind
-	// the Raft messages on the transport's connections.
-	forwardClient := wire.NewHTTPClient(nil)
-	if peerTLS != nil {
-		forwardClient = wire.NewHTTPClient(peerTLS)
+	// the Raft messages on the transport's connections. A leader that
+	// cannot be reached at all leaves the refusal standing within a
+	// second, rather than holding the call to its deadline.
+	forwardClient := wire.NewHTTPClient(peerTLS)
+	if transport, ok := forwardClient.Transport.(*http.Transport); ok {
+		transport.DialContext = (&net.Dialer{Timeout: forwardConnectTimeout}).DialContext
+		transport.TLSHandshakeTimeout = forwardConnectTimeout
 	}
-	forward := &api.Forwarder{Self: cfg.Node.ID, Client: forwardClient, HTTPS: material != nil, Observe: c.metrics.ObserveForward}
+	forward := &api.Forwarder{Self: cfg.Node.ID, ClusterID: cfg.ClusterID, Client: forwardClient, HTTPS: material != nil,
+		Observe: c.metrics.ObserveForward}
 	handler, err := NewHandler(server, c.raft, c.metrics, cfg.Logger, cfg.Security, material, forward)
 	if err != nil {
 		_ = c.runner.Stop()

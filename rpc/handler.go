@@ -86,7 +86,35 @@ func NewHandler(srv *api.Server, raft *peer.RaftHandler, m *metrics.Metrics, log
 	mux.Handle("/debug/pprof/", debug(pprof.Index))
 	mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
 	mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
-	return mux, nil
+	return trustForwarded(mux, peerTLS), nil
+}
+
+// trustForwarded takes a forwarded call's client address
+// (wire.ForwardedForHeader) for the caller's own, for rate limits and the
+// audit log, only from a caller presenting the cluster's certificate (a
+// controller); from anyone else it drops that header, and under TLS the
+// forwarding marks too, which only controllers may set. Without TLS a
+// forwarded call counts as its forwarder's (no caller can be told for a
+// controller), and the forwarded-by mark stays a claim, which serves only
+// to stop a second forward.
+func trustForwarded(next http.Handler, peerTLS *auth.TLSMaterial) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(wire.ForwardedForHeader) != "" || r.Header.Get(wire.ForwardedByHeader) != "" {
+			switch {
+			case peerTLS != nil && r.TLS != nil && peerTLS.VerifyPeer(r.TLS) == nil:
+				if addr := r.Header.Get(wire.ForwardedForHeader); addr != "" {
+					r.RemoteAddr = addr
+				}
+			case peerTLS != nil:
+				r.Header.Del(wire.ForwardedForHeader)
+				r.Header.Del(wire.ForwardedByHeader)
+				r.Header.Del(wire.ForwardedClusterHeader)
+			default:
+				r.Header.Del(wire.ForwardedForHeader)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // connReadBufferBytes is the read buffer of each accepted connection.

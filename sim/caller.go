@@ -152,16 +152,24 @@ func call[T any](c *caller, deadline time.Duration, first, procedure string,
 	attempt()
 }
 
-// anyCall is the procedure of a call that is not a heartbeat: every such
-// call is forwarded alike.
+// anyCall is the procedure of a call that is not a broker's about itself:
+// every such call is forwarded alike.
 const anyCall = ""
+
+// forwardConnectTimeout is how long a forward tries to reach a leader it
+// has no way to (the production forwarder's connect timeout).
+const forwardConnectTimeout = time.Second
 
 // forward passes an attempt the controller from refused NOT_CONTROLLER
 // to the leader it names, as api.Forwarder does: over the controllers'
 // network (loss and partitions apply), the leader's answer relayed by
-// from if the same process still runs there; no answer within the
-// client's time left (less wire.ForwardTimeout's margin) is an unknown
-// outcome (wire.ForwardFailed: the call may have reached the leader).
+// from if the same process still runs there. A link cut as the forward
+// starts is a leader that cannot be connected to: the refusal stands
+// (wire.ForwardFailed(false)) after the connect timeout. Otherwise the
+// call is on its way, and no answer within the client's time left (less
+// wire.ForwardTimeout's margin) is an unknown outcome
+// (wire.ForwardFailed(true)). Whichever answer the client got, a call
+// answered "not sent" must never be taken by the leader.
 func forward[T any](s *Sim, from, leader uint64, left time.Duration, handle func(n *node.Node, reply func(attemptReply[T])),
 	answer func(attemptReply[T]), refusal attemptReply[T]) {
 	timeout := wire.ForwardTimeout(left)
@@ -177,17 +185,30 @@ func forward[T any](s *Sim, from, leader uint64, left time.Duration, handle func
 			answer(r)
 		}
 	}
-	reached := false
+	if s.cut[[2]uint64{from, leader}] {
+		s.forwardsUnanswered++
+		s.schedule(min(timeout, forwardConnectTimeout), evClientTimeout, from, leader, func() {
+			r := refusal
+			r.err = &statemachine.Error{Code: wire.ForwardFailed(false), Message: refusal.err.Message}
+			relay(r)
+		})
+		return
+	}
+	reached, answeredUnsent := false, false
 	s.peerRPC(timeout, leader, from, func(n *node.Node, reply func(func())) {
 		reached = true
+		if answeredUnsent {
+			s.violate("controller %d answered NOT_CONTROLLER to a call it forwarded to controller %d, which took it", from, leader)
+		}
 		handle(n, func(r attemptReply[T]) { reply(func() { relay(r) }) })
 	}, func() {
 		s.forwardsUnanswered++
-		// Once sent, the call may reach the leader: the answer may not be
-		// NOT_CONTROLLER, which clients take for "proposed nowhere".
 		code := wire.ForwardFailed(true)
-		if reached && code == metadatav1.ErrorCode_NOT_CONTROLLER {
-			s.violate("controller %d answered NOT_CONTROLLER to a call it forwarded to controller %d, which took it", from, leader)
+		if code == metadatav1.ErrorCode_NOT_CONTROLLER {
+			answeredUnsent = true
+			if reached {
+				s.violate("controller %d answered NOT_CONTROLLER to a call it forwarded to controller %d, which took it", from, leader)
+			}
 		}
 		relay(attemptReply[T]{err: &statemachine.Error{Code: code,
 			Message: fmt.Sprintf("forwarded to controller %d, which did not answer", leader)}})
@@ -211,10 +232,17 @@ type writeEnd struct {
 // handle runs an attempt on the controller under the request id.
 func (c *caller) write(deadline time.Duration, handle func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])),
 	done func(writeEnd)) {
-	c.writeInSession(deadline, false, handle, done)
+	c.writeInSession(deadline, false, anyCall, handle, done)
 }
 
-func (c *caller) writeInSession(deadline time.Duration, reopened bool,
+// brokerWrite is write for a broker's call about itself (procedure), which
+// controllers do not forward (wire.Forwards).
+func (c *caller) brokerWrite(deadline time.Duration, procedure string,
+	handle func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])), done func(writeEnd)) {
+	c.writeInSession(deadline, false, procedure, handle, done)
+}
+
+func (c *caller) writeInSession(deadline time.Duration, reopened bool, procedure string,
 	handle func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])), done func(writeEnd)) {
 	s := c.sim
 	c.session(deadline, func(session *client.Session) {
@@ -225,7 +253,7 @@ func (c *caller) writeInSession(deadline time.Duration, reopened bool,
 		id := session.NextRequestID(c.clientID)
 		horizon := session.Horizon().Sub(epoch)
 		sent := s.now
-		call(c, min(deadline, horizon), "", anyCall, func(n *node.Node, reply func(attemptReply[node.Outcome])) {
+		call(c, min(deadline, horizon), "", procedure, func(n *node.Node, reply func(attemptReply[node.Outcome])) {
 			handle(n, id, reply)
 		}, func(e callEnd[node.Outcome]) {
 			judged := client.WriteEnd{Last: e.failure, Attempts: e.attempts, Reopened: reopened}
@@ -242,7 +270,7 @@ func (c *caller) writeInSession(deadline time.Duration, reopened bool,
 			}
 			if verdict == client.WriteResend {
 				c.sessions.Drain()
-				c.writeInSession(deadline, true, handle, done)
+				c.writeInSession(deadline, true, procedure, handle, done)
 				return
 			}
 			done(writeEnd{verdict: verdict, outcome: e.value, failure: e.failure, requestID: id, sessionTimeout: session.Timeout})

@@ -112,7 +112,7 @@ func (v *service) beat() {
 	v.waiting = true
 	agent := v.agent
 	if req := agent.RegisterRequest(); req != nil {
-		v.caller.write(deadline, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+		v.caller.brokerWrite(deadline, metadatav1connect.MetadataServiceRegisterBrokerProcedure, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
 			sent := proto.CloneOf(req)
 			sent.RequestId = id
 			n.RegisterBroker(sent, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })
@@ -226,7 +226,7 @@ func (v *service) alterISR(deadline time.Duration, plannedOnly bool) bool {
 	agent := v.agent
 	req := &metadatav1.AlterPartitionRequest{BrokerId: v.id, BrokerEpoch: agent.Epoch(), Topic: pick.topic, Partition: pick.p.GetPartition(),
 		LeaderEpoch: pick.p.GetLeaderEpoch(), PartitionEpoch: pick.p.GetPartitionEpoch(), NewIsr: isr}
-	v.caller.write(deadline, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
+	v.caller.brokerWrite(deadline, metadatav1connect.MetadataServiceAlterPartitionProcedure, func(n *node.Node, id *metadatav1.RequestId, reply func(attemptReply[node.Outcome])) {
 		sent := proto.CloneOf(req)
 		sent.RequestId = id
 		n.AlterPartition(sent, func(o node.Outcome) { reply(attemptReply[node.Outcome]{value: o, err: o.Err, leader: o.LeaderID}) })

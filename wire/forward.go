@@ -14,13 +14,25 @@ import (
 // (during an election) cannot bounce a call between them.
 const ForwardedByHeader = "Dmq-Forwarded-By"
 
-// livenessCalls are never forwarded: a broker's heartbeat says that it
-// reaches the active controller (which pushes to it and fences it), and a
-// broker that reaches only a follower must not look alive to the leader.
-// It follows the refusal's leader hint, as Kafka's brokers do.
-var livenessCalls = map[string]bool{
+// ForwardedClusterHeader carries the forwarding controller's cluster id:
+// a controller of another cluster (an address reused) refuses the call.
+const ForwardedClusterHeader = "Dmq-Forwarded-Cluster"
+
+// ForwardedForHeader carries the address of the client whose call was
+// forwarded. The leader takes it for the caller's address (rate limits,
+// the audit log) only from a caller presenting the cluster's certificate.
+const ForwardedForHeader = "Dmq-Forwarded-For"
+
+// brokerCalls are never forwarded: they are a broker's about itself, and
+// say that it reaches the active controller, which pushes to it, fences it
+// and may give it leaderships. A broker that reaches only a follower must
+// not look alive to the leader, nor lead; it follows the refusal's leader
+// hint, as Kafka's brokers talk to the active controller alone.
+var brokerCalls = map[string]bool{
 	metadatav1connect.MetadataServiceStorageHeartbeatProcedure: true,
 	metadatav1connect.MetadataServiceBrokerHeartbeatProcedure:  true,
+	metadatav1connect.MetadataServiceRegisterBrokerProcedure:   true,
+	metadatav1connect.MetadataServiceAlterPartitionProcedure:   true,
 }
 
 // Forwards says whether a controller (self) that refused a unary call of
@@ -28,10 +40,10 @@ var livenessCalls = map[string]bool{
 // and answers with the leader's answer, as Kafka's brokers do since
 // KIP-590: only a "not the controller" refusal (which proves nothing was
 // proposed here) naming another controller, only a call not forwarded
-// already, and never a heartbeat.
+// already, and never a broker's call about itself (brokerCalls).
 func Forwards(procedure string, code metadatav1.ErrorCode, self, leaderID uint64, forwarded bool) bool {
 	return code == metadatav1.ErrorCode_NOT_CONTROLLER && leaderID != 0 && leaderID != self && !forwarded &&
-		!livenessCalls[procedure]
+		!brokerCalls[procedure]
 }
 
 // ForwardFailed is the code a forwarding controller answers when the

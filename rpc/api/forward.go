@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +44,9 @@ const forwardClientsMax = 512
 // again; streams (WatchMetadata, StorageHeartbeats) and heartbeats are
 // never forwarded.
 type Forwarder struct {
-	// Self is this controller's id.
-	Self uint64
+	// Self is this controller's id; ClusterID its cluster's.
+	Self      uint64
+	ClusterID string
 	// Client dials the leader: the peer HTTP client.
 	Client *http.Client
 	// HTTPS: the leader's URL (a peer URL, possibly http://) is dialled
@@ -71,12 +74,19 @@ type forwardedMessage struct{ proto.Message }
 // WrapUnary forwards a refused call; everything else passes untouched.
 func (f *Forwarder) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		forwarded := req.Header().Get(wire.ForwardedByHeader) != ""
+		if cluster := req.Header().Get(wire.ForwardedClusterHeader); forwarded && cluster != "" && cluster != f.ClusterID {
+			// The forwarder's leader address answers for another cluster
+			// now (an address reused): nothing may run here.
+			return nil, wire.NewError(metadatav1.ErrorCode_UNAVAILABLE, fmt.Sprintf(
+				"controller %s of cluster %q forwarded this call to controller %d of cluster %q: its leader address is stale; nothing was done",
+				req.Header().Get(wire.ForwardedByHeader), cluster, f.Self, f.ClusterID), 0, "")
+		}
 		res, err := next(ctx, req)
 		if err == nil || req.Spec().IsClient {
 			return res, err
 		}
 		leaderID, leaderURL, ok := wire.LeaderOf(err)
-		forwarded := req.Header().Get(wire.ForwardedByHeader) != ""
 		if !ok || leaderURL == "" || !wire.Forwards(req.Spec().Procedure, wire.ErrorCodeOf(err), f.Self, leaderID, forwarded) {
 			return res, err
 		}
@@ -101,6 +111,7 @@ func (f *Forwarder) forward(ctx context.Context, req connect.AnyRequest, leaderI
 	if !ok || !isMethod {
 		return nil, refusal
 	}
+	leaderURL = strings.TrimRight(leaderURL, "/")
 	if f.HTTPS {
 		leaderURL = wire.HTTPSURL(leaderURL)
 	}
@@ -118,14 +129,18 @@ func (f *Forwarder) forward(ctx context.Context, req connect.AnyRequest, leaderI
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Whether any of the call may have reached the leader: from the moment
-	// its headers are written, the leader may act on it.
-	var written atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { written.Store(true) }})
+	// a connection is had, its headers may be on their way, and a call with
+	// an empty body is whole in its headers (the HTTP/2 client writes them
+	// on a goroutine of its own, which a deadline does not stop).
+	var connected atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }})
 	out := connect.NewRequest(&forwardedMessage{message})
 	if token := req.Header().Get("Authorization"); token != "" {
 		out.Header().Set("Authorization", token)
 	}
 	out.Header().Set(wire.ForwardedByHeader, strconv.FormatUint(f.Self, 10))
+	out.Header().Set(wire.ForwardedClusterHeader, f.ClusterID)
+	out.Header().Set(wire.ForwardedForHeader, req.Peer().Addr)
 	res, err := c.CallUnary(ctx, out)
 	switch {
 	case err == nil:
@@ -135,8 +150,8 @@ func (f *Forwarder) forward(ctx context.Context, req connect.AnyRequest, leaderI
 		// The leader's own answer, a refusal included (its NOT_CONTROLLER
 		// too: it proposed nothing either).
 		f.observe(ForwardAnswered)
-		return nil, err
-	case wire.ForwardFailed(written.Load()) == metadatav1.ErrorCode_NOT_CONTROLLER:
+		return nil, relayed(err)
+	case wire.ForwardFailed(connected.Load()) == metadatav1.ErrorCode_NOT_CONTROLLER:
 		f.observe(ForwardUnsent)
 		return nil, refusal
 	default:
@@ -145,6 +160,30 @@ func (f *Forwarder) forward(ctx context.Context, req connect.AnyRequest, leaderI
 			fmt.Sprintf("forwarded to the leader, controller %d at %s, which did not answer (%v): the call may or may not have been applied",
 				leaderID, leaderURL, err), 0, "")
 	}
+}
+
+// relayedHeaders are the headers of the leader's refusal that its relay
+// keeps: the leader hint (REST and seed clients read the headers) and when
+// to retry.
+var relayedHeaders = []string{wire.LeaderIDHeader, wire.LeaderURLHeader, wire.SeedLeaderHeader, "Retry-After"}
+
+// relayed is the leader's refusal as this controller's own: connect does
+// not send the headers of an error that came from the wire.
+func relayed(err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
+	for _, detail := range ce.Details() {
+		out.AddDetail(detail)
+	}
+	for _, header := range relayedHeaders {
+		for _, value := range ce.Meta().Values(header) {
+			out.Meta().Add(header, value)
+		}
+	}
+	return out
 }
 
 func (f *Forwarder) observe(result string) {

@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -72,7 +74,7 @@ func (r *forwardResults) get() []string {
 func follower(t *testing.T, leaderURL string) (*refusingController, metadatav1connect.MetadataServiceClient, *forwardResults) {
 	impl := &refusingController{leaderURL: leaderURL}
 	results := &forwardResults{}
-	fwd := &Forwarder{Self: 2, Client: wire.NewHTTPClient(nil), Observe: results.add}
+	fwd := &Forwarder{Self: 2, ClusterID: "c1", Client: wire.NewHTTPClient(nil), Observe: results.add}
 	path, handler := metadatav1connect.NewMetadataServiceHandler(impl, connect.WithInterceptors(fwd))
 	mux := http.NewServeMux()
 	mux.Handle(path, handler)
@@ -89,8 +91,8 @@ func serveH2C(t *testing.T, handler http.Handler) string {
 	return "http://" + listener.Addr().String()
 }
 
-func serve(t *testing.T, impl metadatav1connect.MetadataServiceHandler) string {
-	path, handler := metadatav1connect.NewMetadataServiceHandler(impl)
+func serve(t *testing.T, impl metadatav1connect.MetadataServiceHandler, options ...connect.HandlerOption) string {
+	path, handler := metadatav1connect.NewMetadataServiceHandler(impl, options...)
 	mux := http.NewServeMux()
 	mux.Handle(path, handler)
 	return serveH2C(t, mux)
@@ -209,4 +211,87 @@ func TestForwardsOnlyNotControllerNamingAnother(t *testing.T) {
 	assert.False(t, wire.Forwards(metadatav1connect.MetadataServiceStorageHeartbeatProcedure, metadatav1.ErrorCode_NOT_CONTROLLER, 2, 1, false))
 	assert.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, wire.ForwardFailed(false))
 	assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_OUTCOME, wire.ForwardFailed(true))
+}
+
+func (c *refusingController) RegisterBroker(context.Context, *connect.Request[metadatav1.RegisterBrokerRequest]) (*connect.Response[metadatav1.RegisterBrokerResponse], error) {
+	c.calls.Add(1)
+	return nil, wire.NewError(metadatav1.ErrorCode_NOT_CONTROLLER, "not the controller", 1, c.leaderURL)
+}
+
+func TestBrokerRegistrationIsNotForwarded(t *testing.T) {
+	// Registering refreshes the broker's session and may give it back
+	// leaderships: a broker that reaches only a follower must not.
+	leader := &answeringLeader{}
+	impl, c, results := follower(t, serve(t, leader))
+	_, err := c.RegisterBroker(context.Background(), connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: 7, Host: "h", Port: 1}))
+	assert.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, wire.ErrorCodeOf(err))
+	assert.Equal(t, int32(1), impl.calls.Load())
+	assert.Equal(t, int32(0), leader.calls.Load())
+	assert.Empty(t, results.get())
+}
+
+// roundTripFunc is an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestForwardOnAConnectionIsAnUnknownOutcome(t *testing.T) {
+	// A connection to the leader was had, and the call failed while its
+	// headers were being written: with an empty body (TransferLeader, a
+	// REST {}) the headers alone are the whole call, and the leader may
+	// run it. Only a failure to connect at all leaves the refusal.
+	impl := &refusingController{leaderURL: "http://leader.invalid:8080"}
+	results := &forwardResults{}
+	connected := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if trace := httptrace.ContextClientTrace(r.Context()); trace != nil && trace.GotConn != nil {
+			trace.GotConn(httptrace.GotConnInfo{})
+		}
+		return nil, errors.New("connection reset while the headers were written")
+	})
+	fwd := &Forwarder{Self: 2, ClusterID: "c1", Client: &http.Client{Transport: connected}, Observe: results.add}
+	path, handler := metadatav1connect.NewMetadataServiceHandler(impl, connect.WithInterceptors(fwd))
+	mux := http.NewServeMux()
+	mux.Handle(path, handler)
+	c := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(nil), serveH2C(t, mux))
+	_, err := c.CreateTopic(context.Background(), createTopic("orders"))
+	assert.Equal(t, metadatav1.ErrorCode_UNKNOWN_OUTCOME, wire.ErrorCodeOf(err))
+	assert.Equal(t, []string{ForwardUnknown}, results.get())
+}
+
+func TestRelayedRefusalKeepsTheLeaderHint(t *testing.T) {
+	// The controller forwarded to is no longer the leader: its refusal,
+	// relayed, still names the leader in headers (REST and seed clients
+	// read those) as well as in details.
+	second := &refusingController{leaderURL: "http://controller-3:8080"}
+	_, c, _ := follower(t, serve(t, second))
+	_, err := c.CreateTopic(context.Background(), createTopic("orders"))
+	require.Equal(t, metadatav1.ErrorCode_NOT_CONTROLLER, wire.ErrorCodeOf(err))
+	_, url, ok := wire.LeaderOf(err)
+	require.True(t, ok)
+	assert.Equal(t, "http://controller-3:8080", url)
+	var ce *connect.Error
+	require.True(t, errors.As(err, &ce))
+	assert.Equal(t, "http://controller-3:8080", ce.Meta().Get(wire.LeaderURLHeader))
+	assert.Equal(t, "1", ce.Meta().Get(wire.SeedLeaderHeader))
+}
+
+func TestForwardToAURLWithATrailingSlash(t *testing.T) {
+	leader := &answeringLeader{}
+	_, c, results := follower(t, serve(t, leader)+"/")
+	_, err := c.CreateTopic(context.Background(), createTopic("orders"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{ForwardAnswered}, results.get())
+}
+
+func TestForwardToAnotherClusterIsRefused(t *testing.T) {
+	// The leader's address now answers for another cluster (an address
+	// reused): it refuses the call before running it.
+	leader := &answeringLeader{}
+	other := &Forwarder{Self: 1, ClusterID: "c2", Client: wire.NewHTTPClient(nil)}
+	_, c, _ := follower(t, serve(t, leader, connect.WithInterceptors(other)))
+	_, err := c.CreateTopic(context.Background(), createTopic("orders"))
+	require.Error(t, err)
+	assert.Equal(t, metadatav1.ErrorCode_UNAVAILABLE, wire.ErrorCodeOf(err), "another attempt may reach the leader")
+	assert.Contains(t, err.Error(), `cluster "c2"`)
+	assert.Equal(t, int32(0), leader.calls.Load())
 }

@@ -39,8 +39,10 @@ type AuditRecord struct {
 	Message         string `json:"message,omitempty"`
 	MetadataVersion int64  `json:"metadata_version,omitempty"`
 	// ForwardedBy is the controller that passed the call on to this one
-	// (the leader), its client's call refused there NOT_CONTROLLER; From
-	// is then that controller's address.
+	// (the leader), its client's call refused there NOT_CONTROLLER. Under
+	// TLS only a controller may set it, and From is then its client's
+	// address; without TLS it is the caller's claim, and From the
+	// forwarding controller's address.
 	ForwardedBy string `json:"forwarded_by,omitempty"`
 }
 

@@ -1,0 +1,4 @@
+package rpc
+
+// TrustForwarded is trustForwarded, for the external tests.
+var TrustForwarded = trustForwarded
