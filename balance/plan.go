@@ -46,10 +46,15 @@ type Options struct {
 func Plan(brokers []Broker, partitions []Partition, opts Options) []Move {
 	p := newPlanner(brokers, partitions, opts)
 	if p.racksFixed(partitions) {
-		// Every partition spreads over every rack, so no move changes a
-		// rack's total: each rack's brokers share its replicas (racks of
-		// unequal sizes cannot hold equal shares of the cluster's).
+		// Every partition spreads over every rack: each rack's brokers
+		// share its replicas (racks of unequal sizes cannot hold equal
+		// shares of the cluster's), and a replica moves only within its
+		// rack, which keeps each rack's total. (Where a partition's
+		// replicas do not divide evenly over the racks, a move across
+		// racks can keep it spread, but would leave one rack short of
+		// its shares and another over them.)
 		p.target = p.rackShares()
+		p.withinRack = true
 	}
 	p.balanceReplicas()
 	p.balanceLeaders()
@@ -105,6 +110,10 @@ type planner struct {
 	leaders  []int     // preferred leaderships per broker
 	// leaderTarget is the preferred-leader share of each broker.
 	leaderTarget []int
+	// withinRack: target holds rack shares, so a replica moves only to a
+	// broker of its rack (a drained broker's, where none may take it,
+	// goes to the least loaded: leastLoadedFor).
+	withinRack bool
 }
 
 func newPlanner(brokers []Broker, partitions []Partition, opts Options) *planner {
@@ -252,7 +261,7 @@ func (p *planner) give(donor int, preferred bool) {
 		best := -1
 		for r := range p.ids {
 			if p.count[r] >= p.target[r] || p.drained[r] || (preferred && p.leaders[r] >= p.leaderTarget[r]) ||
-				p.holdsReplica(i, r) || !p.rackRoom(i, donor, r) {
+				p.holdsReplica(i, r) || !p.rackRoom(i, donor, r) || p.withinRack && p.rack[r] != p.rack[donor] {
 				continue
 			}
 			if best < 0 || p.target[r]-p.count[r] > p.target[best]-p.count[best] {

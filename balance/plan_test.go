@@ -253,3 +253,13 @@ func TestPlanTakesLeadershipOffADrainedBrokerThatKeepsItsReplica(t *testing.T) {
 	assert.NotEqual(t, int32(1), after[0].Replicas[0], "replicas %v", after[0].Replicas)
 	assert.ElementsMatch(t, []int32{1, 2, 3}, after[0].Replicas)
 }
+
+// Four replicas over three racks (2/1/1): a move across racks keeps the
+// partition spread over every rack but leaves one rack short of its
+// brokers' shares and another over them (simulator seed 82, five replicas
+// over three racks); replicas move within their racks.
+func TestPlanKeepsRackTotalsWhereReplicasDoNotDivide(t *testing.T) {
+	brokers := []Broker{{1, "rack-1"}, {2, "rack-2"}, {3, "rack-0"}, {4, "rack-1"}, {5, "rack-2"}, {6, "rack-0"}}
+	ps := []Partition{{[]int32{5, 6, 1, 4}}, {[]int32{4, 1, 6, 5}}, {[]int32{2, 5, 6, 4}}}
+	checkJoin(t, brokers, ps)
+}
