@@ -1,11 +1,11 @@
 package sim
 
 import (
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/cespare/xxhash/v2"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/seedwire"
 )
@@ -109,7 +109,7 @@ func (v *seedView) apply(u seedwire.MetadataUpdateRequest) {
 // digest is a digest of what a seed receiver's users see: its live brokers
 // and its partitions, in a canonical order.
 func (v *seedView) digest() uint64 {
-	h := fnv.New64a()
+	h := xxhash.New()
 	ids := make([]int32, 0, len(v.brokers))
 	for id, b := range v.brokers { // determinism: collected, then sorted
 		if b.Alive {

@@ -8,15 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/fnv"
+
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync" // determinism: runMu only serialises whole runs; a run is one goroutine
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/cespare/xxhash/v2"
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 	"github.com/dmq-project/metadata/linearizability"
 	"github.com/dmq-project/metadata/node"
@@ -139,7 +141,7 @@ func Run(opts Options) Result {
 	s := &Sim{
 		opts: opts, rng: rand.New(rand.NewPCG(opts.Seed, 0xd1b54a32d192ed03)),
 		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[uint64]entryDigest{},
-		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, seedStates: map[int64]uint64{}, trace: fnv.New64a(),
+		hashes: map[uint64]uint64{}, pushedStates: map[int64]uint64{}, seedStates: map[int64]uint64{}, trace: xxhash.New(),
 		faults: map[string]int{}, golden: newGolden(),
 	}
 	started := time.Now() // determinism: the wall time of the run, for the speed figure only; never reaches the trace
@@ -382,8 +384,12 @@ func controllerURL(id uint64) string { return fmt.Sprintf("sim://controller-%d",
 
 // idOfURL returns the controller an address reaches.
 func idOfURL(url string) uint64 {
-	var id uint64
-	if _, err := fmt.Sscanf(url, "sim://controller-%d", &id); err != nil {
+	digits, ok := strings.CutPrefix(url, "sim://controller-")
+	if !ok {
+		return 0
+	}
+	id, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
 		return 0
 	}
 	return id
@@ -587,9 +593,9 @@ func (n *simNode) Run(work func() func()) {
 
 // Applied checks that every node applies the same entry at each index.
 func (n *simNode) Applied(entry *raftpb.Entry) {
-	h := fnv.New64a()
-	h.Write([]byte{byte(entry.GetType())})
-	h.Write(entry.GetData())
+	h := xxhash.New()
+	_, _ = h.Write([]byte{byte(entry.GetType())})
+	_, _ = h.Write(entry.GetData())
 	d := entryDigest{term: entry.GetTerm(), data: h.Sum64()}
 	if seen, ok := n.sim.entries[entry.GetIndex()]; ok && seen != d {
 		n.sim.violate("node %d applied entry %d (term %d) unlike another node (term %d)", n.id, entry.GetIndex(), d.term, seen.term)
@@ -888,9 +894,7 @@ func stateDigest(state *metadatav1.ClusterState) uint64 {
 	if err != nil {
 		panic(err)
 	}
-	h := fnv.New64a()
-	h.Write(data)
-	return h.Sum64()
+	return xxhash.Sum64(data)
 }
 
 func (s *Sim) leaderNode() *simNode {
