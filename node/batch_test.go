@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"testing"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
@@ -289,6 +290,38 @@ func TestJoinWhilePlanningIsPlannedAfter(t *testing.T) {
 	events := c.eventsOf(1, EventRebalance, 0)
 	require.Len(t, events, 2)
 	assert.Equal(t, int32(4), events[1].Broker)
+}
+
+// A broker that joined while a plan was being computed, and is gone by the
+// time that plan has started its moves, gets no plan of its own: a plan
+// then gives it nothing, and only moves the others' replicas, balancing
+// the partitions not moving as if the moves underway did not count, in
+// place of the plan that started them (simulator seed 289: an operator's
+// rebalance, replaced by the plan for a client's broker unregistered
+// since, left a rack's two brokers with 8 and 6 replicas).
+func TestJoinWaitingForABrokerGoneSincePlansNothing(t *testing.T) {
+	c, leader := joiningCluster(t, 2, []string{"a", "b", "c"}, 2, 2)
+	c.holdWork = true
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(4), done) }).Err)
+	require.Len(t, c.held, 1, "one plan at a time: broker 4's waits")
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: 4}, done) }).Err)
+	c.holdWork = false
+	c.releaseWork() // broker 3's plan: 4 of the 12 replicas move to it
+	status := leader.StateMachine().BalanceStatus()
+	require.Equal(t, []int32{4, 4, 0}, []int32{status.GetPlanned(), status.GetMoving(), status.GetPending()})
+	c.tick(2)
+	assert.Len(t, c.eventsOf(1, EventRebalance, 0), 1, "no plan for broker 4, gone")
+	assert.Equal(t, status.GetSinceVersion(), leader.StateMachine().BalanceStatus().GetSinceVersion(), "broker 3's plan stands")
+	held := 0
+	for _, tp := range leader.StateMachine().ClusterState().GetTopics() {
+		for _, p := range tp.GetPartitions() {
+			if slices.Contains(p.GetReplicas(), 3) && !slices.Contains(p.GetRemovingReplicas(), 3) {
+				held++
+			}
+		}
+	}
+	assert.Equal(t, 4, held, "broker 3 is to hold its share, 12 replicas over 3 brokers")
 }
 
 // At most PlansInFlightMax plans for Rebalance calls are computed at once;

@@ -33,9 +33,9 @@ type controller struct {
 	// is the earliest time to plan again for a decommission.
 	planning      bool
 	nextDrainPlan time.Time
-	// joinWaiting is a broker that joined (the last, if several) while a
-	// plan was starting its moves or being computed; 0 if none.
-	joinWaiting int32
+	// joinsWaiting are the brokers that joined while a plan was starting
+	// its moves or being computed, in the order they joined.
+	joinsWaiting []int32
 	// planElected is the version of the last balancing plan whose moves
 	// this controller saw all started, movingSeen the partitions moving
 	// when it last looked, and nextPlanElection the earliest time for the
@@ -169,8 +169,8 @@ func (n *Node) controllerTick(now time.Time) {
 		}
 	}
 	n.electAfterPlan(now)
-	if id := n.controller.joinWaiting; id != 0 && n.cfg.RebalanceOnJoin {
-		n.rebalanceOnJoin(id)
+	if len(n.controller.joinsWaiting) > 0 && n.cfg.RebalanceOnJoin {
+		n.rebalanceOnJoin(0)
 	}
 	if n.cfg.RebalanceInterval > 0 && !now.Before(n.controller.nextRebalance) && !n.controller.rebalancing {
 		n.controller.nextRebalance = now.Add(n.cfg.RebalanceInterval)
@@ -560,15 +560,31 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 // that give a broker that joined for the first time its share. A
 // decommission in progress goes on in the new plan, at its pace. While a
 // plan is still starting its moves or being computed, the join waits
-// (joinWaiting): controllerTick plans for it once they are done, with
-// every broker that joined meanwhile.
+// (joinsWaiting): controllerTick plans for it once they are done, with
+// every broker that joined meanwhile (id 0: a join waiting). A broker no
+// longer alive by then (fenced, or gone) is given no plan: a plan gives
+// replicas only to brokers alive, so it would only move the others',
+// balancing the partitions not moving as if the moves underway (of the
+// plan that made it wait, or of an operator's recorded since) did not
+// count, and it would replace the plan that started them.
 func (n *Node) rebalanceOnJoin(id int32) {
-	status := n.sm.BalanceStatus()
-	if n.controller.planning || status.GetPending() > 0 {
-		n.controller.joinWaiting = id
+	c := &n.controller
+	if id != 0 && !slices.Contains(c.joinsWaiting, id) {
+		c.joinsWaiting = append(c.joinsWaiting, id)
+	}
+	c.joinsWaiting = slices.DeleteFunc(c.joinsWaiting, func(j int32) bool {
+		b := n.sm.BrokerStatus(j)
+		return !b.Registered || b.Fenced || b.ShuttingDown
+	})
+	if len(c.joinsWaiting) == 0 {
 		return
 	}
-	n.controller.joinWaiting = 0
+	status := n.sm.BalanceStatus()
+	if c.planning || status.GetPending() > 0 {
+		return
+	}
+	id = c.joinsWaiting[len(c.joinsWaiting)-1]
+	c.joinsWaiting = nil
 	var drain []int32
 	for _, d := range status.GetDraining() {
 		if n.sm.BrokerStatus(d).Registered {
