@@ -349,3 +349,16 @@ func (n *Node) ReportSnapshot(id uint64, delivered bool) {
 	}
 	n.rn.ReportSnapshot(id, status)
 }
+
+// SentBy says whether message m may arrive on a stream of controller
+// from, as the peer transport admits it: m is from that controller, or is
+// a request Raft relays with its requester as the sender (a follower
+// passes a read index request or a leadership transfer it got on to the
+// leader it knows, keeping m.From: etcd raft's stepFollower).
+func SentBy(m *raftpb.Message, from uint64) bool {
+	switch m.GetType() {
+	case raftpb.MessageType_MsgReadIndex, raftpb.MessageType_MsgTransferLeader:
+		return m.GetFrom() != 0
+	}
+	return m.GetFrom() == from
+}

@@ -417,6 +417,11 @@ func (n *simNode) Send(messages []*raftpb.Message) {
 	s := n.sim
 	for _, m := range messages {
 		n.promises.note(m)
+		if !node.SentBy(m, n.id) {
+			// The peer's transport would refuse it and end the stream.
+			s.violate("controller %d sent a %v from controller %d, which its peer's transport refuses", n.id, m.GetType(), m.GetFrom())
+			return
+		}
 		url, known := n.peers[m.GetTo()]
 		if !known {
 			// No address: Raft hears of it, as from the production

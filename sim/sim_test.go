@@ -75,6 +75,13 @@ var regressionSeeds = []struct {
 	// the simulator began to run client.Retrier; the guess now moves on
 	// with every failed attempt (client TestCallsMoveOnFromAControllerThatNeverAnswers).
 	{seeds: []uint64{1, 14, 20, 32}, duration: 60 * time.Second, revert: "leader-guess-stuck"},
+	// The peer transport refused, and ended the stream at, a message not
+	// from the stream's sender, but etcd raft's followers relay read index
+	// requests and leadership transfers keeping the requester as sender
+	// (found by the compose test: controller 1, just deposed, relayed
+	// controller 15's read index to the new leader). The simulator checks
+	// every message sent against the transport's rule (node.SentBy).
+	{seeds: []uint64{2, 6, 8, 10}, duration: 60 * time.Second, revert: "relayed-readindex-refused"},
 	// A lone controller could not grow: promoting its first learner was
 	// refused as leaving too few active voters, though the learner had
 	// caught up (defect 7 of issue 15, first held by node tests). Seeds

@@ -223,8 +223,7 @@ func (c *composeCluster) wipe(service string) {
 // promotion.
 func (c *composeCluster) wipeAndReplace(ctx context.Context) time.Duration {
 	c.t.Helper()
-	leader := c.leader(ctx)
-	require.NotZero(c.t, leader, "no leader before the wipe")
+	leader := c.someLeader(ctx, "the wipe's start")
 	slot := 1 + leader%3
 	service := fmt.Sprintf("controller-%d", slot)
 	lost := c.ids[slot-1]
@@ -296,6 +295,14 @@ func (c *composeCluster) wipeAndReplace(ctx context.Context) time.Duration {
 	took := time.Since(start)
 	c.ready(slot, time.Minute)
 	return took
+}
+
+// someLeader waits for a leader (an election may be under way after the
+// last fault), failing past 15 s.
+func (c *composeCluster) someLeader(ctx context.Context, what string) int {
+	c.t.Helper()
+	leader, _ := c.newLeader(ctx, 0, 15*time.Second, what)
+	return leader
 }
 
 // newLeader waits for a leader other than old, failing past bound.
@@ -564,8 +571,7 @@ func TestComposeCluster(t *testing.T) {
 		time.Sleep(time.Second)
 		// SIGKILL the leader; a new one within the bound; back from its
 		// volume.
-		old := c.leader(ctx)
-		require.NotZero(t, old, "round %d: no leader", round)
+		old := c.someLeader(ctx, fmt.Sprintf("round %d's start", round))
 		c.docker("kill", c.container(fmt.Sprintf("controller-%d", old)))
 		_, took := c.newLeader(ctx, old, composeLeaderBound, "docker kill of the leader")
 		note("docker kill leader", took)
@@ -574,7 +580,7 @@ func TestComposeCluster(t *testing.T) {
 
 		// Pause the leader past the election timeout (SIGSTOP).
 		time.Sleep(time.Second)
-		old = c.leader(ctx)
+		old = c.someLeader(ctx, "the pause's start")
 		c.docker("pause", c.container(fmt.Sprintf("controller-%d", old)))
 		_, took = c.newLeader(ctx, old, composeLeaderBound, "docker pause of the leader")
 		note("docker pause leader", took)
@@ -584,7 +590,7 @@ func TestComposeCluster(t *testing.T) {
 
 		// Cut the leader off from the others: a partition between hosts.
 		time.Sleep(time.Second)
-		old = c.leader(ctx)
+		old = c.someLeader(ctx, "the disconnect's start")
 		service := fmt.Sprintf("controller-%d", old)
 		c.docker("network", "disconnect", c.network(), c.container(service))
 		_, took = c.newLeader(ctx, old, composeLeaderBound, "docker network disconnect of the leader")
@@ -599,8 +605,7 @@ func TestComposeCluster(t *testing.T) {
 		// neither takes over nor disturbs, and catches up after the heal.
 		if cutter != nil {
 			time.Sleep(time.Second)
-			leader := c.leader(ctx)
-			require.NotZero(t, leader, "round %d: no leader before the link cut", round)
+			leader := c.someLeader(ctx, "the link cut's start")
 			follower := 1 + leader%3
 			heal := cutter.cut(fmt.Sprintf("controller-%d", leader), fmt.Sprintf("controller-%d", follower))
 			cutAt := time.Since(w.start)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dmq-project/metadata/gen/dmq/raft/v1/raftv1connect"
+	"github.com/dmq-project/metadata/node"
 	"github.com/dmq-project/metadata/rpc/auth"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -306,9 +307,10 @@ func (h *RaftHandler) ServeFrames(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		// The stream ends at a message that is not from its sender or not
-		// for this controller: the sender is confused or lying.
-		if m.GetFrom() != from {
+		// The stream ends at a message that is not from its sender (but
+		// one Raft relays) or not for this controller: the sender is
+		// confused or lying.
+		if !node.SentBy(m, from) {
 			refuse(refusedSender, fmt.Errorf("a message from controller %d on the frame stream of controller %d", m.GetFrom(), from))
 			return
 		}

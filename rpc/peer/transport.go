@@ -620,7 +620,7 @@ func (h *RaftHandler) admit(ctx context.Context, req *raftv1.SendRequest) ([]*ra
 			return nil, refusedMalformed, connect.NewError(connect.CodeInvalidArgument,
 				fmt.Errorf("message %d of the request does not decode: %w; the request is refused", i, err))
 		}
-		if m.GetFrom() != from {
+		if !node.SentBy(m, from) {
 			return nil, refusedSender, connect.NewError(connect.CodeInvalidArgument,
 				fmt.Errorf("message %d of the request is from controller %d, not from the request's sender %d; the request is refused", i, m.GetFrom(), from))
 		}
