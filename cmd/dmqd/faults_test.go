@@ -144,6 +144,8 @@ type workload struct {
 	start   time.Time
 	history []porcupine.Operation
 	created map[string]int32 // acknowledged, not acknowledged as deleted
+	// pace is each worker's pause between operations (none if zero).
+	pace time.Duration
 }
 
 func (w *workload) record(client int, in linearizability.Input, call time.Time, out linearizability.Output) {
@@ -242,6 +244,9 @@ func (w *workload) run(ctx context.Context, c *client.Client, id int) {
 		}
 		cancel()
 		w.record(id, in, call, out)
+		if w.pace > 0 {
+			time.Sleep(w.pace)
+		}
 	}
 }
 
