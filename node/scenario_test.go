@@ -663,12 +663,10 @@ func TestStrictReconfiguration(t *testing.T) {
 	assert.Equal(t, []uint64{1, 2, 4}, voters(leader))
 }
 
-// TestReconfigurationJustAfterTheQuorumCheck: with CheckQuorum, Raft's
-// leader forgets which followers are recently active at every election
-// timeout; a change proposed at that moment must still see the followers
-// it heard from moments ago (seed 20562 retried the removal of a lost voter
-// in step with that reset, and was refused for the rest of the run).
-func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
+// justAfterTheQuorumCheck is a 3-controller cluster whose leader (1) has
+// just cleared Raft's RecentActive of its followers, as CheckQuorum does
+// at every election timeout, though they answer every heartbeat.
+func justAfterTheQuorumCheck(t *testing.T) (*cluster, *Node) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	c.tick(3)
@@ -681,6 +679,16 @@ func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
 		}
 	}
 	require.True(t, forgotten, "the leader clears RecentActive within an election timeout")
+	return c, leader
+}
+
+// TestReconfigurationJustAfterTheQuorumCheck: with CheckQuorum, Raft's
+// leader forgets which followers are recently active at every election
+// timeout; a change proposed at that moment must still see the followers
+// it heard from moments ago (seed 20562 retried the removal of a lost voter
+// in step with that reset, and was refused for the rest of the run).
+func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
+	c, leader := justAfterTheQuorumCheck(t)
 	var err error = errPending
 	leader.ChangeMembership(MembershipChange{Kind: RemoveVoter, NodeID: 3}, func(e error) { err = e })
 	c.tick(20)
@@ -692,18 +700,7 @@ func TestReconfigurationJustAfterTheQuorumCheck(t *testing.T) {
 // through Raft's reset of RecentActive at each election timeout: a
 // follower heard from moments ago is active.
 func TestQuorumActivityHoldsThroughTheQuorumCheck(t *testing.T) {
-	c := newCluster(t, 3, nil)
-	leader := c.elect(1)
-	c.tick(3)
-	forgotten := false
-	for i := 0; i < 3*c.nodes[1].cfg.ElectionTicks && !forgotten; i++ {
-		leader.Tick()
-		forgotten = !leader.rn.Status().Progress[2].RecentActive
-		if !forgotten {
-			c.process()
-		}
-	}
-	require.True(t, forgotten, "the leader clears RecentActive within an election timeout")
+	_, leader := justAfterTheQuorumCheck(t)
 	for _, m := range leader.Status().Members {
 		assert.True(t, m.RecentActive, "controller %d answered within the last election timeout", m.ID)
 	}
