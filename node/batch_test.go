@@ -324,6 +324,27 @@ func TestJoinWaitingForABrokerGoneSincePlansNothing(t *testing.T) {
 	assert.Equal(t, 4, held, "broker 3 is to hold its share, 12 replicas over 3 brokers")
 }
 
+// A waiting broker that is shutting down (or fenced) is not planned for
+// while so, but keeps its place: it may come back live without
+// registering again, and must then get its share (found in review: it was
+// dropped for good).
+func TestJoinWaitingForABrokerShuttingDownKeepsItsPlace(t *testing.T) {
+	c, leader := joiningCluster(t, 2, []string{"a", "b", "c"}, 2, 2)
+	c.holdWork = true
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(3), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(4), done) }).Err)
+	require.Len(t, c.held, 1, "one plan at a time: broker 4's waits")
+	_, err := leader.Heartbeat(&metadatav1.StorageHeartbeatRequest{ServiceId: "4", MetadataVersion: leader.StateMachine().Version(), IsAlive: new(false)})
+	require.Nil(t, err)
+	c.tick(2)
+	require.True(t, leader.StateMachine().BrokerStatus(4).ShuttingDown)
+	c.holdWork = false
+	c.releaseWork()
+	c.tick(2)
+	assert.Len(t, c.eventsOf(1, EventRebalance, 0), 1, "no plan for broker 4 while it shuts down")
+	assert.Equal(t, []int32{4}, leader.controller.joinsWaiting, "broker 4 keeps its place")
+}
+
 // At most PlansInFlightMax plans for Rebalance calls are computed at once;
 // one more is refused as unavailable (found in review: every retry of a
 // client started another copy of the state's replica lists).

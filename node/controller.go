@@ -572,19 +572,26 @@ func (n *Node) rebalanceOnJoin(id int32) {
 	if id != 0 && !slices.Contains(c.joinsWaiting, id) {
 		c.joinsWaiting = append(c.joinsWaiting, id)
 	}
-	c.joinsWaiting = slices.DeleteFunc(c.joinsWaiting, func(j int32) bool {
-		b := n.sm.BrokerStatus(j)
-		return !b.Registered || b.Fenced || b.ShuttingDown
-	})
-	if len(c.joinsWaiting) == 0 {
+	// A broker gone leaves the list; one fenced or shutting down stays
+	// in it (it may come back: a heartbeat unfences it, which is no new
+	// registration) but is planned for only once live.
+	c.joinsWaiting = slices.DeleteFunc(c.joinsWaiting, func(j int32) bool { return !n.sm.BrokerStatus(j).Registered })
+	live := func(j int32) bool { b := n.sm.BrokerStatus(j); return !b.Fenced && !b.ShuttingDown }
+	id = 0
+	for _, j := range c.joinsWaiting {
+		if live(j) {
+			id = j // the last to join that is live
+		}
+	}
+	if id == 0 {
 		return
 	}
 	status := n.sm.BalanceStatus()
 	if c.planning || status.GetPending() > 0 {
 		return
 	}
-	id = c.joinsWaiting[len(c.joinsWaiting)-1]
-	c.joinsWaiting = nil
+	// The plan gives every live broker its share.
+	c.joinsWaiting = slices.DeleteFunc(c.joinsWaiting, live)
 	var drain []int32
 	for _, d := range status.GetDraining() {
 		if n.sm.BrokerStatus(d).Registered {
