@@ -61,9 +61,10 @@ func NewStorageAgent(c *Client, cfg AgentConfig) (*StorageAgent, error) {
 	return &StorageAgent{cfg: cfg, client: c, core: NewAgentCore(cfg)}, nil
 }
 
-// Handler serves StorageSyncService for the controllers' pushes.
+// Handler serves StorageSyncService for the controllers' pushes. Build it
+// once: each handler holds its own pool of compressors.
 func (a *StorageAgent) Handler() (string, http.Handler) {
-	return metadatav1connect.NewStorageSyncServiceHandler(a)
+	return metadatav1connect.NewStorageSyncServiceHandler(a, connect.WithCompressMinBytes(wire.CompressMinBytes))
 }
 
 // Version is the metadata version of the local view.

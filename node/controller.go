@@ -49,6 +49,11 @@ type controller struct {
 	// needs a full push at that version shares it (building it is linear
 	// in the metadata, and pushes are per broker).
 	fullState *metadatav1.ClusterState
+	// deltas caches, for the version deltasVersion, the delta from each
+	// version a target held: a thousand services at one version share one
+	// delta (and the pusher encodes a shared update once).
+	deltas        map[int64]*metadatav1.MetadataDelta
+	deltasVersion int64
 }
 
 func (c *controller) reset() {
@@ -403,7 +408,7 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	var delta *metadatav1.MetadataDelta
 	ok := false
 	if !t.full && !(t.seed && t.resyncPending) && t.known >= 0 {
-		delta, ok = n.sm.DeltaSince(t.known)
+		delta, ok = n.deltaSince(t.known)
 		// A seed receiver gets a full state as a leader's first push: it
 		// checks no delta's base, and a push of another controller may
 		// have reached it since this one last knew its version. And it
@@ -464,6 +469,23 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 		}
 	}
 	n.env.Pusher.Push(id, Push{Version: version, SeedUpdates: seedwire.Updates(req, controller, tell, n.sm, gone)})
+}
+
+// deltaSince is sm.DeltaSince, shared by the targets that held the same
+// version.
+func (n *Node) deltaSince(since int64) (*metadatav1.MetadataDelta, bool) {
+	version := n.sm.Version()
+	if n.controller.deltasVersion != version || n.controller.deltas == nil {
+		n.controller.deltas, n.controller.deltasVersion = map[int64]*metadatav1.MetadataDelta{}, version
+	}
+	if delta, ok := n.controller.deltas[since]; ok {
+		return delta, true
+	}
+	delta, ok := n.sm.DeltaSince(since)
+	if ok {
+		n.controller.deltas[since] = delta
+	}
+	return delta, ok
 }
 
 // OnPushResult reports how a push of version to a broker ended: the
@@ -547,7 +569,7 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 	case sm.Version() <= since:
 		return nil
 	case since > 0:
-		if delta, ok := sm.DeltaSince(since); ok {
+		if delta, ok := n.deltaSince(since); ok {
 			return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: delta}}
 		}
 		fallthrough

@@ -244,13 +244,10 @@ func (v *service) receivePush(req *metadatav1.PushMetadataRequest) (*metadatav1.
 	if req.Update == nil {
 		s.violate("controller %d pushed nothing to service %d", req.GetControllerId(), v.id)
 	}
-	if full, ok := req.Update.(*metadatav1.PushMetadataRequest_FullState); ok {
-		// The controller shares one full state among its pushes; a real
-		// receiver gets its own copy off the wire.
-		copied := proto.CloneOf(req)
-		copied.Update = &metadatav1.PushMetadataRequest_FullState{FullState: proto.CloneOf(full.FullState)}
-		req = copied
-	}
+	// The controller shares one full state, and one delta from each
+	// version, among its pushes; a real receiver gets its own copy off the
+	// wire, and applies a delta in place.
+	req = proto.CloneOf(req)
 	before, epochBefore := v.agent.Version(), v.agent.MaxEpoch()
 	resp, _ := v.agent.ApplyPush(req)
 	if !resp.GetAccepted() {

@@ -120,6 +120,7 @@ func main() {
 	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
 	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
+	fanout := flag.String("fanout", "1000", "storage service counts for the push fan-out measurement on 3 controllers (empty: skip)")
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
 	flag.IntVar(&conns, "conns", 1, "HTTP/2 connections the workers share")
 	flag.BoolVar(&http1, "http1", false, "load the controllers over HTTP/1.1 keep-alive connections instead of one HTTP/2 connection")
@@ -155,6 +156,16 @@ func main() {
 			fail(fmt.Errorf("--scale %q: want partition counts of at least 10000", count))
 		}
 		results = append(results, scaleRun(*dmqd, filepath.Join(dir, "scale-"+count), partitions)...)
+	}
+	for _, count := range strings.Split(*fanout, ",") {
+		if count = strings.TrimSpace(count); count == "" {
+			continue
+		}
+		services, err := strconv.Atoi(count)
+		if err != nil || services < 1 {
+			fail(fmt.Errorf("--fanout %q: want storage service counts", count))
+		}
+		results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+count), services)...)
 	}
 	printTable(results)
 	if *jsonPath != "" {
@@ -286,6 +297,7 @@ type cluster struct {
 	dir   string
 	procs []*exec.Cmd
 	ports []int
+	extra []string // flags every controller gets
 }
 
 func freePort() int {
@@ -298,7 +310,13 @@ func freePort() int {
 }
 
 func startCluster(bin, dir string, n int) *cluster {
-	c := &cluster{name: fmt.Sprintf("%d controller(s)", n), bin: bin, dir: dir}
+	return startClusterWith(bin, dir, n, nil)
+}
+
+// startClusterWith starts n controllers whose services.json also names
+// storage services (entries of storage-services), with extra flags.
+func startClusterWith(bin, dir string, n int, storage []string, extra ...string) *cluster {
+	c := &cluster{name: fmt.Sprintf("%d controller(s)", n), bin: bin, dir: dir, extra: extra}
 	var entries []string
 	for i := 0; i < n; i++ {
 		c.ports = append(c.ports, freePort())
@@ -308,7 +326,8 @@ func startCluster(bin, dir string, n int) *cluster {
 		fail(err)
 	}
 	services := filepath.Join(dir, "services.json")
-	if err := os.WriteFile(services, []byte(`{"services":{"metadata-services":[`+strings.Join(entries, ",")+`]}}`), 0o644); err != nil {
+	if err := os.WriteFile(services, []byte(`{"services":{"metadata-services":[`+strings.Join(entries, ",")+`],`+
+		`"storage-services":[`+strings.Join(storage, ",")+`]}}`), 0o644); err != nil {
 		fail(err)
 	}
 	c.procs = make([]*exec.Cmd, n)
@@ -325,9 +344,18 @@ func (c *cluster) start(i int, services string) {
 		// One load generator is one client: the per-client limit would
 		// measure itself.
 		"--security.rate-limit-rps", "0")
+	cmd.Args = append(cmd.Args, c.extra...)
 	// The controllers die with the load generator, however it ends (fail
 	// exits without stopping them).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// What a controller says on the way out (a panic, a fatal error) is
+	// kept beside its data: a measurement that stalls is explained there.
+	logFile, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("node-%d.log", i+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fail(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		fail(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/dmq-project/metadata/gen/dmq/metadata/v1/metadatav1connect"
 	"github.com/dmq-project/metadata/rpc/auth"
 	"github.com/dmq-project/metadata/rpc/metrics"
+	"github.com/dmq-project/metadata/wire"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -23,9 +24,6 @@ import (
 
 // maxRequestBytesDefault bounds an API request when MountConfig does not.
 const maxRequestBytesDefault = 4 << 20
-
-// compressMinBytes is the smallest response worth compressing.
-const compressMinBytes = 4 << 10
 
 // MountConfig is how the API defends itself against its clients.
 type MountConfig struct {
@@ -79,9 +77,7 @@ func Mount(mux *http.ServeMux, srv *Server, cfg MountConfig) error {
 	options := []connect.HandlerOption{
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
-		// Gzip of a few hundred bytes costs more CPU than it saves on a
-		// network (it was 18% of a loaded controller's CPU).
-		connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithCompressMinBytes(wire.CompressMinBytes),
 		connect.WithCodec(strictJSON{}),
 	}
 	metadataPath, metadataHandler := metadatav1connect.NewMetadataServiceHandler(srv, options...)

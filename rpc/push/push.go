@@ -20,11 +20,19 @@ import (
 	"github.com/dmq-project/metadata/rpc/metrics"
 	"github.com/dmq-project/metadata/seedwire"
 	"github.com/dmq-project/metadata/wire"
+	"google.golang.org/protobuf/proto"
 )
 
+// Pushes in flight have no shared bound: a storage service has at most one
+// (the node sends it the next once it hears how the last ended), so there
+// are at most as many as services. A shared bound would let a few slow or
+// unreachable services, each holding its place until pushTimeout, delay
+// every other service's push.
 const (
-	pushTimeout       = 5 * time.Second
-	pushesInFlightMax = 64
+	pushTimeout = 5 * time.Second
+	// encodedUpdatesMax is how many updates (deltas and full states) stay
+	// encoded for the pushes that share them.
+	encodedUpdatesMax = 16
 	// seedUpdateTimeout bounds one of the seed's updates: its receiver
 	// sleeps up to 5 s inside a CONTROLLER_CHANGED before it answers.
 	seedUpdateTimeout = 10 * time.Second
@@ -49,12 +57,13 @@ type Pusher struct {
 	seedClient *http.Client
 	// https: the controllers serve TLS, so the controller URL the seed's
 	// updates name is the https:// form of the configured one.
-	https    bool
-	mu       sync.Mutex
-	targets  map[int32]Target
-	inFlight chan struct{}
-	report   func(fn func(*node.Node))
-	metrics  *metrics.Metrics
+	https   bool
+	mu      sync.Mutex
+	targets map[int32]Target
+	clients map[string]*connect.Client[encodedPush, metadatav1.PushMetadataResponse]
+	report  func(fn func(*node.Node))
+	metrics *metrics.Metrics
+	encoded encodedUpdates
 }
 
 var _ node.Pusher = (*Pusher)(nil)
@@ -74,8 +83,8 @@ func New(client *http.Client, seedTLS *tls.Config, targets map[int32]Target, m *
 	}
 	seedClient := &http.Client{Transport: &http.Transport{TLSClientConfig: seedTLS, MaxIdleConnsPerHost: 8,
 		ForceAttemptHTTP2: true}}
-	return &Pusher{client: client, seedClient: seedClient, https: seedTLS != nil, targets: copied,
-		inFlight: make(chan struct{}, pushesInFlightMax), metrics: m, report: func(func(*node.Node)) {}}
+	return &Pusher{client: client, seedClient: seedClient, https: seedTLS != nil, targets: copied, metrics: m,
+		clients: map[string]*connect.Client[encodedPush, metadatav1.PushMetadataResponse]{}, report: func(func(*node.Node)) {}}
 }
 
 // Attach sets how outcomes reach the node: report runs a function on the
@@ -114,13 +123,9 @@ func (p *Pusher) Push(brokerID int32, push node.Push) {
 		case target.URL == "":
 			err = fmt.Errorf("no push endpoint for broker %d in services.json", brokerID)
 		case push.Request != nil:
-			p.inFlight <- struct{}{}
 			resp, err = p.send(target.URL, push.Request)
-			<-p.inFlight
 		default:
-			p.inFlight <- struct{}{}
 			resp, err = p.sendSeed(target.URL, push)
-			<-p.inFlight
 		}
 		result := "accepted"
 		switch {
@@ -135,10 +140,21 @@ func (p *Pusher) Push(brokerID int32, push node.Push) {
 }
 
 func (p *Pusher) send(url string, req *metadatav1.PushMetadataRequest) (*metadatav1.PushMetadataResponse, error) {
+	data, err := p.encoded.request(req)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
 	defer cancel()
-	client := metadatav1connect.NewStorageSyncServiceClient(p.client, url)
-	resp, err := client.PushMetadata(ctx, connect.NewRequest(req))
+	p.mu.Lock()
+	client, ok := p.clients[url]
+	if !ok {
+		client = connect.NewClient[encodedPush, metadatav1.PushMetadataResponse](p.client,
+			url+metadatav1connect.StorageSyncServicePushMetadataProcedure, connect.WithCodec(pushCodec{}))
+		p.clients[url] = client
+	}
+	p.mu.Unlock()
+	resp, err := client.CallUnary(ctx, connect.NewRequest(&encodedPush{data: data}))
 	if err != nil {
 		return nil, err
 	}
@@ -203,4 +219,86 @@ func (p *Pusher) postSeed(url string, update seedwire.MetadataUpdateRequest) (*s
 		return nil, fmt.Errorf("the answer is not a MetadataUpdateResponse: %w", err)
 	}
 	return &answer, nil
+}
+
+// encodedPush is a PushMetadataRequest in its wire form.
+type encodedPush struct{ data []byte }
+
+// pushCodec sends pushes already encoded, and reads answers as Connect's
+// protobuf codec does.
+type pushCodec struct{}
+
+func (pushCodec) Name() string { return "proto" }
+
+func (pushCodec) Marshal(message any) ([]byte, error) {
+	push, ok := message.(*encodedPush)
+	if !ok {
+		return nil, fmt.Errorf("push codec: %T is not an encoded push", message)
+	}
+	return push.data, nil
+}
+
+func (pushCodec) Unmarshal(data []byte, message any) error {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return fmt.Errorf("push codec: %T is not a protobuf message", message)
+	}
+	return proto.Unmarshal(data, m)
+}
+
+// encodedUpdates holds the wire form of the updates of recent pushes, by
+// the delta or full state each carries: the node gives every target at one
+// version the same update, which is encoded once, however many services
+// it goes to.
+type encodedUpdates struct {
+	mu      sync.Mutex
+	entries map[any]*encodedUpdate
+	order   []any // oldest first
+}
+
+type encodedUpdate struct {
+	once sync.Once
+	data []byte
+	err  error
+}
+
+// request encodes req: its own fields, then its update, which a protobuf
+// decoder reads as one message (fields may come in any order).
+func (e *encodedUpdates) request(req *metadatav1.PushMetadataRequest) ([]byte, error) {
+	var key any
+	switch u := req.GetUpdate().(type) {
+	case *metadatav1.PushMetadataRequest_Delta:
+		key = u.Delta
+	case *metadatav1.PushMetadataRequest_FullState:
+		key = u.FullState
+	default:
+		return proto.Marshal(req)
+	}
+	e.mu.Lock()
+	if e.entries == nil {
+		e.entries = map[any]*encodedUpdate{}
+	}
+	entry, ok := e.entries[key]
+	if !ok {
+		entry = &encodedUpdate{}
+		e.entries[key] = entry
+		e.order = append(e.order, key)
+		if len(e.order) > encodedUpdatesMax {
+			delete(e.entries, e.order[0])
+			e.order = e.order[1:]
+		}
+	}
+	e.mu.Unlock()
+	entry.once.Do(func() {
+		entry.data, entry.err = proto.Marshal(&metadatav1.PushMetadataRequest{Update: req.GetUpdate()})
+	})
+	if entry.err != nil {
+		return nil, entry.err
+	}
+	header, err := proto.Marshal(&metadatav1.PushMetadataRequest{ControllerId: req.GetControllerId(),
+		ControllerEpoch: req.GetControllerEpoch(), MetadataVersion: req.GetMetadataVersion(), RepairFromVersion: req.GetRepairFromVersion()})
+	if err != nil {
+		return nil, err
+	}
+	return append(header, entry.data...), nil
 }
