@@ -25,9 +25,19 @@ type AgentConfig struct {
 	// HeartbeatInterval defaults to 1 s; keep it well under the
 	// controllers' session timeout.
 	HeartbeatInterval time.Duration
-	// OnUpdate, if set, is called after each accepted push (full says
-	// whether it was a full state), outside the agent's lock.
+	// OnUpdate, if set, is called after each accepted push or watched
+	// update (full says whether it was a full state), outside the agent's
+	// lock.
 	OnUpdate func(version int64, full bool, state *metadatav1.ClusterState)
+	// OnVersion, if set, is called with the view's version after each
+	// accepted push or watched update, outside the agent's lock; unlike
+	// OnUpdate, it copies nothing.
+	OnVersion func(version int64)
+	// Watch: the agent also follows the controllers' WatchMetadata stream
+	// while it runs, for a service the controllers cannot reach with
+	// pushes (no push URL in services.json, or behind a firewall). Its
+	// heartbeats report the version it watched to, which unfences it.
+	Watch bool
 }
 
 // StorageAgent is the part of a storage service that talks to the
@@ -128,6 +138,9 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 	if state != nil {
 		a.cfg.OnUpdate(resp.GetMetadataVersion(), full, state)
 	}
+	if resp.GetAccepted() && a.cfg.OnVersion != nil {
+		a.cfg.OnVersion(resp.GetMetadataVersion())
+	}
 	return connect.NewResponse(resp), nil
 }
 
@@ -138,6 +151,15 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 func (a *StorageAgent) Run(ctx context.Context) error {
 	ticker := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	if a.cfg.Watch {
+		ctx, cancel := context.WithCancel(ctx)
+		watching := make(chan struct{})
+		go func() {
+			defer close(watching)
+			a.watch(ctx)
+		}()
+		defer func() { cancel(); <-watching }()
+	}
 	for {
 		if err := a.beat(ctx); err != nil {
 			return err
@@ -148,6 +170,62 @@ func (a *StorageAgent) Run(ctx context.Context) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// errResumeWatch ends a watch that the view can no longer follow (a silent
+// agent dropped updates): it starts again from the version held.
+var errResumeWatch = errors.New("client: resume the watch from the version held")
+
+// watch follows the controllers' watch stream until ctx ends, from the
+// version held (a full state first when it holds none).
+func (a *StorageAgent) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		a.mu.Lock()
+		since := a.core.Version()
+		a.mu.Unlock()
+		err := a.client.Watch(ctx, since, a.applyWatched)
+		if !errors.Is(err, errResumeWatch) {
+			return
+		}
+		a.mu.Lock()
+		silent := a.silent
+		a.mu.Unlock()
+		if silent {
+			select {
+			case <-ctx.Done():
+			case <-time.After(a.cfg.HeartbeatInterval):
+			}
+		}
+	}
+}
+
+func (a *StorageAgent) applyWatched(update *metadatav1.WatchMetadataResponse) error {
+	a.mu.Lock()
+	moved := !a.silent && a.core.ApplyWatch(update)
+	version := a.core.Version()
+	if !moved {
+		a.mu.Unlock()
+		to := update.GetFullState().GetMetadataVersion()
+		if d := update.GetDelta(); d != nil {
+			to = d.GetToVersion()
+		}
+		if to > version {
+			return errResumeWatch
+		}
+		return nil // a push brought the view there first
+	}
+	var state *metadatav1.ClusterState
+	if a.cfg.OnUpdate != nil {
+		state = proto.CloneOf(a.core.State())
+	}
+	a.mu.Unlock()
+	if state != nil {
+		a.cfg.OnUpdate(version, update.GetFullState() != nil, state)
+	}
+	if a.cfg.OnVersion != nil {
+		a.cfg.OnVersion(version)
+	}
+	return nil
 }
 
 // ShutDown runs a controlled shutdown: heartbeats now say that the broker

@@ -151,3 +151,31 @@ func TestAgentRetriesInvalidArgumentsThatAreNotARefusal(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, <-stopped, context.Canceled)
 }
+
+// A watched update moves the view only forward and only from the version
+// held: a delta from another version, or an older full state, is left.
+func TestAgentAppliesWatchedUpdatesInOrder(t *testing.T) {
+	core := client.NewAgentCore(client.AgentConfig{BrokerID: 1})
+	full := func(v int64, topics ...string) *metadatav1.WatchMetadataResponse {
+		state := &metadatav1.ClusterState{MetadataVersion: v}
+		for _, name := range topics {
+			state.Topics = append(state.Topics, &metadatav1.Topic{Name: name})
+		}
+		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: state}}
+	}
+	delta := func(from, to int64, topic string) *metadatav1.WatchMetadataResponse {
+		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_Delta{Delta: &metadatav1.MetadataDelta{
+			FromVersion: from, ToVersion: to, UpsertedTopics: []*metadatav1.Topic{{Name: topic}}}}}
+	}
+	require.True(t, core.ApplyWatch(full(5, "a")))
+	assert.False(t, core.ApplyWatch(delta(4, 6, "x")), "a delta from another version")
+	assert.False(t, core.ApplyWatch(full(5, "y")), "a full state not newer")
+	require.True(t, core.ApplyWatch(delta(5, 7, "b")))
+	assert.Equal(t, int64(7), core.Version())
+	var names []string
+	for _, topic := range core.State().GetTopics() {
+		names = append(names, topic.GetName())
+	}
+	assert.ElementsMatch(t, []string{"a", "b"}, names)
+	assert.Equal(t, int64(7), core.HeartbeatRequest().GetMetadataVersion(), "heartbeats report the watched version")
+}

@@ -100,6 +100,23 @@ func (a *AgentCore) ApplyPush(msg *metadatav1.PushMetadataRequest) (resp *metada
 	return &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: a.state.GetMetadataVersion()}, full
 }
 
+// ApplyWatch applies an update of the controllers' watch stream
+// (Client.Watch) and says whether the view moved: a delta from the version
+// held, or a newer full state. Any other (a delta from another version:
+// the view moved by a push meanwhile) is left; a watch serves committed
+// metadata only, so there is nothing to repair.
+func (a *AgentCore) ApplyWatch(update *metadatav1.WatchMetadataResponse) bool {
+	if !WatchAdvances(update, a.state.GetMetadataVersion()) {
+		return false
+	}
+	if d := update.GetDelta(); d != nil {
+		wire.ApplyDeltaInPlace(a.state, d)
+	} else {
+		a.state = update.GetFullState()
+	}
+	return true
+}
+
 // RegisterRequest is the registration to send, nil once registered.
 func (a *AgentCore) RegisterRequest() *metadatav1.RegisterBrokerRequest {
 	if a.registered {

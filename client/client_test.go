@@ -224,6 +224,65 @@ func TestStorageAgentLifecycle(t *testing.T) {
 	require.True(t, slices.IsSorted(versions), "versions only move forward: %v", versions)
 }
 
+// A storage service the controllers cannot push to watches instead: it
+// registers, follows the watch stream, reports the version it watched to
+// (which unfences it), falls behind while silent, and catches up from its
+// own version after.
+func TestWatchingStorageAgentLifecycle(t *testing.T) {
+	cluster := rpctest.Start(t, 3, func(c *rpctest.Controller) { c.SessionTimeout = 1500 * time.Millisecond })
+	leader := cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: followerFirst(cluster, leader)})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var versions []int64
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 8, Host: "localhost", Port: 9092, Rack: "r1",
+		IncarnationID: "agent-8", HeartbeatInterval: 100 * time.Millisecond, Watch: true,
+		OnUpdate: func(version int64, _ bool, _ *metadatav1.ClusterState) {
+			mu.Lock()
+			defer mu.Unlock()
+			versions = append(versions, version)
+		}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = agent.Run(ctx) }()
+
+	broker := func() *metadatav1.Broker {
+		resp, err := c.DescribeBroker(ctx, &metadatav1.DescribeBrokerRequest{Id: 8})
+		if err != nil {
+			return nil
+		}
+		return resp.GetBroker()
+	}
+	require.Eventually(t, func() bool { b := broker(); return b != nil && !b.GetFenced() }, 10*time.Second, 20*time.Millisecond,
+		"unfenced on the version it watched to")
+	_, err = c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: "events", Partitions: 3})
+	require.NoError(t, err)
+	hasEvents := func() bool {
+		for _, topic := range agent.State().GetTopics() {
+			if topic.GetName() == "events" {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, hasEvents, 10*time.Second, 20*time.Millisecond, "the watch brings the new topic")
+
+	agent.SetSilent(true)
+	require.Eventually(t, func() bool { b := broker(); return b != nil && b.GetFenced() }, 10*time.Second, 50*time.Millisecond, "fenced after silence")
+	// The fence is a change the silent service dropped: its watch must
+	// start again from the version it holds.
+	agent.SetSilent(false)
+	require.Eventually(t, func() bool { b := broker(); return b != nil && !b.GetFenced() }, 10*time.Second, 50*time.Millisecond, "unfenced after it returns")
+	require.Eventually(t, func() bool {
+		state, err := c.GetClusterMetadata(ctx, &metadatav1.GetClusterMetadataRequest{})
+		return err == nil && agent.Version() == state.GetState().GetMetadataVersion()
+	}, 10*time.Second, 20*time.Millisecond, "caught up")
+	mu.Lock()
+	defer mu.Unlock()
+	require.True(t, slices.IsSorted(versions), "versions only move forward: %v", versions)
+}
+
 func TestEndpointsFromServices(t *testing.T) {
 	endpoints, err := client.EndpointsFromServices("../config/services.json")
 	require.NoError(t, err)

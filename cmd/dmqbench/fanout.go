@@ -22,7 +22,7 @@ import (
 
 // fanoutRounds is how many topics the fan-out measurement creates, one at
 // a time, each waited for on every storage service.
-const fanoutRounds = 100
+const fanoutRounds = 20
 
 // fanoutAgents are storage agents (client.StorageAgent, as dmqctl
 // storage-agent runs them) in this process, each its own broker with its
@@ -49,11 +49,8 @@ func (f *fanoutAgents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	agent := f.agents[n-1]
 	r.URL.Path = "/" + path
 	f.handlers[n-1].ServeHTTP(w, r)
-	// Noted here rather than in OnUpdate, which copies the whole view.
-	f.applied(n-1, agent.Version())
 }
 
 // applied is agent i's OnUpdate: it notes when the agent first holds the
@@ -68,26 +65,31 @@ func (f *fanoutAgents) applied(i int, version int64) {
 	}
 }
 
-// fanoutRun measures pushes to services storage services on 3
-// controllers: the time from a CreateTopic's acknowledgement (its commit
-// and apply on the leader) to the last service holding its version, over
-// fanoutRounds topics created one at a time; and the controllers' CPU
-// while the services only heartbeat (once a second each).
-func fanoutRun(bin, dir string, services int) []Result {
+// fanoutRun measures the fan-out to services storage services on 3
+// controllers, by pushes (each service's URL in services.json) or, with
+// watch, by the services' watch streams (no push URLs): the time from a
+// CreateTopic's acknowledgement (its commit and apply on the leader) to
+// the last service holding its version, over fanoutRounds topics created
+// one at a time; and the leader's CPU while the services only heartbeat
+// (once a second each).
+func fanoutRun(bin, dir string, services int, watch bool) []Result {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fail(err)
 	}
 	base := "http://" + listener.Addr().String()
 	var storage []string
-	for id := 1; id <= services; id++ {
+	for id := 1; id <= services && !watch; id++ {
 		storage = append(storage, fmt.Sprintf(`{"id":%d,"host":"127.0.0.1","port":9092,"url":"%s/s/%d"}`, id, base, id))
 	}
 	// Plans on join would move replicas at every registration: not what
 	// is measured here.
 	c := startClusterWith(bin, dir, 3, storage, "--replication.rebalance-on-join=false")
 	defer c.stop()
-	name := fmt.Sprintf("3 controllers, %d storage services", services)
+	name := fmt.Sprintf("3 controllers, %d storage services (pushes)", services)
+	if watch {
+		name = fmt.Sprintf("3 controllers, %d storage services (watching)", services)
+	}
 	leader := c.leader(-1)
 	endpoints := []string{c.url(0), c.url(1), c.url(2)}
 	cl, err := client.New(client.Config{Endpoints: endpoints})
@@ -97,7 +99,8 @@ func fanoutRun(bin, dir string, services int) []Result {
 	f := &fanoutAgents{reached: make([]atomic.Bool, services)}
 	for id := 1; id <= services; id++ {
 		agent, err := client.NewStorageAgent(cl, client.AgentConfig{BrokerID: int32(id), Host: "127.0.0.1", Port: int32(9092),
-			Rack: fmt.Sprint("rack-", id%3), IncarnationID: fmt.Sprint("bench-", id)})
+			Rack: fmt.Sprint("rack-", id%3), IncarnationID: fmt.Sprint("bench-", id), Watch: watch,
+			OnVersion: func(version int64) { f.applied(id-1, version) }})
 		if err != nil {
 			fail(err)
 		}
@@ -201,7 +204,7 @@ func fanoutRun(bin, dir string, services int) []Result {
 			P50Ms: ms(percentile(lat, 0.5)), P99Ms: ms(percentile(lat, 0.99)), Errors: errs}
 	})
 	if profileDir != "" {
-		heap, err := os.Create(filepath.Join(profileDir, fmt.Sprintf("fanout-%d-load-generator-heap.pprof", services)))
+		heap, err := os.Create(filepath.Join(profileDir, fmt.Sprintf("fanout-%d-%v-load-generator-heap.pprof", services, watch)))
 		if err != nil {
 			fail(err)
 		}

@@ -120,7 +120,8 @@ func main() {
 	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
 	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
-	fanout := flag.String("fanout", "1000", "storage service counts for the push fan-out measurement on 3 controllers (empty: skip)")
+	fanout := flag.String("fanout", "1000,5000", "storage service counts for the fan-out measurement on 3 controllers (empty: skip)")
+	fanoutModes := flag.String("fanout-modes", "push,watch", "how the services get the metadata in the fan-out measurement: push, watch, or both")
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
 	flag.IntVar(&conns, "conns", 1, "HTTP/2 connections the workers share")
 	flag.BoolVar(&http1, "http1", false, "load the controllers over HTTP/1.1 keep-alive connections instead of one HTTP/2 connection")
@@ -165,7 +166,13 @@ func main() {
 		if err != nil || services < 1 {
 			fail(fmt.Errorf("--fanout %q: want storage service counts", count))
 		}
-		results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+count), services)...)
+		for _, mode := range strings.Split(*fanoutModes, ",") {
+			mode = strings.TrimSpace(mode)
+			if mode != "push" && mode != "watch" {
+				fail(fmt.Errorf("--fanout-modes %q: want push, watch or both", *fanoutModes))
+			}
+			results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+mode+"-"+count), services, mode == "watch")...)
+		}
 	}
 	printTable(results)
 	if *jsonPath != "" {

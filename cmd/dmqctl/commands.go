@@ -461,7 +461,7 @@ func agentCommand(g *globals) *cobra.Command {
 	var cfg client.AgentConfig
 	var listen string
 	var runFor time.Duration
-	cmd := &cobra.Command{Use: "storage-agent", Short: "Run a stand-in storage service: register, heartbeat, print the pushes it receives",
+	cmd := &cobra.Command{Use: "storage-agent", Short: "Run a stand-in storage service: register, heartbeat, print the pushes (or watched updates) it receives",
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -477,7 +477,11 @@ func agentCommand(g *globals) *cobra.Command {
 				if full {
 					kind = "full"
 				}
-				fmt.Fprintf(out, "%s push: version %d, %d brokers, %d topics\n", kind, version, len(state.GetBrokers()), len(state.GetTopics()))
+				source := "push"
+				if cfg.Watch {
+					source = "update" // a push or a watched update
+				}
+				fmt.Fprintf(out, "%s %s: version %d, %d brokers, %d topics\n", kind, source, version, len(state.GetBrokers()), len(state.GetTopics()))
 			}
 			agent, err := client.NewStorageAgent(c, cfg)
 			if err != nil {
@@ -500,7 +504,11 @@ func agentCommand(g *globals) *cobra.Command {
 				defer cancel()
 			}
 			fmt.Fprintf(out, "storage service %d: StorageSyncService on %s, heartbeating every %v\n", cfg.BrokerID, listener.Addr(), cfg.HeartbeatInterval)
-			go warnWithoutPushes(ctx, out, agent, cfg)
+			if cfg.Watch {
+				fmt.Fprintf(out, "storage service %d: watching the controllers' metadata\n", cfg.BrokerID)
+			} else {
+				go warnWithoutPushes(ctx, out, agent, cfg)
+			}
 			if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
 				return err
 			}
@@ -515,6 +523,7 @@ func agentCommand(g *globals) *cobra.Command {
 	flags.DurationVar(&cfg.HeartbeatInterval, "interval", time.Second, "heartbeat interval")
 	flags.StringVar(&listen, "listen", ":8081", "address to serve StorageSyncService on (the URL in services.json)")
 	flags.DurationVar(&runFor, "run-for", 0, "stop after this long (0: run until interrupted)")
+	flags.BoolVar(&cfg.Watch, "watch", false, "also follow the controllers' WatchMetadata stream, for a service they cannot push to")
 	_ = cmd.MarkFlagRequired("id")
 	return cmd
 }
@@ -555,7 +564,7 @@ func warnWithoutPushes(ctx context.Context, out io.Writer, agent *client.Storage
 		if agent.PushesUnconfigured() {
 			fmt.Fprintf(out, "the controllers have no push URL for storage service %d, so it receives no push: "+
 				"list it under storage-services in the controllers' services.json (its URL is where --listen serves); "+
-				"meanwhile it learns only its fencing from heartbeats\n", cfg.BrokerID)
+				"or run it with --watch to follow the controllers' metadata instead; meanwhile it learns only its fencing from heartbeats\n", cfg.BrokerID)
 			return
 		}
 	}

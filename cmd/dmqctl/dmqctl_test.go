@@ -303,6 +303,20 @@ func TestStorageAgentSaysWhenItGetsNoPushes(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, "no push URL"), "said once")
 }
 
+// With --watch, a storage agent the controllers cannot push to follows
+// their metadata on the watch stream instead.
+func TestStorageAgentWatchesWithoutPushes(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil) // no push URLs
+	cluster.WaitLeader(t)
+	c := ctl{t: t, endpoints: cluster.URLs()[0]}
+	out, errOut, code := c.run("storage-agent", "--id", "1", "--listen", "127.0.0.1:0", "--interval", "50ms", "--run-for", "2s", "--watch")
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "watching the controllers' metadata")
+	assert.Regexp(t, `full update: version \d+, 0 brokers, 0 topics`, out)
+	assert.Regexp(t, `delta update: version \d+, 1 brokers, 0 topics`, out, "its own registration arrives as a delta")
+	assert.NotContains(t, out, "no push URL")
+}
+
 // Shell completion offers the cluster's topic names and broker ids.
 func TestCompletionNamesTopicsAndBrokers(t *testing.T) {
 	cluster := rpctest.Start(t, 1, nil)

@@ -59,6 +59,13 @@ type Runner struct {
 	// persisted are the StepSnapshot callers to answer once the Readies
 	// that follow their snapshot are handled. Loop goroutine only.
 	persisted []chan<- error
+
+	// applied is closed, and replaced, when the node's applied version
+	// moves (see Applied); version is the version it was last closed at
+	// (loop goroutine only).
+	appliedMu sync.Mutex
+	applied   chan struct{}
+	version   int64
 }
 
 // Start runs the node in a new goroutine, ticking every tickInterval.
@@ -70,6 +77,8 @@ func Start(n *node.Node, tickInterval time.Duration) *Runner {
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		applied:  make(chan struct{}),
+		version:  n.StateMachine().Version(),
 	}
 	go r.loop() // determinism: ok — the runner is outside the core
 	return r
@@ -101,6 +110,13 @@ func (r *Runner) loop() {
 				r.err = err
 				return
 			}
+		}
+		if version := r.node.StateMachine().Version(); version != r.version {
+			r.version = version
+			r.appliedMu.Lock()
+			close(r.applied)
+			r.applied = make(chan struct{})
+			r.appliedMu.Unlock()
 		}
 		// Every Ready is handled: the snapshots stepped so far are
 		// persisted and applied (or were not installed at all).
@@ -305,6 +321,15 @@ func Call[T any](ctx context.Context, r *Runner, start func(n *node.Node, done f
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
+}
+
+// Applied returns a channel closed once the node's applied version moves
+// past what it is when Applied is called: a watcher takes it, then reads
+// the node, then waits on it, and misses no version.
+func (r *Runner) Applied() <-chan struct{} {
+	r.appliedMu.Lock()
+	defer r.appliedMu.Unlock()
+	return r.applied
 }
 
 // Stop ends the loop and waits for it. It returns the storage error that

@@ -290,3 +290,26 @@ func TestStepSnapshotReturnsOnceInstalled(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, brokers, "once StepSnapshot returns, the snapshot's state is applied")
 }
+
+// Applied wakes a watcher once a version is applied after it looked: the
+// channel taken before a change is closed by it.
+func TestAppliedClosesOnceTheVersionMoves(t *testing.T) {
+	r, _, _ := startSingle(t, t.TempDir())
+	waitActive(t, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := int32(1); i <= 3; i++ {
+		applied := r.Applied()
+		out, err := Call(ctx, r, func(n *node.Node, done func(node.Outcome)) {
+			n.RegisterBroker(&metadatav1.RegisterBrokerRequest{Id: i, Host: "localhost", Port: 9000 + i}, done)
+		})
+		require.NoError(t, err)
+		require.Nil(t, out.Err)
+		select {
+		case <-applied:
+		case <-ctx.Done():
+			t.Fatalf("registration %d was applied and Applied's channel is still open", i)
+		}
+		assert.NotEqual(t, applied, r.Applied(), "a new channel for the next version")
+	}
+}

@@ -388,9 +388,6 @@ func (s *Server) GetClusterMetadata(ctx context.Context, req *connect.Request[me
 	return connect.NewResponse(resp), nil
 }
 
-// watchPollInterval is how often a watch looks for new versions.
-const watchPollInterval = 100 * time.Millisecond
-
 // WatchMetadata implements MetadataService: it streams what changed after
 // since_version (a delta when this controller's history still has it, else
 // the full state), then every later change, from this controller's applied
@@ -400,9 +397,10 @@ func (s *Server) WatchMetadata(ctx context.Context, req *connect.Request[metadat
 	if since < 0 {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("sinceVersion must not be negative"))
 	}
-	ticker := time.NewTicker(watchPollInterval)
-	defer ticker.Stop()
 	for {
+		// Taken before the node is read: a version applied after the
+		// read closes it.
+		applied := s.runner.Applied()
 		update, err := runner.Call(ctx, s.runner, func(n *node.Node, done func(*metadatav1.WatchMetadataResponse)) {
 			done(n.WatchUpdate(since))
 		})
@@ -425,7 +423,9 @@ func (s *Server) WatchMetadata(ctx context.Context, req *connect.Request[metadat
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
+		case <-applied:
+		case <-s.runner.Done():
+			return connect.NewError(connect.CodeUnavailable, runner.ErrStopped)
 		}
 	}
 }
