@@ -42,18 +42,32 @@ type AgentConfig struct {
 
 // StorageAgent is the part of a storage service that talks to the
 // controllers: it registers its broker, heartbeats with its metadata
-// version and partition count, and serves StorageSyncService, applying
-// pushes in version order and refusing older controller epochs. It keeps
-// the local metadata view, with its version. Its decisions are an
+// version and partition count (on a StorageHeartbeats stream, see
+// HeartbeatStream), and serves StorageSyncService, applying pushes in
+// version order and refusing older controller epochs. It keeps the local
+// metadata view, with its version. Its decisions are an
 // AgentCore's, which the simulator runs too.
 type StorageAgent struct {
-	cfg    AgentConfig
-	client *Client
+	cfg        AgentConfig
+	client     *Client
+	heartbeats *HeartbeatStream
 
 	mu     sync.Mutex
 	core   *AgentCore
 	silent bool
+	// A watching agent whose view stood still for staleWatchBeats
+	// heartbeats while the leader's version was ahead restarts its watch
+	// (staleWatch): its controller may be cut off from the others or
+	// frozen, with its stream still open. heldAtBeat is the view's version
+	// at the last heartbeat, stillBeats how many heartbeats found it so.
+	heldAtBeat int64
+	stillBeats int
+	staleWatch chan struct{}
 }
+
+// staleWatchBeats is how many heartbeats a watching agent's view may stand
+// still behind the leader's version before it watches elsewhere.
+const staleWatchBeats = 3
 
 // NewStorageAgent returns an agent that reaches the controllers through c.
 func NewStorageAgent(c *Client, cfg AgentConfig) (*StorageAgent, error) {
@@ -68,7 +82,8 @@ func NewStorageAgent(c *Client, cfg AgentConfig) (*StorageAgent, error) {
 	if cfg.HeartbeatInterval < 0 {
 		return nil, fmt.Errorf("heartbeat interval %v is negative", cfg.HeartbeatInterval)
 	}
-	return &StorageAgent{cfg: cfg, client: c, core: NewAgentCore(cfg)}, nil
+	return &StorageAgent{cfg: cfg, client: c, heartbeats: c.NewHeartbeatStream(), core: NewAgentCore(cfg),
+		staleWatch: make(chan struct{}, 1)}, nil
 }
 
 // Handler serves StorageSyncService for the controllers' pushes. Build it
@@ -151,6 +166,7 @@ func (a *StorageAgent) PushMetadata(_ context.Context, req *connect.Request[meta
 func (a *StorageAgent) Run(ctx context.Context) error {
 	ticker := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	defer a.heartbeats.Close()
 	if a.cfg.Watch {
 		ctx, cancel := context.WithCancel(ctx)
 		watching := make(chan struct{})
@@ -183,9 +199,23 @@ func (a *StorageAgent) watch(ctx context.Context) {
 		a.mu.Lock()
 		since := a.core.Version()
 		a.mu.Unlock()
-		err := a.client.Watch(ctx, since, a.applyWatched)
-		if !errors.Is(err, errResumeWatch) {
+		// A stale watch ends here and starts again where the client's
+		// calls go: the controller that answers its heartbeats.
+		watchCtx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-a.staleWatch:
+				cancel()
+			case <-watchCtx.Done():
+			}
+		}()
+		err := a.client.Watch(watchCtx, since, a.applyWatched)
+		cancel()
+		if ctx.Err() != nil {
 			return
+		}
+		if !errors.Is(err, errResumeWatch) {
+			continue
 		}
 		a.mu.Lock()
 		silent := a.silent
@@ -234,6 +264,7 @@ func (a *StorageAgent) applyWatched(update *metadatav1.WatchMetadataResponse) er
 // error, or with the controllers' refusal of the registration (as Run).
 // Run need not be running.
 func (a *StorageAgent) ShutDown(ctx context.Context) error {
+	defer a.heartbeats.Close()
 	a.mu.Lock()
 	a.core.ShutDown()
 	a.mu.Unlock()
@@ -282,7 +313,7 @@ func (a *StorageAgent) beat(ctx context.Context) error {
 	a.mu.Lock()
 	req := a.core.HeartbeatRequest()
 	a.mu.Unlock()
-	resp, err := a.client.StorageHeartbeat(callCtx, req)
+	resp, err := a.heartbeats.Beat(callCtx, req)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
@@ -290,5 +321,21 @@ func (a *StorageAgent) beat(ctx context.Context) error {
 		return nil
 	}
 	a.core.OnHeartbeat(resp, metadatav1.ErrorCode_NONE)
+	if a.cfg.Watch {
+		held := a.core.Version()
+		if held == a.heldAtBeat && resp.GetMetadataVersion() > held {
+			a.stillBeats++
+		} else {
+			a.stillBeats = 0
+		}
+		a.heldAtBeat = held
+		if a.stillBeats >= staleWatchBeats {
+			a.stillBeats = 0
+			select {
+			case a.staleWatch <- struct{}{}:
+			default:
+			}
+		}
+	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,4 +179,149 @@ func TestAgentAppliesWatchedUpdatesInOrder(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"a", "b"}, names)
 	assert.Equal(t, int64(7), core.HeartbeatRequest().GetMetadataVersion(), "heartbeats report the watched version")
+}
+
+// streamingController counts how heartbeats arrive, and ends the first
+// heartbeat stream with an error after a few.
+type streamingController struct {
+	fakeController
+	unary, streams, streamed atomic.Int64
+	// frozen: streams take heartbeats and never answer, as a controller
+	// whose disk stalled (its HTTP/2 server still answers pings).
+	frozen bool
+}
+
+func (f *streamingController) StorageHeartbeat(context.Context, *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	f.unary.Add(1)
+	return connect.NewResponse(&metadatav1.StorageHeartbeatResponse{Registered: true}), nil
+}
+
+func (f *streamingController) StorageHeartbeats(ctx context.Context, stream *connect.BidiStream[metadatav1.StorageHeartbeatRequest, metadatav1.StorageHeartbeatResponse]) error {
+	first := f.streams.Add(1) == 1
+	for i := 0; ; i++ {
+		if _, err := stream.Receive(); err != nil {
+			return nil
+		}
+		if f.frozen {
+			<-ctx.Done()
+			return nil
+		}
+		if first && i == 5 {
+			return connect.NewError(connect.CodeUnavailable, errors.New("leader changed"))
+		}
+		f.streamed.Add(1)
+		if err := stream.Send(&metadatav1.StorageHeartbeatResponse{Registered: true}); err != nil {
+			return nil
+		}
+	}
+}
+
+// An agent's heartbeats after the first travel on one stream: a call per
+// heartbeat per second would bound how many services a leader keeps alive.
+// A stream that fails is replaced after one heartbeat goes as a call.
+func TestAgentHeartbeatsOnOneStream(t *testing.T) {
+	fake := &streamingController{}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(fake))
+	server := httptest.NewUnstartedServer(mux)
+	server.EnableHTTP2 = true
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client()})
+	require.NoError(t, err)
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 5 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- agent.Run(ctx) }()
+	require.Eventually(t, func() bool { return fake.streamed.Load() >= 30 }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-stopped, context.Canceled)
+	// A call goes first, and after each stream that failed (the one
+	// ended here, and any a slow machine timed out); the rest stream.
+	assert.GreaterOrEqual(t, fake.streams.Load(), int64(2), "the failed stream was replaced")
+	assert.Greater(t, fake.streamed.Load(), 10*fake.unary.Load(), "most heartbeats went on streams")
+}
+
+// A stream to a controller that takes heartbeats and never answers costs
+// an agent half of each heartbeat's time, not all of it: the call after it
+// still reaches a controller (found by review: the stream took the whole
+// deadline, and a frozen leader kept every broker of its agents from
+// heartbeating anywhere).
+func TestAgentHeartbeatsPastAFrozenStream(t *testing.T) {
+	fake := &streamingController{frozen: true}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(fake))
+	server := httptest.NewUnstartedServer(mux)
+	server.EnableHTTP2 = true
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client()})
+	require.NoError(t, err)
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 20 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- agent.Run(ctx) }()
+	require.Eventually(t, func() bool { return fake.unary.Load() >= 10 }, 10*time.Second, 5*time.Millisecond,
+		"heartbeats reach the controller by call once the stream froze")
+	cancel()
+	require.ErrorIs(t, <-stopped, context.Canceled)
+	assert.Zero(t, fake.streamed.Load())
+	// Each heartbeat lost on a frozen stream was sent again by call, in
+	// time: with the stream holding the whole deadline, about half were.
+	assert.GreaterOrEqual(t, fake.unary.Load(), fake.streams.Load(), "a call after every frozen stream")
+}
+
+// staleWatchController serves a first watch that stops at version 5 and
+// stays open (a controller cut off from the others), later watches up to
+// date at 9, and heartbeats that say the leader is at 9.
+type staleWatchController struct {
+	fakeController
+	watches atomic.Int64
+}
+
+func (f *staleWatchController) StorageHeartbeat(context.Context, *connect.Request[metadatav1.StorageHeartbeatRequest]) (*connect.Response[metadatav1.StorageHeartbeatResponse], error) {
+	return connect.NewResponse(&metadatav1.StorageHeartbeatResponse{Registered: true, MetadataVersion: 9}), nil
+}
+
+func (f *staleWatchController) WatchMetadata(ctx context.Context, req *connect.Request[metadatav1.WatchMetadataRequest], stream *connect.ServerStream[metadatav1.WatchMetadataResponse]) error {
+	version := int64(9)
+	if f.watches.Add(1) == 1 {
+		version = 5
+	}
+	if req.Msg.GetSinceVersion() < version {
+		if err := stream.Send(&metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{
+			FullState: &metadatav1.ClusterState{MetadataVersion: version}}}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// A watching agent whose view stands still behind the version its
+// heartbeats report watches again, and catches up (found by review: a
+// watch on a controller cut off from the others stays open, and the agent
+// kept old metadata, fenced for good).
+func TestWatchingAgentLeavesAStaleWatch(t *testing.T) {
+	fake := &staleWatchController{}
+	mux := http.NewServeMux()
+	mux.Handle(metadatav1connect.NewMetadataServiceHandler(fake))
+	server := httptest.NewUnstartedServer(mux)
+	server.EnableHTTP2 = true
+	server.StartTLS()
+	t.Cleanup(server.Close)
+	c, err := client.New(client.Config{Endpoints: []string{server.URL}, HTTPClient: server.Client()})
+	require.NoError(t, err)
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 10 * time.Millisecond, Watch: true})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = agent.Run(ctx) }()
+	require.Eventually(t, func() bool { return agent.Version() == 9 }, 10*time.Second, 5*time.Millisecond,
+		"the agent left the watch that stood still at 5")
 }

@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -281,6 +283,78 @@ func TestWatchingStorageAgentLifecycle(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.True(t, slices.IsSorted(versions), "versions only move forward: %v", versions)
+}
+
+// Many watchers of one controller, at different versions, each get every
+// change as a chain of updates from the version they held (the controller
+// serves them together, one node call per round), and a watcher that goes
+// away holds up none of the others.
+func TestManyWatchersEachFollowEveryChange(t *testing.T) {
+	cluster := rpctest.Start(t, 1, nil)
+	cluster.WaitLeader(t)
+	c, err := client.New(client.Config{Endpoints: cluster.URLs()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for id := int32(1); id <= 3; id++ {
+		_, err := c.RegisterBroker(ctx, &metadatav1.RegisterBrokerRequest{Id: id, Host: "localhost", Port: 9092})
+		require.NoError(t, err)
+	}
+	state, err := c.GetClusterMetadata(ctx, &metadatav1.GetClusterMetadataRequest{})
+	require.NoError(t, err)
+	start := state.GetState().GetMetadataVersion()
+
+	const watchers = 60
+	final := make(chan int64, watchers)
+	var wg sync.WaitGroup
+	for i := range watchers {
+		since := []int64{0, start - 2, start}[i%3]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			watchCtx, stop := context.WithCancel(ctx)
+			defer stop()
+			var held int64 = -1
+			topics := map[string]bool{}
+			_ = c.Watch(watchCtx, since, func(u *metadatav1.WatchMetadataResponse) error {
+				if d := u.GetDelta(); d != nil {
+					assert.True(t, d.GetFromVersion() == held || (held == -1 && d.GetFromVersion() == since),
+						"watcher %d from %d: a delta from %d after %d", i, since, d.GetFromVersion(), held)
+					held = d.GetToVersion()
+					for _, topic := range d.GetUpsertedTopics() {
+						topics[topic.GetName()] = true
+					}
+				} else {
+					held = u.GetFullState().GetMetadataVersion()
+					for _, topic := range u.GetFullState().GetTopics() {
+						topics[topic.GetName()] = true
+					}
+				}
+				if i%10 == 9 {
+					return errors.New("this watcher goes away after its first update")
+				}
+				if len(topics) == 5 {
+					final <- held
+					stop()
+				}
+				return nil
+			})
+		}()
+	}
+	var last int64
+	for i := range 5 {
+		resp, err := c.CreateTopic(ctx, &metadatav1.CreateTopicRequest{Name: fmt.Sprint("t", i), Partitions: 1})
+		require.NoError(t, err)
+		last = resp.GetMetadataVersion()
+	}
+	wg.Wait()
+	close(final)
+	got := 0
+	for held := range final {
+		assert.GreaterOrEqual(t, held, last)
+		got++
+	}
+	assert.Equal(t, watchers-watchers/10, got, "every watcher that stayed saw the five topics")
 }
 
 func TestEndpointsFromServices(t *testing.T) {

@@ -419,10 +419,7 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 	if ok {
 		req.Update = &metadatav1.PushMetadataRequest_Delta{Delta: delta}
 	} else {
-		if n.controller.fullState.GetMetadataVersion() != version || n.controller.fullState == nil {
-			n.controller.fullState = n.sm.ClusterState()
-		}
-		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.controller.fullState}
+		req.Update = &metadatav1.PushMetadataRequest_FullState{FullState: n.fullStateNow()}
 		if t.repairFrom > version {
 			req.RepairFromVersion = t.repairFrom
 		}
@@ -469,6 +466,15 @@ func (n *Node) sendPush(id int32, t *pushTarget, now time.Time) {
 		}
 	}
 	n.env.Pusher.Push(id, Push{Version: version, SeedUpdates: seedwire.Updates(req, controller, tell, n.sm, gone)})
+}
+
+// fullStateNow is the full state at the applied version, built once per
+// version for every push and watch that needs it.
+func (n *Node) fullStateNow() *metadatav1.ClusterState {
+	if n.controller.fullState == nil || n.controller.fullState.GetMetadataVersion() != n.sm.Version() {
+		n.controller.fullState = n.sm.ClusterState()
+	}
+	return n.controller.fullState
 }
 
 // deltaSince is sm.DeltaSince, shared by the targets that held the same
@@ -545,9 +551,37 @@ func (n *Node) OnPushResult(id int32, version int64, resp *metadatav1.PushMetada
 		t.resyncAt = now.Add(n.cfg.SeedResyncInterval)
 		t.fullKnown = version
 	}
+	if spacing := n.pushSpacing(); spacing > 0 {
+		// Many services: the next push to this one waits its turn (the
+		// tick sends it), and carries every version applied meanwhile.
+		t.retryAt = now.Add(spacing)
+		return
+	}
 	if n.pushNeeded(t) && n.sessionLive(id, now) {
 		n.sendPush(id, t, now)
 	}
+}
+
+// PushRateMax bounds the pushes a second the active controller sends once
+// it pushes to more than PushPacingFloor services: each service then waits
+// services/PushRateMax between the end of one push and the start of the
+// next. Without a bound, a burst of versions (ten thousand brokers
+// registering) had the leader push every version to every service, as
+// fast as its CPU allowed, and its writes timed out (their retries open
+// more sessions: a collapse). A change after a quiet spell goes to every
+// service at once all the same.
+const (
+	PushRateMax     = 10000
+	PushPacingFloor = 64
+)
+
+// pushSpacing is the least time between two pushes to one service.
+func (n *Node) pushSpacing() time.Duration {
+	targets := len(n.controller.pushes)
+	if targets <= PushPacingFloor {
+		return 0
+	}
+	return time.Duration(targets) * time.Second / PushRateMax
 }
 
 // backOff delays the next push to a target exponentially, with jitter so
@@ -574,7 +608,7 @@ func (n *Node) WatchUpdate(since int64) *metadatav1.WatchMetadataResponse {
 		}
 		fallthrough
 	default:
-		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: sm.ClusterState()}}
+		return &metadatav1.WatchMetadataResponse{Update: &metadatav1.WatchMetadataResponse_FullState{FullState: n.fullStateNow()}}
 	}
 }
 

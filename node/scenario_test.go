@@ -917,3 +917,49 @@ func TestSeedFullStateListsBrokersThatLeftBeforeTheSnapshot(t *testing.T) {
 	}
 	assert.True(t, gone, "broker 7 is listed as not alive")
 }
+
+// With more services than PushPacingFloor, a service's next push waits
+// services/PushRateMax after its last (versions applied meanwhile go in
+// one delta), so that a burst of versions costs the leader a bounded rate
+// of pushes; after a quiet spell a change goes out at once.
+func TestPushesPacedWithManyServices(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	const services = PushPacingFloor + 36
+	ack := func() {
+		for _, p := range c.pushes {
+			leader.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
+		}
+		c.pushes = nil
+	}
+	for id := int32(1); id <= services; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+		ack()
+	}
+	spacing := time.Duration(services) * time.Second / PushRateMax
+	require.Equal(t, spacing, leader.pushSpacing())
+	for range 2 { // the pushes due go, and their turns pass
+		c.tick(int(2*spacing/c.tickDuration) + 1)
+		ack()
+	}
+	c.tick(int(2*spacing/c.tickDuration) + 1)
+	require.Empty(t, c.pushes)
+	for id := 1; id <= services; id++ { // live sessions, holding the current version
+		heartbeat(t, leader, fmt.Sprint(id), leader.StateMachine().Version())
+	}
+
+	// Quiet before it: the change goes to every service at once.
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("a", 1, 1), done) }).Err)
+	require.Len(t, c.pushes, services, "pushed at once after a quiet spell")
+	first := c.pushesTo(7)[0].version
+	ack()
+	// Right after: the next waits for its turn, then carries both.
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("b", 1, 1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("c", 1, 1), done) }).Err)
+	assert.Empty(t, c.pushesTo(7), "paced")
+	c.tick(int(spacing/c.tickDuration) + 1)
+	pushes := c.pushesTo(7)
+	require.Len(t, pushes, 1, "sent once its turn came")
+	assert.Equal(t, first, pushes[0].request.GetDelta().GetFromVersion())
+	assert.Len(t, pushes[0].request.GetDelta().GetUpsertedTopics(), 2, "one delta for both versions")
+}

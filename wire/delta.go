@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -19,29 +20,47 @@ func ApplyDelta(base *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) 
 }
 
 // ApplyDeltaInPlace is ApplyDelta for a receiver that owns its state:
-// out is modified and takes ownership of the delta's messages.
+// out is modified and takes ownership of the delta's messages. It costs
+// what the delta holds (binary searches in the sorted state), not what the
+// state holds: ten thousand services each applying every delta to a view
+// of ten thousand brokers made sorting the whole view per delta the
+// receivers' main cost.
 func ApplyDeltaInPlace(out *metadatav1.ClusterState, delta *metadatav1.MetadataDelta) {
 	out.MetadataVersion = delta.GetToVersion()
+	if !slices.IsSortedFunc(out.Brokers, compareBrokers) {
+		slices.SortFunc(out.Brokers, compareBrokers)
+	}
 	for _, b := range delta.GetUpsertedBrokers() {
-		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.GetId() == b.GetId() })
-		out.Brokers = append(out.Brokers, b)
+		i, found := slices.BinarySearchFunc(out.Brokers, b.GetId(), brokerAt)
+		if found {
+			out.Brokers[i] = b
+		} else {
+			out.Brokers = slices.Insert(out.Brokers, i, b)
+		}
 	}
 	for _, id := range delta.GetRemovedBrokerIds() {
-		out.Brokers = slices.DeleteFunc(out.Brokers, func(x *metadatav1.Broker) bool { return x.GetId() == id })
+		if i, found := slices.BinarySearchFunc(out.Brokers, id, brokerAt); found {
+			out.Brokers = slices.Delete(out.Brokers, i, i+1)
+		}
 	}
-	slices.SortFunc(out.Brokers, func(x, y *metadatav1.Broker) int { return int(x.GetId()) - int(y.GetId()) })
+	if !slices.IsSortedFunc(out.Topics, compareTopics) {
+		slices.SortFunc(out.Topics, compareTopics)
+	}
 	for _, name := range delta.GetDeletedTopics() {
-		out.Topics = slices.DeleteFunc(out.Topics, func(x *metadatav1.Topic) bool { return x.GetName() == name })
+		if i, found := slices.BinarySearchFunc(out.Topics, name, topicAt); found {
+			out.Topics = slices.Delete(out.Topics, i, i+1)
+		}
 	}
 	for _, topic := range delta.GetUpsertedTopics() {
-		out.Topics = slices.DeleteFunc(out.Topics, func(x *metadatav1.Topic) bool { return x.GetName() == topic.GetName() })
-		out.Topics = append(out.Topics, topic)
+		i, found := slices.BinarySearchFunc(out.Topics, topic.GetName(), topicAt)
+		if found {
+			out.Topics[i] = topic
+		} else {
+			out.Topics = slices.Insert(out.Topics, i, topic)
+		}
 	}
-	slices.SortFunc(out.Topics, func(x, y *metadatav1.Topic) int { return strings.Compare(x.GetName(), y.GetName()) })
 	for _, p := range delta.GetChangedPartitions() {
-		i, found := slices.BinarySearchFunc(out.Topics, p.GetTopic(), func(t *metadatav1.Topic, name string) int {
-			return strings.Compare(t.GetName(), name)
-		})
+		i, found := slices.BinarySearchFunc(out.Topics, p.GetTopic(), topicAt)
 		if !found {
 			continue
 		}
@@ -52,3 +71,11 @@ func ApplyDeltaInPlace(out *metadatav1.ClusterState, delta *metadatav1.MetadataD
 		topic.Partitions[p.GetPartition()] = p
 	}
 }
+
+func compareBrokers(x, y *metadatav1.Broker) int { return cmp.Compare(x.GetId(), y.GetId()) }
+
+func brokerAt(b *metadatav1.Broker, id int32) int { return cmp.Compare(b.GetId(), id) }
+
+func compareTopics(x, y *metadatav1.Topic) int { return strings.Compare(x.GetName(), y.GetName()) }
+
+func topicAt(t *metadatav1.Topic, name string) int { return strings.Compare(t.GetName(), name) }

@@ -119,8 +119,9 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "time per throughput measurement")
 	failovers := flag.Int("failovers", 10, "leader kills for the failover measurement (3-controller cluster)")
 	jsonPath := flag.String("json", "", "also write the results as JSON here")
-	scale := flag.String("scale", "100000,1000000", "partition counts for the scale measurement (empty: skip)")
+	scale := flag.String("scale", "100000,1000000,2000000", "partition counts for the scale measurement (empty: skip)")
 	fanout := flag.String("fanout", "1000,5000", "storage service counts for the fan-out measurement on 3 controllers (empty: skip)")
+	heartbeats := flag.String("heartbeats", "10000", "storage service counts for the heartbeat cost measurement on 3 controllers (empty: skip)")
 	fanoutModes := flag.String("fanout-modes", "push,watch", "how the services get the metadata in the fan-out measurement: push, watch, or both")
 	flag.StringVar(&only, "only", "", "measure only the phases whose names contain one of these comma-separated words (e.g. CreateTopic,Heartbeat)")
 	flag.IntVar(&conns, "conns", 1, "HTTP/2 connections the workers share")
@@ -171,8 +172,18 @@ func main() {
 			if mode != "push" && mode != "watch" {
 				fail(fmt.Errorf("--fanout-modes %q: want push, watch or both", *fanoutModes))
 			}
-			results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+mode+"-"+count), services, mode == "watch")...)
+			results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+mode+"-"+count), services, mode, fanoutRounds)...)
 		}
+	}
+	for _, count := range strings.Split(*heartbeats, ",") {
+		if count = strings.TrimSpace(count); count == "" {
+			continue
+		}
+		services, err := strconv.Atoi(count)
+		if err != nil || services < 1 {
+			fail(fmt.Errorf("--heartbeats %q: want storage service counts", count))
+		}
+		results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "heartbeats-"+count), services, "heartbeats", 0)...)
 	}
 	printTable(results)
 	if *jsonPath != "" {
@@ -690,16 +701,20 @@ func rssMiB(pid int) float64 {
 	return 0
 }
 
-// scaleRun fills a lone controller with partitions (RF 3 on 10 brokers),
-// then reports its RSS, the snapshot size, the restart time (restore from
-// the snapshot and replay), and the time to move the leaderships of a
-// broker that leads a tenth of the partitions (a controlled shutdown).
+// scaleRun fills 3 controllers with partitions (RF 3 on 10 brokers), then
+// reports the leader's RSS, the snapshot's size and the time the leader
+// takes to write one (on its node goroutine: every request waits), the
+// longest pause of the leader's loop (dmq_node_longest_pause_seconds), the
+// restart of all three to a leader (restore from the snapshot and replay),
+// and the time to move the leaderships of a broker that leads a tenth of
+// the partitions (a controlled shutdown).
 func scaleRun(bin, dir string, partitions int) []Result {
-	c := startCluster(bin, dir, 1)
+	c := startCluster(bin, dir, 3)
 	defer c.stop()
-	name := fmt.Sprintf("1 controller, %d partitions", partitions)
-	client := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(nil), c.url(c.leader(-1)))
-	quorum := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), c.url(0))
+	name := fmt.Sprintf("3 controllers, %d partitions", partitions)
+	leader := c.leader(-1)
+	client := metadatav1connect.NewMetadataServiceClient(wire.NewHTTPClient(nil), c.url(leader))
+	quorum := metadatav1connect.NewQuorumServiceClient(wire.NewHTTPClient(nil), c.url(leader))
 	ctx := context.Background()
 	for id := int32(1); id <= 10; id++ {
 		if _, err := client.RegisterBroker(ctx, connect.NewRequest(&metadatav1.RegisterBrokerRequest{Id: id, Host: "127.0.0.1", Port: 9092,
@@ -716,11 +731,14 @@ func scaleRun(bin, dir string, partitions int) []Result {
 		}
 	}
 	fill := time.Since(started)
+	started = time.Now()
 	snap, err := quorum.Snapshot(ctx, connect.NewRequest(&metadatav1.SnapshotRequest{}))
 	if err != nil {
 		fail(err)
 	}
-	rss := rssMiB(c.procs[0].Process.Pid)
+	snapshotTook := time.Since(started)
+	rss := rssMiB(c.procs[leader].Process.Pid)
+	longest := metricValue(c.url(leader), "dmq_node_longest_pause_seconds")
 
 	started = time.Now()
 	if _, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{ServiceId: "storage-1",
@@ -739,13 +757,35 @@ func scaleRun(bin, dir string, partitions int) []Result {
 	c.stop()
 	services := filepath.Join(c.dir, "services.json")
 	started = time.Now()
-	c.start(0, services)
+	for i := range c.procs {
+		c.start(i, services)
+	}
 	c.leader(-1)
 	restart := time.Since(started)
 	return []Result{
 		{Cluster: name, Name: fmt.Sprintf("fill (%d CreateTopic of %d)", partitions/perTopic, perTopic), Operations: partitions / perTopic, P50Ms: ms(fill)},
-		{Cluster: name, Name: fmt.Sprintf("RSS %.0f MiB; snapshot %.1f MB", rss, float64(snap.Msg.GetSizeBytes())/1e6), Operations: 1},
-		{Cluster: name, Name: "restart to leader (restore + replay)", Operations: 1, P50Ms: ms(restart)},
+		{Cluster: name, Name: fmt.Sprintf("leader RSS %.0f MiB; snapshot %.1f MB", rss, float64(snap.Msg.GetSizeBytes())/1e6), Operations: 1},
+		{Cluster: name, Name: "snapshot written by the leader (its loop waits)", Operations: 1, P50Ms: ms(snapshotTook)},
+		{Cluster: name, Name: "the leader loop's longest pause (fill and snapshot)", Operations: 1, P50Ms: longest * 1000},
+		{Cluster: name, Name: "restart of all three to leader (restore + replay)", Operations: 1, P50Ms: ms(restart)},
 		{Cluster: name, Name: "move leaderships of a broker leading 10%", Operations: 1, P50Ms: ms(shutdown)},
 	}
+}
+
+// metricValue reads one unlabelled series from a controller's /metrics (0
+// when absent).
+func metricValue(url, name string) float64 {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(data), "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(value), 64)
+			return v
+		}
+	}
+	return 0
 }

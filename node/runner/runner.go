@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dmq-project/metadata/node"
@@ -66,6 +67,37 @@ type Runner struct {
 	appliedMu sync.Mutex
 	applied   chan struct{}
 	version   int64
+
+	// longestPause is the longest the loop has been busy with one event
+	// and the Readies it made, in nanoseconds; longPauses counts those
+	// over LongPause. Every request waits out such a pause.
+	longestPause atomic.Int64
+	longPauses   atomic.Int64
+}
+
+// LongPause is the pause of the node's loop that Pauses counts: longer
+// delays every request noticeably (a snapshot of a big state, a slow
+// fsync).
+const LongPause = 10 * time.Millisecond
+
+// Pauses returns the longest the node's loop has been busy in one go since
+// it started (handling one event and the Readies that followed: requests
+// queued meanwhile wait), and how many times it was busy longer than
+// LongPause.
+func (r *Runner) Pauses() (longest time.Duration, long int64) {
+	return time.Duration(r.longestPause.Load()), r.longPauses.Load()
+}
+
+func (r *Runner) notePause(d time.Duration) {
+	if d > LongPause {
+		r.longPauses.Add(1)
+	}
+	for {
+		longest := r.longestPause.Load()
+		if int64(d) <= longest || r.longestPause.CompareAndSwap(longest, int64(d)) {
+			return
+		}
+	}
 }
 
 // Start runs the node in a new goroutine, ticking every tickInterval.
@@ -89,16 +121,21 @@ func (r *Runner) loop() {
 	ticker := time.NewTicker(r.tickInterval) // determinism: ok — the runner is outside the core
 	defer ticker.Stop()
 	for {
+		var began time.Time
 		select { // determinism: ok — the runner is outside the core
 		case <-r.stop:
 			return
 		case <-ticker.C:
+			began = time.Now() // determinism: ok — the runner is outside the core
 			r.node.Tick()
 		case fn := <-r.requests:
+			began = time.Now() // determinism: ok — the runner is outside the core
 			fn(r.node)
 		case m := <-r.inbound:
+			began = time.Now() // determinism: ok — the runner is outside the core
 			_ = r.node.Step(m)
 		case <-r.wake:
+			began = time.Now() // determinism: ok — the runner is outside the core
 			r.runReports()
 		}
 		r.drain()
@@ -125,6 +162,7 @@ func (r *Runner) loop() {
 		}
 		clear(r.persisted)
 		r.persisted = r.persisted[:0]
+		r.notePause(time.Since(began)) // determinism: ok — the runner is outside the core
 	}
 }
 

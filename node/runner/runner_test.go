@@ -313,3 +313,20 @@ func TestAppliedClosesOnceTheVersionMoves(t *testing.T) {
 		assert.NotEqual(t, applied, r.Applied(), "a new channel for the next version")
 	}
 }
+
+// The loop's pauses are measured from the event that starts one to the
+// end of the Readies it made: a request that holds the node 30 ms is a
+// long pause of at least that.
+func TestPausesCountTheLoopBusy(t *testing.T) {
+	r, _, _ := startSingle(t, t.TempDir())
+	waitActive(t, r)
+	_, before := r.Pauses()
+	_, err := Call(context.Background(), r, func(_ *node.Node, done func(bool)) {
+		time.Sleep(30 * time.Millisecond)
+		done(true)
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, long := r.Pauses(); return long > before }, 5*time.Second, time.Millisecond)
+	longest, _ := r.Pauses()
+	assert.GreaterOrEqual(t, longest, 30*time.Millisecond)
+}

@@ -36,6 +36,8 @@ type Server struct {
 	// probes answers health checks, which anyone may send, from at most
 	// one node call per probeFreshness.
 	probes probeCache
+	// watches serves the WatchMetadata streams.
+	watches *watchHub
 }
 
 var (
@@ -64,7 +66,7 @@ type ServerConfig struct {
 // NewServer serves the node run by r.
 func NewServer(r *runner.Runner, cfg ServerConfig) *Server {
 	return &Server{runner: r, requestTimeout: 10 * time.Second, metrics: cfg.Metrics, https: cfg.HTTPS, askIdentity: cfg.AskIdentity,
-		seedClusterView: cfg.SeedClusterView}
+		seedClusterView: cfg.SeedClusterView, watches: newWatchHub(r)}
 }
 
 func (s *Server) context(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -398,34 +400,20 @@ func (s *Server) WatchMetadata(ctx context.Context, req *connect.Request[metadat
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("sinceVersion must not be negative"))
 	}
 	for {
-		// Taken before the node is read: a version applied after the
-		// read closes it.
-		applied := s.runner.Applied()
-		update, err := runner.Call(ctx, s.runner, func(n *node.Node, done func(*metadatav1.WatchMetadataResponse)) {
-			done(n.WatchUpdate(since))
-		})
+		update, err := s.watches.next(ctx, since)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return connect.NewError(connect.CodeUnavailable, err)
 		}
-		if update != nil {
-			if err := stream.Send(update); err != nil {
-				return err
-			}
-			if d := update.GetDelta(); d != nil {
-				since = d.GetToVersion()
-			} else {
-				since = update.GetFullState().GetMetadataVersion()
-			}
+		if err := stream.Send(update); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-applied:
-		case <-s.runner.Done():
-			return connect.NewError(connect.CodeUnavailable, runner.ErrStopped)
+		if d := update.GetDelta(); d != nil {
+			since = d.GetToVersion()
+		} else {
+			since = update.GetFullState().GetMetadataVersion()
 		}
 	}
 }

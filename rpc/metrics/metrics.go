@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -57,6 +59,10 @@ type Metrics struct {
 
 	mu         sync.Mutex
 	lastLeader uint64 // the last known leader, for leaderChange
+
+	// longestPause (nanoseconds) and longPauses are the runner's Pauses,
+	// as Poll last read them.
+	longestPause, longPauses atomic.Int64
 }
 
 // New registers every metric on a new registry.
@@ -121,6 +127,13 @@ func New() *Metrics {
 	}
 	build := wire.Build()
 	m.buildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dmq_node_longest_pause_seconds",
+			Help: "The longest the node's loop was busy in one go (an event and the Readies it made) since the start: every request waited that long."},
+			func() float64 { return time.Duration(m.longestPause.Load()).Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dmq_node_long_pauses_total",
+			Help: fmt.Sprintf("Times the node's loop was busy longer than %v in one go.", runner.LongPause)},
+			func() float64 { return float64(m.longPauses.Load()) }))
 	m.Registry.MustRegister(m.term, m.leader, m.commit, m.applied, m.isLeader, m.brokers, m.offline, m.partitions,
 		m.proposals, m.heartbeats, m.pushes, m.pushLag, m.strangers, m.mayVote, m.peerRefused, m.SaveSeconds,
 		m.SnapshotPersistSeconds, m.requests, m.restRefused, m.forwarded, m.latency, m.authFailures, m.rateLimited, m.watchStreams,
@@ -236,6 +249,9 @@ func (m *Metrics) Poll(ctx context.Context, r *runner.Runner, interval time.Dura
 			}
 			done(s)
 		})
+		longest, long := r.Pauses()
+		m.longestPause.Store(int64(longest))
+		m.longPauses.Store(long)
 		if err == nil {
 			m.term.Set(float64(snap.st.Term))
 			m.leader.Set(float64(snap.st.Leader))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,8 @@ const (
 	seedUpdateTimeout = 10 * time.Second
 	// seedResponseBytesMax bounds what is read of a seed receiver's answer.
 	seedResponseBytesMax = 64 << 10
+	// pushResponseBytesMax bounds what is read of a PushMetadata answer.
+	pushResponseBytesMax = 64 << 10
 )
 
 // Target is a storage service's push endpoint: its base URL and the
@@ -60,7 +63,6 @@ type Pusher struct {
 	https   bool
 	mu      sync.Mutex
 	targets map[int32]Target
-	clients map[string]*connect.Client[encodedPush, metadatav1.PushMetadataResponse]
 	report  func(fn func(*node.Node))
 	metrics *metrics.Metrics
 	encoded encodedUpdates
@@ -84,7 +86,7 @@ func New(client *http.Client, seedTLS *tls.Config, targets map[int32]Target, m *
 	seedClient := &http.Client{Transport: &http.Transport{TLSClientConfig: seedTLS, MaxIdleConnsPerHost: 8,
 		ForceAttemptHTTP2: true}}
 	return &Pusher{client: client, seedClient: seedClient, https: seedTLS != nil, targets: copied, metrics: m,
-		clients: map[string]*connect.Client[encodedPush, metadatav1.PushMetadataResponse]{}, report: func(func(*node.Node)) {}}
+		report: func(func(*node.Node)) {}}
 }
 
 // Attach sets how outcomes reach the node: report runs a function on the
@@ -139,29 +141,67 @@ func (p *Pusher) Push(brokerID int32, push node.Push) {
 	}()
 }
 
+// send posts a push in Connect's unary protocol. Its body is read straight
+// from the push's own fields and from the update's encoding, which every
+// push of that update shares: a thousand full states in flight hold one
+// copy of the state, not a thousand (a Connect client marshals each
+// request into a buffer of its own).
 func (p *Pusher) send(url string, req *metadatav1.PushMetadataRequest) (*metadatav1.PushMetadataResponse, error) {
-	data, err := p.encoded.request(req)
+	header, update, err := p.encoded.request(req)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
 	defer cancel()
-	p.mu.Lock()
-	client, ok := p.clients[url]
-	if !ok {
-		client = connect.NewClient[encodedPush, metadatav1.PushMetadataResponse](p.client,
-			url+metadatav1connect.StorageSyncServicePushMetadataProcedure, connect.WithCodec(pushCodec{}))
-		p.clients[url] = client
-	}
-	p.mu.Unlock()
-	resp, err := client.CallUnary(ctx, connect.NewRequest(&encodedPush{data: data}))
+	body := io.MultiReader(bytes.NewReader(header), bytes.NewReader(update))
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, url+metadatav1connect.StorageSyncServicePushMetadataProcedure, body)
 	if err != nil {
 		return nil, err
 	}
-	if resp.Msg == nil {
-		return nil, errors.New("empty push response")
+	httpReq.ContentLength = int64(len(header) + len(update))
+	// The transport may send a request again on a new connection (a
+	// GOAWAY before it was processed).
+	httpReq.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(header), bytes.NewReader(update))), nil
 	}
-	return resp.Msg, nil
+	httpReq.Header.Set("Content-Type", "application/proto")
+	httpReq.Header.Set("Connect-Protocol-Version", "1")
+	httpReq.Header.Set("Connect-Timeout-Ms", strconv.FormatInt(pushTimeout.Milliseconds(), 10))
+	httpResp, err := p.client.Do(httpReq)
+	if err != nil {
+		return nil, err
+	}
+	defer httpResp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(httpResp.Body, pushResponseBytesMax))
+	if err != nil {
+		return nil, err
+	}
+	if httpResp.StatusCode != http.StatusOK {
+		return nil, connectError(httpResp.StatusCode, data)
+	}
+	if contentType := httpResp.Header.Get("Content-Type"); contentType != "application/proto" {
+		// Not a StorageSyncService (an empty 200 would read as a refusal).
+		return nil, fmt.Errorf("the answer is %q, not a Connect protobuf answer", contentType)
+	}
+	resp := &metadatav1.PushMetadataResponse{}
+	if err := proto.Unmarshal(data, resp); err != nil {
+		return nil, fmt.Errorf("the answer is not a PushMetadataResponse: %w", err)
+	}
+	return resp, nil
+}
+
+// connectError reads the error of a Connect unary answer: its JSON body's
+// code and message, or, without one, the HTTP status.
+func connectError(status int, body []byte) error {
+	var wireErr struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	var code connect.Code
+	if json.Unmarshal(body, &wireErr) != nil || code.UnmarshalText([]byte(wireErr.Code)) != nil {
+		return fmt.Errorf("HTTP %d: %s", status, strings.TrimSpace(string(body)))
+	}
+	return connect.NewError(code, errors.New(wireErr.Message))
 }
 
 // sendSeed posts the seed's updates in order, each once its predecessor
@@ -221,31 +261,6 @@ func (p *Pusher) postSeed(url string, update seedwire.MetadataUpdateRequest) (*s
 	return &answer, nil
 }
 
-// encodedPush is a PushMetadataRequest in its wire form.
-type encodedPush struct{ data []byte }
-
-// pushCodec sends pushes already encoded, and reads answers as Connect's
-// protobuf codec does.
-type pushCodec struct{}
-
-func (pushCodec) Name() string { return "proto" }
-
-func (pushCodec) Marshal(message any) ([]byte, error) {
-	push, ok := message.(*encodedPush)
-	if !ok {
-		return nil, fmt.Errorf("push codec: %T is not an encoded push", message)
-	}
-	return push.data, nil
-}
-
-func (pushCodec) Unmarshal(data []byte, message any) error {
-	m, ok := message.(proto.Message)
-	if !ok {
-		return fmt.Errorf("push codec: %T is not a protobuf message", message)
-	}
-	return proto.Unmarshal(data, m)
-}
-
 // encodedUpdates holds the wire form of the updates of recent pushes, by
 // the delta or full state each carries: the node gives every target at one
 // version the same update, which is encoded once, however many services
@@ -262,9 +277,10 @@ type encodedUpdate struct {
 	err  error
 }
 
-// request encodes req: its own fields, then its update, which a protobuf
-// decoder reads as one message (fields may come in any order).
-func (e *encodedUpdates) request(req *metadatav1.PushMetadataRequest) ([]byte, error) {
+// request encodes req as two parts that a protobuf decoder reads as one
+// message (fields may come in any order): its own fields, then its update,
+// whose encoding is shared by every push that carries it.
+func (e *encodedUpdates) request(req *metadatav1.PushMetadataRequest) (header, update []byte, err error) {
 	var key any
 	switch u := req.GetUpdate().(type) {
 	case *metadatav1.PushMetadataRequest_Delta:
@@ -272,7 +288,8 @@ func (e *encodedUpdates) request(req *metadatav1.PushMetadataRequest) ([]byte, e
 	case *metadatav1.PushMetadataRequest_FullState:
 		key = u.FullState
 	default:
-		return proto.Marshal(req)
+		data, err := proto.Marshal(req)
+		return data, nil, err
 	}
 	e.mu.Lock()
 	if e.entries == nil {
@@ -293,12 +310,12 @@ func (e *encodedUpdates) request(req *metadatav1.PushMetadataRequest) ([]byte, e
 		entry.data, entry.err = proto.Marshal(&metadatav1.PushMetadataRequest{Update: req.GetUpdate()})
 	})
 	if entry.err != nil {
-		return nil, entry.err
+		return nil, nil, entry.err
 	}
-	header, err := proto.Marshal(&metadatav1.PushMetadataRequest{ControllerId: req.GetControllerId(),
+	header, err = proto.Marshal(&metadatav1.PushMetadataRequest{ControllerId: req.GetControllerId(),
 		ControllerEpoch: req.GetControllerEpoch(), MetadataVersion: req.GetMetadataVersion(), RepairFromVersion: req.GetRepairFromVersion()})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(header, entry.data...), nil
+	return header, entry.data, nil
 }

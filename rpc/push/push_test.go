@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -72,10 +73,14 @@ type storageService struct {
 	received chan *metadatav1.PushMetadataRequest
 	release  chan struct{}
 	ended    *atomic.Int64
+	refusal  error
 }
 
 func (s *storageService) PushMetadata(ctx context.Context, req *connect.Request[metadatav1.PushMetadataRequest]) (*connect.Response[metadatav1.PushMetadataResponse], error) {
 	s.received <- req.Msg
+	if s.refusal != nil {
+		return nil, s.refusal
+	}
 	if s.release != nil {
 		select {
 		case <-s.release:
@@ -159,4 +164,35 @@ func TestSlowServicesDelayNoOtherService(t *testing.T) {
 	p.Push(slow+1, node.Push{Version: 5, Request: req})
 	<-fast.received
 	assert.Zero(t, ended.Load(), "the fast service got its push only after slow ones timed out")
+}
+
+// A service's error answer is a delivery error with its Connect code (the
+// node retries after a backoff), and an answer that is not one is an error
+// too.
+func TestPushRefusedIsAnErrorWithItsCode(t *testing.T) {
+	service := &storageService{received: make(chan *metadatav1.PushMetadataRequest, 1),
+		refusal: connect.NewError(connect.CodeResourceExhausted, errors.New("disk full"))}
+	url := serveStorage(t, service)
+	p := New(&http.Client{Transport: &http.Transport{}}, nil, map[int32]Target{1: {URL: url}}, metrics.New())
+	req := &metadatav1.PushMetadataRequest{ControllerId: 1, ControllerEpoch: 2, MetadataVersion: 5,
+		Update: &metadatav1.PushMetadataRequest_Delta{Delta: &metadatav1.MetadataDelta{FromVersion: 4, ToVersion: 5}}}
+	_, err := p.send(url, req)
+	require.Error(t, err)
+	assert.Equal(t, connect.CodeResourceExhausted, connect.CodeOf(err))
+	assert.Contains(t, err.Error(), "disk full")
+
+	notConnect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no such service here", http.StatusNotFound)
+	}))
+	defer notConnect.Close()
+	_, err = p.send(notConnect.URL, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "HTTP 404")
+
+	// An empty 200 would decode as a refusal (found by review).
+	empty := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer empty.Close()
+	_, err = p.send(empty.URL, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not a Connect protobuf answer")
 }
