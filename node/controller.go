@@ -54,6 +54,9 @@ type controller struct {
 	// delta (and the pusher encodes a shared update once).
 	deltas        map[int64]*metadatav1.MetadataDelta
 	deltasVersion int64
+	// pushCursor is the broker a pass over the push targets stopped at
+	// (PushWorkMax), 0 when the last pass went to the end.
+	pushCursor int32
 }
 
 func (c *controller) reset() {
@@ -166,13 +169,15 @@ func (n *Node) afterApply(record *metadatav1.Record, _ statemachine.Result, join
 // controllerTick runs the active controller's timed duties.
 func (n *Node) controllerTick(now time.Time) {
 	n.expireSessions(now)
-	for _, id := range sortedKeys(n.controller.pushes) {
+	n.pushPass(sortedKeys(n.controller.pushes), func(id int32) bool {
 		t := n.controller.pushes[id]
 		n.resyncDue(t, now)
 		if t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
 			n.sendPush(id, t, now)
+			return true
 		}
-	}
+		return false
+	})
 	n.electAfterPlan(now)
 	if len(n.controller.joinsWaiting) > 0 && n.cfg.RebalanceOnJoin {
 		n.rebalanceOnJoin(0)
@@ -387,14 +392,44 @@ func (n *Node) beyondCommit(version int64) bool {
 
 // pushAll schedules a push to every registered broker with a live session.
 func (n *Node) pushAll(now time.Time) {
-	for _, id := range n.sm.BrokerIDs() {
+	n.pushPass(n.sm.BrokerIDs(), func(id int32) bool {
 		if !n.sessionLive(id, now) {
-			continue
+			return false
 		}
 		if t := n.target(id); t != nil && t.inFlight == 0 && !now.Before(t.retryAt) && n.pushNeeded(t) {
 			n.sendPush(id, t, now)
+			return true
+		}
+		return false
+	})
+}
+
+// PushWorkMax bounds the time one pass over the push targets spends
+// building pushes (a delta walks the history from its receiver's version):
+// the targets left wait for the next tick, whose pass starts where this one
+// stopped. In a registration storm, thousands of services at scattered
+// versions held the leader's loop for seconds (it lost its leadership).
+// The simulator's clock stands still within a pass, so there every pass
+// goes to the end, in broker order.
+const PushWorkMax = 5 * time.Millisecond
+
+// pushPass calls push for the ids in order, from the one after the id the
+// last pass stopped at (from the first after a pass that went to the end),
+// until PushWorkMax has passed on the node's clock after a push was sent.
+func (n *Node) pushPass(ids []int32, push func(id int32) bool) {
+	start := 0
+	if after := n.controller.pushCursor; after != 0 {
+		start, _ = slices.BinarySearch(ids, after+1)
+	}
+	deadline := n.env.Clock.Now().Add(PushWorkMax)
+	for k := range ids {
+		id := ids[(start+k)%len(ids)]
+		if push(id) && n.env.Clock.Now().After(deadline) {
+			n.controller.pushCursor = id
+			return
 		}
 	}
+	n.controller.pushCursor = 0
 }
 
 // sendPush sends the newest metadata: a delta from the receiver's version

@@ -21,14 +21,17 @@ import (
 // and the clock moves only with the ticks. Nodes run on simulated disks, so
 // a crash loses exactly what was not synced.
 type cluster struct {
-	t      *testing.T
-	cfg    Config
-	nodes  map[uint64]*Node
-	disks  map[uint64]*storage.Disk
-	now    time.Time
-	rng    *rand.Rand
-	queue  []*raftpb.Message
-	pushes []pushCall
+	t     *testing.T
+	cfg   Config
+	nodes map[uint64]*Node
+	disks map[uint64]*storage.Disk
+	now   time.Time
+	// nowStep advances now at each reading of the clock (0: it stands
+	// still, as the simulator's does within an event).
+	nowStep time.Duration
+	rng     *rand.Rand
+	queue   []*raftpb.Message
+	pushes  []pushCall
 	// cut drops messages between the two sides (both directions).
 	cut map[[2]uint64]bool
 	// tickDuration is the clock time one tick advances.
@@ -86,8 +89,13 @@ func (e clusterEnv) Send(messages []*raftpb.Message) {
 }
 func (e clusterEnv) SetPeer(uint64, string) {}
 func (e clusterEnv) RemovePeer(uint64)      {}
-func (e clusterEnv) Now() time.Time         { return e.c.now }
-func (e clusterEnv) Uint64() uint64         { return e.c.rng.Uint64() }
+func (e clusterEnv) Now() time.Time {
+	// nowStep stands for work that takes time: each reading of the clock
+	// finds it later.
+	e.c.now = e.c.now.Add(e.c.nowStep)
+	return e.c.now
+}
+func (e clusterEnv) Uint64() uint64 { return e.c.rng.Uint64() }
 func (e clusterEnv) Protocol(broker int32) PushProtocol {
 	if e.c.seedBrokers[broker] {
 		return PushSeed

@@ -963,3 +963,48 @@ func TestPushesPacedWithManyServices(t *testing.T) {
 	assert.Equal(t, first, pushes[0].request.GetDelta().GetFromVersion())
 	assert.Len(t, pushes[0].request.GetDelta().GetUpsertedTopics(), 2, "one delta for both versions")
 }
+
+// A pass over the push targets stops once PushWorkMax has passed on the
+// node's clock, and the next pass starts where it stopped: a burst of
+// pushes costs the leader's loop a bounded pause, and every service gets
+// its turn.
+func TestPushPassesAreBoundedAndFair(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	const services = 20
+	ack := func() {
+		for _, p := range c.pushes {
+			leader.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
+		}
+		c.pushes = nil
+	}
+	for id := int32(1); id <= services; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+		ack()
+	}
+	for id := 1; id <= services; id++ {
+		heartbeat(t, leader, fmt.Sprint(id), leader.StateMachine().Version())
+	}
+	require.Empty(t, c.pushes)
+
+	// Each reading of the clock finds it 1 ms later: a pass sends the
+	// pushes of about PushWorkMax / 1 ms services.
+	c.nowStep = time.Millisecond
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("a", 1, 1), done) }).Err)
+	first := len(c.pushes)
+	assert.Less(t, first, services, "the pass stopped")
+	assert.Positive(t, first)
+	got := map[int32]bool{}
+	for range services {
+		for _, p := range c.pushes {
+			got[p.broker] = true
+		}
+		ack()
+		if len(got) == services {
+			break
+		}
+		c.tick(1)
+	}
+	c.nowStep = 0
+	assert.Len(t, got, services, "every service got the change, pass after pass")
+}
