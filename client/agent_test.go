@@ -213,13 +213,7 @@ func (f *streamingController) StorageHeartbeats(ctx context.Context, stream *con
 // A stream that fails is replaced after one heartbeat goes as a call.
 func TestAgentHeartbeatsOnOneStream(t *testing.T) {
 	fake := &streamingController{}
-	c := clientOf(t, fake, client.Config{})
-	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
-		IncarnationID: "a", HeartbeatInterval: 20 * time.Millisecond})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- agent.Run(ctx) }()
+	cancel, stopped := runHeartbeatingAgent(t, fake)
 	require.Eventually(t, func() bool { return fake.streamed.Load() >= 30 }, 10*time.Second, 5*time.Millisecond)
 	cancel()
 	require.ErrorIs(t, <-stopped, context.Canceled)
@@ -236,13 +230,7 @@ func TestAgentHeartbeatsOnOneStream(t *testing.T) {
 // heartbeating anywhere).
 func TestAgentHeartbeatsPastAFrozenStream(t *testing.T) {
 	fake := &streamingController{frozen: true}
-	c := clientOf(t, fake, client.Config{})
-	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
-		IncarnationID: "a", HeartbeatInterval: 20 * time.Millisecond})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- agent.Run(ctx) }()
+	cancel, stopped := runHeartbeatingAgent(t, fake)
 	require.Eventually(t, func() bool { return fake.unary.Load() >= 10 }, 10*time.Second, 5*time.Millisecond,
 		"heartbeats reach the controller by call once the stream froze")
 	cancel()
@@ -311,4 +299,17 @@ func clientOf(t *testing.T, handler metadatav1connect.MetadataServiceHandler, cf
 	c, err := client.New(cfg)
 	require.NoError(t, err)
 	return c
+}
+
+// runHeartbeatingAgent runs an agent heartbeating every 20 ms to fake
+// until cancel; Run's error arrives on stopped.
+func runHeartbeatingAgent(t *testing.T, fake *streamingController) (cancel context.CancelFunc, stopped <-chan error) {
+	c := clientOf(t, fake, client.Config{})
+	agent, err := client.NewStorageAgent(c, client.AgentConfig{BrokerID: 1, Host: "localhost", Port: 9092,
+		IncarnationID: "a", HeartbeatInterval: 20 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- agent.Run(ctx) }()
+	return cancel, result
 }

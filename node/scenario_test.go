@@ -926,16 +926,7 @@ func TestPushesPacedWithManyServices(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	const services = PushPacingFloor + 36
-	ack := func() {
-		for _, p := range c.pushes {
-			leader.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
-		}
-		c.pushes = nil
-	}
-	for id := int32(1); id <= services; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
-		ack()
-	}
+	ack := registerAcked(t, c, leader, services)
 	spacing := time.Duration(services) * time.Second / PushRateMax
 	require.Equal(t, spacing, leader.pushSpacing())
 	for range 2 { // the pushes due go, and their turns pass
@@ -972,16 +963,7 @@ func TestPushPassesAreBoundedAndFair(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	leader := c.elect(1)
 	const services = 20
-	ack := func() {
-		for _, p := range c.pushes {
-			leader.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
-		}
-		c.pushes = nil
-	}
-	for id := int32(1); id <= services; id++ {
-		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
-		ack()
-	}
+	ack := registerAcked(t, c, leader, services)
 	for id := 1; id <= services; id++ {
 		heartbeat(t, leader, fmt.Sprint(id), leader.StateMachine().Version())
 	}
@@ -1007,4 +989,20 @@ func TestPushPassesAreBoundedAndFair(t *testing.T) {
 	}
 	c.nowStep = 0
 	assert.Len(t, got, services, "every service got the change, pass after pass")
+}
+
+// registerAcked registers brokers 1 to services on the leader, every push
+// to them accepted, and returns what accepts the pushes sent since.
+func registerAcked(t *testing.T, c *cluster, leader *Node, services int32) (ack func()) {
+	ack = func() {
+		for _, p := range c.pushes {
+			leader.OnPushResult(p.broker, p.version, &metadatav1.PushMetadataResponse{Accepted: true, MetadataVersion: p.version}, nil)
+		}
+		c.pushes = nil
+	}
+	for id := int32(1); id <= services; id++ {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(id), done) }).Err)
+		ack()
+	}
+	return ack
 }
