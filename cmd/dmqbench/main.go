@@ -63,32 +63,33 @@ type Result struct {
 
 // saveTotals reads a controller's dmq_storage_save_seconds sum and count.
 func saveTotals(url string) (sum, count float64) {
+	series := unlabelledMetrics(url)
+	return series["dmq_storage_save_seconds_sum"], series["dmq_storage_save_seconds_count"]
+}
+
+// unlabelledMetrics reads the series without labels from a controller's
+// /metrics, by name (none when it cannot be read).
+func unlabelledMetrics(url string) map[string]float64 {
+	series := map[string]float64{}
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
-		return 0, 0
+		return series
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, 0
+		return series
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		name, value, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "dmq_storage_save_seconds_sum":
-			sum = v
-		case "dmq_storage_save_seconds_count":
-			count = v
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			series[name] = v
 		}
 	}
-	return sum, count
+	return series
 }
 
 // cpuTime is a process's user+system CPU time, from /proc (0 if unknown).
@@ -159,31 +160,17 @@ func main() {
 		}
 		results = append(results, scaleRun(*dmqd, filepath.Join(dir, "scale-"+count), partitions)...)
 	}
-	for _, count := range strings.Split(*fanout, ",") {
-		if count = strings.TrimSpace(count); count == "" {
-			continue
-		}
-		services, err := strconv.Atoi(count)
-		if err != nil || services < 1 {
-			fail(fmt.Errorf("--fanout %q: want storage service counts", count))
-		}
+	for _, services := range serviceCounts("--fanout", *fanout) {
 		for _, mode := range strings.Split(*fanoutModes, ",") {
 			mode = strings.TrimSpace(mode)
 			if mode != "push" && mode != "watch" {
 				fail(fmt.Errorf("--fanout-modes %q: want push, watch or both", *fanoutModes))
 			}
-			results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "fanout-"+mode+"-"+count), services, mode, fanoutRounds)...)
+			results = append(results, fanoutRun(*dmqd, filepath.Join(dir, fmt.Sprint("fanout-", mode, "-", services)), services, mode, fanoutRounds)...)
 		}
 	}
-	for _, count := range strings.Split(*heartbeats, ",") {
-		if count = strings.TrimSpace(count); count == "" {
-			continue
-		}
-		services, err := strconv.Atoi(count)
-		if err != nil || services < 1 {
-			fail(fmt.Errorf("--heartbeats %q: want storage service counts", count))
-		}
-		results = append(results, fanoutRun(*dmqd, filepath.Join(dir, "heartbeats-"+count), services, "heartbeats", 0)...)
+	for _, services := range serviceCounts("--heartbeats", *heartbeats) {
+		results = append(results, fanoutRun(*dmqd, filepath.Join(dir, fmt.Sprint("heartbeats-", services)), services, "heartbeats", 0)...)
 	}
 	printTable(results)
 	if *jsonPath != "" {
@@ -738,7 +725,7 @@ func scaleRun(bin, dir string, partitions int) []Result {
 	}
 	snapshotTook := time.Since(started)
 	rss := rssMiB(c.procs[leader].Process.Pid)
-	longest := metricValue(c.url(leader), "dmq_node_longest_pause_seconds")
+	longest := unlabelledMetrics(c.url(leader))["dmq_node_longest_pause_seconds"]
 
 	started = time.Now()
 	if _, err := client.StorageHeartbeat(ctx, connect.NewRequest(&metadatav1.StorageHeartbeatRequest{ServiceId: "storage-1",
@@ -772,20 +759,18 @@ func scaleRun(bin, dir string, partitions int) []Result {
 	}
 }
 
-// metricValue reads one unlabelled series from a controller's /metrics (0
-// when absent).
-func metricValue(url, name string) float64 {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(data), "\n") {
-		if value, ok := strings.CutPrefix(line, name+" "); ok {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(value), 64)
-			return v
+// serviceCounts reads a flag's comma-separated storage service counts.
+func serviceCounts(flagName, value string) []int {
+	var counts []int
+	for _, count := range strings.Split(value, ",") {
+		if count = strings.TrimSpace(count); count == "" {
+			continue
 		}
+		services, err := strconv.Atoi(count)
+		if err != nil || services < 1 {
+			fail(fmt.Errorf("%s %q: want storage service counts", flagName, count))
+		}
+		counts = append(counts, services)
 	}
-	return 0
+	return counts
 }
