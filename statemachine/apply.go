@@ -368,6 +368,8 @@ func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
 			if !slices.Contains(p.isr, b.id) && p.leader != b.id {
 				continue
 			}
+			t = s.writableTopic(t)
+			p = &t.partitions[i]
 			changed := false
 			if len(p.isr) > 1 && slices.Contains(p.isr, b.id) {
 				old := p.isr
@@ -423,6 +425,8 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 			if !slices.Contains(p.isr, b.id) {
 				continue
 			}
+			t = s.writableTopic(t)
+			p = &t.partitions[i]
 			changed := false
 			if p.leader == b.id {
 				if newLeader := s.pickLeader(p, b.id); newLeader != NoLeader {
@@ -458,6 +462,8 @@ func (s *StateMachine) restoreLeadership(b *broker, c *change) {
 		if !slices.Contains(p.replicas, b.id) {
 			continue
 		}
+		t = s.writableTopic(t)
+		p = &t.partitions[key.index]
 		switch {
 		case slices.Contains(p.isr, b.id):
 		case slices.Contains(t.elrOf(key.index), b.id):
@@ -600,6 +606,7 @@ func (s *StateMachine) insertTopic(r *metadatav1.CreateTopicRecord, ring *broker
 		config:            cloneConfig(config),
 		sources:           sources,
 		partitions:        make([]partition, 0, r.PartitionCount),
+		generation:        s.viewGeneration,
 	}
 	t.partitions = placePartitions(t.partitions, ring, 0, int(r.PartitionCount), int(r.ReplicationFactor), r.PlacementOffset)
 	s.topics[t.name] = t
@@ -654,6 +661,7 @@ func (s *StateMachine) createPartitions(r *metadatav1.CreatePartitionsRecord, c 
 		return fail(errorf(metadatav1.ErrorCode_INVALID_REPLICATION_FACTOR,
 			"topic %q has replication factor %d but only %d brokers are live%s", r.Topic, t.replicationFactor, len(eligible), s.drainingNote()))
 	}
+	t = s.writableTopic(t)
 	t.partitions = placePartitions(t.partitions, newBrokerRing(eligible), int(current), int(r.PartitionCount-current),
 		int(t.replicationFactor), r.PlacementOffset)
 	// The topic as a whole changed: a delta upserts it, so that changed
@@ -694,6 +702,8 @@ func (s *StateMachine) alterPartition(r *metadatav1.AlterPartitionRecord, c *cha
 	if err := s.validateISR(r.NewIsr, p); err != nil {
 		return fail(err)
 	}
+	t = s.writableTopic(t)
+	p = &t.partitions[r.Partition]
 	old := p.isr
 	p.isr = slices.Clone(r.NewIsr)
 	s.isrChanged(t, r.Partition, old)
@@ -728,14 +738,16 @@ func (s *StateMachine) validateISR(isr []int32, p *partition) *Error {
 }
 
 func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change) Result {
+	// Targets are named, not held: electing in a topic may replace it
+	// (writableTopic).
 	type target struct {
-		t       *topic
+		name    string
 		indexes []int32
 	}
 	var targets []target
 	if len(r.Targets) == 0 {
 		for _, name := range s.sortedTopicNames() {
-			targets = append(targets, target{t: s.topics[name]})
+			targets = append(targets, target{name: name})
 		}
 	}
 	if len(r.Targets) > electTargetsPerRequestMax {
@@ -759,18 +771,22 @@ func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change)
 				return fail(errorf(metadatav1.ErrorCode_UNKNOWN_PARTITION, "topic %q has no partition %d", tp.Topic, index))
 			}
 		}
-		targets = append(targets, target{t: t, indexes: indexes})
+		targets = append(targets, target{name: t.name, indexes: indexes})
 	}
 	var elected int32
-	elect := func(t *topic, index int32) {
+	// elect returns the topic to go on with: t, or the copy that
+	// replaced it.
+	elect := func(t *topic, index int32) *topic {
 		p := &t.partitions[index]
 		preferred := p.replicas[0]
 		if p.leader == preferred || !slices.Contains(p.isr, preferred) {
-			return
+			return t
 		}
 		if b, ok := s.brokers[preferred]; !ok || !b.eligible() {
-			return
+			return t
 		}
+		t = s.writableTopic(t)
+		p = &t.partitions[index]
 		if p.leader == NoLeader {
 			delete(s.offline, partitionKey{topic: t.name, index: index})
 		}
@@ -779,16 +795,18 @@ func (s *StateMachine) electLeaders(r *metadatav1.ElectLeadersRecord, c *change)
 		p.partitionEpoch++
 		elected++
 		c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})
+		return t
 	}
 	for _, tg := range targets {
+		t := s.topics[tg.name]
 		if tg.indexes == nil {
-			for i := range tg.t.partitions {
-				elect(tg.t, int32(i))
+			for i := range t.partitions {
+				t = elect(t, int32(i))
 			}
 			continue
 		}
 		for _, index := range tg.indexes {
-			elect(tg.t, index)
+			t = elect(t, index)
 		}
 	}
 	return Result{Elected: elected}

@@ -202,6 +202,7 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 		}
 		items[i].TopicID = t.id
 		if c != nil {
+			t = s.writableTopic(t)
 			wasUnclean, wasMinISR := t.config.UncleanLeaderElectionEnable, t.config.MinInsyncReplicas
 			t.config, t.sources = config, sources
 			c.topics = append(c.topics, t.name)
@@ -227,6 +228,7 @@ func (s *StateMachine) alterConfigs(r *metadatav1.AlterConfigsRecord, c *change)
 // have: enabling it is how an operator brings such a partition back,
 // accepting the loss of what its last ISR member held.
 func (s *StateMachine) electUnclean(t *topic, c *change) {
+	s.mustBeWritable(t)
 	for i := range t.partitions {
 		key := partitionKey{topic: t.name, index: int32(i)}
 		if _, offline := s.offline[key]; !offline {

@@ -43,6 +43,7 @@ func (t *topic) setELR(index int32, elr []int32) {
 // join it while the ISR is below min.insync.replicas; it empties once the
 // ISR is back at that size.
 func (s *StateMachine) isrChanged(t *topic, index int32, old []int32) {
+	s.mustBeWritable(t)
 	p := &t.partitions[index]
 	elr := t.elrOf(index)
 	if len(p.isr) >= int(t.config.MinInsyncReplicas) {
@@ -88,6 +89,7 @@ func (s *StateMachine) dropFromELRs(id int32, c *change) {
 	for _, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
 		for index, elr := range t.elr { // determinism: as above
 			if slices.Contains(elr, id) {
+				t = s.writableTopic(t)
 				t.setELR(index, without(elr, []int32{id}))
 				t.partitions[index].partitionEpoch++
 				c.partitions = append(c.partitions, partitionKey{topic: t.name, index: index})

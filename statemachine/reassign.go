@@ -60,6 +60,7 @@ func (t *topic) setMoving(index int32, m *move) {
 // partitions moving; a move that ends makes room for the balancing plan's
 // next, and may leave a replica on a broker being decommissioned.
 func (s *StateMachine) setMoving(t *topic, index int32, m *move) {
+	s.mustBeWritable(t)
 	was := t.movingOf(index) != nil
 	t.setMoving(index, m)
 	switch {
@@ -137,6 +138,7 @@ func (s *StateMachine) reassign(ra *metadatav1.PartitionReassignment, c *change)
 	if ra.Partition < 0 || int(ra.Partition) >= len(t.partitions) {
 		return errorf(metadatav1.ErrorCode_UNKNOWN_PARTITION, "topic %q has no partition %d", ra.Topic, ra.Partition)
 	}
+	t = s.writableTopic(t)
 	p := &t.partitions[ra.Partition]
 	m := t.movingOf(ra.Partition)
 	if len(ra.ExpectedReplicas) > 0 && (m != nil || !slices.Equal(p.replicas, ra.ExpectedReplicas)) {
@@ -182,6 +184,7 @@ func (s *StateMachine) reassign(ra *metadatav1.PartitionReassignment, c *change)
 // first eligible of them in the ISR leads. Refused when no ISR member
 // would be left. A move whose target is already in the ISR completes.
 func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, c *change, what string) *Error {
+	s.mustBeWritable(t)
 	p := &t.partitions[index]
 	isr := within(p.isr, replicas)
 	if len(isr) == 0 {
@@ -208,6 +211,7 @@ func (s *StateMachine) moveTo(t *topic, index int32, replicas []int32, m *move, 
 
 // setLeader changes a partition's leader, keeping the offline index.
 func (s *StateMachine) setLeader(t *topic, index int32, leader int32) {
+	s.mustBeWritable(t)
 	p := &t.partitions[index]
 	if leader == p.leader {
 		return
@@ -231,6 +235,7 @@ func (s *StateMachine) completeMove(t *topic, index int32, c *change) {
 	if m == nil {
 		return
 	}
+	s.mustBeWritable(t)
 	p := &t.partitions[index]
 	target := p.target(m)
 	for _, id := range target {

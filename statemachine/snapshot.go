@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"math"
 	"slices"
+	"strings"
 
 	metadatav1 "github.com/dmq-project/metadata/gen/dmq/metadata/v1"
 )
@@ -69,20 +70,15 @@ func (e *encoder) ids(ids []int32) {
 }
 
 // Snapshot encodes the replicated state (not the soft change history).
-func (s *StateMachine) Snapshot() []byte {
-	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
-	s.encode(e, snapshotFormatVersion)
-	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli))
-}
+func (s *StateMachine) Snapshot() []byte { return s.view().Snapshot() }
 
-func (s *StateMachine) encode(e *encoder, format uint64) {
+func (v *View) encode(e *encoder, format uint64) {
 	e.buf = append(e.buf, snapshotMagic...)
 	e.uvarint(format)
-	e.uvarint(s.appliedIndex)
-	ids := s.sortedBrokerIDs()
-	e.uvarint(uint64(len(ids)))
-	for _, id := range ids {
-		b := s.brokers[id]
+	e.uvarint(v.appliedIndex)
+	e.uvarint(uint64(len(v.brokers)))
+	for i := range v.brokers {
+		b := &v.brokers[i]
 		e.varint(int64(b.id))
 		e.str(b.host)
 		e.varint(int64(b.port))
@@ -98,10 +94,9 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 		}
 		e.uvarint(flags)
 	}
-	names := s.sortedTopicNames()
-	e.uvarint(uint64(len(names)))
-	for _, name := range names {
-		t := s.topics[name]
+	topics := slices.SortedFunc(slices.Values(v.topics), func(a, b *topic) int { return strings.Compare(a.name, b.name) })
+	e.uvarint(uint64(len(topics)))
+	for _, t := range topics {
 		e.str(t.name)
 		e.str(t.id)
 		e.varint(int64(t.replicationFactor))
@@ -145,15 +140,15 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 		}
 	}
 	if format > snapshotFormatNoItems {
-		e.ids(s.departed)
-		e.uvarint(uint64(len(s.clusterConfig)))
+		e.ids(v.departed)
+		e.uvarint(uint64(len(v.clusterConfig)))
 		for _, key := range ConfigKeys {
-			if value, ok := s.clusterConfig[key]; ok {
+			if value, ok := v.clusterConfig[key]; ok {
 				e.str(key)
 				e.str(value)
 			}
 		}
-		if run := s.balance; run == nil {
+		if run := v.balance; run == nil {
 			e.uvarint(0)
 		} else {
 			if run.leftBehind {
@@ -176,13 +171,10 @@ func (s *StateMachine) encode(e *encoder, format uint64) {
 			e.varint(run.since)
 		}
 	}
-	e.varint(s.nowMs)
-	sessions := s.sessions.inOrder()
-	if plantedSnapshotForgetsRequests() {
-		sessions = nil
-	}
-	e.uvarint(uint64(len(sessions)))
-	for _, ss := range sessions {
+	e.varint(v.nowMs)
+	e.uvarint(uint64(len(v.sessions)))
+	for i := range v.sessions {
+		ss := &v.sessions[i]
 		e.uvarint(ss.id)
 		e.str(ss.clientID)
 		e.varint(ss.timeoutMs)
@@ -224,7 +216,7 @@ func (e *encoder) result(r Result, withItems bool) {
 // exactly when their snapshots are byte-identical (up to collisions).
 func (s *StateMachine) Hash() uint64 {
 	e := &encoder{buf: make([]byte, 0, 64+32*s.PartitionCount())}
-	s.encode(e, snapshotFormatVersion)
+	s.view().encode(e, snapshotFormatVersion)
 	h := fnv.New64a()
 	h.Write(e.buf)
 	return h.Sum64()
@@ -551,7 +543,7 @@ func Restore(data []byte) (*StateMachine, error) {
 	// varints, no unknown flag bits), so that equal states always have equal
 	// bytes and a restored node hashes like the node that wrote it.
 	canonical := &encoder{buf: make([]byte, 0, len(body))}
-	s.encode(canonical, format)
+	s.view().encode(canonical, format)
 	if string(canonical.buf) != string(body) {
 		return nil, fmt.Errorf("%w: not the canonical encoding of the state it holds", ErrCorruptSnapshot)
 	}

@@ -51,6 +51,9 @@ type topic struct {
 	// elr holds the partitions' eligible leader replicas where there are
 	// some; nil when none has.
 	elr map[int32][]int32
+	// generation is the view generation the topic was made or copied in:
+	// a view taken since may hold it (writableTopic).
+	generation uint64
 }
 
 // StateMachine is the replicated metadata. It is not safe for concurrent
@@ -84,6 +87,10 @@ type StateMachine struct {
 	// balancing plan, nil before any.
 	movingCount int
 	balance     *balanceRun
+	// viewGeneration counts the views taken; viewsOpen those not released
+	// yet (see View).
+	viewGeneration uint64
+	viewsOpen      int
 }
 
 // DepartedBrokersMax bounds the departed brokers a state remembers.
