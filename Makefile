@@ -75,7 +75,7 @@ test: ## Run the whole suite: tree and lint gates, unit, property, crash, scenar
 
 # The packages that start goroutines: the production runner, the RPC shell
 # and the client. The deterministic core has none (TestCorePackagesAreDeterministic).
-RACE_PACKAGES := ./node/runner ./rpc/... ./client ./wire
+RACE_PACKAGES := ./node/runner ./rpc/... ./client ./wire ./storage
 
 E2E_ROUNDS ?= 100
 .PHONY: test-ui

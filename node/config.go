@@ -75,6 +75,11 @@ type Config struct {
 	SeedResyncInterval time.Duration
 	// Logger receives Raft's log; nil discards it.
 	Logger raft.Logger
+	// VerifySnapshots has the node encode each snapshot on its goroutine
+	// too, and panic unless the encoding made off it from the state
+	// machine's view is the same (the simulator sets it; it doubles a
+	// snapshot's cost).
+	VerifySnapshots bool
 }
 
 // Defaults. The Raft timings assume a 100 ms tick: 1 s election timeout

@@ -446,3 +446,22 @@ func changeMembership(c *cluster, leader *Node, change MembershipChange) error {
 	require.True(c.t, done, "the membership change never completed")
 	return result
 }
+
+// takeSnapshot is TakeSnapshot's answer, which comes at once unless the
+// harness holds the nodes' work.
+func takeSnapshot(t testing.TB, n *Node) (index uint64, size int, err error) {
+	t.Helper()
+	answered := false
+	n.TakeSnapshot(func(i uint64, s int, e error) { index, size, err, answered = i, s, e, true })
+	require.True(t, answered, "TakeSnapshot did not answer")
+	return index, size, err
+}
+
+// takeBackup is TakeBackup's answer, as takeSnapshot.
+func takeBackup(t testing.TB, n *Node) (backup Backup, err error) {
+	t.Helper()
+	answered := false
+	n.TakeBackup(func(b Backup, e error) { backup, err, answered = b, e, true })
+	require.True(t, answered, "TakeBackup did not answer")
+	return backup, err
+}

@@ -50,6 +50,17 @@ type Node struct {
 	// log can only start from a snapshot whose conf state names it (Raft
 	// refuses any other), so every node snapshots after such a change.
 	snapshotForNewMember bool
+	// snapshotting: a snapshot is being encoded and staged off the loop
+	// (startSnapshot). snapshotWaiters are the TakeSnapshot callers
+	// waiting for a snapshot.
+	snapshotting    bool
+	snapshotWaiters []snapshotWaiter
+	// snapshotForMembers: the snapshot under way was taken for members
+	// just added, which refuse the stored one (see raftStorage).
+	snapshotForMembers bool
+	// storageErr is a storage failure met off the loop's own writes (a
+	// snapshot's staging): HandleReady returns it, as its own.
+	storageErr error
 
 	term   uint64
 	leader uint64
@@ -204,7 +215,7 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
-		Storage:                   store,
+		Storage:                   raftStorage{Storage: store, n: n},
 		Applied:                   snap.GetMetadata().GetIndex(),
 		MaxSizePerMsg:             maxSizePerMsg,
 		MaxInflightMsgs:           maxInflightMsgs,
@@ -309,4 +320,4 @@ func (n *Node) Tick() {
 func (n *Node) Campaign() error { return n.rn.Campaign() }
 
 // HasReady says whether HandleReady has work.
-func (n *Node) HasReady() bool { return n.rn.HasReady() || n.readsWaiting() }
+func (n *Node) HasReady() bool { return n.rn.HasReady() || n.readsWaiting() || n.storageErr != nil }

@@ -32,6 +32,9 @@ import (
 // votes, acknowledgements, anything sent with a new term or vote — waits
 // for the fsync.
 func (n *Node) HandleReady() error {
+	if n.storageErr != nil {
+		return n.storageErr
+	}
 	if n.readsWaiting() {
 		n.issueReads()
 	}

@@ -372,7 +372,7 @@ func TestRemovedControllerRestartedFromASnapshotKnows(t *testing.T) {
 	require.NoError(t, changeMembership(c, leader, MembershipChange{Kind: RemoveVoter, NodeID: 3}))
 	c.tick(3)
 	require.True(t, c.nodes[3].Status().Removed)
-	_, _, err := c.nodes[3].TakeSnapshot()
+	_, _, err := takeSnapshot(t, c.nodes[3])
 	require.NoError(t, err)
 	c.crash(3)
 	c.restart(3)
@@ -515,7 +515,7 @@ func TestRestoreFoundsANewClusterFromABackup(t *testing.T) {
 	var backup Backup
 	require.Nil(t, old.read(leader, func(*statemachine.StateMachine) {
 		var err error
-		backup, err = leader.TakeBackup()
+		backup, err = takeBackup(t, leader)
 		require.NoError(t, err)
 	}))
 	want := leader.StateMachine().ClusterState()

@@ -179,7 +179,7 @@ func TestSnapshotsScaleWithTheState(t *testing.T) {
 		})
 		require.Nil(t, out.Err)
 	}
-	_, snapshotBytes, err := leader.TakeSnapshot()
+	_, snapshotBytes, err := takeSnapshot(t, leader)
 	require.NoError(t, err)
 	require.Greater(t, snapshotBytes, 20_000, "5,000 partitions make a large state")
 	start := leader.snapshotIndex
@@ -889,7 +889,7 @@ func TestSeedFullStateListsBrokersThatLeftBeforeTheSnapshot(t *testing.T) {
 	require.Nil(t, c.do(func(done func(Outcome)) { leader.UnregisterBroker(&metadatav1.UnregisterBrokerRequest{Id: 7}, done) }).Err)
 	c.tick(2)
 	for _, id := range []uint64{2, 3} {
-		_, _, err := c.nodes[id].TakeSnapshot()
+		_, _, err := takeSnapshot(t, c.nodes[id])
 		require.NoError(t, err)
 		c.crash(id)
 		c.restart(id)

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 
 	"github.com/dmq-project/metadata/statemachine"
 	"github.com/dmq-project/metadata/storage"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -156,57 +158,155 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 	return nil
 }
 
-// maybeSnapshot snapshots the state machine when MaxLogEntries entries and
+// maybeSnapshot starts a snapshot when MaxLogEntries entries and
 // 1/SnapshotLogRatio of the last snapshot's size have been applied since
-// it, and compacts the log behind it, keeping LogTailEntries.
+// it, when a member was added, or when TakeSnapshot callers wait; one at a
+// time.
 func (n *Node) maybeSnapshot() error {
+	if n.storageErr != nil {
+		return n.storageErr
+	}
 	applied := n.sm.AppliedIndex()
-	due := applied >= n.snapshotIndex+n.cfg.MaxLogEntries && uint64(n.loggedBytes)*n.cfg.SnapshotLogRatio >= uint64(n.snapshotBytes)
-	if !due && !(n.snapshotForNewMember && applied > n.snapshotIndex) {
+	if n.snapshotting || applied <= n.snapshotIndex {
 		return nil
 	}
+	due := applied >= n.snapshotIndex+n.cfg.MaxLogEntries && uint64(n.loggedBytes)*n.cfg.SnapshotLogRatio >= uint64(n.snapshotBytes)
+	if !due && !n.snapshotForNewMember && len(n.snapshotWaiters) == 0 {
+		return nil
+	}
+	n.snapshotForMembers = n.snapshotForNewMember
 	n.snapshotForNewMember = false
-	_, err := n.snapshotNow()
-	return err
+	n.startSnapshot()
+	return nil
 }
 
-// snapshotNow writes a snapshot at the applied index and compacts.
-func (n *Node) snapshotNow() (*raftpb.Snapshot, error) {
-	applied := n.sm.AppliedIndex()
-	snap, err := n.store.CreateSnapshot(applied, n.confState, encodeSnapshot(n.peers, n.directories, n.removedIDs, n.sm.Snapshot()))
-	if err != nil {
-		return nil, err
+// raftStorage is the store as Raft reads it. While a snapshot taken for
+// members just added is under way, the stored snapshot's conf state does
+// not name them, and a joiner refuses it: Raft hears that the snapshot is
+// temporarily unavailable, and asks again at the next heartbeat response,
+// instead of sending megabytes to be dropped.
+type raftStorage struct {
+	storage.Storage
+	n *Node
+}
+
+func (s raftStorage) Snapshot() (*raftpb.Snapshot, error) {
+	if s.n.snapshotForMembers {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
 	}
-	n.snapshotIndex = applied
-	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
-	n.emit(Event{Kind: EventSnapshotTaken, Index: applied, Bytes: len(snap.GetData())})
+	return s.Storage.Snapshot()
+}
+
+// startSnapshot snapshots the state machine at the applied index. The
+// encoding and the write of megabytes run off the node's goroutine
+// (Env.Worker), from a view of the state machine frozen at that index,
+// while the node goes on; the snapshot is installed, and the log compacted
+// behind it, back on the node's goroutine (snapshotStaged).
+func (n *Node) startSnapshot() {
+	index := n.sm.AppliedIndex()
+	peers, directories, removed := maps.Clone(n.peers), maps.Clone(n.directories), maps.Clone(n.removedIDs)
+	confState := proto.CloneOf(n.confState)
+	logged := n.loggedBytes
+	view := n.sm.View()
+	var want []byte
+	if n.cfg.VerifySnapshots {
+		want = n.sm.Snapshot()
+	}
+	store := n.store
+	n.snapshotting = true
+	n.offload(func() func() {
+		smBytes := view.Snapshot()
+		data := encodeSnapshot(peers, directories, removed, smBytes)
+		err := store.StageSnapshot(index, data)
+		return func() {
+			n.snapshotting, n.snapshotForMembers = false, false
+			view.Release()
+			if want != nil && !bytes.Equal(want, smBytes) {
+				panic(fmt.Sprintf("node %d: the snapshot at %d encoded off the loop differs from the state at %d", n.cfg.ID, index, index))
+			}
+			if err == nil {
+				err = n.snapshotStaged(index, confState, data, logged)
+			}
+			if err == nil {
+				err = n.maybeSnapshot()
+			}
+			if err != nil {
+				n.storageErr = err
+				n.answerSnapshotWaiters(err)
+			}
+		}
+	})
+}
+
+// snapshotStaged installs the snapshot staged at index, unless a leader's
+// newer one came meanwhile, compacts the log behind it and answers the
+// TakeSnapshot callers it satisfies. logged is the size of the entries
+// applied before index since the last snapshot.
+func (n *Node) snapshotStaged(index uint64, confState *raftpb.ConfState, data []byte, logged int) error {
+	if index <= n.snapshotIndex {
+		n.answerSnapshotWaiters(nil)
+		return nil
+	}
+	if _, err := n.store.InstallSnapshot(index, confState, data); err != nil {
+		return err
+	}
+	n.snapshotIndex = index
+	n.snapshotBytes, n.loggedBytes = len(data), max(n.loggedBytes-logged, 0)
+	n.emit(Event{Kind: EventSnapshotTaken, Index: index, Bytes: len(data)})
 	first, err := n.store.FirstIndex()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if applied > n.cfg.LogTailEntries && applied-n.cfg.LogTailEntries >= first {
-		if err := n.store.Compact(applied - n.cfg.LogTailEntries); err != nil && !errors.Is(err, storage.ErrCompacted) {
-			return nil, err
+	if index > n.cfg.LogTailEntries && index-n.cfg.LogTailEntries >= first {
+		if err := n.store.Compact(index - n.cfg.LogTailEntries); err != nil && !errors.Is(err, storage.ErrCompacted) {
+			return err
 		}
 	}
-	return snap, nil
+	n.answerSnapshotWaiters(nil)
+	return nil
 }
 
-// TakeSnapshot snapshots now (QuorumService.Snapshot). It returns the
-// snapshot's index and size.
-func (n *Node) TakeSnapshot() (uint64, int, error) {
-	if n.sm.AppliedIndex() <= n.snapshotIndex {
-		snap, err := n.store.Snapshot()
-		if err != nil {
-			return 0, 0, err
+type snapshotWaiter struct {
+	atLeast uint64
+	done    func(index uint64, size int, err error)
+}
+
+// answerSnapshotWaiters answers the TakeSnapshot callers whose index the
+// stored snapshot reaches, or all with err.
+func (n *Node) answerSnapshotWaiters(err error) {
+	waiting := n.snapshotWaiters[:0]
+	for _, w := range n.snapshotWaiters {
+		switch {
+		case err != nil:
+			w.done(0, 0, err)
+		case w.atLeast <= n.snapshotIndex:
+			w.done(n.snapshotIndex, n.snapshotBytes, nil)
+		default:
+			waiting = append(waiting, w)
 		}
-		return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
 	}
-	snap, err := n.snapshotNow()
-	if err != nil {
-		return 0, 0, err
+	clear(n.snapshotWaiters[len(waiting):])
+	n.snapshotWaiters = waiting
+}
+
+// TakeSnapshot snapshots now (QuorumService.Snapshot), unless the stored
+// snapshot holds every entry applied, and calls done with the snapshot's
+// index and size once it is stored; err is a storage failure.
+func (n *Node) TakeSnapshot(done func(index uint64, size int, err error)) {
+	if n.storageErr != nil {
+		done(0, 0, n.storageErr)
+		return
 	}
-	return snap.GetMetadata().GetIndex(), len(snap.GetData()), nil
+	applied := n.sm.AppliedIndex()
+	if applied <= n.snapshotIndex {
+		done(n.snapshotIndex, n.snapshotBytes, nil)
+		return
+	}
+	n.snapshotWaiters = append(n.snapshotWaiters, snapshotWaiter{atLeast: applied, done: done})
+	if err := n.maybeSnapshot(); err != nil {
+		n.storageErr = err
+		n.answerSnapshotWaiters(err)
+	}
 }
 
 // Backup is a consistent copy of the metadata for disaster recovery: the
@@ -218,16 +318,20 @@ type Backup struct {
 	Data  []byte
 }
 
-// TakeBackup snapshots now and returns the snapshot as a Backup.
-func (n *Node) TakeBackup() (Backup, error) {
-	if _, _, err := n.TakeSnapshot(); err != nil {
-		return Backup{}, err
-	}
-	snap, err := n.store.Snapshot()
-	if err != nil {
-		return Backup{}, err
-	}
-	return Backup{Index: snap.GetMetadata().GetIndex(), Data: snap.GetData()}, nil
+// TakeBackup snapshots now and calls done with the snapshot as a Backup.
+func (n *Node) TakeBackup(done func(Backup, error)) {
+	n.TakeSnapshot(func(_ uint64, _ int, err error) {
+		if err != nil {
+			done(Backup{}, err)
+			return
+		}
+		snap, err := n.store.Snapshot()
+		if err != nil {
+			done(Backup{}, err)
+			return
+		}
+		done(Backup{Index: snap.GetMetadata().GetIndex(), Data: snap.GetData()}, nil)
+	})
 }
 
 // Restore founds a new cluster on a formatted, empty store from a backup:

@@ -538,6 +538,14 @@ func (s *Sim) deliver(from, fromIncarnation, dest uint64, m *raftpb.Message) {
 		target.peers[from] = controllerURL(from)
 	}
 	if err := target.node.Step(m); err != nil {
+		if m.GetType() == raftpb.MsgSnap {
+			// The snapshot's stream answers with the error: the sender's
+			// transport reports the snapshot failed, and Raft sends
+			// another (a joiner refuses one that does not name it).
+			if sender := s.node(from); sender != nil {
+				sender.reportSnapshotLater(m.GetTo(), false)
+			}
+		}
 		if errors.Is(err, node.ErrNotMember) && !target.isMemberHere(m.GetFrom()) {
 			return // a stranger's, or a removed controller's: dropped
 		}
@@ -637,7 +645,7 @@ func (n *simNode) start(store storage.Storage) {
 	// run takes snapshots, compacts and restores followers from them.
 	cfg := node.Config{
 		ID: n.id, ClusterID: simClusterID, ElectionTicks: electionTicks, HeartbeatTicks: 1, MaxLogEntries: 200, SnapshotLogRatio: 4, LogTailEntries: 50,
-		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, RebalanceInterval: rebalanceInterval, SeedResyncInterval: seedResyncInterval, RebalanceOnJoin: true,
+		SessionTimeout: sessionTimeout, ClientSessionTimeout: s.opts.ClientSessionTimeout, RequestTimeoutTicks: 30, VerifySnapshots: true, RebalanceInterval: rebalanceInterval, SeedResyncInterval: seedResyncInterval, RebalanceOnJoin: true,
 		PushBackoffMin: 100 * time.Millisecond, PushBackoffMax: time.Second,
 	}
 	n.peers, n.removedPeers = s.startingPeers(n.id), map[uint64]bool{}

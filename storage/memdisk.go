@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -33,6 +34,9 @@ import (
 //
 // A Store opened on a Disk is abandoned at a crash: its later calls fail.
 type Disk struct {
+	// mu serialises the engine's calls: a store stages snapshots from
+	// another goroutine (StageSnapshot). The simulator runs on one.
+	mu      sync.Mutex
 	durable map[string][]byte
 	visible map[string][]byte
 	// pending are the encoded unsynced batches, oldest first.
@@ -69,6 +73,8 @@ func OpenMem(d *Disk) (*Store, error) {
 // unsynced, that many bytes of it reach the disk first (a torn write) and
 // recovery must discard them.
 func (d *Disk) Crash(tornBytes int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.Crashes++
 	d.generation++
 	var tail []byte
@@ -88,6 +94,8 @@ func (d *Disk) Crash(tornBytes int) {
 
 // TakeLatency returns the sync latency accrued since the last call.
 func (d *Disk) TakeLatency() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	l := d.latency
 	d.latency = 0
 	return l
@@ -97,6 +105,8 @@ func (d *Disk) TakeLatency() time.Duration {
 // number of keys, in key order), at byte position at (modulo its length).
 // It returns the key, or nil if the disk is empty.
 func (d *Disk) Corrupt(n, at int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	keys := sortedKeys(d.visible, "", "\xff\xff")
 	if len(keys) == 0 {
 		return nil
@@ -247,6 +257,8 @@ func (e *diskEngine) alive() error {
 }
 
 func (e *diskEngine) get(key []byte) ([]byte, error) {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
 	if err := e.alive(); err != nil {
 		return nil, err
 	}
@@ -254,6 +266,8 @@ func (e *diskEngine) get(key []byte) ([]byte, error) {
 }
 
 func (e *diskEngine) scan(lo, hi []byte, visit func(key, value []byte) error) error {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
 	if err := e.alive(); err != nil {
 		return err
 	}
@@ -266,6 +280,8 @@ func (e *diskEngine) scan(lo, hi []byte, visit func(key, value []byte) error) er
 }
 
 func (e *diskEngine) write(b *batch, sync bool) error {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
 	if err := e.alive(); err != nil {
 		return err
 	}
@@ -296,6 +312,8 @@ func (e *diskEngine) write(b *batch, sync bool) error {
 }
 
 func (e *diskEngine) close() error {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
 	e.closed = true
 	return nil
 }

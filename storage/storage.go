@@ -70,7 +70,7 @@ type Update struct {
 //
 // Every method returns ErrCorrupt for a record that fails its checksum.
 // After a write error, every write returns ErrFailed. A Storage is owned by
-// one goroutine: it is not safe for concurrent use.
+// one goroutine: it is not safe for concurrent use, but for StageSnapshot.
 type Storage interface {
 	raft.Storage
 	// Save persists one Ready's hard state, entries and snapshot as one
@@ -78,8 +78,20 @@ type Storage interface {
 	Save(u Update) error
 	// CreateSnapshot stores a state-machine snapshot taken at index (in
 	// (Snapshot().Index, LastIndex()]) with the conf state at that index,
-	// durably. It does not compact; ErrSnapOutOfDate if not newer.
+	// durably. It does not compact; ErrSnapOutOfDate if not newer. It is
+	// StageSnapshot then InstallSnapshot.
 	CreateSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error)
+	// StageSnapshot writes a snapshot's data durably, without making it
+	// the stored snapshot. It is the one method that may run on another
+	// goroutine while the owner goes on using the store (it writes only
+	// the data's own keys, and Close waits for it), so that writing
+	// megabytes holds nobody up. A staged snapshot never installed is
+	// dropped by the next snapshot stored.
+	StageSnapshot(index uint64, data []byte) error
+	// InstallSnapshot makes the snapshot staged at index, with data and
+	// the conf state at that index, the stored one, durably; as
+	// CreateSnapshot otherwise.
+	InstallSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error)
 	// Compact discards the entries up to and including compactIndex, which
 	// must not pass the stored snapshot's index (so nothing unrecoverable is
 	// lost); ErrCompacted if already compacted that far.

@@ -1,9 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -35,8 +38,13 @@ type Store struct {
 	// cacheEntriesMax bounds the cache; a field so that tests can exercise
 	// reads that miss it.
 	cacheEntriesMax int
-	failed          error
-	closed          bool
+	// mu guards what StageSnapshot, the one method called off the owner's
+	// goroutine, shares with the others: failed, closed, and staging,
+	// the stagings under way, which Close waits for.
+	mu      sync.Mutex
+	failed  error
+	closed  bool
+	staging sync.WaitGroup
 	// identity is set once the directory is formatted.
 	identity  Identity
 	formatted bool
@@ -81,7 +89,7 @@ func (s *Store) load() error {
 		if err := proto.Unmarshal(payload, meta); err != nil {
 			return fmt.Errorf("%w: snapshot metadata: %v", ErrCorrupt, err)
 		}
-		data, err := s.getSealed(keySnapshotData)
+		data, err := s.snapshotData(meta.GetIndex())
 		if err != nil {
 			return err
 		}
@@ -263,10 +271,57 @@ func (s *Store) entry(i uint64) (*raftpb.Entry, error) {
 	return decodeEntry(key, value)
 }
 
-// Snapshot implements raft.Storage.
-func (s *Store) Snapshot() (*raftpb.Snapshot, error) { return proto.CloneOf(s.snapshot), nil }
+// snapshotData reads the data of the stored snapshot at index: its
+// chunks, or the whole value an earlier version wrote.
+func (s *Store) snapshotData(index uint64) ([]byte, error) {
+	var data []byte
+	var length uint64
+	next := uint32(0)
+	err := s.engine.scan(snapshotChunkKey(index, 0), snapshotChunkKey(index+1, 0), func(key, value []byte) error {
+		if !bytes.Equal(key, snapshotChunkKey(index, next)) {
+			return fmt.Errorf("%w: snapshot chunk %x where chunk %d of index %d belongs", ErrCorrupt, key, next, index)
+		}
+		payload, err := unseal(key, value)
+		if err != nil {
+			return err
+		}
+		if next == 0 {
+			n := 0
+			length, n = binary.Uvarint(payload)
+			if n <= 0 {
+				return fmt.Errorf("%w: snapshot chunk 0 of index %d has no length", ErrCorrupt, index)
+			}
+			payload = payload[n:]
+			data = make([]byte, 0, length)
+		}
+		data = append(data, payload...)
+		next++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if next == 0 {
+		data, err := s.getSealed(keySnapshotData)
+		if err == nil && data == nil {
+			err = fmt.Errorf("%w: the data of the snapshot at %d is missing", ErrCorrupt, index)
+		}
+		return data, err
+	}
+	if uint64(len(data)) != length {
+		return nil, fmt.Errorf("%w: the snapshot at %d holds %d of its %d bytes", ErrCorrupt, index, len(data), length)
+	}
+	return data, nil
+}
+
+// Snapshot implements raft.Storage. The data is shared, never modified.
+func (s *Store) Snapshot() (*raftpb.Snapshot, error) {
+	return &raftpb.Snapshot{Metadata: proto.CloneOf(s.snapshot.GetMetadata()), Data: s.snapshot.GetData()}, nil
+}
 
 func (s *Store) checkWritable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
@@ -276,6 +331,8 @@ func (s *Store) checkWritable() error {
 // commit writes the batch; a failure poisons the store for good.
 func (s *Store) commit(b *batch, sync bool) error {
 	if err := s.engine.write(b, sync); err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
 		return s.failed
 	}
@@ -380,7 +437,18 @@ func (s *Store) putSnapshot(b *batch, snapshot *raftpb.Snapshot) {
 		panic(fmt.Sprintf("storage: encoding snapshot metadata: %v", err))
 	}
 	b.put(keySnapshotMeta, seal(keySnapshotMeta, meta))
-	b.put(keySnapshotData, seal(keySnapshotData, snapshot.GetData()))
+	index := snapshot.GetMetadata().GetIndex()
+	b.ops = append(b.ops, snapshotChunks(index, snapshot.GetData())...)
+	dropOtherSnapshots(b, index)
+}
+
+// dropOtherSnapshots deletes every snapshot's data but the one at index:
+// the one it replaces, a staged one never installed, the whole value of
+// an earlier version.
+func dropOtherSnapshots(b *batch, index uint64) {
+	b.deleteRange(snapshotChunkPrefix, snapshotChunkKey(index, 0))
+	b.deleteRange(snapshotChunkKey(index+1, 0), snapshotChunkEnd)
+	b.deleteRange(keySnapshotData, append(slices.Clone(keySnapshotData), 0))
 }
 
 func truncatedBytes(index, term uint64) []byte {
@@ -390,6 +458,41 @@ func truncatedBytes(index, term uint64) []byte {
 
 // CreateSnapshot implements Storage.
 func (s *Store) CreateSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error) {
+	if err := s.checkWritable(); err != nil {
+		return nil, err
+	}
+	if index <= s.snapshot.GetMetadata().GetIndex() {
+		return nil, ErrSnapOutOfDate
+	}
+	if err := s.StageSnapshot(index, data); err != nil {
+		return nil, err
+	}
+	return s.InstallSnapshot(index, confState, data)
+}
+
+// StageSnapshot implements Storage. Each chunk is a batch of its own,
+// unsynced but the last: the engine's log is ordered, so the last one's
+// sync makes them all durable.
+func (s *Store) StageSnapshot(index uint64, data []byte) error {
+	s.mu.Lock()
+	if s.closed || s.failed != nil {
+		s.mu.Unlock()
+		return s.checkWritable()
+	}
+	s.staging.Add(1)
+	s.mu.Unlock()
+	defer s.staging.Done()
+	chunks := snapshotChunks(index, data)
+	for i := range chunks {
+		if err := s.commit(&batch{ops: chunks[i : i+1]}, i == len(chunks)-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// InstallSnapshot implements Storage.
+func (s *Store) InstallSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error) {
 	if err := s.checkWritable(); err != nil {
 		return nil, err
 	}
@@ -409,15 +512,20 @@ func (s *Store) CreateSnapshot(index uint64, confState *raftpb.ConfState, data [
 		},
 		Data: data,
 	}
+	meta, err := proto.Marshal(snapshot.GetMetadata())
+	if err != nil {
+		panic(fmt.Sprintf("storage: encoding snapshot metadata: %v", err))
+	}
 	b := &batch{}
-	s.putSnapshot(b, snapshot)
+	b.put(keySnapshotMeta, seal(keySnapshotMeta, meta))
+	dropOtherSnapshots(b, index)
 	// NB: synced, because Compact may delete the entries this snapshot
 	// replaces; the snapshot must be durable first.
 	if err := s.commit(b, true); err != nil {
 		return nil, err
 	}
 	s.snapshot = snapshot
-	return proto.CloneOf(snapshot), nil
+	return s.Snapshot()
 }
 
 // Compact implements Storage.
@@ -497,10 +605,14 @@ func decodeIdentity(data []byte) (Identity, error) {
 }
 
 func (s *Store) Close() error {
+	s.mu.Lock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	s.staging.Wait()
 	return s.engine.close()
 }
 

@@ -243,12 +243,14 @@ func TestStepSnapshotReturnsOnceInstalled(t *testing.T) {
 		err  error
 	}
 	taken, err := Call(ctx, leader, func(n *node.Node, done func(snapshotAt)) {
-		if _, _, err := n.TakeSnapshot(); err != nil {
-			done(snapshotAt{err: err})
-			return
-		}
-		snap, err := leaderStore.Snapshot()
-		done(snapshotAt{snap: snap, term: n.Term(), err: err})
+		n.TakeSnapshot(func(_ uint64, _ int, err error) {
+			if err != nil {
+				done(snapshotAt{err: err})
+				return
+			}
+			snap, err := leaderStore.Snapshot()
+			done(snapshotAt{snap: snap, term: n.Term(), err: err})
+		})
 	})
 	require.NoError(t, err)
 	require.NoError(t, taken.err)

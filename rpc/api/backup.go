@@ -27,12 +27,13 @@ func (s *Server) backup(ctx context.Context) (node.Backup, error) {
 				done(result[node.Backup]{err: err, leaderID: n.Leader(), leaderURL: n.PeerURL(n.Leader())})
 				return
 			}
-			b, berr := n.TakeBackup()
-			if berr != nil {
-				done(result[node.Backup]{err: &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "backup failed: " + berr.Error()}})
-				return
-			}
-			done(result[node.Backup]{value: b})
+			n.TakeBackup(func(b node.Backup, berr error) {
+				if berr != nil {
+					done(result[node.Backup]{err: &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "backup failed: " + berr.Error()}})
+					return
+				}
+				done(result[node.Backup]{value: b})
+			})
 		})
 	})
 	return r.value, err

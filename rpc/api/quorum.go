@@ -147,13 +147,14 @@ func (s *Server) Snapshot(ctx context.Context, _ *connect.Request[metadatav1.Sna
 		size  int
 	}
 	r, err := callNode(s, ctx, func(n *node.Node, done func(result[snap])) {
-		index, size, err := n.TakeSnapshot()
-		if err != nil {
-			// A storage failure: the node must restart; say so.
-			done(result[snap]{err: &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "snapshot failed: " + err.Error()}})
-			return
-		}
-		done(result[snap]{value: snap{index: index, size: size}})
+		n.TakeSnapshot(func(index uint64, size int, err error) {
+			if err != nil {
+				// A storage failure: the node must restart; say so.
+				done(result[snap]{err: &statemachine.Error{Code: metadatav1.ErrorCode_UNAVAILABLE, Message: "snapshot failed: " + err.Error()}})
+				return
+			}
+			done(result[snap]{value: snap{index: index, size: size}})
+		})
 	})
 	if err != nil {
 		return nil, err
