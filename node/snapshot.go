@@ -42,8 +42,14 @@ type Peer struct {
 }
 
 func encodeSnapshot(peers map[uint64]string, directories map[uint64]uint64, removed map[uint64]bool, stateMachine []byte) []byte {
+	return appendSnapshotTo(nil, peers, directories, removed, func(out []byte) []byte { return append(out, stateMachine...) })
+}
+
+// appendSnapshotTo is encodeSnapshot appending to out, with the state
+// machine's bytes appended in place by appendStateMachine.
+func appendSnapshotTo(out []byte, peers map[uint64]string, directories map[uint64]uint64, removed map[uint64]bool, appendStateMachine func([]byte) []byte) []byte {
 	ids := sortedKeys(peers)
-	out := append([]byte(nil), nodeSnapshotMagic...)
+	out = append(out, nodeSnapshotMagic...)
 	out = binary.AppendUvarint(out, uint64(len(ids)))
 	for _, id := range ids {
 		out = binary.AppendUvarint(out, id)
@@ -56,7 +62,7 @@ func encodeSnapshot(peers map[uint64]string, directories map[uint64]uint64, remo
 	for _, id := range gone {
 		out = binary.AppendUvarint(out, id)
 	}
-	out = append(out, stateMachine...)
+	out = appendStateMachine(out)
 	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 }
 
@@ -213,10 +219,18 @@ func (n *Node) startSnapshot() {
 		want = n.sm.Snapshot()
 	}
 	store := n.store
+	// Room for a snapshot a little larger than the last (see
+	// View.AppendSnapshot).
+	room := n.snapshotBytes + n.snapshotBytes/8 + 64<<10
 	n.snapshotting = true
 	n.offload(func() func() {
-		smBytes := view.Snapshot()
-		data := encodeSnapshot(peers, directories, removed, smBytes)
+		var smBytes []byte
+		data := appendSnapshotTo(make([]byte, 0, room), peers, directories, removed, func(out []byte) []byte {
+			start := len(out)
+			out = view.AppendSnapshot(out)
+			smBytes = out[start:]
+			return out
+		})
 		err := store.StageSnapshot(index, data)
 		return func() {
 			n.snapshotting, n.snapshotForMembers = false, false

@@ -10,6 +10,18 @@ type engine interface {
 	scan(lo, hi []byte, visit func(key, value []byte) error) error
 	// write applies the batch atomically, durably if sync.
 	write(b *batch, sync bool) error
+	// putBlob stores parts, concatenated, as the named blob, durably, once
+	// whole: a crash leaves the blob as it was or as written, never a
+	// part. It may run beside the other methods. Blobs hold snapshots,
+	// outside the log, so that megabytes never queue in front of a sync
+	// of the log's (each piece of a blob is synced as it is written).
+	putBlob(name string, parts ...[]byte) error
+	// getBlob returns a copy of the blob, or nil and no error if absent.
+	getBlob(name string) ([]byte, error)
+	// blobNames lists the blobs, sorted.
+	blobNames() ([]string, error)
+	// deleteBlob removes a blob; removing none is no error.
+	deleteBlob(name string) error
 	close() error
 }
 

@@ -12,18 +12,13 @@ import (
 var (
 	keyHardState    = []byte("\x01hardstate")
 	keySnapshotMeta = []byte("\x01snapshot/meta")
-	// keySnapshotData held a snapshot's data whole, before chunks; it is
+	// keySnapshotData held a snapshot's data, before snapshot blobs; it is
 	// still read, and deleted by the next snapshot stored.
 	keySnapshotData = []byte("\x01snapshot/data")
-	// Chunk keys are the prefix, the snapshot's index and the chunk's
-	// sequence number, both big-endian.
-	snapshotChunkPrefix = []byte("\x01snapshot/chunk/")
-	snapshotChunkEnd    = []byte("\x01snapshot/chunk0") // '0' follows '/'
-
-	keyTruncated = []byte("\x01truncated")
-	keyIdentity  = []byte("\x01identity")
-	logPrefix    = []byte("\x02log/")
-	logEnd       = []byte("\x02log0") // '0' follows '/': just past every log key
+	keyTruncated    = []byte("\x01truncated")
+	keyIdentity     = []byte("\x01identity")
+	logPrefix       = []byte("\x02log/")
+	logEnd          = []byte("\x02log0") // '0' follows '/': just past every log key
 )
 
 func logKey(index uint64) []byte {
@@ -62,33 +57,10 @@ func unseal(key, value []byte) ([]byte, error) {
 	return payload, nil
 }
 
-func snapshotChunkKey(index uint64, seq uint32) []byte {
-	key := make([]byte, 0, len(snapshotChunkPrefix)+12)
-	key = append(key, snapshotChunkPrefix...)
-	key = binary.BigEndian.AppendUint64(key, index)
-	return binary.BigEndian.AppendUint32(key, seq)
-}
+// snapshotBlob names the blob of the snapshot at index; its content is the
+// data and the CRC-32C of the name and the data.
+func snapshotBlob(index uint64) string { return fmt.Sprintf("snapshot-%016x.snap", index) }
 
-// snapshotChunkBytes bounds a chunk of snapshot data: each is written as a
-// batch of its own when a snapshot is staged, so the writes of the
-// controller's loop queue behind at most one chunk in the engine's log.
-const snapshotChunkBytes = 1 << 20
-
-// snapshotChunks splits a snapshot's data into sealed chunk records under
-// index. The first chunk starts with the data's length, so a chunk lost
-// from the end is detected.
-func snapshotChunks(index uint64, data []byte) []op {
-	payload := binary.AppendUvarint(nil, uint64(len(data)))
-	var ops []op
-	for seq := uint32(0); ; seq++ {
-		take := min(snapshotChunkBytes-len(payload), len(data))
-		payload = append(payload, data[:take]...)
-		data = data[take:]
-		key := snapshotChunkKey(index, seq)
-		ops = append(ops, op{kind: opPut, key: key, value: seal(key, payload)})
-		if len(data) == 0 {
-			return ops
-		}
-		payload = nil
-	}
-}
+// snapshotBlobPiece bounds what the Pebble engine writes of a blob before
+// it syncs: the dirty pages a sync of the log may be made to wait for.
+const snapshotBlobPiece = 1 << 20

@@ -43,6 +43,8 @@ type Disk struct {
 	pending [][]byte
 	// corrupt maps a key to the byte whose bit is flipped.
 	corrupt map[string]int
+	// blobs are durable as soon as written (putBlob syncs).
+	blobs map[string][]byte
 	// generation increments at each crash, invalidating engines.
 	generation int
 
@@ -61,7 +63,7 @@ var ErrInjectedSync = errors.New("storage: injected fsync failure")
 
 // NewDisk returns an empty disk.
 func NewDisk() *Disk {
-	return &Disk{durable: map[string][]byte{}, visible: map[string][]byte{}, corrupt: map[string]int{}}
+	return &Disk{durable: map[string][]byte{}, visible: map[string][]byte{}, corrupt: map[string]int{}, blobs: map[string][]byte{}}
 }
 
 // OpenMem opens a Store on the disk, recovering what it holds.
@@ -308,6 +310,59 @@ func (e *diskEngine) write(b *batch, sync bool) error {
 	d.pending = nil
 	d.Syncs++
 	d.latency += d.SyncLatency
+	return nil
+}
+
+// putBlob is a synced write: an injected sync failure (FailSyncs) fails
+// it, leaving the blob as it was.
+func (e *diskEngine) putBlob(name string, parts ...[]byte) error {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
+	if err := e.alive(); err != nil {
+		return err
+	}
+	d := e.disk
+	d.Writes++
+	if d.FailSyncs > 0 {
+		d.FailSyncs--
+		d.FailedSyncs++
+		return ErrInjectedSync
+	}
+	d.blobs[name] = bytes.Join(parts, nil)
+	d.Syncs++
+	d.latency += d.SyncLatency
+	return nil
+}
+
+func (e *diskEngine) getBlob(name string) ([]byte, error) {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
+	if err := e.alive(); err != nil {
+		return nil, err
+	}
+	blob, ok := e.disk.blobs[name]
+	if !ok {
+		return nil, nil
+	}
+	return bytes.Clone(blob), nil
+}
+
+func (e *diskEngine) blobNames() ([]string, error) {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
+	if err := e.alive(); err != nil {
+		return nil, err
+	}
+	return sortedKeys(e.disk.blobs, "", "\xff"), nil
+}
+
+func (e *diskEngine) deleteBlob(name string) error {
+	e.disk.mu.Lock()
+	defer e.disk.mu.Unlock()
+	if err := e.alive(); err != nil {
+		return err
+	}
+	delete(e.disk.blobs, name)
 	return nil
 }
 

@@ -31,33 +31,22 @@ func requireSnapshot(t *testing.T, s *Store, index uint64, data []byte) {
 	require.True(t, bytes.Equal(data, snap.GetData()), "the snapshot at %d holds %d bytes, not its %d", index, len(snap.GetData()), len(data))
 }
 
-func chunkIndexes(t *testing.T, s *Store) map[uint64]int {
+func blobs(t *testing.T, s *Store) []string {
 	t.Helper()
-	out := map[uint64]int{}
-	require.NoError(t, s.engine.scan(snapshotChunkPrefix, snapshotChunkEnd, func(key, _ []byte) error {
-		out[bytesToIndex(key[len(snapshotChunkPrefix):])]++
-		return nil
-	}))
-	return out
-}
-
-func bytesToIndex(b []byte) uint64 {
-	var v uint64
-	for _, c := range b[:8] {
-		v = v<<8 | uint64(c)
-	}
-	return v
+	names, err := s.engine.blobNames()
+	require.NoError(t, err)
+	return names
 }
 
 // A staged snapshot is not the stored one until it is installed, across a
 // restart too; installing one drops every other's data, a staged one
-// never installed included. Data spans several chunks.
+// never installed included. The Pebble engine writes a blob in pieces.
 func TestStagedSnapshotIsStoredOnlyOnceInstalled(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.open(t)
 			require.NoError(t, s.Save(Update{HardState: hardState(1, 1, 10), Entries: ents(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1), MustSync: true}))
-			at5, at8, at9 := snapshotBytes(2*snapshotChunkBytes+17, 5), snapshotBytes(3*snapshotChunkBytes, 8), snapshotBytes(100, 9)
+			at5, at8, at9 := snapshotBytes(2*snapshotBlobPiece+17, 5), snapshotBytes(3*snapshotBlobPiece, 8), snapshotBytes(100, 9)
 
 			require.NoError(t, s.StageSnapshot(5, at5))
 			s = b.reopen(t, s)
@@ -69,43 +58,45 @@ func TestStagedSnapshotIsStoredOnlyOnceInstalled(t *testing.T) {
 			requireSnapshot(t, s, 5, at5)
 			s = b.reopen(t, s)
 			requireSnapshot(t, s, 5, at5)
-			require.Equal(t, map[uint64]int{5: 3}, chunkIndexes(t, s))
+			require.Equal(t, []string{snapshotBlob(5)}, blobs(t, s))
 
 			require.NoError(t, s.StageSnapshot(8, at8))
+			require.Equal(t, []string{snapshotBlob(5), snapshotBlob(8)}, blobs(t, s))
 			s = b.reopen(t, s)
 			requireSnapshot(t, s, 5, at5)
+			require.Equal(t, []string{snapshotBlob(5)}, blobs(t, s), "a blob never installed is dropped at open")
 			_, err = s.InstallSnapshot(4, confState(1), at8)
 			require.ErrorIs(t, err, ErrSnapOutOfDate)
 
 			_, err = s.CreateSnapshot(9, confState(1), at9)
 			require.NoError(t, err)
-			require.Equal(t, map[uint64]int{9: 1}, chunkIndexes(t, s), "the data of the snapshot replaced and of the one staged are gone")
+			require.Equal(t, []string{snapshotBlob(9)}, blobs(t, s), "the data of the snapshot replaced is gone")
 			s = b.reopen(t, s)
 			requireSnapshot(t, s, 9, at9)
 		})
 	}
 }
 
-// A snapshot from a leader is stored in chunks too, and replaces a
+// A snapshot from a leader is stored as a blob too, and replaces a
 // snapshot of this store's own.
-func TestSnapshotFromALeaderIsChunked(t *testing.T) {
+func TestSnapshotFromALeaderIsABlob(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			s := b.open(t)
 			require.NoError(t, s.Save(Update{HardState: hardState(1, 1, 3), Entries: ents(1, 1, 1, 1), MustSync: true}))
 			_, err := s.CreateSnapshot(2, confState(1), []byte("own"))
 			require.NoError(t, err)
-			fromLeader := snapshotBytes(snapshotChunkBytes+1, 40)
+			fromLeader := snapshotBytes(snapshotBlobPiece+1, 40)
 			require.NoError(t, s.Save(Update{HardState: hardState(2, 1, 40), Snapshot: snapshotAt(40, 2, fromLeader)}))
-			require.Equal(t, map[uint64]int{40: 2}, chunkIndexes(t, s))
+			require.Equal(t, []string{snapshotBlob(40)}, blobs(t, s))
 			s = b.reopen(t, s)
 			requireSnapshot(t, s, 40, fromLeader)
 		})
 	}
 }
 
-// Data written by a version before chunks, under one key, is read, and
-// dropped by the next snapshot stored.
+// Data written by a version before blobs, in the log's engine, is read,
+// and dropped by the next snapshot stored.
 func TestSnapshotOfAnEarlierVersionIsRead(t *testing.T) {
 	d := NewDisk()
 	s, err := OpenMem(d)
@@ -123,33 +114,35 @@ func TestSnapshotOfAnEarlierVersionIsRead(t *testing.T) {
 	s, err = OpenMem(d)
 	require.NoError(t, err)
 	requireSnapshot(t, s, 2, []byte("whole"))
-	_, err = s.CreateSnapshot(3, confState(1), []byte("chunked"))
+	_, err = s.CreateSnapshot(3, confState(1), []byte("a blob"))
 	require.NoError(t, err)
 	value, err := s.engine.get(keySnapshotData)
 	require.NoError(t, err)
 	require.Nil(t, value, "the whole value of the earlier version is left behind")
 }
 
-// A snapshot missing its last chunk, or holding one out of sequence, does
-// not open: its data would be cut short.
-func TestSnapshotMissingAChunkIsCorrupt(t *testing.T) {
+// A snapshot whose blob is cut short, damaged or gone does not open.
+func TestDamagedSnapshotBlobIsCorrupt(t *testing.T) {
 	for _, damage := range []struct {
 		name string
-		do   func(b *batch)
+		do   func(blob []byte) []byte
 	}{
-		{"last chunk gone", func(b *batch) { b.deleteRange(snapshotChunkKey(7, 2), snapshotChunkKey(7, 3)) }},
-		{"middle chunk gone", func(b *batch) { b.deleteRange(snapshotChunkKey(7, 1), snapshotChunkKey(7, 2)) }},
+		{"cut short", func(blob []byte) []byte { return blob[:len(blob)-100] }},
+		{"a bit flipped", func(blob []byte) []byte { blob[len(blob)/2] ^= 1; return blob }},
+		{"gone", func([]byte) []byte { return nil }},
 	} {
 		t.Run(damage.name, func(t *testing.T) {
 			d := NewDisk()
 			s, err := OpenMem(d)
 			require.NoError(t, err)
 			require.NoError(t, s.Save(Update{HardState: hardState(1, 1, 8), Entries: ents(1, 1, 1, 1, 1, 1, 1, 1, 1), MustSync: true}))
-			_, err = s.CreateSnapshot(7, confState(1), snapshotBytes(2*snapshotChunkBytes+5, 7))
+			_, err = s.CreateSnapshot(7, confState(1), snapshotBytes(5000, 7))
 			require.NoError(t, err)
-			b := &batch{}
-			damage.do(b)
-			require.NoError(t, s.commit(b, true))
+			if blob := damage.do(d.blobs[snapshotBlob(7)]); blob != nil {
+				d.blobs[snapshotBlob(7)] = blob
+			} else {
+				delete(d.blobs, snapshotBlob(7))
+			}
 			require.NoError(t, s.Close())
 			_, err = OpenMem(d)
 			require.ErrorIs(t, err, ErrCorrupt)
@@ -165,7 +158,7 @@ func TestStagingRunsBesideTheOwner(t *testing.T) {
 	s, err := OpenPebble("db", fs)
 	require.NoError(t, err)
 	require.NoError(t, s.Save(Update{HardState: hardState(1, 1, 1), Entries: ents(1, 1), MustSync: true}))
-	data := snapshotBytes(4*snapshotChunkBytes, 1)
+	data := snapshotBytes(4*snapshotBlobPiece, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var staged error
@@ -186,7 +179,7 @@ func TestStagingRunsBesideTheOwner(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		staged = s.StageSnapshot(150, snapshotBytes(8*snapshotChunkBytes, 2))
+		staged = s.StageSnapshot(150, snapshotBytes(8*snapshotBlobPiece, 2))
 	}()
 	require.NoError(t, s.Close())
 	wg.Wait()

@@ -1,10 +1,10 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"sync"
 
@@ -126,6 +126,9 @@ func (s *Store) load() error {
 		return err
 	}
 	snapIndex := s.snapshot.GetMetadata().GetIndex()
+	// A crash may have left the data of a snapshot staged and never
+	// installed, or of one replaced.
+	s.dropOtherSnapshots(snapIndex)
 	if snapIndex < s.truncatedIndex {
 		return fmt.Errorf("%w: log compacted to %d beyond the snapshot at %d", ErrCorrupt, s.truncatedIndex, snapIndex)
 	}
@@ -271,47 +274,50 @@ func (s *Store) entry(i uint64) (*raftpb.Entry, error) {
 	return decodeEntry(key, value)
 }
 
-// snapshotData reads the data of the stored snapshot at index: its
-// chunks, or the whole value an earlier version wrote.
+// snapshotData reads the data of the stored snapshot at index: its blob,
+// or the value an earlier version wrote in the log's engine.
 func (s *Store) snapshotData(index uint64) ([]byte, error) {
-	var data []byte
-	var length uint64
-	next := uint32(0)
-	err := s.engine.scan(snapshotChunkKey(index, 0), snapshotChunkKey(index+1, 0), func(key, value []byte) error {
-		if !bytes.Equal(key, snapshotChunkKey(index, next)) {
-			return fmt.Errorf("%w: snapshot chunk %x where chunk %d of index %d belongs", ErrCorrupt, key, next, index)
-		}
-		payload, err := unseal(key, value)
-		if err != nil {
-			return err
-		}
-		if next == 0 {
-			n := 0
-			length, n = binary.Uvarint(payload)
-			if n <= 0 {
-				return fmt.Errorf("%w: snapshot chunk 0 of index %d has no length", ErrCorrupt, index)
-			}
-			payload = payload[n:]
-			data = make([]byte, 0, length)
-		}
-		data = append(data, payload...)
-		next++
-		return nil
-	})
+	name := snapshotBlob(index)
+	blob, err := s.engine.getBlob(name)
 	if err != nil {
 		return nil, err
 	}
-	if next == 0 {
+	if blob == nil {
 		data, err := s.getSealed(keySnapshotData)
 		if err == nil && data == nil {
 			err = fmt.Errorf("%w: the data of the snapshot at %d is missing", ErrCorrupt, index)
 		}
 		return data, err
 	}
-	if uint64(len(data)) != length {
-		return nil, fmt.Errorf("%w: the snapshot at %d holds %d of its %d bytes", ErrCorrupt, index, len(data), length)
+	return unseal([]byte(name), blob)
+}
+
+// putSnapshotData writes the snapshot's data as its blob, sealed.
+func (s *Store) putSnapshotData(index uint64, data []byte) error {
+	name := snapshotBlob(index)
+	sum := crc32.Update(crc32.Checksum([]byte(name), castagnoli), castagnoli, data)
+	if err := s.engine.putBlob(name, data, binary.LittleEndian.AppendUint32(nil, sum)); err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+		return s.failed
 	}
-	return data, nil
+	return nil
+}
+
+// dropOtherSnapshots deletes the data of every snapshot but the one at
+// index: the one it replaced, one staged and never installed. A blob that
+// stays (a failed removal, a crash) is removed by a later call.
+func (s *Store) dropOtherSnapshots(index uint64) {
+	names, err := s.engine.blobNames()
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		if name != snapshotBlob(index) {
+			_ = s.engine.deleteBlob(name)
+		}
+	}
 }
 
 // Snapshot implements raft.Storage. The data is shared, never modified.
@@ -354,7 +360,12 @@ func (s *Store) Save(u Update) error {
 		}
 		snapshot = proto.CloneOf(u.Snapshot)
 		snapshot.Metadata.ConfState = raftpb.EnsureConfState(meta.GetConfState())
-		s.putSnapshot(b, snapshot)
+		// The data first, durably: the metadata in the batch below makes
+		// it the stored snapshot.
+		if err := s.putSnapshotData(meta.GetIndex(), snapshot.GetData()); err != nil {
+			return err
+		}
+		putSnapshotMeta(b, snapshot)
 		// NB: the whole log goes, not only the prefix the snapshot covers:
 		// entries after it may conflict with the leader's log (as in raft's
 		// MemoryStorage.ApplySnapshot).
@@ -413,6 +424,7 @@ func (s *Store) Save(u Update) error {
 	if snapshot != nil {
 		s.snapshot = snapshot
 		s.cache, s.cacheBytes = nil, 0
+		s.dropOtherSnapshots(snapshot.GetMetadata().GetIndex())
 	}
 	s.truncatedIndex, s.truncatedTerm = truncatedIndex, truncatedTerm
 	if len(entries) > 0 {
@@ -431,23 +443,15 @@ func (s *Store) Save(u Update) error {
 	return nil
 }
 
-func (s *Store) putSnapshot(b *batch, snapshot *raftpb.Snapshot) {
+// putSnapshotMeta adds to b the snapshot's metadata, which makes the data
+// stored under its index the stored snapshot, and the removal of the data
+// an earlier version kept in the log's engine.
+func putSnapshotMeta(b *batch, snapshot *raftpb.Snapshot) {
 	meta, err := proto.Marshal(snapshot.GetMetadata())
 	if err != nil {
 		panic(fmt.Sprintf("storage: encoding snapshot metadata: %v", err))
 	}
 	b.put(keySnapshotMeta, seal(keySnapshotMeta, meta))
-	index := snapshot.GetMetadata().GetIndex()
-	b.ops = append(b.ops, snapshotChunks(index, snapshot.GetData())...)
-	dropOtherSnapshots(b, index)
-}
-
-// dropOtherSnapshots deletes every snapshot's data but the one at index:
-// the one it replaces, a staged one never installed, the whole value of
-// an earlier version.
-func dropOtherSnapshots(b *batch, index uint64) {
-	b.deleteRange(snapshotChunkPrefix, snapshotChunkKey(index, 0))
-	b.deleteRange(snapshotChunkKey(index+1, 0), snapshotChunkEnd)
 	b.deleteRange(keySnapshotData, append(slices.Clone(keySnapshotData), 0))
 }
 
@@ -470,9 +474,9 @@ func (s *Store) CreateSnapshot(index uint64, confState *raftpb.ConfState, data [
 	return s.InstallSnapshot(index, confState, data)
 }
 
-// StageSnapshot implements Storage. Each chunk is a batch of its own,
-// unsynced but the last: the engine's log is ordered, so the last one's
-// sync makes them all durable.
+// StageSnapshot implements Storage. The data goes to a blob of its own,
+// outside the engine's log: in the log, a sync of the owner's (a Raft
+// Save) would have to flush the megabytes written before it.
 func (s *Store) StageSnapshot(index uint64, data []byte) error {
 	s.mu.Lock()
 	if s.closed || s.failed != nil {
@@ -482,13 +486,7 @@ func (s *Store) StageSnapshot(index uint64, data []byte) error {
 	s.staging.Add(1)
 	s.mu.Unlock()
 	defer s.staging.Done()
-	chunks := snapshotChunks(index, data)
-	for i := range chunks {
-		if err := s.commit(&batch{ops: chunks[i : i+1]}, i == len(chunks)-1); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.putSnapshotData(index, data)
 }
 
 // InstallSnapshot implements Storage.
@@ -512,19 +510,15 @@ func (s *Store) InstallSnapshot(index uint64, confState *raftpb.ConfState, data 
 		},
 		Data: data,
 	}
-	meta, err := proto.Marshal(snapshot.GetMetadata())
-	if err != nil {
-		panic(fmt.Sprintf("storage: encoding snapshot metadata: %v", err))
-	}
 	b := &batch{}
-	b.put(keySnapshotMeta, seal(keySnapshotMeta, meta))
-	dropOtherSnapshots(b, index)
+	putSnapshotMeta(b, snapshot)
 	// NB: synced, because Compact may delete the entries this snapshot
 	// replaces; the snapshot must be durable first.
 	if err := s.commit(b, true); err != nil {
 		return nil, err
 	}
 	s.snapshot = snapshot
+	s.dropOtherSnapshots(index)
 	return s.Snapshot()
 }
 
