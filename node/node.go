@@ -249,6 +249,18 @@ func New(cfg Config, store storage.Storage, env Env) (*Node, error) {
 		if err := rn.Campaign(); err != nil {
 			return nil, fmt.Errorf("node: campaigning alone: %w", err)
 		}
+	} else if n.mayVote() && n.hasConfiguration() {
+		// A restart, or a start: Raft's election clock stands at zero,
+		// and a cluster restarted as a whole would wait a whole randomised
+		// election timeout (1-2 s by default) before anyone campaigns.
+		// The clock is advanced to one tick short of the timeout's lower
+		// bound, as etcd does (initial-election-tick-advance): the first
+		// campaign comes within the random part. A leader that exists
+		// loses nothing: the pre-vote asks peers that hear from it, and
+		// they refuse (CheckQuorum's lease).
+		for range n.cfg.ElectionTicks - 1 {
+			rn.Tick()
+		}
 	}
 	return n, nil
 }

@@ -71,9 +71,15 @@ func (n *Node) HandleReady() error {
 		n.env.Transport.Send(late)
 	}
 	n.observeGainedLeadership()
+	changed := n.sm.ChangedPartitions()
 	for _, entry := range rd.CommittedEntries {
 		n.applyEntry(entry)
 	}
+	// What replaying the entries would cost counts towards the next
+	// snapshot, besides their bytes: without it, a log of small records
+	// that made millions of partitions was never snapshotted by followers,
+	// which replayed all of it at restart.
+	n.loggedBytes += partitionSnapshotBytes * int(n.sm.ChangedPartitions()-changed)
 	n.observeLeadership()
 	if len(n.addedInLog) > 0 {
 		n.forgetAppliedAdds()

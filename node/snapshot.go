@@ -280,6 +280,11 @@ func (n *Node) snapshotStaged(index uint64, confState *raftpb.ConfState, data []
 	return nil
 }
 
+// partitionSnapshotBytes is about what a partition takes in a snapshot at
+// replication factor 3 (docs/BENCHMARKS.md): the weight of a partition an
+// entry changed, in the bytes that make a snapshot due.
+const partitionSnapshotBytes = 12
+
 type snapshotWaiter struct {
 	atLeast uint64
 	done    func(index uint64, size int, err error)

@@ -179,3 +179,30 @@ type sentSnapshot struct {
 	index   uint64
 	namesIt bool
 }
+
+// TestSnapshotsFollowWhatEntriesMake: entries count towards the next
+// snapshot by the partitions they make, not only by their bytes. A
+// CreateTopic record of a hundred bytes makes thousands of partitions: by
+// bytes alone, a follower never snapshotted again and replayed every such
+// entry at restart.
+func TestSnapshotsFollowWhatEntriesMake(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.MaxLogEntries = 10; cfg.LogTailEntries = 2 })
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("first", 2000, 1), done) }).Err)
+	for range 12 {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	}
+	c.tick(2)
+	follower := c.nodes[2]
+	first := follower.snapshotIndex
+	require.NotZero(t, first, "the follower snapshotted the first topic")
+	for i := range 20 {
+		require.Nil(t, c.do(func(done func(Outcome)) {
+			leader.CreateTopic(createTopicReq(fmt.Sprintf("big-%d", i), 2000, 1), done)
+		}).Err)
+	}
+	c.tick(2)
+	assert.Greater(t, follower.snapshotIndex, first, "20 topics of 2,000 partitions, in records of a hundred-odd bytes, made no snapshot")
+	assert.Less(t, follower.StateMachine().AppliedIndex()-follower.snapshotIndex, uint64(20), "a restart would replay most of them")
+}

@@ -49,7 +49,11 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	for b := planted.Bug(1); b < planted.Count; b++ {
 		require.True(t, covered[b], "planted bug %d has no entry here: which checker catches it?", b)
 	}
-	const seedsMax = 40
+	// Every timing change draws each seed's history anew. The rarest
+	// catch needs a decommission whose plan leaves a replica behind: seed
+	// 58 since elections start a tick short of the timeout after a
+	// restart (seed 27 before).
+	const seedsMax = 80
 	for _, bug := range bugs {
 		t.Run(bug.name, func(t *testing.T) {
 			planted.Plant(bug.bug, true)

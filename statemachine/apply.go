@@ -98,6 +98,12 @@ func (s *StateMachine) apply(index uint64, record *metadatav1.Record) Result {
 	result.Version = int64(index)
 	if result.Err == nil {
 		s.history.add(c)
+		s.changedPartitions += uint64(len(c.partitions))
+		for _, name := range c.topics {
+			if t, ok := s.topics[name]; ok {
+				s.changedPartitions += uint64(len(t.partitions))
+			}
+		}
 	}
 	if sess != nil {
 		// Errors are remembered too: a request answered with a definite

@@ -134,7 +134,9 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("DMQBENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	}
 	workDir = dir
 
 	var results []Result
