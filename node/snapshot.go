@@ -132,6 +132,8 @@ func (n *Node) restoreSnapshot(snap *raftpb.Snapshot) error {
 	meta := snap.GetMetadata()
 	n.confState = proto.CloneOf(raftpb.EnsureConfState(meta.GetConfState()))
 	n.snapshotIndex = meta.GetIndex()
+	// The snapshot names every member added up to its index.
+	n.snapshotForNewMember = false
 	n.snapshotBytes, n.loggedBytes = len(snap.GetData()), 0
 	if meta.GetIndex() == 0 {
 		return nil
@@ -197,7 +199,9 @@ type raftStorage struct {
 }
 
 func (s raftStorage) Snapshot() (*raftpb.Snapshot, error) {
-	if s.n.snapshotForMembers {
+	if s.n.snapshotForMembers || s.n.snapshotForNewMember {
+		// (The second: a member added while another snapshot was under
+		// way, whose own has not started yet.)
 		return nil, raft.ErrSnapshotTemporarilyUnavailable
 	}
 	return s.Storage.Snapshot()
@@ -257,11 +261,12 @@ func (n *Node) startSnapshot() {
 // TakeSnapshot callers it satisfies. logged is the size of the entries
 // applied before index since the last snapshot.
 func (n *Node) snapshotStaged(index uint64, confState *raftpb.ConfState, data []byte, logged int) error {
-	if index <= n.snapshotIndex {
+	if _, err := n.store.InstallSnapshot(index, confState, data); errors.Is(err, storage.ErrSnapOutOfDate) {
+		// A leader's newer snapshot was installed meanwhile: the store
+		// drops this one.
 		n.answerSnapshotWaiters(nil)
 		return nil
-	}
-	if _, err := n.store.InstallSnapshot(index, confState, data); err != nil {
+	} else if err != nil {
 		return err
 	}
 	n.snapshotIndex = index

@@ -206,3 +206,38 @@ func TestSnapshotsFollowWhatEntriesMake(t *testing.T) {
 	assert.Greater(t, follower.snapshotIndex, first, "20 topics of 2,000 partitions, in records of a hundred-odd bytes, made no snapshot")
 	assert.Less(t, follower.StateMachine().AppliedIndex()-follower.snapshotIndex, uint64(20), "a restart would replay most of them")
 }
+
+// TestJoinerAddedWhileASnapshotIsUnderWay: a member added while a
+// routine snapshot is under way (its own waits for that one) is not sent
+// the stored snapshot, which does not name it, nor the routine one.
+func TestJoinerAddedWhileASnapshotIsUnderWay(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.MaxLogEntries = 5; cfg.LogTailEntries = 1 })
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	for i := range 12 {
+		require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq(fmt.Sprintf("t%d", i), 1, 1), done) }).Err)
+	}
+	var refused []uint64
+	c.onSend = func(from *Node, m *raftpb.Message) {
+		if m.GetType() == raftpb.MsgSnap && m.GetTo() == 4 && !slices.Contains(m.GetSnapshot().GetMetadata().GetConfState().GetLearners(), 4) {
+			refused = append(refused, m.GetSnapshot().GetMetadata().GetIndex())
+		}
+	}
+	c.holdWork = true
+	leader.TakeSnapshot(func(_ uint64, _ int, err error) { require.NoError(t, err) })
+	require.True(t, leader.snapshotting, "a routine snapshot is under way")
+	c.addEmpty(4)
+	added := false
+	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(err error) { require.NoError(t, err); added = true })
+	for range 20 {
+		c.process()
+		c.tick(1)
+	}
+	require.True(t, added)
+	assert.Empty(t, refused, "snapshots the joiner refuses were sent")
+	c.holdWork = false
+	c.releaseWork()
+	c.tick(30)
+	assert.Empty(t, refused, "snapshots the joiner refuses were sent")
+	c.requireConverged()
+}

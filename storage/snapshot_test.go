@@ -3,7 +3,9 @@ package storage
 import (
 	"bytes"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -206,3 +208,56 @@ func snapshotAt(index, term uint64, data []byte) *raftpb.Snapshot {
 }
 
 func marshalMeta(snap *raftpb.Snapshot) ([]byte, error) { return proto.Marshal(snap.GetMetadata()) }
+
+// holdingFS holds the first write to the first temporary snapshot file
+// it creates until release is closed, and closes writing when it starts.
+type holdingFS struct {
+	vfs.FS
+	created          atomic.Bool
+	writing, release chan struct{}
+}
+
+func (fs *holdingFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, category)
+	if err != nil || !strings.HasSuffix(name, ".snap.tmp") || !fs.created.CompareAndSwap(false, true) {
+		return f, err
+	}
+	return &holdingFile{File: f, fs: fs}, nil
+}
+
+type holdingFile struct {
+	vfs.File
+	fs   *holdingFS
+	once sync.Once
+}
+
+func (f *holdingFile) Write(p []byte) (int, error) {
+	f.once.Do(func() {
+		close(f.fs.writing)
+		<-f.fs.release
+	})
+	return f.File.Write(p)
+}
+
+// A snapshot from a leader installed while the store's own is being
+// staged neither makes the staging fail (its file is not taken from under
+// it) nor leaves the staged data behind once it is found overtaken.
+func TestStagingOvertakenByALeadersSnapshot(t *testing.T) {
+	fs := &holdingFS{FS: vfs.NewMem(), writing: make(chan struct{}), release: make(chan struct{})}
+	s, err := OpenPebble("db", fs)
+	require.NoError(t, err)
+	require.NoError(t, s.Save(Update{HardState: hardState(1, 1, 5), Entries: ents(1, 1, 1, 1, 1, 1), MustSync: true}))
+	own := snapshotBytes(3*snapshotBlobPiece, 5)
+	staged := make(chan error, 1)
+	go func() { staged <- s.StageSnapshot(5, own) }()
+	<-fs.writing
+	require.NoError(t, s.Save(Update{HardState: hardState(2, 1, 40), Snapshot: snapshotAt(40, 2, []byte("from the leader"))}))
+	close(fs.release)
+	require.NoError(t, <-staged, "a staging overtaken by a leader's snapshot failed, which stops the node")
+	_, err = s.InstallSnapshot(5, confState(1), own)
+	require.ErrorIs(t, err, ErrSnapOutOfDate)
+	require.Equal(t, []string{snapshotBlob(40)}, blobs(t, s), "the overtaken snapshot's data stays")
+	require.NoError(t, s.Save(Update{HardState: hardState(2, 1, 41), Entries: ents(41, 2), MustSync: true}))
+	requireSnapshot(t, s, 40, []byte("from the leader"))
+	require.NoError(t, s.Close())
+}

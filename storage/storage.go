@@ -90,7 +90,8 @@ type Storage interface {
 	StageSnapshot(index uint64, data []byte) error
 	// InstallSnapshot makes the snapshot staged at index, with data and
 	// the conf state at that index, the stored one, durably; as
-	// CreateSnapshot otherwise.
+	// CreateSnapshot otherwise. A staged snapshot not newer than the
+	// stored one (ErrSnapOutOfDate) is dropped.
 	InstallSnapshot(index uint64, confState *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error)
 	// Compact discards the entries up to and including compactIndex, which
 	// must not pass the stored snapshot's index (so nothing unrecoverable is

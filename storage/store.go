@@ -128,7 +128,7 @@ func (s *Store) load() error {
 	snapIndex := s.snapshot.GetMetadata().GetIndex()
 	// A crash may have left the data of a snapshot staged and never
 	// installed, or of one replaced.
-	s.dropOtherSnapshots(snapIndex)
+	s.dropOtherSnapshots(snapIndex, true)
 	if snapIndex < s.truncatedIndex {
 		return fmt.Errorf("%w: log compacted to %d beyond the snapshot at %d", ErrCorrupt, s.truncatedIndex, snapIndex)
 	}
@@ -306,15 +306,23 @@ func (s *Store) putSnapshotData(index uint64, data []byte) error {
 }
 
 // dropOtherSnapshots deletes the data of every snapshot but the one at
-// index: the one it replaced, one staged and never installed. A blob that
-// stays (a failed removal, a crash) is removed by a later call.
-func (s *Store) dropOtherSnapshots(index uint64) {
+// index: the one it replaced, one staged and never installed. With
+// partial, it deletes what a staging interrupted by a crash left too; only
+// at open, where no staging runs: a staging under way has its own
+// temporary file, which its rename needs (a leader's snapshot installed
+// meanwhile must not make it fail). A blob that stays (a failed removal,
+// a crash) is removed by a later call.
+func (s *Store) dropOtherSnapshots(index uint64, partial bool) {
 	names, err := s.engine.blobNames()
 	if err != nil {
 		return
 	}
 	for _, name := range names {
-		if name != snapshotBlob(index) {
+		if name == snapshotBlob(index) {
+			continue
+		}
+		var other uint64
+		if _, err := fmt.Sscanf(name, "snapshot-%016x.snap", &other); err == nil && name == snapshotBlob(other) || partial {
 			_ = s.engine.deleteBlob(name)
 		}
 	}
@@ -424,7 +432,7 @@ func (s *Store) Save(u Update) error {
 	if snapshot != nil {
 		s.snapshot = snapshot
 		s.cache, s.cacheBytes = nil, 0
-		s.dropOtherSnapshots(snapshot.GetMetadata().GetIndex())
+		s.dropOtherSnapshots(snapshot.GetMetadata().GetIndex(), false)
 	}
 	s.truncatedIndex, s.truncatedTerm = truncatedIndex, truncatedTerm
 	if len(entries) > 0 {
@@ -494,7 +502,12 @@ func (s *Store) InstallSnapshot(index uint64, confState *raftpb.ConfState, data 
 	if err := s.checkWritable(); err != nil {
 		return nil, err
 	}
-	if index <= s.snapshot.GetMetadata().GetIndex() {
+	if stored := s.snapshot.GetMetadata().GetIndex(); index <= stored {
+		if index < stored {
+			// Overtaken (a leader's snapshot came meanwhile): its data
+			// goes. (At the stored index the file is the stored one's.)
+			_ = s.engine.deleteBlob(snapshotBlob(index))
+		}
 		return nil, ErrSnapOutOfDate
 	}
 	if index > s.lastIndex {
@@ -518,7 +531,7 @@ func (s *Store) InstallSnapshot(index uint64, confState *raftpb.ConfState, data 
 		return nil, err
 	}
 	s.snapshot = snapshot
-	s.dropOtherSnapshots(index)
+	s.dropOtherSnapshots(index, false)
 	return s.Snapshot()
 }
 
