@@ -155,14 +155,7 @@ func TestJoinerWaitsForASnapshotNamingIt(t *testing.T) {
 		}
 	}
 	c.holdWork = true
-	c.addEmpty(4)
-	added := false
-	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(err error) { require.NoError(t, err); added = true })
-	for range 20 {
-		c.process()
-		c.tick(1)
-	}
-	require.True(t, added)
+	addLearnerWhileHeld(t, c, leader, 4)
 	assert.Empty(t, snapshots, "a snapshot the joiner refuses was sent")
 	c.holdWork = false
 	c.releaseWork()
@@ -226,18 +219,25 @@ func TestJoinerAddedWhileASnapshotIsUnderWay(t *testing.T) {
 	c.holdWork = true
 	leader.TakeSnapshot(func(_ uint64, _ int, err error) { require.NoError(t, err) })
 	require.True(t, leader.snapshotting, "a routine snapshot is under way")
-	c.addEmpty(4)
-	added := false
-	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: 4, URL: peerURL(4), DirectoryID: c.directory(4)}, func(err error) { require.NoError(t, err); added = true })
-	for range 20 {
-		c.process()
-		c.tick(1)
-	}
-	require.True(t, added)
+	addLearnerWhileHeld(t, c, leader, 4)
 	assert.Empty(t, refused, "snapshots the joiner refuses were sent")
 	c.holdWork = false
 	c.releaseWork()
 	c.tick(30)
 	assert.Empty(t, refused, "snapshots the joiner refuses were sent")
 	c.requireConverged()
+}
+
+// addLearnerWhileHeld adds an empty learner through leader while the
+// nodes' work may be held (changeMembership's loop would wait for it).
+func addLearnerWhileHeld(t *testing.T, c *cluster, leader *Node, id uint64) {
+	t.Helper()
+	c.addEmpty(id)
+	added := false
+	leader.ChangeMembership(MembershipChange{Kind: AddLearner, NodeID: id, URL: peerURL(id), DirectoryID: c.directory(id)}, func(err error) { require.NoError(t, err); added = true })
+	for range 20 {
+		c.process()
+		c.tick(1)
+	}
+	require.True(t, added, "the learner was not added")
 }

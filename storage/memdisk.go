@@ -295,10 +295,8 @@ func (e *diskEngine) write(b *batch, sync bool) error {
 	if !sync {
 		return nil
 	}
-	if d.FailSyncs > 0 {
-		d.FailSyncs--
-		d.FailedSyncs++
-		return ErrInjectedSync
+	if err := d.takeSync(); err != nil {
+		return err
 	}
 	for _, r := range d.pending {
 		pb, err := decodeRecord(r)
@@ -308,6 +306,17 @@ func (e *diskEngine) write(b *batch, sync bool) error {
 		d.applyTo(d.durable, pb, false)
 	}
 	d.pending = nil
+	return nil
+}
+
+// takeSync is one sync: it fails while FailSyncs says so, else it counts
+// and takes SyncLatency.
+func (d *Disk) takeSync() error {
+	if d.FailSyncs > 0 {
+		d.FailSyncs--
+		d.FailedSyncs++
+		return ErrInjectedSync
+	}
 	d.Syncs++
 	d.latency += d.SyncLatency
 	return nil
@@ -323,14 +332,10 @@ func (e *diskEngine) putBlob(name string, parts ...[]byte) error {
 	}
 	d := e.disk
 	d.Writes++
-	if d.FailSyncs > 0 {
-		d.FailSyncs--
-		d.FailedSyncs++
-		return ErrInjectedSync
+	if err := d.takeSync(); err != nil {
+		return err
 	}
 	d.blobs[name] = bytes.Join(parts, nil)
-	d.Syncs++
-	d.latency += d.SyncLatency
 	return nil
 }
 

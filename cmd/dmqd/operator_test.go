@@ -293,6 +293,14 @@ func TestSeedControllerDiscovery(t *testing.T) {
 	assert.InDelta(t, float64(time.Now().UnixMilli()), body["timestamp"], 60_000)
 
 	follower := 1 + int(leader)%3
+	// The leader may be named by controller 1 before this follower has
+	// heard from it (elections come within a tick of the timeout's lower
+	// bound after a start): a follower that knows no leader has no hint.
+	require.Eventually(t, func() bool {
+		status, body := curlQuiet(c.base(follower) + "/api/v1/metadata/controller")
+		named, _ := body["controllerId"].(float64)
+		return status == http.StatusOK && named == leader
+	}, 30*time.Second, 20*time.Millisecond, "the follower learns the leader")
 	req, err := http.NewRequest(http.MethodPost, c.base(follower)+"/api/v1/metadata/heartbeat/7", nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
