@@ -296,21 +296,22 @@ type snapshotWaiter struct {
 }
 
 // answerSnapshotWaiters answers the TakeSnapshot callers whose index the
-// stored snapshot reaches, or all with err.
+// stored snapshot reaches, or all with err. An answer may call
+// TakeSnapshot again: the list is taken first, and that call's waiter
+// joins the new one.
 func (n *Node) answerSnapshotWaiters(err error) {
-	waiting := n.snapshotWaiters[:0]
-	for _, w := range n.snapshotWaiters {
+	waiters := n.snapshotWaiters
+	n.snapshotWaiters = nil
+	for _, w := range waiters {
 		switch {
 		case err != nil:
 			w.done(0, 0, err)
 		case w.atLeast <= n.snapshotIndex:
 			w.done(n.snapshotIndex, n.snapshotBytes, nil)
 		default:
-			waiting = append(waiting, w)
+			n.snapshotWaiters = append(n.snapshotWaiters, w)
 		}
 	}
-	clear(n.snapshotWaiters[len(waiting):])
-	n.snapshotWaiters = waiting
 }
 
 // TakeSnapshot snapshots now (QuorumService.Snapshot), unless the stored

@@ -241,3 +241,26 @@ func addLearnerWhileHeld(t *testing.T, c *cluster, leader *Node, id uint64) {
 	}
 	require.True(t, added, "the learner was not added")
 }
+
+// TestSnapshotCallerAskingAgainIsAnswered: a TakeSnapshot caller whose
+// answer asks for another snapshot (a backup tool taking two in a row) is
+// answered too, by the snapshot that second call starts.
+func TestSnapshotCallerAskingAgainIsAnswered(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.elect(1)
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.RegisterBroker(registerReq(1), done) }).Err)
+	c.holdWork = true
+	var first, second []uint64
+	leader.TakeSnapshot(func(index uint64, _ int, err error) {
+		require.NoError(t, err)
+		first = append(first, index)
+		leader.TakeSnapshot(func(index uint64, _ int, err error) { require.NoError(t, err); second = append(second, index) })
+	})
+	require.Nil(t, c.do(func(done func(Outcome)) { leader.CreateTopic(createTopicReq("after", 1, 1), done) }).Err)
+	askedAfter := leader.StateMachine().AppliedIndex()
+	c.holdWork = false
+	c.releaseWork()
+	require.Len(t, first, 1)
+	require.Len(t, second, 1, "the second call was never answered")
+	assert.GreaterOrEqual(t, second[0], askedAfter)
+}
