@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"strings"
 	"sync"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -321,8 +322,9 @@ func (s *Store) dropOtherSnapshots(index uint64, partial bool) {
 		if name == snapshotBlob(index) {
 			continue
 		}
-		var other uint64
-		if _, err := fmt.Sscanf(name, "snapshot-%016x.snap", &other); err == nil && name == snapshotBlob(other) || partial {
+		// A finished blob ends in .snap, a staging's temporary file in
+		// .snap.tmp (putBlob).
+		if partial || strings.HasSuffix(name, ".snap") {
 			_ = s.engine.deleteBlob(name)
 		}
 	}

@@ -134,6 +134,8 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// DMQBENCH_KEEP keeps the controllers' data directories and output,
+	// to read after a run that needs explaining.
 	if os.Getenv("DMQBENCH_KEEP") == "" {
 		defer os.RemoveAll(dir)
 	}
