@@ -299,6 +299,9 @@ func (s *StateMachine) unregisterBroker(r *metadatav1.UnregisterBrokerRecord, c 
 				b.id, held))
 		}
 	}
+	// Held until the broker is gone: a move started before would be led
+	// by it.
+	defer s.holdBalance(c)()
 	s.removeFromPartitions(b, c)
 	s.dropFromELRs(b.id, c)
 	delete(s.brokers, b.id)
@@ -368,6 +371,7 @@ func (s *StateMachine) beginControlledShutdown(r *metadatav1.BeginControlledShut
 // cleanly when that broker returns; the partition is offline meanwhile,
 // unless the topic allows unclean election and another live replica exists.
 func (s *StateMachine) removeFromPartitions(b *broker, c *change) {
+	defer s.holdBalance(c)()
 	for name, t := range s.topics { // determinism: each partition changes on its own; the change set is sorted where read
 		for i := range t.partitions {
 			p := &t.partitions[i]
@@ -462,6 +466,7 @@ func (s *StateMachine) moveAwayFrom(b *broker, c *change) {
 // Only offline partitions are visited (the index of them), so a broker's
 // registration costs in proportion to what is offline, not to the cluster.
 func (s *StateMachine) restoreLeadership(b *broker, c *change) {
+	defer s.holdBalance(c)()
 	for key := range s.offline { // determinism: each partition changes on its own; the change set is sorted where read
 		t := s.topics[key.topic]
 		p := &t.partitions[key.index]

@@ -68,6 +68,25 @@ func (s *StateMachine) rebalance(r *metadatav1.RebalanceRecord, c *change) Resul
 	return Result{}
 }
 
+// holdBalance holds the plan's next moves back until the function it
+// returns is called, which starts them. A loop that changes partitions one
+// by one in a map's order holds them: a move that ends in it would start
+// the next, which may change a partition the loop visits before or after
+// it (one broker visited leads it, or one offline comes back), and two
+// controllers, ranging in different orders, would part (found by
+// TestPropertyViewsHoldTheirVersion, whose records include plans).
+func (s *StateMachine) holdBalance(c *change) (release func()) {
+	run := s.balance
+	if run == nil || run.advancing {
+		return func() {}
+	}
+	run.advancing = true
+	return func() {
+		run.advancing = false
+		s.advanceBalance(c)
+	}
+}
+
 // advanceBalance starts the plan's next moves while there is room.
 func (s *StateMachine) advanceBalance(c *change) {
 	run := s.balance
